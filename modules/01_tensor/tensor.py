@@ -1,0 +1,1649 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 01 — Tensor
+#
+# Every number a neural network touches lives in a **tensor**: an n-dimensional
+# array of one dtype, on one device. In this module you build TinyTorch's
+# `Tensor`: how it is created, how arithmetic broadcasts, how it reduces,
+# reshapes and is indexed, and on which device its numbers live.
+#
+# Each operation also writes down, right beside its forward computation, how to
+# send a gradient back to its inputs. Module 02 (autograd) walks those
+# backward rules; here you write them, and check them by calling them directly.
+#
+# **You will implement:** `unbroadcast`, `add`, `mul`, `sum` and `log_softmax`.
+# Everything else is provided, and worth reading: it follows the same pattern.
+#
+# **Cost to keep in mind:** a tensor op in Python pays a fixed overhead (a few
+# microseconds of interpreter work) plus the array work. For tiny tensors the
+# overhead dominates; for large ones the array library (NumPy, or CuPy on a GPU)
+# does. We measure both at the end.
+
+# %%
+#| default_exp core.tensor
+
+# %% [markdown]
+# ## 1. Devices, array namespaces and dtypes
+#
+# *Why.* The same model should run on a laptop CPU and on a GPU without being
+# written twice. NumPy (CPU) and CuPy (GPU) expose almost the same API, so we
+# write every operation once against an **array namespace** `xp`: `numpy` for
+# `"cpu"`, `cupy` for `"cuda"`. A tensor knows its device; the device knows its
+# namespace.
+#
+# Rules we keep:
+# - moving between devices is explicit (`.to("cuda")`, `.cpu()`); an op whose
+#   inputs live on two devices is an error naming both;
+# - CuPy is optional: without it (or without a GPU) everything on `"cpu"` works,
+#   and asking for `"cuda"` says exactly why it cannot;
+# - `float32` is the default dtype, and nothing silently becomes `float64`
+#   (twice the memory, and on GPUs often 30x slower).
+#
+# This backend is provided code: read it, then move on.
+
+# %%
+#| export core.backend
+"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generator."""
+import numpy as np
+
+
+class Device:
+    """Where a tensor's numbers live: `cpu`, or `cuda:N` (the N-th GPU)."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, type: str, index=None):
+        self.type = type
+        self.index = index
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device(type='{self}')"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            other = device(other)
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+
+_DEVICES = {}
+
+
+def device(spec=None) -> Device:
+    """Parse `"cpu"`, `"cuda"` or `"cuda:N"` into a (cached) `Device`."""
+    if isinstance(spec, Device):
+        return spec
+    if spec is None:
+        spec = "cpu"
+    found = _DEVICES.get(spec)
+    if found is not None:
+        return found
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0' or a Device, got {spec!r}")
+    kind, _, index = spec.partition(":")
+    if kind == "cpu" and not index:
+        dev = Device("cpu")
+    elif kind == "cuda" and (not index or index.isdigit()):
+        dev = Device("cuda", int(index or 0))
+    else:
+        raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    _DEVICES[spec] = dev
+    return dev
+
+
+_cuda_probe = None  # (cupy module or None, reason or None), filled on first use
+
+
+def _probe_cuda():
+    """Import CuPy and find a usable GPU once; remember why not, if not."""
+    global _cuda_probe
+    if _cuda_probe is None:
+        try:
+            import cupy
+        except ImportError as err:
+            _cuda_probe = (None, f"CuPy is not installed ({err}); install it with "
+                                 f"`pip install 'tinytorch[gpu]'` to use device='cuda'")
+        else:
+            try:
+                count = cupy.cuda.runtime.getDeviceCount()
+                reason = None if count > 0 else "CuPy is installed but no CUDA device is visible"
+            except Exception as err:  # CUDARuntimeError: no driver, driver too old, ...
+                count, reason = 0, f"CuPy is installed but CUDA is unusable: {err}"
+            _cuda_probe = (cupy if reason is None else None, reason)
+    return _cuda_probe
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and at least one CUDA device answers."""
+    return _probe_cuda()[0] is not None
+
+
+def cuda_unavailable_reason():
+    """Why `"cuda"` cannot be used here, or None when it can."""
+    return _probe_cuda()[1]
+
+
+def get_xp(dev: Device):
+    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda."""
+    if dev.type == "cpu":
+        return np
+    cupy, reason = _probe_cuda()
+    if cupy is None:
+        raise RuntimeError(f"cannot use device '{dev}': {reason}")
+    if dev.index >= cupy.cuda.runtime.getDeviceCount():
+        raise RuntimeError(f"cannot use device '{dev}': only "
+                           f"{cupy.cuda.runtime.getDeviceCount()} CUDA device(s) visible")
+    cupy.cuda.Device(dev.index).use()
+    return cupy
+
+
+def to_device(array, dev: Device):
+    """Copy an array to `dev` (a no-op when it is already there)."""
+    if dev.type == "cpu":
+        return array if isinstance(array, np.ndarray) else array.get()
+    xp = get_xp(dev)
+    return xp.asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy view (cpu) or host copy (cuda) of an array."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
+    if isinstance(target, np.ndarray):
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int):
+    """Seed the generator behind `rand`/`randn` (and module code that draws numbers)."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+    return _generator
+
+
+def default_generator():
+    """The NumPy generator that `manual_seed` resets."""
+    return _generator
+
+
+# %% [markdown]
+# TinyTorch's dtypes *are* NumPy dtypes (CuPy shares them), named as in PyTorch.
+# The cell defines `bool` last: inside this package, `bool` means the dtype, so
+# code here never uses Python's `bool` by that name.
+
+# %%
+#| export core.backend
+float16 = np.dtype("float16")
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int8 = np.dtype("int8")
+int16 = np.dtype("int16")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+uint8 = np.dtype("uint8")
+bool = np.dtype(np.bool_)  # noqa: A001 -- PyTorch's name for the dtype
+
+SUPPORTED_DTYPES = (float16, float32, float64, int8, int16, int32, int64, uint8, bool)
+DEFAULT_FLOAT = float32
+
+
+def resolve_dtype(dtype):
+    """Turn `float32`, `np.float32` or `"float32"` into a supported dtype (None stays None)."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unsupported dtype {dtype!r}") from None
+    if resolved not in SUPPORTED_DTYPES:
+        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        raise TypeError(f"unsupported dtype {resolved.name}: TinyTorch supports {names}")
+    return resolved
+
+
+def is_floating(dtype):
+    """True for float16/32/64."""
+    return dtype.kind == "f"
+
+
+# %% [markdown]
+# ## 2. The `Tensor` object
+#
+# A `Tensor` holds:
+#
+# | attribute | meaning |
+# | --- | --- |
+# | `data` | the raw array (`numpy.ndarray` on cpu, `cupy.ndarray` on cuda). Unlike PyTorch, `.data` is the array itself. |
+# | `requires_grad` | whether gradients should flow to (or through) this tensor |
+# | `grad` | the accumulated gradient (a `Tensor`), for leaves that require grad |
+# | `_parents`, `_backward` | the graph: which tensors this one was computed from, and how to send a gradient back to them. `None` for leaves. |
+#
+# Every operation builds its output with `_wrap(data, device, parents, backward)`.
+# The graph is recorded only when some parent requires grad *and* grad mode is
+# on (module 02 gives you `no_grad` to turn it off): inference pays nothing.
+#
+# `backward` is a closure `grad_out -> (grad_parent_0, grad_parent_1, ...)`: given
+# dL/d(out), it returns dL/d(parent) for each parent (None where a parent needs
+# none). This is the chain rule, one op at a time.
+#
+# The class below is a thin shell: its methods call the functions defined in the
+# rest of this module (`add`, `sum`, ...), so each op's forward and backward sit
+# together in one place, as in PyTorch's `torch.add` vs `Tensor.add`.
+
+# %%
+#| export
+import builtins
+import math
+import threading
+from collections import namedtuple
+
+import numpy as np
+
+from tinytorch.core.backend import (
+    DEFAULT_FLOAT, Device, device, get_xp, is_floating, resolve_dtype, scatter_add,
+    to_device, to_numpy, default_generator,
+)
+
+_F64 = np.dtype("float64")
+_F32 = np.dtype("float32")
+
+
+class _GradMode(threading.local):
+    """Whether ops record the graph; per thread, like PyTorch. Module 02 flips it."""
+
+    def __init__(self):
+        self.enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def _wrap(data, dev, parents=None, backward=None):
+    """Make an op's output tensor; keep the graph only if it is needed."""
+    out = object.__new__(Tensor)
+    out.data = data
+    out._device = dev
+    out.grad = None
+    if parents is not None and _grad_mode.enabled:
+        for p in parents:
+            if p is not None and p.requires_grad:
+                out.requires_grad = True
+                out._parents = parents
+                out._backward = backward
+                return out
+    out.requires_grad = False
+    out._parents = None
+    out._backward = None
+    return out
+
+
+# %%
+#| export
+class Tensor:
+    """An n-dimensional array on a device, that can record how it was computed."""
+
+    __slots__ = ("data", "requires_grad", "grad", "_parents", "_backward", "_device", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        dev = _device_of(device)
+        array = _to_array(data, resolve_dtype(dtype))
+        self.data = to_device(array, dev)
+        self._device = dev
+        self.grad = None
+        self._parents = None
+        self._backward = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # --- attributes ----------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: self._device)
+    is_leaf = property(lambda self: self._parents is None)
+    T = property(lambda self: permute(self, *reversed(range(self.data.ndim))))
+
+    def numel(self):
+        return int(self.data.size)
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    # --- arithmetic (each calls the op function defined below) ---------------
+    def __add__(self, other): return add(self, other)
+    def __radd__(self, other): return add(other, self)
+    def __sub__(self, other): return sub(self, other)
+    def __rsub__(self, other): return sub(other, self)
+    def __mul__(self, other): return mul(self, other)
+    def __rmul__(self, other): return mul(other, self)
+    def __truediv__(self, other): return div(self, other)
+    def __rtruediv__(self, other): return div(other, self)
+    def __pow__(self, other): return pow(self, other)
+    def __rpow__(self, other): return pow(other, self)
+    def __matmul__(self, other): return matmul(self, other)
+    def __rmatmul__(self, other): return matmul(other, self)
+    def __neg__(self): return neg(self)
+
+    def __lt__(self, other): return _compare(self, other, "less")
+    def __le__(self, other): return _compare(self, other, "less_equal")
+    def __gt__(self, other): return _compare(self, other, "greater")
+    def __ge__(self, other): return _compare(self, other, "greater_equal")
+    def __eq__(self, other): return _compare(self, other, "equal")
+    def __ne__(self, other): return _compare(self, other, "not_equal")
+    __hash__ = object.__hash__  # tensors are hashed by identity, as in PyTorch
+
+    def add(self, other): return add(self, other)
+    def sub(self, other): return sub(self, other)
+    def mul(self, other): return mul(self, other)
+    def div(self, other): return div(self, other)
+    def matmul(self, other): return matmul(self, other)
+
+    # --- reductions ----------------------------------------------------------
+    def sum(self, dim=None, keepdim=False): return sum(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False): return mean(self, dim, keepdim)
+    def var(self, dim=None, correction=1, keepdim=False): return var(self, dim, correction, keepdim)
+    def max(self, dim=None, keepdim=False): return max(self, dim, keepdim)
+    def min(self, dim=None, keepdim=False): return min(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False): return argmax(self, dim, keepdim)
+    def argmin(self, dim=None, keepdim=False): return argmin(self, dim, keepdim)
+
+    # --- shape -----------------------------------------------------------------
+    def reshape(self, *shape): return reshape(self, *shape)
+    def view(self, *shape): return reshape(self, *shape)
+    def transpose(self, dim0, dim1): return transpose(self, dim0, dim1)
+    def permute(self, *dims): return permute(self, *dims)
+    def squeeze(self, dim=None): return squeeze(self, dim)
+    def unsqueeze(self, dim): return unsqueeze(self, dim)
+    def expand(self, *sizes): return expand(self, *sizes)
+    def flatten(self, start_dim=0, end_dim=-1): return flatten(self, start_dim, end_dim)
+    def split(self, split_size_or_sections, dim=0): return split(self, split_size_or_sections, dim)
+    def __getitem__(self, index): return getitem(self, index)
+
+    def __setitem__(self, index, value):
+        if self.requires_grad and _grad_mode.enabled:
+            raise RuntimeError("in-place assignment to a tensor that requires grad would corrupt its "
+                               "graph; build a new tensor with tinytorch.where or masked_fill")
+        index, _ = _index_arrays(index, self._device)
+        self.data[index] = value.data if isinstance(value, Tensor) else value
+
+    # --- elementwise -----------------------------------------------------------
+    def exp(self): return exp(self)
+    def log(self): return log(self)
+    def sqrt(self): return sqrt(self)
+    def abs(self): return abs(self)
+    def tanh(self): return tanh(self)
+    def sigmoid(self): return sigmoid(self)
+    def relu(self): return relu(self)
+    def gelu(self, approximate="none"): return gelu(self, approximate)
+    def clamp(self, min=None, max=None): return clamp(self, min, max)
+    def softmax(self, dim): return softmax(self, dim)
+    def log_softmax(self, dim): return log_softmax(self, dim)
+    def masked_fill(self, mask, value): return masked_fill(self, mask, value)
+
+    # --- autograd ------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (the engine is module 02's)."""
+        from tinytorch.core.autograd import backward  # the engine lives in the next module
+        backward(self, gradient, retain_graph)
+
+    def detach(self):
+        """The same numbers, cut from the graph."""
+        return _wrap(self.data, self._device)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not is_floating(self.data.dtype):
+            raise RuntimeError(f"only floating-point tensors can require gradients, "
+                               f"this one is {self.data.dtype.name}")
+        if not requires_grad and self._parents is not None:
+            raise RuntimeError("requires_grad can only be turned off on leaf tensors; use .detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    # --- conversions -----------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        for arg in args:
+            if isinstance(arg, (str, Device)):
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if dtype is not None:
+            out = _cast(out, resolve_dtype(dtype))
+        if device is not None:
+            out = _move(out, _device_of(device))
+        return out
+
+    def cpu(self): return self.to("cpu")
+    def cuda(self, index=0): return self.to(f"cuda:{index}")
+    def float(self): return self.to(DEFAULT_FLOAT)
+    def double(self): return self.to(np.dtype("float64"))
+    def half(self): return self.to(np.dtype("float16"))
+    def long(self): return self.to(np.dtype("int64"))
+    def int(self): return self.to(np.dtype("int32"))
+    def bool(self): return self.to(np.dtype(np.bool_))
+
+    def numpy(self):
+        """The numbers as a NumPy array (a view on cpu, a host copy on cuda)."""
+        return to_numpy(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        array = to_numpy(self.data)
+        return array if dtype is None else array.astype(dtype)
+
+    def item(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to a "
+                               f"Python number; .item() needs exactly one")
+        return self.data.item()
+
+    def tolist(self):
+        return to_numpy(self.data).tolist()
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements is "
+                               f"ambiguous; use .any() or .all() on .data, or compare .item()")
+        return builtins.bool(self.data.item())
+
+    def __float__(self): return builtins.float(self.item())
+    def __int__(self): return builtins.int(self.item())
+
+    def __repr__(self):
+        array = to_numpy(self.data)
+        body = np.array2string(array, separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
+        extras = []
+        if self._device.type != "cpu":
+            extras.append(f"device='{self._device}'")
+        if array.dtype.name not in ("float32", "int64", "bool"):
+            extras.append(f"dtype={array.dtype.name}")
+        if self._backward is not None:
+            name = self._backward.__name__.replace("_backward", "").title().replace("_", "")
+            extras.append(f"grad_fn=<{name}Backward>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+
+# %% [markdown]
+# ## 3. Making tensors
+#
+# `tensor(data)` accepts nested lists, NumPy arrays and numbers. Python floats
+# become `float32` (not NumPy's `float64`), Python ints `int64`, Python bools
+# `bool`. A NumPy array keeps its dtype: passing a `float64` array is asking for
+# `float64`.
+#
+# A ragged list such as `[[1, 2], [3]]` is not a tensor. NumPy's own error is
+# cryptic, so we find the first dimension where lengths disagree and name it.
+
+# %%
+#| export
+def _device_of(spec):
+    return device(spec)
+
+
+def _ragged_message(data):
+    """Explain where a nested list stops being rectangular."""
+    level, dim = [data], 0
+    while True:
+        is_seq = [isinstance(x, (list, tuple)) for x in level]
+        if not any(is_seq):
+            return "cannot build a tensor from this data"
+        if not all(is_seq):
+            return (f"ragged nested sequence: dimension {dim} mixes numbers and lists; "
+                    f"every element at one depth must have the same shape")
+        lengths = sorted({len(x) for x in level})
+        if len(lengths) > 1:
+            return (f"ragged nested sequence: dimension {dim} has lengths {lengths}; "
+                    f"a tensor needs equal lengths at every depth")
+        level, dim = [y for x in level for y in x], dim + 1
+
+
+def _to_array(data, dtype):
+    """Convert user data to a NumPy (or CuPy) array with TinyTorch's dtype rules."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if hasattr(data, "__cuda_array_interface__"):  # already a CuPy array
+        array = data.astype(dtype) if dtype is not None else data.copy()
+    elif isinstance(data, np.ndarray):
+        array = data.astype(dtype) if dtype is not None else data.copy()
+    else:
+        try:
+            array = np.array(data, dtype=dtype)
+        except ValueError as err:
+            if "inhomogeneous" in str(err) or "sequence" in str(err):
+                raise ValueError(_ragged_message(data)) from None
+            raise
+        if dtype is None and array.dtype is _F64:
+            array = array.astype(DEFAULT_FLOAT)  # Python floats mean float32 here
+    resolve_dtype(array.dtype)  # raises TypeError for strings, objects, complex...
+    return array
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """Build a tensor from nested lists, numbers or an array (always a copy)."""
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """Wrap a NumPy array without copying; the tensor keeps its dtype and shares memory."""
+    resolve_dtype(array.dtype)
+    return _wrap(array, device("cpu"))
+
+
+def _sizes(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    return tuple(builtins.int(s) for s in size)
+
+
+def _filled(shape, fill, dtype, dev, requires_grad):
+    dev = _device_of(dev)
+    xp = get_xp(dev)
+    out = _wrap(xp.full(shape, fill, dtype=dtype), dev)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(_sizes(size), 0, resolve_dtype(dtype) or DEFAULT_FLOAT, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(_sizes(size), 1, resolve_dtype(dtype) or DEFAULT_FLOAT, device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = np.array(fill_value).dtype
+        dtype = DEFAULT_FLOAT if dtype is _F64 else dtype
+    return _filled(_sizes((size,)), fill_value, resolve_dtype(dtype), device, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        all_ints = builtins.all(isinstance(v, (builtins.int, np.integer)) for v in (start, end, step))
+        dtype = np.dtype("int64") if all_ints else DEFAULT_FLOAT
+    dev = _device_of(device)
+    out = _wrap(get_xp(dev).arange(start, end, step, dtype=resolve_dtype(dtype)), dev)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def _random(draw, size, dtype, device, requires_grad):
+    dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
+    array = draw(default_generator(), _sizes(size), dtype)
+    dev = _device_of(device)
+    out = _wrap(to_device(array, dev), dev)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False):
+    """Uniform numbers in [0, 1), drawn on the CPU so a seed gives the same numbers on any device."""
+    return _random(lambda g, s, d: g.random(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False):
+    """Standard normal numbers (mean 0, std 1)."""
+    return _random(lambda g, s, d: g.standard_normal(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def _like(fn, t, dtype, device, requires_grad, *args):
+    return fn(*args, t.shape, dtype=dtype or t.dtype, device=device or t.device,
+              requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, t, dtype, device, requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(ones, t, dtype, device, requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(rand, t, dtype, device, requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(randn, t, dtype, device, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+# %% [markdown]
+# Try it:
+
+# %%
+x = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+print(x, x.shape, x.dtype, x.device)
+try:
+    tensor([[1, 2], [3]])
+except ValueError as err:
+    print("ValueError:", err)
+
+# %% [markdown]
+# ## 4. Broadcasting, and its mirror image: `unbroadcast`
+#
+# *Why.* Adding a bias of shape `(4,)` to a batch of shape `(32, 4)` should not
+# need a copy of the bias per row. **Broadcasting** lines shapes up from the
+# right; a dimension of size 1 (or a missing one) is stretched to match:
+#
+# ```
+# (32, 4) + (4,)   -> (32, 4)      (3, 1, 5) + (4, 1) -> (3, 4, 5)
+# ```
+#
+# *The math of the backward pass.* If `b` of shape `(4,)` was used in all 32
+# rows, each use contributes to the loss, so dL/db is the **sum** over the rows
+# of dL/dout. In general: sum the gradient over the leading dimensions that
+# broadcasting added, and over every dimension where the input had size 1
+# (keeping it as size 1). Worked example: out = a + b with a (2, 3), b (1, 3),
+# and grad_out all ones (2, 3) -> grad_b = [[2, 2, 2]], shape (1, 3).
+#
+# ### Exercise: `unbroadcast(grad, shape)`
+# Reduce `grad` (an array of the broadcast shape) to `shape` by summing, as
+# above. Return `grad` itself when the shapes already agree (no copy).
+
+# %% nbgrader={"grade": false, "grade_id": "unbroadcast", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def unbroadcast(grad, shape):
+    """Sum `grad` over the dimensions that broadcasting stretched, so it has `shape`."""
+    ### BEGIN SOLUTION
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)  # leading dims that broadcasting added
+    stretched = tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    axes = tuple(range(extra)) + stretched
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test-unbroadcast", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_unbroadcast():
+    g = np.ones((2, 3), dtype=np.float32)
+    got = unbroadcast(g, (1, 3))
+    assert got.shape == (1, 3), f"unbroadcast to (1, 3) should keep the size-1 dim, got shape {got.shape}"
+    assert np.allclose(got, 2), f"each bias entry was used twice, so its gradient is 2, got {got}"
+    got = unbroadcast(np.ones((3, 4, 5), dtype=np.float32), (4, 1))
+    assert got.shape == (4, 1), f"expected shape (4, 1), got {got.shape}"
+    assert np.allclose(got, 15), f"(3,4,5) -> (4,1) sums 3*5 = 15 values per entry, got {got.ravel()}"
+    assert unbroadcast(g, (2, 3)) is g, "when shapes already match, return grad itself (no copy)"
+    assert unbroadcast(np.ones((2, 3)), ()).shape == (), "unbroadcast to a scalar shape () sums everything"
+    ### BEGIN HIDDEN TESTS
+    got = unbroadcast(np.arange(6.0).reshape(2, 3), (2, 1))
+    assert np.allclose(got, [[3], [12]]), f"row sums expected, got {got.ravel()}"
+    ### END HIDDEN TESTS
+
+
+test_unbroadcast()
+print("unbroadcast: ok")
+
+# %% [markdown]
+# ## 5. Elementwise arithmetic
+#
+# A binary op takes two operands, each a `Tensor` or a plain number. Helpers:
+#
+# - `_operands(a, b)` splits them into `(tensor or None, array or number)` pairs
+#   and refuses two devices;
+# - `_binary(name, fn, x, y)` runs the NumPy/CuPy function and turns a shape
+#   mismatch into an error that shows both shapes;
+# - `_keep_float32` undoes NumPy's habit of promoting `int / int` or
+#   `int * 0.5` to `float64`: in TinyTorch only a `float64` input gives a
+#   `float64` output.
+#
+# *The math.* For `out = a + b`: dL/da = dL/dout, dL/db = dL/dout (then
+# unbroadcast). For `out = a * b`: dL/da = dL/dout · b, dL/db = dL/dout · a.
+# Worked example: a = 3, b = 4, out = 12; with dL/dout = 1, dL/da = 4 and dL/db = 3.
+
+# %%
+#| export
+def _device_mismatch(a, b, name):
+    raise RuntimeError(f"{name}: expected all tensors on the same device, but found "
+                       f"{a._device} and {b._device}; move one with .to()")
+
+
+def _operands(a, b, name):
+    """Split two operands into (tensor or None, raw value) pairs on one device."""
+    ta = a if isinstance(a, Tensor) else None
+    tb = b if isinstance(b, Tensor) else None
+    if ta is not None and tb is not None and ta._device is not tb._device and ta._device != tb._device:
+        _device_mismatch(ta, tb, name)
+    return ta, (a.data if ta is not None else _constant(a, tb, name)), \
+        tb, (b.data if tb is not None else _constant(b, ta, name))
+
+
+def _constant(value, ref, name):
+    """A plain number (or NumPy array) used with a tensor: allowed, with no gradient."""
+    if isinstance(value, (builtins.int, builtins.float)):
+        return value
+    if isinstance(value, np.generic):  # NumPy scalars would force their dtype; Python's adapt
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return to_device(value, ref._device)
+    raise TypeError(f"{name}: unsupported operand type {type(value).__name__}; "
+                    f"use a Tensor or a number")
+
+
+def _shape_of(x):
+    return tuple(getattr(x, "shape", ()))
+
+
+def _binary(name, fn, x, y):
+    """Run an elementwise array function; explain a broadcasting failure with both shapes."""
+    try:
+        return fn(x, y)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {_shape_of(x)} and {_shape_of(y)} cannot be broadcast "
+                         f"together (sizes must match or be 1, comparing from the right)") from None
+
+
+def _keep_float32(out, ta, tb):
+    """NumPy promotes int/int and int*float to float64; TinyTorch keeps float32 unless asked."""
+    if out.dtype is _F64 and not ((ta is not None and ta.data.dtype is _F64) or
+                                  (tb is not None and tb.data.dtype is _F64)):
+        return out.astype(_F32)
+    return out
+
+
+def _dev(ta, tb):
+    return ta._device if ta is not None else tb._device
+
+
+def _needs(t):
+    """Does gradient have to flow into t?"""
+    return t is not None and t.requires_grad
+
+
+# %% [markdown]
+# ### Exercise: `add` and `mul`
+# Write the forward value and the backward closure. Follow `sub` (below,
+# provided) as a model: compute `out` with `_binary`, keep float32, and return
+# `_wrap(out, device, (ta, tb), backward)`. In the closure, compute a gradient
+# only for operands that need one (`_needs`), unbroadcast it to the operand's
+# shape, and return `None` for the others.
+
+# %% nbgrader={"grade": false, "grade_id": "add-mul", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def add(a, b):
+    """a + b, broadcasting."""
+    ta, x, tb, y = _operands(a, b, "add")
+    ### BEGIN SOLUTION
+    out = _keep_float32(_binary("add", _xp_add, x, y), ta, tb)
+
+    def add_backward(g):
+        return (unbroadcast(g, x.shape) if _needs(ta) else None,
+                unbroadcast(g, y.shape) if _needs(tb) else None)
+    ### END SOLUTION
+    return _wrap(out, _dev(ta, tb), (ta, tb), add_backward)
+
+
+def mul(a, b):
+    """a * b, broadcasting."""
+    ta, x, tb, y = _operands(a, b, "mul")
+    ### BEGIN SOLUTION
+    out = _keep_float32(_binary("mul", _xp_mul, x, y), ta, tb)
+
+    def mul_backward(g):
+        return (unbroadcast(g * y, x.shape) if _needs(ta) else None,
+                unbroadcast(g * x, y.shape) if _needs(tb) else None)
+    ### END SOLUTION
+    return _wrap(out, _dev(ta, tb), (ta, tb), mul_backward)
+
+
+# %%
+#| export
+def _xp_add(x, y): return x + y
+def _xp_sub(x, y): return x - y
+def _xp_mul(x, y): return x * y
+def _xp_div(x, y): return x / y
+def _xp_pow(x, y): return x ** y
+
+
+def sub(a, b):
+    """a - b, broadcasting."""
+    ta, x, tb, y = _operands(a, b, "sub")
+    out = _keep_float32(_binary("sub", _xp_sub, x, y), ta, tb)
+
+    def sub_backward(g):
+        return (unbroadcast(g, x.shape) if _needs(ta) else None,
+                unbroadcast(-g, y.shape) if _needs(tb) else None)
+    return _wrap(out, _dev(ta, tb), (ta, tb), sub_backward)
+
+
+def div(a, b):
+    """a / b (true division: int / int gives float32)."""
+    ta, x, tb, y = _operands(a, b, "div")
+    out = _keep_float32(_binary("div", _xp_div, x, y), ta, tb)
+
+    def div_backward(g):
+        return (unbroadcast(g / y, x.shape) if _needs(ta) else None,
+                unbroadcast(-g * out / y, y.shape) if _needs(tb) else None)
+    return _wrap(out, _dev(ta, tb), (ta, tb), div_backward)
+
+
+def pow(a, b):
+    """a ** b; d/da = b a^(b-1), d/db = a^b log a."""
+    ta, x, tb, y = _operands(a, b, "pow")
+    out = _keep_float32(_binary("pow", _xp_pow, x, y), ta, tb)
+
+    def pow_backward(g):
+        xp = get_xp(_dev(ta, tb))
+        return (unbroadcast(g * y * x ** (y - 1), x.shape) if _needs(ta) else None,
+                unbroadcast(g * out * (math.log(x) if np.isscalar(x) else xp.log(x)), y.shape)
+                if _needs(tb) else None)
+    return _wrap(out, _dev(ta, tb), (ta, tb), pow_backward)
+
+
+def neg(a):
+    """-a."""
+    def neg_backward(g):
+        return (-g,)
+    return _wrap(-a.data, a._device, (a,), neg_backward)
+
+
+def _compare(a, b, ufunc):
+    """Elementwise comparison: a bool tensor, outside the graph."""
+    ta, x, tb, y = _operands(a, b, ufunc)
+    xp = get_xp(_dev(ta, tb))
+    return _wrap(_binary(ufunc, getattr(xp, ufunc), x, y), _dev(ta, tb))
+
+
+# %% nbgrader={"grade": true, "grade_id": "test-add-mul", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_add_mul():
+    a = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    b = tensor([10.0, 20.0, 30.0], requires_grad=True)
+    s = a + b
+    assert s.tolist() == [[11, 22, 33], [14, 25, 36]], f"a + b with broadcasting gave {s.tolist()}"
+    assert s.dtype == np.float32, f"float32 + float32 must stay float32, got {s.dtype}"
+    ga, gb = s._backward(np.ones((2, 3), dtype=np.float32))
+    assert ga.shape == (2, 3) and np.allclose(ga, 1), f"d(a+b)/da should be ones (2,3), got {ga}"
+    assert gb.shape == (3,) and np.allclose(gb, 2), f"b was broadcast over 2 rows: grad 2s of shape (3,), got {gb}"
+    p = a * b
+    assert np.allclose(p.data, [[10, 40, 90], [40, 100, 180]]), f"a * b gave {p.tolist()}"
+    ga, gb = p._backward(np.ones((2, 3), dtype=np.float32))
+    assert np.allclose(ga, [[10, 20, 30]] * 2), f"d(a*b)/da = b (broadcast), got {ga}"
+    assert np.allclose(gb, [5, 7, 9]), f"d(a*b)/db = a summed over rows = [5, 7, 9], got {gb}"
+    assert (a * 2).dtype == np.float32 and (2 + a).tolist()[0] == [3, 4, 5], "numbers work on either side"
+    c = tensor([1.0, 2.0, 3.0])  # no grad: the backward must not compute a gradient for it
+    _, gc = (a * c)._backward(np.ones((2, 3), dtype=np.float32))
+    assert gc is None, "an operand that does not require grad gets None from the backward"
+    ### BEGIN HIDDEN TESTS
+    try:
+        tensor([1.0, 2.0, 3.0]) + tensor([1.0, 2.0])
+    except ValueError as err:
+        assert "(3,)" in str(err) and "(2,)" in str(err), f"error should show both shapes: {err}"
+    else:
+        raise AssertionError("adding shapes (3,) and (2,) must raise")
+    ### END HIDDEN TESTS
+
+
+test_add_mul()
+print("add, mul: ok")
+
+# %% [markdown]
+# ## 6. Matrix multiplication
+#
+# `a @ b` contracts the last dimension of `a` with the second-to-last of `b`;
+# leading (batch) dimensions broadcast. 1-D operands are treated as a row
+# (left) or a column (right) vector, then that dimension is dropped.
+#
+# *The math.* For C = A B (A: n×k, B: k×m): dL/dA = dL/dC · Bᵀ and
+# dL/dB = Aᵀ · dL/dC. Shapes check it: (n×m)(m×k) = n×k. Batched inputs get the
+# same rule per batch, then `unbroadcast` sums over broadcast batch dimensions.
+#
+# *Cost.* n·k·m multiply-adds forward, twice that backward: 256×256 @ 256×256
+# is 16.8 M multiply-adds, about a millisecond on one CPU core.
+
+# %%
+#| export
+def _matmul_shapes_error(x, y):
+    return RuntimeError(f"matmul: shapes {tuple(x.shape)} and {tuple(y.shape)} cannot be multiplied "
+                       f"(inner dimensions must match: the last of the first and the "
+                       f"{'first' if y.ndim == 1 else 'second-to-last'} of the second)")
+
+
+def matmul(a, b):
+    """a @ b with NumPy's rules (1-D vectors, broadcast batch dimensions)."""
+    ta, x, tb, y = _operands(a, b, "matmul")
+    if ta is None or tb is None or x.ndim == 0 or y.ndim == 0:
+        raise RuntimeError("matmul needs two tensors of at least 1 dimension")
+    if x.shape[-1] != y.shape[0 if y.ndim == 1 else -2]:
+        raise _matmul_shapes_error(x, y)
+    try:
+        out = x @ y
+    except ValueError:  # batch dimensions that do not broadcast
+        raise _matmul_shapes_error(x, y) from None
+
+    def matmul_backward(g):
+        if x.ndim == 1 and y.ndim == 1:  # dot product: g is a scalar
+            return (g * y if _needs(ta) else None, g * x if _needs(tb) else None)
+        x2 = x[None, :] if x.ndim == 1 else x  # restore the dropped vector dims
+        y2 = y[:, None] if y.ndim == 1 else y
+        g2 = g[..., None, :] if x.ndim == 1 else g
+        g2 = g2[..., None] if y.ndim == 1 else g2
+        ga = unbroadcast(g2 @ y2.swapaxes(-1, -2), x2.shape).reshape(x.shape) if _needs(ta) else None
+        gb = unbroadcast(x2.swapaxes(-1, -2) @ g2, y2.shape).reshape(y.shape) if _needs(tb) else None
+        return ga, gb
+    return _wrap(out, ta._device, (ta, tb), matmul_backward)
+
+
+# %% [markdown]
+# ## 7. Reductions
+#
+# `sum`, `mean`, `max`, `min`, `var` and `argmax` collapse dimensions. `dim`
+# may be an int, a tuple, or `None` (all dimensions); negative dims count from
+# the end; `keepdim=True` keeps reduced dimensions as size 1.
+#
+# *The math.* Every input element contributes once to its sum, so the backward
+# of `sum` copies dL/dout back to every element it reduced: re-insert the
+# reduced dimensions as size 1, then broadcast to the input's shape. Worked
+# example: x (2, 3), out = x.sum(dim=1) of shape (2,); dL/dout = [1, 2] ->
+# dL/dx = [[1, 1, 1], [2, 2, 2]].
+#
+# ### Exercise: `sum(x, dim=None, keepdim=False)`
+# Use `_dims(dim, ndim)` (provided) to normalise `dim` to a tuple of
+# non-negative axes (or None). Forward: the array's `.sum(axis=..., keepdims=...)`
+# wrapped by `_as_array` (NumPy returns a scalar, not an array, for a full
+# reduction). Backward: `xp.expand_dims` the gradient if the dims were dropped,
+# then `xp.broadcast_to` the input's shape.
+
+# %%
+#| export
+def _dims(dim, ndim):
+    """Normalise `dim` (None, int, or tuple) to None or a sorted tuple of axes >= 0."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, (builtins.int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
+            raise IndexError(f"dimension out of range (expected to be in range of "
+                             f"[{-builtins.max(ndim, 1)}, {builtins.max(ndim, 1) - 1}], but got {d})")
+        out.append(d % builtins.max(ndim, 1))
+    return tuple(sorted(out))
+
+
+def _as_array(value, xp):
+    """NumPy reductions return scalars; keep tensors' data an array."""
+    return value if hasattr(value, "ndim") and not isinstance(value, np.generic) else xp.asarray(value)
+
+
+# %% nbgrader={"grade": false, "grade_id": "sum", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def sum(x, dim=None, keepdim=False):
+    """Sum over `dim` (all dimensions when None)."""
+    xp = get_xp(x._device)
+    axes = _dims(dim, x.ndim) if x.ndim else None
+    ### BEGIN SOLUTION
+    out = _as_array(x.data.sum(axis=axes, keepdims=keepdim), xp)
+
+    def sum_backward(g):
+        if axes is not None and not keepdim:
+            g = xp.expand_dims(g, axes)
+        return (xp.broadcast_to(g, x.shape),)
+    ### END SOLUTION
+    return _wrap(out, x._device, (x,), sum_backward)
+
+
+# %% nbgrader={"grade": true, "grade_id": "test-sum", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_sum():
+    x = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    assert x.sum().item() == 21, f"sum of all elements should be 21, got {x.sum()}"
+    assert x.sum().shape == (), f"a full sum is 0-dimensional, got shape {x.sum().shape}"
+    assert x.sum(dim=1).tolist() == [6, 15], f"row sums should be [6, 15], got {x.sum(dim=1).tolist()}"
+    assert x.sum(dim=0, keepdim=True).shape == (1, 3), "keepdim=True keeps the reduced dim as size 1"
+    assert x.sum(dim=-1).tolist() == [6, 15], "dim=-1 is the last dimension"
+    (g,) = x.sum(dim=1)._backward(np.array([1.0, 2.0], dtype=np.float32))
+    assert np.allclose(g, [[1, 1, 1], [2, 2, 2]]), f"sum backward copies each row's grad: got {g}"
+    (g,) = x.sum()._backward(np.array(1.0, dtype=np.float32))
+    assert g.shape == (2, 3) and np.allclose(g, 1), f"full-sum backward: ones of x's shape, got {g}"
+    ### BEGIN HIDDEN TESTS
+    (g,) = x.sum(dim=(0, 1), keepdim=True)._backward(np.ones((1, 1), dtype=np.float32))
+    assert g.shape == (2, 3), "tuple dims with keepdim"
+    ### END HIDDEN TESTS
+
+
+test_sum()
+print("sum: ok")
+
+# %% [markdown]
+# The other reductions follow the same pattern. `mean` divides by the count.
+# `max`/`min` over all elements send the gradient to the maximal entries
+# (split evenly between ties); with a `dim` they return `(values, indices)`
+# like PyTorch and route the gradient to each index. `var` uses
+# d/dx Σ(x-μ)²/(N-c) = 2(x-μ)/(N-c) (the μ term cancels because Σ(x-μ)=0).
+
+# %%
+#| export
+MinMax = namedtuple("MinMax", ["values", "indices"])
+
+
+def _require_float(x, name):
+    if not is_floating(x.data.dtype):
+        raise RuntimeError(f"{name}() needs a floating-point tensor, got {x.data.dtype.name}; "
+                           f"convert with .float()")
+
+
+def _count(shape, axes):
+    n = 1
+    for a in (range(len(shape)) if axes is None else axes):
+        n *= shape[a]
+    return n
+
+
+def mean(x, dim=None, keepdim=False):
+    """Average over `dim` (all dimensions when None)."""
+    _require_float(x, "mean")
+    n = _count(x.shape, _dims(dim, x.ndim) if x.ndim else None)
+    return sum(x, dim, keepdim) / n
+
+
+def var(x, dim=None, correction=1, keepdim=False):
+    """Variance with Bessel's correction by default (divide by N - 1), as PyTorch."""
+    _require_float(x, "var")
+    xp = get_xp(x._device)
+    axes = _dims(dim, x.ndim) if x.ndim else None
+    n = _count(x.shape, axes)
+    centered = x.data - x.data.mean(axis=axes, keepdims=True)
+    out = _as_array((centered * centered).sum(axis=axes, keepdims=keepdim) / (n - correction), xp)
+    out = out.astype(x.dtype, copy=False)
+
+    def var_backward(g):
+        if axes is not None and not keepdim:
+            g = xp.expand_dims(g, axes)
+        return (g * centered * (2.0 / (n - correction)),)
+    return _wrap(out, x._device, (x,), var_backward)
+
+
+def _extreme(x, dim, keepdim, pick, arg):
+    xp = get_xp(x._device)
+    if dim is None:  # a single value; ties share the gradient
+        out = _as_array(pick(x.data), xp)
+
+        def extreme_backward(g):
+            hit = x.data == out
+            return (hit * (g / hit.sum(dtype=x.dtype)),)
+        return _wrap(out, x._device, (x,), extreme_backward)
+    (axis,) = _dims(dim, x.ndim)
+    idx = xp.expand_dims(arg(x.data, axis=axis), axis)
+    values = xp.take_along_axis(x.data, idx, axis=axis)
+
+    def extreme_backward(g):
+        if not keepdim:
+            g = xp.expand_dims(g, axis)
+        positions = xp.arange(x.shape[axis]).reshape((-1,) + (1,) * (x.ndim - axis - 1))
+        return (xp.where(positions == idx, g, 0).astype(x.dtype, copy=False),)
+    if not keepdim:
+        values, idx = values.squeeze(axis), idx.squeeze(axis)
+    return MinMax(_wrap(values, x._device, (x,), extreme_backward), _wrap(idx, x._device))
+
+
+def max(x, dim=None, keepdim=False):
+    """Largest value; with `dim`, the named tuple (values, indices) along it."""
+    xp = get_xp(x._device)
+    return _extreme(x, dim, keepdim, xp.max, xp.argmax)
+
+
+def min(x, dim=None, keepdim=False):
+    """Smallest value; with `dim`, the named tuple (values, indices) along it."""
+    xp = get_xp(x._device)
+    return _extreme(x, dim, keepdim, xp.min, xp.argmin)
+
+
+def _arg(x, dim, keepdim, fn):
+    xp = get_xp(x._device)
+    if dim is None:
+        out = xp.asarray(fn(x.data.reshape(-1)))
+        return _wrap(out.reshape((1,) * x.ndim) if keepdim else out, x._device)
+    (axis,) = _dims(dim, x.ndim)
+    return _wrap(_as_array(fn(x.data, axis=axis, keepdims=keepdim), xp), x._device)
+
+
+def argmax(x, dim=None, keepdim=False):
+    """Index of the largest value (over the flattened tensor when dim is None)."""
+    return _arg(x, dim, keepdim, get_xp(x._device).argmax)
+
+
+def argmin(x, dim=None, keepdim=False):
+    """Index of the smallest value (over the flattened tensor when dim is None)."""
+    return _arg(x, dim, keepdim, get_xp(x._device).argmin)
+
+
+# %% [markdown]
+# ## 8. Shapes: reshape, transpose, permute, squeeze, expand
+#
+# These change how the numbers are viewed, not the numbers, so their backward
+# is the inverse view of the gradient: reshape back, transpose back, permute by
+# the inverse permutation. `expand` is broadcasting made explicit, so its
+# backward is `unbroadcast`. Most of them cost nothing: NumPy returns a *view*
+# (same memory, different strides). A transposed tensor is not contiguous,
+# which every op here handles; the tests check gradients on transposed inputs too.
+
+# %%
+#| export
+def _shape_arg(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def reshape(x, *shape):
+    """The same numbers in a new shape (one entry may be -1)."""
+    shape = _shape_arg(shape)
+    try:
+        out = x.data.reshape(shape)
+    except ValueError:
+        raise RuntimeError(f"shape {tuple(shape)} is invalid for a tensor of shape "
+                           f"{tuple(x.shape)} ({x.data.size} elements)") from None
+
+    def reshape_backward(g):
+        return (g.reshape(x.shape),)
+    return _wrap(out, x._device, (x,), reshape_backward)
+
+
+def transpose(x, dim0, dim1):
+    """Swap two dimensions."""
+    def transpose_backward(g):
+        return (g.swapaxes(dim0, dim1),)
+    return _wrap(x.data.swapaxes(dim0, dim1), x._device, (x,), transpose_backward)
+
+
+def permute(x, *dims):
+    """Reorder dimensions: out.shape[i] = x.shape[dims[i]]."""
+    dims = _shape_arg(dims)
+    xp = get_xp(x._device)
+    if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
+        raise RuntimeError(f"permute: {tuple(dims)} is not a permutation of the "
+                           f"{x.ndim} dimensions of a tensor of shape {tuple(x.shape)}")
+    inverse = tuple(np.argsort([d % x.ndim for d in dims]))
+
+    def permute_backward(g):
+        return (xp.transpose(g, inverse),)
+    return _wrap(xp.transpose(x.data, dims), x._device, (x,), permute_backward)
+
+
+def squeeze(x, dim=None):
+    """Drop size-1 dimensions (only `dim`, if given and of size 1)."""
+    axes = range(x.ndim) if dim is None else _dims(dim, x.ndim)
+    shape = tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1))
+    return reshape(x, shape)
+
+
+def unsqueeze(x, dim):
+    """Insert a size-1 dimension at `dim`."""
+    if not -x.ndim - 1 <= dim <= x.ndim:
+        raise IndexError(f"unsqueeze: dim {dim} out of range for a {x.ndim}-d tensor")
+    dim = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dimensions start_dim..end_dim into one."""
+    if x.ndim == 0:
+        return reshape(x, 1)
+    start, end = start_dim % x.ndim, end_dim % x.ndim
+    return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+
+def expand(x, *sizes):
+    """Broadcast to `sizes` without copying (-1 keeps a dimension)."""
+    sizes = _shape_arg(sizes)
+    lead = len(sizes) - x.ndim
+    target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    xp = get_xp(x._device)
+    try:
+        out = xp.broadcast_to(x.data, target)
+    except ValueError:
+        raise RuntimeError(f"expand: cannot expand shape {tuple(x.shape)} to {target}") from None
+
+    def expand_backward(g):
+        return (unbroadcast(g, x.shape),)
+    return _wrap(out, x._device, (x,), expand_backward)
+
+
+# %% [markdown]
+# ## 9. Indexing
+#
+# `x[1]`, `x[:, 2:5]`, `x[..., None]` are *basic* indexing: a view. `x[[0, 0, 2]]`
+# or `x[mask]` are *advanced* indexing: a gather, which can pick the same element
+# twice. That is exactly what an embedding lookup does, so its backward matters:
+# dL/dx must **add** the gradients of every pick of an element. `grad[idx] += g`
+# would keep only one of the repeats; `scatter_add` (NumPy's `np.add.at`) adds
+# them all. For basic indexing every element is picked at most once, so a plain
+# assignment into zeros is both correct and faster.
+
+# %%
+#| export
+def _index_arrays(index, dev):
+    """Replace tensors in an index by arrays; report whether the index is basic."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out, basic = [], True
+    for part in parts:
+        if isinstance(part, Tensor):
+            part = part.data
+        if part is None or part is Ellipsis or isinstance(part, (builtins.int, slice, np.integer)) \
+                and not isinstance(part, (builtins.bool, np.bool_)):
+            out.append(part)
+            continue
+        array = get_xp(dev).asarray(part)
+        basic = False
+        out.extend(array.nonzero() if array.dtype.kind == "b" else (array,))
+    return tuple(out), basic
+
+
+def getitem(x, index):
+    """x[index] with NumPy semantics; repeated picks add up in the backward."""
+    index, basic = _index_arrays(index, x._device)
+    xp = get_xp(x._device)
+    try:
+        out = _as_array(x.data[index], xp)
+    except IndexError as err:
+        raise IndexError(f"index into a tensor of shape {tuple(x.shape)}: {err}") from None
+
+    def getitem_backward(g):
+        full = xp.zeros(x.shape, dtype=g.dtype)
+        if basic:
+            full[index] = g
+        else:
+            scatter_add(full, index, g)
+        return (full,)
+    return _wrap(out, x._device, (x,), getitem_backward)
+
+
+# %% [markdown]
+# ## 10. Elementwise functions
+#
+# Each one has a local derivative, multiplied by the incoming gradient:
+#
+# | f(x) | f'(x) | note |
+# | --- | --- | --- |
+# | exp x | exp x = out | reuse the output |
+# | log x | 1/x | |
+# | √x | 1/(2√x) = 0.5/out | |
+# | \|x\| | sign x | 0 at 0, as PyTorch |
+# | tanh x | 1 - out² | |
+# | σ(x) | out(1 - out) | σ(x) = ½(1 + tanh(x/2)): never overflows |
+# | relu x | 1 if x > 0 | |
+# | clamp | 1 inside [min, max] | |
+# | GELU x = x Φ(x) | Φ(x) + x φ(x) | Φ the normal CDF, φ its density |
+#
+# GELU's `"tanh"` approximation (GPT-2's) is
+# ½x(1 + tanh(√(2/π)(x + 0.044715x³))). NumPy has no `erf`, so the exact form
+# uses Abramowitz & Stegun's formula 7.1.26 (error below 1.5e-7, under float32's
+# resolution).
+
+# %%
+#| export
+def _float_data(x):
+    """Transcendental functions of integer tensors give float32, as in PyTorch."""
+    return x.data if is_floating(x.data.dtype) else x.data.astype(DEFAULT_FLOAT)
+
+
+def _unary(x, out, local_grad, name):
+    """Wrap a unary op whose backward is g * local_grad() (computed only when needed)."""
+    def backward(g):
+        return (g * local_grad(),)
+    backward.__name__ = f"{name}_backward"
+    return _wrap(out, x._device, (x,), backward)
+
+
+def exp(x):
+    xp = get_xp(x._device)
+    out = xp.exp(_float_data(x))
+    return _unary(x, out, lambda: out, "exp")
+
+
+def log(x):
+    xp = get_xp(x._device)
+    data = _float_data(x)
+    return _unary(x, xp.log(data), lambda: 1.0 / data, "log")
+
+
+def sqrt(x):
+    xp = get_xp(x._device)
+    out = xp.sqrt(_float_data(x))
+    return _unary(x, out, lambda: 0.5 / out, "sqrt")
+
+
+def abs(x):
+    xp = get_xp(x._device)
+    return _unary(x, xp.abs(x.data), lambda: xp.sign(x.data), "abs")
+
+
+def tanh(x):
+    xp = get_xp(x._device)
+    out = xp.tanh(_float_data(x))
+    return _unary(x, out, lambda: 1 - out * out, "tanh")
+
+
+def sigmoid(x):
+    xp = get_xp(x._device)
+    out = 0.5 * xp.tanh(0.5 * _float_data(x)) + 0.5
+    return _unary(x, out, lambda: out * (1 - out), "sigmoid")
+
+
+def relu(x):
+    xp = get_xp(x._device)
+    return _unary(x, xp.maximum(x.data, 0), lambda: x.data > 0, "relu")
+
+
+def clamp(x, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("clamp needs at least one of min and max")
+    xp = get_xp(x._device)
+    out = xp.clip(x.data, min, max)
+
+    def inside():
+        keep = xp.ones(x.shape, dtype=np.bool_)
+        if min is not None:
+            keep &= x.data >= min
+        if max is not None:
+            keep &= x.data <= max
+        return keep
+    return _unary(x, out, inside, "clamp")
+
+
+def _erf(z, xp):
+    """erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)."""
+    t = 1.0 / (1.0 + 0.3275911 * xp.abs(z))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return xp.sign(z) * (1.0 - poly * xp.exp(-z * z))
+
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def gelu(x, approximate="none"):
+    """x Φ(x), exactly (`"none"`) or with GPT-2's tanh approximation (`"tanh"`)."""
+    xp = get_xp(x._device)
+    data = _float_data(x)
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (data + 0.044715 * data ** 3)
+        th = xp.tanh(inner)
+        out = 0.5 * data * (1 + th)
+
+        def local():
+            d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * data * data)
+            return 0.5 * (1 + th) + 0.5 * data * (1 - th * th) * d_inner
+    elif approximate == "none":
+        cdf = 0.5 * (1.0 + _erf(data * 0.7071067811865476, xp))
+        out = data * cdf
+
+        def local():
+            return cdf + data * _INV_SQRT_2PI * xp.exp(-0.5 * data * data)
+    else:
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _unary(x, out.astype(data.dtype, copy=False), local, "gelu")
+
+
+# %% [markdown]
+# ## 11. Softmax and log-softmax, stably
+#
+# softmax(x)ᵢ = eˣⁱ / Σⱼ eˣʲ turns scores into probabilities. Computed as
+# written, e¹⁰⁰⁰ overflows to `inf` and the result is `nan`. The fix is exact
+# math, not an approximation: softmax is unchanged by subtracting any constant
+# c from every xᵢ (it cancels between numerator and denominator), so subtract
+# m = max x. Then the largest exponent is e⁰ = 1 and nothing overflows.
+#
+# log-softmax(x)ᵢ = xᵢ - log Σⱼ eˣʲ = (xᵢ - m) - log Σⱼ e^(xⱼ - m): the
+# **log-sum-exp** trick. Cross-entropy is built on it (module 04).
+#
+# *Backward.* With y = log_softmax(x) and p = eʸ = softmax(x):
+# dL/dxᵢ = gᵢ - pᵢ Σⱼ gⱼ. For softmax s: dL/dxᵢ = sᵢ (gᵢ - Σⱼ gⱼ sⱼ).
+# Worked example: x = [0, 0] -> p = [½, ½]; with g = [1, 0],
+# log-softmax's gradient is [1 - ½, 0 - ½] = [½, -½].
+#
+# ### Exercise: `log_softmax(x, dim)`
+# Forward with the log-sum-exp trick (use `keepdims=True` so shapes broadcast),
+# and the backward above. Keep the dtype of `x`.
+
+# %% nbgrader={"grade": false, "grade_id": "log-softmax", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def log_softmax(x, dim):
+    """log(softmax(x)) along `dim`, without overflow for large inputs."""
+    xp = get_xp(x._device)
+    (axis,) = _dims(dim, x.ndim)
+    data = _float_data(x)
+    ### BEGIN SOLUTION
+    shifted = data - data.max(axis=axis, keepdims=True)
+    out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+    def log_softmax_backward(g):
+        return (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),)
+    ### END SOLUTION
+    return _wrap(out, x._device, (x,), log_softmax_backward)
+
+
+# %%
+#| export
+def softmax(x, dim):
+    """exp(x) / sum(exp(x)) along `dim`, shifted by the max for stability."""
+    xp = get_xp(x._device)
+    (axis,) = _dims(dim, x.ndim)
+    data = _float_data(x)
+    e = xp.exp(data - data.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+
+    def softmax_backward(g):
+        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+    return _wrap(out, x._device, (x,), softmax_backward)
+
+
+# %% nbgrader={"grade": true, "grade_id": "test-log-softmax", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_log_softmax():
+    x = tensor([[0.0, 0.0], [1000.0, 0.0]], requires_grad=True)
+    y = log_softmax(x, dim=1)
+    assert np.isfinite(y.data).all(), f"log_softmax must not overflow on 1000: got {y.tolist()}"
+    assert np.allclose(y.data[0], np.log(0.5)), f"log_softmax([0, 0]) = [log ½, log ½], got {y.data[0]}"
+    assert np.allclose(y.data[1], [0.0, -1000.0]), f"log_softmax([1000, 0]) = [0, -1000], got {y.data[1]}"
+    assert y.dtype == np.float32, f"float32 in, float32 out; got {y.dtype}"
+    (g,) = y._backward(np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32))
+    assert np.allclose(g[0], [0.5, -0.5]), f"gradient at x=[0,0], g=[1,0] is [½, -½], got {g[0]}"
+    assert np.allclose(np.exp(log_softmax(tensor([1.0, 2.0, 3.0]), dim=0).data).sum(), 1), \
+        "exp(log_softmax) must sum to 1"
+    ### BEGIN HIDDEN TESTS
+    z = log_softmax(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0)
+    assert np.allclose(np.exp(z.data).sum(axis=0), 1), "dim=0 normalises columns"
+    ### END HIDDEN TESTS
+
+
+test_log_softmax()
+print("log_softmax: ok")
+
+# %% [markdown]
+# ## 12. Joining, splitting, selecting
+#
+# `cat` glues tensors along an existing dimension and its backward cuts the
+# gradient back into pieces; `stack` adds a new dimension; `split` is `cat`
+# in reverse (each piece is a slice, so its backward is the slice's).
+# `where(cond, x, y)` picks elementwise; the gradient goes to whichever side was
+# picked. `masked_fill` is `where` with a constant: attention uses it to hide
+# future tokens behind `-inf`.
+
+# %%
+#| export
+def _same_device(tensors, name):
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t._device != first._device:
+            _device_mismatch(first, t, name)
+    return first._device
+
+
+def cat(tensors, dim=0):
+    """Concatenate along an existing dimension."""
+    tensors = tuple(tensors)
+    dev = _same_device(tensors, "cat")
+    xp = get_xp(dev)
+    (axis,) = _dims(dim, tensors[0].ndim)
+    try:
+        out = xp.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError as err:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise RuntimeError(f"cat along dim {dim}: shapes {shapes} do not fit ({err})") from None
+    ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
+
+    def cat_backward(g):
+        return tuple(xp.split(g, ends, axis=axis))
+    return _wrap(out, dev, tensors, cat_backward)
+
+
+def stack(tensors, dim=0):
+    """Join tensors of one shape along a new dimension."""
+    tensors = tuple(tensors)
+    dev = _same_device(tensors, "stack")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) != 1:
+        raise RuntimeError(f"stack expects tensors of one shape, got {sorted(shapes)}")
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+def split(x, split_size_or_sections, dim=0):
+    """Cut into pieces of `split_size` (the last may be smaller) or of the given sizes."""
+    (axis,) = _dims(dim, x.ndim)
+    n = x.shape[axis]
+    if isinstance(split_size_or_sections, (builtins.int, np.integer)):
+        step = builtins.int(split_size_or_sections)
+        sizes = [builtins.min(step, n - s) for s in range(0, n, step)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise RuntimeError(f"split sizes {sizes} add up to {builtins.sum(sizes)}, "
+                               f"but dim {dim} has size {n}")
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(getitem(x, (slice(None),) * axis + (slice(start, start + size),)))
+        start += size
+    return tuple(pieces)
+
+
+def where(condition, x, y):
+    """Elementwise `x if condition else y` (x and y may be numbers)."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    tx, a, ty, b = _operands(x, y, "where")
+    dev = condition._device if isinstance(condition, Tensor) else _dev(tx, ty)
+    for t in (tx, ty):
+        if t is not None and t._device != dev:
+            _device_mismatch(condition, t, "where")
+    xp = get_xp(dev)
+    try:
+        out = _keep_float32(xp.where(cond, a, b), tx, ty)
+    except ValueError:
+        raise ValueError(f"where: shapes {_shape_of(cond)}, {_shape_of(a)} and {_shape_of(b)} "
+                         f"cannot be broadcast together") from None
+
+    def where_backward(g):
+        return (unbroadcast(xp.where(cond, g, 0), a.shape) if _needs(tx) else None,
+                unbroadcast(xp.where(cond, 0, g), b.shape) if _needs(ty) else None)
+    return _wrap(out, dev, (tx, ty), where_backward)
+
+
+def masked_fill(x, mask, value):
+    """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
+    m = mask.data if isinstance(mask, Tensor) else mask
+    xp = get_xp(x._device)
+    try:
+        out = xp.where(m, value, x.data).astype(x.dtype, copy=False)
+    except ValueError:
+        raise ValueError(f"masked_fill: mask of shape {_shape_of(m)} does not broadcast to "
+                         f"the tensor's shape {tuple(x.shape)}") from None
+    if out.shape != x.shape:
+        raise ValueError(f"masked_fill: mask of shape {_shape_of(m)} would enlarge the tensor's "
+                         f"shape {tuple(x.shape)}")
+
+    def masked_fill_backward(g):
+        return (xp.where(m, 0, g),)
+    return _wrap(out, x._device, (x,), masked_fill_backward)
+
+
+# %% [markdown]
+# ## 13. Changing dtype and device
+#
+# Both are differentiable: the gradient of a cast is the gradient cast back;
+# the gradient of a move is the gradient moved back. Casting to an integer
+# dtype leaves the graph (integers have no gradient).
+
+# %%
+#| export
+def _cast(x, dtype):
+    if x.data.dtype == dtype:
+        return x
+
+    def cast_backward(g):
+        return (g.astype(x.dtype),)
+    parents = (x,) if is_floating(dtype) else None
+    return _wrap(x.data.astype(dtype), x._device, parents, cast_backward)
+
+
+def _move(x, dev):
+    if x._device == dev:
+        return x
+
+    def move_backward(g):
+        return (to_device(g, x._device),)
+    return _wrap(to_device(x.data, dev), dev, (x,), move_backward)
+
+
+# %% [markdown]
+# ## 14. What it costs
+#
+# A tensor op pays Python overhead (checking operands, building the output,
+# making the backward closure) plus the array work. Measure both on your machine:
+
+# %%
+import timeit
+
+small = rand(4, 4)
+big = rand(256, 256)
+for name, a in (("4x4", small), ("256x256", big)):
+    raw = builtins.min(timeit.repeat(lambda: a.data + a.data, number=2000, repeat=3)) / 2000 * 1e6
+    ours = builtins.min(timeit.repeat(lambda: a + a, number=2000, repeat=3)) / 2000 * 1e6
+    print(f"add {name}: numpy {raw:6.2f} µs, tinytorch {ours:6.2f} µs (overhead {ours - raw:5.2f} µs)")
+print(f"memory: a 256x256 float32 tensor holds {big.numel() * 4 / 1024:.0f} KiB; float64 would double it")
+
+# %% [markdown]
+# For a 4×4 tensor nearly all of the time is overhead; for 256×256 the array
+# work dominates. That is why frameworks fuse operations and why deep-learning
+# code works on big batches. `bench/ops.py` compares these numbers with PyTorch.
+#
+# **Next:** module 02 builds the engine that runs the `_backward` closures you
+# wrote here, in the right order, for a whole graph.
