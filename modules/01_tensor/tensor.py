@@ -285,6 +285,8 @@ _grad_mode = _GradMode()
 
 def _wrap(data, dev, parents=None, backward=None):
     """Make an op's output tensor; keep the graph only if it is needed."""
+    if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
+        data = np.asarray(data)
     out = object.__new__(Tensor)
     out.data = data
     out._device = dev
@@ -488,7 +490,7 @@ class Tensor:
 
     def __repr__(self):
         array = to_numpy(self.data)
-        body = np.array2string(array, separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
+        body = _format_array(array)
         extras = []
         if self._device.type != "cpu":
             extras.append(f"device='{self._device}'")
@@ -517,6 +519,19 @@ class Tensor:
 #| export
 def _device_of(spec):
     return device(spec)
+
+
+def _format_array(array):
+    """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
+    options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
+    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array[:0]
+    if finite.size and (finite != np.round(finite)).any():
+        magnitudes = np.abs(finite[finite != 0])
+        big, small = magnitudes.max(), magnitudes.min()
+        spec = "{:.4e}" if big >= 1e8 or small < 1e-4 or big / small > 1e3 else "{:.4f}"
+        width = builtins.max(len(spec.format(v)) for v in finite.ravel())
+        options["formatter"] = {"float_kind": lambda v: spec.format(v).rjust(width)}
+    return np.array2string(array, **options)
 
 
 def _ragged_message(data):
@@ -983,9 +998,11 @@ def matmul(a, b):
 # ### Exercise: `sum(x, dim=None, keepdim=False)`
 # Use `_dims(dim, ndim)` (provided) to normalise `dim` to a tuple of
 # non-negative axes (or None). Forward: the array's `.sum(axis=..., keepdims=...)`
-# wrapped by `_as_array` (NumPy returns a scalar, not an array, for a full
-# reduction). Backward: `xp.expand_dims` the gradient if the dims were dropped,
-# then `xp.broadcast_to` the input's shape.
+# (for a full reduction NumPy returns a scalar, not an array; `_wrap` turns it
+# back into a 0-d array). Backward: if the dims were dropped, reshape the gradient so they
+# are back as size 1; then write it into a new array of the input's shape
+# (`full[...] = g` broadcasts). `xp.broadcast_to` would do too, but it returns a
+# read-only view and costs more Python time than the copy for small tensors.
 
 # %%
 #| export
@@ -1003,11 +1020,6 @@ def _dims(dim, ndim):
     return tuple(sorted(out))
 
 
-def _as_array(value, xp):
-    """NumPy reductions return scalars; keep tensors' data an array."""
-    return value if hasattr(value, "ndim") and not isinstance(value, np.generic) else xp.asarray(value)
-
-
 # %% nbgrader={"grade": false, "grade_id": "sum", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def sum(x, dim=None, keepdim=False):
@@ -1015,12 +1027,14 @@ def sum(x, dim=None, keepdim=False):
     xp = get_xp(x._device)
     axes = _dims(dim, x.ndim) if x.ndim else None
     ### BEGIN SOLUTION
-    out = _as_array(x.data.sum(axis=axes, keepdims=keepdim), xp)
+    out = x.data.sum(axis=axes, keepdims=keepdim)
 
     def sum_backward(g):
-        if axes is not None and not keepdim:
-            g = xp.expand_dims(g, axes)
-        return (xp.broadcast_to(g, x.shape),)
+        if axes is not None and not keepdim:  # put the reduced dims back, as size 1
+            g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
+        full = xp.empty(x.shape, dtype=g.dtype)
+        full[...] = g  # broadcasting assignment: every element gets its slice's gradient
+        return (full,)
     ### END SOLUTION
     return _wrap(out, x._device, (x,), sum_backward)
 
@@ -1085,8 +1099,7 @@ def var(x, dim=None, correction=1, keepdim=False):
     axes = _dims(dim, x.ndim) if x.ndim else None
     n = _count(x.shape, axes)
     centered = x.data - x.data.mean(axis=axes, keepdims=True)
-    out = _as_array((centered * centered).sum(axis=axes, keepdims=keepdim) / (n - correction), xp)
-    out = out.astype(x.dtype, copy=False)
+    out = ((centered * centered).sum(axis=axes, keepdims=keepdim) / (n - correction)).astype(x.dtype)
 
     def var_backward(g):
         if axes is not None and not keepdim:
@@ -1098,7 +1111,7 @@ def var(x, dim=None, correction=1, keepdim=False):
 def _extreme(x, dim, keepdim, pick, arg):
     xp = get_xp(x._device)
     if dim is None:  # a single value; ties share the gradient
-        out = _as_array(pick(x.data), xp)
+        out = xp.asarray(pick(x.data))
 
         def extreme_backward(g):
             hit = x.data == out
@@ -1113,9 +1126,9 @@ def _extreme(x, dim, keepdim, pick, arg):
             g = xp.expand_dims(g, axis)
         positions = xp.arange(x.shape[axis]).reshape((-1,) + (1,) * (x.ndim - axis - 1))
         return (xp.where(positions == idx, g, 0).astype(x.dtype, copy=False),)
-    if not keepdim:
-        values, idx = values.squeeze(axis), idx.squeeze(axis)
-    return MinMax(_wrap(values, x._device, (x,), extreme_backward), _wrap(idx, x._device))
+    indices = idx if keepdim else idx.squeeze(axis)
+    values = values if keepdim else values.squeeze(axis)
+    return MinMax(_wrap(values, x._device, (x,), extreme_backward), _wrap(indices, x._device))
 
 
 def max(x, dim=None, keepdim=False):
@@ -1136,7 +1149,7 @@ def _arg(x, dim, keepdim, fn):
         out = xp.asarray(fn(x.data.reshape(-1)))
         return _wrap(out.reshape((1,) * x.ndim) if keepdim else out, x._device)
     (axis,) = _dims(dim, x.ndim)
-    return _wrap(_as_array(fn(x.data, axis=axis, keepdims=keepdim), xp), x._device)
+    return _wrap(fn(x.data, axis=axis, keepdims=keepdim), x._device)
 
 
 def argmax(x, dim=None, keepdim=False):
@@ -1274,7 +1287,7 @@ def getitem(x, index):
     index, basic = _index_arrays(index, x._device)
     xp = get_xp(x._device)
     try:
-        out = _as_array(x.data[index], xp)
+        out = x.data[index]
     except IndexError as err:
         raise IndexError(f"index into a tensor of shape {tuple(x.shape)}: {err}") from None
 

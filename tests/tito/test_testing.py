@@ -1,0 +1,112 @@
+"""The cellrunner, `tito test`, `tito doctor` and strip_solutions."""
+
+import json
+
+from tito.notebooks import strip_solutions
+
+GRADED = '{"grade": true, "grade_id": "%s", "locked": true, "points": %d, "schema_version": 3, "solution": false}'
+
+MIXED = f"""\
+# %%
+#| default_exp mixed
+#| export
+def double(x):
+    return 2 * x
+
+# %% nbgrader={GRADED % ("test-good", 1)}
+assert double(2) == 4, "double(2) should be 4"
+
+# %% nbgrader={GRADED % ("test-bad", 2)}
+value = double(3)
+assert value == 7, f"double(3) gave {{value}}, expected 7"
+
+# %%
+raise RuntimeError("plain cell broke")
+
+# %%
+import os
+print("cwd", os.getcwd(), __name__)
+"""
+
+
+def test_cellrunner_records_each_graded_cell_and_keeps_going(repo, tmp_path):
+    path = repo.module("01_mixed", MIXED)
+    out = tmp_path / "out.json"
+    run = repo.subprocess("-m", "tito.cellrunner", str(path), "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    assert f"cwd {repo.root} __main__" in run.stdout  # last cell ran, at the repo root, as a script
+    results = json.loads(out.read_text())
+    assert results["module"] == "modules/01_mixed/mixed.py"
+    good, bad = results["graded"]
+    assert (good["grade_id"], good["points"], good["passed"], good["failure"]) == ("test-good", 1, True, None)
+    assert (bad["grade_id"], bad["points"], bad["passed"]) == ("test-bad", 2, False)
+    assert bad["failure"] == {
+        "type": "AssertionError",
+        "message": "double(3) gave 6, expected 7",
+        "lineno": 12,
+        "line": 'assert value == 7, f"double(3) gave {value}, expected 7"',
+    }
+    [error] = results["errors"]
+    assert error["cell"] == 4 and error["failure"]["type"] == "RuntimeError" and error["failure"]["lineno"] == 15
+
+
+def test_tito_test_reports_failures_and_exits_1(repo):
+    repo.module("01_mixed", MIXED)
+    assert repo.tito("export").exit_code == 0
+    result = repo.subprocess("-m", "tito", "test", "01")
+    assert result.returncode == 1
+    assert "test-bad" in result.stdout and "double(3) gave 6, expected 7" in result.stdout
+    assert "plain cell broke" in result.stdout
+    assert "1/2" in result.stdout and "1/3" in result.stdout  # cells passed, points earned
+
+
+def test_tito_test_passes_with_module_cells_and_pytest(course):
+    (course.root / "tests/01_tensor").mkdir(parents=True)
+    (course.root / "tests/01_tensor/test_add.py").write_text(
+        "from tinytorch.core.tensor import add\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+    )
+    assert course.tito("export").exit_code == 0
+    result = course.subprocess("-m", "tito", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 0 failed" in result.stdout and "2/2" in result.stdout and "3/3" in result.stdout
+
+
+def test_tito_test_fails_when_the_pytest_folder_runs_nothing(course):
+    (course.root / "tests/01_tensor").mkdir(parents=True)
+    (course.root / "tests/01_tensor/test_nothing.py").write_text("x = 1\n")
+    course.tito("export")
+    result = course.subprocess("-m", "tito", "test", "1")
+    assert result.returncode == 1
+    assert "no tests ran" in result.stdout
+
+
+def test_tito_test_warns_when_tinytorch_is_stale(course):
+    result = course.subprocess("-m", "tito", "test", "1")
+    assert "tinytorch/ is out of date" in result.stdout
+
+
+def test_doctor_exits_0(repo):
+    result = repo.tito("doctor")
+    assert result.exit_code == 0, result.output
+    assert "numpy" in result.output and "CUDA device" in result.output
+
+
+def test_strip_solutions_matches_nbgrader():
+    text = (
+        "def f(x):\n"
+        "    ### BEGIN SOLUTION\n"
+        "    return x\n"
+        "    ### END SOLUTION\n"
+        "assert f(1) == 1\n"
+        "### BEGIN HIDDEN TESTS\n"
+        "assert f(2) == 2\n"
+        "### END HIDDEN TESTS\n"
+        "print('done')\n"
+    )
+    assert strip_solutions(text) == (
+        "def f(x):\n"
+        "    # YOUR CODE HERE\n"
+        "    raise NotImplementedError()\n"
+        "assert f(1) == 1\n"
+        "print('done')\n"
+    )

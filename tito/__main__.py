@@ -1,0 +1,3 @@
+from tito.main import app
+
+app(prog_name="tito")

@@ -1,0 +1,96 @@
+"""Run one module's code cells in order and record how each graded cell did.
+
+    python -m tito.cellrunner modules/01_tensor/tensor.py --json results.json
+
+All cells share one namespace (`__name__ == "__main__"`, cwd = repo root). A failing
+cell is recorded and execution goes on with the next one, so one broken exercise
+does not hide the results of the others. `tito test` runs this in a subprocess for
+isolation and a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tito.errors import TitoError
+from tito.notebooks import Cell, ModuleFile, find_root, read_notebook
+
+
+def run_cell(cell: Cell, namespace: dict, filename: str) -> dict | None:
+    """Execute one cell; return None on success, else the failure (type, message, line)."""
+    # Pad with newlines so tracebacks carry the module file's own line numbers.
+    code = compile("\n" * (cell.first_line - 1) + cell.source, filename, "exec")
+    try:
+        exec(code, namespace)
+    except (Exception, SystemExit) as err:  # a cell may call sys.exit; keep going
+        return describe_failure(err, filename)
+    return None
+
+
+def describe_failure(err: BaseException, filename: str) -> dict:
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
+    frame = frames[-1] if frames else None
+    return {
+        "type": type(err).__name__,
+        "message": str(err),
+        "lineno": frame.lineno if frame else None,
+        "line": (frame.line or "").strip() if frame else "",
+    }
+
+
+def run_module(path: Path) -> dict:
+    root = find_root(path.parent)
+    rel = path.resolve().relative_to(root).as_posix()
+    notebook = read_notebook(ModuleFile(0, path.parent.name, path.resolve(), rel))
+    os.chdir(root)
+    namespace = {"__name__": "__main__", "__file__": str(path.resolve())}
+    graded, errors = [], []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        start = time.perf_counter()
+        try:
+            failure = run_cell(cell, namespace, str(path.resolve()))
+        except SyntaxError as err:
+            line = (err.text or "").strip()
+            failure = {"type": "SyntaxError", "message": err.msg, "lineno": err.lineno, "line": line}
+        duration = round(time.perf_counter() - start, 4)
+        if cell.is_graded:
+            graded.append(
+                {
+                    "grade_id": cell.nbgrader["grade_id"],
+                    "points": cell.nbgrader["points"],
+                    "cell": cell.index,
+                    "passed": failure is None,
+                    "duration": duration,
+                    "failure": failure,
+                }
+            )
+        elif failure is not None:
+            errors.append({"cell": cell.index, "line": cell.line, "duration": duration, "failure": failure})
+    return {"module": rel, "graded": graded, "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tito.cellrunner", description=__doc__.splitlines()[0])
+    parser.add_argument("module", type=Path, help="path of modules/NN_name/name.py")
+    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
+    args = parser.parse_args(argv)
+    output = args.json.resolve()  # before run_module changes directory
+    try:
+        results = run_module(args.module)
+    except TitoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

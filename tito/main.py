@@ -1,0 +1,18 @@
+"""The `tito` command: one typer app, one file per command group."""
+
+import typer
+
+from tito.doctor import doctor_command
+from tito.export import export_command
+from tito.testing import run_tests
+
+app = typer.Typer(
+    name="tito",
+    help="TinyTorch's course tool: export modules to tinytorch/, test them, check the machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("export")(export_command)
+app.command("test")(run_tests)
+app.command("doctor")(doctor_command)

@@ -1,0 +1,378 @@
+"""Find, read and validate module notebooks (Jupytext percent-format `.py` files).
+
+Cells come from jupytext; this file only adds what jupytext does not give us:
+line numbers, `#| ` directives, strict checks of cell metadata, and nbgrader-style
+solution stripping.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import keyword
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jupytext
+import yaml
+from jupytext.magics import comment_magic
+
+from tito.errors import TitoError
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+SOLUTION_MARKERS = {BEGIN_SOLUTION, END_SOLUTION}
+DIRECTIVES = {"default_exp", "export"}
+
+# The same cell-start patterns jupytext's percent reader uses.
+_CELL_START = re.compile(r"^\s*#\s*%%(%*)\s(.*)$")
+_CELL_START_BARE = re.compile(r"^\s*#\s*(%%|<codecell>|In\[[0-9 ]*\]:?)\s*$")
+_DIRECTIVE = re.compile(r"^#\|\s*(\S+)\s*(.*?)\s*$")
+_MODULE_DIR = re.compile(r"^(\d+)_(\w+)$")
+_METADATA_KEY = re.compile(r"([A-Za-z_][\w.-]*)=(?=[\[{\"])")
+
+
+# ---------------------------------------------------------------- locating modules
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repo root: the nearest folder (from cwd up) holding `modules/` and `pyproject.toml`."""
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "modules").is_dir() and (folder / "pyproject.toml").is_file():
+            return folder
+    raise TitoError(f"no TinyTorch repo above {here}: expected a folder with modules/ and pyproject.toml")
+
+
+@dataclass(frozen=True)
+class ModuleFile:
+    number: int  # 1
+    folder: str  # "01_tensor"
+    path: Path  # absolute path of modules/01_tensor/tensor.py
+    rel: str  # "modules/01_tensor/tensor.py"
+
+
+def list_modules(root: Path) -> list[ModuleFile]:
+    """Every `modules/NN_name/name.py`, in module-number order."""
+    found = []
+    for folder in sorted((root / "modules").iterdir()):
+        match = _MODULE_DIR.match(folder.name)
+        notebook = folder / f"{match.group(2)}.py" if match else None
+        if notebook and notebook.is_file():
+            rel = notebook.relative_to(root).as_posix()
+            found.append(ModuleFile(int(match.group(1)), folder.name, notebook, rel))
+    return sorted(found, key=lambda m: (m.number, m.folder))
+
+
+def select_modules(root: Path, selectors: list[str] | None) -> list[ModuleFile]:
+    """Modules named by number (`01`, `1`) or folder (`01_tensor`); none means all."""
+    modules = list_modules(root)
+    if not selectors:
+        return modules
+    chosen = []
+    for selector in selectors:
+        hits = [m for m in modules if selector == m.folder or (selector.isdigit() and int(selector) == m.number)]
+        if not hits:
+            known = ", ".join(m.folder for m in modules) or "none"
+            raise TitoError(f"unknown module {selector!r}; known modules: {known}")
+        chosen += [m for m in hits if m not in chosen]
+    return sorted(chosen, key=modules.index)
+
+
+# ---------------------------------------------------------------- reading one notebook
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str  # "export"
+    arg: str  # "core.backend" or ""
+    line: int  # file line
+
+
+@dataclass
+class Cell:
+    index: int  # 1-based among all the notebook's cells
+    line: int  # file line of the `# %%` header (or first line of a header-less first cell)
+    first_line: int  # file line of the cell's first source line
+    cell_type: str
+    source: str  # code cells: the Python text exactly as in the file
+    metadata: dict
+    directives: list[Directive] = field(default_factory=list)
+
+    @property
+    def nbgrader(self) -> dict:
+        return self.metadata.get("nbgrader") or {}
+
+    @property
+    def is_graded(self) -> bool:
+        return bool(self.nbgrader.get("grade"))
+
+    def export_target(self, default_exp: str) -> str | None:
+        """Dotted target under tinytorch/ this cell exports to, or None."""
+        for d in self.directives:
+            if d.name == "export":
+                return d.arg or default_exp
+        return None
+
+    def export_code(self) -> str:
+        """Source without directive lines and solution marker lines, trimmed of blank edges."""
+        lines = [
+            line
+            for line in self.source.splitlines()
+            if not _DIRECTIVE.match(line) and line.strip() not in SOLUTION_MARKERS
+        ]
+        return "\n".join(lines).strip("\n")
+
+
+@dataclass
+class Notebook:
+    module: ModuleFile
+    cells: list[Cell]
+    default_exp: str
+
+    def exported_cells(self) -> list[tuple[str, Cell]]:
+        """(dotted target, cell) for every exported cell, in file order."""
+        targets = [(c.export_target(self.default_exp), c) for c in self.cells]
+        return [(t, c) for t, c in targets if t]
+
+
+def read_notebook(module: ModuleFile) -> Notebook:
+    """Read and validate a module; raise TitoError naming file:line on any problem."""
+    text = module.path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    where = module.rel
+    body_start = _check_yaml_header(lines, where)
+    headers = _check_cell_headers(lines, body_start, where)
+    notebook = jupytext.reads(text, fmt="py:percent")
+
+    cells = []
+    starts = headers if len(notebook.cells) == len(headers) else [_first_content_line(lines, body_start)] + headers
+    for index, (raw, header_line) in enumerate(zip(notebook.cells, starts), start=1):
+        source = raw.source
+        if raw.cell_type == "code":  # jupytext uncomments magics; give back the file's Python text
+            source = "\n".join(comment_magic(source.splitlines()))
+        first_line = header_line + 1 if header_line in headers else header_line
+        cell = Cell(index, header_line, first_line, raw.cell_type, source, dict(raw.metadata))
+        if cell.cell_type == "code":
+            cell.directives = _parse_directives(cell, where)
+        cells.append(cell)
+
+    default_exp = _check_default_exp(cells, where)
+    _check_nbgrader(cells, where)
+    notebook_ = Notebook(module, cells, default_exp)
+    for _, cell in notebook_.exported_cells():
+        _check_exported_code(cell, where)
+    return notebook_
+
+
+def _first_content_line(lines: list[str], start: int) -> int:
+    for number in range(start, len(lines) + 1):
+        if lines[number - 1].strip():
+            return number
+    return start
+
+
+def _check_yaml_header(lines: list[str], where: str) -> int:
+    """Validate the optional `# ---` jupytext header; return the first file line after it."""
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None or lines[first].rstrip() != "# ---":
+        return 1
+    # The header ends at the next '# ---'; a non-comment line first means it never closed.
+    closers = (i for i in range(first + 1, len(lines)) if not lines[i].startswith("#") or lines[i].rstrip() == "# ---")
+    end = next(closers, None)
+    if end is None or lines[end].rstrip() != "# ---":
+        raise TitoError(f"{where}:{first + 1}: unterminated jupytext header: no closing '# ---' line")
+    yaml_text = "\n".join(re.sub(r"^# ?", "", line) for line in lines[first + 1 : end])
+    try:
+        yaml.safe_load(yaml_text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = first + 2 + (mark.line if mark else 0)
+        problem = getattr(err, "problem", None) or str(err)
+        raise TitoError(f"{where}:{line}: invalid YAML in the jupytext header: {problem}") from None
+    return end + 2
+
+
+def _check_cell_headers(lines: list[str], start: int, where: str) -> list[int]:
+    """File lines of every `# %%` header; the JSON metadata on each must parse
+    (jupytext silently drops metadata whose JSON is broken)."""
+    headers = []
+    for number in range(start, len(lines) + 1):
+        line = lines[number - 1]
+        if _CELL_START_BARE.match(line):
+            headers.append(number)
+        elif match := _CELL_START.match(line):
+            headers.append(number)
+            _check_metadata_json(match.group(2), f"{where}:{number}")
+    return headers
+
+
+def _check_metadata_json(options: str, where: str) -> None:
+    decoder = json.JSONDecoder()
+    position = 0
+    while match := _METADATA_KEY.search(options, position):
+        try:
+            _, position = decoder.raw_decode(options, match.end())
+        except json.JSONDecodeError as err:
+            raise TitoError(f"{where}: invalid JSON in cell metadata {match.group(1)}=...: {err}") from None
+
+
+def _parse_directives(cell: Cell, where: str) -> list[Directive]:
+    """`#| name arg` lines; they must sit at the top of the code cell."""
+    directives, at_top = [], True
+    for offset, line in enumerate(cell.source.splitlines()):
+        number = cell.first_line + offset
+        match = _DIRECTIVE.match(line)
+        if not match:
+            at_top = at_top and not line.strip()
+            continue
+        name, arg = match.groups()
+        if name not in DIRECTIVES:
+            raise TitoError(f"{where}:{number}: unknown directive '#| {name}'; known: '#| default_exp', '#| export'")
+        if not at_top:
+            raise TitoError(f"{where}:{number}: directive '#| {name}' must be at the top of its cell")
+        if arg:
+            _check_dotted_target(arg, f"{where}:{number}")
+        elif name == "default_exp":
+            raise TitoError(f"{where}:{number}: '#| default_exp' needs a target, e.g. '#| default_exp core.tensor'")
+        directives.append(Directive(name, arg, number))
+    return directives
+
+
+def _check_dotted_target(target: str, where: str) -> None:
+    parts = target.split(".")
+    if parts[0] == "tinytorch":
+        raise TitoError(f"{where}: write the target relative to tinytorch, e.g. '{'.'.join(parts[1:]) or 'core.x'}'")
+    if not all(p.isidentifier() and not keyword.iskeyword(p) and not p.startswith("_") for p in parts):
+        raise TitoError(f"{where}: {target!r} is not a dotted module path such as 'core.tensor'")
+
+
+def _check_default_exp(cells: list[Cell], where: str) -> str:
+    found = [d for c in cells for d in c.directives if d.name == "default_exp"]
+    if not found:
+        raise TitoError(
+            f"{where}:1: no '#| default_exp' cell; add a code cell starting with "
+            f"'#| default_exp <path>' (e.g. '#| default_exp core.tensor')"
+        )
+    if len(found) > 1:
+        raise TitoError(f"{where}:{found[1].line}: second '#| default_exp' (first at line {found[0].line})")
+    return found[0].arg
+
+
+def _check_nbgrader(cells: list[Cell], where: str) -> None:
+    """The metadata nbgrader needs to autograde (see DESIGN.md 'Facts already checked')."""
+    grade_ids: dict[str, int] = {}
+    # A released (stripped) or student notebook has no markers left; only a source
+    # notebook, which has some, must mark every solution cell.
+    is_source = any(line.strip() == BEGIN_SOLUTION for c in cells for line in c.source.splitlines())
+    for cell in cells:
+        meta = cell.nbgrader
+        if not meta:
+            continue
+        at = f"{where}:{cell.line}"
+        if meta.get("schema_version") != 3:
+            raise TitoError(f"{at}: nbgrader metadata needs \"schema_version\": 3")
+        if not (meta.get("grade") or meta.get("solution")):
+            continue
+        grade_id = meta.get("grade_id")
+        if not isinstance(grade_id, str) or not grade_id:
+            raise TitoError(f"{at}: nbgrader cell needs a \"grade_id\"")
+        if grade_id in grade_ids:
+            raise TitoError(f"{at}: duplicate grade_id {grade_id!r} (first used at line {grade_ids[grade_id]})")
+        grade_ids[grade_id] = cell.line
+        points = meta.get("points")
+        if meta.get("grade") and (not isinstance(points, int) or isinstance(points, bool) or points < 0):
+            raise TitoError(f"{at}: graded cell {grade_id!r} needs integer \"points\", got {points!r}")
+        if cell.cell_type == "code":
+            _check_markers(cell, at, grade_id, is_source)
+
+
+def _check_markers(cell: Cell, at: str, grade_id: str, is_source: bool) -> None:
+    stripped = [line.strip() for line in cell.source.splitlines()]
+    if is_source and cell.nbgrader.get("solution") and BEGIN_SOLUTION not in stripped:
+        raise TitoError(f"{at}: solution cell {grade_id!r} has no '{BEGIN_SOLUTION}' / '{END_SOLUTION}' block")
+    for begin, end in [(BEGIN_SOLUTION, END_SOLUTION), (BEGIN_HIDDEN, END_HIDDEN)]:
+        depth = 0
+        for marker in stripped:
+            depth += (marker == begin) - (marker == end)
+            if depth not in (0, 1):
+                break
+        if depth != 0:
+            raise TitoError(f"{at}: unbalanced '{begin}' / '{end}' in cell {grade_id!r}")
+
+
+def _check_exported_code(cell: Cell, where: str) -> None:
+    """Exported code must parse and must not edit sys.path (it imports through the package)."""
+    code = cell.export_code()
+    offset = cell.first_line - 1
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        # export_code drops lines, so point at the cell rather than guess the line.
+        raise TitoError(f"{where}:{cell.line}: exported cell {cell.index} does not parse: {err.msg}") from None
+    for node in ast.walk(tree):
+        if _touches_sys_path(node):
+            line = _source_line_of(cell, code.splitlines()[node.lineno - 1], offset)
+            raise TitoError(
+                f"{where}:{line}: exported code must not use sys.path; import through the package "
+                f"(from tinytorch.core.tensor import Tensor)"
+            )
+
+
+def _touches_sys_path(node: ast.AST) -> bool:
+    if isinstance(node, ast.Attribute):
+        return node.attr == "path" and getattr(node.value, "id", None) == "sys"
+    if isinstance(node, ast.ImportFrom):
+        return node.module == "sys" and any(alias.name == "path" for alias in node.names)
+    return False
+
+
+def _source_line_of(cell: Cell, text: str, offset: int) -> int:
+    """File line of `text` inside the cell (first match)."""
+    for number, line in enumerate(cell.source.splitlines(), start=offset + 1):
+        if line == text:
+            return number
+    return cell.line
+
+
+# ---------------------------------------------------------------- public names and stripping
+
+
+def public_names(code: str) -> list[str]:
+    """Top-level def/class/assignment names not starting with '_' (imports excluded)."""
+    names: list[str] = []
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found = [node.name]
+        elif isinstance(node, ast.Assign):
+            found = [n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found = [node.target.id]
+        else:
+            found = []
+        names += [n for n in found if not n.startswith("_") and n not in names]
+    return names
+
+
+def strip_solutions(text: str) -> str:
+    """Remove solutions and hidden tests the way nbgrader's release does.
+
+    Each `### BEGIN SOLUTION` ... `### END SOLUTION` block becomes a
+    `raise NotImplementedError()` stub at the marker's indentation; each hidden-tests
+    block is deleted, markers included.
+    """
+    out, until = [], None
+    for line in text.splitlines(keepends=True):
+        marker = line.strip()
+        if until is not None:
+            until = None if marker == until else until
+        elif marker == BEGIN_SOLUTION:
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [f"{indent}# YOUR CODE HERE\n", f"{indent}raise NotImplementedError()\n"]
+            until = END_SOLUTION
+        elif marker == BEGIN_HIDDEN:
+            until = END_HIDDEN
+        else:
+            out.append(line)
+    return "".join(out)
