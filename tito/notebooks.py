@@ -65,6 +65,22 @@ def list_modules(root: Path) -> list[ModuleFile]:
     return sorted(found, key=lambda m: (m.number, m.folder))
 
 
+def list_assets(module: ModuleFile) -> list[tuple[str, Path]]:
+    """(path relative to `modules/NN_name/assets/`, absolute path) of every asset file, sorted.
+
+    Hidden files (a name starting with '.') and `__pycache__` folders are skipped.
+    """
+    folder = module.path.parent / "assets"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            found.append((rel.as_posix(), path))
+    return sorted(found)
+
+
 def select_modules(root: Path, selectors: list[str] | None) -> list[ModuleFile]:
     """Modules named by number (`01`, `1`) or folder (`01_tensor`); none means all."""
     modules = list_modules(root)

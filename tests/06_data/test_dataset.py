@@ -1,0 +1,132 @@
+"""Dataset, TensorDataset, Subset, ConcatDataset, random_split."""
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+from tinytorch.data import ConcatDataset, Dataset, Subset, TensorDataset, as_generator, random_split
+
+
+def make(n, device):
+    x = tt.tensor(np.arange(2 * n, dtype=np.float32).reshape(n, 2), device=device)
+    y = tt.tensor(np.arange(n) % 3, device=device)
+    return TensorDataset(x, y)
+
+
+def test_tensor_dataset_items_and_len(device):
+    ds = make(5, device)
+    assert len(ds) == 5
+    x, y = ds[3]
+    assert x.data.tolist() == [6.0, 7.0] and int(y.item()) == 0
+    x, y = ds[-1]
+    assert x.data.tolist() == [8.0, 9.0], "negative indices count from the end"
+    assert str(x.device) == str(tt.device(device))
+    with pytest.raises(IndexError):
+        ds[5]
+
+
+def test_tensor_dataset_gather_matches_items(device):
+    ds = make(7, device)
+    x, y = ds.gather([6, 0, 3, 3])
+    assert x.shape == (4, 2) and y.shape == (4,)
+    assert tt.to_numpy(x.data).tolist() == [tt.to_numpy(ds[i][0].data).tolist() for i in (6, 0, 3, 3)]
+    assert tt.to_numpy(y.data).tolist() == [6 % 3, 0, 0, 0]
+
+
+def test_tensor_dataset_rejects_bad_input():
+    with pytest.raises(ValueError, match="first dimension.*\\(3,\\).*\\(4,\\)"):
+        TensorDataset(tt.zeros(3), tt.zeros(4))
+    with pytest.raises(ValueError, match="at least one"):
+        TensorDataset()
+    with pytest.raises(TypeError, match="ndarray"):
+        TensorDataset(np.zeros(3))
+    with pytest.raises(ValueError, match="first dimension"):
+        TensorDataset(tt.tensor(1.0))
+
+
+def test_base_dataset_needs_getitem():
+    with pytest.raises(NotImplementedError, match="__getitem__"):
+        Dataset()[0]
+
+
+def test_subset_renumbers_and_keeps_gather(device):
+    ds = make(10, device)
+    sub = Subset(ds, [9, 2, 5])
+    assert len(sub) == 3
+    assert sub[0][0].data.tolist() == ds[9][0].data.tolist()
+    x, _ = sub.gather([2, 0])
+    assert tt.to_numpy(x.data).tolist() == [[10.0, 11.0], [18.0, 19.0]], "gather maps subset positions to parent indices"
+
+    class Plain(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return i * 10
+    plain = Subset(Plain(), [3, 1])
+    assert not hasattr(plain, "gather"), "no gather when the parent has none"
+    assert [plain[0], plain[1]] == [30, 10]
+
+
+def test_concat_dataset_and_add(device):
+    a, b = make(3, device), make(2, device)
+    both = ConcatDataset([a, b])
+    assert len(both) == 5 and len(a + b) == 5
+    assert both.cumulative_sizes == [3, 5]
+    assert both[3][0].data.tolist() == b[0][0].data.tolist()
+    assert both[-1][0].data.tolist() == b[1][0].data.tolist()
+    with pytest.raises(IndexError, match="out of range"):
+        both[5]
+    with pytest.raises(ValueError, match="at least one"):
+        ConcatDataset([])
+
+
+def test_concat_skips_empty_parts():
+    both = ConcatDataset([[], [1, 2], [], [3]])
+    assert [both[i] for i in range(len(both))] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("n, lengths, expected", [
+    (10, [7, 3], [7, 3]),
+    (10, [0.7, 0.3], [7, 3]),
+    (10, [0.5, 0.5], [5, 5]),
+    (11, [0.5, 0.5], [6, 5]),  # the remainder goes round-robin, first split first
+    (10, [1 / 3, 1 / 3, 1 / 3], [4, 3, 3]),
+    (5, [0.0, 1.0], [0, 5]),
+    (3, [0, 3], [0, 3]),
+])
+def test_random_split_lengths(n, lengths, expected):
+    parts = random_split(list(range(n)), lengths, generator=0)
+    assert [len(p) for p in parts] == expected
+    indices = sorted(i for p in parts for i in p.indices)
+    assert indices == list(range(n)), "the parts partition the dataset"
+
+
+def test_random_split_errors():
+    with pytest.raises(ValueError, match="add up to 9.*10 samples"):
+        random_split(list(range(10)), [5, 4])
+    with pytest.raises(ValueError, match="counts"):
+        random_split(list(range(10)), [12, -2])
+    with pytest.raises(ValueError, match="counts"):
+        random_split(list(range(10)), [0.6, 0.6])
+
+
+def test_random_split_is_reproducible():
+    data = list(range(20))
+    first = [p.indices for p in random_split(data, [10, 10], generator=3)]
+    assert first == [p.indices for p in random_split(data, [10, 10], generator=3)]
+    assert first != [p.indices for p in random_split(data, [10, 10], generator=4)]
+    tt.manual_seed(1)
+    seeded = [p.indices for p in random_split(data, [10, 10])]
+    tt.manual_seed(1)
+    assert seeded == [p.indices for p in random_split(data, [10, 10])], "tt.manual_seed makes generator=None repeat"
+
+
+def test_as_generator():
+    rng = np.random.default_rng(0)
+    assert as_generator(rng) is rng
+    assert as_generator(5).integers(1000) == np.random.default_rng(5).integers(1000)
+    with pytest.raises(TypeError, match="generator"):
+        as_generator("seed")
+    with pytest.raises(TypeError):
+        as_generator(True)

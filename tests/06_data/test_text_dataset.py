@@ -1,0 +1,93 @@
+"""TextDataset: next-token windows, the positional train/val split, gather."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tinytorch.data import BPETokenizer, CharTokenizer, DataLoader, TextDataset, default_collate
+
+TEXT = "abcdefghijklmnopqrstuvwxyz" * 4  # 104 characters
+
+
+@pytest.fixture
+def tok():
+    return CharTokenizer(TEXT)
+
+
+def test_windows_are_shifted_by_one(tok):
+    ds = TextDataset(TEXT, tok, block_size=5, val_fraction=0.0)
+    assert len(ds) == len(TEXT) - 5
+    for i in (0, 7, len(ds) - 1, -1):
+        x, y = ds[i]
+        start = i % len(ds)
+        assert tok.decode(x) == TEXT[start:start + 5]
+        assert tok.decode(y) == TEXT[start + 1:start + 6]
+        assert x.dtype == np.int64 and x.shape == (5,)
+    with pytest.raises(IndexError, match="out of range"):
+        ds[len(ds)]
+
+
+def test_split_by_position(tok):
+    train = TextDataset(TEXT, tok, block_size=4, split="train", val_fraction=0.25)
+    val = TextDataset(TEXT, tok, block_size=4, split="val", val_fraction=0.25)
+    assert len(train.ids) == 78 and len(val.ids) == 26, "104 tokens: the last int(104 * 0.25) = 26 are val"
+    assert tok.decode(np.concatenate([train.ids, val.ids])) == TEXT
+    assert tok.decode(val[0][0]) == TEXT[78:82]
+    assert train.ids.dtype == np.int64
+
+
+def test_encoded_once(tok):
+    calls = []
+
+    class Counting(CharTokenizer):
+        def encode(self, text):
+            calls.append(len(text))
+            return super().encode(text)
+    ds = TextDataset(TEXT, Counting(TEXT), block_size=3)
+    for batch in DataLoader(ds, batch_size=8):
+        pass
+    list(DataLoader(ds, batch_size=8, collate_fn=default_collate))
+    assert calls == [len(TEXT)]
+
+
+def test_gather_matches_items(tok):
+    ds = TextDataset(TEXT, tok, block_size=6)
+    x, y = ds.gather([3, 0, 50])
+    assert x.shape == (3, 6) and y.shape == (3, 6)
+    for row, i in enumerate((3, 0, 50)):
+        assert x.data[row].tolist() == ds[i][0].data.tolist() and y.data[row].tolist() == ds[i][1].data.tolist()
+    fast = list(DataLoader(ds, batch_size=7, shuffle=True, generator=0))
+    slow = list(DataLoader(ds, batch_size=7, shuffle=True, generator=0, collate_fn=default_collate))
+    assert all(np.array_equal(a.data, b.data) for fb, sb in zip(fast, slow) for a, b in zip(fb, sb))
+
+
+def test_reads_paths_and_gzip(tmp_path, tok):
+    plain, packed = tmp_path / "t.txt", tmp_path / "t.txt.gz"
+    plain.write_text(TEXT, encoding="utf-8")
+    packed.write_bytes(gzip.compress(TEXT.encode()))
+    for source in (plain, str(plain), packed):
+        assert TextDataset(source, tok, block_size=4).ids.tolist() == tok.encode(TEXT)[:94]
+
+
+def test_works_with_bpe():
+    bpe = BPETokenizer().train(TEXT, vocab_size=270)
+    ds = TextDataset(TEXT, bpe, block_size=2, val_fraction=0.0)
+    x, y = ds[0]
+    assert bpe.decode(np.concatenate([x.data, y.data[-1:]])) == bpe.decode(ds.ids[:3])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"split": "test"}, "split"), ({"val_fraction": 1.0}, "val_fraction"), ({"val_fraction": -0.1}, "val_fraction"),
+    ({"block_size": 0}, "block_size"), ({"block_size": 2.0}, "block_size"),
+    ({"block_size": 200}, "fewer than block_size"), ({"block_size": 30, "split": "val"}, "val split has 10 tokens"),
+])
+def test_errors(tok, kwargs, message):
+    args = {"block_size": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        TextDataset(TEXT, tok, **args)
+
+
+def test_unknown_characters_surface_from_the_tokenizer(tok):
+    with pytest.raises(ValueError, match="'!'"):
+        TextDataset(TEXT + "!", tok, block_size=4)
