@@ -4,6 +4,7 @@ import typer
 
 from tito.doctor import doctor_command
 from tito.export import export_command
+from tito.milestone import app as milestone_app
 from tito.testing import run_tests
 
 app = typer.Typer(
@@ -16,3 +17,4 @@ app = typer.Typer(
 app.command("export")(export_command)
 app.command("test")(run_tests)
 app.command("doctor")(doctor_command)
+app.add_typer(milestone_app, name="milestone")

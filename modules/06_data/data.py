@@ -277,8 +277,8 @@ class RandomSampler(Sampler):
         self.data_source = data_source
         self.replacement = replacement
         self._num_samples = num_samples
-        self.generator = generator
-        self._rng = None if generator is None else as_generator(generator)
+        # an int seed becomes its Generator here, so its state can be saved and restored
+        self.generator = None if generator is None else as_generator(generator)
         n = self.num_samples
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
             raise ValueError(f"num_samples should be a positive integer value, but got num_samples={n!r}")
@@ -288,7 +288,7 @@ class RandomSampler(Sampler):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
-        rng = self._rng if self._rng is not None else as_generator(None)  # None: fresh seed per epoch
+        rng = self.generator if self.generator is not None else as_generator(None)  # None: fresh seed per epoch
         n = len(self.data_source)
         if self.replacement:
             order = rng.integers(0, n, size=self.num_samples)
@@ -554,6 +554,7 @@ class DataLoader:
             batch_size, drop_last = None, False
         elif batch_size is None and drop_last:
             raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
+        generator = None if generator is None else as_generator(generator)
         if sampler is None:
             sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         if batch_size is not None:

@@ -1,0 +1,80 @@
+"""clip_grad_norm_ and clip_grad_value_ (tinytorch.nn.utils)."""
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+from tinytorch.nn.utils import clip_grad_norm_, clip_grad_value_
+
+
+def with_grads(device, *grads):
+    params = []
+    for g in grads:
+        p = tt.tensor(np.zeros(np.shape(g), np.float32), device=device, requires_grad=True)
+        p.grad = tt.tensor(np.asarray(g, np.float32), device=device)
+        params.append(p)
+    return params
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, float("inf")])
+def test_norm_and_scaling(norm_type, device):
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(5).astype(np.float32)]
+    params = with_grads(device, *grads)
+    flat = np.concatenate([g.ravel() for g in grads]).astype(np.float64)
+    want = np.abs(flat).max() if norm_type == float("inf") else (np.abs(flat) ** norm_type).sum() ** (1 / norm_type)
+    total = clip_grad_norm_(params, max_norm=0.5, norm_type=norm_type)
+    assert total.shape == () and total.dtype == np.float32 and total.device == params[0].device
+    np.testing.assert_allclose(total.item(), want, rtol=1e-5)
+    coef = 0.5 / (want + 1e-6)
+    for p, g in zip(params, grads):
+        np.testing.assert_allclose(p.grad.cpu().numpy(), g * coef, rtol=1e-5)
+
+
+def test_below_max_norm_is_untouched_and_in_place(device):
+    params = with_grads(device, [0.3, 0.4])
+    array = params[0].grad.data
+    total = clip_grad_norm_(params, max_norm=1.0)
+    assert np.isclose(total.item(), 0.5)
+    assert params[0].grad.data is array
+    np.testing.assert_array_equal(params[0].grad.cpu().numpy(), np.float32([0.3, 0.4]))
+    clip_grad_norm_(params, max_norm=0.1)
+    assert params[0].grad.data is array, "clipping scales the gradient array in place"
+    np.testing.assert_allclose(params[0].grad.cpu().numpy(), [0.06, 0.08], rtol=1e-5)
+
+
+def test_params_without_grad_and_generators(device):
+    a, b = with_grads(device, [3.0], [4.0])
+    c = tt.tensor([1.0], device=device, requires_grad=True)
+    total = clip_grad_norm_((p for p in (a, c, b)), max_norm=100.0)
+    assert np.isclose(total.item(), 5.0)
+    assert clip_grad_norm_([c], 1.0).item() == 0.0
+    assert clip_grad_norm_([], 1.0).item() == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0, as in PyTorch
+def test_non_finite(device):
+    params = with_grads(device, [np.inf, 1.0])
+    with pytest.raises(RuntimeError, match="non-finite.*error_if_nonfinite=False"):
+        clip_grad_norm_(params, 1.0, error_if_nonfinite=True)
+    total = clip_grad_norm_(params, 1.0)  # as PyTorch: scales by max_norm / inf = 0
+    assert np.isinf(total.item())
+    assert np.all(params[0].grad.cpu().numpy()[1:] == 0.0)
+    nan = with_grads(device, [np.nan, 1.0])
+    assert np.isnan(clip_grad_norm_(nan, 1.0).item())
+    assert np.all(np.isnan(nan[0].grad.cpu().numpy())), "a NaN norm makes the gradients NaN, as in PyTorch"
+
+
+def test_clip_grad_value(device):
+    params = with_grads(device, [-3.0, 0.5, 2.0], [[10.0]])
+    array = params[0].grad.data
+    assert clip_grad_value_(params, 1.0) is None
+    np.testing.assert_array_equal(params[0].grad.cpu().numpy(), np.float32([-1.0, 0.5, 1.0]))
+    np.testing.assert_array_equal(params[1].grad.cpu().numpy(), np.float32([[1.0]]))
+    assert params[0].grad.data is array
+    clip_grad_value_(params[1], 0.25)
+    assert params[1].grad.item() == 0.25
+
+
+def test_available_as_nn_utils():
+    assert tt.nn.utils.clip_grad_norm_ is clip_grad_norm_
