@@ -6,6 +6,8 @@ from tito.doctor import doctor_command
 from tito.export import export_command
 from tito.milestone import app as milestone_app
 from tito.testing import run_tests
+from tito.train import app as train_app
+from tito.train import sample_command
 
 app = typer.Typer(
     name="tito",
@@ -18,3 +20,5 @@ app.command("export")(export_command)
 app.command("test")(run_tests)
 app.command("doctor")(doctor_command)
 app.add_typer(milestone_app, name="milestone")
+app.add_typer(train_app, name="train")
+app.command("sample")(sample_command)

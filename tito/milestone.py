@@ -35,11 +35,22 @@ class Milestone:
     script: str  # relative to the repo root; defines run(seed, quiet) -> dict
     target: str  # result key that must reach `goal`
     goal: float
+    higher_is_better: bool = True  # accuracy: at least `goal`; a loss: at most `goal`
+
+    def reached(self, value: float) -> bool:
+        return value >= self.goal if self.higher_is_better else value <= self.goal
+
+    def describe(self, value: float) -> str:
+        if self.higher_is_better:
+            return f"{value:.2%} (goal {self.goal:.0%})"
+        return f"{value:.4f} (goal <= {self.goal})"
 
 
 MILESTONES = {m.name: m for m in [
     Milestone("mlp", "an MLP on 8x8 handwritten digits: >= 97% test accuracy in under 60 s",
               ("01", "02", "03", "04", "05", "06", "07"), "milestones/mlp_digits.py", "test_accuracy", 0.97),
+    Milestone("gpt", "a character-level GPT on the built-in corpus (tito train gpt): val loss <= 1.95",
+              ("01", "02", "03", "04", "05", "06", "07", "08", "09"), "milestones/gpt_text.py", "val_loss", 1.95, higher_is_better=False),
 ]}
 
 
@@ -96,8 +107,24 @@ def _training():
     EarlyStopping().update(1.0)
 
 
+def _attention():
+    import tinytorch as tt
+    q = tt.randn(1, 2, 3, 4, requires_grad=True)
+    tt.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True).sum().backward()
+    tt.nn.CausalSelfAttention(8, 2)(tt.randn(1, 3, 8))
+
+
+def _gpt():
+    import tinytorch as tt
+    from tinytorch.models import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    model(tt.tensor([[1, 2]]), tt.tensor([[2, 3]]))[1].backward()
+    model.generate(tt.tensor([[1]]), 2, seed=0)
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "01": _tensor, "02": _autograd, "03": _layers, "04": _losses, "05": _optimizers, "06": _data, "07": _training,
+    "08": _attention, "09": _gpt,
 }
 
 
@@ -184,7 +211,7 @@ def run_command(
         except (ImportError, NotImplementedError) as err:
             raise TitoError(f"milestone {name!r} stopped: "
                             f"{_module_in_traceback(err, names) or f'{type(err).__name__}: {err}'}") from None
-    result["passed"] = result[milestone.target] >= milestone.goal
+    result["passed"] = milestone.reached(result[milestone.target])
     if json_output:
         print(json.dumps(result))
     else:
@@ -197,7 +224,7 @@ def show(milestone: Milestone, result: dict) -> None:
     summary = Table(title=f"milestone {milestone.name}")
     summary.add_column("result")
     summary.add_column("value", justify="right")
-    summary.add_row(milestone.target, f"{result[milestone.target]:.2%} (goal {milestone.goal:.0%})")
+    summary.add_row(milestone.target, milestone.describe(result[milestone.target]))
     summary.add_row("time", f"{result['seconds']:.1f} s")
     summary.add_row("parameters", f"{result['parameters']:,}")
     console.print(summary)

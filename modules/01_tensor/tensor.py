@@ -1410,7 +1410,7 @@ def gelu(x, approximate="none"):
     xp = get_xp(x._device)
     data = _float_data(x)
     if approximate == "tanh":
-        inner = _SQRT_2_OVER_PI * (data + 0.044715 * data ** 3)
+        inner = _SQRT_2_OVER_PI * (data + 0.044715 * (data * data * data))  # x*x*x: NumPy's ** 3 is 200x slower
         th = xp.tanh(inner)
         out = 0.5 * data * (1 + th)
 

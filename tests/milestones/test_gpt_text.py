@@ -1,0 +1,100 @@
+"""The main job (`tito train gpt`, `tito sample`) end to end, on a tiny preset."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "milestones"))  # milestone scripts are plain files, not a package
+import gpt_text  # noqa: E402
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 200
+
+
+def tito(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "tito", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data") / "fox.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    out = tmp_path_factory.mktemp("run")
+    result = gpt_text.train(data=data, preset="tiny", steps=40, out=out, quiet=True, sample_tokens=30)
+    return out, result
+
+
+def test_train_writes_a_complete_run(run_dir):
+    out, result = run_dir
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "log.jsonl"):
+        assert (out / name).is_file(), f"{name} missing from the run directory"
+    assert list((out / "checkpoints").glob("step_*.safetensors")), "no checkpoint written"
+    assert result["steps"] == 40
+    assert result["val_loss"] < result["initial_loss_estimate"], "40 steps should beat a uniform guess"
+    assert len(result["sample"]) == 31, "prompt (one character) + 30 generated"
+
+
+def test_sample_from_run_dir_and_from_checkpoint(run_dir):
+    out, _ = run_dir
+    model, tok = gpt_text.load_run(out)
+    a = gpt_text.generate_text(model, tok, "the ", max_new_tokens=20, seed=3)
+    b = gpt_text.generate_text(model, tok, "the ", max_new_tokens=20, seed=3)
+    assert a == b and a.startswith("the ") and len(a) == 24, "sampling under a seed is deterministic"
+    checkpoint = sorted((out / "checkpoints").glob("step_*.safetensors"))[-1]
+    model2, _ = gpt_text.load_run(checkpoint)
+    greedy = dict(max_new_tokens=15, temperature=0.0)
+    assert gpt_text.generate_text(model, tok, "the ", **greedy) == gpt_text.generate_text(model2, tok, "the ", **greedy)
+
+
+def test_resume_continues_the_run(tmp_path):
+    data = tmp_path / "fox.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    first = gpt_text.train(data=data, preset="tiny", steps=20, out=tmp_path / "run", quiet=True, sample_tokens=1)
+    again = gpt_text.train(data=data, preset="tiny", steps=30, out=tmp_path / "run", quiet=True, sample_tokens=1,
+                           resume=True)
+    assert (first["steps"], again["steps"]) == (20, 30), "resume starts from the saved step"
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]
+    assert steps == list(range(1, 31)), "the log holds each step once, across the resume"
+
+
+def test_bpe_tokenizer_run(tmp_path):
+    data = tmp_path / "fox.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    result = gpt_text.train(data=data, tokenizer="bpe", preset="tiny", steps=5, out=tmp_path, quiet=True,
+                            sample_tokens=5)
+    assert result["tokenizer"] == "bpe" and result["vocab_size"] > 256
+
+
+def test_cli_json_and_sample(tmp_path):
+    data = tmp_path / "fox.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    done = tito("train", "gpt", "--data", str(data), "--config", "tiny", "--steps", "5", "--out", str(tmp_path / "r"),
+                "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["steps"] == 5 and result["parameters"] > 0
+    sampled = tito("sample", "--checkpoint", str(tmp_path / "r"), "--prompt", "the", "--max-new-tokens", "10",
+                   "--seed", "1")
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.startswith("the")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p / "missing.txt", "no such file"),
+    (lambda p: (p / "latin1.txt").write_bytes(b"caf\xe9 " * 100) and p / "latin1.txt", "not UTF-8"),
+])
+def test_bad_data_is_a_one_line_error(tmp_path, make, expected):
+    done = tito("train", "gpt", "--data", str(make(tmp_path)), "--config", "tiny", "--out", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_sample_without_a_run_is_a_clean_error(tmp_path):
+    done = tito("sample", "--checkpoint", str(tmp_path))
+    assert done.returncode == 2 and "not a run directory" in done.stderr and "Traceback" not in done.stderr
