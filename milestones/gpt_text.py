@@ -26,6 +26,7 @@ from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from tinytorch.training import Trainer
+from tinytorch.training.checkpoint import list_checkpoints
 
 # Model shape and training schedule per preset. `small` is nanoGPT's CPU Shakespeare run.
 PRESETS = {
@@ -97,12 +98,22 @@ def write_json(path, obj):
 
 
 def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu", resume=False,
-          out="runs/gpt", seed=0, quiet=False, sample_tokens=300):
-    """Train a GPT on a text; returns the results (losses, time, throughput, a sample)."""
+          out="runs/gpt", seed=0, quiet=False, sample_tokens=300, distributed=False):
+    """Train a GPT on a text; returns the results (losses, time, throughput, a sample).
+
+    distributed=True (under `tito train gpt --nproc N`): data-parallel over the launcher's ranks, each
+    with `batch_size` sequences per step; rank 0 alone writes files and prints."""
     if preset not in PRESETS:
         raise ValueError(f"unknown config {preset!r}: choose one of {', '.join(PRESETS)}")
     p = dict(PRESETS[preset], **({"steps": steps} if steps else {}))
     start = time.perf_counter()
+    rank, world = 0, 1
+    if distributed:  # imported here: module 11 is needed only for data-parallel runs
+        import tinytorch.distributed as dist
+        rank, world = _join_ranks(dist, device)
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{dist.get_local_rank()}"
+    quiet = quiet or rank > 0
     text = read_text(data)
     tok = build_tokenizer(tokenizer, text)
     train_set = TextDataset(text, tok, p["block_size"], split="train", val_fraction=0.1)
@@ -114,23 +125,39 @@ def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu",
     model = GPT(config)
     optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=p["lr"], betas=(0.9, 0.99))
     scheduler = lr_schedule(optimizer, p["warmup"], p["steps"], p["min_lr"])
-    train_loader = DataLoader(train_set, batch_size=p["batch_size"], shuffle=True,
-                              generator=np.random.default_rng(seed))
+    if world > 1:  # one shard of every epoch's shuffled order per rank; averaged gradients
+        train_loader = DataLoader(train_set, batch_size=p["batch_size"],
+                                  sampler=dist.DistributedSampler(train_set, seed=seed))
+    else:
+        train_loader = DataLoader(train_set, batch_size=p["batch_size"], shuffle=True,
+                                  generator=np.random.default_rng(seed))
     val_loader = fixed_val_loader(val_set, p["eval_batches"], p["batch_size"])
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok.save(out / FILES["tokenizer"])
-    write_json(out / FILES["config"], {"gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset,
-                                       "data": str(data) if data else "kjv (built in)"})
+    writer = rank == 0  # the other ranks train, and write nothing
+    if writer:
+        tok.save(out / FILES["tokenizer"])
+        write_json(out / FILES["config"], {"gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset,
+                                           "data": str(data) if data else "kjv (built in)"})
+    net = model
+    if world > 1:
+        net = dist.DistributedDataParallel(model.to(device))  # checkpoints keep the plain model's names
     log = _EvalPrinter(quiet)
-    trainer = Trainer(model, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
-                      clip_grad_norm=1.0, eval_every=p["eval_every"], checkpoint_dir=out / "checkpoints",
-                      checkpoint_every=p["eval_every"], keep_last=2, resume=resume, seed=seed, quiet=quiet,
-                      log_path=out / "log.jsonl", device=device, callbacks=[log],
+    trainer = Trainer(net, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
+                      clip_grad_norm=1.0, eval_every=p["eval_every"],
+                      checkpoint_dir=out / "checkpoints" if writer else None,
+                      checkpoint_every=p["eval_every"] if writer else None, keep_last=2,
+                      resume=resume and writer, seed=seed, quiet=quiet,
+                      log_path=out / "log.jsonl" if writer else None, device=device, callbacks=[log],
                       config={"preset": preset, "tokenizer": tokenizer})
-    history = trainer.fit(max_steps=p["steps"])
+    resume_from = None
+    if resume and not writer:  # rank 0 loads the newest checkpoint itself (resume=True); the others follow
+        resume_from = (list_checkpoints(out / "checkpoints") or [None])[-1]
+    history = trainer.fit(max_steps=p["steps"], resume_from=resume_from)
     train_seconds = time.perf_counter() - start
+    if not writer:
+        return {"rank": rank, "world_size": world, "steps": trainer.step}
     tt.save(model.state_dict(), out / FILES["model"])
 
     final = trainer.evaluate()["loss"]
@@ -142,7 +169,14 @@ def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu",
         "val_loss": final, "initial_loss_estimate": math.log(tok.vocab_size),
         "seconds": round(train_seconds, 1), "tokens_per_s": round(float(np.median(speeds)), 1) if speeds else None,
         "parameters": model.num_parameters(non_embedding=False), "out": str(out), "sample": sample,
+        "rank": rank, "world_size": world,
     }
+
+
+def _join_ranks(dist, device):
+    """(rank, world size) of this process among the ranks an MPI launcher started."""
+    dist.init_process_group("nccl" if device.startswith("cuda") else "mpi")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def run(seed=0, quiet=False):

@@ -21,6 +21,7 @@ from rich.table import Table
 from tito.errors import TitoError, user_errors
 from tito.milestone import MILESTONES, load_script, missing_module, module_names
 from tito.notebooks import find_root
+from tito.run import launch, under_launcher
 
 console = Console(soft_wrap=True, highlight=False)
 app = typer.Typer(help="Train a model with your own tinytorch.", no_args_is_help=True)
@@ -59,8 +60,18 @@ def train_gpt(
     threads: Optional[int] = typer.Option(None, help="BLAS threads (default: the library's; 1 is often "
                                                      "fastest for small models on a busy machine)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object with the results, nothing else."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel ranks (MPI processes, or GPUs with "
+                                                 "--device cuda); each takes a batch per step."),
 ) -> None:
     """Train a GPT on text (offline), show progress and validation loss, save it, print a sample."""
+    if nproc > 1 and not under_launcher():  # start nproc copies of this command under mpiexec
+        options = dict(data=data, tokenizer=tokenizer, config=config, steps=steps, device=device, out=out,
+                       seed=seed, threads=threads)
+        flags = [f for f, on in (("--resume", resume), ("--json", json_output)) if on]
+        with user_errors():
+            code = launch(nproc, ["-m", "tito", "train", "gpt", "--nproc", str(nproc), *flags,
+                                  *[arg for k, v in options.items() if v is not None for arg in (f"--{k}", str(v))]])
+        raise typer.Exit(code)
     with user_errors():
         if threads is not None:
             _set_blas_threads(threads)
@@ -73,13 +84,15 @@ def train_gpt(
             raise TitoError(f"--steps must be at least 1, got {steps}")
         try:
             result = recipe.train(data=data, tokenizer=tokenizer, preset=config, steps=steps, device=device,
-                                  resume=resume, out=out, seed=seed, quiet=json_output)
+                                  resume=resume, out=out, seed=seed, quiet=json_output, distributed=nproc > 1)
         except recipe.DataError as err:
             raise TitoError(str(err)) from None
         except RuntimeError as err:  # e.g. device='cuda' without a usable GPU
             if "device" not in str(err):
                 raise
             raise TitoError(str(err)) from None
+    if result.get("rank", 0) != 0:
+        return  # rank 0 reports for all
     if json_output:
         print(json.dumps(result))
         return

@@ -1,0 +1,136 @@
+"""Module 11 in one process: world size 1, and n ranks as threads (ThreadGroup) for the ring.
+
+The checks with real ranks (MPI) are in tests/distributed/ (marker `distributed`)."""
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+import tinytorch.distributed as dist
+from tinytorch.distributed.ring import ring_all_reduce
+from tinytorch.models import GPT, GPTConfig
+from tinytorch.nn import Linear, Module
+from tinytorch.nn.functional import cross_entropy
+from tinytorch.optim import AdamW
+
+CONFIG = dict(vocab_size=17, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0, bias=False)
+
+
+def gpt_loss(model, tokens, device):
+    idx = tt.tensor(tokens[:, :-1], dtype=tt.int64, device=device)
+    target = tt.tensor(tokens[:, 1:], dtype=tt.int64, device=device)
+    logits, _ = model(idx)
+    return cross_entropy(logits.view(-1, logits.shape[-1]), target.view(-1))
+
+
+def make_gpt(device):
+    tt.manual_seed(0)
+    return GPT(GPTConfig(**CONFIG)).to(device)
+
+
+@pytest.fixture
+def tokens(rng):
+    return rng.integers(0, CONFIG["vocab_size"], (4, CONFIG["block_size"] + 1))
+
+
+def test_world_size_one_without_a_launcher():
+    assert dist.get_world_size() == 1 and dist.get_rank() == 0
+    x = tt.tensor([1.0, 2.0])
+    dist.all_reduce(x, dist.ReduceOp.AVG)
+    assert x.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="unknown reduce op"):
+        dist.all_reduce(x, "mean")
+    with pytest.raises(TypeError, match="floating"):
+        dist.all_reduce(tt.tensor([1, 2]), dist.ReduceOp.AVG)
+
+
+def test_ddp_gradients_equal_plain_gradients_including_tied_weights(device, tokens):
+    plain, wrapped = make_gpt(device), make_gpt(device)
+    ddp = dist.DistributedDataParallel(wrapped, bucket_cap_mb=0.005)
+    assert len(ddp.buckets) > 2, "a small cap must give several buckets"
+    gpt_loss(plain, tokens, device).backward()
+    gpt_loss(ddp, tokens, device).backward()
+    for (name, p), q in zip(plain.named_parameters(), wrapped.parameters()):
+        assert q.grad is not None, f"{name}: DDP left no gradient"
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+    assert wrapped.lm_head.weight is wrapped.transformer.wte.weight, "DDP must restore the module's Parameters"
+
+
+def test_no_sync_accumulates_and_the_next_backward_syncs(device, tokens):
+    plain, wrapped = make_gpt(device), make_gpt(device)
+    ddp = dist.DistributedDataParallel(wrapped)
+    for half in (tokens[:2], tokens[2:]):
+        (gpt_loss(plain, half, device) / 2).backward()
+    with ddp.no_sync():
+        (gpt_loss(ddp, tokens[:2], device) / 2).backward()
+    (gpt_loss(ddp, tokens[2:], device) / 2).backward()
+    for p, q in zip(plain.parameters(), wrapped.parameters()):
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_unused_parameter_is_a_clear_error(device):
+    class TwoHeads(Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = Linear(3, 2), Linear(3, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    ddp = dist.DistributedDataParallel(TwoHeads().to(device))
+    x = tt.randn(4, 3, device=device)
+    ddp(x).sum().backward()
+    with pytest.raises(RuntimeError, match="unused"):
+        ddp(x)
+
+
+def test_eval_forward_without_grad_and_state_dict_without_prefix(device, tokens):
+    model = make_gpt(device)
+    ddp = dist.DistributedDataParallel(model)
+    with tt.no_grad():
+        logits, _ = ddp(tt.tensor(tokens[:, :-1], dtype=tt.int64, device=device))
+    assert not logits.requires_grad
+    assert list(ddp.state_dict()) == list(model.state_dict()), "checkpoints keep the plain model's names"
+    assert ddp.config is model.config, "attributes of the wrapped model are reachable"
+
+
+def test_zero_at_world_size_one_equals_adamw(device, tokens):
+    a, b = make_gpt(device), make_gpt(device)
+    opt_a = AdamW(a.parameters(), lr=1e-2, weight_decay=0.1)
+    opt_b = dist.ZeroRedundancyOptimizer(b.parameters(), optimizer_class=AdamW, lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            gpt_loss(model, tokens, device).backward()
+            opt.step()
+            opt.zero_grad()
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(q.numpy(), p.numpy(), rtol=1e-6, atol=1e-7)
+    state = opt_b.state_dict()
+    fresh = AdamW(make_gpt(device).parameters(), lr=1e-2, weight_decay=0.1)
+    fresh.load_state_dict(state)  # a ZeRO checkpoint loads into the plain optimizer
+    opt_b.load_state_dict(opt_a.state_dict())  # and the other way
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_ring_all_reduce_in_threads(n):
+    def rank_main(length):
+        values = np.arange(length, dtype=np.float32) * (dist.get_rank() + 1)
+        t = tt.tensor(values)
+        ring_all_reduce(t)
+        return t.numpy()
+
+    for length in (1, n - 1, n + 1, 97):
+        for got in dist.ThreadGroup.run(n, rank_main, length):
+            np.testing.assert_allclose(got, np.arange(length) * n * (n + 1) / 2, err_msg=f"n={n}, length={length}")
+
+
+def test_distributed_sampler_shards_and_reshuffles():
+    shards = [list(dist.DistributedSampler(list(range(9)), num_replicas=3, rank=r, seed=1)) for r in range(3)]
+    assert sorted(sum(shards, [])) == list(range(9))
+    sampler = dist.DistributedSampler(list(range(9)), num_replicas=3, rank=0, seed=1)
+    sampler.set_epoch(1)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) == first, "the order depends only on (seed, epoch)"
+    with pytest.raises(ValueError, match="rank 3"):
+        dist.DistributedSampler(list(range(9)), num_replicas=3, rank=3)
