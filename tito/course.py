@@ -1,0 +1,616 @@
+"""`tito course`: the instructor's side, on nbgrader (see tito/grading.py for the course folder).
+
+    generate   modules -> nbgrader source notebooks -> release notebooks (+ gradebook)
+    release    a student copy of the project with no solutions in it
+    collect    submissions (per-student folders or zips) -> submitted/<student>/<module>/
+    autograde  grade submissions in parallel, each with a cell timeout and a memory cap
+    report     student x module scores (table, CSV), with why a submission has no score
+    feedback   per-student HTML, hidden tests removed
+    check      every module: solutions score full marks, the release scores 0
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tito import grading
+from tito.errors import TitoError, user_errors
+from tito.notebooks import (
+    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, list_modules, read_notebook,
+    select_modules, strip_solutions,
+)
+
+console = Console(soft_wrap=True, highlight=False)
+app = typer.Typer(help="Instructor tools: build the course, collect, autograde, report (nbgrader).",
+                  no_args_is_help=True)
+
+COURSE_OPTION = typer.Option(Path("course"), "--course", help="The course folder (created by `generate`).")
+TEMPLATE = Path(__file__).parent / "templates" / "student_README.md"
+
+
+def _modules(root: Path, selectors: list[str] | None, all_modules: bool = False) -> list[ModuleFile]:
+    chosen = select_modules(root, None if all_modules else selectors)
+    if not chosen:
+        raise TitoError("no modules found under modules/")
+    return chosen
+
+
+def _course(path: Path) -> Path:
+    return path if path.is_absolute() else (Path.cwd() / path)
+
+
+# ---------------------------------------------------------------- generate
+
+
+def generate_modules(root: Path, course: Path, modules: list[ModuleFile]) -> None:
+    grading.init_course(course)
+    grading.snapshot_modules(course, root, modules)
+    nb_api = grading.api(course)
+    for module in modules:
+        read_notebook(module)  # clean file:line errors before nbgrader sees it
+        check_marker_cells(module)
+        source = course / "source" / grading.module_id(module)
+        if source.exists():
+            shutil.rmtree(source)
+        source.mkdir(parents=True)
+        notebook = grading.to_notebook(module.path.read_text(encoding="utf-8"))
+        import nbformat
+
+        nbformat.write(notebook, source / f"{grading.notebook_name(module)}.ipynb")
+        result = nb_api.generate_assignment(grading.module_id(module), force=True, create=True)
+        if not result.get("success"):
+            raise TitoError(f"nbgrader generate_assignment failed for {module.folder}:\n"
+                            f"{grading._tail((result.get('log') or '') + (result.get('error') or ''), 30)}")
+        console.print(f"generated {module.folder}: {escape(str(course / 'release' / module.folder))}")
+
+
+@app.command("generate")
+def generate_command(
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all."),
+    all_modules: bool = typer.Option(False, "--all", help="Every module (the default)."),
+    course: Path = COURSE_OPTION,
+) -> None:
+    """Convert modules to notebooks and run nbgrader generate_assignment into the course folder."""
+    with user_errors():
+        root = find_root()
+        generate_modules(root, _course(course), _modules(root, modules, all_modules))
+
+
+def check_marker_cells(module: ModuleFile) -> None:
+    """Solution markers only in solution cells; hidden-test markers only in graded cells."""
+    for cell in read_notebook(module).cells:
+        lines = {line.strip() for line in cell.source.splitlines()}
+        meta = cell.nbgrader
+        if lines & {BEGIN_SOLUTION, END_SOLUTION} and not meta.get("solution"):
+            raise TitoError(f"{module.rel}:{cell.line}: '{BEGIN_SOLUTION}' in a cell that is not an nbgrader "
+                            f"solution cell; nbgrader would leave the solution in the release")
+        if lines & {BEGIN_HIDDEN, END_HIDDEN} and not meta.get("grade"):
+            raise TitoError(f"{module.rel}:{cell.line}: '{BEGIN_HIDDEN}' in a cell that is not a graded cell")
+
+
+# ---------------------------------------------------------------- release
+
+
+def _code_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _fingerprints(lines: list[str]) -> set[str]:
+    """Long single lines and every pair of consecutive lines: what a leaked solution shows."""
+    return {line for line in lines if len(line) >= 40} | {a + "\n" + b for a, b in zip(lines, lines[1:])}
+
+
+def solution_lines(modules: list[ModuleFile]) -> dict[str, str]:
+    """Fingerprints of the solutions (text -> module) that no stripped module provides."""
+    provided: set[str] = set()
+    found: dict[str, str] = {}
+    for module in modules:
+        text = module.path.read_text(encoding="utf-8")
+        provided |= _fingerprints(_code_lines(strip_solutions(text)))
+        block: list[str] | None = None
+        for line in text.splitlines():
+            marker = line.strip()
+            if marker == BEGIN_SOLUTION:
+                block = []
+            elif marker == END_SOLUTION and block is not None:
+                for fingerprint in _fingerprints(_code_lines("\n".join(block))):
+                    found.setdefault(fingerprint, module.rel)
+                block = None
+            elif block is not None:
+                block.append(line)
+    return {k: v for k, v in found.items() if k not in provided}
+
+
+def find_leaks(folder: Path, secrets: dict[str, str]) -> list[str]:
+    """`file: text (solution of module)` for every solution fingerprint found under `folder`."""
+    leaks = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for fingerprint in sorted(_fingerprints(_code_lines(text)) & secrets.keys()):
+            shown = fingerprint.replace("\n", " / ")
+            leaks.append(f"{path.relative_to(folder)}: {shown} (solution in {secrets[fingerprint]})")
+    return leaks
+
+
+def build_release(root: Path, out: Path, modules: list[ModuleFile]) -> list[str]:
+    """Write the student copy; return the files it holds (relative)."""
+    from tito import export
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints")
+    (out / "modules").mkdir(parents=True)
+    for module in modules:
+        dest = out / "modules" / module.folder
+        shutil.copytree(module.path.parent, dest, ignore=ignore)
+        (dest / module.path.name).write_text(strip_solutions(module.path.read_text(encoding="utf-8")),
+                                             encoding="utf-8")
+    readme = (root / "modules" / "README.md")
+    if readme.is_file():
+        shutil.copy(readme, out / "modules" / "README.md")
+    shutil.copytree(root / "tito", out / "tito", ignore=ignore)
+    shutil.copy(root / "pyproject.toml", out / "pyproject.toml")
+    # Tests that need only finished modules: each module's own folder (and the shared conftest).
+    (out / "tests").mkdir()
+    if (root / "tests" / "conftest.py").is_file():
+        shutil.copy(root / "tests" / "conftest.py", out / "tests" / "conftest.py")
+    for module in modules:
+        tests = root / "tests" / module.folder
+        if tests.is_dir():
+            shutil.copytree(tests, out / "tests" / module.folder, ignore=ignore)
+    if (root / "milestones").is_dir():
+        shutil.copytree(root / "milestones", out / "milestones", ignore=ignore)
+    names = "\n".join(f"| {m.number:02d} | `modules/{m.folder}/{m.path.name}` |" for m in modules)
+    (out / "README.md").write_text(TEMPLATE.read_text(encoding="utf-8").replace("{modules}", names),
+                                   encoding="utf-8")
+    files = export.plan(out)
+    export.apply(out, files, export.compare(out, files, None))
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+@app.command("release")
+def release_command(
+    out: Path = typer.Option(..., "--out", help="Folder to write the student copy into (must not exist)."),
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all."),
+) -> None:
+    """A ready-to-hand-out student copy: stripped modules, tinytorch/ built from them, tests, tito."""
+    with user_errors():
+        root = find_root()
+        chosen = _modules(root, modules)
+        for module in chosen:
+            read_notebook(module)
+            check_marker_cells(module)
+        if out.exists() and any(out.iterdir()):
+            raise TitoError(f"{out} exists and is not empty; choose a new folder")
+        files = build_release(root, out, chosen)
+        leaks = find_leaks(out, solution_lines(chosen))
+        if leaks:
+            shutil.rmtree(out)
+            raise TitoError("solution text in the release (removed it):\n" + "\n".join(leaks[:20]))
+    console.print(f"[green]released[/] {len(chosen)} module(s) to {escape(str(out))} ({len(files)} files); "
+                  f"no solution text found in it")
+
+
+# ---------------------------------------------------------------- collect
+
+
+def _entries(path: Path) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    """(student name, [(file name inside, bytes)]) per student folder or zip."""
+    found = []
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            files = [(p.relative_to(entry).as_posix(), p.read_bytes()) for p in sorted(entry.rglob("*"))
+                     if p.is_file() and not _hidden(p.relative_to(entry).parts)]
+            found.append((entry.name, files))
+        elif entry.suffix.lower() == ".zip":
+            try:
+                with zipfile.ZipFile(entry) as archive:
+                    files = [(i.filename, archive.read(i)) for i in archive.infolist()
+                             if not i.is_dir() and not _hidden(Path(i.filename).parts)]
+            except zipfile.BadZipFile:
+                found.append((entry.stem, [(entry.name, b"")]))
+                continue
+            found.append((entry.stem, files))
+        else:
+            found.append(("", [(entry.name, b"")]))
+    return found
+
+
+def _hidden(parts: tuple[str, ...]) -> bool:
+    return any(p.startswith(".") or p in ("__MACOSX", "__pycache__") for p in parts)
+
+
+def _which_module(name: str, modules: list[ModuleFile]) -> ModuleFile | None:
+    parts = Path(name).parts
+    for module in modules:
+        if module.folder in parts or Path(name).stem == grading.notebook_name(module):
+            return module
+    return None
+
+
+def collect_submissions(course: Path, path: Path, replace: bool) -> tuple[list[str], list[str]]:
+    """Import submissions; return (accepted lines, rejected lines)."""
+    import nbformat
+
+    modules = [m for m in grading.reference_modules(course, find_root())
+               if (course / "release" / m.folder).is_dir()]
+    if not modules:
+        raise TitoError(f"no generated modules in {course}: run `tito course generate` first")
+    expected = ", ".join(f"{grading.notebook_name(m)}.ipynb" for m in modules)
+    accepted, rejected = [], []
+    for student, files in _entries(path):
+        if not student:
+            rejected.append(f"{files[0][0]}: not a student folder or .zip; expected PATH/<student>/ or PATH/<student>.zip")
+            continue
+        sid = grading.student_id(student)
+        seen: set[str] = set()
+        for name, data in files:
+            where = f"{student}/{name}"
+            if not name.lower().endswith(".ipynb"):
+                rejected.append(f"{where}: not a notebook (.ipynb); submit the notebooks, not other files")
+                continue
+            try:
+                notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
+                nbformat.validate(notebook)
+            except Exception as err:  # nbformat raises several types; all mean "not a notebook"
+                rejected.append(f"{where}: not a valid notebook: {str(err).splitlines()[0][:200]}")
+                continue
+            module = _which_module(name, modules)
+            if module is None:
+                rejected.append(f"{where}: belongs to no module of this course (expected one of {expected})")
+                continue
+            if module.folder in seen:
+                rejected.append(f"{where}: a second notebook for {module.folder} in the same submission")
+                continue
+            seen.add(module.folder)
+            target = course / "submitted" / sid / module.folder / f"{grading.notebook_name(module)}.ipynb"
+            line = _store(course, target, data, replace)
+            (accepted if not line.startswith("!") else rejected).append(f"{where} -> {line.lstrip('!')}")
+        if seen:
+            with grading.gradebook(course) as gb:
+                gb.update_or_create_student(sid, first_name=student, last_name="")
+    return accepted, rejected
+
+
+def _store(course: Path, target: Path, data: bytes, replace: bool) -> str:
+    rel = target.relative_to(course).as_posix()
+    if target.exists():
+        if target.read_bytes() == data:
+            return f"{rel} (unchanged)"
+        if not replace:
+            return f"!{rel} already holds a different submission; pass --replace to replace it (the old one is kept)"
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        backup = course / "tito" / "replaced" / target.relative_to(course / "submitted").parent / f"{stamp}-{target.name}"
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(target, backup)
+        target.write_bytes(data)
+        return f"{rel} (replaced; previous kept in {backup.relative_to(course).as_posix()})"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    (target.parent / "timestamp.txt").write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
+    return rel
+
+
+@app.command("collect")
+def collect_command(
+    path: Path = typer.Argument(..., help="Folder of per-student folders or <student>.zip files."),
+    course: Path = COURSE_OPTION,
+    replace: bool = typer.Option(False, "--replace", help="Replace earlier submissions (keeping a copy)."),
+) -> None:
+    """Import submissions into nbgrader's submitted/<student>/<module>/ layout."""
+    with user_errors():
+        if not path.is_dir():
+            raise TitoError(f"{path} is not a folder")
+        accepted, rejected = collect_submissions(_course(course), path, replace)
+    for line in accepted:
+        console.print(f"[green]collected[/] {escape(line)}")
+    for line in rejected:
+        console.print(f"[red]rejected[/] {escape(line)}")
+    console.print(f"{len(accepted)} collected, {len(rejected)} rejected")
+    if rejected:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- autograde
+
+
+def submissions(course: Path, modules: list[str] | None, student: str | None) -> list[tuple[str, str]]:
+    """(student id, module id) of every submission, filtered."""
+    found = []
+    root = course / "submitted"
+    if not root.is_dir():
+        return found
+    sid = grading.student_id(student) if student else None
+    for folder in sorted(root.iterdir()):
+        if sid and folder.name != sid:
+            continue
+        for module in sorted(p.name for p in folder.iterdir() if p.is_dir()):
+            if modules is None or module in modules:
+                found.append((folder.name, module))
+    return found
+
+
+def _code_cells(course: Path, module: str) -> int:
+    import nbformat
+
+    notebooks = list((course / "release" / module).glob("*.ipynb"))
+    return sum(c.cell_type == "code" for n in notebooks for c in nbformat.read(n, as_version=4).cells)
+
+
+def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeout: int, memory_mb: int,
+              jobs: int, on_done=None) -> list[dict]:
+    """Autograde submissions in parallel worker processes; return their results."""
+    grading.require_nbgrader()
+    budgets = {m: timeout * (_code_cells(course, m) + 2) + 120 for m in {m for _, m in jobs_list}}
+
+    def one(item: tuple[str, str]) -> dict:
+        student, module = item
+        job = grading.Job(course, root, student, module, timeout, memory_mb)
+        command = [sys.executable, "-m", "tito.grading", "--course", str(course), "--repo", str(root),
+                   "--student", student, "--module", module, "--timeout", str(timeout),
+                   "--memory-mb", str(memory_mb)]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=budgets[module],
+                                  env=os.environ.copy())
+            problem = "" if proc.returncode == 0 else f"grader exited {proc.returncode}: {grading._tail(proc.stderr)}"
+        except subprocess.TimeoutExpired:
+            problem = f"timed out: the whole submission ran past {budgets[module]} s"
+        if problem or not job.result_path().is_file():
+            result = {"student": student, "module": module, "score": None, "max_score": None, "cells": [],
+                      "tests_edited": [], "status": "timed out" if problem.startswith("timed out") else "not graded",
+                      "reason": problem or "the grader wrote no result"}
+            grading.write_result(job, result)
+        else:
+            result = json.loads(job.result_path().read_text(encoding="utf-8"))
+        result["wall_seconds"] = round(time.perf_counter() - start, 2)
+        grading.write_result(job, result)
+        if on_done:
+            on_done(result)
+        return result
+
+    stale = [grading.Job(course, root, s, m, timeout, memory_mb).result_path() for s, m in jobs_list]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, jobs_list))
+
+
+@app.command("autograde")
+def autograde_command(
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = every submitted one."),
+    student: str = typer.Option(None, "--student", help="Only this student (name or id)."),
+    course: Path = COURSE_OPTION,
+    timeout: int = typer.Option(30, help="Seconds allowed per notebook cell."),
+    memory_mb: int = typer.Option(4096, "--memory-mb", help="Address-space cap per submission (0 = none)."),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", help="Submissions graded at once."),
+) -> None:
+    """nbgrader autograde, one process per submission, in parallel."""
+    with user_errors():
+        root = find_root()
+        course = _course(course)
+        wanted = [m.folder for m in select_modules(root, modules)] if modules else None
+        todo = submissions(course, wanted, student)
+        if not todo:
+            raise TitoError(f"no submissions to grade in {course / 'submitted'}: run `tito course collect` first")
+
+    def done(result: dict) -> None:
+        console.print(f"{escape(result['student'])} {result['module']}: {_cell_text(result, plain=True)} "
+                      f"({result.get('wall_seconds', 0):.1f} s)")
+
+    start = time.perf_counter()
+    results = grade_all(course, root, todo, timeout, memory_mb, jobs, done)
+    console.print(f"autograded {len(results)} submission(s) in {time.perf_counter() - start:.1f} s")
+
+
+# ---------------------------------------------------------------- report
+
+
+def _cell_text(result: dict | None, plain: bool = False) -> str:
+    if result is None:
+        return "-"
+    status = result["status"]
+    score = "" if result.get("score") is None else f"{_num(result['score'])}/{_num(result['max_score'])}"
+    text = score if status == "graded" else f"{status} {score}".strip()
+    if result.get("tests_edited"):
+        text += " (tests edited)"
+    if plain:
+        return text
+    colour = "green" if status == "graded" and result.get("score") == result.get("max_score") else (
+        "yellow" if status == "graded" else "red")
+    return f"[{colour}]{escape(text)}[/]"
+
+
+def _num(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def collect_results(course: Path) -> tuple[list[str], dict[str, str], dict[tuple[str, str], dict]]:
+    """(modules, student id -> name, (student, module) -> result) with scores from the gradebook."""
+    modules = sorted(p.name for p in (course / "release").iterdir() if p.is_dir()) if (course / "release").is_dir() else []
+    names: dict[str, str] = {}
+    with grading.gradebook(course) as gb:
+        for student in gb.students:
+            names[student.id] = student.first_name or student.id
+        results = {}
+        for path in sorted((course / grading.RESULTS).glob("*/*.json")):
+            result = json.loads(path.read_text(encoding="utf-8"))
+            key = (result["student"], result["module"])
+            if result["status"] in ("graded", "timed out"):
+                try:  # the gradebook is the record (an instructor may have changed a score)
+                    submission = gb.find_submission(result["module"], result["student"])
+                    result["score"], result["max_score"] = submission.score, submission.max_score
+                except Exception:  # noqa: BLE001 -- keep what autograde saw
+                    pass
+            names.setdefault(result["student"], result["student"])
+            results[key] = result
+    for folder in (course / "submitted").iterdir() if (course / "submitted").is_dir() else []:
+        names.setdefault(folder.name, folder.name)
+        for module in folder.iterdir():
+            if module.is_dir():
+                results.setdefault((folder.name, module.name), {
+                    "student": folder.name, "module": module.name, "status": "not graded", "score": None,
+                    "max_score": None, "reason": "submitted but not autograded yet", "tests_edited": []})
+    return modules, names, results
+
+
+def report_rows(course: Path) -> list[dict]:
+    modules, names, results = collect_results(course)
+    rows = []
+    for sid in sorted(names, key=lambda s: names[s].lower()):
+        for module in modules:
+            r = results.get((sid, module))
+            rows.append({
+                "student_id": sid, "student": names[sid], "module": module,
+                "status": r["status"] if r else "not submitted",
+                "score": "" if not r or r.get("score") is None else _num(r["score"]),
+                "max_score": "" if not r or r.get("max_score") is None else _num(r["max_score"]),
+                "tests_edited": " ".join(r.get("tests_edited", [])) if r else "",
+                "reason": (r.get("reason") or "").splitlines()[-1][:300] if r and r.get("reason") else "",
+            })
+    return rows
+
+
+@app.command("report")
+def report_command(
+    course: Path = COURSE_OPTION,
+    csv_path: Path = typer.Option(None, "--csv", help="Also write the scores to this CSV file."),
+) -> None:
+    """Student x module scores; a submission without a real score says why."""
+    with user_errors():
+        course = _course(course)
+        modules, names, results = collect_results(course)
+        rows = report_rows(course)
+    table = Table(title=f"tito course report ({course})")
+    table.add_column("student")
+    for module in modules:
+        table.add_column(module, justify="right")
+    for sid in sorted(names, key=lambda s: names[s].lower()):
+        table.add_row(escape(names[sid]), *[_cell_text(results.get((sid, m))) for m in modules])
+    console.print(table)
+    for row in rows:
+        if row["status"] not in ("graded", "not submitted") or row["tests_edited"]:
+            why = row["reason"] or ("tests edited: " + row["tests_edited"] + "; graded with the original tests")
+            console.print(f"{escape(row['student'])} {row['module']}: [red]{row['status']}[/] {escape(why)}")
+    if csv_path:
+        with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["student"])
+            writer.writeheader()
+            writer.writerows(rows)
+        console.print(f"wrote {escape(str(csv_path))}")
+
+
+# ---------------------------------------------------------------- feedback
+
+
+@app.command("feedback")
+def feedback_command(
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all."),
+    student: str = typer.Option(None, "--student", help="Only this student (name or id)."),
+    course: Path = COURSE_OPTION,
+) -> None:
+    """Per-student HTML feedback (hidden tests removed) under course/feedback/<student>/<module>/."""
+    with user_errors():
+        root = find_root()
+        course = _course(course)
+        wanted = [m.folder for m in select_modules(root, modules)] if modules else None
+        nb_api = grading.api(course)
+        written, skipped = 0, []
+        for sid, module in submissions(course, wanted, student):
+            if not (course / "autograded" / sid / module).is_dir():
+                skipped.append(f"{sid} {module}")
+                continue
+            result = nb_api.generate_feedback(module, sid, force=True)
+            if not result.get("success"):
+                raise TitoError(f"feedback for {sid} {module} failed:\n{grading._tail(result.get('log') or '')}")
+            written += 1
+    console.print(f"wrote feedback for {written} submission(s) under {escape(str(course / 'feedback'))}")
+    for line in skipped:
+        console.print(f"[yellow]no feedback[/] {escape(line)}: not autograded (see `tito course report`)")
+
+
+# ---------------------------------------------------------------- check
+
+
+def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int) -> list[str]:
+    """Problems found (empty = every module is gradable as it should be)."""
+    import nbformat
+
+    from tito import export
+
+    for module in modules:
+        read_notebook(module)
+        check_marker_cells(module)
+    export.plan(root)  # every `#| export` cell exports
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="tito-check-") as tmp:
+        course = Path(tmp) / "course"
+        generate_modules(root, course, modules)
+        todo = []
+        for module in modules:
+            name = f"{grading.notebook_name(module)}.ipynb"
+            for who, source in [("solution", course / "source"), ("release", course / "release")]:
+                target = course / "submitted" / who / module.folder / name
+                target.parent.mkdir(parents=True)
+                notebook = nbformat.read(source / module.folder / name, as_version=4)
+                nbformat.write(notebook, target)
+                todo.append((who, module.folder))
+        results = {(r["student"], r["module"]): r for r in grade_all(course, root, todo, timeout, 0, jobs)}
+    for module in modules:
+        solved, released = results[("solution", module.folder)], results[("release", module.folder)]
+        for label, r in [("solution", solved), ("release", released)]:
+            if r["status"] != "graded":
+                problems.append(f"{module.folder}: the {label} version was not graded: {r['status']}: {r['reason']}")
+        short = [f"{c['grade_id']} ({_num(c['score'])}/{c['max_score']})" for c in solved["cells"]
+                 if c["score"] != c["max_score"]]
+        if short:
+            problems.append(f"{module.folder}: the solutions do not score full points: {', '.join(short)}")
+        if not solved["cells"]:
+            problems.append(f"{module.folder}: no graded cells")
+        leaking = [c["grade_id"] for c in released["cells"] if c["score"]]
+        if leaking:
+            problems.append(f"{module.folder}: graded cells pass on the stripped release (they test nothing the "
+                            f"student writes): {', '.join(leaking)}")
+        console.print(f"{module.folder}: solution {_cell_text(solved, plain=True)}, "
+                      f"release {_cell_text(released, plain=True)}")
+    return problems
+
+
+@app.command("check")
+def check_command(
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all."),
+    all_modules: bool = typer.Option(False, "--all", help="Every module (the default)."),
+    timeout: int = typer.Option(60, help="Seconds allowed per notebook cell."),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j"),
+) -> None:
+    """Every module gradable: metadata valid, solutions score full marks, the release scores 0."""
+    with user_errors():
+        root = find_root()
+        problems = check_modules(root, _modules(root, modules, all_modules), timeout, jobs)
+    for problem in problems:
+        console.print(f"[red]defect[/] {escape(problem)}")
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]every module checked[/]")

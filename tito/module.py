@@ -1,0 +1,246 @@
+"""`tito module`: the student's side — list, start, complete.
+
+A student works in `modules/NN_name/name.ipynb`, paired with the percent-format
+`name.py` through jupytext (either can be edited; `tito` syncs them). Progress is
+recorded in `.tito/progress.json` when `tito module complete NN` passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tito.errors import TitoError, user_errors
+from tito.notebooks import ModuleFile, find_root, list_modules, read_notebook, select_modules
+
+console = Console(soft_wrap=True, highlight=False)
+app = typer.Typer(help="Your modules: list them, start one, complete it.", no_args_is_help=True)
+
+PROGRESS = ".tito/progress.json"
+STUB = "raise NotImplementedError()"
+STUB_MARK = "# YOUR CODE HERE"
+
+
+# ---------------------------------------------------------------- helpers other commands use
+
+
+def not_complete_message(number: int | str, name: str) -> str:
+    """The one wording for "finish module k first"."""
+    number = f"{int(number):02d}"
+    return f"module {number} ({name}) is not complete: `tito module start {number}`"
+
+
+def short_name(module: ModuleFile) -> str:
+    return module.folder.split("_", 1)[1]
+
+
+def has_stubs(module: ModuleFile) -> bool:
+    """An exported cell still holds the release's `raise NotImplementedError()` stub."""
+    for _, cell in read_notebook(module).exported_cells():
+        lines = [line.strip() for line in cell.source.splitlines()]
+        if any(a == STUB_MARK and b == STUB for a, b in zip(lines, lines[1:])):
+            return True
+    return False
+
+
+def unfinished_before(root: Path, module: ModuleFile) -> ModuleFile | None:
+    """The first earlier module whose exercises are still stubs, or None."""
+    for earlier in list_modules(root):
+        if earlier.number < module.number and has_stubs(earlier):
+            return earlier
+    return None
+
+
+def require_finished_before(root: Path, module: ModuleFile) -> None:
+    earlier = unfinished_before(root, module)
+    if earlier is not None:
+        raise TitoError(f"{module.folder} needs it: {not_complete_message(earlier.number, short_name(earlier))}")
+
+
+# ---------------------------------------------------------------- pairing and progress
+
+
+def notebook_path(module: ModuleFile) -> Path:
+    return module.path.with_suffix(".ipynb")
+
+
+def sync(module: ModuleFile) -> str:
+    """Bring the .ipynb / .py pair in line (the newer one wins); return what happened."""
+    import jupytext
+    import nbformat
+
+    from tito.grading import to_notebook
+
+    ipynb = notebook_path(module)
+    if not ipynb.exists():
+        return ""
+    py_text = module.path.read_text(encoding="utf-8")
+    if ipynb.stat().st_mtime > module.path.stat().st_mtime:
+        text = jupytext.writes(nbformat.read(ipynb, as_version=4), fmt="py:percent")
+        if text != py_text:
+            module.path.write_text(text, encoding="utf-8")
+            return f"updated {module.path.name} from {ipynb.name}"
+        return ""
+    old = nbformat.read(ipynb, as_version=4)
+    new = to_notebook(py_text)
+    if jupytext.writes(old, fmt="py:percent") == jupytext.writes(new, fmt="py:percent"):
+        return ""
+    from jupytext.combine import combine_inputs_with_outputs
+
+    combine_inputs_with_outputs(new, old, fmt="py:percent")
+    nbformat.write(new, ipynb)
+    return f"updated {ipynb.name} from {module.path.name}"
+
+
+def read_progress(root: Path) -> dict:
+    path = root / PROGRESS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def record_progress(root: Path, module: ModuleFile, points: int, available: int) -> None:
+    progress = read_progress(root)
+    progress[module.folder] = {
+        "completed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "points": points, "available": available, "sha256": _digest(module),
+    }
+    path = root / PROGRESS
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(progress, indent=2) + "\n", encoding="utf-8")
+
+
+def _digest(module: ModuleFile) -> str:
+    return hashlib.sha256(module.path.read_bytes()).hexdigest()
+
+
+def title(module: ModuleFile) -> str:
+    for cell in read_notebook(module).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return short_name(module)
+
+
+def points_available(module: ModuleFile) -> int:
+    return sum(c.nbgrader.get("points", 0) for c in read_notebook(module).cells if c.is_graded)
+
+
+def status(root: Path, module: ModuleFile, progress: dict, files: dict | None = None) -> str:
+    """not started / in progress / exported / tests passing; `files`: export.plan(root), if known."""
+    from tito import export
+
+    record = progress.get(module.folder)
+    if record and record.get("sha256") == _digest(module):
+        return "tests passing"
+    if has_stubs(module):
+        return "in progress" if notebook_path(module).exists() else "not started"
+    changes = export.compare(root, files if files is not None else export.plan(root), [module])
+    return "in progress" if changes.any() else "exported"
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command("list")
+def list_command() -> None:
+    """Every module: title, status, points available."""
+    with user_errors():
+        root = find_root()
+        modules = list_modules(root)
+        if not modules:
+            raise TitoError("no modules found under modules/")
+        from tito import export
+
+        progress = read_progress(root)
+        files = export.plan(root)
+        rows = [(m, title(m), status(root, m, progress, files), points_available(m)) for m in modules]
+    colours = {"tests passing": "green", "exported": "cyan", "in progress": "yellow", "not started": "dim"}
+    table = Table(title="tito modules")
+    for column in ["#", "module", "title", "status", "points"]:
+        table.add_column(column, justify="right" if column in ("#", "points") else "left")
+    for module, name, state, points in rows:
+        record = progress.get(module.folder)
+        earned = f"{record['points']}/{points}" if state == "tests passing" and record else str(points)
+        table.add_row(f"{module.number:02d}", module.folder, escape(name), f"[{colours[state]}]{state}[/]", earned)
+    console.print(table)
+
+
+@app.command("start")
+def start_command(module: str = typer.Argument(..., help="Module number (01, 1) or folder (01_tensor).")) -> None:
+    """Write the module's notebook (.ipynb paired with its .py) and say what to do next."""
+    import nbformat
+
+    from tito.grading import to_notebook
+
+    with user_errors():
+        root = find_root()
+        chosen = select_modules(root, [module])[0]
+        read_notebook(chosen)
+        ipynb = notebook_path(chosen)
+        if ipynb.exists():
+            done = sync(chosen)
+            console.print(f"{ipynb.relative_to(root)} already exists{'; ' + done if done else ''}")
+        else:
+            nbformat.write(to_notebook(chosen.path.read_text(encoding="utf-8")), ipynb)
+            console.print(f"wrote {ipynb.relative_to(root)} (paired with {chosen.path.name})")
+        earlier = unfinished_before(root, chosen)
+    if earlier is not None:
+        console.print(f"[yellow]note:[/] {escape(not_complete_message(earlier.number, short_name(earlier)))}; "
+                      f"{chosen.folder} builds on it")
+    number = f"{chosen.number:02d}"
+    console.print(
+        f"next:\n"
+        f"  1. open {ipynb.relative_to(root)} (jupyter lab) or edit {chosen.rel}; replace each "
+        f"`raise NotImplementedError()`\n"
+        f"  2. tito export {number}      build tinytorch/ from your code\n"
+        f"  3. tito test {number}        run the graded tests ({points_available(chosen)} points)\n"
+        f"  4. tito module complete {number}"
+    )
+
+
+@app.command("complete")
+def complete_command(
+    module: str = typer.Argument(..., help="Module number (01, 1) or folder (01_tensor)."),
+    timeout: float = typer.Option(600, help="Seconds allowed for the module's cells, and again for pytest."),
+) -> None:
+    """Export, test, and record your progress when every graded test passes."""
+    from tito import export, testing
+
+    with user_errors():
+        root = find_root()
+        chosen = select_modules(root, [module])[0]
+        synced = sync(chosen)
+        if synced:
+            console.print(synced)
+        read_notebook(chosen)
+        require_finished_before(root, chosen)
+        files = export.plan(root)
+        export.apply(root, files, export.compare(root, files, [chosen]))
+    start = time.perf_counter()
+    result = testing.ModuleResult(chosen)
+    testing.run_cells(root, chosen, timeout, result)
+    result.pytest = testing.run_pytest(root, chosen, timeout)
+    result.seconds = time.perf_counter() - start
+    table = Table(title=f"{chosen.folder}: graded cells")
+    for column in ["test cell", "points", "result"]:
+        table.add_column(column)
+    for g in result.graded:
+        earned = g["points"] if g["passed"] else 0
+        verdict = "[green]passed[/]" if g["passed"] else f"[red]{escape(g['failure']['type'])}: {escape(g['failure']['message'])}[/]"
+        table.add_row(escape(g["grade_id"]), f"{earned}/{g['points']}", verdict)
+    console.print(table)
+    if not result.ok:
+        testing.print_failures(result)
+        console.print(f"[red]{chosen.folder} is not complete yet[/]")
+        raise typer.Exit(1)
+    points = sum(g["points"] for g in result.graded)
+    record_progress(root, chosen, points, points)
+    console.print(f"[green]{chosen.folder} complete[/]: {points}/{points} points; recorded in {PROGRESS}")
