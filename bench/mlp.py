@@ -25,6 +25,8 @@ import sys
 import timeit
 from pathlib import Path
 
+from machine import blas_name, cpu_name  # bench/machine.py
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 CONFIGS = {  # name: (layer sizes, batch)
@@ -206,24 +208,6 @@ def print_profile(name, step, calls=300):
     profiler.disable()
     print(f"\n--- cProfile of {calls} TinyTorch steps, {name} (top 12 by own time) ---")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def blas_name():
-    try:
-        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-        return f"{blas.get('name')} {blas.get('version')}"
-    except Exception:  # older numpy: no dict mode
-        return "unknown"
 
 
 def machine_info(load_before, versions):

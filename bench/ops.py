@@ -20,6 +20,8 @@ import sys
 import timeit
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -129,16 +131,6 @@ def blas_info():
     except ImportError:
         info["threadpools"] = "threadpoolctl not installed; threads set via " + ",".join(THREAD_VARS)
     return info
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info():
