@@ -1,6 +1,6 @@
 """Autograding speed: `tito course autograde` vs the modules' own test time.
 
-    python bench/grading.py [--modules 01 02 ...] [--students 2] [--jobs 2] [--out bench/results]
+    python bench/grading.py [--modules 01 02 ...] [--students 2] [--jobs 2] [--out bench/results] [--label L]
 
 Per module: the module's own test time (its cells run by `python -m tito.cellrunner`, the
 same work `tito test` does for graded cells) and the wall time of autograding one student's
@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=120, help="per-cell timeout")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--no-json", action="store_true")
+    parser.add_argument("--label", default="", help="appended to the results file name")
     args = parser.parse_args()
+    load_start = os.getloadavg()  # the machine is shared: record how busy it was
 
     modules = select_modules(ROOT, args.modules)
     rows = []
@@ -106,15 +108,17 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         record = {
             "host": socket.gethostname(), "date": dt.date.today().isoformat(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "load_avg": os.getloadavg(), "jobs": args.jobs,
+            "python": platform.python_version(), "load_avg_start": load_start, "load_avg": os.getloadavg(),
+            "jobs": args.jobs, "label": args.label,
             "per_module": rows, "throughput": {"submissions": graded, "seconds": round(total, 1),
                                                "per_submission_s": round(per, 2),
                                                "projected_30_students_all_modules_min": round(projected / 60, 1),
                                                "target_min": 15, "pass": projected <= 900},
         }
-        path = args.out / f"grading-{socket.gethostname()}-{dt.date.today().isoformat()}.json"
+        label = f"-{args.label}" if args.label else ""
+        path = args.out / f"grading-{socket.gethostname()}-{dt.date.today().isoformat()}{label}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

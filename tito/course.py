@@ -15,10 +15,13 @@ import csv
 import io
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -353,36 +356,120 @@ def submissions(course: Path, modules: list[str] | None, student: str | None) ->
 
 
 def _code_cells(course: Path, module: str) -> int:
-    import nbformat
+    notebooks = [json.loads(n.read_text(encoding="utf-8")) for n in (course / "release" / module).glob("*.ipynb")]
+    return sum(c.get("cell_type") == "code" for n in notebooks for c in n.get("cells", []))
 
-    notebooks = list((course / "release" / module).glob("*.ipynb"))
-    return sum(c.cell_type == "code" for n in notebooks for c in nbformat.read(n, as_version=4).cells)
+
+class Worker:
+    """One `python -m tito.grading --serve` process; grades one submission at a time.
+
+    A submission that runs past its budget (or wedges the worker) gets the worker killed;
+    the next submission starts a fresh one. Its stderr (nbgrader's and the kernels' noise)
+    goes to course/tito/logs/worker-N.log.
+    """
+
+    def __init__(self, course: Path, root: Path, timeout: int, memory_mb: int, log: Path):
+        self.command = [sys.executable, "-m", "tito.grading", "--serve", "--course", str(course),
+                        "--repo", str(root), "--timeout", str(timeout), "--memory-mb", str(memory_mb)]
+        self.root = root  # the worker imports this checkout's tito
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.answers: queue.Queue = queue.Queue()
+
+    def start(self) -> None:
+        with open(self.log, "a", encoding="utf-8") as log:
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         text=True, encoding="utf-8", start_new_session=True, cwd=self.root)
+        self.answers = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc, self.answers), daemon=True).start()
+
+    @staticmethod
+    def _read(proc: subprocess.Popen, answers: queue.Queue) -> None:
+        for line in proc.stdout:
+            answers.put(line)
+        answers.put(None)
+
+    def grade(self, student: str, module: str, budget: float) -> str:
+        """Grade one submission; return "" or why the worker gave no answer."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        deadline = time.monotonic() + budget
+        try:
+            self.proc.stdin.write(json.dumps({"student": student, "module": module}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died; reading below reports how
+        while True:
+            try:
+                line = self.answers.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                return f"timed out: the whole submission ran past {budget:.0f} s"
+            if line is None:
+                code = self.proc.wait()
+                self.proc = None
+                return f"grader exited {code}: {grading._tail(_read_tail(self.log))}"
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if answer.get("ready") != grading.READY:
+                return ""
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its kernel, in a session of its own, exits
+            except ProcessLookupError:                    # when it sees its parent gone
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-4000:]
+    except OSError:
+        return ""
 
 
 def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeout: int, memory_mb: int,
               jobs: int, on_done=None) -> list[dict]:
-    """Autograde submissions in parallel worker processes; return their results."""
+    """Autograde submissions with `jobs` long-lived worker processes; return their results."""
     grading.require_nbgrader()
+    logs = course / "tito" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    workers = [Worker(course, root, timeout, memory_mb, logs / f"worker-{n}.log")
+               for n in range(max(1, min(jobs, len(jobs_list))))]
+    for worker in workers:
+        worker.log.write_text("", encoding="utf-8")
+        worker.start()  # importing nbgrader overlaps with what follows
     budgets = {m: timeout * (_code_cells(course, m) + 2) + 120 for m in {m for _, m in jobs_list}}
+    stale = [grading.Job(course, root, s, m, timeout, memory_mb).result_path() for s, m in jobs_list]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    todo: queue.Queue = queue.Queue()
+    for index, item in enumerate(jobs_list):
+        todo.put((index, item))
+    results: list[dict | None] = [None] * len(jobs_list)
 
-    def one(item: tuple[str, str]) -> dict:
-        student, module = item
+    def one(worker: Worker, student: str, module: str) -> dict:
         job = grading.Job(course, root, student, module, timeout, memory_mb)
-        command = [sys.executable, "-m", "tito.grading", "--course", str(course), "--repo", str(root),
-                   "--student", student, "--module", module, "--timeout", str(timeout),
-                   "--memory-mb", str(memory_mb)]
         start = time.perf_counter()
-        try:
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=budgets[module],
-                                  env=os.environ.copy())
-            problem = "" if proc.returncode == 0 else f"grader exited {proc.returncode}: {grading._tail(proc.stderr)}"
-        except subprocess.TimeoutExpired:
-            problem = f"timed out: the whole submission ran past {budgets[module]} s"
+        problem = worker.grade(student, module, budgets[module])
         if problem or not job.result_path().is_file():
             result = {"student": student, "module": module, "score": None, "max_score": None, "cells": [],
                       "tests_edited": [], "status": "timed out" if problem.startswith("timed out") else "not graded",
                       "reason": problem or "the grader wrote no result"}
-            grading.write_result(job, result)
         else:
             result = json.loads(job.result_path().read_text(encoding="utf-8"))
         result["wall_seconds"] = round(time.perf_counter() - start, 2)
@@ -391,11 +478,26 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
             on_done(result)
         return result
 
-    stale = [grading.Job(course, root, s, m, timeout, memory_mb).result_path() for s, m in jobs_list]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, jobs_list))
+    def drain(worker: Worker) -> None:
+        try:
+            while True:
+                try:
+                    index, (student, module) = todo.get_nowait()
+                except queue.Empty:
+                    return
+                results[index] = one(worker, student, module)
+        finally:
+            worker.close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+            for future in [pool.submit(drain, worker) for worker in workers]:
+                future.result()
+    except BaseException:  # Ctrl-C: the workers run in sessions of their own; stop them
+        for worker in workers:
+            worker.kill()
+        raise
+    return results
 
 
 @app.command("autograde")
@@ -404,10 +506,10 @@ def autograde_command(
     student: str = typer.Option(None, "--student", help="Only this student (name or id)."),
     course: Path = COURSE_OPTION,
     timeout: int = typer.Option(30, help="Seconds allowed per notebook cell."),
-    memory_mb: int = typer.Option(4096, "--memory-mb", help="Address-space cap per submission (0 = none)."),
+    memory_mb: int = typer.Option(4096, "--memory-mb", help="Address-space cap per submission's kernel (0 = none)."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", help="Submissions graded at once."),
 ) -> None:
-    """nbgrader autograde, one process per submission, in parallel."""
+    """nbgrader autograde in parallel worker processes; a fresh kernel per submission."""
     with user_errors():
         root = find_root()
         course = _course(course)

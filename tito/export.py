@@ -233,6 +233,14 @@ def _remove_emptied_dirs(root: Path, removed: list[str]) -> None:
             shutil.rmtree(folder)
 
 
+def sync_pairs(modules: list[ModuleFile]) -> list[str]:
+    """A student's paired notebook and .py brought in line first (the newer one wins)."""
+    from tito.module import notebook_path, sync
+
+    done = [sync(module) for module in modules if notebook_path(module).exists()]
+    return [line for line in done if line]
+
+
 def export_command(
     modules: list[str] = typer.Argument(None, help="Module numbers (01, 1) or folders (01_tensor); none = all."),
     all_modules: bool = typer.Option(False, "--all", help="Export every module (the default)."),
@@ -242,6 +250,7 @@ def export_command(
     with user_errors():
         root = find_root()
         selected = None if all_modules or not modules else select_modules(root, modules)
+        synced = [] if check else sync_pairs(selected if selected is not None else list_modules(root))
         files = plan(root)
         changes = compare(root, files, selected)
     report = [("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)]
@@ -254,6 +263,8 @@ def export_command(
             raise typer.Exit(1)
         console.print("[green]tinytorch/ is in sync with modules/[/]")
         return
+    for line in synced:
+        console.print(escape(line))
     apply(root, files, changes)
     for verb, paths in report:
         for path in paths:

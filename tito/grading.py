@@ -11,21 +11,33 @@ Course folder (default `course/`, git-ignored):
     tito/results/<student>/NN_name.json  what `autograde` saw: status, reason, cells, edits
     tito/build/<student>/NN_name/        the tinytorch/ a submission is graded against
 
-A submission is graded in its own process (`python -m tito.grading`) with a memory limit
-(RLIMIT_AS, inherited by the kernel) and against a tinytorch/ exported from the reference
-modules before NN plus the student's own NN, so the student's code is what their later
-cells import.
+Submissions are graded by long-lived worker processes (`python -m tito.grading --serve`,
+started by `tito course autograde`), so nbgrader is imported once per worker, not once per
+submission. Each submission still runs in a kernel of its own, started fresh, with the
+memory limit (RLIMIT_AS) set on that kernel process only: a crash, `os._exit` or the cap
+kills the kernel, never the worker. Each notebook is graded against a tinytorch/ exported
+from the reference modules before NN plus the student's own NN, so the student's code is
+what their later cells import; a worker parses each reference module once.
 """
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and "jsonschema" not in sys.modules:
+    # A grading worker only: jsonschema imports rfc3987_syntax when it is installed (the
+    # `grade` extra pulls it in through jupyter_events), and that builds a parser grammar at
+    # import, about 1 s per process. It only checks the "iri" string format, which no
+    # notebook schema uses; without it jsonschema skips that format.
+    sys.modules.setdefault("rfc3987_syntax", None)
+
 import argparse
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
-import sys
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -34,12 +46,13 @@ from pathlib import Path
 import jupytext
 
 from tito.errors import TitoError
-from tito.notebooks import ModuleFile, list_modules, strip_solutions
+from tito.notebooks import BEGIN_HIDDEN, END_HIDDEN, ModuleFile, list_modules, strip_solutions
 
 RESULTS = "tito/results"
 REFERENCE = "tito/reference"
 BUILD = "tito/build"
 TIMEOUT_ENAME = "CellTimeoutError"
+BASE_PYTHONPATH = os.environ.get("PYTHONPATH", "")
 STUB = "raise NotImplementedError()"
 
 
@@ -47,10 +60,10 @@ STUB = "raise NotImplementedError()"
 
 
 def require_nbgrader() -> None:
-    try:
-        import nbgrader  # noqa: F401
-    except ImportError:
-        raise TitoError("nbgrader is not installed here: pip install -e '.[grade]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("nbgrader") is None:  # found, not imported: workers import it
+        raise TitoError("nbgrader is not installed here: pip install -e '.[grade]'")
     # nbgrader runs the `alembic` executable when it first creates a gradebook; without it on
     # PATH it leaves a half-made gradebook.db behind.
     bindir = str(Path(sys.executable).parent)
@@ -65,6 +78,8 @@ def db_url(course: Path) -> str:
 
 def config(course: Path, timeout: int = 60):
     """nbgrader's config, given explicitly (nbgrader_config.py is only read from the cwd)."""
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
     from traitlets.config import Config
 
     c = Config()
@@ -74,11 +89,125 @@ def config(course: Path, timeout: int = 60):
     c.Execute.interrupt_on_timeout = True
     c.Execute.startup_timeout = 120
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+    defaults = Autograde.class_traits()["autograde_preprocessors"].default()
+    c.Autograde.autograde_preprocessors = [capped_execute() if p is Execute else p for p in defaults]
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
-    c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGrades, hide_hidden_failures_preprocessor(), ClearHiddenTests,
+                                        CSSHTMLHeaderPreprocessor]
     return c
+
+
+@functools.lru_cache(maxsize=None)
+def capped_kernel_manager():
+    """A kernel manager whose kernels start with the address-space cap `KERNEL_MEMORY`."""
+    from jupyter_client import AsyncKernelManager
+
+    class CappedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if KERNEL_MEMORY["bytes"] > 0:
+                kw["preexec_fn"] = functools.partial(cap_address_space, KERNEL_MEMORY["bytes"])
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return CappedKernelManager
+
+
+@functools.lru_cache(maxsize=None)
+def capped_execute():
+    """nbgrader's Execute, with kernels from capped_kernel_manager()."""
+    from nbgrader.preprocessors import Execute
+
+    class CappedExecute(Execute):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("kernel_manager_class", capped_kernel_manager())  # Execute forces its own
+            super().__init__(*args, **kwargs)
+
+    return CappedExecute
+
+
+KERNEL_MEMORY = {"bytes": 0}  # the cap grading kernels start with (0 = none); set by a worker
+
+
+def cap_address_space(limit: int) -> None:
+    """RLIMIT_AS for this process (runs in the kernel's process, between fork and exec)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+# ---------------------------------------------------------------- feedback without hidden tests
+
+HIDDEN_FAILED = "a hidden test in this cell failed; its message is not shown"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CELL_LINE = re.compile(r"Cell In\[\d*\], line (\d+)|<ipython-input-[^>]*>.*?\n-*> *(\d+)", re.S)
+
+
+def _hidden_ranges(source: str) -> list[tuple[int, int]]:
+    """1-based (first, last) line numbers of each hidden-tests block in a cell's source."""
+    ranges, begin = [], None
+    for number, line in enumerate(source.splitlines(), 1):
+        if line.strip() == BEGIN_HIDDEN:
+            begin = number
+        elif line.strip() == END_HIDDEN and begin is not None:
+            ranges.append((begin, number))
+            begin = None
+    return ranges
+
+
+def failing_line(traceback: list[str]) -> int | None:
+    """The line of the cell an error was raised at (its first frame), if the traceback says."""
+    match = _CELL_LINE.search(_ANSI.sub("", "\n".join(traceback)))
+    return int(match.group(1) or match.group(2)) if match else None
+
+
+def hide_hidden_failures(cell) -> None:
+    """A graded cell with hidden tests that raised: show no hidden test's message or code.
+
+    The outputs become one error: the visible test's own `ename: evalue` when the failing
+    line is outside the hidden blocks (without the traceback's code context, which can show
+    hidden lines), otherwise HIDDEN_FAILED. Points are the gradebook's; they are kept.
+    """
+    ranges = _hidden_ranges(cell.get("source", ""))
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    if cell.get("cell_type") != "code" or not ranges or not errors:
+        return
+    error = errors[-1]
+    if error.get("ename") == TIMEOUT_ENAME:
+        shown = dict(error)
+    else:
+        line = failing_line(error.get("traceback", []))
+        hidden = line is None or any(first <= line <= last for first, last in ranges)
+        evalue = HIDDEN_FAILED if hidden else error.get("evalue", "")
+        shown = {"output_type": "error", "ename": error.get("ename", "Error"), "evalue": evalue,
+                 "traceback": [f"{error.get('ename', 'Error')}: {evalue}"]}
+    import nbformat
+
+    cell.outputs = [nbformat.from_dict(shown)]
+
+
+@functools.lru_cache(maxsize=None)
+def hide_hidden_failures_preprocessor():
+    from nbconvert.preprocessors import Preprocessor
+    from traitlets import Bool
+
+    class HideHiddenTestFailures(Preprocessor):
+        """Feedback: replace the output of cells whose hidden tests failed (runs before ClearHiddenTests)."""
+
+        enabled = Bool(True).tag(config=True)  # nbconvert's default is off
+
+        def preprocess_cell(self, cell, resources, index):
+            hide_hidden_failures(cell)
+            return cell, resources
+
+    return HideHiddenTestFailures
+
+
+def __getattr__(name: str):
+    # "tito.grading.HideHiddenTestFailures" in nbgrader_config.py, built on first use
+    if name == "HideHiddenTestFailures":
+        return hide_hidden_failures_preprocessor()
+    raise AttributeError(name)
 
 
 def api(course: Path, timeout: int = 60):
@@ -98,6 +227,7 @@ c.Execute.timeout = 60
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "tito.grading.HideHiddenTestFailures",
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
@@ -190,7 +320,6 @@ def build_package(build: Path, modules: list[ModuleFile], own: ModuleFile, own_t
     reference is used instead, so that nothing leaks the solutions).
     """
     from tito import export
-    from tito.notebooks import read_notebook
 
     if build.exists():
         shutil.rmtree(build)
@@ -210,7 +339,8 @@ def build_package(build: Path, modules: list[ModuleFile], own: ModuleFile, own_t
     problem = ""
     own_path.write_text(own_text, encoding="utf-8")
     try:
-        read_notebook(ModuleFile(own.number, own.folder, own_path, f"modules/{own.folder}/{own.path.name}"))
+        # export's reader: a worker's caching one (see cache_reference_notebooks) parses it once
+        export.read_notebook(ModuleFile(own.number, own.folder, own_path, f"modules/{own.folder}/{own.path.name}"))
         files = export.plan(build)
     except TitoError as err:
         problem = f"export failed: {err}"
@@ -307,7 +437,8 @@ def grade_one(job: Job) -> dict:
     build = course / BUILD / job.student / job.module
     export_problem = build_package(build, modules, own, to_percent(submitted))
     build_seconds = time.perf_counter() - start
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(build), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # The kernel inherits this environment; a worker grades many jobs, so start from its own.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(build), BASE_PYTHONPATH]).rstrip(os.pathsep)
     for var in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"]:
         os.environ[var] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -348,36 +479,95 @@ def write_result(job: Job, result: dict) -> None:
     tmp.replace(path)
 
 
-def limit_memory(memory_mb: int) -> None:
-    """Cap this process's address space; the kernel it starts inherits the cap."""
-    if memory_mb <= 0:
-        return
-    import resource
+def grade_safely(job: Job) -> dict:
+    """grade_one, with what went wrong in the grader itself reported as "not graded"."""
+    try:
+        return grade_one(job)
+    except Exception as err:  # noqa: BLE001 -- one bad submission must not stop a worker
+        return {"student": job.student, "module": job.module, "status": "not graded",
+                "reason": f"{type(err).__name__}: {err}", "tests_edited": [], "cells": [],
+                "score": None, "max_score": None}
 
-    limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+def cache_reference_notebooks(course: Path) -> None:
+    """Parse each reference module once per process, not once per submission graded.
+
+    `export.plan` reads every module up to NN for each submission's tinytorch/; the
+    reference modules (symlinked into every build) never change during a run. Cached by
+    path, size and mtime; of other files (a student's module) only the last one read is
+    kept, so that checking it and then planning the build parse it once.
+    """
+    from tito import export, notebooks
+
+    reference = (course / REFERENCE).resolve()
+    read = notebooks.read_notebook
+    parsed: dict[tuple, object] = {}
+    last: dict[tuple, object] = {}
+
+    def read_cached(module: ModuleFile):
+        path = module.path.resolve()
+        stat = path.stat()
+        key = (module.rel, str(path), stat.st_size, stat.st_mtime_ns)
+        cache = parsed if reference in path.parents else last
+        if key not in cache:
+            if cache is last:
+                last.clear()
+            cache[key] = read(module)
+        return cache[key]
+
+    export.read_notebook = read_cached
+
+
+READY = "tito-grading-ready"
+
+
+def serve(course: Path, repo: Path, timeout: int, memory_mb: int) -> int:
+    """A grading worker: read jobs from stdin, one JSON object a line ({"student", "module"}),
+    grade each, write its result file, and answer one JSON line on stdout; stop at EOF.
+
+    stdout is kept for the answers (anything else printed goes to stderr).
+    """
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    require_nbgrader()
+    import nbgrader.apps  # noqa: F401 -- import once, before the first job
+
+    KERNEL_MEMORY["bytes"] = memory_mb * 1024 * 1024 if memory_mb > 0 else 0
+    cache_reference_notebooks(course.resolve())
+    print(json.dumps({"ready": READY}), file=answers, flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        job = Job(course, repo, request["student"], request["module"], timeout, memory_mb)
+        result = grade_safely(job)
+        write_result(job, result)
+        print(json.dumps({"student": job.student, "module": job.module, "status": result["status"]}),
+              file=answers, flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tito.grading", description="Autograde one submission.")
+    parser = argparse.ArgumentParser(prog="python -m tito.grading", description="Autograde submissions.")
     parser.add_argument("--course", type=Path, required=True)
     parser.add_argument("--repo", type=Path, required=True)
-    parser.add_argument("--student", required=True)
-    parser.add_argument("--module", required=True)
+    parser.add_argument("--serve", action="store_true", help="Grade jobs read from stdin (a worker).")
+    parser.add_argument("--student", help="Grade this student's submission of --module, then exit.")
+    parser.add_argument("--module")
     parser.add_argument("--timeout", type=int, default=60)
-    parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--memory-mb", type=int, default=0, help="Address-space cap per kernel (0 = none).")
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.course, args.repo, args.timeout, args.memory_mb)
+    if not (args.student and args.module):
+        parser.error("give --serve, or --student and --module")
+    KERNEL_MEMORY["bytes"] = args.memory_mb * 1024 * 1024 if args.memory_mb > 0 else 0
     job = Job(args.course, args.repo, args.student, args.module, args.timeout, args.memory_mb)
-    limit_memory(job.memory_mb)
-    try:
-        result = grade_one(job)
-    except (TitoError, MemoryError, OSError, ValueError) as err:
-        result = {"student": job.student, "module": job.module, "status": "not graded",
-                  "reason": f"{type(err).__name__}: {err}", "tests_edited": [], "cells": [],
-                  "score": None, "max_score": None}
-    write_result(job, result)
+    write_result(job, grade_safely(job))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tito.grading import main as module_main  # one copy of this module's state, not two
+
+    sys.exit(module_main())
