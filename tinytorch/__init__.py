@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_FLOAT",
     "resolve_dtype",
     "is_floating",
+    "from_op",
     "Tensor",
     "tensor",
     "from_numpy",

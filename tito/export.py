@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
-    ModuleFile, find_root, list_assets, list_modules, public_names, read_notebook, select_modules,
+    ModuleFile, find_root, list_assets, list_modules, public_names, read_companion, read_notebook, select_modules,
 )
 
 PACKAGE = "tinytorch"
@@ -35,6 +35,7 @@ class GeneratedFile:
 
     path: str  # repo-relative, "tinytorch/core/tensor.py"
     modules: list[ModuleFile] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # the notebooks' repo-relative paths, for the header
     chunks: list[str] = field(default_factory=list)  # provenance comment + code, per cell
     names: list[str] = field(default_factory=list)  # __all__
     body: str = ""  # for __init__ files: the import lines
@@ -45,7 +46,7 @@ class GeneratedFile:
             self.modules.append(module)
 
     def render(self) -> str:
-        sources = ", ".join(m.rel for m in self.modules)
+        sources = ", ".join(self.sources or [m.rel for m in self.modules])
         header = f"{HEADER_PREFIX}{sources} by `tito export`; edit the module, not this file."
         parts = [f"{header}\n{render_all(self.names)}"]
         parts += [self.body] if self.body else []
@@ -74,19 +75,23 @@ def plan(root: Path) -> dict[str, GeneratedFile]:
     """Every file tinytorch/ should hold, keyed by repo-relative path, in module order."""
     files: dict[str, GeneratedFile] = {}
     for module in list_modules(root):
-        notebook = read_notebook(module)
-        for target, cell in notebook.exported_cells():
-            if target.split(".")[0] == "assets":
-                raise TitoError(
-                    f"{module.rel}:{cell.line}: export target {target!r} is inside tinytorch/assets/, "
-                    f"which holds module assets; choose another target"
-                )
-            path = f"{PACKAGE}/{target.replace('.', '/')}.py"
-            generated = files.setdefault(path, GeneratedFile(path))
-            generated.add_module(module)
-            code = cell.export_code()
-            generated.chunks.append(f"# %% {module.rel}, cell {cell.index}\n{code}")
-            generated.names += [n for n in public_names(code) if n not in generated.names]
+        provided = read_companion(module)  # infrastructure first: the lesson builds on it
+        for notebook in [provided, read_notebook(module)] if provided else [read_notebook(module)]:
+            rel = notebook.module.rel
+            for target, cell in notebook.exported_cells():
+                if target.split(".")[0] == "assets":
+                    raise TitoError(
+                        f"{rel}:{cell.line}: export target {target!r} is inside tinytorch/assets/, "
+                        f"which holds module assets; choose another target"
+                    )
+                path = f"{PACKAGE}/{target.replace('.', '/')}.py"
+                generated = files.setdefault(path, GeneratedFile(path))
+                generated.add_module(module)
+                if rel not in generated.sources:
+                    generated.sources.append(rel)
+                code = cell.export_code()
+                generated.chunks.append(f"# %% {rel}, cell {cell.index}\n{code}")
+                generated.names += [n for n in public_names(code) if n not in generated.names]
     _check_no_clashes(files)
     files.update(_plan_inits(files))
     files.update(plan_assets(root))

@@ -24,6 +24,7 @@ BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 SOLUTION_MARKERS = {BEGIN_SOLUTION, END_SOLUTION}
 DIRECTIVES = {"default_exp", "export"}
+COMPANION = "provided.py"  # modules/NN_name/provided.py: the module's infrastructure, out of the reading path
 
 # The same cell-start patterns jupytext's percent reader uses.
 _CELL_START = re.compile(r"^\s*#\s*%%(%*)\s(.*)$")
@@ -63,6 +64,30 @@ def list_modules(root: Path) -> list[ModuleFile]:
             rel = notebook.relative_to(root).as_posix()
             found.append(ModuleFile(int(match.group(1)), folder.name, notebook, rel))
     return sorted(found, key=lambda m: (m.number, m.folder))
+
+
+def companion(module: ModuleFile) -> ModuleFile | None:
+    """The module's `provided.py`, if it has one: infrastructure the lesson imports, no exercises.
+
+    It is a notebook like the lesson (with its own `#| default_exp`) and exports before it.
+    """
+    path = module.path.parent / COMPANION
+    if not path.is_file():
+        return None
+    return ModuleFile(module.number, module.folder, path, f"modules/{module.folder}/{COMPANION}")
+
+
+def read_companion(module: ModuleFile) -> Notebook | None:
+    """The companion notebook, checked to hold no exercises and no graded cells."""
+    provided = companion(module)
+    if provided is None:
+        return None
+    notebook = read_notebook(provided)
+    for cell in notebook.cells:
+        if cell.nbgrader or any(line.strip() in SOLUTION_MARKERS for line in cell.source.splitlines()):
+            raise TitoError(f"{provided.rel}:{cell.line}: {COMPANION} holds provided code only; "
+                            f"exercises and graded cells belong in {module.rel}")
+    return notebook
 
 
 def list_assets(module: ModuleFile) -> list[tuple[str, Path]]:
@@ -375,8 +400,8 @@ def strip_solutions(text: str) -> str:
     """Remove solutions and hidden tests the way nbgrader's release does.
 
     Each `### BEGIN SOLUTION` ... `### END SOLUTION` block becomes a
-    `raise NotImplementedError()` stub at the marker's indentation; each hidden-tests
-    block is deleted, markers included.
+    `raise NotImplementedError("<exercise>: not written yet")` stub at the marker's
+    indentation (see `stub_line`); each hidden-tests block is deleted, markers included.
     """
     out, until = [], None
     for line in text.splitlines(keepends=True):
@@ -385,10 +410,46 @@ def strip_solutions(text: str) -> str:
             until = None if marker == until else until
         elif marker == BEGIN_SOLUTION:
             indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}# YOUR CODE HERE\n", f"{indent}raise NotImplementedError()\n"]
+            out += [f"{indent}# YOUR CODE HERE\n", f"{indent}{stub_line(out, len(indent))}\n"]
             until = END_SOLUTION
         elif marker == BEGIN_HIDDEN:
             until = END_HIDDEN
         else:
             out.append(line)
+    return "".join(out)
+
+
+_DEF = re.compile(r"^(\s*)(?:async\s+)?(def|class)\s+(\w+)")
+_CELL_HEADER = re.compile(r"^# %%")
+
+
+def exercise_name(lines_before: list[str], indent: int) -> str:
+    """The def/class enclosing a solution block at `indent`: `Tensor.sum`, `add`, or 'exercise'."""
+    names: list[str] = []
+    for line in reversed(lines_before):
+        if _CELL_HEADER.match(line):
+            break
+        match = _DEF.match(line)
+        if match and len(match.group(1)) < indent:
+            names.insert(0, match.group(3))
+            indent = len(match.group(1))
+            if indent == 0:
+                break
+    return ".".join(names) or "exercise"
+
+
+def stub_line(lines_before: list[str], indent: int) -> str:
+    """What a stripped solution block becomes: an error that names the exercise, kindly."""
+    name = exercise_name(lines_before, indent)
+    return f'raise NotImplementedError("{name}: not written yet; replace this line with your code")'
+
+
+def name_stubs(text: str) -> str:
+    """Give nbgrader's bare `raise NotImplementedError()` stubs the exercise's name."""
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.strip() == "raise NotImplementedError()" and out and out[-1].strip() == "# YOUR CODE HERE":
+            indent = line[: len(line) - len(line.lstrip())]
+            line = f"{indent}{stub_line(out, len(indent))}" + ("\n" if line.endswith("\n") else "")
+        out.append(line)
     return "".join(out)

@@ -283,8 +283,14 @@ class _GradMode(threading.local):
 _grad_mode = _GradMode()
 
 
-def _wrap(data, dev, parents=None, backward=None):
-    """Make an op's output tensor; keep the graph only if it is needed."""
+def from_op(data, device, inputs=None, backward=None):
+    """The tensor an op returns: the public way to define an op with its backward.
+
+    `data` is the op's output array (on `device`), `inputs` the tensors the op read
+    (None for plain numbers), and `backward(grad)` returns one gradient array (or None)
+    per input. The graph is recorded only when grad mode is on and an input requires grad.
+    """
+    data, dev, parents = data, device, inputs
     if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
         data = np.asarray(data)
     out = object.__new__(Tensor)
@@ -302,6 +308,9 @@ def _wrap(data, dev, parents=None, backward=None):
     out._parents = None
     out._backward = None
     return out
+
+
+_wrap = from_op  # the older private name; use from_op
 
 
 # %%
