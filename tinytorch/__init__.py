@@ -87,6 +87,7 @@ __all__ = [
     "numerical_gradient",
     "GradcheckError",
     "gradcheck",
+    "atomic_write",
     "save",
     "load",
     "autograd",

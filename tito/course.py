@@ -716,3 +716,33 @@ def check_command(
     if problems:
         raise typer.Exit(1)
     console.print("[green]every module checked[/]")
+
+
+# ---------------------------------------------------------------- stats
+
+
+def stats_table(all_stats: list) -> Table:
+    table = Table(title="tito course stats (lesson files; provided.py not counted)")
+    for column in ["module", "lines", "code", "exercise", "share", "prose:code", "first exercise", "points",
+                   "graded cells", "giveaways"]:
+        table.add_column(column, justify="left" if column == "module" else "right")
+    for s in all_stats:
+        share = f"{s.exercise_share:.0%}"
+        table.add_row(s.module.folder, str(s.lines), str(s.code_lines), str(s.exercise_lines), share,
+                      f"{s.prose_ratio:.2f}", str(s.first_exercise_line or "-"), str(s.points), str(s.graded_cells),
+                      str(len(s.giveaways)))
+    return table
+
+
+@app.command("stats")
+def stats_command(modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all.")) -> None:
+    """Per module: lines, code, exercise lines and share, prose:code, first exercise, points, giveaways."""
+    from tito.stats import module_stats
+
+    with user_errors():
+        root = find_root()
+        all_stats = [module_stats(m) for m in _modules(root, modules)]
+    console.print(stats_table(all_stats))
+    for s in all_stats:
+        for miss in s.misses():
+            console.print(f"[yellow]{s.module.folder}[/]: {miss}")

@@ -1285,6 +1285,19 @@ print("layer_norm: ok")
 # entries whose number is `>= p`; build the mask (in `input`'s dtype, on its
 # device: `to_device(mask, input._device)`), and return the op with its backward.
 
+# %%
+#| export nn.functional
+def dropout_mask(shape, p, dtype, device):
+    """Dropout's multiplier: 0 with probability p, else 1/(1-p), in `dtype` on `device`.
+
+    Drawn from `default_generator()` on the CPU, so `manual_seed` makes it reproducible
+    on any device. The one mask of tinytorch: `dropout` and attention's dropout use it.
+    """
+    keep = default_generator().random(shape, dtype=np.float32) >= p
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    return to_device(keep.astype(dtype) * scale, device)
+
+
 # %% nbgrader={"grade": false, "grade_id": "dropout", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
 def dropout(input, p=0.5, training=True):
@@ -1294,9 +1307,7 @@ def dropout(input, p=0.5, training=True):
     if not training or p == 0.0:
         return input
     ### BEGIN SOLUTION
-    keep = default_generator().random(input.shape, dtype=np.float32) >= p
-    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    mask = to_device(keep.astype(input.dtype) * scale, input._device)
+    mask = dropout_mask(input.shape, p, input.dtype, input._device)
 
     def dropout_backward(g):
         return (g * mask,)
@@ -1537,6 +1548,53 @@ from tinytorch.core.tensor import Tensor, _wrap
 _ORDER_KEY = "tinytorch.order"  # metadata entry: the state dict's key order, as JSON
 
 
+def _fsync_folder(folder):
+    """Make a rename inside `folder` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data):
+    """Write `data` (bytes, or a function that writes to a path it is given) to `path` atomically.
+
+    The one durable write of tinytorch: a temporary file in the same folder, fsync'd,
+    renamed over `path`, then the folder fsync'd. A crash at any point leaves either the
+    old file or the new one, never half of one.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        if callable(data):
+            os.close(handle)
+            handle = None
+            data(tmp)
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+        else:
+            with os.fdopen(handle, "wb") as out:
+                handle = None
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one
+    except BaseException:
+        if handle is not None:
+            os.close(handle)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
 def save(state_dict, path):
     """Write a dict name -> Tensor to `path` as safetensors, atomically."""
     arrays = {}
@@ -1547,17 +1605,7 @@ def save(state_dict, path):
             raise TypeError(f"save: the value of {name!r} is a {type(value).__name__}, not a Tensor; "
                             f"safetensors files hold tensors only")
         arrays[name] = np.ascontiguousarray(to_numpy(value.data))  # cuda: copied to the host
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(arrays, tmp, metadata={_ORDER_KEY: json.dumps(list(arrays))})
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={_ORDER_KEY: json.dumps(list(arrays))}))
 
 
 def load(path, device="cpu"):

@@ -27,6 +27,7 @@ __all__ = [
     "silu",
     "embedding",
     "layer_norm",
+    "dropout_mask",
     "dropout",
     "mse_loss",
     "l1_loss",

@@ -10,6 +10,7 @@ __all__ = [
     "silu",
     "embedding",
     "layer_norm",
+    "dropout_mask",
     "dropout",
     "mse_loss",
     "l1_loss",
@@ -187,15 +188,25 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 # %% modules/03_layers/layers.py, cell 42
+def dropout_mask(shape, p, dtype, device):
+    """Dropout's multiplier: 0 with probability p, else 1/(1-p), in `dtype` on `device`.
+
+    Drawn from `default_generator()` on the CPU, so `manual_seed` makes it reproducible
+    on any device. The one mask of tinytorch: `dropout` and attention's dropout use it.
+    """
+    keep = default_generator().random(shape, dtype=np.float32) >= p
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    return to_device(keep.astype(dtype) * scale, device)
+
+
+# %% modules/03_layers/layers.py, cell 43
 def dropout(input, p=0.5, training=True):
     """Zero each element with probability p and scale the others by 1/(1-p); identity when not training."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
-    keep = default_generator().random(input.shape, dtype=np.float32) >= p
-    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    mask = to_device(keep.astype(input.dtype) * scale, input._device)
+    mask = dropout_mask(input.shape, p, input.dtype, input._device)
 
     def dropout_backward(g):
         return (g * mask,)

@@ -503,7 +503,7 @@ class LayerNorm(Module):
                 f"bias={self.bias is not None}")
 
 
-# %% modules/03_layers/layers.py, cell 43
+# %% modules/03_layers/layers.py, cell 44
 class Dropout(Module):
     """Inverted dropout with probability p in training mode; the identity in eval mode."""
 
@@ -521,7 +521,7 @@ class Dropout(Module):
         return f"p={self.p}, inplace={self.inplace}"
 
 
-# %% modules/03_layers/layers.py, cell 46
+# %% modules/03_layers/layers.py, cell 47
 def _position(index, length, kind):
     """A valid non-negative position for index (negative counts from the end)."""
     if not -length <= index < length:
