@@ -746,3 +746,30 @@ def stats_command(modules: list[str] = typer.Argument(None, help="Module numbers
     for s in all_stats:
         for miss in s.misses():
             console.print(f"[yellow]{s.module.folder}[/]: {miss}")
+
+
+# ---------------------------------------------------------------- standalone
+
+
+@app.command("standalone")
+def standalone_command(
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all."),
+    keep: Path = typer.Option(None, "--keep", help="Build the copies in this folder and keep them."),
+) -> None:
+    """Each module stands alone, in order: stripped, its graded cells fail with their own message;
+    solved with later modules stripped, `tito module complete NN` passes."""
+    from tito.standalone import check_modules as check_standalone
+
+    with user_errors():
+        root = find_root()
+        chosen = _modules(root, modules)
+    with tempfile.TemporaryDirectory(prefix="tito-standalone-") as tmp:
+        workdir = keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = check_standalone(root, chosen, workdir, progress=lambda line: console.print(escape(line)))
+    problems = [p for r in results for p in r.problems]
+    for problem in problems:
+        console.print(f"[red]defect[/] {escape(problem)}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]{len(results)} module(s) stand alone[/]")
