@@ -37,7 +37,7 @@ from tito import grading
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
     BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, list_modules, read_notebook,
-    select_modules, strip_solutions,
+    select_modules, strip_solutions, to_notebook,
 )
 
 console = Console(soft_wrap=True, highlight=False)
@@ -73,7 +73,7 @@ def generate_modules(root: Path, course: Path, modules: list[ModuleFile]) -> Non
         if source.exists():
             shutil.rmtree(source)
         source.mkdir(parents=True)
-        notebook = grading.to_notebook(module.path.read_text(encoding="utf-8"))
+        notebook = to_notebook(module.path.read_text(encoding="utf-8"))
         import nbformat
 
         nbformat.write(notebook, source / f"{grading.notebook_name(module)}.ipynb")
@@ -360,95 +360,13 @@ def _code_cells(course: Path, module: str) -> int:
     return sum(c.get("cell_type") == "code" for n in notebooks for c in n.get("cells", []))
 
 
-class Worker:
-    """One `python -m tito.grading --serve` process; grades one submission at a time.
-
-    A submission that runs past its budget (or wedges the worker) gets the worker killed;
-    the next submission starts a fresh one. Its stderr (nbgrader's and the kernels' noise)
-    goes to course/tito/logs/worker-N.log.
-    """
-
-    def __init__(self, course: Path, root: Path, timeout: int, memory_mb: int, log: Path):
-        self.command = [sys.executable, "-m", "tito.grading", "--serve", "--course", str(course),
-                        "--repo", str(root), "--timeout", str(timeout), "--memory-mb", str(memory_mb)]
-        self.root = root  # the worker imports this checkout's tito
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-        self.answers: queue.Queue = queue.Queue()
-
-    def start(self) -> None:
-        with open(self.log, "a", encoding="utf-8") as log:
-            self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         text=True, encoding="utf-8", start_new_session=True, cwd=self.root)
-        self.answers = queue.Queue()
-        threading.Thread(target=self._read, args=(self.proc, self.answers), daemon=True).start()
-
-    @staticmethod
-    def _read(proc: subprocess.Popen, answers: queue.Queue) -> None:
-        for line in proc.stdout:
-            answers.put(line)
-        answers.put(None)
-
-    def grade(self, student: str, module: str, budget: float) -> str:
-        """Grade one submission; return "" or why the worker gave no answer."""
-        if self.proc is None or self.proc.poll() is not None:
-            self.start()
-        deadline = time.monotonic() + budget
-        try:
-            self.proc.stdin.write(json.dumps({"student": student, "module": module}) + "\n")
-            self.proc.stdin.flush()
-        except OSError:
-            pass  # it died; reading below reports how
-        while True:
-            try:
-                line = self.answers.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.kill()
-                return f"timed out: the whole submission ran past {budget:.0f} s"
-            if line is None:
-                code = self.proc.wait()
-                self.proc = None
-                return f"grader exited {code}: {grading._tail(_read_tail(self.log))}"
-            try:
-                answer = json.loads(line)
-            except ValueError:
-                continue
-            if answer.get("ready") != grading.READY:
-                return ""
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its kernel, in a session of its own, exits
-            except ProcessLookupError:                    # when it sees its parent gone
-                pass
-            self.proc.wait()
-            self.proc = None
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.proc = None
-
-
-def _read_tail(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-4000:]
-    except OSError:
-        return ""
-
-
 def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeout: int, memory_mb: int,
               jobs: int, on_done=None) -> list[dict]:
     """Autograde submissions with `jobs` long-lived worker processes; return their results."""
     grading.require_nbgrader()
     logs = course / "tito" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    workers = [Worker(course, root, timeout, memory_mb, logs / f"worker-{n}.log")
+    workers = [grading.Worker(course, root, timeout, memory_mb, logs / f"worker-{n}.log")
                for n in range(max(1, min(jobs, len(jobs_list))))]
     for worker in workers:
         worker.log.write_text("", encoding="utf-8")
@@ -462,7 +380,7 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
         todo.put((index, item))
     results: list[dict | None] = [None] * len(jobs_list)
 
-    def one(worker: Worker, student: str, module: str) -> dict:
+    def one(worker: grading.Worker, student: str, module: str) -> dict:
         job = grading.Job(course, root, student, module, timeout, memory_mb)
         start = time.perf_counter()
         problem = worker.grade(student, module, budgets[module])
@@ -478,7 +396,7 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
             on_done(result)
         return result
 
-    def drain(worker: Worker) -> None:
+    def drain(worker: grading.Worker) -> None:
         try:
             while True:
                 try:

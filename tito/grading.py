@@ -36,17 +36,21 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
+import signal
+import subprocess
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import jupytext
-
 from tito.errors import TitoError
-from tito.notebooks import BEGIN_HIDDEN, END_HIDDEN, ModuleFile, list_modules, strip_solutions
+from tito.notebooks import (
+    BEGIN_HIDDEN, END_HIDDEN, ModuleFile, list_modules, read_notebook, strip_solutions, to_notebook, to_percent,
+)
 
 RESULTS = "tito/results"
 REFERENCE = "tito/reference"
@@ -281,18 +285,6 @@ def student_id(name: str) -> str:
 # ---------------------------------------------------------------- notebooks
 
 
-def to_notebook(text: str):
-    """A percent-format module as an nbformat notebook, paired with its .py."""
-    notebook = jupytext.reads(text, fmt="py:percent")
-    notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-    notebook.metadata.setdefault("kernelspec", {"display_name": "Python 3", "language": "python", "name": "python3"})
-    return notebook
-
-
-def to_percent(notebook) -> str:
-    return jupytext.writes(notebook, fmt="py:percent")
-
-
 def reference_modules(course: Path, repo: Path) -> list[ModuleFile]:
     """The modules snapshot taken by `generate` (falls back to the repo's modules/)."""
     snapshot = course / REFERENCE
@@ -339,8 +331,7 @@ def build_package(build: Path, modules: list[ModuleFile], own: ModuleFile, own_t
     problem = ""
     own_path.write_text(own_text, encoding="utf-8")
     try:
-        # export's reader: a worker's caching one (see cache_reference_notebooks) parses it once
-        export.read_notebook(ModuleFile(own.number, own.folder, own_path, f"modules/{own.folder}/{own.path.name}"))
+        read_notebook(ModuleFile(own.number, own.folder, own_path, f"modules/{own.folder}/{own.path.name}"))
         files = export.plan(build)
     except TitoError as err:
         problem = f"export failed: {err}"
@@ -489,35 +480,6 @@ def grade_safely(job: Job) -> dict:
                 "score": None, "max_score": None}
 
 
-def cache_reference_notebooks(course: Path) -> None:
-    """Parse each reference module once per process, not once per submission graded.
-
-    `export.plan` reads every module up to NN for each submission's tinytorch/; the
-    reference modules (symlinked into every build) never change during a run. Cached by
-    path, size and mtime; of other files (a student's module) only the last one read is
-    kept, so that checking it and then planning the build parse it once.
-    """
-    from tito import export, notebooks
-
-    reference = (course / REFERENCE).resolve()
-    read = notebooks.read_notebook
-    parsed: dict[tuple, object] = {}
-    last: dict[tuple, object] = {}
-
-    def read_cached(module: ModuleFile):
-        path = module.path.resolve()
-        stat = path.stat()
-        key = (module.rel, str(path), stat.st_size, stat.st_mtime_ns)
-        cache = parsed if reference in path.parents else last
-        if key not in cache:
-            if cache is last:
-                last.clear()
-            cache[key] = read(module)
-        return cache[key]
-
-    export.read_notebook = read_cached
-
-
 READY = "tito-grading-ready"
 
 
@@ -533,7 +495,6 @@ def serve(course: Path, repo: Path, timeout: int, memory_mb: int) -> int:
     import nbgrader.apps  # noqa: F401 -- import once, before the first job
 
     KERNEL_MEMORY["bytes"] = memory_mb * 1024 * 1024 if memory_mb > 0 else 0
-    cache_reference_notebooks(course.resolve())
     print(json.dumps({"ready": READY}), file=answers, flush=True)
     for line in sys.stdin:
         if not line.strip():
@@ -545,6 +506,88 @@ def serve(course: Path, repo: Path, timeout: int, memory_mb: int) -> int:
         print(json.dumps({"student": job.student, "module": job.module, "status": result["status"]}),
               file=answers, flush=True)
     return 0
+
+
+class Worker:
+    """One `python -m tito.grading --serve` process; grades one submission at a time.
+
+    A submission that runs past its budget (or wedges the worker) gets the worker killed;
+    the next submission starts a fresh one. Its stderr (nbgrader's and the kernels' noise)
+    goes to course/tito/logs/worker-N.log.
+    """
+
+    def __init__(self, course: Path, root: Path, timeout: int, memory_mb: int, log: Path):
+        self.command = [sys.executable, "-m", "tito.grading", "--serve", "--course", str(course),
+                        "--repo", str(root), "--timeout", str(timeout), "--memory-mb", str(memory_mb)]
+        self.root = root  # the worker imports this checkout's tito
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.answers: queue.Queue = queue.Queue()
+
+    def start(self) -> None:
+        with open(self.log, "a", encoding="utf-8") as log:
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         text=True, encoding="utf-8", start_new_session=True, cwd=self.root)
+        self.answers = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc, self.answers), daemon=True).start()
+
+    @staticmethod
+    def _read(proc: subprocess.Popen, answers: queue.Queue) -> None:
+        for line in proc.stdout:
+            answers.put(line)
+        answers.put(None)
+
+    def grade(self, student: str, module: str, budget: float) -> str:
+        """Grade one submission; return "" or why the worker gave no answer."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        deadline = time.monotonic() + budget
+        try:
+            self.proc.stdin.write(json.dumps({"student": student, "module": module}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died; reading below reports how
+        while True:
+            try:
+                line = self.answers.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                return f"timed out: the whole submission ran past {budget:.0f} s"
+            if line is None:
+                code = self.proc.wait()
+                self.proc = None
+                return f"grader exited {code}: {_tail(_read_tail(self.log))}"
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if answer.get("ready") != READY:
+                return ""
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its kernel, in a session of its own, exits
+            except ProcessLookupError:                    # when it sees its parent gone
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-4000:]
+    except OSError:
+        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

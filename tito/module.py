@@ -19,7 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tito.errors import TitoError, user_errors
-from tito.notebooks import ModuleFile, find_root, list_modules, read_notebook, select_modules
+from tito.notebooks import (
+    ModuleFile, find_root, list_modules, notebook_path, read_notebook, select_modules, sync, to_notebook,
+)
 
 console = Console(soft_wrap=True, highlight=False)
 app = typer.Typer(help="Your modules: list them, start one, complete it.", no_args_is_help=True)
@@ -66,38 +68,6 @@ def require_finished_before(root: Path, module: ModuleFile) -> None:
 
 
 # ---------------------------------------------------------------- pairing and progress
-
-
-def notebook_path(module: ModuleFile) -> Path:
-    return module.path.with_suffix(".ipynb")
-
-
-def sync(module: ModuleFile) -> str:
-    """Bring the .ipynb / .py pair in line (the newer one wins); return what happened."""
-    import jupytext
-    import nbformat
-
-    from tito.grading import to_notebook
-
-    ipynb = notebook_path(module)
-    if not ipynb.exists():
-        return ""
-    py_text = module.path.read_text(encoding="utf-8")
-    if ipynb.stat().st_mtime > module.path.stat().st_mtime:
-        text = jupytext.writes(nbformat.read(ipynb, as_version=4), fmt="py:percent")
-        if text != py_text:
-            module.path.write_text(text, encoding="utf-8")
-            return f"updated {module.path.name} from {ipynb.name}"
-        return ""
-    old = nbformat.read(ipynb, as_version=4)
-    new = to_notebook(py_text)
-    if jupytext.writes(old, fmt="py:percent") == jupytext.writes(new, fmt="py:percent"):
-        return ""
-    from jupytext.combine import combine_inputs_with_outputs
-
-    combine_inputs_with_outputs(new, old, fmt="py:percent")
-    nbformat.write(new, ipynb)
-    return f"updated {ipynb.name} from {module.path.name}"
 
 
 def read_progress(root: Path) -> dict:
@@ -177,8 +147,6 @@ def list_command() -> None:
 def start_command(module: str = typer.Argument(..., help="Module number (01, 1) or folder (01_tensor).")) -> None:
     """Write the module's notebook (.ipynb paired with its .py) and say what to do next."""
     import nbformat
-
-    from tito.grading import to_notebook
 
     with user_errors():
         root = find_root()

@@ -12,7 +12,7 @@ import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
 from tito import grading  # noqa: E402
-from tito.course import Worker  # noqa: E402
+from tito.grading import Worker  # noqa: E402
 
 pytestmark = pytest.mark.grading
 

@@ -91,7 +91,7 @@ def test_doctor_exits_0(repo):
     assert "numpy" in result.output and "CUDA device" in result.output
 
 
-def test_strip_solutions_matches_nbgrader():
+def test_strip_solutions_matches_nbgrader_with_named_stubs():
     text = (
         "def f(x):\n"
         "    ### BEGIN SOLUTION\n"
@@ -106,7 +106,7 @@ def test_strip_solutions_matches_nbgrader():
     assert strip_solutions(text) == (
         "def f(x):\n"
         "    # YOUR CODE HERE\n"
-        "    raise NotImplementedError()\n"
+        '    raise NotImplementedError("f: not written yet; replace this line with your code")\n'
         "assert f(1) == 1\n"
         "print('done')\n"
     )
