@@ -29,7 +29,6 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from typer.testing import CliRunner
 
 from tito.errors import TitoError, user_errors
 from tito.notebooks import ModuleFile, find_root, list_modules, read_notebook, strip_solutions
@@ -88,20 +87,34 @@ EDITION_NOTE = {
 }
 
 
-def cli_reference() -> str:
-    """`tito <command> --help` for every command and group, as the terminal shows it."""
-    from tito.main import app as tito_app  # here, not at import: tito.main imports this file
+def cli_reference(cli) -> str:
+    """`tito <command> --help` for every command and group, as the terminal shows it.
 
-    runner = CliRunner()
+    `cli` is the whole tito command (`typer.main.get_command(app)`, or the root of the
+    running command's context): this file does not import tito.main, which imports it.
+    """
     lines = ["# Command-line reference: `tito`", "", "Generated from `tito ... --help`."]
-    for path in _command_paths(typer.main.get_command(tito_app), []):
-        result = runner.invoke(tito_app, [*path, "--help"], env={"COLUMNS": "90", "NO_COLOR": "1"}, color=False)
-        if result.exit_code != 0:
-            raise TitoError(f"`tito {' '.join(path)} --help` failed: {result.output}")
+    for path in _command_paths(cli, []):
+        code, output = _help_text(cli, path)
+        if code != 0:
+            raise TitoError(f"`tito {' '.join(path)} --help` failed: {output}")
         heading = "#" * min(len(path) + 2, 4)
         lines += ["", f"{heading} `{' '.join(['tito', *path])}`", ""]
-        lines += ["```text", result.output.rstrip(), "```"]
+        lines += ["```text", output.rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _help_text(cli, path: list[str]) -> tuple[int, str]:
+    """Exit code and output of `tito PATH --help`, run in-process at a fixed width, no colour."""
+    from typer.testing import CliRunner
+
+    with CliRunner().isolation(env={"COLUMNS": "90", "NO_COLOR": "1"}, color=False) as streams:
+        try:
+            cli.main(args=[*path, "--help"], prog_name="tito")
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        return code, streams[0].getvalue().decode("utf-8", errors="replace")
 
 
 def _command_paths(command, path: list[str]) -> list[list[str]]:
@@ -284,7 +297,8 @@ def _docstring(node: ast.AST) -> list[str]:
 # ---------------------------------------------------------------- staging and building
 
 
-def stage(root: Path, source: Path, with_solutions: bool = False, execute: bool = False) -> list[ModuleSummary]:
+def stage(root: Path, source: Path, cli, with_solutions: bool = False,
+          execute: bool = False) -> list[ModuleSummary]:
     """Write the book's whole source tree into `source`; return the modules it holds."""
     book = root / "book"
     if not (book / "_config.yml").is_file():
@@ -307,7 +321,7 @@ def stage(root: Path, source: Path, with_solutions: bool = False, execute: bool 
         "intro.md": (book / "intro.md").read_text(encoding="utf-8")
         .replace("{{ module_table }}", module_table(summaries))
         .replace("{{ edition_note }}", EDITION_NOTE[with_solutions]),
-        "reference/cli.md": cli_reference(),
+        "reference/cli.md": cli_reference(cli),
         **api,
     }
     for summary in summaries:
@@ -346,7 +360,8 @@ def default_out(root: Path, with_solutions: bool) -> Path:
     return root / "book" / "_build" / ("instructor" if with_solutions else "student")
 
 
-def build(root: Path, out: Path, with_solutions: bool = False, execute: bool = False, quiet: bool = True) -> BookBuild:
+def build(root: Path, out: Path, cli, with_solutions: bool = False, execute: bool = False,
+          quiet: bool = True) -> BookBuild:
     """Stage the sources under OUT/source/ and build OUT/_build/html/; raise TitoError on any warning."""
     try:
         import jupyter_book  # noqa: F401 -- only to say clearly that it is missing
@@ -354,7 +369,7 @@ def build(root: Path, out: Path, with_solutions: bool = False, execute: bool = F
         raise TitoError("jupyter-book is not installed; install the book extra: pip install -e '.[book]'") from None
     start = time.perf_counter()
     out = out.resolve()
-    summaries = stage(root, out / "source", with_solutions, execute)
+    summaries = stage(root, out / "source", cli, with_solutions, execute)
     command = [
         sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
         "build", str(out / "source"), "--path-output", str(out), "--warningiserror", "--keep-going",
@@ -374,6 +389,7 @@ def build(root: Path, out: Path, with_solutions: bool = False, execute: bool = F
 
 @app.command("build")
 def build_command(
+    ctx: typer.Context,
     with_solutions: bool = typer.Option(False, "--with-solutions", help="Instructor edition: show solutions and hidden tests."),
     out: Path = typer.Option(None, "--out", help="Output folder (default: book/_build/student, or book/_build/instructor with --with-solutions)."),
     execute: bool = typer.Option(False, "--execute", help="Run every notebook and show its outputs (slow)."),
@@ -382,7 +398,9 @@ def build_command(
     """Build the course book as static HTML, offline, from modules/ (warnings are errors)."""
     with user_errors():
         root = find_root()
-        result = build(root, out or default_out(root, with_solutions), with_solutions, execute, quiet=not verbose)
+        cli = ctx.find_root().command  # the whole tito command, for the CLI reference page
+        result = build(root, out or default_out(root, with_solutions), cli, with_solutions, execute,
+                       quiet=not verbose)
     edition = "instructor" if with_solutions else "student"
     console.print(
         f"[green]built[/green] the {edition} edition ({result.pages} modules) in {result.seconds:.1f} s: "

@@ -12,16 +12,11 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import queue
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +31,8 @@ from rich.table import Table
 from tito import grading
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
-    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, list_modules, read_notebook,
-    select_modules, strip_solutions, to_notebook,
+    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, read_notebook,
+    name_stubs, select_modules, strip_solutions, to_notebook,
 )
 
 console = Console(soft_wrap=True, highlight=False)
@@ -81,7 +76,20 @@ def generate_modules(root: Path, course: Path, modules: list[ModuleFile]) -> Non
         if not result.get("success"):
             raise TitoError(f"nbgrader generate_assignment failed for {module.folder}:\n"
                             f"{grading._tail((result.get('log') or '') + (result.get('error') or ''), 30)}")
+        name_release_stubs(course / "release" / grading.module_id(module))
         console.print(f"generated {module.folder}: {escape(str(course / 'release' / module.folder))}")
+
+
+def name_release_stubs(release: Path) -> None:
+    """nbgrader leaves `raise NotImplementedError()`; say which exercise is not written yet."""
+    import nbformat
+
+    for path in sorted(release.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code" and "raise NotImplementedError()" in cell.source:
+                cell.source = name_stubs(cell.source)
+        nbformat.write(notebook, path)
 
 
 @app.command("generate")

@@ -23,7 +23,7 @@ from rich.markup import escape
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
     ModuleFile, find_root, list_assets, list_modules, notebook_path, public_names, read_companion, read_notebook,
-    reexported_names, select_modules, sync,
+    parse_code, reexported_names, select_modules, sync,
 )
 
 PACKAGE = "tinytorch"
@@ -88,7 +88,7 @@ def merge_imports(chunks: list[str], own: str) -> tuple[str, list[str]]:
     for chunk in chunks:
         head, _, code = chunk.partition("\n")
         try:
-            tree = ast.parse(code)
+            tree = parse_code(code)
         except SyntaxError:  # read_notebook already reported it; leave the cell as it is
             kept.append(chunk)
             continue

@@ -22,15 +22,6 @@ what their later cells import; a worker parses each reference module once.
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__" and "jsonschema" not in sys.modules:
-    # A grading worker only: jsonschema imports rfc3987_syntax when it is installed (the
-    # `grade` extra pulls it in through jupyter_events), and that builds a parser grammar at
-    # import, about 1 s per process. It only checks the "iri" string format, which no
-    # notebook schema uses; without it jsonschema skips that format.
-    sys.modules.setdefault("rfc3987_syntax", None)
-
 import argparse
 import functools
 import hashlib
@@ -41,6 +32,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import unicodedata
@@ -49,7 +41,7 @@ from pathlib import Path
 
 from tito.errors import TitoError
 from tito.notebooks import (
-    BEGIN_HIDDEN, END_HIDDEN, ModuleFile, list_modules, read_notebook, strip_solutions, to_notebook, to_percent,
+    BEGIN_HIDDEN, END_HIDDEN, ModuleFile, list_modules, read_notebook, strip_solutions, to_percent,
 )
 
 RESULTS = "tito/results"
@@ -57,7 +49,6 @@ REFERENCE = "tito/reference"
 BUILD = "tito/build"
 TIMEOUT_ENAME = "CellTimeoutError"
 BASE_PYTHONPATH = os.environ.get("PYTHONPATH", "")
-STUB = "raise NotImplementedError()"
 
 
 # ---------------------------------------------------------------- nbgrader set-up

@@ -8,9 +8,11 @@ solution stripping.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import keyword
+import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -200,24 +202,56 @@ def read_notebook(module: ModuleFile) -> Notebook:
     return notebook
 
 
-def _parse_notebook(module: ModuleFile, text: str) -> Notebook:
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tito" / "notebooks"
+
+
+def _jupytext_cells(text: str) -> list[tuple[str, str, dict]]:
+    """(cell type, source, metadata) of each cell, as jupytext reads the percent format.
+
+    jupytext's reader takes ~0.1 s per 1,000 lines, which every `tito module list` or
+    `tito test` would pay for every module; the result is kept on disk by the text's hash
+    (and jupytext's version), so only a changed file is parsed again.
+    """
+    from importlib.metadata import version
+
+    digest = hashlib.sha1(f"{version('jupytext')}\n{text}".encode("utf-8")).hexdigest()
+    cached = _cache_dir() / f"{digest}.json"
+    try:
+        return [tuple(cell) for cell in json.loads(cached.read_text(encoding="utf-8"))]
+    except (OSError, ValueError):
+        pass
     import jupytext  # here, not at import: it pulls in nbformat, too slow for `tito --help`
     from jupytext.magics import comment_magic
 
+    cells = []
+    for raw in jupytext.reads(text, fmt="py:percent").cells:
+        source = raw.source
+        if raw.cell_type == "code":  # jupytext uncomments magics; give back the file's Python text
+            source = "\n".join(comment_magic(source.splitlines()))
+        cells.append((raw.cell_type, source, dict(raw.metadata)))
+    try:  # a cache that cannot be written (read-only home, sandbox) only costs time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(cells), encoding="utf-8")
+        os.replace(partial, cached)
+    except OSError:
+        pass
+    return cells
+
+
+def _parse_notebook(module: ModuleFile, text: str) -> Notebook:
     lines = text.splitlines()
     where = module.rel
     body_start = _check_yaml_header(lines, where)
     headers = _check_cell_headers(lines, body_start, where)
-    notebook = jupytext.reads(text, fmt="py:percent")
+    raw_cells = _jupytext_cells(text)
 
     cells = []
-    starts = headers if len(notebook.cells) == len(headers) else [_first_content_line(lines, body_start)] + headers
-    for index, (raw, header_line) in enumerate(zip(notebook.cells, starts), start=1):
-        source = raw.source
-        if raw.cell_type == "code":  # jupytext uncomments magics; give back the file's Python text
-            source = "\n".join(comment_magic(source.splitlines()))
+    starts = headers if len(raw_cells) == len(headers) else [_first_content_line(lines, body_start)] + headers
+    for index, ((cell_type, source, metadata), header_line) in enumerate(zip(raw_cells, starts), start=1):
         first_line = header_line + 1 if header_line in headers else header_line
-        cell = Cell(index, header_line, first_line, raw.cell_type, source, dict(raw.metadata))
+        cell = Cell(index, header_line, first_line, cell_type, source, metadata)
         if cell.cell_type == "code":
             cell.directives = _parse_directives(cell, where)
         cells.append(cell)
@@ -371,10 +405,12 @@ def _check_exported_code(cell: Cell, where: str) -> None:
     code = cell.export_code()
     offset = cell.first_line - 1
     try:
-        tree = ast.parse(code)
+        tree = parse_code(code)
     except SyntaxError as err:
         # export_code drops lines, so point at the cell rather than guess the line.
         raise TitoError(f"{where}:{cell.line}: exported cell {cell.index} does not parse: {err.msg}") from None
+    if "path" not in code:  # the walk below costs more than the parse; most cells cannot match
+        return
     for node in ast.walk(tree):
         if _touches_sys_path(node):
             line = _source_line_of(cell, code.splitlines()[node.lineno - 1], offset)
@@ -452,10 +488,16 @@ def sync(module: ModuleFile) -> str:
 # ---------------------------------------------------------------- public names and stripping
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_code(code: str) -> ast.Module:
+    """`ast.parse`, once per distinct cell text (export, stats and checks all read each cell)."""
+    return ast.parse(code)
+
+
 def public_names(code: str) -> list[str]:
     """Top-level def/class/assignment names not starting with '_' (imports excluded)."""
     names: list[str] = []
-    for node in ast.parse(code).body:
+    for node in parse_code(code).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             found = [node.name]
         elif isinstance(node, ast.Assign):
@@ -474,7 +516,7 @@ def reexported_names(code: str) -> list[str]:
     A file whose cells define nothing public is a re-export file (`tinytorch/autograd.py`):
     its `__all__` lists these, so that `from tinytorch.autograd import *` gives them.
     """
-    body = ast.parse(code).body
+    body = parse_code(code).body
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
         body = body[1:]
     if not body or not all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in body):

@@ -25,12 +25,20 @@ console = Console(soft_wrap=True, highlight=False)
 
 
 @dataclass
+class PytestFailure:
+    file: str  # "tests/01_tensor/test_x.py"
+    test: str  # "test_add[broadcast]"
+    message: str  # the first line of what pytest reported
+
+
+@dataclass
 class PytestResult:
     exit_code: int
     passed: int = 0
     failed: int = 0  # failures + errors
     skipped: int = 0
     output: str = ""
+    failures: list[PytestFailure] = field(default_factory=list)
 
 
 @dataclass
@@ -79,13 +87,30 @@ def run_pytest(root: Path, module: ModuleFile, timeout: float) -> PytestResult |
             return PytestResult(exit_code=-1, output=f"pytest timed out after {timeout:g} s")
         result = PytestResult(exit_code=proc.returncode, output=proc.stdout + proc.stderr)
         if junit.exists():
-            for suite in ET.parse(junit).getroot().iter("testsuite"):
+            tree = ET.parse(junit).getroot()
+            for suite in tree.iter("testsuite"):
                 total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
                 failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
                 result.passed += total - skipped - failed
                 result.failed += failed
                 result.skipped += skipped
+            result.failures = junit_failures(tree)
     return result
+
+
+def junit_failures(tree: ET.Element) -> list[PytestFailure]:
+    """Each failed or erroring test case: its file, name and first line of message."""
+    found = []
+    for case in tree.iter("testcase"):
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is None:
+            continue
+        file = case.get("file") or (case.get("classname") or "").replace(".", "/") + ".py"
+        text = (problem.get("message") or problem.text or "").strip()
+        found.append(PytestFailure(file, case.get("name", "?"), text.splitlines()[0] if text else "(no message)"))
+    return found
 
 
 def _tail(text: str, lines: int = 30) -> str:
@@ -113,23 +138,51 @@ def summary_table(results: list[ModuleResult]) -> Table:
     return table
 
 
+def is_stub(failure: dict | None) -> bool:
+    return bool(failure) and failure["type"] == "NotImplementedError" and "not written yet" in failure["message"]
+
+
 def print_failures(r: ModuleResult) -> None:
+    """One block per failing graded check, then the pytest failures grouped by file."""
     if r.problem:
         console.print(f"[red]{r.module.rel}[/]: {escape(r.problem)}")
     for g in r.graded:
-        if not g["passed"]:
-            f = g["failure"]
-            console.print(f"[red]FAILED[/] {r.module.folder} [bold]{escape(g['grade_id'])}[/] ({g['points']} pt)")
-            console.print(f"  {escape(f['type'])}: {escape(f['message'])}")
-            if f.get("lineno"):
-                console.print(f"  at {r.module.rel}:{f['lineno']}: {escape(f['line'])}")
+        if g["passed"]:
+            continue
+        f = g["failure"]
+        where = f"{r.module.rel}:{f['lineno']}" if f.get("lineno") else r.module.rel
+        console.print(f"\n[red]✗[/] [bold]{escape(g['grade_id'])}[/] ({g['points']} pt)  {escape(where)}")
+        console.print(f"  {escape(f['type'])}: {escape(f['message'] or '(no message)')}")
+        if f.get("line") and not is_stub(f):
+            console.print(f"  [dim]{escape(f['line'])}[/]")
+    # Example cells that call an exercise not written yet fail for the same reason as its
+    # graded check: say so once instead of once per cell.
+    stubs = [e for e in r.errors if is_stub(e["failure"])]
+    if stubs:
+        console.print(f"\n[yellow]{len(stubs)} example cell(s) stopped at an exercise not written yet[/]")
     for e in r.errors:
+        if is_stub(e["failure"]):
+            continue
         f = e["failure"]
-        console.print(f"[red]ERROR[/] {r.module.rel}:{f.get('lineno') or e['line']} (cell {e['cell']}): "
-                      f"{escape(f['type'])}: {escape(f['message'])}")
+        console.print(f"\n[red]✗[/] cell {e['cell']} raised  {escape(r.module.rel)}:{f.get('lineno') or e['line']}")
+        console.print(f"  {escape(f['type'])}: {escape(f['message'] or '(no message)')}")
     if r.pytest is not None and r.pytest.exit_code != 0:
-        console.print(f"[red]pytest tests/{r.module.folder} exited {r.pytest.exit_code}[/]")
-        console.print(escape(_tail(r.pytest.output)))
+        print_pytest_failures(r.pytest)
+
+
+def print_pytest_failures(result: PytestResult) -> None:
+    if not result.failures:  # pytest itself broke (collection error, timeout): show its end
+        console.print(f"\n[red]pytest exited {result.exit_code}[/]")
+        console.print(escape(_tail(result.output, 15)))
+        return
+    by_file: dict[str, list[PytestFailure]] = {}
+    for failure in result.failures:
+        by_file.setdefault(failure.file, []).append(failure)
+    console.print(f"\n[red]{len(result.failures)} pytest test(s) failed[/] (run `python -m pytest FILE -x` for details):")
+    for file, failures in by_file.items():
+        first = failures[0]
+        console.print(f"  {escape(file)}: {len(failures)} failed; first, {escape(first.test)}: "
+                      f"{escape(first.message[:200])}")
 
 
 def warn_if_stale(root: Path, modules: list[ModuleFile]) -> None:
@@ -154,6 +207,8 @@ def run_tests(
         selected = select_modules(root, None if all_modules else modules)
         if not selected:
             raise TitoError("no modules found under modules/")
+        for line in export.sync_pairs(selected):  # a student edits the .ipynb; test what they wrote
+            console.print(escape(line))
         for module in selected:
             read_notebook(module)  # report broken notebooks cleanly before running anything
         warn_if_stale(root, selected)

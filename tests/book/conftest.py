@@ -9,10 +9,14 @@ from pathlib import Path
 import jupytext
 import pytest
 
+import typer
+
 from tito.book import build
+from tito.main import app
 from tito.notebooks import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, find_root, strip_solutions
 
 ROOT = find_root(Path(__file__).parent)
+CLI = typer.main.get_command(app)  # the book's CLI reference page documents it
 
 
 def _require_jupyter_book():
@@ -23,7 +27,7 @@ def _require_jupyter_book():
 def student_book(tmp_path_factory):
     _require_jupyter_book()
     start = time.perf_counter()
-    result = build(ROOT, tmp_path_factory.mktemp("book") / "student")
+    result = build(ROOT, tmp_path_factory.mktemp("book") / "student", CLI)
     print(f"\nstudent edition built in {time.perf_counter() - start:.1f} s")
     return result.html
 
@@ -31,7 +35,7 @@ def student_book(tmp_path_factory):
 @pytest.fixture(scope="session")
 def instructor_book(tmp_path_factory):
     _require_jupyter_book()
-    return build(ROOT, tmp_path_factory.mktemp("book") / "instructor", with_solutions=True).html
+    return build(ROOT, tmp_path_factory.mktemp("book") / "instructor", CLI, with_solutions=True).html
 
 
 def hidden_lines(text: str) -> set[str]:

@@ -10,7 +10,7 @@ from tito.book import build
 from tito.errors import TitoError
 from tito.notebooks import list_modules
 
-from .conftest import ROOT, hidden_lines
+from .conftest import CLI, ROOT, hidden_lines
 
 pytestmark = pytest.mark.book
 bs4 = pytest.importorskip("bs4", reason="beautifulsoup4 comes with jupyter-book: pip install -e '.[book]'")
@@ -86,4 +86,4 @@ def test_a_broken_cross_reference_fails_the_build(tmp_path):
     intro = repo / "book" / "intro.md"
     intro.write_text(intro.read_text(encoding="utf-8") + "\nSee {doc}`the missing page <modules/99_nothing>`.\n")
     with pytest.raises(TitoError, match="99_nothing"):
-        build(repo, tmp_path / "out")
+        build(repo, tmp_path / "out", CLI)

@@ -19,7 +19,8 @@ import pytest
 pytest.importorskip("nbgrader", reason="the grade extra is not installed: pip install -e '.[grade]'")
 import nbformat  # noqa: E402
 
-from tito.grading import student_id, to_notebook  # noqa: E402
+from tito.grading import student_id  # noqa: E402
+from tito.notebooks import to_notebook  # noqa: E402
 from tito.notebooks import list_modules, read_notebook  # noqa: E402
 
 pytestmark = pytest.mark.grading

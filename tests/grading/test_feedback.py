@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("nbgrader", reason="the grade extra is not installed: pip install -e '.[grade]'")
 import nbformat  # noqa: E402
 
-from tito.grading import HIDDEN_FAILED, hide_hidden_failures, to_notebook  # noqa: E402
+from tito.grading import HIDDEN_FAILED, hide_hidden_failures  # noqa: E402
+from tito.notebooks import to_notebook  # noqa: E402
 
 pytestmark = pytest.mark.grading
 REPO = Path(__file__).resolve().parents[2]

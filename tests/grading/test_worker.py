@@ -1,7 +1,6 @@
 """The grading worker's parts: the memory cap lands on the kernel, and a wedged or dead
 worker is reported and replaced (marker `grading`)."""
 
-import json
 import resource
 import sys
 

@@ -4,7 +4,7 @@ import os
 
 import nbformat
 
-from tito.grading import to_notebook
+from tito.notebooks import to_notebook
 
 
 def _pair(course, edit):
