@@ -588,11 +588,15 @@ def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int
 
     from tito import export
 
+    from tito.stats import module_stats
+
+    problems = []
     for module in modules:
         read_notebook(module)
         check_marker_cells(module)
+        # A hint must lead to the answer, not state it: no solution line in the prose or provided code.
+        problems += [f"giveaway: {line}" for line in module_stats(module).giveaways]
     export.plan(root)  # every `#| export` cell exports
-    problems = []
     with tempfile.TemporaryDirectory(prefix="tito-check-") as tmp:
         course = Path(tmp) / "course"
         generate_modules(root, course, modules)
@@ -633,7 +637,8 @@ def check_command(
     timeout: int = typer.Option(60, help="Seconds allowed per notebook cell."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j"),
 ) -> None:
-    """Every module gradable: metadata valid, solutions score full marks, the release scores 0."""
+    """Every module gradable: metadata valid, no solution line given away in the prose or provided code,
+    solutions score full marks, the release scores 0."""
     with user_errors():
         root = find_root()
         problems = check_modules(root, _modules(root, modules, all_modules), timeout, jobs)
@@ -661,13 +666,25 @@ def stats_table(all_stats: list) -> Table:
 
 
 @app.command("stats")
-def stats_command(modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all.")) -> None:
+def stats_command(
+    modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = all."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per module, for scripts and tests."),
+) -> None:
     """Per module: lines, code, exercise lines and share, prose:code, first exercise, points, giveaways."""
     from tito.stats import module_stats
 
     with user_errors():
         root = find_root()
         all_stats = [module_stats(m) for m in _modules(root, modules)]
+    if as_json:
+        for s in all_stats:
+            print(json.dumps({"module": s.module.folder, "lines": s.lines, "code_lines": s.code_lines,
+                              "exercise_lines": s.exercise_lines, "exercise_share": round(s.exercise_share, 4),
+                              "prose_lines": s.prose_lines, "prose_ratio": round(s.prose_ratio, 4),
+                              "first_exercise_line": s.first_exercise_line, "exercises": s.exercises,
+                              "points": s.points, "graded_cells": s.graded_cells, "giveaways": s.giveaways,
+                              "misses": s.misses()}))
+        return
     console.print(stats_table(all_stats))
     for s in all_stats:
         for miss in s.misses():

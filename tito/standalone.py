@@ -101,22 +101,30 @@ def check_complete(copy: Path, module: ModuleFile) -> list[str]:
             + "\n".join((run.stdout + run.stderr).rstrip().splitlines()[-40:])]
 
 
+class Copies:
+    """The project copies "solved up to j", built once each, on demand."""
+
+    def __init__(self, root: Path, workdir: Path):
+        self.root, self.workdir = root, workdir
+        self.numbers = sorted({m.number for m in list_modules(root)})
+        self.built: dict[int, Path] = {}
+
+    def solved_up_to(self, number: int) -> Path:
+        if number not in self.built:
+            self.built[number] = build_copy(self.root, self.workdir / f"solved-up-to-{number:02d}", number)
+        return self.built[number]
+
+    def before(self, module: ModuleFile) -> Path:
+        return self.solved_up_to(max([n for n in self.numbers if n < module.number], default=0))
+
+
+def check_module(module: ModuleFile, copies: Copies, progress=print) -> list[str]:
+    progress(f"{module.folder}: stripped, with modules before it solved")
+    problems = check_stripped(copies.before(module), module)
+    progress(f"{module.folder}: solved, with later modules stripped")
+    return problems + check_complete(copies.solved_up_to(module.number), module)
+
+
 def check_modules(root: Path, modules: list[ModuleFile], workdir: Path, progress=print) -> list[StandaloneResult]:
-    numbers = sorted({m.number for m in list_modules(root)})
-    copies: dict[int, Path] = {}
-
-    def copy(solved_up_to: int) -> Path:
-        if solved_up_to not in copies:
-            copies[solved_up_to] = build_copy(root, workdir / f"solved-up-to-{solved_up_to:02d}", solved_up_to)
-        return copies[solved_up_to]
-
-    results = []
-    for module in modules:
-        before = max([n for n in numbers if n < module.number], default=0)
-        result = StandaloneResult(module)
-        progress(f"{module.folder}: stripped, with modules before it solved")
-        result.problems += check_stripped(copy(before), module)
-        progress(f"{module.folder}: solved, with later modules stripped")
-        result.problems += check_complete(copy(module.number), module)
-        results.append(result)
-    return results
+    copies = Copies(root, workdir)
+    return [StandaloneResult(m, check_module(m, copies, progress)) for m in modules]
