@@ -172,7 +172,7 @@ def start_command(module: str = typer.Argument(..., help="Module number (01, 1) 
     console.print(
         f"next:\n"
         f"  1. open {ipynb.relative_to(root)} (jupyter lab) or edit {chosen.rel}; replace each "
-        f"`raise NotImplementedError()`\n"
+        f"`raise NotImplementedError(\"...: not written yet\")` with your code\n"
         f"  2. tito export {number}      build tinytorch/ from your code\n"
         f"  3. tito test {number}        run the graded tests ({points_available(chosen)} points)\n"
         f"  4. tito module complete {number}"
