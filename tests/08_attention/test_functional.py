@@ -125,6 +125,18 @@ def test_dropout_is_seeded_and_scaled(device):
     assert np.all(sdpa(q, q, v, dropout_p=1.0).numpy() == 0)
 
 
+def test_dropout_draws_the_package_mask(device):
+    """Attention's dropout is tinytorch's one mask: nn.functional.dropout_mask, drawn after the seed."""
+    from tinytorch.nn.functional import attention_weights, dropout_mask
+    q, k, v = (tt.randn(1, 2, 5, 4, device=device) for _ in range(3))
+    tt.manual_seed(7)
+    out = sdpa(q, k, v, dropout_p=0.4).numpy()
+    tt.manual_seed(7)
+    keep = dropout_mask((1, 2, 5, 5), 0.4, np.float32, tt.device("cpu"))
+    weights = attention_weights(q.numpy() * 0.5, k.numpy())  # scale 1/sqrt(4)
+    np.testing.assert_allclose(out, (weights * keep) @ v.numpy(), atol=1e-6)
+
+
 def test_dropout_gradient(device, rng):
     q, k, v = leaves(device, rng, *QKV)
 

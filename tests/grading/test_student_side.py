@@ -70,8 +70,10 @@ def test_start_edit_notebook_complete(tmp_path):
     failing = tito(root, "module", "complete", "01")
     assert failing.returncode == 1 and "0/2" in failing.stdout, failing.stdout
 
-    cell = next(c for c in notebook.cells if "raise NotImplementedError()" in c.source)
-    cell.source = cell.source.replace("raise NotImplementedError()", "return x * k")
+    cell = next(c for c in notebook.cells if "raise NotImplementedError(" in c.source)
+    stub = next(line for line in cell.source.splitlines() if "raise NotImplementedError(" in line)
+    assert "scale: not written yet" in stub, stub  # the stub names the exercise
+    cell.source = cell.source.replace(stub.strip(), "return x * k")
     nbformat.write(notebook, ipynb)
     os.utime(ipynb, (ipynb.stat().st_mtime + 5,) * 2)  # the notebook is the newer of the pair
     done = tito(root, "module", "complete", "01")
