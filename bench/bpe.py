@@ -59,9 +59,9 @@ def main():
         start = time.perf_counter()
         tok = BPETokenizer().train(text, vocab_size)
         train_s = time.perf_counter() - start
-        cold_s, ids = best_of(1, lambda: tok.encode(text))  # first call fills the word cache
-        warm_s, ids = best_of(args.repeat, lambda: tok.encode(text))
-        decode_s, back = best_of(args.repeat, lambda: tok.decode(ids))
+        cold_s, ids = best_of(1, lambda tok=tok: tok.encode(text))  # first call fills the word cache
+        warm_s, ids = best_of(args.repeat, lambda tok=tok: tok.encode(text))
+        decode_s, back = best_of(args.repeat, lambda tok=tok, ids=ids: tok.decode(ids))
         assert back == text, "BPE round trip failed"
         row = {
             "tokenizer": "bpe", "vocab_size": tok.vocab_size, "train_s": round(train_s, 3),

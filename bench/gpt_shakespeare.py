@@ -309,7 +309,7 @@ def run_train(framework, workdir):
         command = line.split()
         if command[0] == "finish":
             break
-        for it in range(it, int(command[1])):
+        for it in range(it, int(command[1])):  # noqa: B020 -- `it` carries on from the last chunk
             t0 = clock()
             x, y = train_batch(train, it, T)
             lrs.append(job.lr())
@@ -453,7 +453,7 @@ class TinytorchRunner:
         profiler.disable()
         stats = pstats.Stats(profiler)
         rows = []
-        for (file, line, func), (cc, nc, tottime, cumtime, _) in stats.stats.items():
+        for (file, line, func), (_, nc, tottime, cumtime, _) in stats.stats.items():
             rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": nc,
                          "own_ms_per_step": tottime / steps * 1e3, "cum_ms_per_step": cumtime / steps * 1e3})
         rows.sort(key=lambda r: -r["own_ms_per_step"])
