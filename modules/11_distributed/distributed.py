@@ -14,721 +14,154 @@
 # %% [markdown]
 # # Module 11 — Distributed data parallel
 #
-# One GPU (or one CPU process) takes a certain time per training step. Data
-# parallelism is the simplest way to use more of them: every worker ("rank")
-# holds a full copy of the model, takes a *different* slice of the batch,
-# computes its own gradients, and then all ranks **average their gradients**
-# before the optimizer step. Because every rank starts from the same weights and
-# applies the same averaged gradient, the copies never drift apart, and the step
-# equals one step on the whole batch.
+# One GPU (or one CPU process) needs a certain time per training step. Data
+# parallelism is the simplest way to use more of them. Every worker, called a
+# *rank*, holds a full copy of the model and takes a *different* slice of the
+# batch. Each computes its own gradients; then all ranks **average their
+# gradients** before the optimizer step. Every rank starts from the same weights
+# and applies the same averaged gradient, so the copies never drift apart, and
+# the step equals one step on the whole batch.
 #
-# The only new thing is the averaging: one *all-reduce* per step over every
-# gradient. This module builds that from the bottom:
+# The one new operation is that average: an *all-reduce* over every gradient,
+# once per step. This module builds it and everything around it:
 #
-# 1. process groups and collectives on real transports — MPI (`mpi4py`) between
-#    CPU processes, NCCL (through CuPy) between GPUs;
-# 2. a **ring all-reduce** by hand from `send`/`recv`, and why it is
-#    bandwidth-optimal;
-# 3. a `DistributedSampler` that gives each rank its own shard of the data;
-# 4. `DistributedDataParallel`: gradients packed into buckets and all-reduced
-#    *during* backward, as soon as a bucket is complete; `no_sync()` for
-#    gradient accumulation;
-# 5. `ZeroRedundancyOptimizer` (ZeRO stage 1): each rank keeps optimizer state
-#    for only its share of the parameters.
+# 1. the **ring all-reduce**, by hand, from point-to-point `send`/`recv`;
+# 2. a **distributed sampler**, so that each rank reads its own shard of the data;
+# 3. **DistributedDataParallel** (DDP): gradients packed into buckets and
+#    all-reduced *during* backward, as soon as a bucket is complete;
+# 4. **ZeRO stage 1**: each rank keeps optimizer state for only its share of
+#    the parameters.
 #
-# **You will implement:** `ring_all_reduce`, `shard_indices`,
-# `assign_buckets` and `partition_parameters`. The rest is provided.
-#
-# **Running it.** Everything here works in one plain process (world size 1).
-# Real ranks come from an MPI launcher: `tito run --nproc 2 script.py` starts
-# two copies of `script.py` under the `mpiexec` that `pip install -e '.[dist]'`
-# puts in your virtual environment.
-
-# %%
-#| default_exp distributed.process_group
-
-# %%
-#| export
-"""Process groups and collectives: MPI between CPU processes, NCCL between GPUs, or one process."""
-import os
-import sys
-import threading
-import time
-import queue
-import traceback
-
-import numpy as np
-
-from tinytorch.core.backend import get_xp, to_device
-from tinytorch.core.tensor import Tensor
+# **You will write:** the chunking, the deadlock-free exchange and both phases
+# of the ring; the sampler's sharding and its per-epoch shuffle; DDP's buckets
+# and what happens when a gradient is ready; ZeRO's partition and its step.
 
 # %% [markdown]
-# ## 1. Process groups
+# ## 0. What is provided
 #
-# A *process group* is the set of ranks that talk to each other. Every rank runs
-# the same script; the launcher tells each one its `rank` (0 … n−1) and the
-# `world_size` n. We never write a transport ourselves: between CPU processes
-# the group wraps an MPI communicator (`mpi4py`, buffer-based calls on NumPy
-# arrays, no pickling), between GPUs an NCCL communicator (`cupy.cuda.nccl`:
-# rank 0 creates NCCL's unique id and sends it to the others over MPI; each rank
-# binds GPU `cuda:local_rank`, where `local_rank` is its index on its machine).
-#
-# Without a launcher, a script is one process: world size 1, and every
-# collective is a copy. That is what makes the same training script work
-# everywhere.
-#
-# **Faults.** A collective waits for *every* rank. If one rank crashes, the
-# others would wait forever. Two rules prevent hangs:
-#
-# - a rank that raises prints its error and calls `MPI_Abort`, which makes the
-#   launcher stop every rank (a non-zero exit, with that rank's traceback);
-# - every wait has a deadline (`timeout`, default 300 s or
-#   `TINYTORCH_DIST_TIMEOUT`); past it, the rank raises
-#   `DistributedTimeoutError`, which aborts the job the same way.
-#
-# The group classes below are provided code: read `MPIGroup` to see how small
-# the interface is.
-
-# %%
-#| export
-class ReduceOp:
-    """How `all_reduce` combines the ranks' values."""
-    SUM = "sum"
-    AVG = "avg"
-    MAX = "max"
-
-
-class DistributedTimeoutError(RuntimeError):
-    """A collective or send/recv waited longer than the process group's timeout."""
-
-
-_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # MPICH's hydra, Open MPI
-_DEFAULT_TIMEOUT = 300.0
-
-
-def launched_world_size():
-    """The number of ranks an MPI launcher started (1 when there is no launcher)."""
-    for name in _LAUNCHER_SIZE_VARS:
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return 1
-
-
-def _default_timeout():
-    return float(os.environ.get("TINYTORCH_DIST_TIMEOUT", _DEFAULT_TIMEOUT))
-
-
-def _check_op(op, array):
-    if op not in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.MAX):
-        raise ValueError(f"unknown reduce op {op!r}: use ReduceOp.SUM, ReduceOp.AVG or ReduceOp.MAX")
-    if op == ReduceOp.AVG and array.dtype.kind not in "fc":
-        raise TypeError(f"ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
-
-
-class Work:
-    """A collective in flight: `wait()` blocks until it is done (or the timeout passes)."""
-
-    def __init__(self, is_done=None, finish=None, what="", timeout=None):
-        self._is_done, self._finish, self.what = is_done, finish, what
-        self.timeout = _default_timeout() if timeout is None else timeout
-
-    def wait(self):
-        if self._is_done is not None:
-            deadline, spins = time.monotonic() + self.timeout, 0
-            while not self._is_done():
-                spins += 1
-                if spins > 200:  # a busy machine: let the other ranks run
-                    time.sleep(0.0002)
-                if time.monotonic() > deadline:
-                    raise DistributedTimeoutError(
-                        f"{self.what} did not finish within {self.timeout:g} s: another rank crashed, hangs, "
-                        f"or called a different collective. Raise the limit with "
-                        f"init_process_group(timeout=...) or TINYTORCH_DIST_TIMEOUT")
-            self._is_done = None
-        if self._finish is not None:
-            finish, self._finish = self._finish, None
-            finish()
-        return True
-
-
-_DONE = Work()
-
-
-# %%
-#| export
-class SingleProcessGroup:
-    """World size 1: every collective leaves the data as it is (a copy where the output is separate)."""
-
-    backend, rank, size, local_rank = "single", 0, 1, 0
-
-    def __init__(self, timeout=None):
-        self.timeout = _default_timeout() if timeout is None else timeout
-
-    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
-        _check_op(op, array)
-        return _DONE
-
-    def broadcast(self, array, src=0):
-        _check_rank(src, 1)
-
-    def all_gather(self, out, array):
-        out[...] = array.reshape(out.shape)
-
-    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
-        _check_op(op, array)
-        out[...] = array.reshape(out.shape)
-
-    def send(self, array, dst):
-        raise RuntimeError("send: a world of size 1 has no other rank; start several with tito run --nproc N")
-
-    recv = send
-
-    def barrier(self):
-        pass
-
-    def all_gather_object(self, obj):
-        return [obj]
-
-    def close(self):
-        pass
-
-
-def _check_rank(rank, size):
-    if not 0 <= rank < size:
-        raise ValueError(f"rank {rank} is out of range for a world of size {size}")
-
-
-# %%
-#| export
-def _import_mpi():
-    try:
-        from mpi4py import MPI
-    except ImportError as err:
-        raise RuntimeError(f"the MPI backend needs mpi4py and an MPI library ({err}): "
-                           f"pip install -e '.[dist]' (mpi4py + mpich)") from None
-    return MPI
-
-
-class MPIGroup:
-    """Ranks as MPI processes; collectives are mpi4py's buffer calls on NumPy arrays."""
-
-    backend = "mpi"
-
-    def __init__(self, timeout=None):
-        MPI = _import_mpi()
-        self.MPI, self.comm = MPI, MPI.COMM_WORLD
-        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        self.timeout = _default_timeout() if timeout is None else timeout
-        self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.MAX: MPI.MAX}
-
-    def _work(self, request, what, finish=None, async_op=False):
-        work = Work(request.Test, finish, f"{what} (rank {self.rank} of {self.size})", self.timeout)
-        return work if async_op else work.wait()
-
-    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
-        _check_op(op, array)
-        host = _host_contiguous(array)
-        request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, self._ops[op])
-
-        def finish():
-            if op == ReduceOp.AVG and self.size > 1:
-                host[...] /= self.size
-            _copy_back(host, array)
-        return self._work(request, "all_reduce", finish, async_op)
-
-    def broadcast(self, array, src=0):
-        _check_rank(src, self.size)
-        host = _host_contiguous(array)
-        self._work(self.comm.Ibcast(host, root=src), "broadcast", lambda: _copy_back(host, array))
-
-    def all_gather(self, out, array):
-        host_out, host_in = _host_contiguous(out), _host_contiguous(array)
-        self._work(self.comm.Iallgather(host_in, host_out), "all_gather", lambda: _copy_back(host_out, out))
-
-    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
-        _check_op(op, array)
-        host_out, host_in = _host_contiguous(out), _host_contiguous(array)
-
-        def finish():
-            if op == ReduceOp.AVG:
-                host_out[...] /= self.size
-            _copy_back(host_out, out)
-        request = self.comm.Ireduce_scatter_block(host_in, host_out, self._ops[op])
-        self._work(request, "reduce_scatter", finish)
-
-    def send(self, array, dst):
-        _check_rank(dst, self.size)
-        self._work(self.comm.Isend(_host_contiguous(array), dest=dst), f"send to rank {dst}")
-
-    def recv(self, array, src):
-        _check_rank(src, self.size)
-        host = _host_contiguous(array)
-        self._work(self.comm.Irecv(host, source=src), f"recv from rank {src}", lambda: _copy_back(host, array))
-
-    def barrier(self):
-        self._work(self.comm.Ibarrier(), "barrier")
-
-    def all_gather_object(self, obj):
-        return self.comm.allgather(obj)  # small Python objects (shapes, optimizer state): pickled
-
-    def close(self):
-        pass
-
-
-def _host_contiguous(array):
-    """A C-contiguous NumPy array holding `array`'s values (itself when it already is one)."""
-    if isinstance(array, np.ndarray) and array.flags.c_contiguous:
-        return array
-    return np.ascontiguousarray(to_device(array, "cpu") if not isinstance(array, np.ndarray) else array)
-
-
-def _copy_back(host, array):
-    if host is not array:
-        array[...] = _xp_of(array).asarray(host).reshape(array.shape)
-
-
-def _xp_of(array):
-    """numpy or cupy: the module that owns `array`."""
-    return np if isinstance(array, np.ndarray) else sys.modules["cupy"]
-
-
-# %% [markdown]
-# The NCCL group has the same interface. Its calls are *enqueued* on a CUDA
-# stream of their own, so communication runs beside computation; before each
-# call, that stream waits for the work already queued on the current stream
-# (the gradient it reads must exist), and `wait()` polls a CUDA event against
-# the timeout (`comm.abort()` frees the GPU if it passes). It needs a GPU and
-# the NCCL library (`nvidia-nccl-cu12` beside `cupy-cuda12x`), so here it is
-# only read, and it is tested on a GPU machine (`pytest -m gpu`).
-
-# %%
-#| export
-class NCCLGroup:
-    """Ranks as GPUs: NCCL through `cupy.cuda.nccl`; MPI only to start (rank, size, the unique id)."""
-
-    backend = "nccl"
-
-    def __init__(self, timeout=None):
-        import cupy
-        from cupy.cuda import nccl
-        if not nccl.available:
-            raise RuntimeError("the nccl backend needs the NCCL library: pip install nvidia-nccl-cu12 "
-                               "(or -cu13, to match your cupy wheel)")
-        self.cupy, self.nccl = cupy, nccl
-        self.mpi = MPIGroup(timeout) if launched_world_size() > 1 else SingleProcessGroup(timeout)
-        self.rank, self.size, self.local_rank = self.mpi.rank, self.mpi.size, self.mpi.local_rank
-        self.timeout = self.mpi.timeout
-        cupy.cuda.Device(self.local_rank).use()  # this rank's GPU: cuda:local_rank
-        uid = nccl.get_unique_id() if self.rank == 0 else None
-        if self.size > 1:
-            uid = self.mpi.comm.bcast(uid, root=0)
-        self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
-        self.stream = cupy.cuda.Stream(non_blocking=True)
-        self._ops = {ReduceOp.SUM: nccl.NCCL_SUM, ReduceOp.AVG: nccl.NCCL_SUM, ReduceOp.MAX: nccl.NCCL_MAX}
-        self._types = {np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.float32): nccl.NCCL_FLOAT32,
-                       np.dtype(np.float64): nccl.NCCL_FLOAT64, np.dtype(np.int32): nccl.NCCL_INT32,
-                       np.dtype(np.int64): nccl.NCCL_INT64, np.dtype(np.uint8): nccl.NCCL_UINT8}
-
-    def _dtype(self, array):
-        if not isinstance(array, self.cupy.ndarray):
-            raise TypeError(f"the nccl backend works on tensors on cuda, got a {type(array).__name__}: "
-                            f"move the tensor with .to('cuda:{self.local_rank}')")
-        if not array.flags.c_contiguous:
-            raise ValueError("the nccl backend needs contiguous arrays")
-        if array.dtype not in self._types:
-            raise TypeError(f"NCCL cannot reduce {array.dtype}")
-        return self._types[array.dtype]
-
-    def _launch(self, what, call, finish=None, async_op=False):
-        self.stream.wait_event(self.cupy.cuda.get_current_stream().record())  # inputs are ready
-        call(self.stream.ptr)
-        done = self.stream.record()
-
-        def is_done():
-            self.comm.check_async_error()
-            return done.done
-
-        work = Work(is_done, finish, f"{what} (rank {self.rank} of {self.size})", self.timeout)
-        if async_op:
-            return work
-        try:
-            return work.wait()
-        except DistributedTimeoutError:
-            self.comm.abort()
-            raise
-
-    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
-        _check_op(op, array)
-        kind, ptr = self._dtype(array), array.data.ptr
-
-        def finish():
-            if op == ReduceOp.AVG:
-                array[...] /= self.size
-        return self._launch("all_reduce", lambda s: self.comm.allReduce(ptr, ptr, array.size, kind,
-                                                                       self._ops[op], s), finish, async_op)
-
-    def broadcast(self, array, src=0):
-        _check_rank(src, self.size)
-        kind, ptr = self._dtype(array), array.data.ptr
-        self._launch("broadcast", lambda s: self.comm.broadcast(ptr, ptr, array.size, kind, src, s))
-
-    def all_gather(self, out, array):
-        kind = self._dtype(array)
-        self._dtype(out)
-        self._launch("all_gather", lambda s: self.comm.allGather(array.data.ptr, out.data.ptr, array.size, kind, s))
-
-    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
-        _check_op(op, array)
-        kind = self._dtype(array)
-        self._dtype(out)
-
-        def finish():
-            if op == ReduceOp.AVG:
-                out[...] /= self.size
-        self._launch("reduce_scatter", lambda s: self.comm.reduceScatter(array.data.ptr, out.data.ptr, out.size,
-                                                                         kind, self._ops[op], s), finish)
-
-    def send(self, array, dst):
-        _check_rank(dst, self.size)
-        kind = self._dtype(array)
-        self._launch(f"send to rank {dst}", lambda s: self.comm.send(array.data.ptr, array.size, kind, dst, s))
-
-    def recv(self, array, src):
-        _check_rank(src, self.size)
-        kind = self._dtype(array)
-        self._launch(f"recv from rank {src}", lambda s: self.comm.recv(array.data.ptr, array.size, kind, src, s))
-
-    def barrier(self):
-        self.mpi.barrier()
-
-    def all_gather_object(self, obj):
-        return self.mpi.all_gather_object(obj)
-
-    def close(self):
-        self.stream.synchronize()
-        self.comm.destroy()
-
-
-# %% [markdown]
-# `init_process_group` picks the group. `"auto"` means NCCL when CuPy sees a GPU
-# and the NCCL library is there, MPI when `mpi4py` is installed, and a single
-# process otherwise. Asking for more ranks than the backend can give is an
-# error that says what to install.
-
-# %%
-#| export
-_state = threading.local()  # ThreadGroup ranks each see their own group
-_world = {"group": None}
-
-
-def _nccl_usable():
-    try:
-        import cupy
-        from cupy.cuda import nccl
-        return bool(nccl.available) and cupy.cuda.is_available()
-    except Exception:  # cupy missing, or no driver: not usable, and not an error for "auto"
-        return False
-
-
-def _mpi_importable():
-    try:
-        import mpi4py  # noqa: F401  (the package only; MPI starts when mpi4py.MPI is imported)
-        return True
-    except ImportError:
-        return False
-
-
-def init_process_group(backend="auto", timeout=None):
-    """Join the ranks the launcher started ("nccl", "mpi" or "auto"); world size 1 without a launcher.
-
-    `timeout` (seconds, or a datetime.timedelta): how long any collective may wait before it raises
-    DistributedTimeoutError (default 300 s, or TINYTORCH_DIST_TIMEOUT)."""
-    if _world["group"] is not None:
-        raise RuntimeError("init_process_group was already called; call destroy_process_group() first")
-    if hasattr(timeout, "total_seconds"):
-        timeout = timeout.total_seconds()
-    if backend == "auto":
-        backend = "nccl" if _nccl_usable() else "mpi" if _mpi_importable() else "single"
-    launched = launched_world_size()
-    if backend == "single" and launched > 1:
-        raise RuntimeError(f"the launcher started {launched} ranks but mpi4py is not installed: "
-                           f"pip install -e '.[dist]'")
-    groups = {"nccl": NCCLGroup, "mpi": MPIGroup, "single": SingleProcessGroup}
-    if backend not in groups:
-        raise ValueError(f"unknown backend {backend!r}: use 'nccl', 'mpi' or 'auto'")
-    group = groups[backend](timeout)
-    if group.size > 1:
-        _abort_all_ranks_on_error(group)
-    _world["group"] = group
-    return group
-
-
-def _abort_all_ranks_on_error(group):
-    """An uncaught exception on this rank prints its traceback, then stops every rank (no hang)."""
-    previous = sys.excepthook
-    comm = group.mpi.comm if group.backend == "nccl" else group.comm
-
-    def excepthook(kind, value, tb):
-        sys.stderr.write(f"[rank {group.rank}] " + "".join(traceback.format_exception(kind, value, tb)))
-        sys.stderr.flush()
-        if kind is not KeyboardInterrupt:
-            comm.Abort(1)
-        previous(kind, value, tb)
-
-    sys.excepthook = excepthook
-
-
-def _group(group=None):
-    """The group to use: the one passed, this thread's (ThreadGroup), or the default one."""
-    if group is not None:
-        return group
-    if getattr(_state, "group", None) is not None:
-        return _state.group
-    if _world["group"] is None:
-        init_process_group("auto")  # a script that never called it still works
-    return _world["group"]
-
-
-def is_initialized():
-    return _world["group"] is not None
-
-
-def destroy_process_group():
-    if _world["group"] is not None:
-        _world["group"].close()
-        _world["group"] = None
-
-
-def get_rank(group=None):
-    return _group(group).rank
-
-
-def get_world_size(group=None):
-    return _group(group).size
-
-
-def get_local_rank(group=None):
-    """This rank's index on its machine: the GPU it uses is cuda:local_rank."""
-    return _group(group).local_rank
-
-
-def get_backend(group=None):
-    return _group(group).backend
-
-
-def barrier(group=None):
-    _group(group).barrier()
-
-
-# %% [markdown]
-# ## 2. Collectives
+# The transports are not the lesson. `provided.py` (exported to
+# `tinytorch.distributed.process_group`) wraps MPI (`mpi4py`, between CPU
+# processes) and NCCL (through CuPy, between GPUs) behind one *process group*
+# with the usual collectives, picks one in `init_process_group`, and turns a
+# crashed or hanging rank into an error instead of a hang. Without a launcher,
+# a script is one process: world size 1, and every collective leaves the data
+# as it is. `tito run --nproc 2 script.py` starts two ranks under `mpiexec`.
 #
 # | collective | before (rank r holds) | after (every rank holds) |
 # | --- | --- | --- |
-# | `all_reduce` | xᵣ | x₀ + x₁ + … (or the mean, or the max) |
+# | `all_reduce` | xᵣ | x₀ + x₁ + … (or the mean, `ReduceOp.AVG`) |
 # | `broadcast(src)` | x_src on `src` | x_src |
 # | `all_gather` | xᵣ | [x₀, x₁, …] |
-# | `reduce_scatter` | [xᵣ⁰, xᵣ¹, …] (n chunks) | rank r: Σₖ xₖʳ — its chunk of the sum |
-# | `send`/`recv` | point to point: one rank's buffer into another's | |
+# | `send(t, dst)` / `recv(t, src)` | point to point: one rank's tensor into another's | |
 #
-# They act on tensors in place, like PyTorch's; the tensors stay on their
-# device.
+# To run n ranks inside this notebook, `ThreadGroup.run(n, fn)` calls `fn` in
+# n threads, one rank each; inside, `get_rank()` and `get_world_size()` answer
+# for that thread. The cell below imports these, plus the base classes that
+# hold DDP's and ZeRO's checks and checkpoint code.
 
 # %%
-#| export
-def _data(tensor, what):
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{what} expects a Tensor, got {type(tensor).__name__}")
-    return tensor.data
-
-
-def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
-    """Combine `tensor` across ranks, in place; with async_op=True returns a Work to wait() on."""
-    work = _group(group).all_reduce(_data(tensor, "all_reduce"), op, async_op=async_op)
-    return work if async_op else None
-
-
-def broadcast(tensor, src=0, group=None):
-    """Copy rank `src`'s tensor into every rank's, in place."""
-    _group(group).broadcast(_data(tensor, "broadcast"), src)
-
-
-def all_gather(tensor_list, tensor, group=None):
-    """Fill tensor_list[k] with rank k's `tensor` (same shape on every rank)."""
-    g = _group(group)
-    array = _data(tensor, "all_gather")
-    if len(tensor_list) != g.size:
-        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for {g.size} ranks")
-    out = _xp_of(array).empty((g.size,) + array.shape, dtype=array.dtype)
-    g.all_gather(out, array)
-    for k, t in enumerate(tensor_list):
-        _data(t, "all_gather")[...] = out[k]
-
-
-def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
-    """output on rank r = the sum (op) over ranks of their input_list[r]."""
-    g = _group(group)
-    if len(input_list) != g.size:
-        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors for {g.size} ranks")
-    out = _data(output, "reduce_scatter")
-    stacked = _xp_of(out).stack([_data(t, "reduce_scatter") for t in input_list])
-    if stacked.shape[1:] != out.shape:
-        raise ValueError(f"reduce_scatter: inputs of shape {tuple(stacked.shape[1:])} for an output "
-                         f"of shape {tuple(out.shape)}")
-    g.reduce_scatter(out, stacked, op)
-
-
-def send(tensor, dst, group=None):
-    _group(group).send(_data(tensor, "send"), dst)
-
-
-def recv(tensor, src, group=None):
-    """Receive into `tensor` (its shape and dtype must match what `src` sends)."""
-    _group(group).recv(_data(tensor, "recv"), src)
-
-
-def all_gather_object(object_list, obj, group=None):
-    """object_list[k] = rank k's `obj` (pickled: for small things such as shapes or state dicts)."""
-    object_list[:] = _group(group).all_gather_object(obj)
-
-
-# %% [markdown]
-# To test code written for n ranks inside this notebook, `ThreadGroup` runs a
-# function as n ranks in n threads of one process, with `send`/`recv` through
-# queues. It is for lessons and tests, not for speed (Python threads share one
-# interpreter lock).
+#| default_exp distributed.ring
 
 # %%
-#| export
-class ThreadGroup:
-    """n ranks as threads of this process: `ThreadGroup.run(n, fn)` returns [fn() on rank 0, ...]."""
+import numpy as np
 
-    backend = "threads"
-
-    def __init__(self, rank, size, mailboxes, barrier_, timeout):
-        self.rank, self.size, self.local_rank = rank, size, rank
-        self._mailboxes, self._barrier, self.timeout = mailboxes, barrier_, timeout
-
-    @classmethod
-    def run(cls, n, fn, *args, timeout=30.0):
-        mailboxes = {(a, b): queue.Queue() for a in range(n) for b in range(n)}
-        barrier_ = threading.Barrier(n)
-        results, errors = [None] * n, [None] * n
-
-        def rank_main(rank):
-            _state.group = cls(rank, n, mailboxes, barrier_, timeout)
-            try:
-                results[rank] = fn(*args)
-            except BaseException as err:
-                errors[rank] = err
-                barrier_.abort()
-            finally:
-                _state.group = None
-
-        threads = [threading.Thread(target=rank_main, args=(r,), daemon=True) for r in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout + 5)
-        for rank, err in enumerate(errors):
-            if err is not None and not isinstance(err, threading.BrokenBarrierError):
-                raise RuntimeError(f"rank {rank} of {n} failed: {err}") from err
-        return results
-
-    def send(self, array, dst):
-        _check_rank(dst, self.size)
-        self._mailboxes[(self.rank, dst)].put(array.copy())
-
-    def recv(self, array, src):
-        _check_rank(src, self.size)
-        try:
-            received = self._mailboxes[(src, self.rank)].get(timeout=self.timeout)
-        except queue.Empty:
-            raise DistributedTimeoutError(f"recv from rank {src} waited more than {self.timeout:g} s") from None
-        if received.shape != array.shape:
-            raise ValueError(f"recv: rank {src} sent shape {received.shape}, this buffer is {array.shape}")
-        array[...] = received
-
-    def barrier(self):
-        self._barrier.wait(self.timeout)
-
-    def all_gather_object(self, obj):
-        raise NotImplementedError("ThreadGroup has send, recv and barrier only")
-
-
-# %%
 import tinytorch as tt
+from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import from_op
+from tinytorch.distributed import (ReduceOp, ThreadGroup, Work, all_reduce, get_rank, get_world_size,
+                                   recv, send)
+from tinytorch.distributed.ddp import _DataParallelBase
+from tinytorch.distributed.zero import _ShardedCheckpoints
+from tinytorch.nn import Linear, Sequential
+from tinytorch.optim import AdamW
 
 x = tt.tensor([1.0, 2.0, 3.0])
 all_reduce(x, ReduceOp.SUM)
-print("world size", get_world_size(), "backend", get_backend(), "all_reduce of [1, 2, 3]:", x.tolist())
-
-
-def exchange():
-    me = get_rank()
-    buf = tt.tensor([float(me + 1)] * 3)
-    if me == 0:
-        send(buf, 1)
-    else:
-        recv(buf, 0)
-    return buf.tolist()
-
-
-print("two thread ranks after rank 0 sent to rank 1:", ThreadGroup.run(2, exchange))
+print("world size", get_world_size(), "- all_reduce of [1, 2, 3] alone:", x.tolist())
+print("two thread ranks say:", ThreadGroup.run(2, lambda: f"rank {get_rank()} of {get_world_size()}"))
 
 # %% [markdown]
-# ## 3. Ring all-reduce, by hand
+# ## 1. Ring all-reduce
 #
-# The obvious all-reduce — everyone sends their gradient to rank 0, rank 0 adds
-# and sends the sum back — makes rank 0 move 2(n−1)·N values for N-value
-# gradients: its link is the bottleneck, and it gets worse with every rank.
+# **Why.** The obvious all-reduce sends every gradient to rank 0, which adds
+# them and sends the sum back. Rank 0 then moves 2(n−1)·N values for
+# N-value gradients: its link is the bottleneck, and it gets worse with each
+# rank you add.
 #
-# The **ring** puts ranks on a circle (rank r sends to r+1, receives from r−1)
-# and cuts the array into n chunks:
+# The **ring** puts the ranks on a circle — rank r sends to its right
+# neighbour r+1 and receives from its left neighbour r−1, mod n — and cuts
+# the array into n chunks, numbered 0 … n−1.
 #
-# 1. **Reduce-scatter**, n−1 steps. At step s, rank r sends chunk (r−s) mod n to
-#    its right neighbour and adds the chunk it receives, (r−s−1) mod n, into
-#    its own copy. After n−1 steps, rank r holds the complete sum of chunk
-#    (r+1) mod n.
-# 2. **All-gather**, n−1 steps. At step s, rank r sends chunk (r+1−s) mod n
-#    (complete) and overwrites chunk (r−s) mod n with what it receives.
+# **Chunks.** N values do not always split evenly. Give the first N mod n
+# chunks one extra value: chunk sizes then differ by at most one, and a chunk
+# may be empty when N < n. We describe the split by its n+1 *bounds*:
+# chunk k is `flat[bounds[k]:bounds[k + 1]]`.
 #
-# Worked example, n = 3, one value per chunk, rank r holds [aᵣ, bᵣ, cᵣ]:
-# after step 0 of reduce-scatter rank 1 holds a₀+a₁ in chunk 0; after step 1
-# rank 2 holds a₀+a₁+a₂ in chunk 0 — complete, and (2+1) mod 3 = 0. ✓
-#
-# **Cost.** Every rank sends 2(n−1) chunks of N/n values:
-#
-# $$\text{bytes sent per rank} = 2\,\frac{n-1}{n}\,N\cdot\text{bytes per value}$$
-#
-# which tends to 2N and no longer grows with n: that is why it is
-# bandwidth-optimal (each rank must at least send its N values out and receive
-# the others' contributions once). It pays 2(n−1) latencies, which is why
-# libraries switch to trees for small messages.
-#
-# **Deadlock.** `send` may wait until the receiver posts its `recv` (large MPI
-# messages, NCCL always). If every rank first sends, nobody receives: the ring
-# hangs. Break the symmetry: even ranks send then receive, odd ranks receive
-# then send.
-#
-# **Exercise.** Implement `ring_all_reduce(tensor)`: in place, SUM, any length
-# (also lengths smaller than n, or not divisible by n: `np.array_split`'s
-# boundaries give chunks whose sizes differ by at most one, possibly zero — a
-# rank skips a zero-size send, and its neighbour skips the matching receive).
-# Use `send`/`recv` from above; `get_rank()`/`get_world_size()` give r and n.
+# Worked example: N = 10, n = 3 gives sizes 4, 3, 3 and bounds [0, 4, 7, 10];
+# N = 2, n = 4 gives sizes 1, 1, 0, 0 and bounds [0, 1, 2, 2, 2].
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "chunk-bounds", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.ring
 """Ring all-reduce from send/recv: reduce-scatter, then all-gather."""
-import numpy as np
-
+from tinytorch.core.tensor import from_op, zeros_like
 from tinytorch.distributed.process_group import get_rank, get_world_size, recv, send
-from tinytorch.core.tensor import _wrap
 
 
-def _exchange(rank, outgoing, incoming, right, left, group):
-    """Send `outgoing` right and receive `incoming` from the left without deadlock (even ranks send first)."""
+def _chunk_bounds(length, n):
+    """n+1 offsets [0, ..., length] that cut `length` values into n chunks, the first length % n one longer."""
+    ### BEGIN SOLUTION
+    size, extra = divmod(length, n)
+    bounds = [0]
+    for k in range(n):
+        bounds.append(bounds[-1] + size + (1 if k < extra else 0))
+    return bounds
+    ### END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>Every chunk gets the same base size; a few
+# of them get one more value.</details>
+# <details><summary>Hint 2</summary>base = N // n and extra = N mod n; chunk k
+# has base + 1 values when k < extra, else base.</details>
+# <details><summary>Hint 3</summary>Start a list with 0; for each of the n
+# chunks, append the previous bound plus that chunk's size. Return plain ints.</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-chunk-bounds", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+got = _chunk_bounds(10, 3)
+assert got is not None and len(got) == 4, f"_chunk_bounds(10, 3) needs n + 1 = 4 bounds, got {got}"
+assert list(got) == [0, 4, 7, 10], f"10 values in 3 chunks: sizes 4, 3, 3, so bounds [0, 4, 7, 10]; got {got}"
+assert list(_chunk_bounds(2, 4)) == [0, 1, 2, 2, 2], f"2 values in 4 chunks: two empty chunks at the end, got {_chunk_bounds(2, 4)}"
+assert list(_chunk_bounds(9, 3)) == [0, 3, 6, 9], f"an even split: got {_chunk_bounds(9, 3)}"
+### BEGIN HIDDEN TESTS
+assert list(_chunk_bounds(0, 2)) == [0, 0, 0], "no values: every chunk empty"
+assert all(isinstance(b, int) for b in _chunk_bounds(1001, 4)), "bounds are plain Python ints"
+### END HIDDEN TESTS
+print("_chunk_bounds: ok")
+
+# %% [markdown]
+# ### Exchanging with the neighbours, without deadlock
+#
+# Each step of the ring, every rank sends one chunk right and receives one
+# chunk from the left. The order of those two calls matters. A `send` may
+# block until the receiver posts its matching `recv` (NCCL always does, MPI
+# does for large messages). If every rank sends first, every rank waits for a
+# receiver that is itself waiting: the ring hangs forever.
+#
+# Break the symmetry by parity. **Even ranks send, then receive; odd ranks
+# receive, then send.** Each even rank's send meets an odd neighbour that is
+# receiving. With an odd n, rank n−1 is even and so is its right neighbour 0,
+# but rank 0 finishes its own send to rank 1 first and then receives: the
+# waits form a chain, not a cycle.
+#
+# One more rule: a chunk of size zero is not sent. A rank skips an empty send;
+# its neighbour, which computes the same chunk sizes, skips the matching
+# receive. (Tensors have `.numel()`.)
+
+# %% nbgrader={"grade": false, "grade_id": "exchange", "locked": false, "schema_version": 3, "solution": true}
+#| export distributed.ring
+def _exchange(rank, outgoing, incoming, right, left, group=None):
+    """Send tensor `outgoing` to rank `right` and receive tensor `incoming` from rank `left` (even ranks send first)."""
+    ### BEGIN SOLUTION
     if rank % 2 == 0:
         if outgoing.numel():
             send(outgoing, right, group)
@@ -739,41 +172,203 @@ def _exchange(rank, outgoing, incoming, right, left, group):
             recv(incoming, left, group)
         if outgoing.numel():
             send(outgoing, right, group)
+    ### END SOLUTION
 
 
-# %% nbgrader={"grade": false, "grade_id": "ring-all-reduce", "locked": false, "schema_version": 3, "solution": true}
+# %% [markdown]
+# <details><summary>Hint 1</summary>Two calls, `send` and `recv`; their order
+# depends on whether the rank is even.</details>
+# <details><summary>Hint 2</summary>Even: send(outgoing → right), then
+# recv(incoming ← left). Odd: the other way round. Skip a call whose tensor has
+# zero elements.</details>
+# <details><summary>Hint 3</summary>An `if rank % 2 == 0` with two branches of
+# two guarded calls each; pass `group` on to `send` and `recv`.</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-exchange", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+class _RecordingPeers:
+    """A fake process group: logs send/recv calls in order; a recv fills the buffer with 7."""
+    rank, size = 0, 4
+
+    def __init__(self):
+        self.calls = []
+
+    def send(self, array, dst):
+        self.calls.append(("send", dst))
+
+    def recv(self, array, src):
+        self.calls.append(("recv", src))
+        array[...] = 7
+
+
+peers = _RecordingPeers()
+inbox = tt.zeros(3)
+_exchange(2, tt.ones(3), inbox, 3, 1, peers)
+assert peers.calls == [("send", 3), ("recv", 1)], f"an even rank sends right first, then receives from the left; calls: {peers.calls}"
+assert inbox.tolist() == [7.0, 7.0, 7.0], "the received values must land in `incoming`"
+peers = _RecordingPeers()
+_exchange(1, tt.ones(3), tt.zeros(3), 2, 0, peers)
+assert peers.calls == [("recv", 0), ("send", 2)], f"an odd rank receives first, then sends; calls: {peers.calls}"
+peers = _RecordingPeers()
+_exchange(0, tt.zeros(0), tt.zeros(2), 1, 3, peers)
+assert peers.calls == [("recv", 3)], f"an empty outgoing chunk is not sent; calls: {peers.calls}"
+### BEGIN HIDDEN TESTS
+peers = _RecordingPeers()
+_exchange(3, tt.ones(1), tt.zeros(0), 0, 2, peers)
+assert peers.calls == [("send", 0)], f"an empty incoming chunk is not received; calls: {peers.calls}"
+### END HIDDEN TESTS
+print("_exchange: ok")
+
+# %% [markdown]
+# ### Phase 1: reduce-scatter
+#
+# n−1 steps. At step s (s = 0 … n−2), rank r
+#
+# - sends its chunk (r − s) mod n to the right, and
+# - receives a chunk from the left — the left neighbour's chunk
+#   (r − 1 − s) mod n — and **adds** it into its own copy of that chunk.
+#
+# Each step, a chunk picks up one more rank's contribution as it travels.
+# After n−1 steps rank r holds the complete sum of one chunk,
+# (r + 1) mod n.
+#
+# Worked example, n = 3, one value per chunk; rank r starts with
+# [aᵣ, bᵣ, cᵣ].
+#
+# | step | rank 0 receives | rank 1 receives | rank 2 receives |
+# | --- | --- | --- | --- |
+# | 0 | chunk 2: c₀ += c₂ | chunk 0: a₁ += a₀ | chunk 1: b₂ += b₁ |
+# | 1 | chunk 1: b₀ += b₁+b₂ | chunk 2: c₁ += c₀+c₂ | chunk 0: a₂ += a₀+a₁ |
+#
+# Rank 0 now holds the whole sum of chunk 1, rank 1 of chunk 2, rank 2 of
+# chunk 0: (r + 1) mod 3, as promised.
+#
+# The received chunk must land in a separate buffer first (it is *added*, not
+# copied). `zeros_like(t)` makes one of the same shape, dtype and device.
+
+# %% nbgrader={"grade": false, "grade_id": "ring-reduce-scatter", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.ring
+def _ring_reduce_scatter(chunks, rank, group=None):
+    """n-1 steps; afterwards chunks[(rank + 1) % n] holds the sum over all ranks. `chunks`: n tensors, views."""
+    n = len(chunks)
+    right, left = (rank + 1) % n, (rank - 1) % n
+    ### BEGIN SOLUTION
+    for s in range(n - 1):
+        mine, theirs = chunks[(rank - s) % n], chunks[(rank - s - 1) % n]
+        incoming = zeros_like(theirs)
+        _exchange(rank, mine, incoming, right, left, group)
+        theirs.data += incoming.data
+    ### END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>One loop of n−1 steps; each step is one
+# `_exchange` and one addition.</details>
+# <details><summary>Hint 2</summary>At step s: send chunk (r − s) mod n,
+# receive into a fresh buffer, then add it into chunk (r − s − 1) mod n.</details>
+# <details><summary>Hint 3</summary>`for s in range(n - 1)`: pick the two
+# chunks, make `incoming` with `zeros_like`, call `_exchange(rank, ...,
+# right, left, group)`, then add `incoming.data` into the received chunk's
+# `.data` in place (the chunks are views into the tensor being reduced).</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-ring-reduce-scatter", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def _split(values):
+    """One rank's values as a flat tensor and n chunk views into it."""
+    t = tt.tensor(values)
+    bounds = _chunk_bounds(t.numel(), get_world_size())
+    return t, [from_op(t.data[a:b], t._device) for a, b in zip(bounds, bounds[1:])]
+
+
+def _after_reduce_scatter(length):
+    t, chunks = _split(np.arange(length, dtype=np.float64) * 10 ** get_rank())
+    _ring_reduce_scatter(chunks, get_rank())
+    return t.numpy()
+
+
+for n_ranks, length in ((2, 4), (3, 3), (3, 7), (4, 2)):
+    results = ThreadGroup.run(n_ranks, _after_reduce_scatter, length)
+    total = np.arange(length) * sum(10 ** r for r in range(n_ranks))
+    bounds = _chunk_bounds(length, n_ranks)
+    for rank, got in enumerate(results):
+        k = (rank + 1) % n_ranks
+        a, b = bounds[k], bounds[k + 1]
+        assert got.shape == (length,), f"rank {rank}: the tensor keeps its shape ({length},), got {got.shape}"
+        assert np.allclose(got[a:b], total[a:b]), (
+            f"{n_ranks} ranks, length {length}: after reduce-scatter rank {rank} must hold the full sum of chunk "
+            f"{k} = {total[a:b]}, got {got[a:b]}")
+print("_ring_reduce_scatter: ok")
+
+# %% [markdown]
+# ### Phase 2: all-gather
+#
+# Now every rank holds one complete chunk and n−1 partial ones. Pass the
+# complete chunks around the ring, n−1 steps again. At step s, rank r
+#
+# - sends chunk (r + 1 − s) mod n — complete: at step 0 it is the one
+#   reduce-scatter left it, later the one it just received — and
+# - receives chunk (r − s) mod n from the left, and **overwrites** its copy.
+#
+# Here the received values replace the old ones, so they can be received
+# straight into the chunk: no extra buffer.
+#
+# **Putting it together.** `ring_all_reduce(tensor)` works on the tensor's
+# values as one flat array — `tensor.data.reshape(-1)` is a *view* of a
+# contiguous array, so writing into it writes into the tensor — cuts it with
+# `_chunk_bounds`, makes the n chunk tensors as views (`from_op(array,
+# device)` wraps an array in a tensor without copying it), and runs the two
+# phases on them.
+#
+# **Cost.** Each phase sends n−1 chunks of N/n values per rank:
+#
+# $$\text{values sent per rank} = 2\,\frac{n-1}{n}\,N$$
+#
+# which tends to 2N and no longer grows with n. No algorithm can do much
+# better: each rank must send its N values' contribution out and receive
+# everyone else's once. So the ring is *bandwidth-optimal*. What grows with n
+# is the number of steps, 2(n−1), each paying the link's latency; that is why
+# libraries switch to trees for small messages. Memory: one extra chunk of
+# N/n values for the incoming buffer.
+
+# %% nbgrader={"grade": false, "grade_id": "ring-all-gather", "locked": false, "schema_version": 3, "solution": true}
+#| export distributed.ring
+def _ring_all_gather(chunks, rank, group=None):
+    """n-1 steps that copy each rank's complete chunk, (rank + 1) % n, into every other rank's."""
+    n = len(chunks)
+    right, left = (rank + 1) % n, (rank - 1) % n
+    ### BEGIN SOLUTION
+    for s in range(n - 1):
+        _exchange(rank, chunks[(rank + 1 - s) % n], chunks[(rank - s) % n], right, left, group)
+    ### END SOLUTION
+
+
 def ring_all_reduce(tensor, group=None):
     """Sum `tensor` over all ranks, in place, with a ring: 2(n-1) steps of one chunk each."""
-    n, r = get_world_size(group), get_rank(group)
+    n, rank = get_world_size(group), get_rank(group)
     if n == 1:
         return tensor
-    flat = tensor.data.reshape(-1)  # a view: writing into it writes into the tensor
     ### BEGIN SOLUTION
-    bounds = [len(c) for c in np.array_split(np.empty(flat.size, dtype=np.int8), n)]
-    starts = np.concatenate([[0], np.cumsum(bounds)])
-    chunk = lambda k: flat[starts[k % n]:starts[k % n + 1]]  # noqa: E731
-    right, left = (r + 1) % n, (r - 1) % n
-    for s in range(n - 1):  # reduce-scatter
-        incoming = chunk(r - s - 1).copy()
-        _exchange(r, _wrap(chunk(r - s), tensor._device), _wrap(incoming, tensor._device), right, left, group)
-        chunk(r - s - 1)[...] += incoming
-    for s in range(n - 1):  # all-gather
-        incoming = chunk(r - s).copy()
-        _exchange(r, _wrap(chunk(r + 1 - s).copy(), tensor._device), _wrap(incoming, tensor._device),
-                  right, left, group)
-        chunk(r - s)[...] = incoming
+    flat = tensor.data.reshape(-1)  # a view: writing into it writes into the tensor
+    bounds = _chunk_bounds(flat.size, n)
+    chunks = [from_op(flat[a:b], tensor._device) for a, b in zip(bounds, bounds[1:])]
+    _ring_reduce_scatter(chunks, rank, group)
+    _ring_all_gather(chunks, rank, group)
     ### END SOLUTION
     return tensor
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>The same loop shape as reduce-scatter, but
+# the chunk that arrives replaces the old one.</details>
+# <details><summary>Hint 2</summary>At step s: send chunk (r + 1 − s) mod n,
+# receive chunk (r − s) mod n.</details>
+# <details><summary>Hint 3</summary>`for s in range(n - 1)`: one
+# `_exchange(rank, <chunk to send>, <chunk to receive into>, right, left, group)`.
+# In `ring_all_reduce`: the flat view, its bounds, a list of n chunk tensors
+# `flat[a:b]` for consecutive bounds (a, b), then the two phases with `rank`
+# and `group`.</details>
+
 # %% nbgrader={"grade": true, "grade_id": "test-ring-all-reduce", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-from tinytorch.distributed import ThreadGroup  # the exported one: it shares its thread state with ring.py
-
-
 def _ring_case(length, dtype):
-    rank = get_rank()
-    values = np.random.default_rng(rank).standard_normal(length).astype(dtype)
+    values = np.random.default_rng(get_rank()).standard_normal(length).astype(dtype)
     t = tt.tensor(values, dtype=dtype)
     ring_all_reduce(t)
     return t.numpy()
@@ -796,22 +391,28 @@ assert ring_all_reduce(t) is t and t.tolist() == [[1.0, 2.0], [3.0, 4.0]], "worl
 print("ring_all_reduce: ok")
 
 # %% [markdown]
-# ## 4. Sharding the data: `DistributedSampler`
+# On real ranks, `tests/distributed/` checks this ring against MPI's own
+# all-reduce on a million values. The process group's `all_reduce` is the
+# library's (MPI's or NCCL's, which use rings and trees like this one);
+# DDP below calls that one, because it is asynchronous and tuned.
 #
-# Each rank must see different examples, and over an epoch the ranks together
-# must see every example once. All ranks draw the *same* permutation (same seed,
-# same epoch), then rank r takes every n-th index starting at r. Every rank must
-# get the same number of batches — otherwise one rank waits in an all-reduce
-# the others never start — so the list is padded by repeating its first indices
-# up to a multiple of n (or, with `drop_last=True`, cut down to one).
+# ## 2. Sharding the data: `DistributedSampler`
 #
-# The permutation comes from `self.generator`, a NumPy generator seeded from
-# `(seed, epoch)` by `set_epoch(epoch)`; without `set_epoch` it simply advances,
-# so every epoch is shuffled differently. (The `Trainer` of module 07 saves and
-# restores that generator in its checkpoints, which makes data-parallel runs
-# resumable.)
+# **Why.** Each rank must see different examples, and over an epoch the ranks
+# together must see every example once. And every rank must run the *same
+# number* of steps: a rank with one batch more would wait forever in an
+# all-reduce the others never start.
 #
-# **Exercise.** `shard_indices(order, rank, world_size, drop_last)`.
+# **How.** All ranks compute the *same* order of the dataset (the same
+# permutation, from the same seed), then rank r takes every n-th position
+# starting at r. To make the shares equal, first bring the order to a multiple
+# of n: pad it by repeating its first indices, or, with `drop_last=True`, cut
+# it down.
+#
+# Worked example: order [4, 0, 3, 1, 2, 5], n = 4. Padded to 8:
+# [4, 0, 3, 1, 2, 5, 4, 0]; rank 0 takes positions 0 and 4 → [4, 2], rank 1
+# → [0, 5], rank 2 → [3, 4], rank 3 → [1, 0]. With `drop_last`, cut to 4:
+# one index each.
 
 # %% nbgrader={"grade": false, "grade_id": "shard-indices", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.sampler
@@ -841,22 +442,54 @@ def shard_indices(order, rank, world_size, drop_last=False):
     ### END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>First fix the total length (a multiple of
+# n), then take a strided slice.</details>
+# <details><summary>Hint 2</summary>total = ⌊len/n⌋·n with `drop_last`,
+# ⌈len/n⌉·n without. Padding repeats the order from its start, wrapping
+# again if the order is shorter than the padding (`np.resize` does that).</details>
+# <details><summary>Hint 3</summary>Cut or pad `order` to `total`, then slice
+# from `rank` to `total` with step `world_size`.</details>
+
 # %% nbgrader={"grade": true, "grade_id": "test-shard-indices", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 order = np.array([4, 0, 3, 1, 2, 5])
-assert shard_indices(order, 0, 2).tolist() == [4, 3, 2], f"rank 0 of 2 takes positions 0, 2, 4: got {shard_indices(order, 0, 2)}"
-assert shard_indices(order, 1, 2).tolist() == [0, 1, 5], f"rank 1 of 2 takes positions 1, 3, 5: got {shard_indices(order, 1, 2)}"
+got = shard_indices(order, 0, 2)
+assert got is not None and len(got) == 3, f"6 items on 2 ranks: 3 each, got {got}"
+assert list(got) == [4, 3, 2], f"rank 0 of 2 takes positions 0, 2, 4: got {got}"
+assert list(shard_indices(order, 1, 2)) == [0, 1, 5], f"rank 1 of 2 takes positions 1, 3, 5: got {shard_indices(order, 1, 2)}"
 shards = [shard_indices(order, r, 4) for r in range(4)]
 assert all(len(s) == 2 for s in shards), f"6 items on 4 ranks: pad to 8, two each; got lengths {[len(s) for s in shards]}"
-assert set(np.concatenate(shards).tolist()) == set(range(6)), "padded shards must still cover every index"
+assert [list(s) for s in shards] == [[4, 2], [0, 5], [3, 4], [1, 0]], f"padding repeats the first indices: got {shards}"
 short = [shard_indices(order, r, 4, drop_last=True) for r in range(4)]
 assert all(len(s) == 1 for s in short), f"drop_last: 6 items on 4 ranks is one each, got {[len(s) for s in short]}"
 ### BEGIN HIDDEN TESTS
-assert shard_indices(np.arange(2), 2, 3).tolist() == [0], "2 items on 3 ranks: rank 2 gets a repeated index"
+assert list(shard_indices(np.arange(2), 2, 3)) == [0], "2 items on 3 ranks: rank 2 gets a repeated index"
+assert list(shard_indices(np.arange(1), 3, 4)) == [0], "1 item on 4 ranks: padding wraps around"
 ### END HIDDEN TESTS
 print("shard_indices: ok")
 
+# %% [markdown]
+# ### Shuffling with a shared seed
+#
+# The ranks never talk about the order: each draws the permutation itself,
+# and they agree because they all draw from a generator seeded with the same
+# numbers. The order of an epoch is a function of `(seed, epoch)` only:
+# `set_epoch(epoch)`, called by every rank at the start of an epoch, resets
+# `self.generator` to the state that a NumPy generator seeded with the pair
+# `[seed, epoch]` starts in. Without `set_epoch` the generator simply
+# advances, so each pass is still shuffled differently, and identically on
+# every rank.
+#
+# Why reset the *state* of `self.generator` rather than build a new one? The
+# `Trainer` of module 07 saves and restores the generators it finds on the
+# sampler in its checkpoints, which makes data-parallel runs resumable; keeping
+# one generator object keeps that simple.
+#
+# `__iter__` then draws the order — a permutation of `len(dataset)` from
+# `self.generator`, or the identity order when `shuffle=False` — and yields
+# this rank's shard of it as plain Python ints.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "distributed-sampler", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.sampler
 class DistributedSampler(Sampler):
     """Indices of this rank's shard of `dataset`; the same number on every rank.
@@ -879,69 +512,88 @@ class DistributedSampler(Sampler):
     def set_epoch(self, epoch):
         """Make the next epoch's order depend only on (seed, epoch), as in PyTorch."""
         self.epoch = epoch
-        self.generator.bit_generator.state = np.random.default_rng([self.seed, epoch]).bit_generator.state
+        ### BEGIN SOLUTION
+        fresh = np.random.default_rng([self.seed, epoch])
+        self.generator.bit_generator.state = fresh.bit_generator.state
+        ### END SOLUTION
 
     def __iter__(self):
+        ### BEGIN SOLUTION
         n = len(self.dataset)
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         return iter(shard_indices(order, self.rank, self.num_replicas, self.drop_last).tolist())
+        ### END SOLUTION
 
     def __len__(self):
         return self.num_samples
 
 
-# %%
-sampler = DistributedSampler(list(range(10)), num_replicas=2, rank=0, seed=0)
-print("rank 0 of 2, epoch 0:", list(sampler), " next epoch:", list(sampler))
+# %% [markdown]
+# <details><summary>Hint 1</summary>`set_epoch`: make a generator from the
+# pair and copy its state. `__iter__`: order, then shard.</details>
+# <details><summary>Hint 2</summary>A NumPy generator's state is
+# `gen.bit_generator.state`, and it can be assigned. `gen.permutation(n)`
+# draws an order of `range(n)`.</details>
+# <details><summary>Hint 3</summary>`set_epoch`: two lines (a fresh
+# `np.random.default_rng` from `[self.seed, epoch]`, then the state
+# assignment). `__iter__`: the order (`shuffle` decides which), then
+# `iter(...)` over `shard_indices(...)` converted with `.tolist()`.</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-distributed-sampler", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+data = list(range(9))
+samplers = [DistributedSampler(data, num_replicas=3, rank=r, seed=1) for r in range(3)]
+for s in samplers:
+    s.set_epoch(4)
+shards = [list(s) for s in samplers]
+assert [len(s) for s in shards] == [3, 3, 3], f"9 items on 3 ranks: 3 each, got {shards}"
+assert sorted(sum(shards, [])) == data, f"the ranks together must cover every index once: {shards}"
+assert shards != [data[0:9:3], data[1:9:3], data[2:9:3]], "shuffle=True must permute the order"
+assert all(isinstance(i, int) for i in shards[0]), "yield plain Python ints"
+samplers[0].set_epoch(4)
+assert list(samplers[0]) == shards[0], "the order depends only on (seed, epoch): set_epoch(4) twice, same shard"
+samplers[0].set_epoch(5)
+assert list(samplers[0]) != shards[0], "a new epoch must give a new order"
+plain = DistributedSampler(data, num_replicas=3, rank=1, shuffle=False)
+assert list(plain) == [1, 4, 7], f"shuffle=False: rank 1 of 3 takes 1, 4, 7; got {list(plain)}"
+### BEGIN HIDDEN TESTS
+again = DistributedSampler(data, num_replicas=3, rank=0, seed=1)
+assert list(again) != list(again), "without set_epoch the generator advances: a new order each pass"
+### END HIDDEN TESTS
+print("DistributedSampler: ok")
 
 # %% [markdown]
-# ## 5. DistributedDataParallel
+# **Cost.** A permutation of the dataset's indices per epoch, on every rank:
+# O(len(dataset)) time and 8 bytes per index, nothing sent over the network.
+# The padding repeats at most n−1 examples per epoch.
 #
-# `DistributedDataParallel(model)` wraps a model. At construction it checks that
-# every rank has the same parameter shapes and copies rank 0's parameters and
-# buffers to all ranks. Then, in every backward, the gradients are averaged.
+# ## 3. DistributedDataParallel
 #
-# **Buckets.** One all-reduce per parameter would pay the latency of a
-# collective (tens of µs to ms) dozens of times per step; one all-reduce of
-# everything would wait until the *whole* backward is done. DDP packs gradients
-# into flat buckets of about `bucket_cap_mb` and reduces a bucket as soon as all
-# its gradients exist. Backward produces gradients roughly in *reverse* order of
-# the parameters (the last layer first), so buckets are filled in reverse
-# parameter order: the first bucket is ready early and its all-reduce overlaps
-# with the rest of the backward.
+# `DistributedDataParallel(model)` wraps a model. At construction, the
+# provided base checks that every rank built the same parameters and copies
+# rank 0's values to all ranks. Then, in every backward, it averages the
+# gradients. How it does that is the lesson.
 #
-# **Knowing when a gradient is ready.** PyTorch hangs a hook on each
-# parameter's gradient accumulator. Our engine (module 02) has no hooks, and we
-# do not change it. Instead, during `forward` DDP puts, for each parameter, an
-# identity op in front of it (`self.weight` reads the identity's output for the
-# duration of the call). The engine calls an op's backward only once all the
-# gradient flowing into it has been summed, so the identity's backward *is* the
-# "gradient ready" hook: it adds the gradient to `param.grad` itself, counts the
-# bucket down, launches the bucket's all-reduce when it reaches zero, and
-# returns nothing for the engine to add. When the last bucket is launched, it
-# waits for all of them and writes the averages back into `.grad`.
+# **Buckets.** One all-reduce per parameter pays a collective's latency
+# (tens of µs to ms) dozens of times per step. One all-reduce of everything
+# waits until the whole backward is done, with the network idle until then.
+# DDP packs gradients into flat **buckets** of about `bucket_cap_mb` each, and
+# reduces a bucket as soon as all its gradients exist. PyTorch's backward
+# produces gradients roughly in *reverse* order of the parameters (the last
+# layer first), so the buckets are filled in reverse parameter order: the
+# first bucket is ready early, and its all-reduce runs while backward goes on.
+# (Our engine of module 02 walks a depth-first order that can reach a layer's
+# weights only after the layers below it, so here the overlap is smaller; the
+# logic does not change.)
 #
-# Buckets are launched strictly in bucket order on every rank: MPI and NCCL
-# require all ranks to call their collectives in the same order.
-#
-# **`no_sync()`.** For gradient accumulation over k micro-batches, only the last
-# backward needs to communicate: inside `with ddp.no_sync():` gradients only
-# accumulate locally.
-#
-# **Exercise.** `assign_buckets(params, cap_bytes)`.
+# The rules for `assign_buckets(params, cap_bytes)`: walk the parameters from
+# last to first; start a new bucket when the next parameter would push the
+# current one past `cap_bytes`, or when its dtype differs (a bucket is one
+# flat array of one dtype). A parameter bigger than the cap gets a bucket of
+# its own. Worked example: float32 parameters of 10, 20, 30 and 40 values
+# (40, 80, 120, 160 bytes), cap 200 bytes → [[p3], [p2, p1], [p0]].
 
 # %% nbgrader={"grade": false, "grade_id": "assign-buckets", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.ddp
-"""DistributedDataParallel: gradients averaged across ranks in buckets, during backward."""
-import contextlib
-
-from tinytorch.core.autograd import is_grad_enabled
-from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import _wrap
-from tinytorch.distributed.process_group import ReduceOp, _group
-from tinytorch.nn import Module
-
-
 def assign_buckets(params, cap_bytes):
     """Group `params` into buckets of at most `cap_bytes` (a bigger parameter gets a bucket of its own).
 
@@ -962,10 +614,22 @@ def assign_buckets(params, cap_bytes):
     ### END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>Keep a current bucket and its size in
+# bytes; close it when the next parameter does not fit.</details>
+# <details><summary>Hint 2</summary>Close when the bucket is non-empty and
+# (size + p.data.nbytes > cap_bytes, or p's dtype differs from the bucket's).
+# An empty bucket always takes the parameter.</details>
+# <details><summary>Hint 3</summary>Loop over `reversed(list(params))`; keep
+# `buckets`, `current`, `size`; after the loop, append the last bucket if it
+# holds anything.</details>
+
 # %% nbgrader={"grade": true, "grade_id": "test-assign-buckets", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 ps = [tt.zeros(n) for n in (10, 20, 30, 40)]  # float32: 40, 80, 120, 160 bytes
 names = {id(p): i for i, p in enumerate(ps)}
-got = [[names[id(p)] for p in b] for b in assign_buckets(ps, cap_bytes=200)]
+got = assign_buckets(ps, cap_bytes=200)
+assert got is not None and len(got) == 3, f"cap 200 bytes: expected 3 buckets, got {got}"
+got = [[names[id(p)] for p in b] for b in got]
 assert got == [[3], [2, 1], [0]], f"reverse order, at most 200 bytes per bucket: expected [[3], [2, 1], [0]], got {got}"
 got = [[names[id(p)] for p in b] for b in assign_buckets(ps, cap_bytes=100)]
 assert got == [[3], [2], [1], [0]], f"a parameter bigger than the cap gets its own bucket: got {got}"
@@ -976,43 +640,150 @@ assert [[names[id(p)] for p in b] for b in assign_buckets(ps, 10 ** 6)] == [[3, 
 ### END HIDDEN TESTS
 print("assign_buckets: ok")
 
+# %% [markdown]
+# ### Filling a bucket
+#
+# A bucket owns one flat buffer, and each of its parameters' `.grad` is a
+# *view* into that buffer (a slice, reshaped to the parameter's shape). Then
+# the all-reduce averages the buffer in place and every `.grad` sees the
+# result: no copy in, no copy out.
+#
+# `__init__` lays the buffer out: `self.buffer`, zeros of the total number of
+# values of the bucket's parameters, in their dtype, on their device
+# (`get_xp(device)` is NumPy or CuPy); `self.views[i]`, parameter i's slice
+# of it — the parameters one after the other, in the bucket's order —
+# reshaped to that parameter's shape. (`self.index` maps `id(param)` to i.)
+#
+# `accumulate(param, g)` performs `param.grad += g` under that rule. The
+# first gradient of a pass (`param.grad is None`) is written into the
+# parameter's view, and `param.grad` becomes a tensor on that view —
+# `from_op(view, param._device)` makes a tensor around an existing array
+# without copying it. Later gradients (a weight used twice, or gradient
+# accumulation over micro-batches) are added to `param.grad`'s data in place.
+#
+# If a user replaced `.grad` by a tensor of their own, it no longer lives in
+# the buffer. `pack()`, called just before the bucket is reduced, repairs
+# that: for each parameter whose `.grad.data` is not (`is not`) its view, it
+# copies the values into the view and points `.grad.data` at the view.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "bucket-accumulate", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.ddp
 class _Bucket:
-    """A flat buffer holding the gradients of a few parameters, and how many are still missing.
-
-    Each parameter's `.grad` is a view into the buffer, so the all-reduce averages the gradients
-    in place: no copies in or out (a `.grad` someone replaced is copied in once, then viewed again)."""
+    """A flat buffer holding the gradients of a few parameters, and how many are still missing."""
 
     def __init__(self, params):
         self.params, self.index = params, {id(p): i for i, p in enumerate(params)}
+        self.pending, self.work = len(params), None
+        ### BEGIN SOLUTION
         total = sum(p.data.size for p in params)
         self.buffer = get_xp(params[0]._device).zeros(total, dtype=params[0].data.dtype)
         self.views, start = [], 0
         for p in params:
             self.views.append(self.buffer[start:start + p.data.size].reshape(p.data.shape))
             start += p.data.size
-        self.pending, self.work = len(params), None
+        ### END SOLUTION
 
     def accumulate(self, param, g):
         """param.grad += g, where param.grad lives in this bucket's buffer."""
+        ### BEGIN SOLUTION
         view = self.views[self.index[id(param)]]
         if param.grad is None:
             view[...] = g
-            param.grad = _wrap(view, param._device)
+            param.grad = from_op(view, param._device)
         else:
             param.grad.data += g
+        ### END SOLUTION
 
     def pack(self):
         """Bring gradients that are not views of the buffer (replaced by the user) into it."""
+        ### BEGIN SOLUTION
         for p, view in zip(self.params, self.views):
             if p.grad.data is not view:
                 view[...] = p.grad.data
                 p.grad.data = view
+        ### END SOLUTION
 
 
-class DistributedDataParallel(Module):
+# %% [markdown]
+# <details><summary>Hint 1</summary>`__init__`: one flat array, then a slice
+# per parameter. `accumulate`: find this parameter's view; the first
+# gradient is written into it, later ones are added.</details>
+# <details><summary>Hint 2</summary>The view is `self.views[self.index[id(param)]]`.
+# First time: copy g into the view with `[...] =`, then set `param.grad` to a
+# tensor made on the view.</details>
+# <details><summary>Hint 3</summary>`__init__`: `total`, the buffer from
+# `get_xp(params[0]._device).zeros(...)`, then a loop with a running `start`
+# that appends `buffer[start:start + size].reshape(shape)`. `accumulate`: an
+# `if param.grad is None:` branch of two lines (copy, wrap with `from_op`),
+# and an `else:` that adds `g` into `param.grad.data`.</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-bucket-accumulate", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+w, b = tt.zeros(2, 3, requires_grad=True), tt.zeros(3, requires_grad=True)
+bucket = _Bucket([w, b])
+bucket.accumulate(b, np.array([1.0, 2.0, 3.0], dtype=np.float32))
+assert b.grad is not None, "accumulate must set param.grad the first time"
+assert b.grad.shape == (3,) and b.grad.tolist() == [1.0, 2.0, 3.0], f"b.grad should be [1, 2, 3], got {b.grad}"
+assert np.shares_memory(b.grad.data, bucket.buffer), "param.grad must be a view into the bucket's buffer (no copy)"
+assert bucket.buffer.tolist() == [0.0] * 6 + [1.0, 2.0, 3.0], f"b's values belong at the end of the buffer: {bucket.buffer}"
+bucket.accumulate(b, np.ones(3, dtype=np.float32))
+assert b.grad.tolist() == [2.0, 3.0, 4.0], f"a second gradient is added: expected [2, 3, 4], got {b.grad.tolist()}"
+bucket.accumulate(w, np.full((2, 3), 5.0, dtype=np.float32))
+assert w.grad.shape == (2, 3) and np.shares_memory(w.grad.data, bucket.buffer), "w.grad: a (2, 3) view of the buffer"
+bucket.buffer[...] /= 2  # what an average over 2 ranks would do
+assert b.grad.tolist() == [1.0, 1.5, 2.0], "a change to the buffer must show in .grad"
+b.grad = tt.tensor([9.0, 9.0, 9.0])  # a user replaced the gradient
+bucket.pack()
+assert np.shares_memory(b.grad.data, bucket.buffer), "pack() must make a replaced .grad a view of the buffer again"
+assert bucket.buffer[6:].tolist() == [9.0, 9.0, 9.0], f"pack() must copy the replaced values in: {bucket.buffer}"
+print("_Bucket: ok")
+
+# %% [markdown]
+# ### When a gradient is ready
+#
+# PyTorch's DDP hangs a hook on each parameter's gradient accumulator. Our
+# autograd engine (module 02) has no hooks, and we do not change it. Instead,
+# during `forward` the provided base reads each parameter through an identity
+# op. The engine calls an op's backward only once all the gradient flowing
+# into it has been summed, so that identity's backward *is* the "gradient
+# ready" event: it calls `self._grad_ready(param, g)` with the parameter's
+# whole gradient of this pass, once per parameter, and returns nothing for
+# the engine to add.
+#
+# Construction builds the buckets: `self.buckets`, one `_Bucket` per group
+# that `assign_buckets` makes of the parameters that require grad (the cap in
+# bytes is `bucket_cap_mb * 2 ** 20`), and `self._bucket_of`, a dict from
+# `id(param)` to the index of its bucket.
+#
+# Each pass starts from empty buckets: `_start_backward()`, which the base's
+# `forward` calls, sets every bucket's `pending` back to its number of
+# parameters and its `work` to None, and `self._next_bucket` back to 0.
+#
+# `_grad_ready` is the heart of DDP. For the parameter's bucket:
+#
+# 1. **fill**: accumulate `g` into the bucket;
+# 2. inside `no_sync()` (`self.require_backward_grad_sync` is False) stop
+#    here: the gradients only accumulate locally;
+# 3. **count down**: one gradient fewer is pending in that bucket;
+# 4. **launch**: while the next bucket to launch (`self._next_bucket`) has
+#    nothing pending, pack it, start its all-reduce *asynchronously*
+#    (`self._pg.all_reduce(buffer, ReduceOp.AVG, async_op=True)` returns a
+#    `Work`; keep it in `bucket.work`), and move on to the next bucket;
+# 5. **finish**: once every bucket is launched, call `self._finish()`, which
+#    waits on each bucket's work. After that, each `.grad` holds the average
+#    over ranks.
+#
+# Why "while the *next* bucket", not "this bucket"? MPI and NCCL require all
+# ranks to call their collectives in the same order. Backward's order can
+# differ a little between ranks, so buckets launch strictly in bucket order:
+# a bucket that completes early waits for the ones before it.
+#
+# Why `ReduceOp.AVG`? Each rank's loss is a mean over its own slice of the
+# batch; the mean of the n ranks' gradients is then the gradient of the mean
+# over the whole batch. A sum would scale the step by n.
+
+# %% nbgrader={"grade": false, "grade_id": "ddp-grad-ready", "locked": false, "schema_version": 3, "solution": true}
+#| export distributed.ddp
+class DistributedDataParallel(_DataParallelBase):
     """Wrap `module` so that backward averages its gradients across ranks (bucketed, during backward).
 
     Move the model to its device before wrapping it (the buckets are allocated there).
@@ -1021,119 +792,151 @@ class DistributedDataParallel(Module):
     move freely between runs with and without DDP, at any world size."""
 
     def __init__(self, module, bucket_cap_mb=25, broadcast_buffers=True, process_group=None):
-        super().__init__()
-        self.module = module
-        self._pg = _group(process_group)
-        self._names = {id(p): name for name, p in module.named_parameters()}
-        self._check_same_shapes()
-        for t in list(module.parameters()) + (list(module.buffers()) if broadcast_buffers else []):
-            self._pg.broadcast(t.data, 0)
+        super().__init__(module, broadcast_buffers, process_group)  # checks, broadcast from rank 0
+        ### BEGIN SOLUTION
         params = [p for p in module.parameters() if p.requires_grad]
         self.buckets = [_Bucket(b) for b in assign_buckets(params, bucket_cap_mb * 2 ** 20)]
         self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b.params}
-        self._slots = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
-                       if p is not None and p.requires_grad]
-        self.require_backward_grad_sync = True
+        ### END SOLUTION
         self._next_bucket = len(self.buckets)  # nothing in flight
 
-    def _check_same_shapes(self):
-        mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters()]
-        for rank, theirs in enumerate(self._pg.all_gather_object(mine)):
-            if theirs != mine:
-                diff = next((f"{a} vs {b}" for a, b in zip(mine, theirs) if a != b),
-                            f"{len(mine)} vs {len(theirs)} parameters")
-                raise ValueError(f"DistributedDataParallel: rank {self._pg.rank} and rank {rank} have different "
-                                 f"parameters ({diff}); every rank must build the same model")
-
-    # ------------------------------------------------------------ forward
-    def forward(self, *args, **kwargs):
-        if not is_grad_enabled():
-            return self.module(*args, **kwargs)
-        self._check_last_backward()
+    def _start_backward(self):
+        """Called by forward: this pass's backward starts with every bucket empty."""
+        ### BEGIN SOLUTION
         for b in self.buckets:
             b.pending, b.work = len(b.params), None
         self._next_bucket = 0
-        signals = {}
-        try:
-            for m, name, p in self._slots:
-                if id(p) not in signals:
-                    signals[id(p)] = self._ready_signal(p)
-                object.__setattr__(m, name, signals[id(p)])  # shadows the Parameter for this call only
-            return self.module(*args, **kwargs)
-        finally:
-            for m, name, p in self._slots:
-                object.__setattr__(m, name, p)
+        ### END SOLUTION
 
-    def _ready_signal(self, param):
-        """Identity on `param` whose backward runs once param's whole gradient of this pass is known."""
-        def grad_ready_backward(g):
-            self._grad_ready(param, g)
-            return (None,)  # we stored the gradient ourselves
-        return _wrap(param.data, param._device, (param,), grad_ready_backward)
-
-    def _check_last_backward(self):
-        started = any(b.pending < len(b.params) for b in self.buckets)
-        if self.require_backward_grad_sync and started and self._next_bucket < len(self.buckets):
-            missing = [self._names.get(id(p), "?") for b in self.buckets[self._next_bucket:]
-                       for p in b.params][:8]
-            raise RuntimeError(f"DistributedDataParallel: the last backward gave no gradient to some parameters "
-                               f"(among {missing}), so their gradients were never averaged. Every parameter that "
-                               f"requires grad must take part in the loss; freeze unused ones (requires_grad=False)")
-
-    # ------------------------------------------------------------ backward
     def _grad_ready(self, param, g):
+        """Backward has the whole gradient `g` of `param`: fill its bucket, launch complete buckets in order."""
         bucket = self.buckets[self._bucket_of[id(param)]]
+        ### BEGIN SOLUTION
         bucket.accumulate(param, g)
         if not self.require_backward_grad_sync:
             return
         bucket.pending -= 1
         while self._next_bucket < len(self.buckets) and self.buckets[self._next_bucket].pending == 0:
-            bucket = self.buckets[self._next_bucket]
-            bucket.pack()
-            bucket.work = self._pg.all_reduce(bucket.buffer, ReduceOp.AVG, async_op=True)
+            ready = self.buckets[self._next_bucket]
+            ready.pack()
+            ready.work = self._pg.all_reduce(ready.buffer, ReduceOp.AVG, async_op=True)
             self._next_bucket += 1
         if self._next_bucket == len(self.buckets):
             self._finish()
+        ### END SOLUTION
 
     def _finish(self):
-        for bucket in self.buckets:
-            if bucket.work is not None:
-                bucket.work.wait()  # the averages are now in the buffer, so in every .grad
-                bucket.work = None
+        """Wait for every bucket's all-reduce: the averages are then in the buffers, so in every .grad."""
+        ### BEGIN SOLUTION
+        for b in self.buckets:
+            if b.work is not None:
+                b.work.wait()
+                b.work = None
+        ### END SOLUTION
 
-    @contextlib.contextmanager
-    def no_sync(self):
-        """Backward passes inside only accumulate gradients locally; the next one outside averages the sum."""
-        previous, self.require_backward_grad_sync = self.require_backward_grad_sync, False
-        try:
-            yield
-        finally:
-            self.require_backward_grad_sync = previous
-
-    # ------------------------------------------------------------ state
-    def state_dict(self):
-        return self.module.state_dict()
-
-    def load_state_dict(self, state_dict, strict=True):
-        return self.module.load_state_dict(state_dict, strict)
-
-    def __getattr__(self, name):
-        modules = self.__dict__.get("_modules", {})
-        if "module" in modules and not name.startswith("_"):
-            return getattr(modules["module"], name)  # ddp.config, ddp.generate(...) reach the model
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-
-# %%
-from tinytorch.nn import Linear
-
-model = DistributedDataParallel(Linear(4, 2), bucket_cap_mb=1)
-loss = model(tt.randn(8, 4)).sum()
-loss.backward()
-print("buckets:", len(model.buckets), "grad of weight:", model.module.weight.grad.shape)
 
 # %% [markdown]
-# ## 6. ZeRO stage 1: shard the optimizer state
+# <details><summary>Hint 1</summary>`_grad_ready` has five steps: fill,
+# (maybe stop), count down, launch what is complete in order, finish.
+# `_finish` is a loop of waits.</details>
+# <details><summary>Hint 2</summary>Launching is a `while` loop: as long as
+# `self._next_bucket < len(self.buckets)` and that bucket's `pending` is 0,
+# pack it, start its asynchronous average, store the Work, advance the
+# index.</details>
+# <details><summary>Hint 3</summary>`_grad_ready`: `bucket.accumulate(...)`;
+# an early `return` under `no_sync`; `bucket.pending -= 1`; the `while`
+# loop; `if self._next_bucket == len(self.buckets)` then `self._finish()`.
+# `_finish`: for each bucket whose `work` is not None, `wait()` and reset it
+# to None. `_start_backward`: a loop that resets two attributes per bucket,
+# then the index. `__init__`: a list of parameters, a list comprehension of
+# `_Bucket`s, a dict comprehension over `enumerate(self.buckets)`.</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-ddp-grad-ready", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+class _RecordingGroup:
+    """A fake world of one rank: logs each all-reduce DDP launches, and each wait."""
+    rank, size, backend = 0, 1, "recording"
+
+    def __init__(self):
+        self.log = []
+
+    def broadcast(self, array, src=0):
+        pass
+
+    def all_gather_object(self, obj):
+        return [obj]
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        self.log.append(("launch", array.size, op, async_op))
+        return Work(finish=lambda: self.log.append(("wait", array.size)))
+
+
+tt.manual_seed(0)
+net = Sequential(Linear(4, 8), Linear(8, 3))
+group = _RecordingGroup()
+ddp = DistributedDataParallel(net, bucket_cap_mb=100 / 2 ** 20, process_group=group)  # 100-byte buckets
+sizes = [sum(p.data.size for p in b.params) for b in ddp.buckets]
+inputs = tt.randn(5, 4)
+(ddp(inputs) ** 2).mean().backward()
+launches = [entry for entry in group.log if entry[0] == "launch"]
+assert [entry[1] for entry in launches] == sizes, (
+    f"one all-reduce per bucket, in bucket order: expected sizes {sizes}, got {[e[1] for e in launches]}")
+assert all(e[2] == ReduceOp.AVG and e[3] for e in launches), f"each bucket: all_reduce(buffer, ReduceOp.AVG, async_op=True); log {launches}"
+assert [e[0] for e in group.log] == ["launch"] * len(sizes) + ["wait"] * len(sizes), (
+    f"launch every bucket as it completes, then wait on all of them at the end; log: {[e[0] for e in group.log]}")
+expected = [p.grad.numpy().copy() for p in net.parameters()]
+for p in net.parameters():
+    p.grad = None
+(net(inputs) ** 2).mean().backward()
+for p, e in zip(net.parameters(), expected):
+    assert np.allclose(p.grad.numpy(), e, atol=1e-6), "DDP at world size 1 must give the plain gradients"
+group.log.clear()
+with ddp.no_sync():
+    (ddp(inputs) ** 2).mean().backward()
+assert group.log == [], f"inside no_sync nothing is all-reduced; log: {group.log}"
+### BEGIN HIDDEN TESTS
+(ddp(inputs) ** 2).mean().backward()
+assert len([e for e in group.log if e[0] == "launch"]) == len(sizes), "the next backward outside no_sync syncs again"
+### END HIDDEN TESTS
+print("DistributedDataParallel._grad_ready: ok")
+
+# %% [markdown]
+# Now with two ranks. Each rank takes half of a batch of 8; after backward,
+# each rank's gradients must equal those of one process on the whole batch.
+
+# %% nbgrader={"grade": true, "grade_id": "test-ddp-two-ranks", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+tt.manual_seed(1)
+nets = [Sequential(Linear(4, 8), Linear(8, 3)) for _ in range(3)]
+for net in nets[1:]:
+    net.load_state_dict(nets[0].state_dict())
+batch = tt.randn(8, 4)
+
+
+def _ddp_rank():
+    rank = get_rank()
+    ddp = DistributedDataParallel(nets[rank], bucket_cap_mb=100 / 2 ** 20)
+    (ddp(batch[rank * 4:(rank + 1) * 4]) ** 2).mean().backward()
+    return [p.grad.numpy() for p in nets[rank].parameters()]
+
+
+per_rank = ThreadGroup.run(2, _ddp_rank)
+(nets[2](batch) ** 2).mean().backward()
+for rank, grads in enumerate(per_rank):
+    for (name, p), g in zip(nets[2].named_parameters(), grads):
+        assert g.shape == p.grad.shape, f"rank {rank}: {name}.grad has shape {g.shape}, expected {p.grad.shape}"
+        assert np.allclose(g, p.grad.numpy(), atol=1e-6), (
+            f"rank {rank}: {name}.grad differs from the whole-batch gradient (averaged, not summed?)")
+print("DDP on 2 ranks = one process on the whole batch: ok")
+
+# %% [markdown]
+# **Cost.** Memory: one extra copy of the gradients? No — the `.grad`
+# tensors *are* the bucket buffers, so DDP adds no gradient memory. Time: the
+# ring sends 2(n−1)/n of the gradient bytes per rank per step, and most of it
+# overlaps with backward; what is left is the last bucket's all-reduce, after
+# the backward's end. A smaller `bucket_cap_mb` shortens that tail but pays
+# more latencies. `no_sync()` saves the whole all-reduce on k−1 of k
+# micro-batches of gradient accumulation.
+#
+# ## 4. ZeRO stage 1: shard the optimizer state
 #
 # Memory per parameter in plain DDP with AdamW in float32, on *every* rank:
 # 4 bytes of weight, 4 of gradient, 8 of Adam state (two moments) — 16 bytes,
@@ -1147,23 +950,23 @@ print("buckets:", len(model.buckets), "grad of weight:", model.module.weight.gra
 # | ZeRO-2 | full | 1/n | 1/n | 4 + 12/n |
 # | ZeRO-3 | 1/n | 1/n | 1/n | 16/n |
 #
-# ZeRO-1 is easy to build on DDP: each rank owns a share of the parameters,
-# runs the real optimizer (AdamW) only on those, then the updated parameters
-# are all-gathered so every rank holds them all again. Its communication: one
-# all-gather of the parameters per step (plus DDP's all-reduce).
+# ZeRO-1 builds on DDP. Each rank **owns** a share of the parameters and runs
+# the real optimizer (AdamW) on those only. Then every rank sends its updated
+# share to all the others — an all-gather — so that all ranks hold all the
+# updated parameters again.
 #
-# The shares should be balanced by size: the greedy rule — largest parameter
-# first, each to the rank that holds the fewest values so far — is within one
-# parameter of the best split.
-#
-# **Exercise.** `partition_parameters(params, world_size)`.
+# **Partition.** The shares should be balanced by size. The greedy rule:
+# take the parameters from the largest to the smallest; give each to the rank
+# that holds the fewest values so far (the lowest rank on a tie; equal sizes
+# keep their order). Worked example, sizes 5, 100, 60, 50 on 2 ranks: 100 →
+# rank 0; 60 → rank 1; 50 → rank 1 (60 < 100); 5 → rank 0 (100 < 110). The
+# owners, in the parameters' order: [0, 0, 1, 1].
 
 # %% nbgrader={"grade": false, "grade_id": "partition-parameters", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.zero
-"""ZeroRedundancyOptimizer (ZeRO stage 1): each rank keeps and steps the optimizer state of its share."""
 from tinytorch.core.backend import get_xp
 from tinytorch.distributed.process_group import _group
-from tinytorch.optim import AdamW, Optimizer
+from tinytorch.optim import AdamW
 
 
 def partition_parameters(params, world_size):
@@ -1181,25 +984,66 @@ def partition_parameters(params, world_size):
     ### END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>Track each rank's load (values owned so
+# far); visit the parameters biggest first.</details>
+# <details><summary>Hint 2</summary>For each parameter in that order: the
+# owner is the rank of minimal load; add the parameter's size to that load.
+# Python's `sorted` and `min` keep the first of equal keys.</details>
+# <details><summary>Hint 3</summary>Lists `owner` (one per parameter) and
+# `load` (one per rank); loop over the parameter *indices* sorted by
+# decreasing `.data.size`; return `owner`.</details>
+
 # %% nbgrader={"grade": true, "grade_id": "test-partition-parameters", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 ps = [tt.zeros(n) for n in (5, 100, 60, 50)]
 owners = partition_parameters(ps, 2)
-assert len(owners) == 4 and set(owners) <= {0, 1}, f"one owner rank (0 or 1) per parameter, got {owners}"
-loads = [sum(p.data.size for p, o in zip(ps, owners) if o == r) for r in range(2)]
-assert max(loads) - min(loads) <= 100, f"loads should be balanced, got {loads}"
-assert partition_parameters(ps, 2) == [0, 0, 1, 1], (
+assert owners is not None and len(owners) == 4 and set(owners) <= {0, 1}, f"one owner rank (0 or 1) per parameter, got {owners}"
+assert list(owners) == [0, 0, 1, 1], (
     f"largest first: 100 -> rank 0, 60 -> rank 1, 50 -> rank 1 (load 60 < 100), 5 -> rank 0 (100 < 110); "
     f"expected [0, 0, 1, 1], got {owners}")
-assert partition_parameters(ps, 1) == [0, 0, 0, 0], "one rank owns everything"
+assert list(partition_parameters(ps, 1)) == [0, 0, 0, 0], "one rank owns everything"
 ### BEGIN HIDDEN TESTS
 assert sorted(partition_parameters([tt.zeros(3) for _ in range(4)], 4)) == [0, 1, 2, 3], "equal sizes spread out"
 ### END HIDDEN TESTS
 print("partition_parameters: ok")
 
+# %% [markdown]
+# ### The share and the step
+#
+# `ZeroRedundancyOptimizer(params, optimizer_class=AdamW, lr=...)` keeps the
+# full `param_groups` (so learning-rate schedules work on it as on any
+# optimizer); `self._all` lists every parameter, and `self._owner` its owner.
+# The rest of `__init__` is yours:
+#
+# - `local`: for each param group that holds parameters this rank owns, a
+#   copy of the group's dict (its settings) whose `"params"` are only those
+#   parameters; `self._local_groups`: the index of each such group in
+#   `self.param_groups`, in the same order;
+# - `self.optim`: `optimizer_class(local, **defaults)`, the real optimizer
+#   over this rank's share — or None if this rank owns nothing;
+# - `self._shard_sizes[r]`: how many values rank r owns.
+#
+# Then `step()`:
+#
+# 1. copy the current settings of each group (a schedule may have changed
+#    `lr`) into the matching local group: `self.optim.param_groups[j]`
+#    belongs to `self.param_groups[self._local_groups[j]]`;
+# 2. step `self.optim`: only the owned parameters change, and only their
+#    Adam state exists on this rank;
+# 3. all-gather the parameters, so that every rank holds every update.
+#
+# **The all-gather.** The group's `all_gather(out, array)` needs the same
+# `array` shape on every rank, and shares differ in size. So each rank packs
+# its owned parameters, flattened, one after the other in the parameters'
+# order, into a zero-padded vector of `max(self._shard_sizes)` values.
+# After the all-gather,
+# row r of the `(n, width)` result is rank r's vector; every rank then walks
+# all the parameters in order and copies each one's values out of its owner's
+# row, keeping one read position per row.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "zero-step", "locked": false, "schema_version": 3, "solution": true}
 #| export distributed.zero
-class ZeroRedundancyOptimizer(Optimizer):
+class ZeroRedundancyOptimizer(_ShardedCheckpoints):
     """Wrap an optimizer class so that each rank keeps state only for its share of the parameters.
 
     ZeroRedundancyOptimizer(model.parameters(), optimizer_class=AdamW, lr=1e-3, ...). After each rank
@@ -1214,6 +1058,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         if len(dtypes) > 1:
             raise TypeError(f"ZeroRedundancyOptimizer: parameters of one dtype expected, got {sorted(map(str, dtypes))}")
         self._owner = partition_parameters(self._all, self._pg.size)
+        ### BEGIN SOLUTION
         owner = {id(p): o for p, o in zip(self._all, self._owner)}
         self._local_groups, local = [], []
         for i, g in enumerate(self.param_groups):
@@ -1224,21 +1069,23 @@ class ZeroRedundancyOptimizer(Optimizer):
         self.optim = optimizer_class(local, **defaults) if local else None
         self._shard_sizes = [sum(p.data.size for p, o in zip(self._all, self._owner) if o == r)
                              for r in range(self._pg.size)]
+        ### END SOLUTION
 
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            loss = closure()
+        loss = closure() if closure is not None else None
+        ### BEGIN SOLUTION
         if self.optim is not None:
             for local, i in zip(self.optim.param_groups, self._local_groups):
-                local.update({k: v for k, v in self.param_groups[i].items() if k != "params"})  # lr schedules
+                local.update({k: v for k, v in self.param_groups[i].items() if k != "params"})
             self.optim.step()
         self._all_gather_parameters()
+        ### END SOLUTION
         return loss
 
     def _all_gather_parameters(self):
         """Every rank sends its updated share; everyone copies all shares into its parameters."""
         xp, width, size = get_xp(self._all[0]._device), max(self._shard_sizes), self._pg.size
+        ### BEGIN SOLUTION
         shard = xp.zeros(width, dtype=self._all[0].data.dtype)
         mine = [p for p, o in zip(self._all, self._owner) if o == self._pg.rank]
         if mine:
@@ -1250,51 +1097,78 @@ class ZeroRedundancyOptimizer(Optimizer):
         for p, o in zip(self._all, self._owner):
             p.data[...] = gathered[o, cursor[o]:cursor[o] + p.data.size].reshape(p.data.shape)
             cursor[o] += p.data.size
+        ### END SOLUTION
 
-    def state_dict(self):
-        full = super().state_dict()  # param_groups with global indices; state is empty here
-        local = self.optim.state_dict()["state"] if self.optim is not None else {}
-        index = {id(p): i for i, p in enumerate(self._all)}
-        mine = [p for i in self._local_groups for p in self.param_groups[i]["params"]
-                if self._owner[index[id(p)]] == self._pg.rank]
-        ours = {index[id(mine[int(k)])]: v for k, v in local.items()}
-        for part in self._pg.all_gather_object(ours):
-            full["state"].update(part)
-        full["state"] = dict(sorted(full["state"].items()))
-        return full
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
-        if self.optim is None:
-            return
-        index = {id(p): i for i, p in enumerate(self._all)}
-        mine = [p for i in self._local_groups for p in self.param_groups[i]["params"]
-                if self._owner[index[id(p)]] == self._pg.rank]
-        state = {k: state_dict["state"][index[id(p)]] for k, p in enumerate(mine)
-                 if index[id(p)] in state_dict["state"]}
-        groups = [dict({k: v for k, v in self.param_groups[i].items() if k != "params"},
-                       params=list(range(start, start + len(lg["params"]))))
-                  for (i, lg, start) in _starts(self._local_groups, self.optim.param_groups)]
-        self.optim.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _starts(group_ids, local_groups):
-    start = 0
-    for i, lg in zip(group_ids, local_groups):
-        yield i, lg, start
-        start += len(lg["params"])
-
-
-# %%
-zero = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=AdamW, lr=1e-2)
-zero.step()
-print("ZeRO-1 on one rank: owns", len(zero.optim.param_groups[0]["params"]), "parameters")
 
 # %% [markdown]
-# ## 7. What it costs
+# <details><summary>Hint 1</summary>`__init__`: filter each group by owner.
+# `step`: sync settings, step your share, gather. `_all_gather_parameters`:
+# pack, all-gather, unpack.</details>
+# <details><summary>Hint 2</summary>A dict from `id(p)` to its owner makes the
+# filter easy; `dict(g, params=...)` copies a group with new params. Settings:
+# every key of the global group except `"params"`. Packing: `xp.concatenate` of the owned parameters'
+# `.data.reshape(-1)` into the front of a zero vector of `width` values.
+# Unpacking: parameter p owned by rank o takes the next `p.data.size` values
+# of row o.</details>
+# <details><summary>Hint 3</summary>`__init__`: a loop over
+# `enumerate(self.param_groups)` that appends to `local` and
+# `self._local_groups` when the owned list is non-empty; `self._shard_sizes`
+# is a list of n sums. `step`: under `if self.optim is not None`,
+# a loop over `zip(self.optim.param_groups, self._local_groups)` that calls
+# `.update(...)`, then `self.optim.step()`; then `self._all_gather_parameters()`.
+# Gather: `shard` (width,), `gathered = xp.empty((size, width))`,
+# the group's `all_gather` into it, a `cursor` list with one position per
+# rank, and `p.data[...] = <slice of row o>.reshape(p.data.shape)`.</details>
+
+# %% nbgrader={"grade": true, "grade_id": "test-zero-step", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+shapes = [(6, 4), (4,), (3, 6), (3,), (5,)]
+inits = [np.random.default_rng(i).standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)]
+grads = [[np.random.default_rng(100 + 10 * k + i).standard_normal(s).astype(np.float32)
+          for i, s in enumerate(shapes)] for k in range(3)]
+
+
+def _train(make_optimizer):
+    params = [tt.tensor(v, requires_grad=True) for v in inits]
+    opt = make_optimizer(params)
+    for step_grads in grads:  # the same (already averaged) gradients on every rank, as DDP leaves them
+        for p, g in zip(params, step_grads):
+            p.grad = tt.tensor(g)
+        opt.step()
+    return [p.numpy() for p in params], opt
+
+
+def _zero_rank():
+    params, opt = _train(lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1))
+    owned = sum(len(g["params"]) for g in opt.optim.param_groups) if opt.optim is not None else 0
+    return params, owned
+
+
+expected, _ = _train(lambda ps: AdamW(ps, lr=0.1, weight_decay=0.1))
+ranks = ThreadGroup.run(2, _zero_rank)
+assert [owned for _, owned in ranks] == [2, 3], (
+    f"each rank's own AdamW must hold only its share of the 5 parameters, got {[o for _, o in ranks]}")
+for rank, (params, _) in enumerate(ranks):
+    for i, (got, want) in enumerate(zip(params, expected)):
+        assert got.shape == want.shape, f"rank {rank}: parameter {i} has shape {got.shape}, expected {want.shape}"
+        assert np.allclose(got, want, atol=1e-5), (
+            f"rank {rank}: parameter {i} differs from plain AdamW after 3 steps (stepped only your share? gathered?)")
+### BEGIN HIDDEN TESTS
+alone, _ = _train(lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1))
+assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(alone, expected)), "world size 1: ZeRO equals AdamW"
+### END HIDDEN TESTS
+print("ZeroRedundancyOptimizer.step: ok")
+
+# %% [markdown]
+# **Cost.** Per step, on top of DDP's all-reduce, one all-gather of the
+# parameters: (n−1)/n of the parameter bytes sent per rank, plus at most one
+# parameter of padding. Memory saved: 8(n−1)/n bytes per parameter of Adam
+# state on each rank. (ZeRO-2 and -3 in module 13 also shard the gradients and
+# the weights; then DDP's all-reduce becomes a reduce-scatter.)
 #
-# Numbers from this notebook's own code. First, the bandwidth model for the GPT
-# of module 09 (the `small` preset): its gradients are N float32 values.
+# ## 5. What it costs, measured
+#
+# First the models above, for the GPT of module 09 at the size its lesson
+# trains: N float32 gradient values per step.
 
 # %%
 from tinytorch.models import GPT, GPTConfig
@@ -1304,52 +1178,33 @@ gpt = GPT(cfg)
 n_params = sum(p.data.size for p in gpt.parameters())
 grad_mb = n_params * 4 / 2 ** 20
 for n in (2, 4, 8):
-    print(f"n={n}: ring all-reduce sends {2 * (n - 1) / n * grad_mb:.2f} MB per rank per step "
-          f"(gradients {grad_mb:.2f} MB); DDP memory {16 * n_params / 2**20:.1f} MB/rank, "
-          f"ZeRO-1 {(8 + 8 / n) * n_params / 2**20:.1f}, ZeRO-2 {(4 + 12 / n) * n_params / 2**20:.1f}, "
-          f"ZeRO-3 {16 / n * n_params / 2**20:.1f}")
+    print(f"n={n}: ring sends {2 * (n - 1) / n * grad_mb:.2f} MB per rank per step (gradients {grad_mb:.2f} MB); "
+          f"MB per rank: DDP {16 * n_params / 2**20:.1f}, ZeRO-1 {(8 + 8 / n) * n_params / 2**20:.1f}")
 
 # %% [markdown]
-# Second, DDP's own overhead at world size 1 — the identity ops, the bucket
-# copies, a no-op all-reduce — against the plain training step. (With more
-# ranks the communication adds to this; `bench/ddp.py` measures 2 ranks. On
-# the course machine — 2 CPU cores shared with other work, MPI over shared
-# memory — the 3.2 MB of this GPT's gradients took 2.9 ms to all-reduce
-# between 2 ranks, about 1.1 GB/s by the ring model, against a ~150 ms step:
-# communication is 2% of the step, and the 2 ranks processed 1.46× the tokens
-# per second of one.)
-
-# %%
-from tinytorch.nn.functional import cross_entropy
-
-idx = tt.tensor(np.random.default_rng(0).integers(0, 65, (4, 64)), dtype=tt.int64)
-
-
-def step_time(net, repeats=3):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        logits, _ = net(idx)
-        cross_entropy(logits.view(-1, 65), idx.view(-1)).backward()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-plain = step_time(gpt)
-wrapped = step_time(DistributedDataParallel(gpt))
-print(f"forward+backward: plain {plain * 1e3:.1f} ms, DDP at world size 1 {wrapped * 1e3:.1f} ms "
-      f"({(wrapped / plain - 1) * 100:+.1f}%)")
+# DDP's own overhead at world size 1 — the identity ops, the bucket
+# bookkeeping, a no-op all-reduce — is a few percent of a training step
+# (`bench/ddp.py` measures it, and 2 real ranks). On the course machine
+# (2 shared CPU cores, MPI over shared memory) the 3.2 MB of this GPT's
+# gradients took 2.9 ms to all-reduce between 2 ranks, against a ~150 ms
+# step: communication was 2 % of the step, and 2 ranks processed 1.46× the
+# tokens per second of one.
 
 # %% [markdown]
 # ## Summary
 #
-# - Data parallelism = same weights everywhere + averaged gradients; one
+# - Data parallelism = the same weights everywhere + averaged gradients: one
 #   all-reduce of all gradients per step.
-# - The ring all-reduce sends 2(n−1)/n of the data per rank: bandwidth-optimal,
-#   independent of n.
+# - The ring all-reduce (reduce-scatter, then all-gather) sends 2(n−1)/n of
+#   the data per rank: bandwidth-optimal, whatever n. Even/odd ordering of
+#   send and receive keeps it from deadlocking.
+# - The distributed sampler gives each rank an equal, disjoint shard of one
+#   shared permutation, seeded by (seed, epoch).
 # - DDP hides most of the communication behind backward by reducing buckets
-#   as soon as they are complete; `no_sync` skips it for accumulation steps.
-# - ZeRO-1 cuts the optimizer state to 1/n per rank for one extra all-gather.
+#   as soon as they are complete, in the same order on every rank; `no_sync`
+#   skips it for accumulation steps.
+# - ZeRO-1 cuts the optimizer state to 1/n per rank for one all-gather of the
+#   parameters per step.
 #
 # Run it for real: `tito run --nproc 2 your_script.py`, or
 # `tito train gpt --nproc 2`.

@@ -1,4 +1,4 @@
-"""Module 11 in one process: world size 1, and n ranks as threads (ThreadGroup) for the ring.
+"""Module 11 in one process: world size 1, and n ranks as threads (ThreadGroup): ring, DDP, ZeRO.
 
 The checks with real ranks (MPI) are in tests/distributed/ (marker `distributed`)."""
 
@@ -9,7 +9,7 @@ import tinytorch as tt
 import tinytorch.distributed as dist
 from tinytorch.distributed.ring import ring_all_reduce
 from tinytorch.models import GPT, GPTConfig
-from tinytorch.nn import Linear, Module
+from tinytorch.nn import Linear, Module, Sequential
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.optim import AdamW
 
@@ -134,3 +134,91 @@ def test_distributed_sampler_shards_and_reshuffles():
     assert list(sampler) == first, "the order depends only on (seed, epoch)"
     with pytest.raises(ValueError, match="rank 3"):
         dist.DistributedSampler(list(range(9)), num_replicas=3, rank=3)
+
+
+def test_thread_group_collectives():
+    def rank_main():
+        rank, n = dist.get_rank(), dist.get_world_size()
+        total, mean, top = (tt.tensor([float(rank + 1)] * 2) for _ in range(3))
+        dist.all_reduce(total)
+        dist.all_reduce(mean, dist.ReduceOp.AVG)
+        dist.all_reduce(top, dist.ReduceOp.MAX)
+        b = tt.tensor([float(rank)])
+        dist.broadcast(b, src=2)
+        gathered = [tt.zeros(1) for _ in range(n)]
+        dist.all_gather(gathered, tt.tensor([float(rank * 10)]))
+        part = tt.zeros(2)
+        dist.reduce_scatter(part, [tt.tensor([1.0, 2.0]) * (k + 1) for k in range(n)])
+        objects = []
+        dist.all_gather_object(objects, {"rank": rank})
+        return total.tolist(), mean.tolist(), top.tolist(), b.tolist(), [g.item() for g in gathered], \
+            part.tolist(), objects
+
+    for rank, got in enumerate(dist.ThreadGroup.run(3, rank_main)):
+        total, mean, top, b, gathered, part, objects = got
+        assert total == [6.0, 6.0] and mean == [2.0, 2.0] and top == [3.0, 3.0] and b == [2.0]
+        assert gathered == [0.0, 10.0, 20.0]
+        assert part == [3.0 * (rank + 1), 6.0 * (rank + 1)], "rank r gets the sum of everyone's input_list[r]"
+        assert objects == [{"rank": 0}, {"rank": 1}, {"rank": 2}]
+
+
+def test_thread_group_reraises_a_ranks_own_error():
+    def rank_main():
+        if dist.get_rank() == 1:
+            raise KeyError("rank 1 broke")
+        dist.recv(tt.zeros(1), 1)  # would wait for rank 1: must stop when rank 1 fails
+
+    with pytest.raises(KeyError, match="rank 1 broke"):
+        dist.ThreadGroup.run(2, rank_main, timeout=10.0)
+
+
+def _mlp_copies(k):
+    """k small MLPs with the same weights (built here: Python's threads share one random generator)."""
+    tt.manual_seed(3)
+    nets = [Sequential(Linear(5, 7), Linear(7, 2)) for _ in range(k)]
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    return nets
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ddp_on_thread_ranks_equals_one_process_on_the_whole_batch(n):
+    nets = _mlp_copies(n + 1)
+    x = tt.randn(2 * n, 5)
+
+    def rank_main():
+        rank = dist.get_rank()
+        ddp = dist.DistributedDataParallel(nets[rank], bucket_cap_mb=64 / 2 ** 20)
+        (ddp(x[2 * rank:2 * rank + 2]) ** 2).mean().backward()
+        return len(ddp.buckets), [p.grad.numpy() for p in nets[rank].parameters()]
+
+    results = dist.ThreadGroup.run(n, rank_main)
+    (nets[n](x) ** 2).mean().backward()
+    for buckets, grads in results:
+        assert buckets > 1
+        for p, g in zip(nets[n].parameters(), grads):
+            np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_zero_on_thread_ranks_equals_adamw_and_consolidates_its_state():
+    inits = [np.random.default_rng(i).standard_normal(s).astype(np.float32) for i, s in enumerate([(4, 3), (3,), (5,)])]
+
+    def train(make):
+        params = [tt.tensor(v, requires_grad=True) for v in inits]
+        opt = make(params)
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = tt.tensor(np.random.default_rng([step, i]).standard_normal(p.shape).astype(np.float32))
+            opt.step()
+        return [p.numpy() for p in params], opt.state_dict()
+
+    expected, plain_state = train(lambda ps: AdamW(ps, lr=0.1))
+    results = dist.ThreadGroup.run(2, train, lambda ps: dist.ZeroRedundancyOptimizer(ps, optimizer_class=AdamW,
+                                                                                        lr=0.1))
+    for params, state in results:
+        for got, want in zip(params, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        assert sorted(state["state"]) == sorted(plain_state["state"]), "every parameter's state, from both ranks"
+        for k, entry in plain_state["state"].items():
+            np.testing.assert_allclose(np.asarray(state["state"][k]["exp_avg"]), np.asarray(entry["exp_avg"]),
+                                       rtol=1e-6, atol=1e-7)

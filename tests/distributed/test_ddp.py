@@ -44,10 +44,13 @@ def reference():
 def test_two_ranks_equal_one_process_with_twice_the_batch(two_ranks, reference, mode):
     results = two_ranks["check_equivalence"]
     assert int(results[f"{mode}/buckets"]) > 1, "the test model should be split into several buckets"
+    # no_sync sums two half-batch gradients where the reference takes one whole batch: float32 rounding
+    # differs even in one process, and 20 Adam steps carry it (a sum-for-mean bug would be ~1e-2)
+    tolerance = 1e-5 if mode == "no_sync" else 1e-6
     for name, expected in reference.items():
         got = results[f"{mode}/{name}"]
         worst = float(np.max(np.abs(got - expected)))
-        assert worst <= 1e-6, f"{mode}: parameter {name} differs from the 1-process run by {worst:.3g} after 20 steps"
+        assert worst <= tolerance, f"{mode}: parameter {name} differs from the 1-process run by {worst:.3g} after 20 steps"
 
 
 def test_gradients_are_averaged_not_summed(two_ranks):

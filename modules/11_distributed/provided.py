@@ -1,0 +1,813 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 11 — provided code: process groups and collectives
+#
+# The lesson (`distributed.py`) builds data parallelism *on top of* a process
+# group: the set of ranks and the collectives between them. This file is that
+# plumbing, ready-made. Nothing here is an exercise; read it when you want to
+# know how a collective reaches MPI or NCCL.
+#
+# - `init_process_group(backend)`: `"nccl"` (CuPy, one GPU per rank), `"mpi"`
+#   (`mpi4py`, CPU processes), `"single"` (world size 1), or `"auto"`.
+# - The collectives `all_reduce`, `broadcast`, `all_gather`, `reduce_scatter`,
+#   `send`/`recv`, `all_gather_object`, on tensors, in place.
+# - `ThreadGroup.run(n, fn)`: n ranks as threads of one process, for tests.
+# - Fault handling: a rank that raises aborts the job; every wait has a
+#   deadline (`DistributedTimeoutError`).
+# - Conveniences the lesson's `DistributedDataParallel` and
+#   `ZeroRedundancyOptimizer` inherit (checks, `no_sync`, checkpoints).
+
+# %%
+#| default_exp distributed.process_group
+
+# %%
+#| export
+"""Process groups and collectives: MPI between CPU processes, NCCL between GPUs, or one process."""
+import os
+import sys
+import threading
+import time
+import queue
+import traceback
+
+import numpy as np
+
+from tinytorch.core.backend import get_xp, to_device
+from tinytorch.core.tensor import Tensor
+
+# %% [markdown]
+# ## Reduce ops, timeouts, and `Work`
+#
+# A collective waits for every rank; if one rank dies, the others would wait
+# forever. So every wait has a deadline (default 300 s, or
+# `TINYTORCH_DIST_TIMEOUT`), and an async collective returns a `Work` whose
+# `wait()` polls against it.
+
+# %%
+#| export
+class ReduceOp:
+    """How `all_reduce` combines the ranks' values."""
+    SUM = "sum"
+    AVG = "avg"
+    MAX = "max"
+
+
+class DistributedTimeoutError(RuntimeError):
+    """A collective or send/recv waited longer than the process group's timeout."""
+
+
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # MPICH's hydra, Open MPI
+_DEFAULT_TIMEOUT = 300.0
+
+
+def launched_world_size():
+    """The number of ranks an MPI launcher started (1 when there is no launcher)."""
+    for name in _LAUNCHER_SIZE_VARS:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 1
+
+
+def _default_timeout():
+    return float(os.environ.get("TINYTORCH_DIST_TIMEOUT", _DEFAULT_TIMEOUT))
+
+
+def _check_op(op, array):
+    if op not in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.MAX):
+        raise ValueError(f"unknown reduce op {op!r}: use ReduceOp.SUM, ReduceOp.AVG or ReduceOp.MAX")
+    if op == ReduceOp.AVG and array.dtype.kind not in "fc":
+        raise TypeError(f"ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
+
+
+class Work:
+    """A collective in flight: `wait()` blocks until it is done (or the timeout passes)."""
+
+    def __init__(self, is_done=None, finish=None, what="", timeout=None):
+        self._is_done, self._finish, self.what = is_done, finish, what
+        self.timeout = _default_timeout() if timeout is None else timeout
+
+    def wait(self):
+        if self._is_done is not None:
+            deadline, spins = time.monotonic() + self.timeout, 0
+            while not self._is_done():
+                spins += 1
+                if spins > 200:  # a busy machine: let the other ranks run
+                    time.sleep(0.0002)
+                if time.monotonic() > deadline:
+                    raise DistributedTimeoutError(
+                        f"{self.what} did not finish within {self.timeout:g} s: another rank crashed, hangs, "
+                        f"or called a different collective. Raise the limit with "
+                        f"init_process_group(timeout=...) or TINYTORCH_DIST_TIMEOUT")
+            self._is_done = None
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            finish()
+        return True
+
+
+_DONE = Work()
+
+
+# %%
+#| export
+class SingleProcessGroup:
+    """World size 1: every collective leaves the data as it is (a copy where the output is separate)."""
+
+    backend, rank, size, local_rank = "single", 0, 1, 0
+
+    def __init__(self, timeout=None):
+        self.timeout = _default_timeout() if timeout is None else timeout
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        _check_op(op, array)
+        return _DONE
+
+    def broadcast(self, array, src=0):
+        _check_rank(src, 1)
+
+    def all_gather(self, out, array):
+        out[...] = array.reshape(out.shape)
+
+    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
+        _check_op(op, array)
+        out[...] = array.reshape(out.shape)
+
+    def send(self, array, dst):
+        raise RuntimeError("send: a world of size 1 has no other rank; start several with tito run --nproc N")
+
+    recv = send
+
+    def barrier(self):
+        pass
+
+    def all_gather_object(self, obj):
+        return [obj]
+
+    def close(self):
+        pass
+
+
+def _check_rank(rank, size):
+    if not 0 <= rank < size:
+        raise ValueError(f"rank {rank} is out of range for a world of size {size}")
+
+
+# %%
+#| export
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise RuntimeError(f"the MPI backend needs mpi4py and an MPI library ({err}): "
+                           f"pip install -e '.[dist]' (mpi4py + mpich)") from None
+    return MPI
+
+
+class MPIGroup:
+    """Ranks as MPI processes; collectives are mpi4py's buffer calls on NumPy arrays."""
+
+    backend = "mpi"
+
+    def __init__(self, timeout=None):
+        MPI = _import_mpi()
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self.timeout = _default_timeout() if timeout is None else timeout
+        self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.MAX: MPI.MAX}
+
+    def _work(self, request, what, finish=None, async_op=False):
+        work = Work(request.Test, finish, f"{what} (rank {self.rank} of {self.size})", self.timeout)
+        return work if async_op else work.wait()
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        _check_op(op, array)
+        host = _host_contiguous(array)
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, self._ops[op])
+
+        def finish():
+            if op == ReduceOp.AVG and self.size > 1:
+                host[...] /= self.size
+            _copy_back(host, array)
+        return self._work(request, "all_reduce", finish, async_op)
+
+    def broadcast(self, array, src=0):
+        _check_rank(src, self.size)
+        host = _host_contiguous(array)
+        self._work(self.comm.Ibcast(host, root=src), "broadcast", lambda: _copy_back(host, array))
+
+    def all_gather(self, out, array):
+        host_out, host_in = _host_contiguous(out), _host_contiguous(array)
+        self._work(self.comm.Iallgather(host_in, host_out), "all_gather", lambda: _copy_back(host_out, out))
+
+    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
+        _check_op(op, array)
+        host_out, host_in = _host_contiguous(out), _host_contiguous(array)
+
+        def finish():
+            if op == ReduceOp.AVG:
+                host_out[...] /= self.size
+            _copy_back(host_out, out)
+        request = self.comm.Ireduce_scatter_block(host_in, host_out, self._ops[op])
+        self._work(request, "reduce_scatter", finish)
+
+    def send(self, array, dst):
+        _check_rank(dst, self.size)
+        self._work(self.comm.Isend(_host_contiguous(array), dest=dst), f"send to rank {dst}")
+
+    def recv(self, array, src):
+        _check_rank(src, self.size)
+        host = _host_contiguous(array)
+        self._work(self.comm.Irecv(host, source=src), f"recv from rank {src}", lambda: _copy_back(host, array))
+
+    def barrier(self):
+        self._work(self.comm.Ibarrier(), "barrier")
+
+    def all_gather_object(self, obj):
+        return self.comm.allgather(obj)  # small Python objects (shapes, optimizer state): pickled
+
+    def close(self):
+        pass
+
+
+def _host_contiguous(array):
+    """A C-contiguous NumPy array holding `array`'s values (itself when it already is one)."""
+    if isinstance(array, np.ndarray) and array.flags.c_contiguous:
+        return array
+    return np.ascontiguousarray(to_device(array, "cpu") if not isinstance(array, np.ndarray) else array)
+
+
+def _copy_back(host, array):
+    if host is not array:
+        array[...] = _xp_of(array).asarray(host).reshape(array.shape)
+
+
+def _xp_of(array):
+    """numpy or cupy: the module that owns `array`."""
+    return np if isinstance(array, np.ndarray) else sys.modules["cupy"]
+
+
+# %% [markdown]
+# The NCCL group has the same interface. Its calls are enqueued on a CUDA
+# stream of their own, so communication runs beside computation; before each
+# call that stream waits for the work already queued on the current stream
+# (the gradient it reads must exist), and `wait()` polls a CUDA event against
+# the timeout (`comm.abort()` frees the GPU if it passes).
+
+# %%
+#| export
+class NCCLGroup:
+    """Ranks as GPUs: NCCL through `cupy.cuda.nccl`; MPI only to start (rank, size, the unique id)."""
+
+    backend = "nccl"
+
+    def __init__(self, timeout=None):
+        import cupy
+        from cupy.cuda import nccl
+        if not nccl.available:
+            raise RuntimeError("the nccl backend needs the NCCL library: pip install nvidia-nccl-cu12 "
+                               "(or -cu13, to match your cupy wheel)")
+        self.cupy, self.nccl = cupy, nccl
+        self.mpi = MPIGroup(timeout) if launched_world_size() > 1 else SingleProcessGroup(timeout)
+        self.rank, self.size, self.local_rank = self.mpi.rank, self.mpi.size, self.mpi.local_rank
+        self.timeout = self.mpi.timeout
+        cupy.cuda.Device(self.local_rank).use()  # this rank's GPU: cuda:local_rank
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        if self.size > 1:
+            uid = self.mpi.comm.bcast(uid, root=0)
+        self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self._ops = {ReduceOp.SUM: nccl.NCCL_SUM, ReduceOp.AVG: nccl.NCCL_SUM, ReduceOp.MAX: nccl.NCCL_MAX}
+        self._types = {np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.float32): nccl.NCCL_FLOAT32,
+                       np.dtype(np.float64): nccl.NCCL_FLOAT64, np.dtype(np.int32): nccl.NCCL_INT32,
+                       np.dtype(np.int64): nccl.NCCL_INT64, np.dtype(np.uint8): nccl.NCCL_UINT8}
+
+    def _dtype(self, array):
+        if not isinstance(array, self.cupy.ndarray):
+            raise TypeError(f"the nccl backend works on tensors on cuda, got a {type(array).__name__}: "
+                            f"move the tensor with .to('cuda:{self.local_rank}')")
+        if not array.flags.c_contiguous:
+            raise ValueError("the nccl backend needs contiguous arrays")
+        if array.dtype not in self._types:
+            raise TypeError(f"NCCL cannot reduce {array.dtype}")
+        return self._types[array.dtype]
+
+    def _launch(self, what, call, finish=None, async_op=False):
+        self.stream.wait_event(self.cupy.cuda.get_current_stream().record())  # inputs are ready
+        call(self.stream.ptr)
+        done = self.stream.record()
+
+        def is_done():
+            self.comm.check_async_error()
+            return done.done
+
+        work = Work(is_done, finish, f"{what} (rank {self.rank} of {self.size})", self.timeout)
+        if async_op:
+            return work
+        try:
+            return work.wait()
+        except DistributedTimeoutError:
+            self.comm.abort()
+            raise
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        _check_op(op, array)
+        kind, ptr = self._dtype(array), array.data.ptr
+
+        def finish():
+            if op == ReduceOp.AVG:
+                array[...] /= self.size
+        return self._launch("all_reduce", lambda s: self.comm.allReduce(ptr, ptr, array.size, kind,
+                                                                       self._ops[op], s), finish, async_op)
+
+    def broadcast(self, array, src=0):
+        _check_rank(src, self.size)
+        kind, ptr = self._dtype(array), array.data.ptr
+        self._launch("broadcast", lambda s: self.comm.broadcast(ptr, ptr, array.size, kind, src, s))
+
+    def all_gather(self, out, array):
+        kind = self._dtype(array)
+        self._dtype(out)
+        self._launch("all_gather", lambda s: self.comm.allGather(array.data.ptr, out.data.ptr, array.size, kind, s))
+
+    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
+        _check_op(op, array)
+        kind = self._dtype(array)
+        self._dtype(out)
+
+        def finish():
+            if op == ReduceOp.AVG:
+                out[...] /= self.size
+        self._launch("reduce_scatter", lambda s: self.comm.reduceScatter(array.data.ptr, out.data.ptr, out.size,
+                                                                         kind, self._ops[op], s), finish)
+
+    def send(self, array, dst):
+        _check_rank(dst, self.size)
+        kind = self._dtype(array)
+        self._launch(f"send to rank {dst}", lambda s: self.comm.send(array.data.ptr, array.size, kind, dst, s))
+
+    def recv(self, array, src):
+        _check_rank(src, self.size)
+        kind = self._dtype(array)
+        self._launch(f"recv from rank {src}", lambda s: self.comm.recv(array.data.ptr, array.size, kind, src, s))
+
+    def barrier(self):
+        self.mpi.barrier()
+
+    def all_gather_object(self, obj):
+        return self.mpi.all_gather_object(obj)
+
+    def close(self):
+        self.stream.synchronize()
+        self.comm.destroy()
+
+
+# %% [markdown]
+# ## Choosing the group
+#
+# `"auto"` means NCCL when CuPy sees a GPU and the NCCL library is there, MPI
+# when `mpi4py` is installed, and a single process otherwise. Without a launcher
+# a script is one process (world size 1), so one training script runs
+# everywhere; `tito run --nproc N script.py` starts N ranks under `mpiexec`.
+
+# %%
+#| export
+_state = threading.local()  # ThreadGroup ranks each see their own group
+_world = {"group": None}
+
+
+def _nccl_usable():
+    try:
+        import cupy
+        from cupy.cuda import nccl
+        return bool(nccl.available) and cupy.cuda.is_available()
+    except Exception:  # cupy missing, or no driver: not usable, and not an error for "auto"
+        return False
+
+
+def _mpi_importable():
+    try:
+        import mpi4py  # noqa: F401  (the package only; MPI starts when mpi4py.MPI is imported)
+        return True
+    except ImportError:
+        return False
+
+
+def init_process_group(backend="auto", timeout=None):
+    """Join the ranks the launcher started ("nccl", "mpi" or "auto"); world size 1 without a launcher.
+
+    `timeout` (seconds, or a datetime.timedelta): how long any collective may wait before it raises
+    DistributedTimeoutError (default 300 s, or TINYTORCH_DIST_TIMEOUT)."""
+    if _world["group"] is not None:
+        raise RuntimeError("init_process_group was already called; call destroy_process_group() first")
+    if hasattr(timeout, "total_seconds"):
+        timeout = timeout.total_seconds()
+    if backend == "auto":
+        backend = "nccl" if _nccl_usable() else "mpi" if _mpi_importable() else "single"
+    launched = launched_world_size()
+    if backend == "single" and launched > 1:
+        raise RuntimeError(f"the launcher started {launched} ranks but mpi4py is not installed: "
+                           f"pip install -e '.[dist]'")
+    groups = {"nccl": NCCLGroup, "mpi": MPIGroup, "single": SingleProcessGroup}
+    if backend not in groups:
+        raise ValueError(f"unknown backend {backend!r}: use 'nccl', 'mpi' or 'auto'")
+    group = groups[backend](timeout)
+    if group.size > 1:
+        _abort_all_ranks_on_error(group)
+    _world["group"] = group
+    return group
+
+
+def _abort_all_ranks_on_error(group):
+    """An uncaught exception on this rank prints its traceback, then stops every rank (no hang)."""
+    previous = sys.excepthook
+    comm = group.mpi.comm if group.backend == "nccl" else group.comm
+
+    def excepthook(kind, value, tb):
+        sys.stderr.write(f"[rank {group.rank}] " + "".join(traceback.format_exception(kind, value, tb)))
+        sys.stderr.flush()
+        if kind is not KeyboardInterrupt:
+            comm.Abort(1)
+        previous(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+
+def _group(group=None):
+    """The group to use: the one passed, this thread's (ThreadGroup), or the default one."""
+    if group is not None:
+        return group
+    if getattr(_state, "group", None) is not None:
+        return _state.group
+    if _world["group"] is None:
+        init_process_group("auto")  # a script that never called it still works
+    return _world["group"]
+
+
+def is_initialized():
+    return _world["group"] is not None
+
+
+def destroy_process_group():
+    if _world["group"] is not None:
+        _world["group"].close()
+        _world["group"] = None
+
+
+def get_rank(group=None):
+    return _group(group).rank
+
+
+def get_world_size(group=None):
+    return _group(group).size
+
+
+def get_local_rank(group=None):
+    """This rank's index on its machine: the GPU it uses is cuda:local_rank."""
+    return _group(group).local_rank
+
+
+def get_backend(group=None):
+    return _group(group).backend
+
+
+def barrier(group=None):
+    _group(group).barrier()
+
+
+# %% [markdown]
+# ## Collectives on tensors
+#
+# Thin wrappers: check the argument, hand the tensor's array to the group.
+
+# %%
+#| export
+def _data(tensor, what):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{what} expects a Tensor, got {type(tensor).__name__}")
+    return tensor.data
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
+    """Combine `tensor` across ranks, in place; with async_op=True returns a Work to wait() on."""
+    work = _group(group).all_reduce(_data(tensor, "all_reduce"), op, async_op=async_op)
+    return work if async_op else None
+
+
+def broadcast(tensor, src=0, group=None):
+    """Copy rank `src`'s tensor into every rank's, in place."""
+    _group(group).broadcast(_data(tensor, "broadcast"), src)
+
+
+def all_gather(tensor_list, tensor, group=None):
+    """Fill tensor_list[k] with rank k's `tensor` (same shape on every rank)."""
+    g = _group(group)
+    array = _data(tensor, "all_gather")
+    if len(tensor_list) != g.size:
+        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for {g.size} ranks")
+    out = _xp_of(array).empty((g.size,) + array.shape, dtype=array.dtype)
+    g.all_gather(out, array)
+    for k, t in enumerate(tensor_list):
+        _data(t, "all_gather")[...] = out[k]
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
+    """output on rank r = the sum (op) over ranks of their input_list[r]."""
+    g = _group(group)
+    if len(input_list) != g.size:
+        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors for {g.size} ranks")
+    out = _data(output, "reduce_scatter")
+    stacked = _xp_of(out).stack([_data(t, "reduce_scatter") for t in input_list])
+    if stacked.shape[1:] != out.shape:
+        raise ValueError(f"reduce_scatter: inputs of shape {tuple(stacked.shape[1:])} for an output "
+                         f"of shape {tuple(out.shape)}")
+    g.reduce_scatter(out, stacked, op)
+
+
+def send(tensor, dst, group=None):
+    _group(group).send(_data(tensor, "send"), dst)
+
+
+def recv(tensor, src, group=None):
+    """Receive into `tensor` (its shape and dtype must match what `src` sends)."""
+    _group(group).recv(_data(tensor, "recv"), src)
+
+
+def all_gather_object(object_list, obj, group=None):
+    """object_list[k] = rank k's `obj` (pickled: for small things such as shapes or state dicts)."""
+    object_list[:] = _group(group).all_gather_object(obj)
+
+
+# %% [markdown]
+# ## `ThreadGroup`: n ranks in one process
+#
+# For lessons and tests: n threads, one rank each; `send`/`recv` through queues
+# and the collectives through a shared table and a barrier. Not for speed
+# (Python threads share one interpreter lock).
+
+# %%
+#| export
+class ThreadGroup:
+    """n ranks as threads of this process: `ThreadGroup.run(n, fn)` returns [fn() on rank 0, ...]."""
+
+    backend = "threads"
+
+    def __init__(self, rank, size, shared, timeout):
+        self.rank, self.size, self.local_rank = rank, size, rank
+        self._shared, self.timeout = shared, timeout
+
+    @classmethod
+    def run(cls, n, fn, *args, timeout=30.0):
+        shared = {"mailboxes": {(a, b): queue.Queue() for a in range(n) for b in range(n)},
+                  "barrier": threading.Barrier(n), "slots": [None] * n}
+        results, errors = [None] * n, [None] * n
+
+        def rank_main(rank):
+            _state.group = cls(rank, n, shared, timeout)
+            try:
+                results[rank] = fn(*args)
+            except BaseException as err:
+                errors[rank] = err
+                shared["barrier"].abort()  # wakes the other ranks: they stop instead of waiting
+            finally:
+                _state.group = None
+
+        threads = [threading.Thread(target=rank_main, args=(r,), daemon=True) for r in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout + 5)
+        for rank, err in enumerate(errors):
+            if err is not None and not isinstance(err, threading.BrokenBarrierError):
+                if hasattr(err, "add_note"):  # Python 3.11+
+                    err.add_note(f"(raised on rank {rank} of {n} in ThreadGroup.run)")
+                raise err  # the rank's own exception: a failed assert reads as itself
+        return results
+
+    def send(self, array, dst):
+        _check_rank(dst, self.size)
+        self._shared["mailboxes"][(self.rank, dst)].put(array.copy())
+
+    def recv(self, array, src):
+        _check_rank(src, self.size)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                received = self._shared["mailboxes"][(src, self.rank)].get(timeout=0.02)
+                break
+            except queue.Empty:
+                if self._shared["barrier"].broken:  # another rank failed: stop waiting
+                    raise threading.BrokenBarrierError from None
+                if time.monotonic() > deadline:
+                    raise DistributedTimeoutError(f"recv from rank {src} waited more than {self.timeout:g} s") from None
+        if received.shape != array.shape:
+            raise ValueError(f"recv: rank {src} sent shape {received.shape}, this buffer is {array.shape}")
+        array[...] = received
+
+    def barrier(self):
+        self._shared["barrier"].wait(self.timeout)
+
+    def _everyone(self, value):
+        """Every rank's `value`, in rank order. Collective: every rank must call it, in the same order."""
+        slots = self._shared["slots"]
+        slots[self.rank] = value
+        self.barrier()
+        values = list(slots)
+        self.barrier()  # nobody overwrites a slot before everyone has read it
+        return values
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        _check_op(op, array)
+        values = self._everyone(array.copy())
+        total = np.maximum.reduce(values) if op == ReduceOp.MAX else np.sum(values, axis=0)
+        array[...] = total / self.size if op == ReduceOp.AVG else total
+        return _DONE if async_op else True
+
+    def broadcast(self, array, src=0):
+        _check_rank(src, self.size)
+        array[...] = self._everyone(array.copy())[src]
+
+    def all_gather(self, out, array):
+        out[...] = np.stack(self._everyone(array.copy())).reshape(out.shape)
+
+    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
+        full = array.reshape(self.size, -1).copy()
+        self.all_reduce(full, op)
+        out[...] = full[self.rank].reshape(out.shape)
+
+    def all_gather_object(self, obj):
+        return self._everyone(obj)
+
+    def close(self):
+        pass
+
+
+# %% [markdown]
+# ## What `DistributedDataParallel` inherits
+#
+# The lesson writes DDP's bucket logic: what happens when a gradient is ready.
+# Around it sit checks and conveniences, here in a base class:
+#
+# - construction: every rank must have the same parameters (names, shapes,
+#   dtypes), and rank 0's values are broadcast so that all copies start equal;
+# - the "gradient ready" signal: during `forward`, each parameter is read
+#   through an identity op whose backward runs once that parameter's whole
+#   gradient is known, and calls `self._grad_ready(param, g)` (the lesson's);
+# - a clear error when the last backward left some parameter without a
+#   gradient (its bucket would never be reduced);
+# - `no_sync()`, `state_dict()` without a `module.` prefix, and attribute
+#   access that reaches the wrapped model (`ddp.config`).
+
+# %%
+#| export distributed.ddp
+"""DistributedDataParallel: gradients averaged across ranks in buckets, during backward."""
+import contextlib
+
+from tinytorch.core.autograd import is_grad_enabled
+from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import from_op
+from tinytorch.distributed.process_group import ReduceOp, _group
+from tinytorch.nn import Module
+
+
+class _DataParallelBase(Module):
+    """Checks, the gradient-ready signal and conveniences of DistributedDataParallel (see the lesson)."""
+
+    def __init__(self, module, broadcast_buffers=True, process_group=None):
+        super().__init__()
+        self.module = module
+        self._pg = _group(process_group)
+        self._names = {id(p): name for name, p in module.named_parameters()}
+        self._check_same_shapes()
+        for t in list(module.parameters()) + (list(module.buffers()) if broadcast_buffers else []):
+            self._pg.broadcast(t.data, 0)  # every copy starts from rank 0's values
+        # (module, attribute, Parameter) of every trainable parameter: forward shadows them
+        self._slots = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
+                       if p is not None and p.requires_grad]
+        self.require_backward_grad_sync = True
+
+    def _check_same_shapes(self):
+        mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters()]
+        for rank, theirs in enumerate(self._pg.all_gather_object(mine)):
+            if theirs != mine:
+                diff = next((f"{a} vs {b}" for a, b in zip(mine, theirs) if a != b),
+                            f"{len(mine)} vs {len(theirs)} parameters")
+                raise ValueError(f"DistributedDataParallel: rank {self._pg.rank} and rank {rank} have different "
+                                 f"parameters ({diff}); every rank must build the same model")
+
+    def forward(self, *args, **kwargs):
+        if not is_grad_enabled():
+            return self.module(*args, **kwargs)
+        self._check_last_backward()
+        self._start_backward()
+        signals = {}
+        try:
+            for m, name, p in self._slots:
+                if id(p) not in signals:  # a tied weight gets one signal, read from both places
+                    signals[id(p)] = self._ready_signal(p)
+                object.__setattr__(m, name, signals[id(p)])  # shadows the Parameter for this call only
+            return self.module(*args, **kwargs)
+        finally:
+            for m, name, p in self._slots:
+                object.__setattr__(m, name, p)
+
+    def _ready_signal(self, param):
+        """Identity on `param`; the engine calls its backward once param's whole gradient of this pass is known."""
+        def grad_ready_backward(g):
+            self._grad_ready(param, g)
+            return (None,)  # _grad_ready stored the gradient itself
+        return from_op(param.data, param._device, (param,), grad_ready_backward)
+
+    def _check_last_backward(self):
+        started = any(b.pending < len(b.params) for b in self.buckets)
+        if self.require_backward_grad_sync and started and self._next_bucket < len(self.buckets):
+            missing = [self._names.get(id(p), "?") for b in self.buckets[self._next_bucket:]
+                       for p in b.params][:8]
+            raise RuntimeError(f"DistributedDataParallel: the last backward gave no gradient to some parameters "
+                               f"(among {missing}), so their gradients were never averaged. Every parameter that "
+                               f"requires grad must take part in the loss; freeze unused ones (requires_grad=False)")
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside only accumulate gradients locally; the next one outside averages the sum."""
+        previous, self.require_backward_grad_sync = self.require_backward_grad_sync, False
+        try:
+            yield
+        finally:
+            self.require_backward_grad_sync = previous
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict, strict=True):
+        return self.module.load_state_dict(state_dict, strict)
+
+    def __getattr__(self, name):
+        modules = self.__dict__.get("_modules", {})
+        if "module" in modules and not name.startswith("_"):
+            return getattr(modules["module"], name)  # ddp.config, ddp.generate(...) reach the model
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+# %% [markdown]
+# ## What `ZeroRedundancyOptimizer` inherits
+#
+# Checkpoints. Each rank holds the optimizer state of its share only, but a
+# checkpoint should not depend on the world size: `state_dict()` (collective:
+# every rank calls it) gathers every rank's share into the plain optimizer's
+# format, and `load_state_dict` keeps the part this rank owns. So a checkpoint
+# moves between ZeRO and a plain `AdamW`, and between world sizes.
+
+# %%
+#| export distributed.zero
+"""ZeroRedundancyOptimizer (ZeRO stage 1): each rank keeps and steps the optimizer state of its share."""
+from tinytorch.optim import Optimizer
+
+
+class _ShardedCheckpoints(Optimizer):
+    """state_dict/load_state_dict of ZeroRedundancyOptimizer: the whole state, in the wrapped optimizer's format.
+
+    Uses the lesson's attributes: self._all (every parameter), self._owner (rank of each),
+    self._local_groups (indices of the param_groups this rank has a share of), self.optim."""
+
+    def _mine(self):
+        index = {id(p): i for i, p in enumerate(self._all)}
+        mine = [p for i in self._local_groups for p in self.param_groups[i]["params"]
+                if self._owner[index[id(p)]] == self._pg.rank]
+        return index, mine
+
+    def state_dict(self):
+        full = super().state_dict()  # param_groups with global indices; state is empty here
+        local = self.optim.state_dict()["state"] if self.optim is not None else {}
+        index, mine = self._mine()
+        ours = {index[id(mine[int(k)])]: v for k, v in local.items()}
+        for part in self._pg.all_gather_object(ours):
+            full["state"].update(part)
+        full["state"] = dict(sorted(full["state"].items()))
+        return full
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        if self.optim is None:
+            return
+        index, mine = self._mine()
+        state = {k: state_dict["state"][index[id(p)]] for k, p in enumerate(mine)
+                 if index[id(p)] in state_dict["state"]}
+        groups, start = [], 0
+        for i, local in zip(self._local_groups, self.optim.param_groups):
+            settings = {k: v for k, v in self.param_groups[i].items() if k != "params"}
+            groups.append(dict(settings, params=list(range(start, start + len(local["params"])))))
+            start += len(local["params"])
+        self.optim.load_state_dict({"state": state, "param_groups": groups})
