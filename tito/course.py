@@ -31,7 +31,7 @@ from rich.table import Table
 from tito import grading
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
-    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, read_notebook,
+    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, list_modules, read_notebook,
     name_stubs, select_modules, strip_solutions, to_notebook,
 )
 
@@ -59,7 +59,7 @@ def _course(path: Path) -> Path:
 
 def generate_modules(root: Path, course: Path, modules: list[ModuleFile]) -> None:
     grading.init_course(course)
-    grading.snapshot_modules(course, root, modules)
+    grading.snapshot_modules(course, root, list_modules(root))  # a module is graded against all earlier ones
     nb_api = grading.api(course)
     for module in modules:
         read_notebook(module)  # clean file:line errors before nbgrader sees it

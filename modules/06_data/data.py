@@ -14,280 +14,207 @@
 # %% [markdown]
 # # Module 06 — Data
 #
-# A model learns from **batches**: a few dozen samples at a time, in a fresh
-# random order every epoch. This module builds the pipeline that feeds it, with
-# PyTorch's names and semantics:
+# A model learns from **batches**: a few dozen samples at a time, in a fresh random
+# order every epoch. A language model also needs its text turned into integers first.
+# This module builds both pipelines, with PyTorch's names and semantics:
 #
-# - `Dataset` (what one sample is), `DataLoader` (how samples become batches),
-#   samplers (in which order), `default_collate` (how a list of samples becomes
-#   one batch of tensors), `Subset`, `random_split`, `ConcatDataset`;
-# - datasets that work offline: the 8×8 handwritten `digits`, a text corpus for
-#   language modelling, and readers for MNIST and CIFAR-10 files you download;
-# - **tokenizers**, which turn text into the integers a language model reads:
-#   one token per character, and byte-level BPE as in GPT-2.
+# ```
+# dataset[i] ──> sampler (order) ──> batch sampler (groups) ──> collate ──> batch of tensors
+# text ──> tokenizer (characters or byte-pair merges) ──> ids ──> next-token windows
+# ```
 #
-# **You will implement:** `BatchSampler`, `default_collate`, `CharTokenizer`'s
-# `encode`/`decode`, and the two steps of BPE training, `count_pairs` and
-# `merge_pair`. The rest is provided, and worth reading.
+# **You will write:** `random_split`, `RandomSampler`'s shuffling, `BatchSampler`,
+# `default_collate`, the `DataLoader`'s wiring and loop, the character tokenizer, and
+# byte-level BPE: counting pairs, merging a pair, the training loop, the vocabulary,
+# encoding by merge rank, and the next-token windows of `TextDataset`.
 #
-# **Cost to keep in mind:** a training step of a small model takes milliseconds;
-# the data pipeline must cost much less. Python loops over samples are the usual
-# culprit. At the end you measure batching by indexing once versus stacking
-# sample by sample, and tokenizer speed and sequence lengths.
+# **Provided** (in `provided.py`, exported before this lesson): the `Dataset` protocol
+# and `TensorDataset`/`Subset`/`ConcatDataset`, `SequentialSampler`, the helpers that
+# stack a batch's leaves, argument checks with PyTorch's error messages, the built-in
+# datasets and file readers, tokenizer save/load, and GPT-2's pre-tokenizer regex.
+#
+# **Cost to keep in mind:** a training step of a small model takes milliseconds, so the
+# data pipeline must cost much less. Python loops over samples are the usual culprit;
+# the last section measures batching by one fancy index against stacking sample by
+# sample, and tokenizer speed and sequence lengths.
 
 # %%
 #| default_exp data.dataset
 
 # %% [markdown]
-# ## 1. Datasets: what one sample is
-#
-# *Why split "data" in two?* A dataset answers two questions: how many samples
-# are there (`len(ds)`) and what is sample `i` (`ds[i]`). Everything else —
-# order, batch size, shuffling, dropping a ragged last batch, turning samples
-# into tensors — is the same for every dataset, so it lives once, in the
-# `DataLoader`. A new dataset then needs only `__len__` and `__getitem__`.
-#
-# `TensorDataset(x, y)` is the simplest: sample `i` is `(x[i], y[i])`. It also
-# offers `gather(indices)`: a whole batch by **one fancy index per tensor**
-# (`x[[4, 17, 3]]`) instead of `B` separate lookups; section 4 uses it.
-#
-# `Subset` views some indices of a dataset, `random_split` cuts a dataset into
-# random non-overlapping subsets (lengths as counts, or as fractions like
-# `[0.8, 0.2]`), and `ConcatDataset` (also `ds1 + ds2`) chains datasets.
-#
-# *Randomness.* Everything random here takes a `generator`: a
-# `numpy.random.Generator`, an int seed, or `None` — then a seed is drawn from
-# TinyTorch's global generator, so `tt.manual_seed(0)` makes the run
-# reproducible, as `torch.manual_seed` does.
+# The cell below imports what this lesson builds on: the provided dataset classes and
+# generator handling, the samplers' and loader's argument checks, the leaf-stacking
+# helpers, the file and text readers, and the tokenizers' validation and JSON helpers.
 
 # %%
-#| export
-"""Datasets: indexable collections of samples, and ways to split and join them."""
-import bisect
+import heapq
 import math
 import numbers
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 
 import numpy as np
 
-from tinytorch.core.backend import default_generator
-from tinytorch.core.tensor import Tensor
+import tinytorch as tt
+from tinytorch.core.tensor import Tensor, from_numpy
+from tinytorch.data.dataloader import (Sampler, SequentialSampler, _check_batch_sampler, _check_loader_options,
+                                       _check_random_sampler, _numbers_to_batch, _stack_arrays, _stack_tensors,
+                                       default_convert)
+from tinytorch.data.dataset import Dataset, Subset, TensorDataset, _normalize_index, _split_lengths, as_generator
+from tinytorch.data.datasets import _check_text_dataset, _read_text, digits, kjv_text
+from tinytorch.data.tokenizers import (SPLIT_PATTERN, _check_merges, _check_vocab_size, _describe_chars, _id_list,
+                                       _read_json, _save_json)
 
+# %% [markdown]
+# ## 1. Datasets, and a random split
+#
+# *Why split "data" in two?* A dataset answers two questions: how many samples are
+# there (`len(ds)`) and what is sample `i` (`ds[i]`). Everything else (order, batch
+# size, shuffling, dropping a ragged last batch, turning samples into tensors) is the
+# same for every dataset, so it lives once, in the `DataLoader`. A new dataset needs
+# only `__len__` and `__getitem__`.
+#
+# Provided: `TensorDataset(x, y)`, whose sample `i` is `(x[i], y[i])`, with
+# `gather(indices)`, a whole batch by **one fancy index per tensor** (`x[[4, 17, 3]]`)
+# instead of `B` lookups; `Subset(ds, indices)`, a renumbered view of some samples;
+# `ConcatDataset` (also `ds1 + ds2`).
+#
+# *Randomness.* Everything random here takes a `generator`: a `numpy.random.Generator`
+# (used as is), an int seed, or `None`, in which case a seed is drawn from TinyTorch's
+# global generator, so `tt.manual_seed(0)` makes the run repeat, as `torch.manual_seed`
+# does. `as_generator(generator)` turns any of the three into a NumPy Generator.
+#
+# ### `random_split`: hold out data without bias
+#
+# A validation set must be a random sample of the data: files are often sorted (by
+# class, by date, by writer), and cutting the last 20 % of a sorted file tests on a
+# different distribution than the one the model trained on.
+#
+# The math is one permutation. With `n` samples and part sizes `k_1, ..., k_m`
+# (`sum k_j = n`), draw a random permutation `π` of `0..n-1` and give part `j` the
+# positions from `k_1 + ... + k_{j-1}` up to `k_1 + ... + k_j`. Every index lands in
+# exactly one part, and every assignment of indices to parts of these sizes is equally
+# likely.
+#
+# *Worked example.* `n = 5`, sizes `[3, 2]`, permutation `[4, 0, 3, 1, 2]`: the parts are
+# `Subset(ds, [4, 0, 3])` and `Subset(ds, [1, 2])`. Fractions such as `[0.8, 0.2]` are
+# turned into counts first (the provided `_split_lengths`, with PyTorch's rule: floor each,
+# then hand out the remainder one by one from the first part).
+#
+# ### Exercise: `random_split(dataset, lengths, generator=None)`
+#
+# - Hint 1: shuffle the indices once, then cut the shuffled list into consecutive pieces.
+# - Hint 2: part `j` ends at the running sum of the counts up to `j` and starts `count_j`
+#   before that.
+# - Hint 3: `order` = the generator's `permutation(n)` as a Python list; `ends` = the
+#   cumulative sums of `counts`; return one `Subset(dataset, order[start:end])` per part,
+#   in the order of `lengths`.
 
-def as_generator(generator=None):
-    """A NumPy Generator from a Generator (used as is), an int seed, or None (a seed drawn
-    from TinyTorch's global generator, so `tt.manual_seed` makes it reproducible)."""
-    if generator is None:
-        return np.random.default_rng(int(default_generator().integers(2**63)))
-    if isinstance(generator, np.random.Generator):
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return np.random.default_rng(int(generator))
-    raise TypeError(f"generator must be None, an int seed or a numpy.random.Generator, got {type(generator).__name__}")
-
-
-class Dataset:
-    """A map-style dataset: `len(ds)` samples, `ds[i]` is sample i. Subclasses define both."""
-
-    def __getitem__(self, index):
-        raise NotImplementedError(f"{type(self).__name__} must define __getitem__ (and __len__)")
-
-    def __add__(self, other):
-        return ConcatDataset([self, other])
-
-
-class TensorDataset(Dataset):
-    """Sample i is `tuple(t[i] for t in tensors)`; all tensors share their first dimension."""
-
-    def __init__(self, *tensors):
-        if not tensors:
-            raise ValueError("TensorDataset needs at least one tensor")
-        for t in tensors:
-            if not isinstance(t, Tensor):
-                raise TypeError(f"TensorDataset takes tensors, got {type(t).__name__}; wrap arrays with tt.tensor")
-        if any(t.ndim == 0 for t in tensors) or len({t.shape[0] for t in tensors}) != 1:
-            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-            raise ValueError(f"TensorDataset: tensors must share their first dimension, got shapes {shapes}")
-        self.tensors = tensors
-
-    def __len__(self):
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, index):
-        return tuple(t[index] for t in self.tensors)
-
-    def gather(self, indices):
-        """The samples `indices` as one batch: one fancy index per tensor, no stacking."""
-        index = np.asarray(indices, dtype=np.int64)
-        return [t[index] for t in self.tensors]
-
-
-class Subset(Dataset):
-    """The samples `indices` of `dataset`, renumbered 0..len(indices)-1."""
-
-    def __init__(self, dataset, indices):
-        self.dataset = dataset
-        self.indices = indices
-        if hasattr(dataset, "gather"):  # keep the one-index fast path of the parent
-            positions = np.asarray(indices, dtype=np.int64)
-
-            def gather(batch_indices):
-                return dataset.gather(positions[np.asarray(batch_indices, dtype=np.int64)])
-            self.gather = gather
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        if isinstance(index, list):
-            return self.dataset[[self.indices[i] for i in index]]
-        return self.dataset[self.indices[index]]
-
-
-class ConcatDataset(Dataset):
-    """Datasets one after another: indices 0..len(a)-1 are a's, then b's, ..."""
-
-    def __init__(self, datasets):
-        self.datasets = list(datasets)
-        if not self.datasets:
-            raise ValueError("ConcatDataset needs at least one dataset")
-        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
-
-    def __len__(self):
-        return self.cumulative_sizes[-1]
-
-    def __getitem__(self, index):
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} is out of range for a ConcatDataset of length {n}")
-        which = bisect.bisect_right(self.cumulative_sizes, index)
-        start = self.cumulative_sizes[which - 1] if which else 0
-        return self.datasets[which][index - start]
-
-
-def _split_lengths(n, lengths):
-    """Counts that add up to n; fractions (adding up to 1) are turned into counts as PyTorch does."""
-    lengths = list(lengths)
-    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
-        for i, fraction in enumerate(lengths):
-            if not 0 <= fraction <= 1:
-                raise ValueError(f"random_split: fraction at index {i} is not between 0 and 1: {fraction}")
-        counts = [math.floor(n * fraction) for fraction in lengths]
-        for i in range(n - sum(counts)):  # hand out the remainder round-robin
-            counts[i % len(counts)] += 1
-        return counts
-    if any(not isinstance(k, numbers.Integral) or k < 0 for k in lengths):
-        raise ValueError(f"random_split: lengths must be counts >= 0 or fractions adding up to 1, got {lengths}")
-    if sum(lengths) != n:
-        raise ValueError(f"random_split: lengths {lengths} add up to {sum(lengths)}, but the dataset has {n} samples")
-    return [int(k) for k in lengths]
-
-
+# %% nbgrader={"grade": false, "grade_id": "random-split", "locked": false, "schema_version": 3, "solution": true}
+#| export
 def random_split(dataset, lengths, generator=None):
     """Split into non-overlapping random `Subset`s of the given lengths (counts or fractions)."""
     counts = _split_lengths(len(dataset), lengths)
+    ### BEGIN SOLUTION
     order = as_generator(generator).permutation(len(dataset)).tolist()
     ends = np.cumsum(counts).tolist()
     return [Subset(dataset, order[end - count:end]) for count, end in zip(counts, ends)]
+    ### END SOLUTION
 
+
+# %% nbgrader={"grade": true, "grade_id": "test-random-split", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_random_split():
+    parts = random_split(list(range(10)), [7, 3], generator=0)
+    assert isinstance(parts, list) and len(parts) == 2, f"lengths [7, 3] give a list of 2 Subsets, got {parts!r}"
+    assert all(isinstance(p, Subset) for p in parts), "each part is a Subset of the dataset"
+    assert [len(p) for p in parts] == [7, 3], f"part sizes should be [7, 3], got {[len(p) for p in parts]}"
+    both = sorted(list(parts[0].indices) + list(parts[1].indices))
+    assert both == list(range(10)), f"the parts must partition 0..9, every index exactly once; got {both}"
+    expected = np.random.default_rng(0).permutation(10).tolist()
+    assert list(parts[0].indices) == expected[:7], "part 0 = the first 7 positions of generator.permutation(10)"
+    assert list(parts[1].indices) == expected[7:], "part 1 = the next 3 positions of the same permutation"
+    again = random_split(list(range(10)), [0.7, 0.3], generator=0)
+    assert [list(p.indices) for p in again] == [expected[:7], expected[7:]], "fractions 0.7/0.3 of 10 = counts 7/3"
+    tt.manual_seed(3)
+    first = [list(p.indices) for p in random_split(list(range(20)), [10, 10])]
+    tt.manual_seed(3)
+    assert first == [list(p.indices) for p in random_split(list(range(20)), [10, 10])], \
+        "with generator=None, tt.manual_seed must make the split repeat (use as_generator)"
+    ### BEGIN HIDDEN TESTS
+    empty, full = random_split(list(range(4)), [0, 4], generator=1)
+    assert len(empty) == 0 and sorted(full.indices) == [0, 1, 2, 3], "an empty part is allowed"
+    ### END HIDDEN TESTS
+
+
+test_random_split()
+print("random_split: ok")
 
 # %%
-import numpy as np
-import tinytorch as tt
-
 xs = tt.tensor(np.arange(10.0).reshape(5, 2))  # 5 samples of 2 features
 ys = tt.tensor([0, 1, 0, 1, 1])
 ds = TensorDataset(xs, ys)
 x2, y2 = ds[2]
 print("len:", len(ds), "| sample 2:", x2.data, int(y2.item()))
-print("gather([4, 0]):", [t.data.tolist() for t in ds.gather([4, 0])])
 train, val = random_split(ds, [0.6, 0.4], generator=0)
 print("random_split sizes:", len(train), len(val), "| train indices:", train.indices)
-print("concat length:", len(ds + ds))
 
 # %% [markdown]
+# **Cost.** One permutation: `O(n)` time and `8n` bytes of int64 indices, once. A `Subset`
+# copies no samples; it keeps its list of indices and looks samples up in the parent.
+#
 # ## 2. Samplers: in which order, and in which batches
 #
-# A **sampler** yields indices. `SequentialSampler` yields `0, 1, …, n-1`.
-# `RandomSampler` yields a random permutation, a new one every epoch
-# (`replacement=True` draws `num_samples` indices independently instead).
+# A **sampler** yields indices. `SequentialSampler` (provided) yields `0, 1, ..., n-1`.
+# `RandomSampler` yields a random order.
 #
-# *Why shuffle?* Stochastic gradient descent assumes each batch is a random
-# draw. Files are often sorted (all the 0s, then all the 1s…): in file order,
-# consecutive batches would pull the weights one way, then another, and the
-# model would mostly remember the last class it saw.
+# *Why shuffle?* Stochastic gradient descent assumes each batch is a random draw from
+# the data. In file order (all the 0s, then all the 1s...), consecutive batches would
+# pull the weights one way, then another, and the model would mostly remember the last
+# class it saw. A **new** permutation every epoch also keeps the model from fitting the
+# order of the batches.
 #
-# *How seeding works.* With `generator=None`, every epoch draws a fresh seed
-# from TinyTorch's global generator: epochs differ from each other, yet the
-# whole run repeats exactly after `tt.manual_seed(0)`. A `Generator` you pass
-# is used directly (its stream goes on across epochs); an int seeds one.
+# *The math.* Without replacement, an epoch is a uniform random permutation of
+# `0..n-1`: each sample is seen exactly once. With `num_samples > n`, take whole
+# permutations one after another, then the first `num_samples mod n` positions of one
+# more (PyTorch's rule), so every sample is seen `floor(num_samples / n)` or one more
+# times. With `replacement=True`, draw `num_samples` indices independently and uniformly
+# from `0..n-1`: some repeat, some are missed (about `e^{-1}`, 37 %, per epoch of `n`).
 #
-# A **batch sampler** groups indices into lists of `batch_size`. The last batch
-# holds what is left (`n % batch_size` samples) unless `drop_last=True` drops
-# it — useful when every batch must have the same size (batch statistics,
-# compiled shapes). So `len(batch_sampler)` is `ceil(n / B)`, or `n // B` with
-# `drop_last`.
+# *Seeding.* With `generator=None`, every epoch draws a fresh seed from TinyTorch's
+# global generator (`as_generator(None)`): epochs differ from each other, yet the whole
+# run repeats after `tt.manual_seed(0)`. A generator you pass is used directly, and its
+# stream goes on across epochs, so epochs differ too.
 #
-# ### Exercise: `BatchSampler.__iter__` and `__len__`
-# Walk the sampler, yield a list each time it holds `batch_size` indices, and
-# at the end yield the rest unless `drop_last`. `__len__` follows the formula
-# above (use `len(self.sampler)`).
+# ### Exercise: `RandomSampler.__iter__`
+#
+# - Hint 1: pick the generator for this epoch, then build the whole order as one array.
+# - Hint 2: with replacement, `num_samples` uniform integers in `[0, n)`; without,
+#   `divmod(num_samples, n)` gives the number of whole permutations and the rest.
+# - Hint 3: `rng` = `self.generator` or, when it is None, `as_generator(None)`;
+#   `rng.integers(0, n, size=...)` or `np.concatenate` of `full` permutations and
+#   the first `rest` positions of one more permutation; return an iterator over the order
+#   as Python ints (NumPy's `tolist`).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "random-sampler", "locked": false, "schema_version": 3, "solution": true}
 #| export data.dataloader
-"""Samplers (in which order), collation (how samples become a batch) and the DataLoader."""
-import math
-import numbers
-from collections.abc import Mapping
-
-import numpy as np
-
-from tinytorch.core.backend import get_xp, resolve_dtype
-from tinytorch.core.tensor import Tensor, _wrap, from_numpy
-from tinytorch.data.dataset import as_generator
-
-
-class Sampler:
-    """Yields dataset indices."""
-
-    def __iter__(self):
-        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
-
-
-class SequentialSampler(Sampler):
-    """0, 1, ..., len(data_source) - 1."""
-
-    def __init__(self, data_source):
-        self.data_source = data_source
-
-    def __iter__(self):
-        return iter(range(len(self.data_source)))
-
-    def __len__(self):
-        return len(self.data_source)
-
-
 class RandomSampler(Sampler):
     """A random permutation per epoch, or `num_samples` independent draws with `replacement`."""
 
     def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
-        if not isinstance(replacement, bool):
-            raise TypeError(f"replacement should be a boolean value, but got replacement={replacement!r}")
         self.data_source = data_source
         self.replacement = replacement
         self._num_samples = num_samples
         # an int seed becomes its Generator here, so its state can be saved and restored
         self.generator = None if generator is None else as_generator(generator)
-        n = self.num_samples
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-            raise ValueError(f"num_samples should be a positive integer value, but got num_samples={n!r}")
+        _check_random_sampler(replacement, self.num_samples)
 
     @property
     def num_samples(self):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
+        ### BEGIN SOLUTION
         rng = self.generator if self.generator is not None else as_generator(None)  # None: fresh seed per epoch
         n = len(self.data_source)
         if self.replacement:
@@ -296,10 +223,55 @@ class RandomSampler(Sampler):
             full, rest = divmod(self.num_samples, n)
             order = np.concatenate([rng.permutation(n) for _ in range(full)] + [rng.permutation(n)[:rest]])
         return iter(order.tolist())
+        ### END SOLUTION
 
     def __len__(self):
         return self.num_samples
 
+
+# %% nbgrader={"grade": true, "grade_id": "test-random-sampler", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_random_sampler():
+    order = list(RandomSampler(range(8), generator=0))
+    assert sorted(order) == list(range(8)), f"without replacement an epoch is a permutation of 0..7, got {order}"
+    assert order != list(range(8)), "the order should be shuffled, not 0..7"
+    assert all(type(i) is int for i in order), "yield Python ints (convert the NumPy array with .tolist())"
+    sampler = RandomSampler(range(8), generator=1)
+    assert list(sampler) != list(sampler), "a new permutation every epoch: keep drawing from the same generator"
+    drawn = list(RandomSampler(range(3), replacement=True, num_samples=50, generator=0))
+    assert len(drawn) == 50 and set(drawn) == {0, 1, 2}, f"50 draws from 0..2 with replacement, got {drawn}"
+    more = list(RandomSampler(range(4), num_samples=10, generator=0))
+    assert len(more) == 10, f"num_samples=10 yields 10 indices, got {len(more)}"
+    assert sorted(more[:4]) == sorted(more[4:8]) == [0, 1, 2, 3], f"whole permutations first, got {more}"
+    assert len(set(more[8:])) == 2, f"then 2 distinct indices from one more permutation, got {more[8:]}"
+    tt.manual_seed(0)
+    first = list(RandomSampler(range(20)))
+    tt.manual_seed(0)
+    assert first == list(RandomSampler(range(20))), "generator=None: tt.manual_seed makes the order repeat"
+    ### BEGIN HIDDEN TESTS
+    assert list(RandomSampler(range(1), generator=0)) == [0], "one sample: one index"
+    ### END HIDDEN TESTS
+
+
+test_random_sampler()
+print("RandomSampler: ok")
+
+# %% [markdown]
+# A **batch sampler** groups indices into lists of `batch_size`. The last batch holds
+# what is left (`n mod B` samples) unless `drop_last=True` drops it, which helps when every
+# batch must have the same size (batch statistics, compiled shapes). So
+# `len(batch_sampler)` is `ceil(n / B)`, or `floor(n / B)` with `drop_last`.
+#
+# *Worked example.* 10 indices, `B = 3`: `[0, 1, 2] [3, 4, 5] [6, 7, 8] [9]`, 4 batches;
+# with `drop_last`, the `[9]` goes and there are 3.
+#
+# ### Exercise: `BatchSampler.__iter__` and `__len__`
+#
+# - Hint 1: walk the sampler once, collecting indices; a full list is a batch.
+# - Hint 2: yield when the list reaches `batch_size`; after the loop, a non-empty list is
+#   the partial batch. `__len__` is the formula above, from `len(self.sampler)`.
+# - Hint 3: `batch = []`, `for index in self.sampler`, `append`, yield and start a new list
+#   when full; at the end yield the rest unless `self.drop_last`; `__len__` uses `//` or
+#   `math.ceil`.
 
 # %% nbgrader={"grade": false, "grade_id": "batch-sampler", "locked": false, "schema_version": 3, "solution": true}
 #| export data.dataloader
@@ -307,10 +279,7 @@ class BatchSampler(Sampler):
     """Groups the indices of `sampler` into lists of `batch_size` (the last may be shorter)."""
 
     def __init__(self, sampler, batch_size, drop_last):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
-            raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size!r}")
-        if not isinstance(drop_last, bool):
-            raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last!r}")
+        _check_batch_sampler(batch_size, drop_last)
         self.sampler = sampler
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
@@ -357,79 +326,45 @@ test_batch_sampler()
 print("BatchSampler: ok")
 
 # %% [markdown]
+# **Cost.** Batching indices is `O(n)` list appends per epoch, negligible next to
+# fetching the samples. Shuffling the **indices**, not the data, is what keeps it cheap:
+# no sample is copied until it is fetched.
+#
 # ## 3. Collation: from a list of samples to one batch
 #
-# The loader fetches `B` samples — each maybe a tuple `(image, label)`, a dict
-# `{"x": ..., "mask": ...}`, or nested deeper — and must return the same
-# structure with every leaf **stacked** along a new first dimension of size `B`:
+# The loader fetches `B` samples, each maybe a tuple `(image, label)`, a dict
+# `{"x": ..., "mask": ...}`, or nested deeper, and must return the same structure with
+# every leaf **stacked** along a new first dimension of size `B`:
 #
 # ```
 # [(x0, 0), (x1, 1), (x2, 1)]  ->  [stack(x0, x1, x2) of shape (3, ...), tensor([0, 1, 1])]
 # ```
 #
-# The rules of `default_collate` (PyTorch's, with TinyTorch's float32 default):
+# It is a recursion on the structure of the first sample: a leaf is stacked; a container
+# is taken apart field by field (the `k`-th fields of all samples form a smaller batch),
+# each field collated, and the container rebuilt. The rules of `default_collate`
+# (PyTorch's, with TinyTorch's float32 default):
 #
-# | a sample's element | the batch's element |
-# | --- | --- |
-# | `Tensor` | stacked tensor, shape `(B, *shape)` |
-# | NumPy array | stacked tensor (float64 becomes float32) |
-# | Python/NumPy number | 1-D tensor: ints → int64, floats → float32, bools → bool |
-# | `str` / `bytes` | a plain list of them |
-# | dict | dict with the same keys, each value collated |
-# | namedtuple | the same namedtuple type, each field collated |
-# | tuple / list | a **list** of collated fields (all samples of one length) |
-#
-# The helpers that stack the leaves are provided below.
+# | a sample's element | the batch's element | provided helper |
+# | --- | --- | --- |
+# | `Tensor` | stacked tensor, shape `(B, *shape)` | `_stack_tensors` |
+# | NumPy array | stacked tensor (float64 becomes float32) | `_stack_arrays` |
+# | `str` / `bytes` | a plain list of them | |
+# | Python/NumPy number | 1-D tensor: ints → int64, floats → float32, bools → bool | `_numbers_to_batch` |
+# | dict | dict with the same keys, each value collated | |
+# | namedtuple | the same namedtuple type, each field collated | |
+# | tuple / list | a **list** of collated fields (all samples of one length) | |
 #
 # ### Exercise: `default_collate(batch)`
-# Dispatch on the type of the first sample `elem = batch[0]`, in the order of
-# the table (check `str`/`bytes` before numbers: `np.str_` is both), and
-# recurse for containers. For tuples and lists, raise `RuntimeError` when the
-# samples have different lengths.
-
-# %%
-#| export data.dataloader
-def _stack_tensors(tensors):
-    """Stack same-shaped tensors of one device along a new dim 0 (gradients flow back if needed)."""
-    if not all(isinstance(t, Tensor) for t in tensors):
-        kinds = sorted({type(t).__name__ for t in tensors})
-        raise TypeError(f"default_collate: a batch mixes tensors with other types: {kinds}")
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) != 1:
-        raise RuntimeError(f"default_collate: cannot stack tensors of different shapes {sorted(shapes)}")
-    devices = {str(t._device) for t in tensors}
-    if len(devices) != 1:
-        raise RuntimeError(f"default_collate: tensors live on different devices {sorted(devices)}")
-    dev = tensors[0]._device
-    out = get_xp(dev).stack([t.data for t in tensors])  # (B, *shape)
-
-    def stack_backward(g):
-        return tuple(g[i] for i in range(len(tensors)))
-    return _wrap(out, dev, tuple(tensors), stack_backward)
-
-
-def _array_to_batch(array):
-    """A stacked NumPy array as a tensor; float64 becomes float32 (TinyTorch's default)."""
-    if array.dtype == np.float64:
-        array = array.astype(np.float32)
-    resolve_dtype(array.dtype)  # unsupported dtypes (strings, objects, complex) fail here, by name
-    return from_numpy(np.ascontiguousarray(array))
-
-
-def _stack_arrays(arrays):
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise RuntimeError(f"default_collate: cannot stack arrays of different shapes {sorted(shapes)}")
-    return _array_to_batch(np.stack(arrays))
-
-
-def _numbers_to_batch(values):
-    """Python/NumPy numbers as a 1-D tensor: ints -> int64, floats -> float32, bools -> bool."""
-    array = np.asarray(values)
-    if array.dtype.kind == "i" and not isinstance(values[0], np.generic):
-        array = array.astype(np.int64)  # Python ints: int64 on every platform (NumPy 1.x on Windows says int32)
-    return _array_to_batch(array)
-
+#
+# - Hint 1: dispatch on the type of `elem = batch[0]`, in the order of the table; check
+#   `str`/`bytes` before numbers (`np.str_` is both), and namedtuple before tuple.
+# - Hint 2: for a container, "transpose" the batch: the values of key `k` across samples,
+#   or the `i`-th fields across samples (`zip(*batch)`), then recurse on each.
+# - Hint 3: `isinstance` checks against `Tensor`, `np.ndarray`, `(str, bytes)`,
+#   `(numbers.Number, np.generic)`, `Mapping`, a tuple with `_fields`, `(tuple, list)`;
+#   a namedtuple is rebuilt with `type(elem)(*fields)`; samples of unequal length raise
+#   `RuntimeError`. Anything else falls through to the `TypeError` below.
 
 # %% nbgrader={"grade": false, "grade_id": "collate", "locked": false, "schema_version": 3, "solution": true}
 #| export data.dataloader
@@ -465,18 +400,20 @@ from collections import namedtuple
 
 def test_default_collate():
     samples = [(tt.tensor([1.0, 2.0]), 3), (tt.tensor([4.0, 5.0]), 6)]
-    x, y = default_collate(samples)
+    out = default_collate(samples)
+    assert isinstance(out, list) and len(out) == 2, f"a tuple sample collates to a list of 2 fields, got {out!r}"
+    x, y = out
     assert isinstance(x, tt.Tensor) and x.shape == (2, 2), f"tensors stack to shape (B, 2) = (2, 2), got {getattr(x, 'shape', x)}"
     assert np.array_equal(x.data, [[1, 2], [4, 5]]), f"stacked rows in sample order, got {x.data}"
     assert isinstance(y, tt.Tensor) and y.dtype == np.int64, f"Python ints become an int64 tensor, got {getattr(y, 'dtype', y)}"
     assert y.data.tolist() == [3, 6], f"labels [3, 6] expected, got {y.data}"
-    assert isinstance(default_collate(samples), list), "a tuple sample collates to a list of fields (as PyTorch)"
     floats = default_collate([0.5, 1.5])
-    assert floats.dtype == np.float32 and floats.data.tolist() == [0.5, 1.5], f"Python floats -> float32, got {floats.dtype}"
+    assert isinstance(floats, tt.Tensor) and floats.dtype == np.float32, f"Python floats -> float32, got {floats!r}"
     arrays = default_collate([np.zeros((2, 3)), np.ones((2, 3))])
-    assert arrays.shape == (2, 2, 3) and arrays.dtype == np.float32, f"float64 arrays -> (B, 2, 3) float32, got {arrays.shape} {arrays.dtype}"
+    assert isinstance(arrays, tt.Tensor) and arrays.shape == (2, 2, 3) and arrays.dtype == np.float32, \
+        f"float64 arrays -> (B, 2, 3) float32, got {arrays!r}"
     nested = default_collate([{"x": np.float32(1), "meta": ("a", [1, 2])}, {"x": np.float32(2), "meta": ("b", [3, 4])}])
-    assert set(nested) == {"x", "meta"}, f"a dict batch keeps the keys, got {set(nested)}"
+    assert isinstance(nested, dict) and set(nested) == {"x", "meta"}, f"a dict batch keeps the keys, got {nested!r}"
     assert nested["x"].data.tolist() == [1.0, 2.0], "dict values are collated"
     names, pairs = nested["meta"]
     assert names == ["a", "b"], f"strings are kept as a list, got {names}"
@@ -502,64 +439,56 @@ print("default_collate: ok")
 # %% [markdown]
 # ## 4. The `DataLoader`
 #
-# The loader only wires the pieces together:
+# The loader wires the pieces together:
 #
 # ```
 # sampler (order) -> BatchSampler (groups) -> dataset[i] for each i -> collate_fn -> batch
 # ```
 #
-# Its options follow PyTorch, including which ones exclude each other:
-# `shuffle=True` builds a `RandomSampler`, so it cannot be combined with your
-# own `sampler`; a `batch_sampler` replaces `batch_size`, `shuffle`, `sampler`
-# and `drop_last`; `batch_size=None` turns batching off (samples come one by
-# one, NumPy arrays turned into tensors). Violations raise `ValueError`, as does
-# `batch_size < 1`. An empty dataset is an error here: a loader that yields
-# nothing would turn a wrong path into a training run that silently does nothing.
+# Its options follow PyTorch. `shuffle=True` means "build a `RandomSampler`" (with the
+# loader's `generator`), `shuffle=False` a `SequentialSampler`, unless you pass your own
+# `sampler`. A `batch_size` means "wrap the sampler in a `BatchSampler`"; passing a
+# `batch_sampler` instead replaces `batch_size`, `shuffle`, `sampler` and `drop_last`;
+# `batch_size=None` turns batching off, and samples come one by one through
+# `default_convert` (NumPy arrays become tensors). Which options exclude each other, and
+# the error for an empty dataset, are checked by the provided `_check_loader_options`.
 #
-# *The fast path.* Fetching `B` samples one by one and stacking them costs `B`
-# Python calls and `B` small tensors per batch. When the dataset can `gather`
-# a batch itself (`TensorDataset`, `TextDataset`, and a `Subset` of either)
-# and no `collate_fn` is given, the loader asks it for the whole batch: one
-# fancy index per tensor. The result is the same; section 9 measures the time.
+# *The fast path.* Fetching `B` samples one by one and stacking them costs `B` Python
+# calls and `B` small tensors per batch. When the dataset can `gather` a batch itself
+# (`TensorDataset`, `TextDataset`, a `Subset` of either) and no `collate_fn` is given,
+# the loader asks it for the whole batch: one fancy index per tensor, the same result.
+# `__init__` stores that method as `self._gather` (or None).
+#
+# ### Exercise: the sampler chain in `DataLoader.__init__`, `__iter__` and `__len__`
+#
+# - Hint 1: `__init__` builds the missing links of the chain; `__iter__` walks the last
+#   link and turns each group of indices into a batch.
+# - Hint 2: no batch sampler means no batching: one sample per index, through
+#   `collate_fn`. Otherwise each list of indices becomes one `_gather(indices)` call when
+#   the fast path is on, else `collate_fn` of the list of fetched samples.
+# - Hint 3: in `__init__`, two `if`s: no `sampler` given, build one of the two samplers
+#   (the random one gets the loader's `generator`); a `batch_size` given, wrap the sampler
+#   in a `BatchSampler` with `drop_last`.
+#   `__iter__` is a generator: two `for` loops with `yield`, and a `return` between them.
+#   `__len__` is the length of the last link of the chain.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "dataloader", "locked": false, "schema_version": 3, "solution": true}
 #| export data.dataloader
-def default_convert(data):
-    """What `batch_size=None` applies to each sample: NumPy arrays become tensors, recursively."""
-    if isinstance(data, np.ndarray):
-        return _array_to_batch(data)
-    if isinstance(data, Mapping):
-        return {key: default_convert(value) for key, value in data.items()}
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(default_convert(d) for d in data))
-    if isinstance(data, (tuple, list)):
-        return type(data)(default_convert(d) for d in data)
-    return data
-
-
 class DataLoader:
     """Iterate over a dataset in batches: sampler -> batch sampler -> fetch -> collate."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None,
                  drop_last=False, collate_fn=None, generator=None):
-        if len(dataset) == 0:
-            raise ValueError(f"DataLoader got an empty dataset ({type(dataset).__name__} of length 0): "
-                             f"there is nothing to load; check the path or the split")
-        if sampler is not None and shuffle:
-            raise ValueError("sampler option is mutually exclusive with shuffle")
-        if batch_sampler is not None:
-            if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, "
-                                 "and drop_last")
+        _check_loader_options(dataset, batch_size, shuffle, sampler, batch_sampler, drop_last)
+        if batch_sampler is not None:  # it replaces batch_size and drop_last
             batch_size, drop_last = None, False
-        elif batch_size is None and drop_last:
-            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
         generator = None if generator is None else as_generator(generator)
+        ### BEGIN SOLUTION
         if sampler is None:
             sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         if batch_size is not None:
             batch_sampler = BatchSampler(sampler, batch_size, drop_last)
-
+        ### END SOLUTION
         self.dataset = dataset
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -568,10 +497,10 @@ class DataLoader:
         self.generator = generator
         batching = batch_sampler is not None
         self.collate_fn = collate_fn or (default_collate if batching else default_convert)
-        # Fast path: the dataset builds the whole batch itself (same result as default_collate).
         self._gather = getattr(dataset, "gather", None) if batching and collate_fn is None else None
 
     def __iter__(self):
+        ### BEGIN SOLUTION
         if self.batch_sampler is None:
             for index in self.sampler:
                 yield self.collate_fn(self.dataset[index])
@@ -581,349 +510,131 @@ class DataLoader:
                 yield self._gather(indices)
             else:
                 yield self.collate_fn([self.dataset[i] for i in indices])
+        ### END SOLUTION
 
     def __len__(self):
+        ### BEGIN SOLUTION
         return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
+        ### END SOLUTION
 
+
+# %% nbgrader={"grade": true, "grade_id": "test-dataloader", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+class Squares(Dataset):
+    """Sample i is (i, i * i), and no gather: the loader must fetch and collate."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return i, i * i
+
+
+class CountingGather(TensorDataset):
+    """A TensorDataset that records each gather call."""
+
+    calls = []
+
+    def gather(self, indices):
+        self.calls.append(list(indices))
+        return super().gather(indices)
+
+
+def test_dataloader():
+    data = TensorDataset(tt.tensor(np.arange(14.0).reshape(7, 2)), tt.tensor(np.arange(7)))
+    loader = DataLoader(data, batch_size=3)
+    batches = list(loader)
+    assert len(batches) == 3 and len(loader) == 3, f"7 samples in batches of 3: 3 batches, got {len(batches)}"
+    assert [b[1].data.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]], "without shuffle: in order"
+    assert batches[0][0].shape == (3, 2), f"a batch of x has shape (3, 2), got {batches[0][0].shape}"
+    shuffled = sum([b[1].data.tolist() for b in DataLoader(data, batch_size=3, shuffle=True, generator=0)], [])
+    assert sorted(shuffled) == list(range(7)) and shuffled != list(range(7)), f"shuffle: a permutation, got {shuffled}"
+    assert len(list(DataLoader(data, batch_size=3, drop_last=True))) == 2, "drop_last drops the batch [6]"
+    general = [b[1].data.tolist() for b in DataLoader(Squares(), batch_size=2)]
+    assert general == [[0, 1], [4, 9], [16]], f"no gather: fetch each sample, then default_collate; got {general}"
+    assert list(DataLoader(Squares(), batch_size=2, collate_fn=len)) == [2, 2, 1], "collate_fn gets the list of samples"
+    assert list(DataLoader(Squares(), batch_size=None))[3] == (3, 9), "batch_size=None: samples one by one"
+    assert list(DataLoader(Squares(), sampler=[4, 1], batch_size=2, collate_fn=list)) == [[(4, 16), (1, 1)]], \
+        "a sampler you pass decides the order"
+    assert list(DataLoader(Squares(), batch_sampler=[[2], [0, 1]], collate_fn=len)) == [1, 2], "batch_sampler: its groups"
+    CountingGather.calls.clear()
+    list(DataLoader(CountingGather(*data.tensors), batch_size=4))
+    assert CountingGather.calls == [[0, 1, 2, 3], [4, 5, 6]], \
+        f"with a gather and no collate_fn, ask the dataset for each whole batch; calls: {CountingGather.calls}"
+    ### BEGIN HIDDEN TESTS
+    tt.manual_seed(0)
+    first = [b[1].data.tolist() for b in DataLoader(data, batch_size=7, shuffle=True)]
+    tt.manual_seed(0)
+    assert first == [b[1].data.tolist() for b in DataLoader(data, batch_size=7, shuffle=True)], "tt.manual_seed repeats"
+    ### END HIDDEN TESTS
+
+
+test_dataloader()
+print("DataLoader: ok")
 
 # %%
 loader = DataLoader(ds, batch_size=2, shuffle=True, generator=0)
 print("len(loader) =", len(loader), "(5 samples, batches of 2)")
 for xb, yb in loader:
     print("x", tuple(xb.shape), "y", yb.data.tolist())
-tt.manual_seed(0)
-first = [yb.data.tolist() for _, yb in DataLoader(ds, batch_size=5, shuffle=True)]
-tt.manual_seed(0)
-again = [yb.data.tolist() for _, yb in DataLoader(ds, batch_size=5, shuffle=True)]
-print("same order after tt.manual_seed(0):", first == again)
 
 # %% [markdown]
 # ## 5. Datasets that come with TinyTorch
 #
-# **Digits.** 1,797 handwritten digits as 8×8 images with pixel values 0–16,
-# ten classes. They come from the UCI *Optical Recognition of Handwritten
-# Digits* data set (E. Alpaydin and C. Kaynak, 1998; its test part): 32×32
-# bitmaps from 43 writers, each 4×4 block counted into one pixel. UCI licenses
-# it under CC BY 4.0 (attribution: cite the data set as above). scikit-learn
-# ships the same file (`sklearn/datasets/data/digits.csv.gz`); `digits()` reads
-# that copy when scikit-learn is installed and otherwise the identical copy in
-# `tinytorch/assets/06_data/`. Small enough to train an MLP on in seconds,
-# real enough that accuracy means something.
+# Two datasets work offline, from a fresh clone (their sources and licenses are in
+# `provided.py` and `assets/SOURCES.md`):
 #
-# **A text corpus.** `kjv_text()` returns 1.1 MB of the King James Bible
-# (Genesis 1 to 1 Samuel 17; one verse per line, a heading per chapter). The
-# translation of 1611 is in the public domain (in the United Kingdom the Crown's
-# letters patent still restrict printing it; elsewhere it is free). The text was
-# dumped from Debian's `bible-kjv-text` package, whose copyright file states the
-# copyright has expired. It is plain, regular English with a small alphabet —
-# good for a character-level or BPE language model on a laptop.
+# - `digits()`: 1,797 handwritten digits as 8×8 images with pixel values 0–16, ten
+#   classes (UCI, CC BY 4.0). Small enough to train an MLP on in seconds, real enough
+#   that accuracy means something. `train_test_split` makes a seeded split into two
+#   `TensorDataset`s.
+# - `kjv_text()`: 1.1 MB of the King James Bible (public domain), plain English with a
+#   small alphabet: good for a character-level or BPE language model on a laptop.
 #
-# Both files live in `modules/06_data/assets/`; `tito export` copies them byte
-# for byte to `tinytorch/assets/06_data/`, and the package reads them with
-# `importlib.resources`, so they work from a fresh clone or an installed wheel.
-#
-# **Data you bring.** `load_mnist(root)` reads MNIST or Fashion-MNIST IDX files
-# (`train-images-idx3-ubyte[.gz]`, …) and `load_cifar10(root)` reads
-# CIFAR-10's *binary version* (`data_batch_1.bin` … `test_batch.bin`). No
-# pickle is ever loaded: a pickle file can run arbitrary code. Both check the
-# files (magic numbers, dimension counts, sizes against headers) and name the
-# file when something is wrong. `train_test_split` makes a seeded split.
-
-# %%
-#| export data.datasets
-"""Built-in datasets (digits, a text corpus), readers for MNIST/CIFAR-10 files, TextDataset."""
-import functools
-import gzip
-import importlib.resources
-import importlib.util
-import io
-import math
-import os
-import zlib
-from pathlib import Path
-
-import numpy as np
-
-from tinytorch.core.tensor import from_numpy
-from tinytorch.data.dataset import Dataset, TensorDataset
-
-_ASSET_FOLDER = "06_data"
-_DIGITS_FILE = "digits.csv.gz"
-_KJV_FILE = "kjv.txt.gz"
-
-
-def asset_path(name):
-    """A file shipped in tinytorch/assets/06_data/ (a Traversable; `.read_bytes()` works)."""
-    path = importlib.resources.files("tinytorch") / "assets" / _ASSET_FOLDER / name
-    if not path.is_file():
-        raise FileNotFoundError(f"tinytorch asset {_ASSET_FOLDER}/{name} is missing; run `tito export` "
-                                f"(it copies modules/{_ASSET_FOLDER}/assets/ into tinytorch/assets/)")
-    return path
-
-
-def _read_maybe_gzip(path, data=None):
-    """The bytes of a file, decompressed when it is gzip; errors name the file."""
-    data = Path(path).read_bytes() if data is None else data
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as err:
-        raise ValueError(f"{path}: truncated or corrupt gzip file ({err})") from None
-
-
-def _sklearn_digits():
-    """scikit-learn's copy of digits.csv.gz, found without importing sklearn; None if absent."""
-    spec = importlib.util.find_spec("sklearn")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "datasets" / "data" / _DIGITS_FILE
-        if path.is_file():
-            return path
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def _digits_table():
-    path = _sklearn_digits() or asset_path(_DIGITS_FILE)
-    text = _read_maybe_gzip(path, path.read_bytes()).decode("ascii")
-    table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, ndmin=2)  # (1797, 64 pixels + label)
-    if table.shape != (1797, 65) or table[:, :64].max() > 16 or table[:, 64].max() > 9:
-        raise ValueError(f"{path}: expected 1797 rows of 64 pixels in 0..16 and a label 0..9, got {table.shape}")
-    return table
-
-
-def digits():
-    """The 8x8 handwritten digits: images float32 (1797, 8, 8), values 0..16; labels int64 (1797,).
-
-    UCI Optical Recognition of Handwritten Digits (Alpaydin & Kaynak, 1998), CC BY 4.0; read from
-    scikit-learn's copy when it is installed, else from the identical copy shipped in tinytorch/assets.
-    """
-    table = _digits_table()
-    images = table[:, :64].reshape(-1, 8, 8).astype(np.float32)
-    return from_numpy(images), from_numpy(table[:, 64].copy())
-
-
-def train_test_split(*tensors, test_fraction=0.2, seed=0):
-    """Shuffle with `seed` (same seed, same split), hold out `round(n * test_fraction)` samples:
-    returns (train TensorDataset, test TensorDataset)."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    full = TensorDataset(*tensors)
-    n = len(full)
-    n_test = round(n * test_fraction)
-    if not 0 < n_test < n:
-        raise ValueError(f"test_fraction={test_fraction} of {n} samples leaves an empty train or test set")
-    order = np.random.default_rng(seed).permutation(n)
-    train, test = np.sort(order[n_test:]), np.sort(order[:n_test])
-    return TensorDataset(*full.gather(train)), TensorDataset(*full.gather(test))
-
-
-@functools.lru_cache(maxsize=1)
-def kjv_text():
-    """1.1 MB of the King James Bible (public domain), Genesis 1 to 1 Samuel 17, as a str."""
-    return gzip.decompress(asset_path(_KJV_FILE).read_bytes()).decode("utf-8")
-
-
-# %% [markdown]
-# The IDX format (MNIST's): a 4-byte **magic number** — two zero bytes, a byte
-# for the element type (`0x08` = unsigned byte), a byte for the number of
-# dimensions — then one big-endian 32-bit size per dimension, then the data.
-# An image file is `0x00000803` (bytes, 3 dims: N, 28, 28), a label file
-# `0x00000801`. So the file size is known from the header: anything else means
-# a truncated download or a different file.
-#
-# CIFAR-10's binary version has no header: records of 1 label byte + 3,072
-# pixel bytes (1,024 red, then green, then blue, rows of 32), 10,000 per file.
-
-# %%
-#| export data.datasets
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
-
-
-def read_idx(path):
-    """An IDX file (raw or .gz) as a NumPy array, with its header checked against its size."""
-    data = _read_maybe_gzip(path)
-    if len(data) < 4:
-        raise ValueError(f"{path}: {len(data)} bytes is too short for an IDX header (4-byte magic number)")
-    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
-    if zero != 0 or code not in _IDX_TYPES:
-        raise ValueError(f"{path}: bad magic number 0x{int.from_bytes(data[:4], 'big'):08x}: an IDX file starts "
-                         f"with two zero bytes and a type byte in {[hex(c) for c in _IDX_TYPES]}")
-    if ndim == 0 or len(data) < 4 + 4 * ndim:
-        raise ValueError(f"{path}: header announces {ndim} dimensions, but the file ({len(data)} bytes) "
-                         f"cannot hold their sizes")
-    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_TYPES[code]).newbyteorder(">")
-    expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        problem = "truncated" if len(data) < expected else "has trailing bytes"
-        raise ValueError(f"{path}: {problem}: the header says shape {shape} of {dtype.name} ({expected} bytes), "
-                         f"the file has {len(data)} bytes")
-    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=4 + 4 * ndim)
-    return array.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
-
-
-def _find(root, names, what):
-    for name in names:
-        for candidate in (Path(root) / name, Path(root) / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    raise FileNotFoundError(f"no {what} in {root}: expected one of {', '.join(names)} (optionally .gz)")
-
-
-def _read_idx_expect(path, ndim):
-    magic = {1: 0x0801, 3: 0x0803}[ndim]
-    array = read_idx(path)
-    if array.ndim != ndim or array.dtype != np.uint8:
-        raise ValueError(f"{path}: expected an IDX file of unsigned bytes with {ndim} dimension(s) "
-                         f"(magic 0x{magic:08x}), got {array.dtype.name} of shape {array.shape}")
-    return array
-
-
-def load_mnist(root, train=True):
-    """MNIST or Fashion-MNIST from IDX files in `root`: images uint8 (N, 28, 28), labels int64 (N,)."""
-    prefix = "train" if train else "t10k"
-    images_path = _find(root, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"], f"{prefix} images")
-    labels_path = _find(root, [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"], f"{prefix} labels")
-    images = _read_idx_expect(images_path, 3)
-    labels = _read_idx_expect(labels_path, 1)
-    if len(images) != len(labels):
-        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
-    return from_numpy(images), from_numpy(labels.astype(np.int64))
-
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte + 1024 red + 1024 green + 1024 blue
-
-
-def read_cifar10_batch(path):
-    """One CIFAR-10 binary file: images uint8 (N, 3, 32, 32), labels uint8 (N,)."""
-    data = Path(path).read_bytes()
-    if not data or len(data) % _CIFAR_RECORD:
-        raise ValueError(f"{path}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte records "
-                         f"(1 label byte + 3072 pixel bytes); truncated, or not CIFAR-10's binary version")
-    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
-    labels = records[:, 0]
-    if labels.max() >= len(CIFAR10_CLASSES):
-        bad = int(np.argmax(labels >= len(CIFAR10_CLASSES)))
-        raise ValueError(f"{path}: record {bad} has label {labels[bad]}; CIFAR-10 labels are 0..9")
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
-
-
-def load_cifar10(root, train=True):
-    """CIFAR-10 (binary version) from `root` or `root/cifar-10-batches-bin`:
-    images uint8 (N, 3, 32, 32), labels int64 (N,)."""
-    folder = Path(root) / "cifar-10-batches-bin"
-    folder = folder if folder.is_dir() else Path(root)
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
-    missing = [name for name in names if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"CIFAR-10 files missing in {folder}: {', '.join(missing)}")
-    parts = [read_cifar10_batch(folder / name) for name in names]
-    images = np.concatenate([images for images, _ in parts])
-    labels = np.concatenate([labels for _, labels in parts]).astype(np.int64)
-    return from_numpy(images), from_numpy(labels)
-
+# For data you download, `load_mnist(root)` reads MNIST or Fashion-MNIST IDX files and
+# `load_cifar10(root)` CIFAR-10's binary version; both check sizes against headers and
+# name the file when something is wrong.
 
 # %%
 images, labels = digits()
-print("digits:", tuple(images.shape), images.dtype, "| classes:", np.unique(labels.data).tolist(),
-      "| pixel range:", images.data.min(), "..", images.data.max())
+print("digits:", tuple(images.shape), images.dtype, "| classes:", np.unique(labels.data).tolist())
 print("\n".join("".join(" .:-=+*#%@"[int(v) * 9 // 16] for v in row) for row in images.data[0]), "<- label", labels.data[0])
-digits_train, digits_test = train_test_split(images, labels, test_fraction=0.2, seed=0)
-print("train/test:", len(digits_train), len(digits_test))
 corpus = kjv_text()
 print(f"kjv_text(): {len(corpus.encode()):,} bytes, {len(set(corpus))} distinct characters")
-print(corpus[:120])
 
 # %% [markdown]
 # ## 6. Tokenizers: text as integers
 #
-# A language model reads a sequence of integer **token ids** and predicts the
-# next one. A **tokenizer** fixes the vocabulary and maps text to ids
-# (`encode`) and back (`decode`). The choice is a trade-off:
+# A language model reads a sequence of integer **token ids** and predicts the next one. A
+# **tokenizer** fixes the vocabulary and maps text to ids (`encode`) and back (`decode`).
+# The choice is a trade-off:
 #
-# - **characters**: a tiny vocabulary (≈ 60 for English), every text encodes,
-#   but sequences are long — one token per character — so a model with a
-#   context of 256 tokens sees 256 characters;
-# - **words**: short sequences, but a huge vocabulary, and any unseen word is
-#   lost;
-# - **subwords (BPE)**: a vocabulary of a few thousand to 50k pieces; frequent
-#   words are one token, rare words several pieces, and nothing is ever
-#   unknown. Sequences are 3–4× shorter than characters on English, so the
-#   same context window covers 3–4× more text — paid for by a bigger embedding
+# - **characters**: a tiny vocabulary (about 60 for English), every text encodes, but
+#   sequences are long: a context of 256 tokens sees 256 characters;
+# - **words**: short sequences, but a huge vocabulary, and any unseen word is lost;
+# - **subwords (BPE)**: a few thousand to 50k pieces; frequent words are one token, rare
+#   words several, nothing is ever unknown. Sequences are 3–4× shorter than characters on
+#   English, so the same context covers 3–4× more text, paid for by a bigger embedding
 #   table and output layer (`vocab_size × d_model` each).
 #
-# `CharTokenizer` builds its vocabulary from a text: the sorted set of its
-# characters, id = position. A character it never saw is an error that names
-# it — unless you pass `unk="?"` (or any string), which adds an explicit
-# unknown token that such characters map to (and decode to).
+# `CharTokenizer` builds its vocabulary from a text: the **sorted** set of its characters,
+# id = position (sorted, so the same text always gives the same ids). A character it
+# never saw is an error that names it, unless you pass `unk="?"` (any non-empty string):
+# it is added at the end of the vocabulary if the text lacks it, and unknown characters
+# map to it.
 #
-# ### Exercise: `CharTokenizer.encode` and `decode`
-# `encode`: first find the characters of `text` missing from `self.stoi`; if any
-# and `self.unk_id is None`, raise `ValueError` listing them (use
-# `_describe_chars`); otherwise map each character to its id, unknown ones to
-# `self.unk_id`. `decode`: join `self.itos[i]`; an id outside
-# `0..vocab_size-1` raises `ValueError` naming it (negative ids too: Python
-# indexing would silently wrap them).
-
-# %%
-#| export data.tokenizers
-"""Tokenizers: text <-> lists of integer ids. One token per character, or byte-level BPE (GPT-2 style)."""
-import heapq
-import json
-import os
-import re
-import tempfile
-from collections import Counter, defaultdict
-from pathlib import Path
-
-import numpy as np
-
-from tinytorch.core.backend import to_numpy
-from tinytorch.core.tensor import Tensor
-
-
-def _id_list(ids):
-    """Ids from a list, a 1-D NumPy array or a 1-D tensor, as Python ints."""
-    if isinstance(ids, Tensor):
-        ids = to_numpy(ids.data)
-    if isinstance(ids, np.ndarray):
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise ValueError(f"decode takes a 1-D sequence of integer ids, got {ids.dtype.name} of shape {ids.shape}")
-        return ids.tolist()
-    return [int(i) for i in ids]
-
-
-def _describe_chars(chars):
-    shown = ", ".join(repr(c) for c in sorted(chars)[:10])
-    return shown + (f" and {len(chars) - 10} more" if len(chars) > 10 else "")
-
-
-def _write_json_atomic(path, obj):
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _read_json(path, kind):
-    try:
-        state = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a saved tokenizer (invalid JSON: {err})") from None
-    if not isinstance(state, dict) or state.get("type") != kind:
-        raise ValueError(f"{path}: not a saved {kind} tokenizer")
-    return state
-
+# *Worked example.* `"hello world"`: vocabulary `[' ', 'd', 'e', 'h', 'l', 'o', 'r', 'w']`,
+# so `"hold"` encodes to `[3, 5, 4, 1]`.
+#
+# ### Exercise: `CharTokenizer.__init__`'s vocabulary, `encode`, `decode`
+#
+# - Hint 1: two tables, id → character (`itos`, a list) and character → id (`stoi`, a dict).
+# - Hint 2: `encode` first finds the characters of the text missing from `stoi` (a set
+#   difference); if there are some and no `unk`, raise `ValueError` naming them
+#   (`_describe_chars`). `decode` looks each id up in `itos` and joins.
+# - Hint 3: `sorted(set(text))`, append `unk` when given and missing; `stoi` by
+#   `enumerate`; keep `self.unk` and `self.unk_id` (None without `unk`). `encode` returns
+#   a list built with `dict.get`, the unk id as its default; `decode` joins strings (the ids are already
+#   checked by `_id_list`).
 
 # %% nbgrader={"grade": false, "grade_id": "char-tokenizer", "locked": false, "schema_version": 3, "solution": true}
 #| export data.tokenizers
@@ -931,15 +642,16 @@ class CharTokenizer:
     """One token per character; the vocabulary is the sorted set of characters of `text`."""
 
     def __init__(self, text, unk=None):
+        if unk is not None and (not isinstance(unk, str) or not unk):
+            raise ValueError(f"unk must be a non-empty string, got {unk!r}")
+        ### BEGIN SOLUTION
         self.itos = sorted(set(text))  # id -> character
-        if unk is not None:
-            if not isinstance(unk, str) or not unk:
-                raise ValueError(f"unk must be a non-empty string, got {unk!r}")
-            if unk not in self.itos:
-                self.itos.append(unk)
+        if unk is not None and unk not in self.itos:
+            self.itos.append(unk)
         self.stoi = {s: i for i, s in enumerate(self.itos)}  # character -> id
         self.unk = unk
         self.unk_id = None if unk is None else self.stoi[unk]
+        ### END SOLUTION
 
     @property
     def vocab_size(self):
@@ -957,34 +669,30 @@ class CharTokenizer:
         ### END SOLUTION
 
     def decode(self, ids):
-        """Ids -> text."""
-        ids = _id_list(ids)
+        """Ids (list, 1-D array or tensor) -> text."""
+        ids = _id_list(ids, self.vocab_size, "CharTokenizer")
         ### BEGIN SOLUTION
-        bad = [i for i in ids if not 0 <= i < len(self.itos)]
-        if bad:
-            raise ValueError(f"CharTokenizer: ids {bad[:10]} are outside 0..{len(self.itos) - 1}")
         return "".join([self.itos[i] for i in ids])
         ### END SOLUTION
 
     def save(self, path):
         """Save as JSON (atomically)."""
-        _write_json_atomic(path, {"type": "char", "version": 1, "chars": self.itos, "unk": self.unk})
+        _save_json(path, {"type": "char", "version": 1, "chars": self.itos, "unk": self.unk})
 
     @classmethod
     def load(cls, path):
         state = _read_json(path, "char")
-        tokenizer = cls("", unk=None)
-        tokenizer.itos = list(state["chars"])
-        tokenizer.stoi = {s: i for i, s in enumerate(tokenizer.itos)}
-        tokenizer.unk = state["unk"]
-        tokenizer.unk_id = None if tokenizer.unk is None else tokenizer.stoi[tokenizer.unk]
-        return tokenizer
+        chars, unk = state["chars"], state["unk"]
+        if unk is not None and chars and chars[-1] == unk:  # unk was appended (or sorts last anyway)
+            chars = chars[:-1]
+        return cls("".join(chars), unk=unk)
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-char-tokenizer", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_char_tokenizer():
     tok = CharTokenizer("hello world")
     assert tok.itos == [" ", "d", "e", "h", "l", "o", "r", "w"], f"vocabulary = sorted unique characters, got {tok.itos}"
+    assert tok.stoi["o"] == 5 and tok.vocab_size == 8, f"stoi maps a character to its position, got {tok.stoi}"
     ids = tok.encode("hold")
     assert ids == [3, 5, 4, 1], f"'hold' -> ids of h, o, l, d = [3, 5, 4, 1], got {ids}"
     assert tok.decode(ids) == "hold", f"decode(encode(s)) should give s back, got {tok.decode(ids)!r}"
@@ -996,17 +704,12 @@ def test_char_tokenizer():
     else:
         raise AssertionError("encode('hex!'): 'x' and '!' are not in the vocabulary, raise ValueError")
     safe = CharTokenizer("abc", unk="?")
+    assert safe.itos == ["a", "b", "c", "?"], f"unk '?' is appended to the vocabulary, got {safe.itos}"
     assert safe.encode("abz") == [0, 1, 3], f"with unk='?', unknown 'z' maps to the unk id 3, got {safe.encode('abz')}"
     assert safe.decode(safe.encode("abz")) == "ab?", "the unk id decodes to the unk string"
-    for bad in ([8], [-1]):
-        try:
-            tok.decode(bad)
-        except ValueError:
-            pass
-        else:
-            raise AssertionError(f"decode({bad}): id outside 0..7 must raise ValueError")
     ### BEGIN HIDDEN TESTS
     assert tok.encode("") == [] and tok.decode([]) == "", "empty text <-> empty ids"
+    assert CharTokenizer("abc", unk="a").itos == ["a", "b", "c"], "an unk already in the text is not added twice"
     ### END HIDDEN TESTS
 
 
@@ -1014,12 +717,23 @@ test_char_tokenizer()
 print("CharTokenizer: ok")
 
 # %% [markdown]
+# **Cost.** `encode` is one dict lookup per character, `O(len(text))`, about 10–20 M
+# characters per second in Python; the vocabulary is `O(V)`, tiny.
+#
 # ## 7. Byte-pair encoding (BPE), byte-level
 #
-# *Idea.* Start with the 256 possible **bytes** as the vocabulary (so any
-# UTF-8 text encodes; nothing is ever unknown). Then repeat: find the most
-# frequent **adjacent pair** of tokens in the training text, give it a new id,
-# replace every occurrence. Each **merge** adds one token; stop at `vocab_size`.
+# *Idea.* Start with the 256 possible **bytes** as the vocabulary, so any UTF-8 text
+# encodes and nothing is ever unknown. Then repeat: find the most frequent **adjacent
+# pair** of tokens in the training text, give it a new id, replace every occurrence.
+# Each **merge** adds one token; stop at `vocab_size`. Frequent strings ("the", " and")
+# end up as single tokens because their pieces are merged early and often.
+#
+# *The math.* Let the text be token sequence `t_1 ... t_N` and `c(a, b)` the number of
+# positions `i` with `(t_i, t_{i+1}) = (a, b)`. A merge picks
+# `argmax_{(a,b)} c(a, b)` (ties: the smallest pair, so training is deterministic) and
+# shortens the text by exactly `c(a, b)` tokens, minus overlaps (`a a a` holds two `aa`
+# pairs but only one can merge). So each merge is the greedy best single step at
+# shortening the training text.
 #
 # *Worked example.* Text `aaabdaaabac`, bytes `a=97, b=98, c=99, d=100`:
 #
@@ -1032,13 +746,10 @@ print("CharTokenizer: ok")
 # tokens  256 257 d 256 257 a c                      11 bytes -> 7 tokens
 # ```
 #
-# *Words first.* GPT-2 does not run BPE over raw text: a regex first cuts it into
-# words, and merges happen only inside a word, so no token spans `"dog. The"`
-# and the same word always encodes the same way. GPT-2's pattern uses
-# `\p{L}` (letters) and `\p{N}` (numbers), which Python's `re` lacks. We write
-# the same classes with what `re` has: letters are `[^\W\d_]` (word characters
-# that are neither digits nor `_`), numbers `\d`, and "other" is `[^\s\w]|_`.
-# The alternatives, tried in order at each position:
+# *Words first.* GPT-2 does not run BPE over raw text: a regex first cuts it into words,
+# and merges happen only inside a word, so no token spans `"dog. The"` and the same word
+# always encodes the same way. The provided `SPLIT_PATTERN` is GPT-2's pattern in
+# Python's `re` (see `provided.py`); its alternatives, tried in order at each position:
 #
 # | piece | matches |
 # | --- | --- |
@@ -1049,21 +760,26 @@ print("CharTokenizer: ok")
 # | `\s+(?!\S)` | spaces not followed by a word (so `"  x"` → `" "`, `" x"`) |
 # | `\s+` | any other whitespace |
 #
-# Every character is whitespace, a letter, a digit or "other", so the pieces
-# always join back to the exact text — which makes decode(encode(s)) == s.
+# Every character is whitespace, a letter, a digit or "other", so the pieces always join
+# back to the exact text, which makes `decode(encode(s)) == s`.
 #
-# *Training fast.* The text is split once and each distinct word counted once
-# with its frequency (`{(b'T', b'h', b'e'): 1042, ...}`). Recounting all pairs
-# after every merge would cost (merges × words); instead we keep the pair
-# counts and, for each merge, touch only the words that contain the merged
-# pair: subtract their old pairs, merge, add their new pairs. A heap finds the
-# most frequent pair (stale heap entries are skipped when popped).
+# Training therefore works on **distinct words with their frequencies**,
+# `{(32, 116, 104, 101): 1042, ...}` (" the" as bytes, seen 1,042 times): a pair inside a
+# word counts as often as the word occurs.
 #
 # ### Exercise: `count_pairs(words)` and `merge_pair(word, pair, new_id)`
-# `words` maps a word (a tuple of ids) to its frequency; `count_pairs` returns
-# `{pair: count}` over all adjacent pairs, each weighted by its word's frequency.
-# `merge_pair` replaces each occurrence of `pair` in `word`, scanning left to
-# right without overlap (`(a, a, a)` → `(new, a)`), and returns a tuple.
+#
+# `count_pairs` returns `{pair: count}` over all adjacent pairs, each weighted by its
+# word's frequency. `merge_pair` replaces each occurrence of `pair` in `word`, scanning
+# left to right without overlap (`(a, a, a)` → `(new, a)`), and returns a tuple.
+#
+# - Hint 1: a word of `n` tokens has `n - 1` adjacent pairs; merging is a scan with an
+#   index that sometimes jumps by two.
+# - Hint 2: `count(a, b) = sum over words of freq(word) * (occurrences of (a, b) in it)`;
+#   at position `i`, if `word[i], word[i+1]` is the pair, emit `new_id` and skip to
+#   `i + 2`, else emit `word[i]` and go to `i + 1`.
+# - Hint 3: `zip(word, word[1:])` lists the pairs; a `defaultdict(int)`; a `while i < n`
+#   loop appending to a list, converted with `tuple(...)` at the end.
 
 # %% nbgrader={"grade": false, "grade_id": "bpe-merge", "locked": false, "schema_version": 3, "solution": true}
 #| export data.tokenizers
@@ -1098,14 +814,15 @@ def merge_pair(word, pair, new_id):
 def test_bpe_merge():
     word = tuple(b"aaabdaaabac")
     counts = count_pairs({word: 1})
-    assert counts[(97, 97)] == 4, f"'aa' occurs 4 times in aaabdaaabac, got {counts.get((97, 97))}"
-    assert counts[(97, 98)] == 2 and counts[(100, 97)] == 1, f"'ab' twice, 'da' once; got {counts}"
+    assert isinstance(counts, dict), f"count_pairs returns a dict, got {type(counts).__name__}"
+    assert counts.get((97, 97)) == 4, f"'aa' occurs 4 times in aaabdaaabac, got {counts.get((97, 97))}"
+    assert counts.get((97, 98)) == 2 and counts.get((100, 97)) == 1, f"'ab' twice, 'da' once; got {counts}"
     assert sum(counts.values()) == len(word) - 1, "a word of n tokens has n - 1 adjacent pairs"
     weighted = count_pairs({(1, 2): 5, (1, 2, 1, 2): 2})
     assert weighted == {(1, 2): 9, (2, 1): 2}, f"counts are weighted by word frequency: (1,2) 5 + 2*2 = 9; got {weighted}"
     merged = merge_pair(word, (97, 97), 256)
+    assert isinstance(merged, tuple), f"merge_pair returns a tuple, got {type(merged).__name__}"
     assert merged == (256, 97, 98, 100, 256, 97, 98, 97, 99), f"aaa -> (256, a): left to right, no overlap; got {merged}"
-    assert isinstance(merged, tuple), "merge_pair returns a tuple"
     assert merge_pair(merged, (97, 98), 257) == (256, 257, 100, 256, 257, 97, 99), "second merge of the worked example"
     assert merge_pair((1, 1, 1, 1), (1, 1), 9) == (9, 9), "(1,1,1,1) -> (9, 9)"
     assert merge_pair((5,), (5, 5), 9) == (5,) and merge_pair((), (1, 2), 9) == (), "short words are left alone"
@@ -1118,27 +835,56 @@ test_bpe_merge()
 print("count_pairs, merge_pair: ok")
 
 # %% [markdown]
-# The tokenizer around them (provided). `train` runs the incremental loop
-# described above. `encode` splits the text with the same regex and, inside
-# each word, applies the learned merges **in the order they were learned**
-# (always the adjacent pair of lowest rank first), which reproduces how the
-# training text was merged; words already seen come from a cache. `decode`
-# joins the tokens' bytes; only a sequence of ids that does not form valid
-# UTF-8 (possible with arbitrary ids, never with ids from `encode`) shows
-# `�` (`errors="replace"`). `save`/`load` use JSON, written atomically.
+# ### The merge loop, fast
+#
+# The plain loop recounts every pair after every merge: `M` merges over `W` distinct
+# words cost `O(M · W · L)` (words of length `L`), minutes for a 1 MB text and 1,000
+# merges. But a merge of `(a, b)` changes only the words that contain `(a, b)`, and in
+# those words only the pairs around each occurrence. So keep, across merges:
+#
+# - `symbols[w]`: the current tokens of word `w`, and `freqs[w]` its frequency;
+# - `counts`: the pair counts (`count_pairs` once, at the start);
+# - `where[pair]`: the set of words that may contain `pair` (it may hold words that no
+#   longer do: a merge leaves the word unchanged then, and that is harmless);
+# - a **heap** of `(-count, pair)`: its top is the most frequent pair, smallest first on
+#   ties, because tuples compare element by element.
+#
+# Then each merge is: pop the heap until its top entry is **current**
+# (`counts[pair] == -neg_count`; an entry pushed before a count changed is stale);
+# record the merge with id `256 + len(merges)`; for each word in `where.pop(pair)`,
+# merge it, and add `-freq` for each of its old pairs and `+freq` for each of its new
+# pairs to a `changed` dict (also adding the word to `where` of each new pair); finally
+# apply `changed` to `counts`, deleting pairs that drop to 0 and pushing the new count of
+# every pair that changed. Stop after `num_merges`, or earlier when the heap runs empty.
+#
+# *Worked example, second merge above.* Merging `(97, 97)` in `a a a b d a a a b a c`
+# removes `aa:4, ab:2, bd:1, da:1, ba:1, ac:1` and adds the new word's pairs
+# `(256,a):2, ab:2, bd:1, (d,256):1, ba:1, ac:1`: net, `aa` drops to 0 and
+# `(256, a)`, `(d, 256)` appear, `da` disappears, and nothing else changes.
+#
+# Each merge now costs time proportional to the words it touches, not to all words.
+#
+# ### Exercise: `train_merges(words, num_merges)`
+#
+# - Hint 1: build the four structures once, then loop: find the best current pair, merge
+#   it in the words that have it, update the counts by difference.
+# - Hint 2: the update for one word of frequency `f`: for every pair `p` of the old word,
+#   `changed[p] -= f`; for every pair of the new word, `changed[p] += f`. A pair whose
+#   total change is 0 needs no new heap entry.
+# - Hint 3: `symbols = list(words)`, `freqs`, `counts = count_pairs(words)`,
+#   `where = defaultdict(set)`, `heap` + `heapq.heapify`; loop until `num_merges` pairs are
+#   recorded: skip stale entries with `heapq.heappop`, `break` when the heap is empty, pop the pair,
+#   `merge_pair` each word, `heapq.heappush((-counts[p], p))` after each update.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "train-merges", "locked": false, "schema_version": 3, "solution": true}
 #| export data.tokenizers
-# GPT-2's pre-tokenizer without the `regex` package (see the table in the lesson).
-SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
-
-
 def train_merges(words, num_merges):
     """Learn up to `num_merges` merges from {word (tuple of byte ids): frequency}.
 
     Incremental: pair counts are kept, and each merge touches only the words containing the
     merged pair. Ties go to the smallest pair. Stops early when no pair is left.
     """
+    ### BEGIN SOLUTION
     words = dict(words)
     symbols = list(words)  # symbols[w]: the current tokens of word w
     freqs = [words[word] for word in symbols]
@@ -1178,26 +924,112 @@ def train_merges(words, num_merges):
                 else:
                     del counts[p]
     return merges
+    ### END SOLUTION
 
 
+# %% nbgrader={"grade": true, "grade_id": "test-train-merges", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+def test_train_merges():
+    example = {tuple(b"aaabdaaabac"): 1}
+    merges = train_merges(example, 2)
+    assert isinstance(merges, list), f"train_merges returns a list of pairs, got {type(merges).__name__}"
+    assert merges == [(97, 97), (97, 98)], f"the worked example learns (a, a) then (a, b), got {merges}"
+    assert train_merges(example, 0) == [], "num_merges=0: no merges"
+    everything = train_merges(example, 100)
+    assert len(everything) == 7, f"7 merges turn aaabdaaabac into one token, then no pair is left; got {everything}"
+    assert everything[2:] == [(256, 257), (97, 99), (100, 258), (258, 260), (261, 259)], \
+        f"later merges join merged tokens (ids 256 + k); got {everything}"
+    weighted = train_merges({(1, 2): 3, (2, 3): 5}, 2)
+    assert weighted == [(2, 3), (1, 2)], f"(2, 3) occurs 5 times, (1, 2) 3: most frequent first; got {weighted}"
+    ties = train_merges({(5, 6): 1, (1, 2): 1, (3, 4): 1}, 3)
+    assert ties == [(1, 2), (3, 4), (5, 6)], f"ties go to the smallest pair, got {ties}"
+    updated = train_merges({(1, 2, 1, 2): 2, (2, 1): 3}, 2)
+    assert updated == [(2, 1), (1, 256)], ("(2, 1): 2 + 3 = 5 beats (1, 2): 4; then the words are (1, 256, 2) x2 and "
+                                           f"(256,) x3, and (1, 256) ties (256, 2) at 2 and is smaller; got {updated}")
+    ### BEGIN HIDDEN TESTS
+    text = kjv_text()[:5000]
+    counted = Counter(tuple(w.encode()) for w in re.findall(SPLIT_PATTERN, text))
+    reference, current = [], dict(counted)
+    for k in range(40):  # recount everything after each merge: slow, obviously right
+        pair_counts = count_pairs(current)
+        best = min(pair_counts, key=lambda p: (-pair_counts[p], p))
+        reference.append(best)
+        merged = Counter()
+        for word, freq in current.items():
+            merged[merge_pair(word, best, 256 + k)] += freq
+        current = dict(merged)
+    assert train_merges(counted, 40) == reference, "the incremental loop must match recounting after every merge"
+    ### END HIDDEN TESTS
+
+
+test_train_merges()
+print("train_merges: ok")
+
+# %% [markdown]
+# ## 8. The BPE tokenizer: vocabulary, training, encoding by rank
+#
+# The merges are the whole model. From them:
+#
+# - the **vocabulary**: token `256 + k` is the bytes of merge `k`'s first token followed
+#   by its second's, so `vocab[id]` is built in one pass in merge order (a merge only
+#   joins tokens defined before it, which the provided `_check_merges` enforces);
+# - the **ranks**: `ranks[pair] = k`, the order in which pair `k` was learned.
+#
+# *Training* splits the text with the pattern (`self._split`), counts each distinct word,
+# re-keys the counts by the word's UTF-8 bytes as a tuple of ints, and runs
+# `train_merges` for `vocab_size - 256` merges.
+#
+# *Encoding a word* must reproduce what training did to it. Training merged pairs in rank
+# order, so encoding repeats: among the adjacent pairs of the word, take the one of
+# **lowest rank**; if no pair has a rank, stop; else merge it (id `256 + rank`) and look
+# again. Taking the most frequent pair *in this word* instead would give different tokens
+# for the same word than training saw.
+#
+# *Worked example.* Merges `[(98, 99), (97, 98)]` (rank 0: `bc`, rank 1: `ab`) and the word
+# `abc`: pairs `ab` (rank 1) and `bc` (rank 0): merge `bc` into 256 → `a 256`; the pair
+# `(97, 256)` has no rank: stop. `ab` never merges here, because in training `bc` went
+# first.
+#
+# `encode` splits the text with `self._split` and keeps each word's ids in `self._cache`,
+# so a word is encoded once however often it occurs: the ids of the text are the
+# concatenation of its words' ids. `decode` joins the tokens' bytes and decodes UTF-8 with
+# `errors="replace"`: an id sequence that splits a character (possible with arbitrary
+# ids, never with ids from `encode`) shows `U+FFFD` instead of raising.
+#
+# ### Exercise: `_set_merges`, `train`, `_encode_word`, `encode`, `decode`
+#
+# - Hint 1: the vocabulary grows by concatenation; training prepares `{byte word: freq}`;
+#   encoding is a loop that merges the best-ranked pair until none is left.
+# - Hint 2: `vocab[256 + k] = vocab[first] + vocab[second]`; the best pair minimises
+#   `ranks.get(pair, infinity)`; a word of one token has nothing to merge.
+# - Hint 3: `vocab` starts as the 256 one-byte `bytes` objects (`bytes([b])`); set
+#   `self.vocab`, `self.merges` (a list) and `self.ranks` (a dict from `enumerate`). `train`: a
+#   `Counter` over `self._split(text)`, re-keyed by `tuple(word.encode("utf-8"))`, then
+#   `self._set_merges(train_merges(...))`. `_encode_word`: `min` over
+#   `zip(ids, ids[1:])` with a `key`, then `merge_pair`. `encode`: look each word up in the
+#   cache, fill it on a miss, `extend` one output list. `decode`: `b"".join`, then
+#   `.decode("utf-8", errors="replace")`.
+
+# %% nbgrader={"grade": false, "grade_id": "bpe-tokenizer", "locked": false, "schema_version": 3, "solution": true}
+#| export data.tokenizers
 class BPETokenizer:
     """Byte-level BPE: 256 byte tokens plus one token per learned merge."""
 
     def __init__(self, merges=(), pattern=SPLIT_PATTERN):
         self.pattern = pattern
         self._split = re.compile(pattern).findall
-        self._set_merges(list(merges))
+        self._set_merges(_check_merges(merges))
 
     def _set_merges(self, merges):
+        """The vocabulary (id -> bytes) and ranks (pair -> merge order) of a list of merges."""
+        ### BEGIN SOLUTION
         vocab = [bytes([b]) for b in range(256)]
-        for k, (first, second) in enumerate(merges):
-            if not (0 <= first < 256 + k and 0 <= second < 256 + k):
-                raise ValueError(f"merge {k} ({first}, {second}) refers to a token not defined before it")
+        for first, second in merges:
             vocab.append(vocab[first] + vocab[second])
-        self.merges = [tuple(pair) for pair in merges]
-        self.ranks = {pair: k for k, pair in enumerate(self.merges)}  # pair -> merge order
         self.vocab = vocab  # id -> bytes
-        self._cache = {}
+        self.merges = list(merges)
+        self.ranks = {pair: k for k, pair in enumerate(self.merges)}  # pair -> merge order
+        ### END SOLUTION
+        self._cache = {}  # word -> ids, valid for these merges only
 
     @property
     def vocab_size(self):
@@ -1205,16 +1037,18 @@ class BPETokenizer:
 
     def train(self, text, vocab_size):
         """Learn `vocab_size - 256` merges from `text` (fewer if the text runs out of pairs)."""
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
-            raise ValueError(f"vocab_size must be an int >= 256 (the byte tokens), got {vocab_size!r}")
-        words = Counter(self._split(text))
+        _check_vocab_size(vocab_size)
+        ### BEGIN SOLUTION
         byte_words = Counter()
-        for word, freq in words.items():
+        for word, freq in Counter(self._split(text)).items():
             byte_words[tuple(word.encode("utf-8"))] += freq
         self._set_merges(train_merges(byte_words, vocab_size - 256))
+        ### END SOLUTION
         return self
 
     def _encode_word(self, word):
+        """One pre-tokenized word -> tuple of ids, applying merges lowest rank first."""
+        ### BEGIN SOLUTION
         ids = tuple(word.encode("utf-8"))
         ranks = self.ranks
         while len(ids) > 1:
@@ -1223,28 +1057,28 @@ class BPETokenizer:
                 break
             ids = merge_pair(ids, pair, 256 + ranks[pair])
         return ids
+        ### END SOLUTION
 
     def encode(self, text):
         """Text -> list of ids."""
+        if len(self._cache) > 100_000:  # bound the memory of long runs over varied text
+            self._cache.clear()
+        ### BEGIN SOLUTION
         cache, out = self._cache, []
-        if len(cache) > 100_000:
-            cache.clear()
         for word in self._split(text):
             ids = cache.get(word)
             if ids is None:
                 ids = cache[word] = self._encode_word(word)
             out.extend(ids)
         return out
+        ### END SOLUTION
 
     def decode(self, ids):
         """Ids -> text (invalid UTF-8 from arbitrary ids shows as U+FFFD)."""
-        ids = _id_list(ids)
-        try:
-            data = b"".join([self.vocab[i] if i >= 0 else None for i in ids])
-        except (IndexError, TypeError):
-            bad = [i for i in ids if not 0 <= i < len(self.vocab)]
-            raise ValueError(f"BPETokenizer: ids {bad[:10]} are outside 0..{len(self.vocab) - 1}") from None
-        return data.decode("utf-8", errors="replace")
+        ids = _id_list(ids, self.vocab_size, "BPETokenizer")
+        ### BEGIN SOLUTION
+        return b"".join([self.vocab[i] for i in ids]).decode("utf-8", errors="replace")
+        ### END SOLUTION
 
     def token_bytes(self, token_id):
         """The bytes a token stands for (handy to inspect merges)."""
@@ -1252,8 +1086,8 @@ class BPETokenizer:
 
     def save(self, path):
         """Save merges and split pattern as JSON (atomically)."""
-        state = {"type": "byte-bpe", "version": 1, "pattern": self.pattern, "merges": [list(m) for m in self.merges]}
-        _write_json_atomic(path, state)
+        _save_json(path, {"type": "byte-bpe", "version": 1, "pattern": self.pattern,
+                          "merges": [list(m) for m in self.merges]})
 
     @classmethod
     def load(cls, path):
@@ -1261,61 +1095,86 @@ class BPETokenizer:
         return cls([tuple(m) for m in state["merges"]], pattern=state["pattern"])
 
 
+# %% nbgrader={"grade": true, "grade_id": "test-bpe-tokenizer", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+def test_bpe_tokenizer():
+    tok = BPETokenizer([(97, 97), (97, 98)])
+    assert len(tok.vocab) == 258 and tok.vocab[97] == b"a", f"256 bytes + 2 merges = 258 tokens, got {len(tok.vocab)}"
+    assert tok.vocab[256] == b"aa" and tok.vocab[257] == b"ab", f"merged tokens are concatenations: {tok.vocab[256:]}"
+    assert tok.ranks == {(97, 97): 0, (97, 98): 1}, f"ranks map each pair to its merge order, got {tok.ranks}"
+    ids = tok.encode("aaabdaaabac")
+    assert ids == [256, 257, 100, 256, 257, 97, 99], f"the worked example encodes to 7 tokens, got {ids}"
+    by_rank = BPETokenizer([(98, 99), (97, 98)]).encode("abc")
+    assert by_rank == [97, 256], f"'abc' with bc at rank 0: merge bc first, then ab cannot apply; got {by_rank}"
+    assert BPETokenizer([(97, 98), (256, 99)]).encode("abc") == [257], "merges chain: ab, then (ab, c)"
+    assert tok.decode(ids) == "aaabdaaabac", "decode joins the tokens' bytes"
+    assert tok.decode([0xE6]) == "\ufffd", "half a UTF-8 character decodes as U+FFFD (errors='replace')"
+    trained = BPETokenizer().train("aaabdaaabac", vocab_size=258)
+    assert trained.merges == [(97, 97), (97, 98)], f"train on the worked example, got {trained.merges}"
+    text = "low lower lowest, low low!"
+    trained = BPETokenizer().train(text, vocab_size=262)
+    assert trained.vocab_size == 262, f"vocab_size 262 = 256 bytes + 6 merges, got {trained.vocab_size}"
+    assert trained.vocab[256:] == [b"lo", b"low", b" low", b" lowe", b"st", b" lower"], \
+        f"split into words, count, train_merges: expected lo, low, ' low', ... got {trained.vocab[256:]}"
+    assert trained.decode(trained.encode(text)) == text, "decode(encode(text)) == text"
+    assert len(trained.encode(text)) < len(text.encode()), "trained BPE encodes its text in fewer tokens than bytes"
+    ### BEGIN HIDDEN TESTS
+    assert trained.encode("日本") == list("日本".encode()), "unseen text falls back to bytes"
+    ### END HIDDEN TESTS
+
+
+test_bpe_tokenizer()
+print("BPETokenizer: ok")
+
 # %%
-bpe = BPETokenizer().train("aaabdaaabac", vocab_size=258)
-print("merges:", bpe.merges, "->", [bpe.token_bytes(i) for i in (256, 257)])
-print("encode:", bpe.encode("aaabdaaabac"))
 sample = corpus[:200_000]
 bpe = BPETokenizer().train(sample, vocab_size=512)
 print("first merges:", [bpe.token_bytes(256 + k) for k in range(12)])
-print("longest tokens:", sorted(bpe.vocab, key=len)[-5:])
 line = "And God said, Let there be light: and there was light."
 ids = bpe.encode(line)
 print(f"{len(line)} characters -> {len(ids)} tokens:", [bpe.token_bytes(i).decode(errors='replace') for i in ids])
-assert bpe.decode(ids) == line
 
 # %% [markdown]
-# ## 8. `TextDataset`: next-token windows
+# ## 9. `TextDataset`: next-token windows
 #
-# A language model is trained to predict token `t+1` from tokens `..t`. From one
-# long array of ids we cut windows of `block_size`: input `x = ids[i : i+T]`,
-# target `y = ids[i+1 : i+T+1]` — `y` is `x` shifted by one, so one window holds
-# `T` predictions. Every start `i` is a sample: `len = n_tokens - T`.
+# A language model is trained to predict token `t+1` from tokens `..t`. From one long
+# array of ids we cut windows of `block_size` `T`: input `x = ids[i : i+T]`, target
+# `y = ids[i+1 : i+T+1]`. `y` is `x` shifted by one, so one window holds `T` predictions.
+# Every start `i` is a sample, so there are `n_tokens - T` of them.
 #
-# The text is encoded **once** into an int64 array (re-encoding per sample
-# would cost more than the model). The validation split is the **last**
-# `val_fraction` of the tokens, not a random subset: random windows from one
-# text overlap their neighbours, so a random split would test on text the
-# model trained on. `gather` builds a batch of windows with one fancy index:
-# `ids[starts[:, None] + arange(T + 1)]`, shape `(B, T + 1)`.
+# The text is encoded **once** into an int64 array (re-encoding per sample would cost
+# more than the model). The validation split is the **last** `val_fraction` of the
+# tokens, not a random subset: windows from one text overlap their neighbours, so a
+# random split would test on text the model trained on. With `n` tokens, the train
+# split keeps the first `n - floor(n · val_fraction)`.
+#
+# *Worked example.* Ids `[0..9]` (10 tokens), `T = 3`: 7 windows; window 2 is
+# `x = [2, 3, 4]`, `y = [3, 4, 5]`. `gather([0, 6])` returns `x` of shape `(2, 3)`:
+# `[[0, 1, 2], [6, 7, 8]]`, and `y` = `[[1, 2, 3], [7, 8, 9]]`.
+#
+# ### Exercise: the split in `__init__`, `__len__`, `__getitem__`, `gather`
+#
+# - Hint 1: one window of `T + 1` ids holds both `x` (all but the last) and `y` (all but
+#   the first).
+# - Hint 2: a batch of windows is a 2-D fancy index: row `b` reads positions
+#   `start_b + 0, ..., start_b + T`, which broadcasting builds from a column of starts plus
+#   a row `0..T`.
+# - Hint 3: `n_train` from `int(len(ids) * val_fraction)`; slice `ids` for the split;
+#   `__getitem__` returns `from_numpy` of the two slices of one window; `gather`: `starts`
+#   as an int64 array of shape `(B, 1)`, `np.arange(T + 1)`, windows `(B, T + 1)`, then
+#   two `from_numpy(np.ascontiguousarray(...))`, returned as a list `[x, y]`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "text-dataset", "locked": false, "schema_version": 3, "solution": true}
 #| export data.datasets
-def _read_text(text_or_path):
-    """A path (Path, or a str naming an existing file; .gz is decompressed) is read; other str is the text."""
-    is_path = isinstance(text_or_path, os.PathLike) or (
-        isinstance(text_or_path, str) and "\n" not in text_or_path and len(text_or_path) < 4096
-        and os.path.isfile(text_or_path))
-    if not is_path:
-        if not isinstance(text_or_path, str):
-            raise TypeError(f"TextDataset takes a str or a path, got {type(text_or_path).__name__}")
-        return text_or_path
-    return _read_maybe_gzip(text_or_path).decode("utf-8")
-
-
 class TextDataset(Dataset):
     """(x, y) windows of `block_size` token ids from a text, y = x shifted by one."""
 
     def __init__(self, text_or_path, tokenizer, block_size, split="train", val_fraction=0.1):
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        _check_text_dataset(split, val_fraction, block_size)
         ids = np.asarray(tokenizer.encode(_read_text(text_or_path)), dtype=np.int64)  # encoded once
+        ### BEGIN SOLUTION
         n_train = len(ids) - int(len(ids) * val_fraction)
         self.ids = ids[:n_train] if split == "train" else ids[n_train:]
+        ### END SOLUTION
         self.block_size = block_size
         self.split = split
         if len(self.ids) < block_size + 1:
@@ -1323,41 +1182,71 @@ class TextDataset(Dataset):
                              f"= {block_size + 1}; use a longer text or a smaller block_size/val_fraction")
 
     def __len__(self):
+        ### BEGIN SOLUTION
         return len(self.ids) - self.block_size
+        ### END SOLUTION
 
     def __getitem__(self, index):
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"window {index} is out of range for a TextDataset of {n} windows")
+        index = _normalize_index(index, len(self), "TextDataset")
+        ### BEGIN SOLUTION
         window = self.ids[index:index + self.block_size + 1]
         return from_numpy(window[:-1]), from_numpy(window[1:])
+        ### END SOLUTION
 
     def gather(self, indices):
         """A batch of windows by one fancy index: [x (B, T), y (B, T)]."""
+        ### BEGIN SOLUTION
         starts = np.asarray(indices, dtype=np.int64)
         windows = self.ids[starts[:, None] + np.arange(self.block_size + 1)]  # (B, T + 1)
         return [from_numpy(np.ascontiguousarray(windows[:, :-1])), from_numpy(np.ascontiguousarray(windows[:, 1:]))]
+        ### END SOLUTION
 
+
+# %% nbgrader={"grade": true, "grade_id": "test-text-dataset", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+class DigitTokenizer:
+    """'0'..'9' -> 0..9, so the expected ids can be read off the text."""
+
+    def encode(self, text):
+        return [int(c) for c in text]
+
+
+def test_text_dataset():
+    ds = TextDataset("0123456789", DigitTokenizer(), block_size=3, val_fraction=0.0)
+    assert len(ds) == 7, f"10 tokens, windows of 3: 7 samples, got {len(ds)}"
+    x, y = ds[2]
+    assert isinstance(x, tt.Tensor) and x.shape == (3,), f"x is a tensor of shape (3,), got {x!r}"
+    assert x.data.tolist() == [2, 3, 4] and y.data.tolist() == [3, 4, 5], f"window 2: x 2,3,4 -> y 3,4,5; got {x.data}, {y.data}"
+    assert x.dtype == np.int64, f"ids are int64, got {x.dtype}"
+    assert ds[-1][1].data.tolist() == [7, 8, 9], "negative indices count from the end"
+    batch = ds.gather([0, 6])
+    assert len(batch) == 2 and batch[0].shape == (2, 3), f"gather gives [x (B, T), y (B, T)], got {batch!r}"
+    assert batch[0].data.tolist() == [[0, 1, 2], [6, 7, 8]], f"x rows of windows 0 and 6, got {batch[0].data}"
+    assert batch[1].data.tolist() == [[1, 2, 3], [7, 8, 9]], f"y = x shifted by one, got {batch[1].data}"
+    train = TextDataset("0123456789" * 2, DigitTokenizer(), block_size=2, val_fraction=0.25)
+    val = TextDataset("0123456789" * 2, DigitTokenizer(), block_size=2, split="val", val_fraction=0.25)
+    assert train.ids.tolist() == list(range(10)) + [0, 1, 2, 3, 4], f"train: the first 15 of 20 tokens, got {train.ids}"
+    assert val.ids.tolist() == [5, 6, 7, 8, 9], f"val: the last int(20 * 0.25) = 5 tokens, got {val.ids}"
+    ### BEGIN HIDDEN TESTS
+    xb, yb = next(iter(DataLoader(ds, batch_size=7)))
+    assert xb.shape == (7, 3) and yb.data[:, -1].tolist() == [3, 4, 5, 6, 7, 8, 9], "the loader's fast path"
+    ### END HIDDEN TESTS
+
+
+test_text_dataset()
+print("TextDataset: ok")
 
 # %%
 chars = CharTokenizer(corpus)
 text_train = TextDataset(corpus, chars, block_size=8)
-text_val = TextDataset(corpus, chars, block_size=8, split="val")
 x0, y0 = text_train[0]
-print(f"{len(text_train):,} train windows, {len(text_val):,} val windows")
-print("x:", repr(chars.decode(x0)), "-> y:", repr(chars.decode(y0)))
-xb, yb = next(iter(DataLoader(text_train, batch_size=4, shuffle=True, generator=0)))
-print("batch:", tuple(xb.shape), tuple(yb.shape), xb.dtype)
+print(f"{len(text_train):,} train windows | x: {chars.decode(x0)!r} -> y: {chars.decode(y0)!r}")
 
 # %% [markdown]
-# ## 9. What it costs
+# ## 10. What it costs
 #
-# **Batching.** An epoch over the digits (1,797 samples, batches of 64) two
-# ways: the fast path (one fancy index per tensor per batch) and the general
-# path (`collate_fn=default_collate` turns the fast path off: 64 lookups and a
-# stack per batch).
+# **Batching.** An epoch over the digits (1,797 samples, batches of 64) two ways: the fast
+# path (one fancy index per tensor per batch) and the general path
+# (`collate_fn=default_collate` turns the fast path off: 64 lookups and a stack per batch).
 
 # %%
 import time
@@ -1379,10 +1268,10 @@ slow = epoch_seconds(DataLoader(digits_ds, batch_size=64, shuffle=True, generato
 print(f"epoch of digits: fancy index {fast * 1e3:.2f} ms, per-sample stack {slow * 1e3:.2f} ms ({slow / fast:.0f}x)")
 
 # %% [markdown]
-# **Tokenizers.** Speed (tokens per second), sequence length (characters per
-# token), and the memory of the encoded corpus. Ids stored as int64 take 8
-# bytes each; any vocabulary under 65,536 fits in `uint16` (2 bytes), which is
-# how large corpora are kept on disk — convert to int64 only per batch.
+# **Tokenizers.** Speed (tokens per second), sequence length (characters per token), and
+# the memory of the encoded corpus. Ids stored as int64 take 8 bytes each; any vocabulary
+# under 65,536 fits in `uint16` (2 bytes), which is how large corpora are kept on disk;
+# convert to int64 only per batch.
 
 # %%
 text = corpus[:200_000]
@@ -1393,19 +1282,18 @@ for name, tok in (("char", chars), ("bpe-512", bpe)):
     print(f"{name:8s}: vocab {tok.vocab_size:4d}, {len(encoded):7,} tokens ({len(text) / len(encoded):.2f} chars/token), "
           f"{len(encoded) / seconds / 1e6:.2f} M tokens/s")
 whole = np.asarray(chars.encode(corpus), dtype=np.int64)
-print(f"whole corpus, char ids: int64 {whole.nbytes / 2**20:.1f} MiB, uint16 {whole.astype(np.uint16).nbytes / 2**20:.1f} MiB "
-      f"(the text itself: {len(corpus.encode()) / 2**20:.1f} MiB)")
+print(f"whole corpus, char ids: int64 {whole.nbytes / 2**20:.1f} MiB, uint16 {whole.astype(np.uint16).nbytes / 2**20:.1f} MiB")
 start = time.perf_counter()
 BPETokenizer().train(text, vocab_size=512)
 print(f"BPE training on {len(text) // 1000} KB to 512 tokens: {time.perf_counter() - start:.2f} s")
 
 # %% [markdown]
-# Expect the fast path to be an order of magnitude faster than stacking: the
-# work is the same copy of bytes, but done by one NumPy call instead of a
-# Python loop. BPE makes the sequence several times shorter than characters,
-# at a vocabulary 512/~60 times larger: the model's context covers more text,
-# its embedding and output layers grow. `bench/bpe.py` measures training on
-# 1 MB and encoding throughput.
+# Expect the fast path to be an order of magnitude faster than stacking: the work is the
+# same copy of bytes, but done by one NumPy call instead of a Python loop. BPE makes the
+# sequence several times shorter than characters, at a vocabulary 512/~60 times larger:
+# the model's context covers more text, and its embedding and output layers grow. BPE
+# training costs `O(total word length)` to count, then per merge only the words it
+# touches; `bench/bpe.py` measures training on 1 MB and encoding throughput.
 #
-# **Next:** module 07 puts a model, a loss, an optimizer and these loaders
-# into a training loop.
+# **Next:** module 07 puts a model, a loss, an optimizer and these loaders into a
+# training loop.

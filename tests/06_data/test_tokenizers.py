@@ -61,11 +61,24 @@ def test_char_decode_accepts_tensors_and_rejects_bad_ids():
         tok.decode(np.zeros((2, 2), dtype=np.int64))
 
 
-def test_char_save_load(tmp_path):
-    tok = CharTokenizer("hello", unk="?")
+@pytest.mark.parametrize("text, unk", [("hello", "?"), ("hello", "<unk>"), ("hello", "l"), ("hello", None), ("", "?")])
+def test_char_save_load(tmp_path, text, unk):
+    tok = CharTokenizer(text, unk=unk)
     tok.save(tmp_path / "c.json")
     back = CharTokenizer.load(tmp_path / "c.json")
-    assert back.itos == tok.itos and back.unk_id == tok.unk_id and back.encode("hex") == tok.encode("hex")
+    assert back.itos == tok.itos and back.unk == tok.unk and back.unk_id == tok.unk_id
+    if unk is not None:
+        assert back.encode("hex") == tok.encode("hex")
+
+
+def test_save_goes_through_the_one_atomic_write(tmp_path, monkeypatch):
+    import tinytorch.data.tokenizers as tokenizers
+    written = []
+    real = tokenizers.atomic_write
+    monkeypatch.setattr(tokenizers, "atomic_write", lambda path, data: (written.append(path), real(path, data)))
+    CharTokenizer("ab").save(tmp_path / "c.json")
+    BPETokenizer().save(tmp_path / "b.json")
+    assert written == [tmp_path / "c.json", tmp_path / "b.json"]
 
 
 # ---------------------------------------------------------------- BPE pieces

@@ -1,0 +1,595 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 06 — Data: provided code
+#
+# The infrastructure around the lesson (`data.py`): you may read it, you never edit it.
+# `tito export` writes it into `tinytorch/data/` before the lesson's own cells, so the
+# lesson's code can use every name defined here.
+#
+# - `data.dataset`: seeding (`as_generator`), the `Dataset` protocol, `TensorDataset`,
+#   `Subset`, `ConcatDataset`, and the argument parsing of `random_split`;
+# - `data.dataloader`: `Sampler`, `SequentialSampler`, the helpers that stack the leaves
+#   of a batch, `default_convert`, and the option checks of the loader and samplers;
+# - `data.datasets`: the built-in datasets (digits, a text corpus) and the readers for
+#   MNIST (IDX) and CIFAR-10 (binary) files you download;
+# - `data.tokenizers`: id validation, saving and loading tokenizers as JSON (written
+#   with `atomic_write`), and GPT-2's pre-tokenizer regex.
+
+# %%
+#| default_exp data.dataset
+
+# %%
+#| export
+import bisect
+import math
+import numbers
+
+import numpy as np
+
+from tinytorch.core.backend import default_generator
+from tinytorch.core.tensor import Tensor
+
+
+def as_generator(generator=None):
+    """A NumPy Generator from a Generator (used as is), an int seed, or None (a seed drawn
+    from TinyTorch's global generator, so `tt.manual_seed` makes it reproducible)."""
+    if generator is None:
+        return np.random.default_rng(int(default_generator().integers(2**63)))
+    if isinstance(generator, np.random.Generator):
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return np.random.default_rng(int(generator))
+    raise TypeError(f"generator must be None, an int seed or a numpy.random.Generator, got {type(generator).__name__}")
+
+
+class Dataset:
+    """A map-style dataset: `len(ds)` samples, `ds[i]` is sample i. Subclasses define both."""
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__ (and __len__)")
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
+
+
+class TensorDataset(Dataset):
+    """Sample i is `tuple(t[i] for t in tensors)`; all tensors share their first dimension."""
+
+    def __init__(self, *tensors):
+        if not tensors:
+            raise ValueError("TensorDataset needs at least one tensor")
+        for t in tensors:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"TensorDataset takes tensors, got {type(t).__name__}; wrap arrays with tt.tensor")
+        if any(t.ndim == 0 for t in tensors) or len({t.shape[0] for t in tensors}) != 1:
+            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+            raise ValueError(f"TensorDataset: tensors must share their first dimension, got shapes {shapes}")
+        self.tensors = tensors
+
+    def __len__(self):
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+    def gather(self, indices):
+        """The samples `indices` as one batch: one fancy index per tensor, no stacking."""
+        index = np.asarray(indices, dtype=np.int64)
+        return [t[index] for t in self.tensors]
+
+
+class Subset(Dataset):
+    """The samples `indices` of `dataset`, renumbered 0..len(indices)-1."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = indices
+        if hasattr(dataset, "gather"):  # keep the one-index fast path of the parent
+            positions = np.asarray(indices, dtype=np.int64)
+
+            def gather(batch_indices):
+                return dataset.gather(positions[np.asarray(batch_indices, dtype=np.int64)])
+            self.gather = gather
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        if isinstance(index, list):
+            return self.dataset[[self.indices[i] for i in index]]
+        return self.dataset[self.indices[index]]
+
+
+class ConcatDataset(Dataset):
+    """Datasets one after another: indices 0..len(a)-1 are a's, then b's, ..."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset needs at least one dataset")
+        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        index = _normalize_index(index, len(self), "ConcatDataset")
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][index - start]
+
+
+def _normalize_index(index, n, what):
+    """`index` in -n..n-1 as 0..n-1 (negative counts from the end); IndexError names `what`."""
+    if not -n <= index < n:
+        raise IndexError(f"index {index} is out of range for a {what} of length {n}")
+    return index + n if index < 0 else index
+
+
+def _split_lengths(n, lengths):
+    """Counts that add up to n; fractions (adding up to 1) are turned into counts as PyTorch does."""
+    lengths = list(lengths)
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
+        for i, fraction in enumerate(lengths):
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"random_split: fraction at index {i} is not between 0 and 1: {fraction}")
+        counts = [math.floor(n * fraction) for fraction in lengths]
+        for i in range(n - sum(counts)):  # hand out the remainder round-robin
+            counts[i % len(counts)] += 1
+        return counts
+    if any(not isinstance(k, numbers.Integral) or k < 0 for k in lengths):
+        raise ValueError(f"random_split: lengths must be counts >= 0 or fractions adding up to 1, got {lengths}")
+    if sum(lengths) != n:
+        raise ValueError(f"random_split: lengths {lengths} add up to {sum(lengths)}, but the dataset has {n} samples")
+    return [int(k) for k in lengths]
+
+
+# %% [markdown]
+# ## Samplers, collation helpers, loader options
+#
+# `_stack_tensors` records the stack as an op (`from_op`), so gradients flow back to the
+# samples when a batch is built from tensors that require them. The `_check_*` functions
+# hold PyTorch's argument rules and error messages, so the lesson's classes show only
+# what they do.
+
+# %%
+#| export data.dataloader
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from tinytorch.core.backend import get_xp, resolve_dtype
+from tinytorch.core.tensor import Tensor, from_numpy, from_op
+from tinytorch.data.dataset import as_generator
+
+
+class Sampler:
+    """Yields dataset indices."""
+
+    def __iter__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
+
+
+class SequentialSampler(Sampler):
+    """0, 1, ..., len(data_source) - 1."""
+
+    def __init__(self, data_source):
+        self.data_source = data_source
+
+    def __iter__(self):
+        return iter(range(len(self.data_source)))
+
+    def __len__(self):
+        return len(self.data_source)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_random_sampler(replacement, num_samples):
+    if not isinstance(replacement, bool):
+        raise TypeError(f"replacement should be a boolean value, but got replacement={replacement!r}")
+    if not _is_int(num_samples) or num_samples <= 0:
+        raise ValueError(f"num_samples should be a positive integer value, but got num_samples={num_samples!r}")
+
+
+def _check_batch_sampler(batch_size, drop_last):
+    if not _is_int(batch_size) or batch_size <= 0:
+        raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size!r}")
+    if not isinstance(drop_last, bool):
+        raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last!r}")
+
+
+def _check_loader_options(dataset, batch_size, shuffle, sampler, batch_sampler, drop_last):
+    """PyTorch's rules for which DataLoader options exclude each other."""
+    if len(dataset) == 0:
+        raise ValueError(f"DataLoader got an empty dataset ({type(dataset).__name__} of length 0): "
+                         f"there is nothing to load; check the path or the split")
+    if sampler is not None and shuffle:
+        raise ValueError("sampler option is mutually exclusive with shuffle")
+    if batch_sampler is not None:
+        if batch_size != 1 or shuffle or sampler is not None or drop_last:
+            raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, "
+                             "and drop_last")
+    elif batch_size is None and drop_last:
+        raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
+
+
+def _stack_tensors(tensors):
+    """Stack same-shaped tensors of one device along a new dim 0 (gradients flow back if needed)."""
+    if not all(isinstance(t, Tensor) for t in tensors):
+        kinds = sorted({type(t).__name__ for t in tensors})
+        raise TypeError(f"default_collate: a batch mixes tensors with other types: {kinds}")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) != 1:
+        raise RuntimeError(f"default_collate: cannot stack tensors of different shapes {sorted(shapes)}")
+    devices = {str(t._device) for t in tensors}
+    if len(devices) != 1:
+        raise RuntimeError(f"default_collate: tensors live on different devices {sorted(devices)}")
+    dev = tensors[0]._device
+    out = get_xp(dev).stack([t.data for t in tensors])  # (B, *shape)
+
+    def stack_backward(g):
+        return tuple(g[i] for i in range(len(tensors)))
+    return from_op(out, dev, tuple(tensors), stack_backward)
+
+
+def _array_to_batch(array):
+    """A stacked NumPy array as a tensor; float64 becomes float32 (TinyTorch's default)."""
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    resolve_dtype(array.dtype)  # unsupported dtypes (strings, objects, complex) fail here, by name
+    return from_numpy(np.ascontiguousarray(array))
+
+
+def _stack_arrays(arrays):
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise RuntimeError(f"default_collate: cannot stack arrays of different shapes {sorted(shapes)}")
+    return _array_to_batch(np.stack(arrays))
+
+
+def _numbers_to_batch(values):
+    """Python/NumPy numbers as a 1-D tensor: ints -> int64, floats -> float32, bools -> bool."""
+    array = np.asarray(values)
+    if array.dtype.kind == "i" and not isinstance(values[0], np.generic):
+        array = array.astype(np.int64)  # Python ints: int64 on every platform (NumPy 1.x on Windows says int32)
+    return _array_to_batch(array)
+
+
+def default_convert(data):
+    """What `batch_size=None` applies to each sample: NumPy arrays become tensors, recursively."""
+    if isinstance(data, np.ndarray):
+        return _array_to_batch(data)
+    if isinstance(data, Mapping):
+        return {key: default_convert(value) for key, value in data.items()}
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(default_convert(d) for d in data))
+    if isinstance(data, (tuple, list)):
+        return type(data)(default_convert(d) for d in data)
+    return data
+
+
+# %% [markdown]
+# ## Built-in datasets and file readers
+#
+# Both bundled files live in `modules/06_data/assets/`; `tito export` copies them byte for
+# byte to `tinytorch/assets/06_data/`, and the package reads them with
+# `importlib.resources`, so they work from a fresh clone or an installed wheel.
+#
+# **Digits**: UCI *Optical Recognition of Handwritten Digits* (E. Alpaydin and C. Kaynak,
+# 1998; its test part), CC BY 4.0: 32x32 bitmaps from 43 writers, each 4x4 block counted
+# into one pixel (0..16). scikit-learn ships the same file; `digits()` reads that copy when
+# scikit-learn is installed, else the identical one in the assets.
+#
+# **Text**: `kjv_text()` is 1.1 MB of the King James Bible (Genesis 1 to 1 Samuel 17), dumped
+# from Debian's `bible-kjv-text` package, whose copyright file states the copyright has
+# expired (in the United Kingdom the Crown's letters patent still restrict printing it).
+#
+# **MNIST's IDX format**: a 4-byte magic number (two zero bytes, a type byte, `0x08` =
+# unsigned byte, and a dimension count), one big-endian 32-bit size per dimension, then the
+# data; so the file size is known from the header, and anything else means a truncated
+# download or another file. **CIFAR-10's binary version** has no header: records of one
+# label byte and 3,072 pixel bytes (1,024 red, then green, then blue). No pickle is ever
+# loaded: a pickle file can run arbitrary code.
+
+# %%
+#| export data.datasets
+import functools
+import gzip
+import importlib.resources
+import importlib.util
+import io
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from tinytorch.core.tensor import from_numpy
+from tinytorch.data.dataset import Dataset, TensorDataset, _normalize_index
+
+_ASSET_FOLDER = "06_data"
+_DIGITS_FILE = "digits.csv.gz"
+_KJV_FILE = "kjv.txt.gz"
+
+
+def asset_path(name):
+    """A file shipped in tinytorch/assets/06_data/ (a Traversable; `.read_bytes()` works)."""
+    path = importlib.resources.files("tinytorch") / "assets" / _ASSET_FOLDER / name
+    if not path.is_file():
+        raise FileNotFoundError(f"tinytorch asset {_ASSET_FOLDER}/{name} is missing; run `tito export` "
+                                f"(it copies modules/{_ASSET_FOLDER}/assets/ into tinytorch/assets/)")
+    return path
+
+
+def _read_maybe_gzip(path, data=None):
+    """The bytes of a file, decompressed when it is gzip; errors name the file."""
+    data = Path(path).read_bytes() if data is None else data
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as err:
+        raise ValueError(f"{path}: truncated or corrupt gzip file ({err})") from None
+
+
+def _read_text(text_or_path):
+    """A path (Path, or a str naming an existing file; .gz is decompressed) is read; other str is the text."""
+    is_path = isinstance(text_or_path, os.PathLike) or (
+        isinstance(text_or_path, str) and "\n" not in text_or_path and len(text_or_path) < 4096
+        and os.path.isfile(text_or_path))
+    if not is_path:
+        if not isinstance(text_or_path, str):
+            raise TypeError(f"TextDataset takes a str or a path, got {type(text_or_path).__name__}")
+        return text_or_path
+    return _read_maybe_gzip(text_or_path).decode("utf-8")
+
+
+def _check_text_dataset(split, val_fraction, block_size):
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+
+
+def _sklearn_digits():
+    """scikit-learn's copy of digits.csv.gz, found without importing sklearn; None if absent."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / _DIGITS_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_table():
+    path = _sklearn_digits() or asset_path(_DIGITS_FILE)
+    text = _read_maybe_gzip(path, path.read_bytes()).decode("ascii")
+    table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, ndmin=2)  # (1797, 64 pixels + label)
+    if table.shape != (1797, 65) or table[:, :64].max() > 16 or table[:, 64].max() > 9:
+        raise ValueError(f"{path}: expected 1797 rows of 64 pixels in 0..16 and a label 0..9, got {table.shape}")
+    return table
+
+
+def digits():
+    """The 8x8 handwritten digits: images float32 (1797, 8, 8), values 0..16; labels int64 (1797,).
+
+    UCI Optical Recognition of Handwritten Digits (Alpaydin & Kaynak, 1998), CC BY 4.0; read from
+    scikit-learn's copy when it is installed, else from the identical copy shipped in tinytorch/assets.
+    """
+    table = _digits_table()
+    images = table[:, :64].reshape(-1, 8, 8).astype(np.float32)
+    return from_numpy(images), from_numpy(table[:, 64].copy())
+
+
+def train_test_split(*tensors, test_fraction=0.2, seed=0):
+    """Shuffle with `seed` (same seed, same split), hold out `round(n * test_fraction)` samples:
+    returns (train TensorDataset, test TensorDataset)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    full = TensorDataset(*tensors)
+    n = len(full)
+    n_test = round(n * test_fraction)
+    if not 0 < n_test < n:
+        raise ValueError(f"test_fraction={test_fraction} of {n} samples leaves an empty train or test set")
+    order = np.random.default_rng(seed).permutation(n)
+    train, test = np.sort(order[n_test:]), np.sort(order[:n_test])
+    return TensorDataset(*full.gather(train)), TensorDataset(*full.gather(test))
+
+
+@functools.lru_cache(maxsize=1)
+def kjv_text():
+    """1.1 MB of the King James Bible (public domain), Genesis 1 to 1 Samuel 17, as a str."""
+    return gzip.decompress(asset_path(_KJV_FILE).read_bytes()).decode("utf-8")
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
+
+
+def read_idx(path):
+    """An IDX file (raw or .gz) as a NumPy array, with its header checked against its size."""
+    data = _read_maybe_gzip(path)
+    if len(data) < 4:
+        raise ValueError(f"{path}: {len(data)} bytes is too short for an IDX header (4-byte magic number)")
+    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+    if zero != 0 or code not in _IDX_TYPES:
+        raise ValueError(f"{path}: bad magic number 0x{int.from_bytes(data[:4], 'big'):08x}: an IDX file starts "
+                         f"with two zero bytes and a type byte in {[hex(c) for c in _IDX_TYPES]}")
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: header announces {ndim} dimensions, but the file ({len(data)} bytes) "
+                         f"cannot hold their sizes")
+    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_TYPES[code]).newbyteorder(">")
+    expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "has trailing bytes"
+        raise ValueError(f"{path}: {problem}: the header says shape {shape} of {dtype.name} ({expected} bytes), "
+                         f"the file has {len(data)} bytes")
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=4 + 4 * ndim)
+    return array.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def _find(root, names, what):
+    for name in names:
+        for candidate in (Path(root) / name, Path(root) / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(f"no {what} in {root}: expected one of {', '.join(names)} (optionally .gz)")
+
+
+def _read_idx_expect(path, ndim):
+    magic = {1: 0x0801, 3: 0x0803}[ndim]
+    array = read_idx(path)
+    if array.ndim != ndim or array.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an IDX file of unsigned bytes with {ndim} dimension(s) "
+                         f"(magic 0x{magic:08x}), got {array.dtype.name} of shape {array.shape}")
+    return array
+
+
+def load_mnist(root, train=True):
+    """MNIST or Fashion-MNIST from IDX files in `root`: images uint8 (N, 28, 28), labels int64 (N,)."""
+    prefix = "train" if train else "t10k"
+    images_path = _find(root, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"], f"{prefix} images")
+    labels_path = _find(root, [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"], f"{prefix} labels")
+    images = _read_idx_expect(images_path, 3)
+    labels = _read_idx_expect(labels_path, 1)
+    if len(images) != len(labels):
+        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
+    return from_numpy(images), from_numpy(labels.astype(np.int64))
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte + 1024 red + 1024 green + 1024 blue
+
+
+def read_cifar10_batch(path):
+    """One CIFAR-10 binary file: images uint8 (N, 3, 32, 32), labels uint8 (N,)."""
+    data = Path(path).read_bytes()
+    if not data or len(data) % _CIFAR_RECORD:
+        raise ValueError(f"{path}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte records "
+                         f"(1 label byte + 3072 pixel bytes); truncated, or not CIFAR-10's binary version")
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0]
+    if labels.max() >= len(CIFAR10_CLASSES):
+        bad = int(np.argmax(labels >= len(CIFAR10_CLASSES)))
+        raise ValueError(f"{path}: record {bad} has label {labels[bad]}; CIFAR-10 labels are 0..9")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(root, train=True):
+    """CIFAR-10 (binary version) from `root` or `root/cifar-10-batches-bin`:
+    images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+    folder = Path(root) / "cifar-10-batches-bin"
+    folder = folder if folder.is_dir() else Path(root)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 files missing in {folder}: {', '.join(missing)}")
+    parts = [read_cifar10_batch(folder / name) for name in names]
+    images = np.concatenate([images for images, _ in parts])
+    labels = np.concatenate([labels for _, labels in parts]).astype(np.int64)
+    return from_numpy(images), from_numpy(labels)
+
+
+# %% [markdown]
+# ## Tokenizer plumbing
+#
+# `_id_list` turns what `decode` receives (a list, a 1-D array, a 1-D tensor) into Python
+# ints and rejects ids outside the vocabulary by name: Python would silently wrap a
+# negative index. Tokenizers are saved as JSON through `atomic_write` (module 03), the one
+# durable write of the package: a crash leaves the old file or the new one, never half.
+#
+# GPT-2's pre-tokenizer uses `\p{L}` (letters) and `\p{N}` (numbers), which Python's `re`
+# lacks; `SPLIT_PATTERN` writes the same classes with what `re` has: letters are
+# `[^\W\d_]` (word characters that are neither digits nor `_`), numbers `\d`, and "other"
+# is `[^\s\w]|_`. The lesson's table explains each alternative.
+
+# %%
+#| export data.tokenizers
+import heapq  # heapq, re, Counter, defaultdict: used by the lesson's tokenizers below
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from tinytorch.core.backend import to_numpy
+from tinytorch.core.serialization import atomic_write
+from tinytorch.core.tensor import Tensor
+
+# GPT-2's pre-tokenizer without the `regex` package.
+SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+
+
+def _id_list(ids, vocab_size, who):
+    """Ids from a list, a 1-D NumPy array or a 1-D tensor, as Python ints in 0..vocab_size-1."""
+    if isinstance(ids, Tensor):
+        ids = to_numpy(ids.data)
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise ValueError(f"decode takes a 1-D sequence of integer ids, got {ids.dtype.name} of shape {ids.shape}")
+        ids = ids.tolist()
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise ValueError(f"{who}: ids {bad[:10]} are outside 0..{vocab_size - 1}")
+    return ids
+
+
+def _describe_chars(chars):
+    """Up to ten characters, repr'd and sorted, for an error message."""
+    shown = ", ".join(repr(c) for c in sorted(chars)[:10])
+    return shown + (f" and {len(chars) - 10} more" if len(chars) > 10 else "")
+
+
+def _check_vocab_size(vocab_size):
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
+        raise ValueError(f"vocab_size must be an int >= 256 (the byte tokens), got {vocab_size!r}")
+
+
+def _check_merges(merges):
+    """Each merge may only join tokens defined before it (the 256 bytes, earlier merges)."""
+    for k, (first, second) in enumerate(merges):
+        if not (0 <= first < 256 + k and 0 <= second < 256 + k):
+            raise ValueError(f"merge {k} ({first}, {second}) refers to a token not defined before it")
+    return [tuple(pair) for pair in merges]
+
+
+def _save_json(path, state):
+    """Save a tokenizer's state as JSON, atomically."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, ensure_ascii=False)
+    atomic_write(path, write)
+
+
+def _read_json(path, kind):
+    """A saved tokenizer's state, checked to be of `kind`."""
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a saved tokenizer (invalid JSON: {err})") from None
+    if not isinstance(state, dict) or state.get("type") != kind:
+        raise ValueError(f"{path}: not a saved {kind} tokenizer")
+    return state
