@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import tinytorch as tt
+from tinytorch.core import serialization
 from tinytorch.training import Trainer, checkpoint
 from tinytorch.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from tinytorch.training.progress import read_log
@@ -43,17 +44,25 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
     save_checkpoint(path, {"w": np.ones(1000, dtype=np.float32)})
     good = path.read_bytes()
 
-    def half_then_crash(f, data):
-        f.write(data[: len(data) // 2])
+    def crash(fd):  # the bytes are written but not yet durable, nor renamed into place
         raise OSError("simulated crash")
-    monkeypatch.setattr(checkpoint, "_write_payload", half_then_crash)
+    monkeypatch.setattr(serialization.os, "fsync", crash)
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(path, {"w": np.zeros(1000, dtype=np.float32)})
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "step_00000002.safetensors", {"w": np.zeros(3, dtype=np.float32)})
+    monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], "no temporary or half file is left"
     assert path.read_bytes() == good
     assert load_checkpoint(path)["w"].sum() == 1000
+
+
+def test_checkpoints_use_the_one_atomic_write(tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr(checkpoint, "atomic_write", lambda path, data: written.append(path))
+    save_checkpoint(tmp_path / "c.safetensors", {"w": np.ones(2, dtype=np.float32)})
+    assert written == [tmp_path / "c.safetensors"] and not (tmp_path / "c.safetensors").exists()
+    assert checkpoint.atomic_write_bytes is serialization.atomic_write, "the old name stays an alias"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])

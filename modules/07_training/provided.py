@@ -1,0 +1,653 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 07 — provided code
+#
+# Infrastructure for the training lesson, exported before it. You may read it; you do
+# not edit it. Three parts:
+#
+# - `tinytorch.training.checkpoint`: the checkpoint *file format*. Nested state (dicts,
+#   lists, tuples, tensors, arrays, generator states) is flattened into arrays plus a
+#   JSON tree, checksummed, and read back with errors that name the damaged file.
+#   The lesson writes `save_checkpoint`, which uses these pieces.
+# - `tinytorch.training.progress`: the live progress bar (rich), the JSONL metrics log,
+#   sparklines and loss plots.
+# - `_TrainerBase` in `tinytorch.training.trainer`: the `Trainer`'s settings and their
+#   validation, logging, callbacks, evaluation cadence, early-stopping checks, finding
+#   the newest readable checkpoint, and seeding. The lesson's `Trainer` subclasses it
+#   and adds the loop and the checkpoint state.
+
+# %%
+#| default_exp training.trainer
+
+# %% [markdown]
+# ## The checkpoint format
+#
+# A checkpoint's state is nested Python: dicts with integer keys (optimizer state),
+# tuples (`betas`), tensors, NumPy arrays and scalars, generator states. safetensors
+# stores only named arrays plus a dict of strings, so `flatten_state` moves the arrays
+# out under path-like names and leaves a JSON tree with markers (`__tensor__`,
+# `__tuple__`, `__items__`...) that `unflatten_state` turns back into the same values.
+# `load_checkpoint` checks the format tag and the SHA-256 before trusting the file.
+
+# %%
+#| export training.checkpoint
+"""Checkpoints: safetensors files written atomically, with a JSON description of the state."""
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError
+
+from tinytorch.core.backend import device as as_device, to_device, to_numpy
+from tinytorch.core.serialization import atomic_write
+from tinytorch.core.tensor import Tensor
+
+atomic_write_bytes = atomic_write  # the old name of tinytorch's one durable write (module 03)
+
+FORMAT = "tinytorch-checkpoint/1"
+_NAME = re.compile(r"^step_(\d+)\.safetensors$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or corrupted; the message names the file."""
+
+
+def _array_node(array, key, arrays, kind):
+    arrays[key] = np.ascontiguousarray(to_numpy(array)) if array.ndim else np.asarray(to_numpy(array))
+    return {kind: key}
+
+
+def flatten_state(value, arrays, key="state"):
+    """A JSON-able copy of `value`; arrays and tensors move into `arrays` under path-like keys."""
+    if isinstance(value, Tensor):
+        return _array_node(value.data, key, arrays, "__tensor__")
+    if hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__"):
+        if not hasattr(value, "ndim"):
+            raise TypeError(f"cannot save {key}: {type(value).__name__} is not an array")
+        if isinstance(value, np.generic):
+            return {"__scalar__": value.item(), "dtype": value.dtype.str}
+        return _array_node(value, key, arrays, "__array__")
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: flatten_state(v, arrays, f"{key}/{k}") for k, v in value.items()}
+        return {"__items__": [[flatten_state(k, arrays, f"{key}/{k}!key"), flatten_state(v, arrays, f"{key}/{k}")]
+                              for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [flatten_state(v, arrays, f"{key}/{i}") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [flatten_state(v, arrays, f"{key}/{i}") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    raise TypeError(f"cannot save {key}: a {type(value).__name__} is not a tensor, array, number, string, "
+                    f"list, tuple or dict")
+
+
+def unflatten_state(node, arrays, device=None):
+    """Invert `flatten_state`: tensors come back on `device` (cpu by default), arrays too."""
+    dev = as_device(device)
+    if isinstance(node, list):
+        return [unflatten_state(v, arrays, dev) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "__tensor__" in node:
+        return Tensor(arrays[node["__tensor__"]], device=dev)
+    if "__array__" in node:
+        return to_device(arrays[node["__array__"]], dev)
+    if "__scalar__" in node:
+        return np.dtype(node["dtype"]).type(node["__scalar__"])
+    if "__tuple__" in node:
+        return tuple(unflatten_state(v, arrays, dev) for v in node["__tuple__"])
+    if "__items__" in node:
+        return {unflatten_state(k, arrays, dev): unflatten_state(v, arrays, dev) for k, v in node["__items__"]}
+    return {k: unflatten_state(v, arrays, dev) for k, v in node.items()}
+
+
+def _checksum(arrays, tree_json):
+    digest = hashlib.sha256(tree_json.encode())
+    for key in sorted(arrays):
+        array = arrays[key]
+        digest.update(f"{key}|{array.dtype.str}|{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _read_metadata(data, path):
+    if len(data) < 8:
+        raise CheckpointError(f"checkpoint {path} is truncated ({len(data)} bytes)")
+    size = int.from_bytes(data[:8], "little")
+    try:
+        return json.loads(data[8:8 + size]).get("__metadata__") or {}
+    except (ValueError, AttributeError) as err:
+        raise CheckpointError(f"checkpoint {path} has an unreadable header ({err})") from None
+
+
+def load_checkpoint(path, device=None):
+    """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file if it is damaged."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    try:
+        arrays = safetensors.numpy.load(data)
+    except SafetensorError as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {err}") from None
+    metadata = _read_metadata(data, path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a TinyTorch checkpoint (format {metadata.get('format')!r}, "
+                              f"expected {FORMAT!r})")
+    if _checksum(arrays, metadata["state"]) != metadata.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its SHA-256 does not match the one saved with it")
+    return unflatten_state(json.loads(metadata["state"]), arrays, device)
+
+
+def checkpoint_path(directory, step):
+    return Path(directory) / f"step_{step:08d}.safetensors"
+
+
+def list_checkpoints(directory):
+    """Checkpoint files in `directory`, oldest step first (temporary files are ignored)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(directory, keep_last):
+    """Delete all but the newest `keep_last` checkpoints."""
+    for old in list_checkpoints(directory)[:-keep_last] if keep_last else []:
+        old.unlink(missing_ok=True)
+
+
+# %% [markdown]
+# ## Progress and the metrics log
+#
+# Two displays: a live bar for the person watching (`rich`), and a durable JSONL log,
+# one JSON object per line, flushed at once, so a crashed run keeps its curve up to
+# the crash. `read_log` skips a last line cut short; `sparkline` and `plot_history`
+# draw the curves (matplotlib is optional).
+
+# %%
+#| export training.progress
+"""Progress display (rich), the JSONL metrics log, sparklines and loss plots."""
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+
+from tinytorch.core.serialization import atomic_write
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def _finite_or_none(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _json_line(record):
+    return json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n"
+
+
+class JsonlLog:
+    """Append one JSON object per line to `path`, flushed after each line."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = None
+
+    def write(self, record):
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(_json_line(record))
+        self._file.flush()
+
+    def truncate_after(self, step):
+        """Keep only the records up to `step` (what a resumed run has not redone yet)."""
+        self.close()
+        kept = [r for r in read_log(self.path) if r.get("step", 0) <= step]
+        atomic_write(self.path, "".join(_json_line(r) for r in kept).encode())
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_log(path):
+    """The records of a JSONL log; a last line cut short by a crash is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def sparkline(values, width=60):
+    """A one-line curve of `values` in Unicode blocks, averaged down to at most `width` characters."""
+    values = [math.nan if v is None else float(v) for v in values]
+    if width and len(values) > width:
+        edges = [round(i * len(values) / width) for i in range(width + 1)]
+        values = [_mean(values[a:b]) for a, b in zip(edges, edges[1:])]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return " " * len(values)
+    low, span = min(finite), (max(finite) - min(finite)) or 1.0
+    top = len(BLOCKS) - 1
+    return "".join(BLOCKS[round((v - low) / span * top)] if math.isfinite(v) else " " for v in values)
+
+
+def _mean(chunk):
+    finite = [v for v in chunk if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _curves(records):
+    """{name: (steps, values)} for the training loss and every evaluated metric."""
+    curves = {}
+    for r in records:
+        names = ["loss"] if r.get("kind") == "train" else [k for k in r if k.startswith("val_")]
+        for name in names:
+            if r.get(name) is not None:
+                steps, values = curves.setdefault(name, ([], []))
+                steps.append(r["step"])
+                values.append(r[name])
+    return curves
+
+
+def plot_history(jsonl_path, png_path=None):
+    """Draw the loss curves of a JSONL log to `png_path` with matplotlib; return the path.
+
+    Without matplotlib (an optional dependency), print sparklines instead and return None.
+    """
+    curves = _curves(read_log(jsonl_path))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        for name, (steps, values) in curves.items():
+            print(f"{name:>14} {sparkline(values)} {values[-1]:.4g} at step {steps[-1]}")
+        return None
+    png_path = Path(png_path if png_path is not None else Path(jsonl_path).with_suffix(".png"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (steps, values) in curves.items():
+        if name == "loss" or name.endswith("loss"):
+            ax.plot(steps, values, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
+class TrainingProgress:
+    """A rich progress bar (step, loss, lr, throughput, ETA), or nothing at all when `quiet`."""
+
+    def __init__(self, total=None, quiet=False):
+        self.quiet = quiet
+        self._bar = None if quiet else Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
+            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(highlight=False),
+        )
+        self._task = None if quiet else self._bar.add_task("train", total=total, loss="-", lr="-", speed="")
+
+    def __enter__(self):
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, step, loss, lr, per_second, unit="samples"):
+        if self._bar is not None:
+            speed = f"{per_second:,.0f} {unit}/s"
+            self._bar.update(self._task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=speed)
+
+    def print(self, message):
+        if self._bar is not None:
+            self._bar.console.print(message)
+
+
+# %% [markdown]
+# ## The Trainer's base
+#
+# `_TrainerBase` holds what the lesson does not teach: the settings and their checks,
+# the bookkeeping after each optimizer step (scheduler, log, progress, callbacks,
+# evaluation and checkpoint cadence, the nan policy), early stopping's hook, file
+# naming and pruning of checkpoints, falling back past a damaged newest checkpoint
+# on resume, and seeding. The lesson's `Trainer` subclasses it.
+
+# %%
+#| export
+"""The training loop: one step, evaluation, early stopping and the `Trainer`."""
+# The lesson's half of this file (train_step, evaluate, EarlyStopping, Trainer) comes after
+# this provided half; _TrainerBase calls those names at run time, once both halves are loaded.
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tinytorch.core.backend import default_generator
+from tinytorch.core.tensor import Tensor
+from tinytorch.training.checkpoint import (
+    CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint,
+)
+from tinytorch.training.progress import JsonlLog, TrainingProgress
+
+
+class History:
+    """What `fit` did: one dict per step (`train`) and per evaluation (`eval`), and why it stopped."""
+
+    def __init__(self):
+        self.train, self.eval, self.stop_reason = [], [], None
+
+    @property
+    def losses(self):
+        return [r["loss"] for r in self.train]
+
+    def __repr__(self):
+        return f"History({len(self.train)} steps, {len(self.eval)} evaluations, stop_reason={self.stop_reason!r})"
+
+
+def _generators(loader, strict=False):
+    """The NumPy generators that decide the data order and dropout: the global one, then the loader's own.
+
+    With `strict`, a loader seeded with a plain int is an error: its generator's state cannot be saved.
+    """
+    found = [default_generator()]
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for owner in (loader, getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)):
+        gen = getattr(owner, "generator", None)
+        if hasattr(gen, "bit_generator"):
+            if all(gen is not g for g in found):
+                found.append(gen)
+        elif gen is not None and strict:
+            raise ValueError(f"{type(owner).__name__}(generator={gen!r}): a checkpoint cannot save the state of "
+                             f"an int seed; pass generator=np.random.default_rng({gen!r}) instead")
+    return found
+
+
+def _get_states(generators):
+    return [g.bit_generator.state for g in generators]
+
+
+def _set_states(generators, states):
+    if len(states) != len(generators):
+        raise CheckpointError(f"the checkpoint saved {len(states)} random generators but this run has "
+                              f"{len(generators)}: build the DataLoader the same way as the saved run")
+    for g, s in zip(generators, states):
+        g.bit_generator.state = s
+
+
+def _to_device(batch, device):
+    if device is None:
+        return batch
+    return tuple(t.to(device) if isinstance(t, Tensor) else t for t in batch)
+
+
+def _validate_early_stopping(mode, patience):
+    if mode not in ("min", "max"):
+        raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
+    if patience < 1:
+        raise ValueError(f"EarlyStopping patience must be at least 1, got {patience}")
+
+
+def _count(target):
+    """(number, unit): tokens for integer targets of 2+ dims (language models), else samples."""
+    if isinstance(target, Tensor) and target.ndim >= 2 and target.dtype.kind in "iu":
+        return target.numel(), "tokens"
+    return len(target), "samples"
+
+
+# %%
+#| export
+class _TrainerBase:
+    """Everything of the `Trainer` but the loop and the checkpoint state (the lesson writes those).
+
+    Settings and their validation, the per-step bookkeeping (scheduler, log, progress,
+    callbacks, evaluation and checkpoint cadence), early stopping, choosing the checkpoint
+    to resume from, and seeding.
+    """
+
+    def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
+                 accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
+                 callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
+                 quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None):
+        if accum_steps < 1:
+            raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        if (checkpoint_every or resume) and checkpoint_dir is None:
+            raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        if isinstance(early_stopping, dict):
+            early_stopping = EarlyStopping(**early_stopping)
+        self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
+        self.train_loader, self.val_loader, self.metrics = train_loader, val_loader, dict(metrics or {})
+        self.accum_steps, self.clip_grad_norm, self.eval_every = accum_steps, clip_grad_norm, eval_every
+        self.early_stopping, self.callbacks = early_stopping, list(callbacks)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.keep_last, self.checkpoint_every, self.seed = keep_last, checkpoint_every, seed
+        self.quiet, self.nan_policy, self.device, self.resume = quiet, nan_policy, device, resume
+        self.config = dict(config or {})
+        self.log = JsonlLog(log_path) if log_path is not None else None
+        if device is not None:
+            model.to(device)
+        self.step, self.epoch = 0, 0  # optimizer steps taken; epochs finished
+        self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
+        self.should_stop, self.history = False, History()
+        self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
+        self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
+
+    # ---------------------------------------------------------------- running
+
+    def fit(self, epochs=None, max_steps=None, resume_from=None):
+        """Train until `epochs` epochs or `max_steps` steps in all (from the run's start); return a History."""
+        if epochs is None and max_steps is None:
+            raise ValueError("fit needs epochs=... or max_steps=... (or both)")
+        self._start(resume_from)
+        self.should_stop, self.history = False, History()
+        self._call("on_fit_start", self)
+        self._tick = time.perf_counter()
+        with self._progress(epochs, max_steps) as self._bar:
+            while not self._finished(epochs, max_steps):
+                self._run_epoch(max_steps)
+        if self.checkpoint_dir is not None and self._saved_step != self.step:
+            self.save_checkpoint()
+        self._call("on_fit_end", self, self.history)
+        return self.history
+
+    def _start(self, resume_from):
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        elif not self._started and not (self.resume and self._resume_latest()):
+            self._fresh_start()
+        self._started = True
+
+    def _fresh_start(self):
+        if self.seed is not None:
+            self._seed_everything()
+        if self.log is not None:
+            self.log.truncate_after(0)  # a new run starts a new log
+
+    def _finished(self, epochs, max_steps):
+        if self.should_stop:
+            return True
+        return (max_steps is not None and self.step >= max_steps) or (epochs is not None and self.epoch >= epochs)
+
+    def _epoch_batches(self):
+        """The iterator over this epoch's micro-batches; a new epoch first records the generators' state."""
+        if self._batches is None:
+            self._epoch_start_rng, self._batches = _get_states(_generators(self.train_loader)), self._train_batches()
+        return self._batches
+
+    def _batches_per_epoch(self):
+        return len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+
+    def _after_step(self, end_of_epoch):
+        """Close the epoch if it ended, then checkpoint: a checkpoint holds everything done at its step."""
+        if end_of_epoch:
+            self._end_epoch()
+        if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self._saved_step != self.step:
+            self.save_checkpoint()
+
+    def _train_batches(self):
+        for batch in self.train_loader:
+            yield _to_device(batch, self.device)
+
+    def _end_epoch(self):
+        self.epoch, self.batch_in_epoch, self._batches = self.epoch + 1, 0, None
+        if self.eval_every is None and self.val_loader is not None:
+            self._evaluate_and_log()
+
+    def _optimizer_step(self, group):
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = train_step(self.model, self.loss_fn, self.optimizer, group, self.clip_grad_norm)
+        self.step += 1
+        logs = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr}
+        if not math.isfinite(loss):
+            self._non_finite(loss, logs)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        count, unit = _count(group[0][1])
+        now = time.perf_counter()
+        per_second = count * len(group) / max(now - self._tick, 1e-9)  # data loading included
+        self._tick = now
+        logs[f"{unit}_per_s"] = round(per_second, 1)
+        self._record(logs)
+        if math.isfinite(loss):
+            self._bar.update(self.step, loss, lr, per_second, unit)
+        self._call("on_step_end", self, self.step, logs)
+        if self.eval_every and self.step % self.eval_every == 0 and self.val_loader is not None:
+            self._evaluate_and_log()
+        return self.step
+
+    def _non_finite(self, loss, logs):
+        where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+        if self.nan_policy == "stop":
+            self._record({**logs, "event": "stopped: non-finite loss"})
+            raise FloatingPointError(f"loss is {loss} at {where}: the run stopped before updating the weights. "
+                                     f"Lower the learning rate or clip gradients; nan_policy='skip' skips such steps")
+        logs["skipped"] = True
+        self._bar.print(f"loss is {loss} at {where}: skipped that update")
+
+    def _record(self, logs):
+        if logs["kind"] in ("train", "eval"):
+            getattr(self.history, logs["kind"]).append(logs)
+        if self.log is not None:
+            self.log.write(logs)
+
+    def _call(self, hook, *args):
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(*args)
+
+    def _progress(self, epochs, max_steps):
+        total, batches = max_steps, self._batches_per_epoch()
+        if epochs is not None and batches is not None:
+            per_epoch = math.ceil(batches / self.accum_steps)
+            total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+        return TrainingProgress(total, quiet=self.quiet)
+
+    # ---------------------------------------------------------------- evaluation
+
+    def evaluate(self, loader=None):
+        """Loss and metrics over `loader` (default: the validation loader), in eval mode, without a graph."""
+        loader = loader if loader is not None else self.val_loader
+        if loader is None:
+            raise ValueError("evaluate needs a loader: pass one, or give the Trainer a val_loader")
+        batches = (_to_device(batch, self.device) for batch in loader)
+        return evaluate(self.model, batches, self.loss_fn, self.metrics)
+
+    def _evaluate_and_log(self):
+        metrics = {f"val_{k}": v for k, v in self.evaluate().items()}
+        self._record({"kind": "eval", "step": self.step, "epoch": self.epoch, **metrics})
+        self._call("on_eval_end", self, self.step, metrics)
+        if self.early_stopping is not None:
+            self._check_early_stopping(metrics)
+
+    def _check_early_stopping(self, metrics):
+        name = self.early_stopping.monitor
+        if name not in metrics:
+            raise KeyError(f"early stopping monitors {name!r}, but evaluation gave {sorted(metrics)}")
+        if self.early_stopping.update(metrics[name]):
+            self.should_stop = True
+            self.history.stop_reason = (f"early stopping: {name} did not improve for "
+                                        f"{self.early_stopping.patience} evaluations (best {self.early_stopping.best:.4g})")
+            self._bar.print(self.history.stop_reason)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, path=None):
+        """Write a checkpoint (default: `checkpoint_dir/step_N.safetensors`), then keep the newest `keep_last`."""
+        if path is None and self.checkpoint_dir is None:
+            raise ValueError("save_checkpoint needs a path, or a Trainer with checkpoint_dir")
+        start = time.perf_counter()
+        if path is None:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            path = checkpoint_path(self.checkpoint_dir, self.step)
+        save_checkpoint(path, self.state_dict())
+        if self.checkpoint_dir is not None and Path(path).parent == self.checkpoint_dir:
+            prune_checkpoints(self.checkpoint_dir, self.keep_last)
+        self._saved_step = self.step
+        self._record({"kind": "checkpoint", "step": self.step, "path": str(path),
+                      "seconds": round(time.perf_counter() - start, 4)})
+        return Path(path)
+
+    def _after_load(self):
+        """Bookkeeping once a checkpoint is loaded: the log forgets what the resumed run will redo."""
+        if self.log is not None:
+            self.log.truncate_after(self.step)
+        self._saved_step, self._started = self.step, True
+
+    def _resume_latest(self):
+        """Load the newest readable checkpoint; fall back past damaged ones, warning about each."""
+        paths = list_checkpoints(self.checkpoint_dir)
+        for path in reversed(paths):
+            try:
+                return self.load_checkpoint(path)
+            except CheckpointError as err:
+                warnings.warn(f"{err}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=3)
+        if paths:
+            raise CheckpointError(f"no readable checkpoint in {self.checkpoint_dir} (tried {len(paths)})")
+        return None  # nothing to resume: the caller starts a fresh run
+
+    def _seed_everything(self):
+        """Seed tinytorch's generator and each DataLoader generator, each from `seed`."""
+        for i, gen in enumerate(_generators(self.train_loader)):  # in place: whoever holds one keeps it
+            seed = self.seed if i == 0 else [self.seed, i]  # the first as tt.manual_seed(seed) would
+            gen.bit_generator.state = np.random.default_rng(seed).bit_generator.state
