@@ -44,7 +44,7 @@ import traceback
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp, to_device
+from tinytorch.core.backend import to_device
 from tinytorch.core.tensor import Tensor
 
 # %% [markdown]

@@ -45,7 +45,7 @@ def test_encoded_once(tok):
             calls.append(len(text))
             return super().encode(text)
     ds = TextDataset(TEXT, Counting(TEXT), block_size=3)
-    for batch in DataLoader(ds, batch_size=8):
+    for _ in DataLoader(ds, batch_size=8):
         pass
     list(DataLoader(ds, batch_size=8, collate_fn=default_collate))
     assert calls == [len(TEXT)]
