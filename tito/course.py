@@ -31,7 +31,8 @@ from rich.table import Table
 from tito import grading
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
-    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, find_root, list_modules, read_notebook,
+    BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ModuleFile, companion, find_root, list_modules,
+    read_notebook,
     name_stubs, select_modules, strip_solutions, to_notebook,
 )
 
@@ -135,6 +136,9 @@ def solution_lines(modules: list[ModuleFile]) -> dict[str, str]:
     for module in modules:
         text = module.path.read_text(encoding="utf-8")
         provided |= _fingerprints(_code_lines(strip_solutions(text)))
+        extra = companion(module)  # provided.py is handed out as it is
+        if extra is not None:
+            provided |= _fingerprints(_code_lines(extra.path.read_text(encoding="utf-8")))
         block: list[str] | None = None
         for line in text.splitlines():
             marker = line.strip()
