@@ -284,3 +284,23 @@ def test_deepcopy_gives_an_independent_model():
     assert not np.allclose(clone[0].weight.data, m[0].weight.data)
     assert [n for n, _ in clone.named_parameters()] == ["0.weight", "0.bias"]
     assert clone[0].weight is clone._modules["0"]._parameters["weight"]
+
+
+def test_package_layout_keeps_the_public_import_paths():
+    """Module lives in nn.module, activations and containers in their own files; the old paths still work."""
+    from tinytorch.nn import layers, module
+    from tinytorch.nn.layers import GELU, Module, ModuleDict, ModuleList, Parameter, ReLU, Sequential
+
+    assert Module is nn.Module is module.Module and Parameter is nn.Parameter
+    assert (Sequential, ModuleList, ModuleDict) == (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    assert (ReLU, GELU) == (nn.ReLU, nn.GELU)
+    assert issubclass(layers.Linear, Module) and issubclass(Sequential, Module)
+
+
+def test_reassignment_keeps_registration_order():
+    m = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    setattr(m, "0", nn.Linear(2, 3))
+    assert list(m._modules) == ["0", "1"], "PyTorch keeps a re-assigned name in its place"
+    lin = nn.Linear(2, 2)
+    lin.weight = nn.Parameter(np.zeros((2, 2), dtype=np.float32))
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]

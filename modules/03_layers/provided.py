@@ -1,0 +1,776 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 03 — provided code
+#
+# The infrastructure around the lesson `layers.py`: what a framework needs but the
+# lesson does not teach. You may read it; you never edit it.
+#
+# - `nn.module`: `Parameter`, and `_ModuleAPI`, the part of `Module` built on the
+#   registries and walks you write (modes, devices, gradients, printing, and the check
+#   before loading that reports every problem at once); the lesson's `Module` joins
+#   them in that file;
+# - `nn.functional`: the argument checks of the fused ops, and the activations under
+#   their PyTorch names;
+# - `nn.init`: the random fills every initialiser ends in, and `calculate_gain`;
+# - `nn.activation` and `nn.container`: the activation modules and `Sequential`,
+#   `ModuleList`, `ModuleDict` (`tinytorch.nn.layers` re-exports them);
+# - `core.serialization`: `save`/`load` (safetensors) and `atomic_write`.
+
+# %%
+#| default_exp nn.module
+
+# %% [markdown]
+# ## `nn.module`: `Parameter` and the `Module` API around the registries
+
+# %%
+#| export
+"""`Module`, the base of every layer and model, and `Parameter`, the tensor it trains."""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from tinytorch.core.backend import (
+    DEFAULT_FLOAT, Device, device as _as_device, get_xp, is_floating, resolve_dtype, to_device,
+)
+from tinytorch.core.tensor import Tensor, from_op
+
+
+class Parameter(Tensor):
+    """A tensor that a `Module` registers as trainable (requires grad by default)."""
+
+    __slots__ = ()
+
+    def __init__(self, data=None, requires_grad=True):
+        if data is None:
+            data = np.empty((0,), dtype=DEFAULT_FLOAT)
+        source = data if isinstance(data, Tensor) else Tensor(data)  # a Tensor is wrapped, not copied
+        array = source.data
+        self.data = array if is_floating(array.dtype) else array.astype(DEFAULT_FLOAT)  # only floats have grads
+        self._device = source._device
+        self.grad = None
+        self._parents = None
+        self._backward = None
+        self.requires_grad = False
+        self.requires_grad_(requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+def _empty_parameter(shape, dtype=None, device=None):
+    """An uninitialised float Parameter; an initialiser fills it next."""
+    dev = _as_device(device)
+    dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
+    if not is_floating(dtype):
+        raise TypeError(f"parameters must be floating point, got dtype {dtype.name}")
+    return Parameter(from_op(get_xp(dev).empty(shape, dtype=dtype), dev))
+
+
+_IncompatibleKeys = namedtuple("_IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+def _compare_state_dicts(expected, given):
+    """(missing, unexpected, mismatched) between a model's tensors and a checkpoint, by name."""
+    missing = [name for name in expected if name not in given]
+    unexpected = [name for name in given if name not in expected]
+    mismatched = [(name, tuple(given[name].shape), tuple(expected[name].shape))
+                  for name in expected
+                  if name in given and tuple(given[name].shape) != tuple(expected[name].shape)]
+    return missing, unexpected, mismatched
+
+
+def _convert_in_place(tensor, dev, dtype):
+    """Give `tensor` a new dtype (floating ones only) and/or device, keeping its identity."""
+    if dtype is not None and is_floating(tensor.data.dtype):
+        tensor.data = tensor.data.astype(dtype, copy=False)
+    if dev is not None:
+        tensor.data = to_device(tensor.data, dev)
+        tensor._device = dev
+
+
+class _ModuleAPI:
+    """What `Module` offers on top of its registries and walks (written in the lesson).
+
+    Everything here reads `self._parameters` / `_buffers` / `_modules` or calls
+    `named_modules`, `_named_members` and `_state_tensors`; no new ideas.
+    """
+
+    def _early_setattr(self, name, value):
+        """An attribute set before Module.__init__ made the registries: plain, unless it needs them."""
+        if isinstance(value, (Parameter, _ModuleAPI)):
+            raise AttributeError(f"cannot assign {type(value).__name__} {name!r} before Module.__init__() "
+                                 f"ran: call super().__init__() first in {type(self).__name__}.__init__")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        self._non_persistent.discard(name)
+        object.__delattr__(self, name)
+
+    # --- registering by name (for names computed at run time) ----------------------
+    def _check_new_name(self, name, kind):
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"{kind} name must be a non-empty string without '.', got {name!r}")
+        known = name in self._parameters or name in self._buffers or name in self._modules
+        if hasattr(self, name) and not known:
+            raise KeyError(f"cannot register {kind} {name!r}: {type(self).__name__} already has an "
+                           f"attribute of that name")
+
+    def register_parameter(self, name, param):
+        """Register `param` (a Parameter, or None for "no such parameter") under `name`."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"cannot register {type(param).__name__} as parameter {name!r}: "
+                            f"wrap it in Parameter(...) or register it as a buffer")
+        self._check_new_name(name, "parameter")
+        setattr(self, name, param)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Register non-trainable state (running statistics, masks) that `state_dict` saves and `to` moves."""
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"cannot register {type(tensor).__name__} as buffer {name!r}: a Tensor or None expected")
+        self._check_new_name(name, "buffer")
+        for registry in (self._parameters, self._modules):  # a name lives in one registry only
+            registry.pop(name, None)
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+        object.__setattr__(self, name, tensor)
+
+    def add_module(self, name, module):
+        """Register `module` under `name` (what `self.name = module` does, for computed names)."""
+        if module is not None and not isinstance(module, _ModuleAPI):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        self._check_new_name(name, "module")
+        setattr(self, name, module)
+
+    register_module = add_module
+
+    # --- the walks, in PyTorch's names ------------------------------------------------
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self):
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
+
+    def children(self):
+        for _, module in self.named_children():
+            yield module
+
+    def named_parameters(self, prefix="", recurse=True):
+        """(dotted name, Parameter) pairs, e.g. ("0.weight", ...), ("layers.1.bias", ...)."""
+        yield from self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse=True):
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix="", recurse=True):
+        yield from self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse=True):
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
+    def num_parameters(self, trainable_only=False):
+        """How many numbers the model learns (all parameters, or those that require grad)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def apply(self, fn):
+        """Call fn(module) on every sub-module (children first), then on self; returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # --- modes and gradients -----------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (Dropout drops) for this module and all inside it; returns self."""
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self):
+        """Evaluation mode: `train(False)`."""
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none=True):
+        """Forget accumulated gradients: drop them (default) or fill them with zeros."""
+        for param in self.parameters():
+            if param.grad is None:
+                continue
+            if set_to_none:
+                param.grad = None
+            else:
+                param.grad.data[...] = 0
+
+    # --- device and dtype ----------------------------------------------------------------
+    def to(self, *args, device=None, dtype=None):
+        """Move (and/or cast) every parameter, gradient and buffer in place; returns self."""
+        for arg in args:
+            if isinstance(arg, (str, Device)):
+                device = arg
+            else:
+                dtype = arg
+        dev = None if device is None else _as_device(device)
+        dtype = resolve_dtype(dtype)
+        if dtype is not None and not is_floating(dtype):
+            raise TypeError(f"Module.to only casts to floating-point dtypes, got {dtype.name}")
+        for tensor in self._all_tensors():
+            _convert_in_place(tensor, dev, dtype)  # in place: an optimizer holding them keeps working
+            if tensor.grad is not None:
+                _convert_in_place(tensor.grad, dev, dtype)
+        return self
+
+    def cpu(self): return self.to("cpu")
+    def cuda(self, index=0): return self.to(f"cuda:{index}")
+    def float(self): return self.to(np.dtype("float32"))
+    def double(self): return self.to(np.dtype("float64"))
+    def half(self): return self.to(np.dtype("float16"))
+
+    def _all_tensors(self):
+        return list(self.parameters()) + list(self.buffers())
+
+    # --- loading ----------------------------------------------------------------------------
+    def _check_state_dict(self, own, state_dict, strict):
+        """(missing, unexpected) names of `state_dict` against `own`; one RuntimeError naming every problem.
+
+        Shape mismatches always raise; missing and unexpected keys only when `strict`.
+        """
+        missing, unexpected, mismatched = _compare_state_dicts(own, state_dict)
+        problems = [f"size mismatch for {name}: copying a param with shape {got} from checkpoint, "
+                    f"the shape in current model is {want}." for name, got, want in mismatched]
+        if strict:
+            if unexpected:
+                problems.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+            if missing:
+                problems.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        if problems:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems))
+        return missing, unexpected
+
+    # --- printing ------------------------------------------------------------------------------
+    def extra_repr(self):
+        """The text inside `Name(...)`; layers override it (e.g. `in_features=2, ...`)."""
+        return ""
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        for key, sub in self._modules.items():  # children indented under their names
+            lines.append(f"({key}): " + repr(sub).replace("\n", "\n  "))
+        if not self._modules and len(lines) <= 1:
+            return f"{type(self).__name__}({''.join(lines)})"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+# %% [markdown]
+# ## `nn.functional`: argument checks and the activations by name
+#
+# The fused ops of the lesson call these first, so a wrong shape, dtype or device
+# fails with a message that names it instead of deep inside NumPy.
+
+# %%
+#| export nn.functional
+"""`tinytorch.nn.functional`: layers as plain functions of tensors; the fused ones carry their own backward."""
+import numpy as np
+
+from tinytorch.core.backend import default_generator, get_xp, is_floating, scatter_add, to_device
+from tinytorch.core.tensor import Tensor, from_op
+
+
+def _float_array(t):
+    return t.data if is_floating(t.data.dtype) else t.data.astype(np.float32)
+
+
+def _check_linear(input, weight, bias):
+    if weight.ndim != 2:
+        raise RuntimeError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"linear: input of shape {tuple(input.shape)} does not end in in_features="
+                           f"{weight.shape[1]} (the weight has shape {tuple(weight.shape)})")
+    if not is_floating(input.dtype):
+        raise TypeError(f"linear: input must be floating point, got {input.dtype.name}; convert with .float()")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t._device != input._device:
+            raise RuntimeError(f"linear: input is on {input._device} but {name} is on {t._device}; "
+                               f"move the model or the input with .to()")
+
+
+def _embedding_indices(input, weight):
+    """The index array of `input`, checked: integer dtype, same device, within [0, num_embeddings)."""
+    if weight.ndim != 2:
+        raise RuntimeError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got {tuple(weight.shape)}")
+    if isinstance(input, Tensor):
+        if input._device != weight._device:
+            raise RuntimeError(f"embedding: indices are on {input._device} but the weight is on {weight._device}")
+        idx = input.data
+    else:
+        idx = get_xp(weight._device).asarray(input)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers (int64 or int32), got dtype {idx.dtype.name}; "
+                        f"convert them with .long()")
+    n = weight.shape[0]
+    if idx.size:
+        low, high = int(idx.min()), int(idx.max())
+        if low < 0 or high >= n:  # NumPy would wrap a negative index silently
+            raise IndexError(f"embedding: index {high if high >= n else low} is out of range for "
+                             f"num_embeddings={n} (valid indices are 0 to {n - 1})")
+    return idx
+
+
+def _normalized_axes(input, normalized_shape):
+    """(normalized_shape as a tuple, the axes it covers: the last len(normalized_shape))."""
+    shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    if len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape):]) != shape:
+        raise RuntimeError(f"layer_norm: normalized_shape {list(shape)} must match the last dimensions of "
+                           f"the input, got input of shape {tuple(input.shape)}")
+    return shape, tuple(range(input.ndim - len(shape), input.ndim))
+
+
+def _check_probability(p):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+# Module 01's ops under the names PyTorch's `torch.nn.functional` gives them.
+def relu(input):
+    return input.relu()
+
+
+def gelu(input, approximate="none"):
+    """x Φ(x): exact ("none") or GPT-2's tanh approximation ("tanh")."""
+    return input.gelu(approximate)
+
+
+def tanh(input):
+    return input.tanh()
+
+
+def sigmoid(input):
+    return input.sigmoid()
+
+
+def softmax(input, dim):
+    return input.softmax(dim)
+
+
+def log_softmax(input, dim):
+    return input.log_softmax(dim)
+
+
+# %% [markdown]
+# ## `nn.init`: random fills
+#
+# Every initialiser writes into `t.data[...]` in place (the `Parameter` object stays
+# the same), under `no_grad`, draws from `default_generator()` on the CPU (so
+# `tinytorch.manual_seed` gives the same numbers on every device), and returns the tensor.
+
+# %%
+#| export nn.init
+"""`tinytorch.nn.init`: fill tensors in place with PyTorch's initialisation schemes."""
+import math
+
+import numpy as np
+
+from tinytorch.core.autograd import no_grad
+from tinytorch.core.backend import default_generator, to_device
+
+
+def _fill(tensor, array):
+    """Write `array` into `tensor` in place, on the tensor's device, in its dtype."""
+    tensor.data[...] = to_device(array.astype(tensor.data.dtype, copy=False), tensor._device)
+    return tensor
+
+
+def _draw_dtype(tensor):
+    return np.float64 if tensor.data.dtype == np.float64 else np.float32
+
+
+@no_grad()
+def uniform_(tensor, a=0.0, b=1.0):
+    """Fill with numbers drawn from U(a, b)."""
+    u = default_generator().random(tensor.shape, dtype=_draw_dtype(tensor))
+    return _fill(tensor, u * (b - a) + a)
+
+
+@no_grad()
+def normal_(tensor, mean=0.0, std=1.0):
+    """Fill with numbers drawn from N(mean, std²)."""
+    z = default_generator().standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
+    return _fill(tensor, z * std + mean)
+
+
+@no_grad()
+def constant_(tensor, val):
+    """Fill with `val`."""
+    tensor.data[...] = val
+    return tensor
+
+
+def zeros_(tensor):
+    return constant_(tensor, 0.0)
+
+
+def ones_(tensor):
+    return constant_(tensor, 1.0)
+
+
+def calculate_gain(nonlinearity, param=None):
+    """The factor by which an activation shrinks the signal's std, to undo in the init."""
+    if nonlinearity in ("linear", "identity", "sigmoid") or nonlinearity.startswith(("conv", "conv_transpose")):
+        return 1
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else param
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+            raise ValueError(f"negative_slope {slope!r} is not a valid number")
+        return math.sqrt(2.0 / (1 + slope ** 2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}: use linear, sigmoid, tanh, relu, "
+                     f"leaky_relu or selu")
+
+
+def _check_fan_mode(mode):
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+
+
+# %% [markdown]
+# ## `nn.activation`: the activations as modules
+#
+# So they can sit in a `Sequential`. Each one calls its function in `nn.functional`.
+
+# %%
+#| export nn.activation
+"""Activation modules: `ReLU`, `GELU`, `Tanh`, `Sigmoid`, `SiLU`, `Softmax`, `Identity`, `Flatten`."""
+from tinytorch.nn.functional import gelu, relu, sigmoid, silu, softmax, tanh
+from tinytorch.nn.module import Module
+
+
+class ReLU(Module):
+    def forward(self, input):
+        return relu(input)
+
+
+class GELU(Module):
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, input):
+        return gelu(input, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Tanh(Module):
+    def forward(self, input):
+        return tanh(input)
+
+
+class Sigmoid(Module):
+    def forward(self, input):
+        return sigmoid(input)
+
+
+class SiLU(Module):
+    def forward(self, input):
+        return silu(input)
+
+
+class Softmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return softmax(input, -1 if self.dim is None else self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class Identity(Module):
+    def forward(self, input):
+        return input
+
+
+class Flatten(Module):
+    """Merge dims start_dim..end_dim (by default all but the batch dim)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = start_dim
+        self.end_dim = end_dim
+
+    def forward(self, input):
+        return input.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# %% [markdown]
+# ## `nn.container`: `Sequential`, `ModuleList`, `ModuleDict`
+#
+# Each registers its entries with `add_module` under their position ("0", "1", ...)
+# or key, which is where names like `layers.1.bias` come from.
+
+# %%
+#| export nn.container
+"""Containers whose entries are registered: `Sequential`, `ModuleList`, `ModuleDict`."""
+from collections import OrderedDict
+
+from tinytorch.nn.module import Module
+
+
+def _position(index, length, kind):
+    """A valid non-negative position for index (negative counts from the end)."""
+    if not -length <= index < length:
+        raise IndexError(f"index {index} is out of range for a {kind} of length {length}")
+    return index % length
+
+
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: entries registered as "0", "1", ... in order."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
+    """Modules applied one after another: Sequential(Linear(2, 8), ReLU(), Linear(8, 1))."""
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            for name, module in args[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(args):
+                self.add_module(str(i), module)
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[_position(index, len(self), "Sequential")]
+
+
+class ModuleList(_ModuleSequence):
+    """A list whose modules are registered (named "0", "1", ...)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return self._modules[str(_position(index, len(self), "ModuleList"))]
+
+    def __setitem__(self, index, module):
+        setattr(self, str(_position(index, len(self), "ModuleList")), module)
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList is a container, not a layer: loop over it in your forward()")
+
+
+class ModuleDict(Module):
+    """A dict whose modules are registered under their keys."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        delattr(self, key)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def update(self, modules):
+        for key, module in (modules.items() if hasattr(modules, "items") else modules):
+            self[key] = module
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict is a container, not a layer: pick its modules in your forward()")
+
+
+# %% [markdown]
+# ## `core.serialization`: `save`, `load`, `atomic_write`
+#
+# A checkpoint is a state dict in the safetensors format: a JSON header (names,
+# dtypes, shapes, offsets) and the raw bytes; loading it cannot run code, unlike a
+# pickle. Every durable write in tinytorch goes through `atomic_write`: a temporary
+# file in the same folder, fsync'd, renamed over the target, so a crash leaves the
+# old file or the new one, never half of one. The state dict's key order is kept in
+# the file's metadata, since safetensors stores tensors by name without an order.
+
+# %%
+#| export core.serialization
+"""`tinytorch.save` / `tinytorch.load`: state dicts as safetensors files (no pickle), written atomically."""
+import json
+import os
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from tinytorch.core.backend import device as _as_device, to_device, to_numpy
+from tinytorch.core.tensor import Tensor, from_op
+
+_ORDER_KEY = "tinytorch.order"  # metadata entry: the state dict's key order, as JSON
+
+
+def _fsync_folder(folder):
+    """Make a rename inside `folder` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data):
+    """Write `data` (bytes, or a function that writes to a path it is given) to `path` atomically.
+
+    The one durable write of tinytorch: a temporary file in the same folder, fsync'd,
+    renamed over `path`, then the folder fsync'd. A crash at any point leaves either the
+    old file or the new one, never half of one.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        if callable(data):
+            os.close(handle)
+            handle = None
+            data(tmp)
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+        else:
+            with os.fdopen(handle, "wb") as out:
+                handle = None
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one
+    except BaseException:
+        if handle is not None:
+            os.close(handle)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def save(state_dict, path):
+    """Write a dict name -> Tensor to `path` as safetensors, atomically."""
+    arrays = {}
+    for name, value in state_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"save: keys must be strings, got {name!r}")
+        if not isinstance(value, Tensor):
+            raise TypeError(f"save: the value of {name!r} is a {type(value).__name__}, not a Tensor; "
+                            f"safetensors files hold tensors only")
+        arrays[name] = np.ascontiguousarray(to_numpy(value.data))  # cuda: copied to the host
+    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={_ORDER_KEY: json.dumps(list(arrays))}))
+
+
+def load(path, device="cpu"):
+    """Read a safetensors file into an OrderedDict name -> Tensor on `device`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
+    try:
+        arrays = load_file(path)
+        with safe_open(path, framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for bad headers and sizes
+        raise RuntimeError(f"load: cannot read {path!r} as a safetensors checkpoint; the file is truncated "
+                           f"or corrupt ({type(err).__name__}: {err})") from None
+    order = [name for name in json.loads(metadata.get(_ORDER_KEY, "[]")) if name in arrays]
+    order += sorted(name for name in arrays if name not in set(order))
+    dev = _as_device(device)
+    return OrderedDict((name, from_op(to_device(arrays[name], dev), dev)) for name in order)
