@@ -14,29 +14,36 @@
 # %% [markdown]
 # # Module 04 — Losses and metrics
 #
-# A network learns by following the gradient of one number: the **loss**, a
-# measure of how wrong its outputs are. The loss is where training starts its
-# backward pass, so two things matter more than anywhere else:
+# A network learns by following the gradient of one number, the **loss**: how
+# wrong its outputs are. The backward pass starts at the loss, so two things
+# matter more here than anywhere else.
 #
 # 1. **It must stay in the graph.** A loss computed on raw arrays and wrapped
-#    in a fresh tensor has no `_parents`: `loss.backward()` then reaches no
-#    parameter, and the model trains nothing, silently. Every loss here is
+#    in a fresh tensor has no parents: `loss.backward()` reaches no parameter
+#    and the model trains nothing, silently. Every loss in this module is
 #    either composed of tensor ops or one op with a hand-written backward.
-# 2. **It must not overflow.** Logits of a few hundred are routine; `exp(100)`
-#    already overflows float32. Cross-entropy computed "as written" returns
-#    `inf` or `nan`, and one `nan` poisons every weight.
+# 2. **It must not overflow.** Logits of a few hundred are routine, and
+#    `exp(100)` already overflows float32. Cross-entropy computed as written
+#    returns `inf` or `nan`, and one `nan` poisons every weight.
 #
-# **You will implement:** `mse_loss`, the forward and the backward of the fused
-# `cross_entropy`, the stable binary cross-entropy on logits, and `accuracy`.
-# The plumbing (shapes, class weights, `ignore_index`, label smoothing,
-# reductions, error messages) is provided.
+# **You will write:** `mse_loss`; the stable forward of cross-entropy
+# (log-sum-exp), its backward (softmax minus one-hot), and the assembled
+# `cross_entropy` with class weights, `ignore_index`, label smoothing and the
+# three reductions; `nll_loss`; a stable softplus and `binary_cross_entropy_with_logits`,
+# forward and backward; `accuracy`.
 #
-# **Exports:** `tinytorch.nn.functional` (the losses, PyTorch's names and
-# arguments), `tinytorch.nn.losses` (the `nn.Module` wrappers, e.g.
+# **Exports:** `tinytorch.nn.functional` (the losses, with PyTorch's names and
+# arguments), `tinytorch.nn.losses` (`nn.Module` wrappers such as
 # `CrossEntropyLoss`), `tinytorch.metrics` (`accuracy`, `Mean`).
 
 # %%
 #| default_exp nn.functional
+
+# %% [markdown]
+# The argument checks, the reshaping of logits into rows, the class-weight and
+# `ignore_index` handling, the reductions, `l1_loss`,
+# `binary_cross_entropy`, the `nn.Module` wrappers and `Mean` live in
+# `modules/04_losses/provided.py`; this cell imports the pieces the lesson uses.
 
 # %%
 import time
@@ -45,7 +52,14 @@ import tracemalloc
 import numpy as np
 
 import tinytorch as tt
-from tinytorch.core.tensor import Tensor, tensor
+from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import Tensor, from_op, tensor
+from tinytorch.metrics import Mean, _host_array, _predicted
+from tinytorch.nn.functional import (_check_label_smoothing, _check_pair, _check_reduction,
+                                     _class_rows, _class_targets, _element_scale,
+                                     _elementwise_weight, _reduce, _reduce_elements,
+                                     _target_weights)
+from tinytorch.nn.losses import CrossEntropyLoss
 
 # %% [markdown]
 # ## 1. Reductions, and a first loss: mean squared error
@@ -60,69 +74,24 @@ from tinytorch.core.tensor import Tensor, tensor
 # | `"none"` | every per-element loss, e.g. to weight or mask them yourself |
 #
 # Mean squared error, MSE = (1/n) Σ (xᵢ − yᵢ)², is the loss of regression.
-# Its gradient, 2(xᵢ − yᵢ)/n, is proportional to the error. L1, (1/n) Σ |xᵢ − yᵢ|,
-# has a gradient of constant size, sign(xᵢ − yᵢ)/n, so outliers pull less.
+# Its gradient, 2(xᵢ − yᵢ)/n, is proportional to the error: a point twice as
+# far off pulls twice as hard. (L1, (1/n) Σ |xᵢ − yᵢ|, provided as `l1_loss`,
+# has a gradient of constant size, so outliers pull less.)
 #
-# We refuse targets whose shape differs from the input's. PyTorch only warns:
-# an input of shape (N, 1) against a target of shape (N,) broadcasts to an
-# (N, N) matrix of differences, a loss that is computable and wrong.
-
-# %%
-#| export
-# Loss functions, as in `torch.nn.functional`. Each returns a tensor in the autograd graph.
-import builtins
-
-import numpy as np
-
-from tinytorch.core.backend import get_xp, is_floating
-from tinytorch.core.tensor import Tensor, _wrap
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_reduction(reduction, name):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _check_tensor(x, what, name):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: {what} must be a Tensor, got {type(x).__name__}")
-
-
-def _check_same_device(input, other, what, name):
-    if other._device != input._device:
-        raise RuntimeError(f"{name}: input is on {input._device} but {what} is on {other._device}; "
-                           f"move one of them with .to()")
-
-
-def _check_pair(input, target, name):
-    """Elementwise losses: float tensors of one shape, on one device."""
-    _check_tensor(input, "input", name)
-    _check_tensor(target, "target", name)
-    _check_same_device(input, target, "target", name)
-    for what, t in (("input", input), ("target", target)):
-        if not is_floating(t.dtype):
-            raise TypeError(f"{name}: {what} must be floating point, got {t.dtype.name}; "
-                            f"convert it with .float()")
-    if input.shape != target.shape:
-        raise ValueError(f"{name}: target of shape {tuple(target.shape)} does not match input of "
-                         f"shape {tuple(input.shape)}; broadcasting them would compute a different "
-                         f"loss, so reshape one (e.g. target.view{tuple(input.shape)})")
-
-
-def _reduce(loss, reduction):
-    """Apply `reduction` to a tensor of per-element losses (tensor ops: the graph is kept)."""
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() if reduction == "sum" else loss
-
-
-# %% [markdown]
+# *Worked example.* x = (1, 2, 4), y = (1, 0, 1): squared errors (0, 4, 9),
+# mean 13/3, gradient 2·(0, 2, 3)/3 = (0, 4/3, 2).
+#
 # ### Exercise: `mse_loss(input, target, reduction)`
 #
-# Compose it from tensor ops (`-`, `*`, then `_reduce`): autograd then derives
-# the backward for you, for `input` and for `target`. The checks are done.
+# The checks are done for you (`_check_pair` refuses targets of another shape:
+# (N, 1) against (N,) would broadcast to an (N, N) matrix, a loss that is
+# computable and wrong).
+#
+# - Hint 1: build the loss from tensor ops, and autograd derives the backward
+#   for both `input` and `target`.
+# - Hint 2: the per-element loss is the difference times itself.
+# - Hint 3: two steps: the (n,) tensor of squared differences, then the
+#   provided `_reduce(per_element, reduction)`.
 
 # %% nbgrader={"grade": false, "grade_id": "mse-loss", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -136,20 +105,12 @@ def mse_loss(input, target, reduction="mean"):
     ### END SOLUTION
 
 
-# %%
-#| export
-def l1_loss(input, target, reduction="mean"):
-    """Mean absolute error, |input - target| reduced by `reduction` (gradient 0 where equal)."""
-    _check_reduction(reduction, "l1_loss")
-    _check_pair(input, target, "l1_loss")
-    return _reduce((input - target).abs(), reduction)
-
-
 # %% nbgrader={"grade": true, "grade_id": "test-mse-loss", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 def test_mse_loss():
     x = tensor([1.0, 2.0, 4.0], requires_grad=True)
     y = tensor([1.0, 0.0, 1.0])
     loss = mse_loss(x, y)
+    assert isinstance(loss, Tensor) and loss.shape == (), f"'mean' returns a 0-d tensor, got {loss!r}"
     assert abs(loss.item() - 13 / 3) < 1e-6, f"mean of [0, 4, 9] is 13/3, got {loss.item()}"
     assert loss.dtype == np.float32, f"float32 in, float32 out; got {loss.dtype}"
     loss.backward()
@@ -171,10 +132,10 @@ print("mse_loss: ok")
 # ## 2. Cross-entropy, and why it is computed in one piece
 #
 # A classifier outputs one score per class, the **logits** z ∈ ℝᶜ. Softmax turns
-# them into probabilities pᶜ = e^zᶜ / Σⱼ e^zⱼ, and cross-entropy is the negative
+# them into probabilities pⱼ = e^zⱼ / Σₖ e^zₖ, and cross-entropy is the negative
 # log-probability of the true class t:
 #
-# ℓ = −log p_t = −z_t + log Σⱼ e^zⱼ
+# ℓ = −log p_t = −z_t + log Σⱼ e^zⱼ.
 #
 # The right-hand form never divides and never takes the log of a probability:
 # it needs only **log-sum-exp**, LSE(z) = log Σⱼ e^zⱼ. Computed as written,
@@ -183,10 +144,10 @@ print("mse_loss: ok")
 # LSE(z) = m + log Σⱼ e^(zⱼ − m),
 #
 # and with m = maxⱼ zⱼ every exponent is ≤ 0: the largest term is e⁰ = 1, so
-# the sum lies in [1, C] and neither overflows nor underflows to log(0).
+# the sum lies in [1, C] and neither overflows nor underflows to log 0.
 #
-# Here is the naive form, built from your own tensor ops, on logits that a
-# real network produces early in training with a large learning rate:
+# The naive form, built from tensor ops, on logits a real network produces
+# early in training with a large learning rate:
 
 # %%
 logits = tensor([[1000.0, 0.0, -1000.0], [2.0, 1.0, 0.1]])
@@ -196,147 +157,30 @@ with np.errstate(all="ignore"):  # the warnings are the point: silence them, loo
 print("naive -log(softmax(z)[t]):", naive.tolist())  # row 0: exp(1000) = inf, inf/inf = nan
 
 # %% [markdown]
-# *The gradient.* With p = softmax(z) and ℓ = −z_t + LSE(z):
-# ∂LSE/∂zⱼ = e^zⱼ / Σₖ e^zₖ = pⱼ, and ∂z_t/∂zⱼ = 1 if j = t. So
+# *Worked example.* z = (1000, 0, −1000), t = 0. m = 1000, the shifted logits
+# are (0, −1000, −2000), their exponentials (1, 0, 0), log of the sum 0, and
+# ℓ = (m + 0) − z_t = 0: the model is certain and right.
 #
-# ∂ℓ/∂z = p − onehot(t).
+# The provided `_class_rows` turns any logits layout into rows z of shape
+# (M, C), one row per target (below, section 2c). The forward works on those
+# raw arrays; `xp` is NumPy on the CPU, CuPy on a GPU.
 #
-# The whole chain softmax → log → pick collapses into one subtraction. Worked
-# example: z = (0, 0), t = 0 → p = (½, ½), ℓ = log 2 ≈ 0.693, ∂ℓ/∂z = (−½, ½).
-# The gradient pushes the true class up and every other class down, in
-# proportion to the probability the model wrongly gives it; it is bounded by
-# 1 in size, however wrong the logits, which is what makes training stable.
+# ### Exercise: `_cross_entropy_rows(z, targets, target_weight, xp)`
 #
-# *Why one fused op.* Composed as `nll_loss(log_softmax(z))`, the graph keeps
-# the (N, C) log-probabilities until the backward pass and makes several (N, C)
-# temporaries on the way back. For a GPT, C is the vocabulary (50,257 for
-# GPT-2): the logits are the largest tensor of the whole model. The fused op
-# keeps only the row maxima and log-sums, (N,) each, and computes p − onehot
-# in one (N, C) array that *is* the gradient. Section 7 measures the difference.
+# Inputs: z (M, C), `targets` (M,) class indices, `target_weight` (M,).
+# Return three (M,) arrays `(losses, m, log_sum)`: m the row maxima,
+# log_sum = log Σⱼ e^(zⱼ − m) (so LSE = m + log_sum), and
+# losses = target_weight · (LSE − z_t).
 #
-# ### The options, as in PyTorch
-#
-# With class weights w (default 1), label smoothing ε and ignored rows removed,
-# each target's loss is
-#
-# ℓᵢ = (1 − ε) · w_tᵢ · (LSEᵢ − zᵢ,tᵢ) + (ε/C) · Σ_c w_c · (LSEᵢ − zᵢ,c),
-#
-# i.e. cross-entropy against the smoothed target distribution (1 − ε)·onehot + ε/C.
-# `reduction="mean"` divides Σᵢ ℓᵢ by the number of non-ignored targets, or
-# with `weight` by Σᵢ w_tᵢ over them: a *weighted* mean. A row whose target is
-# `ignore_index` (padding, say) contributes nothing, to the loss or the count.
-# Differentiating as above, with aᵢ = dL/dℓᵢ (g, g/count, or gᵢ):
-#
-# ∂L/∂zᵢ = aᵢ · [((1 − ε)·w_tᵢ + (ε/C)·Σ_c w_c) · pᵢ − (1 − ε)·w_tᵢ · onehot(tᵢ) − (ε/C) · w].
-#
-# Without weights or smoothing this is aᵢ (pᵢ − onehot(tᵢ)) again. The code
-# writes it as `p_scale · p − target_scale · onehot(t)`, plus the smoothing term.
-#
-# *Layouts.* Logits are (N, C), a single (C,) with a 0-d target, or
-# (N, C, d₁, ...) with targets (N, d₁, ...): the class dim is 1, as in PyTorch
-# (an image segmenter's (N, C, H, W)). A GPT's (B, T, C) logits are passed as
-# `logits.view(-1, C)` with `targets.view(-1)`, as nanoGPT does.
-#
-# The provided plumbing below turns every layout into rows (M, C) with one
-# class index per row, and checks the targets.
-
-# %%
-#| export
-def _class_rows(input, target, name):
-    """Logits with the class dim at 1 as rows (M, C), and a map from row grads back to input's shape."""
-    _check_tensor(input, "input", name)
-    _check_tensor(target, "target", name)
-    _check_same_device(input, target, "target", name)
-    if input.ndim == 0:
-        raise ValueError(f"{name}: input must have a class dimension, got a 0-d tensor")
-    if not is_floating(input.dtype):
-        raise TypeError(f"{name}: input must be floating point (logits), got {input.dtype.name}")
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target must hold class indices (int64), got {target.dtype.name}; "
-                        f"class-probability targets are not supported; convert indices with .long()")
-    C = input.shape[0] if input.ndim == 1 else input.shape[1]
-    expected = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:])
-    if tuple(target.shape) != expected:
-        hint = ""
-        if input.ndim >= 3 and tuple(target.shape) == tuple(input.shape[:-1]):
-            hint = (f"; the class dim is 1, so for (B, T, C) logits as in a GPT pass "
-                    f"logits.view(-1, {input.shape[-1]}) and targets.view(-1)")
-        raise ValueError(f"{name}: input of shape {tuple(input.shape)} has C={C} classes in dim "
-                         f"{0 if input.ndim == 1 else 1} and needs a target of shape {expected}, "
-                         f"got {tuple(target.shape)}{hint}")
-    xp = get_xp(input._device)
-    if input.ndim <= 2:
-        rows = input.data.reshape(-1, C)                             # (M, C)
-    else:
-        rows = xp.moveaxis(input.data, 1, -1).reshape(-1, C)        # (N, d1.., C) -> (M, C)
-
-    def to_input_shape(grad_rows):                                   # (M, C) -> input's shape
-        if input.ndim <= 2:
-            return grad_rows.reshape(input.shape)
-        moved = grad_rows.reshape((input.shape[0],) + tuple(input.shape[2:]) + (C,))
-        return xp.moveaxis(moved, -1, 1)
-    return rows, to_input_shape
-
-
-def _class_targets(target, num_classes, ignore_index, name):
-    """Flat targets (M,) with ignored entries replaced by 0, and the (M,) mask of kept ones."""
-    xp = get_xp(target._device)
-    t = target.data.reshape(-1)
-    keep = t != ignore_index
-    bad = keep & ((t < 0) | (t >= num_classes))
-    if bad.any():
-        first = builtins.int(bad.argmax())
-        position = tuple(builtins.int(i) for i in np.unravel_index(first, tuple(target.shape)))
-        raise IndexError(f"{name}: target {builtins.int(t[first])} at position {position} is out of "
-                         f"range for {num_classes} classes (expected 0 to {num_classes - 1}, or "
-                         f"ignore_index={ignore_index})")
-    return xp.where(keep, t, 0), keep
-
-
-def _target_weights(weight, targets, keep, rows, name):
-    """Each row's weight w[t] (1 without class weights), 0 for ignored rows: (M,); and w (C,) or None."""
-    if weight is None:
-        return keep.astype(rows.dtype), None
-    C = rows.shape[1]
-    _check_tensor(weight, "weight", name)
-    if tuple(weight.shape) != (C,):
-        raise ValueError(f"{name}: weight needs one entry per class, shape ({C},), "
-                         f"got {tuple(weight.shape)}")
-    w = weight.data.astype(rows.dtype, copy=False)                  # (C,)
-    return get_xp(weight._device).where(keep, w[targets], 0).astype(rows.dtype, copy=False), w
-
-
-def _reduce_rows(losses, reduction, denominator, shape):
-    """Per-target losses (M,) -> the target's shape ('none'), their sum, or sum / denominator."""
-    if reduction == "none":
-        return losses.reshape(shape)
-    total = losses.sum()
-    return total if reduction == "sum" else total / denominator
-
-
-def _row_scale(g, reduction, denominator):
-    """dL/d(each target's loss): g per target ('none', flattened), g ('sum'), g / denominator ('mean')."""
-    if reduction == "none":
-        return g.reshape(-1)
-    return g / denominator if reduction == "mean" else g
-
-
-# %% [markdown]
-# ### Exercise: the forward pass, `_cross_entropy_rows(z, targets, target_weight, xp)`
-#
-# On raw arrays: z (M, C), targets (M,) class indices, target_weight (M,).
-# Return `(losses, m, log_sum)`, each (M,), where m is the row max and
-# log_sum = log Σⱼ e^(zⱼ − m), so that LSE = m + log_sum, and
-# `losses = target_weight * (log_sum - (z[row, target] - m))`.
-#
-# - Subtract `m[:, None]`, exponentiate **in place** (`xp.exp(e, out=e)`: the
-#   one (M, C) temporary), sum over axis 1, log.
-# - Pick each row's target logit with integer-array indexing:
-#   `z[xp.arange(M), targets]`: no one-hot matrix.
-# - Why keep m and log_sum apart instead of adding them? In float32, m = −10⁴
-#   plus log_sum = 1.0986 rounds to a multiple of 0.001; subtracting z_t − m
-#   first keeps every digit (it is what `log_softmax` does too).
-# - Keep z's dtype: no float64 temporaries.
+# - Hint 1: shift each row by its max before exponentiating; pick each row's
+#   target logit by integer indexing, without building a one-hot matrix.
+# - Hint 2: LSE − z_t = log_sum − (z_t − m). Keep m and log_sum apart: in
+#   float32, m = −10⁴ plus log_sum = 1.0986 rounds to a multiple of 0.001,
+#   while subtracting z_t − m first keeps every digit.
+# - Hint 3: steps: `m` = max over axis 1 → (M,); the shifted (M, C) array,
+#   exponentiated in place with `xp.exp(..., out=...)` (the one (M, C)
+#   temporary) → its sum over axis 1, then log → (M,); `z[xp.arange(M), targets]`
+#   → (M,); combine. Keep z's dtype: no float64 temporaries.
 
 # %% nbgrader={"grade": false, "grade_id": "cross-entropy-forward", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -352,15 +196,63 @@ def _cross_entropy_rows(z, targets, target_weight, xp):
     ### END SOLUTION
 
 
+# %% nbgrader={"grade": true, "grade_id": "test-cross-entropy-forward", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_cross_entropy_forward():
+    z = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, 1000.0]], np.float32)
+    out = _cross_entropy_rows(z, np.array([0, 0, 0]), np.ones(3, np.float32), np)
+    assert isinstance(out, tuple) and len(out) == 3, "return the tuple (losses, m, log_sum)"
+    losses, m, log_sum = out
+    assert all(np.shape(a) == (3,) for a in out), f"each is (M,) = (3,), got {[np.shape(a) for a in out]}"
+    assert np.isfinite(losses).all(), f"logits of 1000 must not overflow: got {losses}"
+    assert np.allclose(losses, [np.log(2), 0.0, 1000.0]), f"expected [log 2, 0, 1000], got {losses}"
+    assert losses.dtype == np.float32, f"float32 logits give float32 losses, got {losses.dtype}"
+    zz = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    tt_ = np.array([1, 0, 4, 2])
+    ref = np.log(np.exp(zz).sum(1)) - zz[np.arange(4), tt_]
+    losses, m, log_sum = _cross_entropy_rows(zz, tt_, np.full(4, 2.0, np.float32), np)
+    assert np.allclose(losses, 2 * ref, atol=1e-5), f"losses are scaled by target_weight: {losses} vs {2 * ref}"
+    assert np.allclose(m, zz.max(1)), "m is each row's max"
+    assert np.allclose(m + log_sum, np.log(np.exp(zz).sum(1)), atol=1e-6), "m + log_sum is the LSE"
+
+
+test_cross_entropy_forward()
+print("cross-entropy forward: ok")
+
 # %% [markdown]
-# ### Exercise: the backward pass, `_softmax_minus_target(z, m, log_sum, targets, p_scale, target_scale, xp)`
+# ## 2b. The gradient: softmax minus one-hot
 #
-# Return the (M, C) array `p_scale[:, None] * softmax(z) − target_scale · onehot(targets)`,
-# where softmax(z) = exp((z − m) − log_sum) reuses the forward's row maxima and
-# log-sums. Build it in **one** (M, C) array: compute `z − m[:, None]`, then
-# subtract `log_sum[:, None]`, exponentiate and scale it, all in place, and
-# subtract `target_scale` at `[xp.arange(M), targets]`. For plain `mean`
-# cross-entropy over N rows, both scales are g/N.
+# With p = softmax(z) and ℓ = LSE(z) − z_t: ∂LSE/∂zⱼ = e^zⱼ / Σₖ e^zₖ = pⱼ, and
+# ∂z_t/∂zⱼ = 1 if j = t, else 0. So
+#
+# ∂ℓ/∂z = p − onehot(t).
+#
+# The whole chain softmax → log → pick collapses into one subtraction.
+# *Worked example:* z = (0, 0), t = 0 gives p = (½, ½), ℓ = log 2 ≈ 0.693 and
+# ∂ℓ/∂z = (−½, ½). The gradient pushes the true class up and every other class
+# down, in proportion to the probability the model wrongly gives it, and its
+# size is bounded by 1 however wrong the logits are: that is what makes
+# training with it stable.
+#
+# *Why one fused op.* Composed as `nll_loss(log_softmax(z))`, the graph keeps
+# the (M, C) log-probabilities until the backward pass and makes several (M, C)
+# temporaries on the way back. For a GPT, C is the vocabulary (50,257 for
+# GPT-2): the logits are the largest tensor of the whole model. The fused op
+# keeps only m and log_sum, (M,) each, and builds p − onehot in one (M, C)
+# array that *is* the gradient. Section 6 measures the difference.
+#
+# Each row's gradient arrives scaled: by g/N for a mean over N rows, by class
+# weights and smoothing below. So the backward takes two per-row scales, one
+# for p and one for the one-hot.
+#
+# ### Exercise: `_softmax_minus_target(z, m, log_sum, targets, p_scale, target_scale, xp)`
+#
+# Return the (M, C) array whose row i is p_scaleᵢ · softmax(zᵢ) − target_scaleᵢ · onehot(tᵢ).
+#
+# - Hint 1: reuse the forward's m and log_sum: no max, no sum again.
+# - Hint 2: softmax(z) = exp((z − m) − log_sum).
+# - Hint 3: one (M, C) array, changed in place: shift by `m[:, None]`, then by
+#   `log_sum[:, None]`, exponentiate with `out=`, multiply by `p_scale[:, None]`,
+#   then subtract `target_scale` at the positions `[xp.arange(M), targets]`.
 
 # %% nbgrader={"grade": false, "grade_id": "cross-entropy-backward", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -376,11 +268,146 @@ def _softmax_minus_target(z, m, log_sum, targets, p_scale, target_scale, xp):
     ### END SOLUTION
 
 
-# %% [markdown]
-# The function students of PyTorch call, assembled from the pieces. Only
-# `input` gets a gradient (the class weights are constants, as in PyTorch).
+# %% nbgrader={"grade": true, "grade_id": "test-cross-entropy-backward", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_cross_entropy_backward():
+    z = np.array([[0.0, 0.0], [1000.0, 0.0]], np.float32)
+    ones = np.ones(2, np.float32)
+    m, log_sum = z.max(1), np.log(np.exp(z - z.max(1, keepdims=True)).sum(1))
+    g = _softmax_minus_target(z, m, log_sum, np.array([0, 1]), ones, ones, np)
+    assert np.shape(g) == (2, 2), f"the gradient has the logits' shape (M, C) = (2, 2), got {np.shape(g)}"
+    assert np.allclose(g, [[-0.5, 0.5], [1.0, -1.0]]), f"softmax - onehot: expected [[-½, ½], [1, -1]], got {g}"
+    assert g.dtype == np.float32, f"the gradient stays float32, got {g.dtype}"
+    g = _softmax_minus_target(np.zeros((2, 2), np.float32), np.zeros(2, np.float32),
+                              np.full(2, np.log(2), np.float32), np.array([0, 1]),
+                              np.array([2.0, 1.0], np.float32), np.array([1.0, 1.0], np.float32), np)
+    assert np.allclose(g, [[0.0, 1.0], [0.5, -0.5]]), f"p_scale and target_scale apply separately, got {g}"
+    zz = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    p = np.exp(zz) / np.exp(zz).sum(1, keepdims=True)
+    g = _softmax_minus_target(zz.copy(), zz.max(1), np.log(np.exp(zz - zz.max(1, keepdims=True)).sum(1)),
+                              np.array([3, 0, 1]), np.full(3, 0.5, np.float32), np.full(3, 0.5, np.float32), np)
+    want = 0.5 * (p - np.eye(4)[[3, 0, 1]])
+    assert np.allclose(g, want, atol=1e-6), f"random logits: expected {want}, got {g}"
 
-# %%
+
+test_cross_entropy_backward()
+print("cross-entropy backward: ok")
+
+# %% [markdown]
+# ## 2c. The options, as in PyTorch
+#
+# **Class weights** w (C,) make rare classes count more: row i's loss is
+# multiplied by w_tᵢ. **`ignore_index`**: a row whose target equals it (padding,
+# say) contributes nothing, to the loss or to the count. **Label smoothing** ε
+# trains against the target distribution (1 − ε)·onehot + ε/C instead of the
+# one-hot, so the model is never pushed to infinite confidence. With all three,
+# row i's loss is
+#
+# ℓᵢ = (1 − ε) · w_tᵢ · (LSEᵢ − zᵢ,tᵢ) + (ε/C) · Σ_c w_c · (LSEᵢ − zᵢ,c)   (0 if ignored).
+#
+# The second term needs no (M, C) temporary beyond one shifted copy:
+# Σ_c w_c (LSEᵢ − zᵢ,c) = log_sumᵢ · Σ_c w_c − Σ_c w_c · (zᵢ,c − mᵢ).
+#
+# `reduction="mean"` divides Σᵢ ℓᵢ by the sum of the kept rows' weights,
+# D = Σᵢ w_tᵢ (the count of kept rows without weights): a *weighted* mean.
+# *Worked example:* two rows with unweighted losses (log 2, 0) and weights
+# w_t = (3, 1) have weighted losses (3 log 2, 0): "sum" gives 3 log 2, "mean"
+# 3 log 2 / 4.
+#
+# The backward of a reduction hands each row its share of the incoming
+# gradient g: aᵢ = ∂L/∂ℓᵢ is g for "sum", g/D for "mean", and for "none" g is
+# itself one number per target, so aᵢ = gᵢ.
+#
+# ### Exercise: `_reduce_rows` and its derivative `_row_scale`
+#
+# - Hint 1: one branch per reduction, in both functions.
+# - Hint 2: forward: losses in the target's shape, Σᵢ ℓᵢ, or Σᵢ ℓᵢ / D;
+#   backward: gᵢ, g or g / D.
+# - Hint 3: `_reduce_rows` gets (M,) losses and returns `.reshape(shape)`, a sum,
+#   or a sum divided; `_row_scale` gets g of the target's shape ("none", flatten
+#   it to (M,)) or 0-d, and returns an (M,) array or a 0-d one.
+
+# %% nbgrader={"grade": false, "grade_id": "reductions", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def _reduce_rows(losses, reduction, denominator, shape):
+    """Per-target losses (M,) -> the target's shape ('none'), their sum, or sum / denominator."""
+    ### BEGIN SOLUTION
+    if reduction == "none":
+        return losses.reshape(shape)
+    total = losses.sum()
+    return total if reduction == "sum" else total / denominator
+    ### END SOLUTION
+
+
+def _row_scale(g, reduction, denominator):
+    """dL/d(each target's loss): g per target ('none', flattened), g ('sum'), g / denominator ('mean')."""
+    ### BEGIN SOLUTION
+    if reduction == "none":
+        return g.reshape(-1)
+    return g / denominator if reduction == "mean" else g
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test-reductions", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+def test_reductions():
+    losses = np.array([3 * np.log(2), 0.0], np.float32)
+    kept = _reduce_rows(losses, "none", 4.0, (2,))
+    assert np.shape(kept) == (2,), f"'none' keeps the target's shape (2,), got {np.shape(kept)}"
+    assert np.isclose(_reduce_rows(losses, "sum", 4.0, (2,)), 3 * np.log(2)), "'sum' adds the rows"
+    assert np.isclose(_reduce_rows(losses, "mean", 4.0, (2,)), 3 * np.log(2) / 4), "'mean' divides by D"
+    assert _reduce_rows(np.zeros(4, np.float32), "none", 4.0, (2, 2)).shape == (2, 2), "'none': (M,) -> shape"
+    g = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    assert np.shape(_row_scale(g, "none", 4.0)) == (4,), "'none': one g per target, flattened to (M,)"
+    assert np.isclose(_row_scale(np.float32(2.0), "mean", 4.0), 0.5), "'mean': g / D"
+    assert np.isclose(_row_scale(np.float32(2.0), "sum", 4.0), 2.0), "'sum': g itself"
+
+
+test_reductions()
+print("reductions: ok")
+
+# %% [markdown]
+# Differentiating ℓᵢ as in 2b:
+#
+# ∂L/∂zᵢ = aᵢ · [((1 − ε)·w_tᵢ + (ε/C)·Σ_c w_c) · pᵢ − (1 − ε)·w_tᵢ · onehot(tᵢ) − (ε/C) · w].
+#
+# Without weights or smoothing this is aᵢ (pᵢ − onehot(tᵢ)) again.
+# *Worked example:* z = (0, 0), t = 0, ε = 0.2, C = 2, no weights:
+# ℓ = 0.8·log 2 + 0.1·(2 log 2) = log 2, and the gradient is
+# 1.0·(½, ½) − 0.8·(1, 0) − 0.1·(1, 1) = (−0.4, 0.4): p minus the smoothed target (0.9, 0.1).
+#
+# *Layouts.* Logits are (N, C), a single (C,) with a 0-d target, or
+# (N, C, d₁, ...) with targets (N, d₁, ...): the class dim is 1, as in PyTorch.
+# A GPT's (B, T, C) logits are passed as `logits.view(-1, C)` with
+# `targets.view(-1)`, as nanoGPT does. The provided code turns every layout
+# into rows: `_class_rows` gives `rows` (M, C) and `to_input_shape` (the map of
+# an (M, C) gradient back to the input's shape); `_class_targets` gives
+# `targets` (M,) and the mask `keep`; `_target_weights` gives `w_t` (M,), 0 on
+# ignored rows, and `w` (C,) or None.
+#
+# ### Exercise: assemble `cross_entropy`
+#
+# Finish it from the prepared rows: the per-row losses (with the smoothing
+# term when ε > 0), the reduction, and the backward closure that returns a
+# 1-tuple with the gradient for `input` (class weights get no gradient, as in
+# PyTorch). Return the output through `from_op(out, device, inputs, backward)`.
+#
+# - Hint 1: your `_cross_entropy_rows` gives w_tᵢ·(LSEᵢ − zᵢ,tᵢ) for every row
+#   at once (the first term, before its factor 1 − ε); smoothing adds
+#   (ε/C) · Σ_c w_c (LSE − z_c) for each kept row. The backward is one call to
+#   `_softmax_minus_target` with the right two scales, then the last term
+#   of the gradient formula, subtracted column by column.
+# - Hint 2: with aᵢ from `_row_scale`, target_scale = aᵢ·(1 − ε)·w_tᵢ and
+#   p_scale = target_scale + aᵢ·(ε/C)·Σ_c w_c (with Σ_c w_c = C without
+#   weights); the extra term subtracted afterwards is aᵢ·(ε/C)·w_c, or aᵢ·ε/C
+#   in every column without weights. An ignored row has w_tᵢ = 0 and needs its
+#   smoothing weight masked with `keep`.
+# - Hint 3: forward steps: `losses, m, log_sum` from `_cross_entropy_rows(rows,
+#   targets, w_t, xp)`; if ε: a per-row (M,) smoothing weight `keep · ε/C`, the
+#   (M,) sum over classes (via one shifted (M, C) array, `.sum(axis=1)` or
+#   `@ w`), and losses mixed as (1 − ε)·losses + smoothing; D = `w_t.sum()`.
+#   Backward `(g) -> (grad,)`: a, the two scales, the (M, C) gradient, the
+#   smoothing column term, `to_input_shape`. Output: `_reduce_rows(...)`.
+
+# %% nbgrader={"grade": false, "grade_id": "cross-entropy", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of logits against class indices, as one stable op.
@@ -395,20 +422,20 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     """
     name = "cross_entropy"
     _check_reduction(reduction, name)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_label_smoothing(label_smoothing, name)
     rows, to_input_shape = _class_rows(input, target, name)                # (M, C)
     xp = get_xp(input._device)
     C = rows.shape[1]
     targets, keep = _class_targets(target, C, ignore_index, name)          # (M,), (M,)
     w_t, w = _target_weights(weight, targets, keep, rows, name)            # (M,), (C,) or None
-    losses, m, log_sum = _cross_entropy_rows(rows, targets, w_t, xp)       # (M,) each
     eps = label_smoothing
+    ### BEGIN SOLUTION
+    losses, m, log_sum = _cross_entropy_rows(rows, targets, w_t, xp)       # (M,) each
+    w_sum = C if w is None else w.sum()
     if eps:
         smooth = keep.astype(rows.dtype) * (eps / C)                       # (M,)
-        w_sum = C if w is None else w.sum()
         shifted = rows - m[:, None]                                        # (M, C), freed at once
-        every_class = log_sum * w_sum - (shifted.sum(axis=1) if w is None else shifted @ w)  # Σ_c w_c (lse - z_c)
+        every_class = log_sum * w_sum - (shifted.sum(axis=1) if w is None else shifted @ w)
         del shifted
         losses = (1 - eps) * losses + smooth * every_class
     denominator = w_t.sum()
@@ -417,73 +444,74 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         a = _row_scale(g, reduction, denominator)                          # (M,) or ()
         target_scale = a * (1 - eps) * w_t                                 # (M,)
         if not eps:
-            return (to_input_shape(_softmax_minus_target(rows, m, log_sum, targets, target_scale,
-                                                         target_scale, xp)),)
+            grad = _softmax_minus_target(rows, m, log_sum, targets, target_scale, target_scale, xp)
+            return (to_input_shape(grad),)
         a_smooth = a * smooth                                              # (M,)
         grad = _softmax_minus_target(rows, m, log_sum, targets, target_scale + a_smooth * w_sum,
                                      target_scale, xp)
         grad -= a_smooth[:, None] if w is None else a_smooth[:, None] * w
         return (to_input_shape(grad),)
     out = _reduce_rows(losses, reduction, denominator, target.shape)
-    return _wrap(out, input._device, (input,), cross_entropy_backward)
+    return from_op(out, input._device, (input,), cross_entropy_backward)
+    ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test-cross-entropy-forward", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def test_cross_entropy_forward():
+# %% nbgrader={"grade": true, "grade_id": "test-cross-entropy", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+def test_cross_entropy():
     z = tensor([[0.0, 0.0], [1000.0, 0.0], [0.0, 1000.0]])
     t = tensor([0, 0, 0])
     losses = cross_entropy(z, t, reduction="none")
-    assert np.isfinite(losses.data).all(), f"logits of 1000 must not overflow: got {losses.tolist()}"
-    assert np.allclose(losses.data, [np.log(2), 0.0, 1000.0]), \
-        f"expected [log 2, 0, 1000], got {losses.tolist()}"
-    assert losses.dtype == np.float32, f"float32 logits give a float32 loss, got {losses.dtype}"
-    assert np.isclose(cross_entropy(z, t).item(), (np.log(2) + 1000) / 3), "'mean' averages the rows"
-    zz = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
-    tt_ = np.array([1, 0, 4, 2])
-    ref = np.log(np.exp(zz).sum(1)) - zz[np.arange(4), tt_]
-    got = cross_entropy(tensor(zz), tensor(tt_), reduction="none").data
-    assert np.allclose(got, ref, atol=1e-6), f"cross-entropy of random logits: expected {ref}, got {got}"
+    assert isinstance(losses, Tensor) and losses.shape == (3,), f"'none' keeps one loss per row, got {losses!r}"
+    assert np.allclose(losses.data, [np.log(2), 0.0, 1000.0]), f"expected [log 2, 0, 1000], got {losses.tolist()}"
+    mean = cross_entropy(z, t)
+    assert mean.shape == () and np.isclose(mean.item(), (np.log(2) + 1000) / 3), "'mean' averages the rows"
+    x = tensor([[0.0, 0.0], [1000.0, 0.0]], requires_grad=True)
+    cross_entropy(x, tensor([0, 1]), reduction="sum").backward()
+    assert x.grad is not None and x.grad.shape == (2, 2), "loss.backward() must fill logits.grad, shape (2, 2)"
+    assert np.allclose(x.grad.data, [[-0.5, 0.5], [1.0, -1.0]]), f"softmax - onehot, got {x.grad.tolist()}"
+    ignored = cross_entropy(z, tensor([0, -100, -100]))
+    assert np.isclose(ignored.item(), np.log(2)), f"ignored rows add nothing and are not counted, got {ignored.item()}"
+    x = tensor([[0.0, 0.0]], requires_grad=True)
+    smoothed = cross_entropy(x, tensor([0]), label_smoothing=0.2)
+    assert np.isclose(smoothed.item(), np.log(2)), f"smoothing 0.2 on z = (0, 0): log 2, got {smoothed.item()}"
+    smoothed.backward()
+    assert np.allclose(x.grad.data, [[-0.4, 0.4]]), f"p - smoothed target = (-0.4, 0.4), got {x.grad.tolist()}"
+    weighted = cross_entropy(tensor([[0.0, 0.0], [0.0, 1000.0]]), tensor([0, 1]), weight=tensor([3.0, 1.0]))
+    assert np.isclose(weighted.item(), 3 * np.log(2) / 4), f"weighted mean: (3 log 2 + 0) / 4, got {weighted.item()}"
+    r = tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True)
+    for kw in ({}, {"weight": tensor([1.0, 2.0, 0.5, 1.0]), "label_smoothing": 0.1}, {"reduction": "none"}):
+        assert tt.autograd.gradcheck(lambda a: cross_entropy(a, tensor([3, 0, 1]), **kw), (r,)), \
+            f"cross_entropy(..., {kw}): analytic and numeric gradients differ"
     ### BEGIN HIDDEN TESTS
-    losses, m, log_sum = _cross_entropy_rows(zz, tt_, np.full(4, 2.0, np.float32), np)
-    assert np.allclose(losses, 2 * ref, atol=1e-5), "losses are scaled by target_weight"
-    assert np.allclose(m + log_sum, np.log(np.exp(zz).sum(1)), atol=1e-6), "m + log_sum is the LSE"
-    assert np.allclose(m, zz.max(1)), "m is each row's max"
+    img = tensor(np.random.default_rng(2).standard_normal((2, 3, 2, 2)), requires_grad=True)
+    assert tt.autograd.gradcheck(lambda a: cross_entropy(a, tensor(np.zeros((2, 2, 2), np.int64))), (img,)), \
+        "(N, C, H, W) layout"
     ### END HIDDEN TESTS
 
 
-test_cross_entropy_forward()
-print("cross_entropy forward: ok")
-
-# %% nbgrader={"grade": true, "grade_id": "test-cross-entropy-backward", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def test_cross_entropy_backward():
-    z = tensor([[0.0, 0.0], [1000.0, 0.0]], requires_grad=True)
-    cross_entropy(z, tensor([0, 1]), reduction="sum").backward()
-    assert z.grad is not None, "loss.backward() must fill logits.grad"
-    assert np.allclose(z.grad.data, [[-0.5, 0.5], [1.0, -1.0]]), \
-        f"dℓ/dz = softmax - onehot: expected [[-½, ½], [1, -1]], got {z.grad.tolist()}"
-    assert z.grad.dtype == np.float32, f"the gradient stays float32, got {z.grad.dtype}"
-    x = tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True)
-    assert tt.autograd.gradcheck(lambda a: cross_entropy(a, tensor([3, 0, 1])), (x,)), \
-        "mean cross-entropy: analytic and numeric gradients differ"
-    ### BEGIN HIDDEN TESTS
-    g = _softmax_minus_target(np.zeros((2, 2), np.float32), np.zeros(2, np.float32),
-                              np.full(2, np.log(2), np.float32),
-                              np.array([0, 1]), np.array([2.0, 1.0], np.float32),
-                              np.array([1.0, 1.0], np.float32), np)
-    assert np.allclose(g, [[0.0, 1.0], [0.5, -0.5]]), "p_scale and target_scale are separate"
-    ### END HIDDEN TESTS
-
-
-test_cross_entropy_backward()
-print("cross_entropy backward: ok")
+test_cross_entropy()
+print("cross_entropy: ok")
 
 # %% [markdown]
-# `nll_loss` takes log-probabilities instead of logits (you computed them with
-# `log_softmax`) and has the same options except smoothing; `cross_entropy(z, t)`
-# equals `nll_loss(log_softmax(z, 1), t)`. Its backward scatters −aᵢ·w_tᵢ into
-# the picked entries of a zero (M, C) array.
+# ## 2d. The composed form: `nll_loss`
+#
+# `nll_loss` takes log-probabilities (from `log_softmax`) instead of logits and
+# has the same options except smoothing: `cross_entropy(z, t)` equals
+# `nll_loss(log_softmax(z, 1), t)`. Its loss is a pick, ℓᵢ = −w_tᵢ · logpᵢ,tᵢ,
+# and the derivative of a pick is a scatter: ∂L/∂logpᵢ is zero except at the
+# picked entry, where it is −aᵢ · w_tᵢ.
+#
+# ### Exercise: the body of `nll_loss`
+#
+# - Hint 1: the same rows, targets and weights as `cross_entropy`; only the
+#   per-row loss and the backward change.
+# - Hint 2: ℓᵢ = −w_tᵢ · rows[i, tᵢ]; the gradient row i is −aᵢ·w_tᵢ at column tᵢ.
+# - Hint 3: pick with `[xp.arange(M), targets]`, masked by `keep` with
+#   `xp.where` (an ignored row may hold −inf, and 0·(−inf) is nan); the
+#   denominator `w_t.sum()`; backward: an `xp.zeros` (M, C) array, the scatter,
+#   `to_input_shape`; the output via `_reduce_rows` and `from_op`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "nll-loss", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of class indices, given log-probabilities (class dim 1)."""
@@ -493,33 +521,44 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     xp = get_xp(input._device)
     targets, keep = _class_targets(target, rows.shape[1], ignore_index, name)
     w_t, _ = _target_weights(weight, targets, keep, rows, name)            # (M,)
-    picked = xp.where(keep, rows[xp.arange(rows.shape[0]), targets], 0)    # (M,); an ignored -inf stays out
+    ### BEGIN SOLUTION
+    every_row = xp.arange(rows.shape[0])
+    picked = xp.where(keep, rows[every_row, targets], 0)                   # (M,)
     losses = -w_t * picked
     denominator = w_t.sum()
 
     def nll_loss_backward(g):
-        grad = xp.zeros(rows.shape, dtype=rows.dtype)                      # (M, C)
-        grad[xp.arange(rows.shape[0]), targets] = -_row_scale(g, reduction, denominator) * w_t
-        return (to_input_shape(grad),)
+        grad_rows = xp.zeros(rows.shape, dtype=rows.dtype)                 # (M, C)
+        grad_rows[every_row, targets] = -_row_scale(g, reduction, denominator) * w_t
+        return (to_input_shape(grad_rows),)
     out = _reduce_rows(losses, reduction, denominator, target.shape)
-    return _wrap(out, input._device, (input,), nll_loss_backward)
+    return from_op(out, input._device, (input,), nll_loss_backward)
+    ### END SOLUTION
 
 
-# %%
-z = tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [1.0, 1.0, 1.0]], requires_grad=True)
-t = tensor([0, 1, -100])
-print("cross_entropy:", cross_entropy(z, t).item(),
-      "= nll_loss(log_softmax):", nll_loss(z.log_softmax(dim=1), t).item())
-print("with label_smoothing=0.1:", cross_entropy(z, t, label_smoothing=0.1).item())
-try:
-    cross_entropy(z, tensor([0, 3, 1]))
-except IndexError as err:
-    print("IndexError:", err)
+# %% nbgrader={"grade": true, "grade_id": "test-nll-loss", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_nll_loss():
+    z = tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [1.0, 1.0, 1.0]], requires_grad=True)
+    t = tensor([0, 1, -100])
+    loss = nll_loss(z.log_softmax(dim=1), t)
+    assert isinstance(loss, Tensor) and loss.shape == (), f"'mean' returns a 0-d tensor, got {loss!r}"
+    assert np.isclose(loss.item(), cross_entropy(z, t).item(), atol=1e-6), \
+        f"nll_loss(log_softmax(z)) must equal cross_entropy(z): {loss.item()} vs {cross_entropy(z, t).item()}"
+    logp = tensor([[-1.0, -2.0], [-3.0, -4.0]], requires_grad=True)
+    nll_loss(logp, tensor([1, 0]), weight=tensor([1.0, 2.0]), reduction="sum").backward()
+    assert logp.grad is not None and logp.grad.shape == (2, 2), "backward fills the log-probabilities' grad"
+    assert np.allclose(logp.grad.data, [[0.0, -2.0], [-1.0, 0.0]]), \
+        f"the scatter: -w[t] at each picked entry, 0 elsewhere; got {logp.grad.tolist()}"
+    assert nll_loss(tensor([[-np.inf, -1.0]]), tensor([-100])).shape == (), "an ignored -inf stays out"
+
+
+test_nll_loss()
+print("nll_loss: ok")
 
 # %% [markdown]
 # ## 3. Two classes: binary cross-entropy on logits
 #
-# For a yes/no output, one logit x per example is enough: the probability of
+# For a yes/no output one logit x per example is enough: the probability of
 # "yes" is σ(x) = 1/(1 + e⁻ˣ), and for a target y ∈ [0, 1]
 #
 # ℓ = −[y · log σ(x) + (1 − y) · log(1 − σ(x))].
@@ -542,70 +581,74 @@ with np.errstate(all="ignore"):
 #
 # ℓ = (1 − y) · x + softplus(−x).
 #
-# softplus itself is stable when split by sign: for u > 0, log(1 + eᵘ) =
-# u + log(1 + e⁻ᵘ), so in general
+# softplus is stable once split by sign: for u > 0, log(1 + eᵘ) = u + log(1 + e⁻ᵘ),
+# so in general softplus(u) = max(u, 0) + log(1 + e^−|u|), where the exponent is
+# never positive. `log1p(a)` computes log(1 + a) without rounding away a tiny a.
 #
-# softplus(u) = max(u, 0) + log1p(e^−|u|),
+# ### Exercise: `_softplus(u, xp)`
 #
-# where the exponent is never positive. `log1p` keeps the digits that
-# `log(1 + tiny)` would round away.
-#
-# `pos_weight` p (one per class, broadcast over the last dim) scales the
-# positive term, trading recall for precision on imbalanced data:
-# ℓ = −[p·y·log σ(x) + (1 − y)·log(1 − σ(x))] = (1 − y)·x + (1 + (p − 1)·y)·softplus(−x).
-#
-# *The gradient.* d softplus(−x)/dx = −σ(−x) = σ(x) − 1, so
-# ∂ℓ/∂x = (1 − y) + (1 + (p − 1)y)(σ(x) − 1), which is σ(x) − y when p = 1:
-# again "prediction minus target". For the target, ∂ℓ/∂y = −x + (p − 1)·softplus(−x).
-#
-# ### Exercise: `_bce_with_logits_elements(x, y, pos_weight, xp)`
-# Return the per-element loss above, for arrays x, y of one shape; `pos_weight`
-# is None or an array broadcasting to x. Use the stable softplus.
+# - Hint 1: never exponentiate a positive number.
+# - Hint 2: max(u, 0) + log1p(e^−|u|).
+# - Hint 3: one expression from `xp.maximum`, `xp.log1p`, `xp.exp`, `xp.abs`.
 
-# %% nbgrader={"grade": false, "grade_id": "bce-with-logits", "locked": false, "schema_version": 3, "solution": true}
+# %% nbgrader={"grade": false, "grade_id": "softplus", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def _softplus(u, xp):
-    """log(1 + e^u) without overflow: max(u, 0) + log1p(e^-|u|)."""
-    return xp.maximum(u, 0) + xp.log1p(xp.exp(-xp.abs(u)))
-
-
-def _bce_with_logits_elements(x, y, pos_weight, xp):
-    """-[pw·y·log σ(x) + (1-y)·log(1-σ(x))] = (1-y)·x + (1 + (pw-1)·y)·softplus(-x), elementwise."""
+    """log(1 + e^u) without overflow, elementwise."""
     ### BEGIN SOLUTION
-    positive = 1 if pos_weight is None else 1 + (pos_weight - 1) * y
-    return (1 - y) * x + positive * _softplus(-x, xp)
+    return xp.maximum(u, 0) + xp.log1p(xp.exp(-xp.abs(u)))
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "test-softplus", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+def test_softplus():
+    u = np.array([-1000.0, -1.0, 0.0, 1.0, 1000.0], np.float32)
+    with np.errstate(over="raise"):
+        got = _softplus(u, np)
+    assert np.shape(got) == (5,), f"elementwise: shape (5,), got {np.shape(got)}"
+    want = [0.0, np.log1p(np.exp(-1.0)), np.log(2), 1 + np.log1p(np.exp(-1.0)), 1000.0]
+    assert np.allclose(got, want), f"softplus of {u}: expected {want}, got {got}"
+    assert got.dtype == np.float32, f"keep float32, got {got.dtype}"
+
+
+test_softplus()
+print("softplus: ok")
+
+# %% [markdown]
+# *The options and the gradient.* `pos_weight` p (for instance one per class,
+# broadcast over the last dim) scales the positive term, trading precision for
+# recall on imbalanced data:
+#
+# ℓ = −[p·y·log σ(x) + (1 − y)·log(1 − σ(x))] = (1 − y)·x + (1 + (p − 1)·y)·softplus(−x).
+#
+# `weight` (broadcasting to x) multiplies each element's loss. Since
+# d softplus(−x)/dx = −σ(−x) = σ(x) − 1,
+#
+# ∂ℓ/∂x = (1 − y) + (1 + (p − 1)y)(σ(x) − 1),   which is σ(x) − y when p = 1:
+#
+# again "prediction minus target". For the target, ∂ℓ/∂y = −x + (p − 1)·softplus(−x).
+# The provided `_reduce_elements(loss, reduction, w)` multiplies the losses by
+# their weights and reduces them; its derivative, each element's
+# a = ∂L/∂ℓ (g, or g/n for the mean, times w), is `_element_scale(g, reduction, n, w)`.
+# σ(x) itself is computed stably as ½·tanh(x/2) + ½.
+#
+# *Worked example.* x = 0, y = 1, p = 3: ℓ = 0 + 3·log 2; ∂ℓ/∂x = 0 + 3·(½ − 1) = −1.5.
+#
+# ### Exercise: the body of `binary_cross_entropy_with_logits`
+#
+# The checks are done: `x` and `y` are arrays of one shape, `w` and `pw` are
+# None or arrays that broadcast to x.
+#
+# - Hint 1: the forward is the stable ℓ with your `_softplus`; the
+#   backward returns the pair (∂L/∂input, ∂L/∂target), None for an input that
+#   does not require grad.
+# - Hint 2: the formulas above, with p = 1 when `pw` is None.
+# - Hint 3: `loss` (same shape as x, unweighted); `backward(g)`: a from
+#   `_element_scale`, σ, `grad_x`, `grad_y` cast to the target's dtype; return
+#   `from_op` of the reduced loss, the device, `(input, target)` and the backward.
+
+# %% nbgrader={"grade": false, "grade_id": "bce-with-logits", "locked": false, "schema_version": 3, "solution": true}
 #| export
-def _elementwise_weight(weight, input, what, name):
-    """An optional tensor that broadcasts to input's shape (and does not enlarge it), as an array."""
-    if weight is None:
-        return None
-    _check_tensor(weight, what, name)
-    _check_same_device(input, weight, what, name)
-    try:
-        shape = np.broadcast_shapes(tuple(weight.shape), tuple(input.shape))
-    except ValueError:
-        shape = None
-    if shape != tuple(input.shape):
-        raise ValueError(f"{name}: {what} of shape {tuple(weight.shape)} does not broadcast to the "
-                         f"input's shape {tuple(input.shape)}")
-    return weight.data.astype(input.dtype, copy=False)
-
-
-def _reduce_elements(loss, reduction):
-    if reduction == "none":
-        return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
-
-
-def _element_scale(g, reduction, count):
-    """dL/d(each element's loss): g ('none', 'sum') or g / count ('mean')."""
-    return g / count if reduction == "mean" else g
-
-
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean"):
     """Binary cross-entropy of logits against targets in [0, 1], stable for any logit.
 
@@ -620,24 +663,23 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
     w = _elementwise_weight(weight, input, "weight", name)
     pw = _elementwise_weight(pos_weight, input, "pos_weight", name)
     x, y = input.data, target.data.astype(input.dtype, copy=False)
-    loss = _bce_with_logits_elements(x, y, pw, xp)
-    if w is not None:
-        loss = loss * w
+    ### BEGIN SOLUTION
+    positive = 1 if pw is None else 1 + (pw - 1) * y
+    loss = (1 - y) * x + positive * _softplus(-x, xp)
 
     def binary_cross_entropy_with_logits_backward(g):
-        a = _element_scale(g, reduction, x.size)
-        if w is not None:
-            a = a * w
+        a = _element_scale(g, reduction, x.size, w)
         grad_x = grad_y = None
         if input.requires_grad:
             sigmoid = 0.5 * xp.tanh(0.5 * x) + 0.5
-            grad_x = a * (sigmoid - y if pw is None else (1 - y) + (1 + (pw - 1) * y) * (sigmoid - 1))
+            grad_x = a * ((1 - y) + positive * (sigmoid - 1))
         if target.requires_grad:
             grad_y = a * (-x if pw is None else (pw - 1) * _softplus(-x, xp) - x)
             grad_y = grad_y.astype(target.dtype, copy=False)
         return grad_x, grad_y
-    return _wrap(_reduce_elements(loss, reduction), input._device, (input, target),
-                 binary_cross_entropy_with_logits_backward)
+    return from_op(_reduce_elements(loss, reduction, w), input._device, (input, target),
+                   binary_cross_entropy_with_logits_backward)
+    ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-bce-with-logits", "locked": true, "points": 2, "schema_version": 3, "solution": false}
@@ -645,237 +687,109 @@ def test_bce_with_logits():
     x = tensor([-100.0, 0.0, 40.0, 100.0], requires_grad=True)
     y = tensor([1.0, 1.0, 0.0, 0.0])
     loss = binary_cross_entropy_with_logits(x, y, reduction="none")
+    assert isinstance(loss, Tensor) and loss.shape == (4,), f"'none' keeps each element's loss, got {loss!r}"
     assert np.isfinite(loss.data).all(), f"the stable form must stay finite, got {loss.tolist()}"
     assert np.allclose(loss.data, [100.0, np.log(2), 40.0, 100.0]), \
         f"expected [100, log 2, 40, 100], got {loss.tolist()}"
     assert loss.dtype == np.float32, f"float32 in, float32 out; got {loss.dtype}"
     binary_cross_entropy_with_logits(x, y, reduction="sum").backward()
+    assert x.grad is not None, "loss.backward() must reach the logits"
     assert np.allclose(x.grad.data, [-1.0, -0.5, 1.0, 1.0]), f"dℓ/dx = σ(x) - y, got {x.grad.tolist()}"
-    pw = binary_cross_entropy_with_logits(tensor([0.0]), tensor([1.0]), pos_weight=tensor([3.0]))
+    x0 = tensor([0.0], requires_grad=True)
+    pw = binary_cross_entropy_with_logits(x0, tensor([1.0]), pos_weight=tensor([3.0]))
     assert np.isclose(pw.item(), 3 * np.log(2)), f"pos_weight=3 triples the positive term, got {pw.item()}"
-    ### BEGIN HIDDEN TESTS
+    pw.backward()
+    assert np.allclose(x0.grad.data, [-1.5]), f"with pos_weight 3: dℓ/dx = 3(σ(0) - 1) = -1.5, got {x0.grad.tolist()}"
     r = np.random.default_rng(3)
-    a, b = r.standard_normal(6), r.uniform(0, 1, 6)
-    ref = -(b * np.log(1 / (1 + np.exp(-a))) + (1 - b) * np.log(1 - 1 / (1 + np.exp(-a))))
-    assert np.allclose(_bce_with_logits_elements(a, b, None, np), ref), "matches the textbook form"
-    ### END HIDDEN TESTS
+    a = tensor(r.standard_normal((3, 2)), requires_grad=True)
+    b = tensor(r.uniform(0, 1, (3, 2)), requires_grad=True)
+    assert tt.autograd.gradcheck(lambda u, v: binary_cross_entropy_with_logits(
+        u, v, weight=tensor([1.0, 2.0]), pos_weight=tensor([0.5, 3.0])), (a, b)), \
+        "gradcheck with weight and pos_weight: analytic and numeric gradients differ (input or target)"
 
 
 test_bce_with_logits()
 print("binary_cross_entropy_with_logits: ok")
 
 # %% [markdown]
-# When the model already outputs probabilities, `binary_cross_entropy` takes them
-# directly. As PyTorch does, it clamps each log at −100 so that a probability of
-# exactly 0 or 1 gives a large finite loss rather than `inf`, and its gradient
-# (p − y)/(p(1 − p)) divides by at least 1e-12. Prefer the logits version: it
-# never saturates.
-
-# %%
-#| export
-def _log_clamped(a, xp):
-    """max(log a, -100), as PyTorch's binary_cross_entropy (log 0 -> -100, without a warning)."""
-    positive = a > 0
-    return xp.where(positive, xp.maximum(xp.log(xp.where(positive, a, 1)), -100), -100).astype(a.dtype, copy=False)
-
-
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
-    """Binary cross-entropy of probabilities in [0, 1]; logs clamped at -100 as in PyTorch."""
-    name = "binary_cross_entropy"
-    _check_reduction(reduction, name)
-    _check_pair(input, target, name)
-    xp = get_xp(input._device)
-    w = _elementwise_weight(weight, input, "weight", name)
-    p, y = input.data, target.data.astype(input.dtype, copy=False)
-    if ((p < 0) | (p > 1)).any():
-        raise ValueError(f"{name}: input must hold probabilities in [0, 1], found values from "
-                         f"{float(p.min()):g} to {float(p.max()):g}; for logits use "
-                         f"binary_cross_entropy_with_logits")
-    log_p, log_not_p = _log_clamped(p, xp), _log_clamped(1 - p, xp)
-    loss = -(y * log_p + (1 - y) * log_not_p)
-    if w is not None:
-        loss = loss * w
-
-    def binary_cross_entropy_backward(g):
-        a = _element_scale(g, reduction, p.size)
-        if w is not None:
-            a = a * w
-        grad_p = a * (p - y) / xp.maximum((1 - p) * p, 1e-12) if input.requires_grad else None
-        grad_y = (a * (log_not_p - log_p)).astype(target.dtype, copy=False) if target.requires_grad else None
-        return grad_p, grad_y
-    return _wrap(_reduce_elements(loss, reduction), input._device, (input, target),
-                 binary_cross_entropy_backward)
-
-
-# %% [markdown]
+# When the model already outputs probabilities, the provided
+# `binary_cross_entropy` takes them directly, clamping each log at −100 as
+# PyTorch does. Prefer the logits version: it never saturates.
+#
 # ## 4. End to end: logistic regression
 #
-# A loss is only right if it trains. Two clouds of points, separable by a line;
-# a weight vector w (2,) and a bias b; plain gradient descent on
-# `binary_cross_entropy_with_logits`. The loss falls and every point ends on
-# the correct side.
+# A loss is only right if it trains. Two clouds of points, separable by a line,
+# labels 0 and 1; a model with a weight vector w (2,) and a bias b (1,), whose
+# logit for a point x is x·w + b.
+#
+# ### Exercise: `fit_logistic_regression(X, Y, steps, lr)`
+#
+# Plain gradient descent on the mean `binary_cross_entropy_with_logits`, from
+# w = 0, b = 0. Return `(w, b)` (tensors) and the list of the losses seen.
+#
+# - Hint 1: each step: forward, forget the old gradients, backward, move.
+# - Hint 2: θ ← θ − lr · ∂L/∂θ for θ in (w, b), on the raw arrays (the update
+#   itself must not enter the graph).
+# - Hint 3: `tt.zeros(n, requires_grad=True)` for w (2,) and b (1,); the logits
+#   `X @ w + b` are (N,); set `.grad = None` before `backward()`; update
+#   `.data` in place; append `loss.item()`.
+
+# %% nbgrader={"grade": false, "grade_id": "logistic-regression", "locked": false, "schema_version": 3, "solution": true}
+def fit_logistic_regression(X, Y, steps=100, lr=0.5):
+    """Weights (2,) and bias (1,) of a logistic regression fitted by gradient descent; and the losses."""
+    ### BEGIN SOLUTION
+    w = tt.zeros(X.shape[1], requires_grad=True)
+    b = tt.zeros(1, requires_grad=True)
+    losses = []
+    for _ in range(steps):
+        loss = binary_cross_entropy_with_logits(X @ w + b, Y)
+        w.grad = b.grad = None
+        loss.backward()
+        w.data -= lr * w.grad.data
+        b.data -= lr * b.grad.data
+        losses.append(loss.item())
+    return (w, b), losses
+    ### END SOLUTION
+
 
 # %%
 data_rng = np.random.default_rng(0)
 points = np.concatenate([data_rng.normal(-2, 0.7, (50, 2)), data_rng.normal(2, 0.7, (50, 2))]).astype(np.float32)
-labels = np.concatenate([np.zeros(50), np.ones(50)]).astype(np.float32)
-X, Y = tensor(points), tensor(labels)
-w = tt.zeros(2, requires_grad=True)
-b = tt.zeros(1, requires_grad=True)
-for step in range(101):
-    loss = binary_cross_entropy_with_logits(X @ w + b, Y)
-    w.grad = b.grad = None
-    loss.backward()
-    w.data -= 0.5 * w.grad.data
-    b.data -= 0.5 * b.grad.data
-    if step % 25 == 0:
-        print(f"step {step:3d}  loss {loss.item():.4f}")
-train_accuracy = ((((X @ w + b).data > 0) == (labels > 0.5)).mean())
-print(f"accuracy {train_accuracy:.0%}")
-assert train_accuracy == 1.0, "logistic regression on separable data should classify every point"
+X, Y = tensor(points), tensor(np.repeat([0.0, 1.0], 50).astype(np.float32))
+
+# %% nbgrader={"grade": true, "grade_id": "test-logistic-regression", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+(w, b), losses = fit_logistic_regression(X, Y, steps=100)
+assert len(losses) == 100, f"one loss per step: expected 100, got {len(losses)}"
+assert w.shape == (2,) and b.shape == (1,), f"w is (2,) and b (1,), got {w.shape} and {b.shape}"
+assert np.isclose(losses[0], np.log(2), atol=1e-5), f"from w = b = 0 the first loss is log 2, got {losses[0]}"
+assert losses[-1] < 0.05, f"separable clouds: the loss should fall below 0.05, got {losses[-1]:.4f}"
+assert (((X @ w + b).data > 0) == (Y.data > 0.5)).all(), "every point ends on the correct side"
+print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 # %% [markdown]
-# ## 5. `nn.Module` wrappers
+# The `nn.Module` wrappers (provided) fix the options at construction, the
+# spelling most PyTorch code uses: `CrossEntropyLoss(label_smoothing=0.1)(z, t)`
+# calls your `cross_entropy`.
 #
-# `nn.CrossEntropyLoss(label_smoothing=0.1)` is the same function with its
-# options fixed at construction: handy in a model's config, and the spelling
-# most PyTorch code uses. Each wrapper's `forward` calls the function above.
-# As in PyTorch, `weight` and `pos_weight` are buffers: `.to(device)` moves
-# them and `state_dict()` saves them.
-
-# %%
-#| export nn.losses
-"""Loss modules, as in `torch.nn`: options fixed at construction, `forward(input, target)`."""
-from tinytorch.nn import functional as F
-from tinytorch.nn.layers import Module
-
-
-class _Loss(Module):
-    def __init__(self, reduction="mean"):
-        super().__init__()
-        F._check_reduction(reduction, type(self).__name__)
-        self.reduction = reduction
-
-
-class MSELoss(_Loss):
-    """Mean squared error: `F.mse_loss`."""
-
-    def forward(self, input, target):
-        return F.mse_loss(input, target, reduction=self.reduction)
-
-
-class L1Loss(_Loss):
-    """Mean absolute error: `F.l1_loss`."""
-
-    def forward(self, input, target):
-        return F.l1_loss(input, target, reduction=self.reduction)
-
-
-class NLLLoss(_Loss):
-    """Negative log-likelihood of log-probabilities: `F.nll_loss`."""
-
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(reduction)
-        self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
-
-    def forward(self, input, target):
-        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                          reduction=self.reduction)
-
-
-class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy of logits: `F.cross_entropy`."""
-
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(reduction)
-        self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
-        self.label_smoothing = label_smoothing
-
-    def forward(self, input, target):
-        return F.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                               reduction=self.reduction, label_smoothing=self.label_smoothing)
-
-
-class BCEWithLogitsLoss(_Loss):
-    """Binary cross-entropy of logits: `F.binary_cross_entropy_with_logits`."""
-
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
-        super().__init__(reduction)
-        self.register_buffer("weight", weight)
-        self.register_buffer("pos_weight", pos_weight)
-
-    def forward(self, input, target):
-        return F.binary_cross_entropy_with_logits(input, target, weight=self.weight,
-                                                  pos_weight=self.pos_weight, reduction=self.reduction)
-
-
-class BCELoss(_Loss):
-    """Binary cross-entropy of probabilities: `F.binary_cross_entropy`."""
-
-    def __init__(self, weight=None, reduction="mean"):
-        super().__init__(reduction)
-        self.register_buffer("weight", weight)
-
-    def forward(self, input, target):
-        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
-
-
-# %%
-criterion = CrossEntropyLoss(label_smoothing=0.1)
-print(criterion, criterion(z, tensor([0, 1, 2])).item())
-
-# %% [markdown]
-# ## 6. Metrics: accuracy and a running mean
+# ## 5. Metrics: accuracy
 #
 # The loss is what we optimise; people read **accuracy**, the fraction of
 # correct predictions. It has no gradient (argmax is flat almost everywhere),
-# so it is computed on plain arrays and returned as a Python float.
+# so it runs on host arrays and returns a Python float. The provided
+# `_predicted(scores, target, threshold)` reads the shapes: logits with a class
+# dim 1 give their argmax; integer predictions of the target's shape are taken
+# as they are; float scores of the target's shape are binary, 1 where
+# score > `threshold` (0 for logits, 0.5 for probabilities).
+# `_host_array(x)` gives a tensor's numbers as a NumPy array.
 #
-# `accuracy(input, target, ignore_index=None, threshold=0.0)` follows the shapes:
+# ### Exercise: `accuracy(input, target, ignore_index=None, threshold=0.0)`
 #
-# - scores with one more dimension than the target, class dim 1, e.g. logits
-#   (N, C) and targets (N,): the prediction is the argmax over dim 1;
-# - integer predictions of the target's shape: compared directly;
-# - float scores of the target's shape: binary, predicted 1 where score > `threshold`
-#   (0 for logits; pass 0.5 for probabilities).
-#
-# Targets equal to `ignore_index` are left out of the count.
-
-# %%
-#| export metrics
-"""Training metrics, computed on plain arrays: `accuracy`, and a running `Mean`."""
-import numpy as np
-
-from tinytorch.core.backend import to_numpy
-from tinytorch.core.tensor import Tensor
-
-
-def _host_array(x):
-    """The numbers of a tensor, array or number, as a NumPy array (a host copy for cuda)."""
-    return to_numpy(x.data) if isinstance(x, Tensor) else np.asarray(x)
-
-
-def _predicted(scores, target, threshold):
-    """Predicted classes from logits (class dim 1), class indices, or binary scores."""
-    if scores.ndim == target.ndim + 1:
-        expected = scores.shape[:1] + scores.shape[2:] if target.ndim else ()
-        if target.shape != expected:
-            raise ValueError(f"accuracy: scores of shape {scores.shape} (class dim 1) need a target of "
-                             f"shape {expected}, got {target.shape}")
-        return scores.argmax(axis=1 if target.ndim else 0)
-    if scores.shape != target.shape:
-        raise ValueError(f"accuracy: predictions of shape {scores.shape} do not fit a target of shape "
-                         f"{target.shape}; pass logits (N, C, ...) or predictions of the target's shape")
-    return scores > threshold if scores.dtype.kind == "f" else scores
-
-
-# %% [markdown]
-# ### Exercise: `accuracy`
-# Get both as NumPy arrays (`_host_array`), the predictions from `_predicted`,
-# leave out the ignored targets, and return the fraction that match as a Python
-# `float` (`nan` when no target is left).
+# - Hint 1: compare predictions with targets, leaving ignored targets out of
+#   both the matches and the count.
+# - Hint 2: accuracy = #(prediction = target, kept) / #kept; `nan` if nothing is kept.
+# - Hint 3: both to NumPy; predictions from `_predicted`; a boolean `keep`
+#   mask of the target's shape (all True without `ignore_index`); the mean of
+#   the matches under the mask, as a Python `float`.
 
 # %% nbgrader={"grade": false, "grade_id": "accuracy", "locked": false, "schema_version": 3, "solution": true}
 #| export metrics
@@ -901,6 +815,7 @@ def test_accuracy():
     assert accuracy(tensor([-1.0, 2.0]), tensor([0.0, 1.0])) == 1.0, "binary logits: positive means 1"
     assert accuracy(logits, tensor([0, -100, -100, 1]), ignore_index=-100) == 0.5, \
         "ignored targets are not counted"
+    assert np.isnan(accuracy(logits[:1], tensor([-100]), ignore_index=-100)), "nothing kept: nan"
     ### BEGIN HIDDEN TESTS
     assert accuracy(tensor([0.2, 0.9]), tensor([0.0, 1.0]), threshold=0.5) == 1.0, "probabilities"
     ### END HIDDEN TESTS
@@ -908,100 +823,65 @@ def test_accuracy():
 
 test_accuracy()
 print("accuracy: ok")
+print(f"logistic regression train accuracy: {accuracy(X @ w + b, Y):.0%}")
 
 # %% [markdown]
-# A training loop wants the epoch's average loss. Summing `loss` tensors would
-# keep every batch's graph alive (and on a GPU, sync on each `.item()` anyway);
-# `Mean` stores two Python floats. `update(loss, weight=batch_size)` makes it a
-# per-example mean when the last batch is smaller.
-
-# %%
-#| export metrics
-class Mean:
-    """A running (weighted) mean of numbers or tensors, e.g. an epoch's loss.
-
-    `update(value, weight=1)`: every element of `value` counts with `weight`.
-    Stores Python floats only: it never holds a tensor, a graph or GPU memory.
-    """
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.total = 0.0
-        self.weight = 0.0
-
-    def update(self, value, weight=1):
-        if weight < 0:
-            raise ValueError(f"Mean.update: weight must be >= 0, got {weight}")
-        values = _host_array(value)
-        self.total += float(values.sum(dtype=np.float64)) * weight
-        self.weight += values.size * weight
-        return self
-
-    def compute(self):
-        """The mean so far (nan before the first update)."""
-        return self.total / self.weight if self.weight else float("nan")
-
-    def __repr__(self):
-        return f"Mean({self.compute():.6g}, weight={self.weight:g})"
-
+# For an epoch's average loss, the provided `Mean` keeps two Python floats:
+# summing `loss` tensors instead would keep every batch's graph alive.
+# `update(loss, weight=batch_size)` makes it a per-example mean when the last
+# batch is smaller.
 
 # %%
 epoch_loss = Mean()
-for batch_loss, batch_size in ((cross_entropy(z, tensor([0, 1, 2])), 3), (0.25, 1)):
+for batch_loss, batch_size in ((CrossEntropyLoss()(tensor([[2.0, 1.0], [0.0, 3.0]]), tensor([0, 1])), 2), (0.25, 1)):
     epoch_loss.update(batch_loss, weight=batch_size)
-print(epoch_loss, "holds no tensor:", not any(isinstance(v, Tensor) for v in vars(epoch_loss).values()))
+print(epoch_loss)
 
 # %% [markdown]
-# ## 7. What it costs
+# ## 6. What it costs
+#
+# *Time.* Cross-entropy is a few passes over the (M, C) logits: max, shifted
+# exp, sum, and in the backward one exp and one scaled write. It is memory-bound:
+# each pass reads and writes M·C floats, so its time grows with M·C and is small
+# next to the matmul that produced the logits (2·M·C·d flops for hidden size d).
 #
 # *Memory.* A GPT-2-sized vocabulary makes the logits the largest tensor of
-# training. For a batch of 64 sequences of 256 tokens:
+# training. For a batch of 64 sequences of 256 tokens, the (B·T, C) =
+# (16384, 50257) float32 logits take 3.3 GB, their gradient as much again, and
+# a composed `log_softmax` keeps one more copy.
+#
+# *Measured.* Your fused `cross_entropy` against the composed
+# `nll_loss(log_softmax(z))`, forward and backward. Peak memory is what NumPy
+# allocates during the step (tracemalloc sees it), on top of the logits.
 
 # %%
-batch, seq, vocab = 64, 256, 50257
-gigabytes = batch * seq * vocab * 4 / 1e9
-print(f"(B*T, C) = ({batch * seq}, {vocab}) float32 logits: {gigabytes:.2f} GB; "
-      f"their gradient as much again; a composed log_softmax keeps one more copy")
-
-# %% [markdown]
-# *Measured.* Fused `cross_entropy` against the composed
-# `nll_loss(log_softmax(z))`, forward and backward, on a smaller batch. Peak
-# memory is what NumPy allocates during the step (tracemalloc sees it), on top
-# of the logits themselves.
-
-# %%
-def measure(loss_fn, rows=2048, classes=2000, repeats=3):
+def measure(loss_fn, rows=2048, classes=2000):
     gen = np.random.default_rng(0)
     logits = tensor(gen.standard_normal((rows, classes)).astype(np.float32) * 3, requires_grad=True)
     targets = tensor(gen.integers(0, classes, rows))
-    best = float("inf")
-    for _ in range(repeats):
-        logits.grad = None
-        tracemalloc.start()
-        start = time.perf_counter()
-        loss_fn(logits, targets).backward()
-        best = min(best, time.perf_counter() - start)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return best * 1e3, peak / 1e6, logits.data.nbytes / 1e6
+    loss_fn(logits, targets).backward()  # warm up: the timed run below starts from a fresh grad
+    logits.grad = None
+    tracemalloc.start()
+    start = time.perf_counter()
+    loss_fn(logits, targets).backward()
+    seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return seconds * 1e3, peak / 1e6
 
 
-fused = measure(cross_entropy)
-composed = measure(lambda a, t: nll_loss(a.log_softmax(dim=1), t))
-print(f"(2048, 2000) logits, {fused[2]:.1f} MB each (M, C) array")
-print(f"fused    cross_entropy:          {fused[0]:6.1f} ms, peak {fused[1]:6.1f} MB")
-print(f"composed nll_loss(log_softmax):  {composed[0]:6.1f} ms, peak {composed[1]:6.1f} MB")
+print("(2048, 2000) logits: 16.4 MB per (M, C) array")
+for label, fn in (("fused cross_entropy", cross_entropy),
+                  ("nll_loss(log_softmax)", lambda a, t: nll_loss(a.log_softmax(dim=1), t))):
+    ms, peak = measure(fn)
+    print(f"{label:22s} {ms:6.1f} ms, peak {peak:6.1f} MB")
 
 # %% [markdown]
 # The fused op peaks at two (M, C) arrays: the gradient, and the copy the engine
-# stores in `logits.grad` (its forward's one temporary is freed before the
+# stores in `logits.grad` (the forward's one temporary is freed before the
 # backward starts). The composed one keeps the log-probabilities in the graph
-# and makes more temporaries on the way back: twice the peak, and slower by the
-# extra passes over memory. At GPT scale each (M, C) array is gigabytes. The
-# gradient itself cannot be avoided; frameworks that go further compute the
-# loss in chunks of rows, fused with the last matmul, so that the full (M, C)
-# logits never exist at once.
+# and makes more temporaries on the way back: about twice the peak, and slower
+# by the extra passes over memory. The gradient itself cannot be avoided;
+# frameworks that go further compute the loss in chunks of rows, fused with
+# the last matmul, so that the full (M, C) logits never exist at once.
 #
 # **Next:** module 05 uses these gradients to update parameters (SGD, Adam).

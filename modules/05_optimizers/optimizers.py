@@ -20,14 +20,15 @@
 # gradient descent can take ten times more steps than Adam, or never get there
 # with a learning rate that Adam handles easily.
 #
-# This module builds PyTorch's `torch.optim`: the `Optimizer` base (parameter
-# groups, per-parameter state, `state_dict` for resuming), `SGD` with momentum
-# and Nesterov, `Adam`, `AdamW`, `RMSprop`, learning-rate schedules
-# (`tinytorch.optim.lr_scheduler`) and gradient clipping (`tinytorch.nn.utils`).
+# **You will write:** the update rules of `SGD` (momentum, dampening, Nesterov,
+# weight decay) and `Adam` (bias correction, AMSGrad, and AdamW's decoupled
+# decay); the cosine learning-rate schedule; `clip_grad_norm_`; an experiment
+# on what weight decay does to duplicated features; and the training loop that
+# puts them together (AdamW, warmup then cosine, clipping).
 #
-# **You will implement:** `SGD._update`, `Adam._update` (with AdamW's decoupled
-# decay), `clip_grad_norm_`, `CosineAnnealingLR.get_lr`, and an experiment on
-# what weight decay does to duplicated features.
+# **Exports:** `tinytorch.optim` (`SGD`, `Adam`, `AdamW`, `RMSprop`, the
+# `Optimizer` base), `tinytorch.optim.lr_scheduler`, and `clip_grad_norm_` in
+# `tinytorch.nn.utils`, with PyTorch's names and arguments.
 #
 # **Cost to keep in mind:** an optimizer's memory is its state. SGD keeps 0 or
 # 1 extra array per parameter, Adam 2, AMSGrad 3: for a 1-billion-parameter
@@ -37,225 +38,62 @@
 #| default_exp optim.optimizer
 
 # %% [markdown]
+# The `Optimizer` base class, its argument checks, `RMSprop`, the scheduler base
+# with `LinearLR` and `SequentialLR`, and the gradient-norm helpers live in
+# `modules/05_optimizers/provided.py`; this cell imports what the lesson uses.
+
+# %%
+import math
+import timeit
+
+import numpy as np
+
+import tinytorch as tt
+from tinytorch import nn
+from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+from tinytorch.nn.utils import _grads_of
+from tinytorch.optim.lr_scheduler import LinearLR, LRScheduler, SequentialLR
+from tinytorch.optim.optimizer import Optimizer, RMSprop, _check_adam_options, _check_sgd_options
+
+# %% [markdown]
 # ## 1. What an optimizer holds
 #
 # Gradient descent moves each parameter θ against its gradient g = ∂L/∂θ:
-# θ ← θ − lr·g. Three practical needs shape the `Optimizer` class around that
-# line:
+# θ ← θ − lr·g. Three practical needs shape the provided `Optimizer` class
+# around that line:
 #
 # - **Parameter groups.** Different parameters often want different settings:
 #   no weight decay on biases and LayerNorm gains, a smaller learning rate for a
 #   pretrained backbone. `param_groups` is a list of dicts, each with its
 #   `params` and its own copy of every option (`lr`, `weight_decay`, ...).
-#   Options not given in a group come from the optimizer's `defaults`.
 # - **State.** Momentum and Adam remember running averages, one array per
-#   parameter, kept in `state[param]` (a dict per parameter, created lazily on
-#   its first step).
+#   parameter, kept in `state[param]` (a dict, empty until the first step).
 # - **Resuming.** `state_dict()` captures groups and state with parameters
-#   replaced by their position (0, 1, 2, ... across groups), so it can be saved
-#   and loaded into a fresh optimizer over a freshly built model.
-#   `load_state_dict()` puts it back; the next steps are then bit-identical to
-#   those of an uninterrupted run.
+#   replaced by their position, so it loads into a fresh optimizer over a
+#   freshly built model, and the next steps are bit-identical to those of an
+#   uninterrupted run.
 #
-# Updates happen **in place** on `p.data` (and on the state arrays): the model
-# and anything else holding the parameter keep seeing the same array, and no
-# memory is allocated per step for parameters or state. Updates run under
-# `no_grad`: they are not part of the graph.
+# `Optimizer.step()` walks the groups and, under `no_grad`, calls the
+# subclass's `_update(p, grad, state, group)` for every parameter that has a
+# gradient. That method is all a new optimizer defines, and what you write
+# below. Updates happen **in place** on `p.data` and on the state arrays: the
+# model keeps seeing the same array, and no memory is allocated per step.
 #
-# Inputs are checked the way PyTorch checks them: an empty list, something that
-# is not a tensor (a list of floats, a `Module` instead of `module.parameters()`),
-# a tensor computed by an op (not a leaf), or the same tensor twice is a
-# `ValueError` that names the problem. A parameter with `requires_grad=False`
-# is accepted, as in PyTorch: it never gets a `.grad`, so `step()` skips it
-# (handy for frozen layers). This base class is provided; read it, then move on.
+# The smallest optimizer, with two groups of their own learning rates:
 
 # %%
-#| export
-"""Optimizers: the `Optimizer` base (param groups, state, state_dict), SGD, Adam, AdamW, RMSprop."""
-import copy
-from collections import defaultdict
-
-from tinytorch.core.autograd import enable_grad, no_grad
-from tinytorch.core.backend import get_xp, to_device
-from tinytorch.core.tensor import Tensor
-
-
-def _check_range(name, value, low=0.0, high=None):
-    """ValueError unless low <= value (< high), naming the option."""
-    if not (low <= value and (high is None or value < high)):
-        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"Invalid {name}: {value} (must be {bound})")
-
-
-def _describe(obj):
-    text = repr(obj)
-    return type(obj).__name__ if len(text) > 60 else f"{type(obj).__name__} {text}"
-
-
-def _param_list(params, where):
-    """`params` as a list of leaf tensors, or a ValueError that says what was passed."""
-    if isinstance(params, Tensor):
-        raise ValueError(f"{where} should be an iterable of tensors, but got a single Tensor "
-                         f"of shape {tuple(params.shape)}: pass [tensor]")
-    if callable(getattr(params, "parameters", None)):
-        raise ValueError(f"{where} got a {type(params).__name__} module; pass "
-                         f"module.parameters() instead")
-    if isinstance(params, set):
-        raise ValueError(f"{where} is a set, whose order changes between runs; use a list")
-    try:
-        params = list(params)
-    except TypeError:
-        raise ValueError(f"{where} should be an iterable of tensors, got {_describe(params)}") from None
-    for i, p in enumerate(params):
-        if not isinstance(p, Tensor):
-            raise ValueError(f"optimizer can only optimize Tensors, but {where}[{i}] is a "
-                             f"{_describe(p)}")
-        if not p.is_leaf:
-            raise ValueError(f"can't optimize a non-leaf Tensor: {where}[{i}] (shape "
-                             f"{tuple(p.shape)}) was computed by an op; use .detach().requires_grad_()")
-    if len({id(p) for p in params}) != len(params):
-        raise ValueError(f"{where} contains the same tensor more than once")
-    return params
-
-
-def _copy_value(value):
-    """Arrays are copied (a state_dict must not change when training goes on); numbers as they are."""
-    return value.copy() if hasattr(value, "shape") else copy.deepcopy(value)
-
-
-def _load_value(value, param):
-    """A saved state entry, as an array on the parameter's device with its dtype (numbers as they are)."""
-    if not hasattr(value, "shape"):
-        return copy.deepcopy(value)
-    xp = get_xp(param._device)
-    return xp.array(to_device(value, param._device), dtype=param.data.dtype)
-
-
-class Optimizer:
-    """Base class: holds `param_groups` and per-parameter `state`; subclasses define `_update`.
-
-    `params`: an iterable of tensors, or of dicts (parameter groups with their own options).
-    Tensors with requires_grad=False are accepted and skipped by `step()` (PyTorch's behaviour).
-    """
-
-    def __init__(self, params, defaults):
-        self.defaults = dict(defaults)
-        self.state = defaultdict(dict)  # param tensor -> {"step": ..., "exp_avg": array, ...}
-        self.param_groups = []
-        if isinstance(params, (list, tuple)) and params and all(isinstance(g, dict) for g in params):
-            groups = list(params)
-        else:
-            groups = [{"params": _param_list(params, "params")}]
-        if not groups[0]["params"]:
-            raise ValueError("optimizer got an empty parameter list")
-        for group in groups:
-            self.add_param_group(group)
-
-    def add_param_group(self, param_group):
-        """Add a group of parameters with its own options (missing ones come from `defaults`)."""
-        if not isinstance(param_group, dict) or "params" not in param_group:
-            raise ValueError(f"a parameter group is a dict with a 'params' key, got {_describe(param_group)}")
-        where = f"param_groups[{len(self.param_groups)}]['params']"
-        params = param_group["params"]
-        group = dict(param_group, params=_param_list([params] if isinstance(params, Tensor) else params, where))
-        for name, default in self.defaults.items():
-            group.setdefault(name, default)
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in seen for p in group["params"]):
-            raise ValueError("some parameters appear in more than one parameter group")
-        self.param_groups.append(group)
-
-    def zero_grad(self, set_to_none=True):
-        """Forget the gradients: `.grad = None` (default) or fill them with zeros in place."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.data.fill(0)
-
-    def step(self, closure=None):
-        """Update every parameter that has a gradient; `closure` re-evaluates the loss first."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, p.grad.data, self.state[p], group)
-        return loss
-
-    def _update(self, p, grad, state, group):
-        """Change `p.data` in place, given its gradient array, its state dict and its group."""
-        raise NotImplementedError(f"{type(self).__name__} must define _update")
-
-    def state_dict(self):
-        """Groups and state, with parameters replaced by their index (0, 1, ... across groups)."""
-        index = {}
-        groups = []
-        for group in self.param_groups:
-            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
-            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
-            groups.append(packed)
-        state = {index[id(p)]: {k: _copy_value(v) for k, v in s.items()}
-                 for p, s in self.state.items() if id(p) in index}
-        return {"state": state, "param_groups": groups}
-
-    def load_state_dict(self, state_dict):
-        """Restore groups and state saved by `state_dict()` into this optimizer's parameters."""
-        saved = state_dict["param_groups"]
-        if len(saved) != len(self.param_groups):
-            raise ValueError(f"loaded state dict has {len(saved)} parameter groups, this optimizer "
-                             f"has {len(self.param_groups)}")
-        by_index = {}
-        for i, (old, new) in enumerate(zip(saved, self.param_groups)):
-            if len(old["params"]) != len(new["params"]):
-                raise ValueError(f"loaded parameter group {i} has {len(old['params'])} parameters, "
-                                 f"this optimizer's has {len(new['params'])}")
-            by_index.update(zip(old["params"], new["params"]))
-        self.state = defaultdict(dict)
-        for i, entries in state_dict["state"].items():
-            p = by_index[int(i)]
-            self.state[p] = {k: _load_value(v, p) for k, v in entries.items()}
-        self.param_groups = [{**copy.deepcopy({k: v for k, v in old.items() if k != "params"}),
-                              "params": new["params"]}
-                             for old, new in zip(saved, self.param_groups)]
-
-    def __repr__(self):
-        lines = [f"{type(self).__name__} ("]
-        for i, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {i}")
-            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
-        return "\n".join(lines + [")"])
-
-
-# %% [markdown]
-# A quick look: two groups, the second with its own learning rate, and the
-# `state_dict` that refers to parameters by position.
-
-# %%
-import numpy as np
-
-import tinytorch as tt
-
-
 class _Plain(Optimizer):
     def _update(self, p, grad, state, group):
         p.data -= group["lr"] * grad
 
 
-w = tt.tensor([1.0, 2.0], requires_grad=True)
-b = tt.tensor([0.5], requires_grad=True)
+w, b = tt.tensor([1.0, 2.0], requires_grad=True), tt.tensor([0.5], requires_grad=True)
 demo = _Plain([{"params": [w]}, {"params": [b], "lr": 0.1}], {"lr": 0.01})
-(w * w).sum().add(b.sum() * 3.0).backward()
+((w * w).sum() + b.sum() * 3.0).backward()
 demo.step()
-print(demo)
-print("w after one step:", w.tolist(), " b:", b.tolist())
-print("state_dict groups:", demo.state_dict()["param_groups"])
+print("w after one step:", w.tolist(), " b:", b.tolist(), " groups:", demo.state_dict()["param_groups"])
 
 # %% [markdown]
 # ## 2. SGD and momentum
@@ -272,12 +110,16 @@ print("state_dict groups:", demo.state_dict()["param_groups"])
 # sign every step (across the valley) sums to only g/(1 + μ), about g/2. The
 # signal is amplified, the oscillation damped.
 #
-# PyTorch's exact rule, which we match (note: no (1 − τ) on the first step,
-# where the buffer is simply a copy of the gradient):
+# **Weight decay** wd adds the gradient of an L2 penalty (wd/2)·‖θ‖², that is
+# wd·θ, to g. **Nesterov** looks ahead: it steps with g + μ·b, the gradient
+# plus the *next* momentum step, which corrects overshoot a step earlier (it
+# needs τ = 0). **maximize** climbs instead of descending. PyTorch's exact
+# order, which we match (no (1 − τ) on the first step: the buffer starts as a
+# copy of the gradient):
 #
 # ```
 # g ← −g                          if maximize
-# g ← g + wd·θ                    if weight_decay ≠ 0   (L2 penalty wd/2·‖θ‖²)
+# g ← g + wd·θ                    if wd ≠ 0
 # if μ ≠ 0:
 #     b ← copy of g               on the first step
 #     b ← μ·b + (1 − τ)·g         afterwards
@@ -285,21 +127,24 @@ print("state_dict groups:", demo.state_dict()["param_groups"])
 # θ ← θ − lr·g
 # ```
 #
-# **Nesterov** looks ahead: it uses the gradient step plus the *next* momentum
-# step, g + μ·b, which corrects overshoot a step earlier. It needs τ = 0.
-#
 # *Worked example.* θ = 1, lr = 0.1, μ = 0.9, and the gradient is 0.5 at both
 # steps. Step 1: b = 0.5, θ = 1 − 0.05 = 0.95. Step 2: b = 0.9·0.5 + 0.5 = 0.95,
 # θ = 0.95 − 0.095 = 0.855. With Nesterov: step 1 uses g + μ·b = 0.95, θ = 0.905;
 # step 2: b = 0.95, uses 0.5 + 0.855 = 1.355, θ = 0.7695.
 #
 # ### Exercise: `SGD._update(p, grad, state, group)`
-# Implement the rule above for one parameter. `grad` is the raw gradient array
-# (do not modify it: it is `p.grad`'s data); `state` is this parameter's dict
-# (store the buffer under `"momentum_buffer"`, only when μ ≠ 0); `group` holds
-# `lr`, `momentum`, `dampening`, `weight_decay`, `nesterov`, `maximize`. Update
-# `p.data` and the buffer **in place** (`p.data -= ...`, `buf *= ...`), so their
-# arrays never change identity. Python floats times float32 arrays stay float32.
+#
+# `grad` is the raw gradient array (it *is* `p.grad`'s data: do not modify it);
+# `state` is this parameter's dict; `group` holds `lr`, `momentum`,
+# `dampening`, `weight_decay`, `nesterov`, `maximize`.
+#
+# - Hint 1: follow the recipe line by line; the buffer lives in the state dict
+#   between steps, and exists only when μ ≠ 0.
+# - Hint 2: a new name for each changed gradient (g = −g, g + wd·θ make new
+#   arrays, leaving `p.grad` alone), but `p.data` and the buffer change in place.
+# - Hint 3: `state.get("momentum_buffer")` is None on the first step, then store
+#   `grad.copy()` under that key; afterwards `buf *= ...`, `buf += ...`;
+#   finally `p.data -= ...`. Python floats times float32 arrays stay float32.
 
 # %% nbgrader={"grade": false, "grade_id": "sgd", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -308,11 +153,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
                  *, maximize=False):
-        _check_range("learning rate", lr)
-        _check_range("momentum value", momentum)
-        _check_range("weight_decay value", weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        _check_sgd_options(lr, momentum, dampening, weight_decay, nesterov)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
@@ -336,65 +177,71 @@ class SGD(Optimizer):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-sgd", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def _steps(optimizer, param, grads):
-    """Run one step per gradient (set by hand); return the parameter's values after each."""
-    seen = []
+def _steps(make, grads, start=1.0):
+    """A one-entry parameter, one optimizer step per gradient: the parameter's values after each."""
+    p = tt.tensor([start], requires_grad=True)
+    optimizer, seen = make([p]), []
     for g in grads:
-        param.grad = tt.tensor(g)
+        p.grad = tt.tensor([g])
         optimizer.step()
-        seen.append(param.data.copy())
+        seen.append(float(p.data[0]))
     return seen
 
 
 def test_sgd():
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1), p, [[0.5]])
-    assert np.allclose(got, [[0.95]]), f"plain SGD: 1 - 0.1*0.5 = 0.95, got {got}"
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1, momentum=0.9), p, [[0.5], [0.5]])
-    assert np.allclose(got, [[0.95], [0.855]]), (
-        f"momentum: the buffer is a copy of g on step 1 (0.95), then 0.9*b + g (0.855); got {got}")
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1, momentum=0.9, nesterov=True), p, [[0.5], [0.5]])
-    assert np.allclose(got, [[0.905], [0.7695]]), f"nesterov steps with g + 0.9*b: expected 0.905, 0.7695; got {got}"
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1, momentum=0.9, dampening=0.5), p, [[1.0], [1.0]])
-    assert np.allclose(got, [[0.9], [0.76]]), (
-        f"dampening: step 1 b = g = 1 (no dampening on the first step), step 2 b = 0.9*1 + 0.5*1 = 1.4; "
-        f"expected 0.9 then 0.76; got {got}")
-
-    p = tt.tensor([2.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1, weight_decay=0.5), p, [[0.0]])
-    assert np.allclose(got, [[1.9]]), f"weight decay adds 0.5*theta = 1.0 to the gradient: 2 - 0.1 = 1.9; got {got}"
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1, maximize=True), p, [[0.5]])
-    assert np.allclose(got, [[1.05]]), f"maximize climbs the gradient: 1 + 0.05; got {got}"
-
+    for make, grads, want, why in [
+        (lambda p: SGD(p, lr=0.1), [0.5], [0.95], "plain SGD: 1 - 0.1*0.5"),
+        (lambda p: SGD(p, lr=0.1, momentum=0.9), [0.5, 0.5], [0.95, 0.855],
+         "momentum: b is a copy of g on step 1, then 0.9*b + g"),
+        (lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True), [0.5, 0.5], [0.905, 0.7695],
+         "nesterov steps with g + 0.9*b"),
+        (lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.5), [1.0, 1.0], [0.9, 0.76],
+         "dampening: no (1 - τ) on step 1 (b = 1), then b = 0.9*1 + 0.5*1 = 1.4"),
+        (lambda p: SGD(p, lr=0.1, maximize=True), [0.5], [1.05], "maximize climbs: 1 + 0.05"),
+    ]:
+        got = _steps(make, grads)
+        assert len(got) == len(want) and np.allclose(got, want), f"{why}: expected {want}, got {got}"
+    got = _steps(lambda p: SGD(p, lr=0.1, weight_decay=0.5), [0.0], start=2.0)
+    assert np.allclose(got, [1.9]), f"weight decay adds 0.5*θ = 1 to the gradient: 2 - 0.1 = 1.9; got {got}"
     p = tt.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    p.grad = tt.tensor(np.full((3, 2), 0.5, np.float32))
     opt = SGD([p], lr=0.1, momentum=0.9)
-    address = p.data.ctypes.data
-    grads = [np.full((3, 2), 0.5, np.float32)] * 3
-    _steps(opt, p, grads)
-    buf = opt.state[p]["momentum_buffer"]
-    buf_address = buf.ctypes.data
-    _steps(opt, p, grads)
-    assert p.data.ctypes.data == address, "update p.data in place (p.data -= ...), don't assign a new array"
-    assert opt.state[p]["momentum_buffer"].ctypes.data == buf_address, "update the momentum buffer in place"
-    assert p.data.dtype == np.float32 and buf.dtype == np.float32, "parameters and buffers stay float32"
-    assert np.array_equal(p.grad.data, grads[-1]), "do not modify the gradient array"
+    opt.step()
+    before = (p.data.ctypes.data, opt.state[p]["momentum_buffer"].ctypes.data)
+    opt.step()
+    assert (p.data.ctypes.data, opt.state[p]["momentum_buffer"].ctypes.data) == before, \
+        "update p.data and the momentum buffer in place (-=, *=, +=), don't assign new arrays"
+    assert p.data.dtype == np.float32 and opt.state[p]["momentum_buffer"].dtype == np.float32, "stay float32"
+    assert np.all(p.grad.data == 0.5), "do not modify the gradient array"
     ### BEGIN HIDDEN TESTS
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True), p, [[0.4]])
-    assert np.allclose(got, [[1.0 - 0.1 * 0.5 * 1.9]]), f"wd before momentum, then nesterov; got {got}"
+    got = _steps(lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True), [0.4])
+    assert np.allclose(got, [1.0 - 0.1 * 0.5 * 1.9]), f"wd before momentum, then nesterov; got {got}"
     ### END HIDDEN TESTS
 
 
 test_sgd()
 print("SGD: ok")
+
+
+# %% [markdown]
+# Momentum on a badly scaled quadratic, L = ½(100·x² + y²): the x direction is
+# 100 times steeper, so plain SGD must keep lr below 2/100 to stay stable, and
+# then crawls along y.
+
+# %%
+def descend(make, steps=100):
+    xy = tt.tensor([1.0, 1.0], requires_grad=True)
+    opt = make([xy])
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (tt.tensor([100.0, 1.0]) * xy * xy).sum() * 0.5
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+print(f"SGD lr=0.019:               loss after 100 steps {descend(lambda p: SGD(p, lr=0.019)):.2e}")
+print(f"SGD lr=0.019 momentum=0.9:  loss after 100 steps {descend(lambda p: SGD(p, lr=0.019, momentum=0.9)):.2e}")
 
 # %% [markdown]
 # ## 3. Adam and AdamW
@@ -414,7 +261,7 @@ print("SGD: ok")
 # m̂/√v̂ is about ±1 when the gradient is consistent and small when it is noise,
 # so every parameter moves by roughly lr per step, whatever its gradient's
 # scale. **Bias correction:** m and v start at 0, so early on they are shrunk
-# towards 0 — after one step m = (1 − β₁)·g = 0.1·g. Dividing by 1 − β₁ᵗ (0.1 at
+# towards 0: after one step m = (1 − β₁)·g = 0.1·g. Dividing by 1 − β₁ᵗ (0.1 at
 # t = 1) undoes exactly that. **AMSGrad** uses the running maximum of v in the
 # denominator, so the step size can only shrink.
 #
@@ -430,7 +277,7 @@ print("SGD: ok")
 # ```
 # g ← −g if maximize;  t ← t + 1
 # if wd ≠ 0:  θ ← θ·(1 − lr·wd)  (decoupled, AdamW)   or   g ← g + wd·θ  (Adam)
-# m ← m + (1 − β₁)·(g − m)        (the same as β₁·m + (1 − β₁)·g: "move m a fraction towards g")
+# m ← m + (1 − β₁)·(g − m)        (the same as β₁·m + (1 − β₁)·g)
 # v ← β₂·v + (1 − β₂)·g·g
 # v_max ← max(v_max, v)  and use v_max below               if amsgrad
 # denom = √v / √(1 − β₂ᵗ) + ε
@@ -445,12 +292,21 @@ print("SGD: ok")
 # shrunk to 1·(1 − 0.001) = 0.999, then stepped to 0.899.
 #
 # ### Exercise: `Adam._update(p, grad, state, group)`
-# On the first step, create `state["step"] = 0` and zero arrays
-# `state["exp_avg"]`, `state["exp_avg_sq"]` (and `state["max_exp_avg_sq"]` when
-# `amsgrad`) shaped like `p.data` (`xp.zeros_like`). Then follow the recipe
-# above; `group["decoupled_weight_decay"]` says which decay to use, and
-# `group["betas"]` is the pair (β₁, β₂). Update the state arrays and `p.data` in
-# place. `xp` (NumPy or CuPy) gives `sqrt` and `maximum`; both take `out=`.
+#
+# `group["betas"]` is the pair (β₁, β₂), `group["decoupled_weight_decay"]` says
+# which decay to use (AdamW below sets it), and `group["amsgrad"]` whether to
+# keep the maximum.
+#
+# - Hint 1: an empty `state` means the first step: create the step count and
+#   the moment arrays there, then follow the recipe.
+# - Hint 2: state keys `"step"` (an int, from 0), `"exp_avg"` (m),
+#   `"exp_avg_sq"` (v) and, with amsgrad, `"max_exp_avg_sq"`: zero arrays shaped
+#   like θ. The two bias corrections enter as 1/√(1 − β₂ᵗ) on √v and
+#   lr/(1 − β₁ᵗ) on the step.
+# - Hint 3: `xp.zeros_like(p.data)`; update m and v with `*=` / `+=`;
+#   `xp.maximum(a, b, out=a)` for v_max; `xp.sqrt(v)` is the one new temporary,
+#   then `/=`, `+=` eps, `xp.divide(m, denom, out=denom)`, `*=` the step size,
+#   and `p.data -= denom`.
 
 # %% nbgrader={"grade": false, "grade_id": "adam", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -459,11 +315,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
                  *, maximize=False, decoupled_weight_decay=False):
-        _check_range("learning rate", lr)
-        _check_range("epsilon value", eps)
-        _check_range("beta parameter at index 0", betas[0], 0.0, 1.0)
-        _check_range("beta parameter at index 1", betas[1], 0.0, 1.0)
-        _check_range("weight_decay value", weight_decay)
+        _check_adam_options(lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
@@ -514,154 +366,60 @@ class AdamW(Adam):
 
 # %% nbgrader={"grade": true, "grade_id": "test-adam", "locked": true, "points": 4, "schema_version": 3, "solution": false}
 def test_adam():
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(Adam([p], lr=0.1), p, [[0.5]])
-    assert np.allclose(got, [[0.9]], atol=1e-6), (
-        f"the first Adam step moves by lr: m_hat = 0.5, v_hat = 0.25, 1 - 0.1 = 0.9; got {got}. "
-        f"Did you divide m and v by their bias corrections 1 - beta**t?")
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(Adam([p], lr=0.1), p, [[0.5], [-1.0]])
-    m = 0.9 * 0.05 + 0.1 * -1.0
-    v = 0.999 * 0.00025 + 0.001 * 1.0
-    want = 0.9 - 0.1 / (1 - 0.9 ** 2) * m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** 2) + 1e-8)
-    assert np.allclose(got[1], [want], atol=1e-6), f"second Adam step: expected {want:.6f}, got {got[1]}"
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(Adam([p], lr=0.1, betas=(0.5, 0.5), eps=1.0), p, [[2.0]])
-    assert np.allclose(got, [[1.0 - 0.1 * 2.0 / 3.0]], atol=1e-6), (
-        f"eps is added to sqrt(v_hat) (2 + 1 = 3), not inside the root; got {got}")
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(AdamW([p], lr=0.1, weight_decay=0.01), p, [[0.5]])
-    assert np.allclose(got, [[0.899]], atol=1e-6), (
-        f"AdamW shrinks theta by (1 - lr*wd) = 0.999 first, then steps by 0.1: 0.899; got {got}")
-
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(Adam([p], lr=0.1, weight_decay=1.0), p, [[0.0], [0.0]])
-    assert np.allclose(got[0], [0.9], atol=1e-6), (
-        f"Adam's L2 decay is added to the gradient (g = 1*theta = 1), so the first step is still lr; got {got[0]}")
-
+    m, v = 0.9 * 0.05 + 0.1 * -1.0, 0.999 * 0.00025 + 0.001 * 1.0
+    second = 0.9 - 0.1 / (1 - 0.9 ** 2) * m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** 2) + 1e-8)
+    for make, grads, want, why in [
+        (lambda p: Adam(p, lr=0.1), [0.5], [0.9],
+         "the first step moves by lr (m_hat = 0.5, v_hat = 0.25): divide by the bias corrections 1 - β**t"),
+        (lambda p: Adam(p, lr=0.1), [0.5, -1.0], [0.9, second], "the second Adam step"),
+        (lambda p: Adam(p, lr=0.1, betas=(0.5, 0.5), eps=1.0), [2.0], [1.0 - 0.1 * 2.0 / 3.0],
+         "eps is added to sqrt(v_hat) (2 + 1 = 3), not inside the root"),
+        (lambda p: AdamW(p, lr=0.1, weight_decay=0.01), [0.5], [0.899],
+         "AdamW shrinks θ by (1 - lr*wd) = 0.999 first, then steps by 0.1"),
+        (lambda p: Adam(p, lr=0.1, weight_decay=1.0), [0.0], [0.9],
+         "Adam's L2 decay is added to the gradient (g = θ = 1), so the first step is still lr"),
+    ]:
+        got = _steps(make, grads)
+        assert len(got) == len(want) and np.allclose(got, want, atol=1e-6), f"{why}: expected {want}, got {got}"
     p = tt.tensor([1.0, 1.0], requires_grad=True)
     opt = Adam([p], lr=0.1, amsgrad=True)
-    _steps(opt, p, [[1.0, 1.0], [0.01, 0.01]])
+    for g in ([1.0, 1.0], [0.01, 0.01]):
+        p.grad = tt.tensor(g)
+        opt.step()
     state = opt.state[p]
     assert set(state) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, f"state keys: {sorted(state)}"
     assert state["step"] == 2, f"step counts the updates, got {state['step']}"
-    assert np.all(state["max_exp_avg_sq"] >= state["exp_avg_sq"]), "max_exp_avg_sq keeps the running maximum"
-    assert np.allclose(state["max_exp_avg_sq"], 0.001, atol=1e-7), (
-        f"after g = 1 then 0.01, v_max stays at 0.001 (v fell to {state['exp_avg_sq']}); got {state['max_exp_avg_sq']}")
-
+    assert np.allclose(state["max_exp_avg_sq"], 0.001, atol=1e-7), \
+        f"after g = 1 then 0.01, v_max stays at 0.001 (v fell to {state['exp_avg_sq']}); got {state['max_exp_avg_sq']}"
     p = tt.tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    p.grad = tt.tensor(np.full((4, 3), 0.3, np.float32))
     opt = AdamW([p], lr=0.01)
-    _steps(opt, p, [np.full((4, 3), 0.3, np.float32)])
-    addresses = [p.data.ctypes.data] + [opt.state[p][k].ctypes.data for k in ("exp_avg", "exp_avg_sq")]
-    _steps(opt, p, [np.full((4, 3), -0.2, np.float32)] * 3)
-    now = [p.data.ctypes.data] + [opt.state[p][k].ctypes.data for k in ("exp_avg", "exp_avg_sq")]
-    assert now == addresses, "p.data, exp_avg and exp_avg_sq must be updated in place"
-    assert all(a.dtype == np.float32 for a in (p.data, opt.state[p]["exp_avg"])), "stay float32"
+    opt.step()
+    addresses = [a.ctypes.data for a in (p.data, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"])]
+    opt.step()
+    assert [a.ctypes.data for a in (p.data, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"])] == addresses, \
+        "p.data, exp_avg and exp_avg_sq must be updated in place"
+    assert p.data.dtype == np.float32 and opt.state[p]["exp_avg"].dtype == np.float32, "stay float32"
     ### BEGIN HIDDEN TESTS
-    p = tt.tensor([1.0], requires_grad=True)
-    got = _steps(Adam([p], lr=0.1, maximize=True), p, [[0.5]])
-    assert np.allclose(got, [[1.1]], atol=1e-6), "maximize"
+    assert np.allclose(_steps(lambda p: Adam(p, lr=0.1, maximize=True), [0.5]), [1.1], atol=1e-6), "maximize"
     ### END HIDDEN TESTS
 
 
 test_adam()
 print("Adam / AdamW: ok")
 
+
 # %% [markdown]
-# ## 4. RMSprop (provided)
-#
-# RMSprop (Hinton, 2012) is Adam's ancestor: the per-parameter scale without
-# the bias correction, and with optional classical momentum. `centered`
-# divides by an estimate of the gradient's *standard deviation* (√(E[g²] −
-# E[g]²)) instead of its root mean square. PyTorch's rule:
-#
-# ```
-# g ← g + wd·θ;   s ← α·s + (1 − α)·g²
-# centered:  ḡ ← ḡ + (1 − α)·(g − ḡ);   avg = √(s − ḡ²) + ε     else  avg = √s + ε
-# momentum:  b ← μ·b + g / avg  (b starts at 0);  θ ← θ − lr·b     else  θ ← θ − lr·g / avg
-# ```
+# On the quadratic above, Adam's per-coordinate scale removes the 100:1
+# imbalance: the same lr suits both directions. (`RMSprop`, provided, is Adam's
+# ancestor: the same scale without bias correction.)
 
 # %%
-#| export
-class RMSprop(Optimizer):
-    """RMSprop with optional momentum and centering (PyTorch's update rule)."""
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-                 *, maximize=False):
-        _check_range("learning rate", lr)
-        _check_range("epsilon value", eps)
-        _check_range("momentum value", momentum)
-        _check_range("weight_decay value", weight_decay)
-        _check_range("alpha value", alpha)
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, maximize=maximize))
-
-    def _update(self, p, grad, state, group):
-        xp = get_xp(p._device)
-        alpha, momentum = group["alpha"], group["momentum"]
-        if not state:
-            state["step"] = 0
-            state["square_avg"] = xp.zeros_like(p.data)
-            if momentum > 0:
-                state["momentum_buffer"] = xp.zeros_like(p.data)
-            if group["centered"]:
-                state["grad_avg"] = xp.zeros_like(p.data)
-        if group["maximize"]:
-            grad = -grad
-        state["step"] += 1
-        if group["weight_decay"] != 0:
-            grad = grad + group["weight_decay"] * p.data
-        square_avg = state["square_avg"]
-        square_avg *= alpha
-        square_avg += (1 - alpha) * grad * grad
-        if group["centered"]:
-            grad_avg = state["grad_avg"]
-            grad_avg += (1 - alpha) * (grad - grad_avg)
-            avg = square_avg - grad_avg * grad_avg
-            avg = xp.sqrt(avg, out=avg)
-        else:
-            avg = xp.sqrt(square_avg)
-        avg += group["eps"]
-        if momentum > 0:
-            buf = state["momentum_buffer"]
-            buf *= momentum
-            buf += grad / avg
-            p.data -= group["lr"] * buf
-        else:
-            avg = xp.divide(grad, avg, out=avg)
-            avg *= group["lr"]
-            p.data -= avg
-
+print(f"Adam lr=0.1:     loss after 100 steps {descend(lambda p: Adam(p, lr=0.1)):.2e}")
+print(f"RMSprop lr=0.01: loss after 100 steps {descend(lambda p: RMSprop(p, lr=0.01)):.2e}")
 
 # %% [markdown]
-# The optimizers side by side on a badly scaled quadratic, L = ½(100·x² + y²):
-# the x direction is 100 times steeper. Plain SGD must keep lr below 2/100 to
-# stay stable, and then crawls along y; momentum and Adam do not.
-
-# %%
-def _descend(make, steps=100):
-    xy = tt.tensor([1.0, 1.0], requires_grad=True)
-    scale = tt.tensor([100.0, 1.0])
-    opt = make([xy])
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = (scale * xy * xy).sum() * 0.5
-        loss.backward()
-        opt.step()
-    return loss.item()
-
-
-for name, make in [("SGD lr=0.019", lambda p: SGD(p, lr=0.019)),
-                   ("SGD lr=0.019 momentum=0.9", lambda p: SGD(p, lr=0.019, momentum=0.9)),
-                   ("Adam lr=0.1", lambda p: Adam(p, lr=0.1)),
-                   ("RMSprop lr=0.01", lambda p: RMSprop(p, lr=0.01))]:
-    print(f"{name:28s} loss after 100 steps: {_descend(make):.2e}")
-
-# %% [markdown]
-# ## 5. Learning-rate schedules
+# ## 4. Learning-rate schedules
 #
 # A constant learning rate is rarely best: large steps early make fast
 # progress, small steps late settle into a minimum instead of bouncing around
@@ -670,128 +428,31 @@ for name, make in [("SGD lr=0.019", lambda p: SGD(p, lr=0.019)),
 # rate ramps up linearly over the first few hundred steps, then decays,
 # typically along a cosine.
 #
-# A scheduler wraps an optimizer and, on each `scheduler.step()` (once per
-# epoch or per batch, after `optimizer.step()`), writes a new `lr` into every
-# parameter group. `last_epoch` counts the calls (creating the scheduler is
-# call 0 and sets the first learning rate); each group's starting rate is saved
-# in the group as `initial_lr`, and `base_lrs` lists them.
-#
-# Our schedules are computed in **closed form** from `base_lrs` and
-# `last_epoch`. PyTorch updates most of them recursively from the current
-# `lr`; the two agree to rounding (1e-15 relative), but a closed form
-# overwrites any `lr` you set by hand between steps, and two schedulers that
-# are not wrapped in `SequentialLR` do not multiply together.
+# A scheduler wraps an optimizer and, on each `scheduler.step()` (after
+# `optimizer.step()`), writes a new `lr` into every parameter group. The
+# provided `LRScheduler` base counts the calls in `last_epoch` (creating the
+# scheduler is epoch 0), keeps each group's starting rate in `base_lrs`, and
+# asks the subclass for the list of rates: `get_lr()`. Our schedules are
+# closed forms of `base_lrs` and `last_epoch` (PyTorch updates most of them
+# recursively; the two agree to rounding).
 #
 # | schedule | lr at epoch e |
 # | --- | --- |
 # | `StepLR(step_size, gamma)` | base · gamma^⌊e / step_size⌋ |
-# | `LambdaLR(lr_lambda)` | base · lr_lambda(e) |
 # | `LinearLR(start_factor, end_factor, total_iters)` | base · (s + (f − s)·min(e, T)/T) |
 # | `CosineAnnealingLR(T_max, eta_min)` | η_min + (base − η_min)·(1 + cos(π·e/T_max))/2 |
 # | `SequentialLR(schedulers, milestones)` | the i-th scheduler between milestones i−1 and i, restarted at 0 |
 #
+# *Worked example.* base = 1, η_min = 0.1, T_max = 4: at e = 2 the cosine term
+# is (1 + cos(π/2))/2 = ½, so lr = 0.1 + 0.9·½ = 0.55; at e = 4 it reaches 0.1.
+# After T_max the cosine keeps going and the rate climbs back up, as in PyTorch.
+#
 # ### Exercise: `CosineAnnealingLR.get_lr()`
-# Return the list of learning rates, one per entry of `self.base_lrs`, from the
-# formula in the table (use `math.cos`, `math.pi`, `self.last_epoch`,
-# `self.T_max`, `self.eta_min`). After T_max the cosine keeps going: the rate
-# climbs back up, as in PyTorch.
-
-# %%
-#| export optim.lr_scheduler
-"""Learning-rate schedules: each `step()` writes a new `lr` into the optimizer's groups."""
-import math
-from bisect import bisect_right
-
-
-class LRScheduler:
-    """Base class: subclasses define `get_lr()` from `self.base_lrs` and `self.last_epoch`."""
-
-    def __init__(self, optimizer, last_epoch=-1):
-        if not hasattr(optimizer, "param_groups"):
-            raise TypeError(f"{type(self).__name__} needs an Optimizer, got {type(optimizer).__name__}")
-        self.optimizer = optimizer
-        for i, group in enumerate(optimizer.param_groups):
-            if last_epoch == -1:
-                group.setdefault("initial_lr", group["lr"])
-            elif "initial_lr" not in group:
-                raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
-                               f"a scheduler with last_epoch={last_epoch}")
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = last_epoch
-        self.step()  # epoch last_epoch + 1 (0 for a fresh run): sets the first learning rate
-
-    def get_lr(self):
-        raise NotImplementedError(f"{type(self).__name__} must define get_lr")
-
-    def step(self):
-        """Advance one epoch (or batch) and write the new learning rates into the groups."""
-        self.last_epoch += 1
-        self._apply(self.get_lr())
-
-    def _apply(self, lrs):
-        for group, lr in zip(self.optimizer.param_groups, lrs):
-            group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        """The learning rates the last `step()` set, one per group."""
-        return self._last_lr
-
-    def state_dict(self):
-        """Everything but the optimizer (and functions, which cannot be saved)."""
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer" and not callable(v)}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
-
-
-class StepLR(LRScheduler):
-    """Multiply the learning rate by `gamma` every `step_size` epochs."""
-
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        self.step_size, self.gamma = step_size, gamma
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
-
-
-class LambdaLR(LRScheduler):
-    """lr = base_lr · lr_lambda(epoch); one function, or one per group."""
-
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        n = len(optimizer.param_groups)
-        lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * n
-        if len(lambdas) != n:
-            raise ValueError(f"expected {n} lr_lambdas (one per param group), got {len(lambdas)}")
-        self.lr_lambdas = lambdas
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        return [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
-
-    def state_dict(self):
-        state = super().state_dict()
-        state.pop("lr_lambdas", None)  # functions are re-created by the code that builds the scheduler
-        return state
-
-
-class LinearLR(LRScheduler):
-    """Scale the learning rate linearly from start_factor to end_factor over total_iters epochs."""
-
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
-        if not 0 < start_factor <= 1:
-            raise ValueError(f"start_factor must be in (0, 1], got {start_factor}")
-        if not 0 <= end_factor <= 1:
-            raise ValueError(f"end_factor must be in [0, 1], got {end_factor}")
-        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        done = min(self.total_iters, self.last_epoch)
-        factor = self.start_factor + (self.end_factor - self.start_factor) * done / self.total_iters
-        return [base * factor for base in self.base_lrs]
-
+#
+# - Hint 1: one rate per entry of `self.base_lrs`, from the table.
+# - Hint 2: the cosine factor (1 + cos(π·e/T_max))/2 is the same for every group.
+# - Hint 3: `math.cos`, `math.pi`, `self.last_epoch`, `self.T_max`,
+#   `self.eta_min`; return a list.
 
 # %% nbgrader={"grade": false, "grade_id": "cosine", "locked": false, "schema_version": 3, "solution": true}
 #| export optim.lr_scheduler
@@ -811,19 +472,15 @@ class CosineAnnealingLR(LRScheduler):
 
 # %% nbgrader={"grade": true, "grade_id": "test-cosine", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_cosine():
-    p = tt.tensor([1.0], requires_grad=True)
-    opt = SGD([{"params": [p]}, {"params": [tt.tensor([0.0], requires_grad=True)], "lr": 0.5}], lr=1.0)
+    p, q = tt.tensor([1.0], requires_grad=True), tt.tensor([0.0], requires_grad=True)
+    opt = SGD([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=1.0)
     sched = CosineAnnealingLR(opt, T_max=4, eta_min=0.1)
-    lrs = [sched.get_last_lr()]
-    for _ in range(6):
-        sched.step()
-        lrs.append(sched.get_last_lr())
-    first = [lr[0] for lr in lrs]
-    c = [(1 + np.cos(np.pi * e / 4)) / 2 for e in range(7)]
-    want = [0.1 + 0.9 * ci for ci in c]
-    assert np.allclose(first, want), f"group 0 lrs over epochs 0..6: expected {np.round(want, 4)}, got {np.round(first, 4)}"
+    lrs = [sched.get_last_lr()] + [sched.step() or sched.get_last_lr() for _ in range(6)]  # epochs 0..6
+    c = np.array([(1 + np.cos(np.pi * e / 4)) / 2 for e in range(7)])
+    assert np.allclose([lr[0] for lr in lrs], 0.1 + 0.9 * c), \
+        f"group 0 over epochs 0..6: expected {np.round(0.1 + 0.9 * c, 4)}, got {np.round([lr[0] for lr in lrs], 4)}"
     assert np.isclose(lrs[4][0], 0.1), "at last_epoch == T_max the rate reaches eta_min"
-    assert np.allclose([lr[1] for lr in lrs], [0.1 + 0.4 * ci for ci in c]), "each group anneals from its own base lr"
+    assert np.allclose([lr[1] for lr in lrs], 0.1 + 0.4 * c), "each group anneals from its own base lr"
     assert opt.param_groups[0]["lr"] == lrs[-1][0], "step() must write the rate into the optimizer's groups"
     ### BEGIN HIDDEN TESTS
     assert opt.param_groups[1]["initial_lr"] == 0.5
@@ -834,125 +491,75 @@ test_cosine()
 print("CosineAnnealingLR: ok")
 
 # %% [markdown]
-# `SequentialLR` (provided) hands over from one schedule to the next at the
-# milestones. When it is built, it resets every group to its `initial_lr` and
-# restarts the first schedule (the others ran their first step when they were
-# created); at a milestone the next schedule restarts at epoch 0.
-
-# %%
-#| export optim.lr_scheduler
-class SequentialLR(LRScheduler):
-    """Run `schedulers[i]` from milestone i−1 to milestone i (each restarted at its epoch 0)."""
-
-    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
-        if len(schedulers) < 1:
-            raise ValueError("SequentialLR expects at least one scheduler")
-        if len(milestones) != len(schedulers) - 1:
-            raise ValueError(f"SequentialLR expects one milestone fewer than schedulers, got "
-                             f"{len(schedulers)} schedulers and {len(milestones)} milestones")
-        for i, s in enumerate(schedulers):
-            if s.optimizer is not optimizer:
-                raise ValueError(f"SequentialLR: schedulers[{i}] wraps a different optimizer")
-        self.optimizer, self._schedulers, self._milestones = optimizer, list(schedulers), list(milestones)
-        self.last_epoch = last_epoch + 1
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
-        first = self._schedulers[bisect_right(self._milestones, 0)]
-        first.last_epoch = -1
-        first.step()
-        self._last_lr = first.get_last_lr()
-
-    def step(self):
-        self.last_epoch += 1
-        i = bisect_right(self._milestones, self.last_epoch)
-        scheduler = self._schedulers[i]
-        if i > 0 and self._milestones[i - 1] == self.last_epoch:
-            scheduler.last_epoch = -1  # restart: its step() below is its epoch 0
-        scheduler.step()
-        self._last_lr = scheduler.get_last_lr()
-
-    def state_dict(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
-
-    def load_state_dict(self, state_dict):
-        state = dict(state_dict)
-        for scheduler, saved in zip(self._schedulers, state.pop("_schedulers")):
-            scheduler.load_state_dict(saved)
-        self.__dict__.update(state)
-
-
-# %% [markdown]
-# Warmup then cosine decay, as GPT models are trained, is two lines. Here:
-# 5 warmup steps from lr/10, then 15 steps of cosine down to lr/10.
-
-# %%
-p = tt.tensor([0.0], requires_grad=True)
-opt = AdamW([p], lr=6e-4)
-warmup = LinearLR(opt, start_factor=0.1, total_iters=5)
-schedule = SequentialLR(opt, [warmup, CosineAnnealingLR(opt, T_max=15, eta_min=6e-5)], milestones=[5])
-trace = []
-for _ in range(20):
-    trace.append(schedule.get_last_lr()[0])
-    opt.step()        # (nothing to update here: p has no grad)
-    schedule.step()
-print(" ".join(f"{lr * 1e4:.2f}" for lr in trace), "(x 1e-4)")
-
-# %% [markdown]
-# ## 6. Gradient clipping
+# ## 5. Gradient clipping
 #
 # One bad batch (a rare token, a loss spike) can produce a gradient hundreds of
 # times larger than usual, and one step along it can undo hours of training.
 # **Clipping by global norm** rescales all gradients together when their joint
-# norm exceeds `max_norm`, keeping the direction:
+# norm exceeds `max_norm`, keeping the direction. The joint norm treats all
+# gradients as one long vector; the p-norm of a vector of p-norms is that
+# vector's p-norm, so it can be computed per tensor first:
 #
-# ```
-# total = ‖(‖g₁‖, ‖g₂‖, ..., ‖gₙ‖)‖        (the p-norm of all gradients as one vector)
-# coef = max_norm / (total + 1e-6)
-# if coef < 1:  every gᵢ ← gᵢ · coef     (in place)
-# return total                           (as a tensor: log it, it is a useful health signal)
-# ```
+# total = ‖(‖g₁‖ₚ, ‖g₂‖ₚ, ..., ‖gₙ‖ₚ)‖ₚ.
 #
-# For p = ∞ the norm is the largest |entry|. If `total` is inf or NaN, PyTorch
-# raises a RuntimeError when `error_if_nonfinite=True`; otherwise it scales
-# anyway (an inf norm zeroes the gradients, a NaN makes them NaN). Parameters
-# without a gradient are skipped; with none at all the norm is 0.
+# For p = ∞ the norm is the largest |entry|. If total > max_norm every gradient
+# is multiplied by max_norm / total (PyTorch adds 1e-6 to the denominator, so a
+# zero norm divides safely); otherwise they are left alone. The function
+# returns the total as a 0-d tensor: log it, it is a useful health signal. If
+# the total is inf or NaN, `error_if_nonfinite=True` raises a RuntimeError;
+# otherwise the gradients are scaled anyway (an inf norm zeroes them, a NaN
+# makes them NaN), as in PyTorch.
 #
-# *Worked example.* Gradients [3, 0] and [4]: total = 5. With max_norm = 1,
-# coef ≈ 0.2, so they become [0.6, 0] and [0.8].
+# *Worked example.* Gradients [3, 0] and [4]: total = 5. With max_norm = 1 the
+# factor is about 0.2, so they become [0.6, 0] and [0.8].
 #
-# ### Exercise: `clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False)`
-# `parameters` is an iterable of tensors or a single tensor. Use
-# `_vector_norm(xp, array, norm_type)` (provided) for each gradient's norm and
-# again for the norm of those norms (`xp.stack` them). Compute `coef` in
-# float32 (the 0-d array `total` keeps it there); scale in place (`g *= coef`)
-# unless `coef >= 1`. Return the total as a 0-d float32 tensor on the
-# gradients' device (`_wrap(total, device)`).
+# ### Exercise: `_vector_norm(xp, array, norm_type)`
+#
+# The p-norm of all entries of an array, as a 0-d array: (Σ |aᵢ|ᵖ)^(1/p), and
+# for p = ∞ the largest |aᵢ|.
+#
+# - Hint 1: three cases: ∞, the common p = 2 (worth a fast path), any other p.
+# - Hint 2: for p = 2, √(a·a) with a flattened: a dot product does the squares
+#   and the sum in one pass, without an (n,) temporary.
+# - Hint 3: `math.inf`; `xp.abs(...).max()`; `array.ravel()`, `xp.dot`,
+#   `xp.sqrt`; `** norm_type`, `.sum()`, `** (1.0 / norm_type)`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "vector-norm", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.utils
-"""Gradient utilities: clip_grad_norm_, clip_grad_value_."""
-import math
-
-from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import Tensor, _wrap
-
-
 def _vector_norm(xp, array, norm_type):
     """The p-norm of all entries of `array` (p = inf: the largest |entry|), as a 0-d array."""
+    ### BEGIN SOLUTION
     if norm_type == math.inf:
         return xp.abs(array).max()
     if norm_type == 2.0:
         flat = array.ravel()
         return xp.sqrt(xp.dot(flat, flat))
     return (xp.abs(array) ** norm_type).sum() ** (1.0 / norm_type)
+    ### END SOLUTION
 
 
-def _grads_of(parameters):
-    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    return [p.grad.data for p in params if p.grad is not None], params
+# %% nbgrader={"grade": true, "grade_id": "test-vector-norm", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+a = np.array([[3.0, -4.0], [0.0, 0.0]], np.float32)
+assert np.shape(_vector_norm(np, a, 2.0)) == (), "the norm of all entries is one number (a 0-d array)"
+assert np.isclose(_vector_norm(np, a, 2.0), 5.0), f"2-norm of [3, -4, 0, 0] is 5, got {_vector_norm(np, a, 2.0)}"
+assert np.isclose(_vector_norm(np, a, math.inf), 4.0), "the inf-norm is the largest |entry|, 4"
+assert np.isclose(_vector_norm(np, a, 1.0), 7.0), "the 1-norm adds the |entries|: 7"
+assert _vector_norm(np, a, 2.0).dtype == np.float32, "keep float32"
 
+# %% [markdown]
+# ### Exercise: `clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False)`
+#
+# The provided part collects the gradient arrays (`grads`) and handles the
+# case with none; use your `_vector_norm`.
+#
+# - Hint 1: two levels of norm, then one scale factor shared by all gradients,
+#   applied in place only when it shrinks them.
+# - Hint 2: the factor is max_norm over (total + 10⁻⁶); scale when it is below 1,
+#   or when it is NaN (a comparison with NaN is False, so test "not ≥ 1").
+# - Hint 3: `_vector_norm` per gradient, `xp.stack` those
+#   0-d arrays, `_vector_norm` again; `bool(xp.isfinite(total))` for the check
+#   (the message must say "non-finite"); `g *= factor` keeps float32 (total is
+#   a 0-d float32 array); return `from_op(total, device)`.
 
 # %% nbgrader={"grade": false, "grade_id": "clip-grad-norm", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.utils
@@ -970,53 +577,40 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is "
                            f"non-finite, so it cannot be clipped. To disable this error and scale the "
                            f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-    coef = max_norm / (total + 1e-6)
-    if not bool(coef >= 1.0):  # NaN scales too, as in PyTorch
+    factor = max_norm / (total + 1e-6)
+    if not bool(factor >= 1.0):  # NaN scales too, as in PyTorch
         for g in grads:
-            g *= coef
-    return _wrap(total, device)
+            g *= factor
+    return from_op(total, device)
     ### END SOLUTION
-
-
-def clip_grad_value_(parameters, clip_value):
-    """Clamp every gradient entry into [-clip_value, clip_value], in place."""
-    grads, _ = _grads_of(parameters)
-    clip_value = float(clip_value)
-    for g in grads:
-        g.clip(-clip_value, clip_value, out=g)
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-clip-grad-norm", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_clip_grad_norm():
-    a = tt.tensor([1.0, 1.0], requires_grad=True)
-    b = tt.tensor([1.0], requires_grad=True)
+    a, b = tt.tensor([1.0, 1.0], requires_grad=True), tt.tensor([1.0], requires_grad=True)
     a.grad, b.grad = tt.tensor([3.0, 0.0]), tt.tensor([4.0])
     grad_a = a.grad.data
     total = clip_grad_norm_([a, b], max_norm=1.0)
     assert isinstance(total, tt.Tensor) and total.shape == (), f"return the total norm as a 0-d tensor, got {total!r}"
     assert np.isclose(total.item(), 5.0), f"the joint 2-norm of [3, 0] and [4] is 5, got {total.item()}"
     assert total.dtype == np.float32, f"the norm is float32, got {total.dtype}"
-    assert np.allclose(a.grad.data, [0.6, 0.0]) and np.allclose(b.grad.data, [0.8]), (
-        f"gradients are scaled by 1/5: expected [0.6, 0] and [0.8], got {a.grad.data}, {b.grad.data}")
+    assert np.allclose(a.grad.data, [0.6, 0.0]) and np.allclose(b.grad.data, [0.8]), \
+        f"gradients are scaled by 1/5: expected [0.6, 0] and [0.8], got {a.grad.data}, {b.grad.data}"
     assert a.grad.data is grad_a, "scale the gradient arrays in place"
-
     a.grad = tt.tensor([3.0, 0.0])
     total = clip_grad_norm_(a, max_norm=10.0)
-    assert np.allclose(a.grad.data, [3.0, 0.0]) and np.isclose(total.item(), 3.0), (
-        "below max_norm, gradients are left alone (and a single tensor is accepted)")
-
+    assert np.allclose(a.grad.data, [3.0, 0.0]) and np.isclose(total.item(), 3.0), \
+        "below max_norm, gradients are left alone (and a single tensor is accepted)"
     a.grad, b.grad = tt.tensor([3.0, -5.0]), tt.tensor([4.0])
     total = clip_grad_norm_([a, b], max_norm=2.5, norm_type=float("inf"))
     assert np.isclose(total.item(), 5.0), f"the inf-norm is the largest |entry| (5), got {total.item()}"
     assert np.allclose(a.grad.data, [1.5, -2.5], atol=1e-5), f"scaled by 2.5/5; got {a.grad.data}"
-
-    a.grad = tt.tensor([np.inf, 1.0])
+    a.grad, raised = tt.tensor([np.inf, 1.0]), None
     try:
         clip_grad_norm_([a], 1.0, error_if_nonfinite=True)
     except RuntimeError as err:
-        assert "non-finite" in str(err), f"the error should say the norm is non-finite: {err}"
-    else:
-        raise AssertionError("a non-finite norm with error_if_nonfinite=True must raise RuntimeError")
+        raised = str(err)
+    assert raised and "non-finite" in raised, "an inf norm with error_if_nonfinite=True: RuntimeError, 'non-finite'"
     ### BEGIN HIDDEN TESTS
     c = tt.tensor([1.0], requires_grad=True)
     assert clip_grad_norm_([c], 1.0).item() == 0.0, "no gradients: norm 0"
@@ -1027,7 +621,7 @@ test_clip_grad_norm()
 print("clip_grad_norm_: ok")
 
 # %% [markdown]
-# ## 7. Weight decay and duplicated features
+# ## 6. Weight decay and duplicated features
 #
 # Weight decay (an L2 penalty ½·λ·‖w‖²) does more than keep weights small: it
 # has a preference about *how* a model uses its inputs. Take logistic
@@ -1039,7 +633,7 @@ print("clip_grad_norm_: ok")
 # a² + b² = s²/2 + (a − b)²/2
 #
 # is smallest at a = b = s/2. So L2 spreads the weight evenly over identical
-# features — and in the same way it prefers to spread weight over *correlated*
+# features, and in the same way it prefers to spread weight over *correlated*
 # features instead of betting on one.
 #
 # The dynamics say the same, step by step. The data gradient is the same for
@@ -1051,26 +645,29 @@ print("clip_grad_norm_: ok")
 # than the original weight (a little less regularised).
 #
 # ### Exercise: `fit_logistic_regression(X, y, w_init, weight_decay, lr, steps)`
+#
 # Full-batch gradient descent with your `SGD` (`lr`, `weight_decay`) on the
-# mean logistic loss of the logits z = X @ w with labels y ∈ {0, 1}:
-# mean(softplus(z) − y·z), where softplus(z) = log(1 + eᶻ). Write softplus
-# stably as relu(z) + log(1 + e^(−|z|)) (tinytorch has `relu`, `abs`, `exp`,
-# `log`). Start from a copy of `w_init` (no bias), and return the final
-# weights as a NumPy array. The experiment below it (provided) fits, duplicates
-# a feature, and refits from the old solution with the copy's weight at 0.
+# mean logistic loss of the logits z = X @ w (no bias) with labels y ∈ {0, 1}.
+# Return the final weights as a NumPy array. The test fits, duplicates a
+# feature, and refits from the old solution with the copy's weight at 0.
+#
+# - Hint 1: the usual loop: zero the gradients, forward, loss, backward, step.
+# - Hint 2: the mean logistic loss, mean(softplus(z) − y·z), is module 04's
+#   stable `binary_cross_entropy_with_logits(z, y)`.
+# - Hint 3: X, y as tensors, w a float32 leaf tensor copied from `w_init` with
+#   `requires_grad=True`; `SGD([w], ...)` once, before the loop; return a copy
+#   of `w.data` (shape (d,)).
 
 # %% nbgrader={"grade": false, "grade_id": "logistic-l2", "locked": false, "schema_version": 3, "solution": true}
 def fit_logistic_regression(X, y, w_init, weight_decay, lr=1.0, steps=600):
     """Weights of an L2-regularised logistic regression (no bias), by full-batch SGD from w_init."""
+    ### BEGIN SOLUTION
     X, y = tt.tensor(X), tt.tensor(y)
     w = tt.tensor(np.array(w_init, dtype=np.float32), requires_grad=True)
-    ### BEGIN SOLUTION
     opt = SGD([w], lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
         opt.zero_grad()
-        z = X @ w
-        softplus = z.relu() + ((-z.abs()).exp() + 1.0).log()
-        loss = (softplus - y * z).mean()
+        loss = binary_cross_entropy_with_logits(X @ w, y)
         loss.backward()
         opt.step()
     return w.data.copy()
@@ -1122,76 +719,86 @@ test_logistic_l2()
 print("weight decay splits duplicated features: ok")
 
 # %% [markdown]
-# ## 8. Putting it together: an MLP with AdamW, warmup + cosine, and clipping
+# ## 7. Putting it together: AdamW, warmup then cosine, and clipping
 #
-# The training loop every later module uses: zero the gradients, forward,
-# loss, backward, clip, step the optimizer, step the schedule.
+# The training loop every later module uses, on a task a linear model cannot
+# solve: XOR of the signs of two coordinates. Per step: zero the gradients,
+# forward, loss, backward, clip, step the optimizer, step the schedule. The
+# schedule is a `SequentialLR` (provided) of a `LinearLR` warmup from lr/10 over
+# the first `warmup` steps, then your cosine down to 0 over the rest.
+#
+# ### Exercise: `train(model, inputs, targets, steps, lr, warmup, max_norm)`
+#
+# Return the list of losses, one per step, and the optimizer.
+#
+# - Hint 1: build the optimizer and the schedule once, before the loop; the
+#   schedule steps after the optimizer.
+# - Hint 2: AdamW with weight decay 0.01; the warmup is a `LinearLR` from factor
+#   0.1 over `warmup` iterations, the decay a `CosineAnnealingLR` over the other
+#   steps − warmup, joined by a `SequentialLR` whose one milestone is `warmup`.
+# - Hint 3: seven calls per step: `zero_grad`, the model, `cross_entropy`,
+#   `backward`, `clip_grad_norm_` of the model's parameters, the two `step`s;
+#   append `loss.item()`.
 
-# %%
-from tinytorch import nn
-from tinytorch.nn.functional import cross_entropy
+# %% nbgrader={"grade": false, "grade_id": "train-loop", "locked": false, "schema_version": 3, "solution": true}
+def train(model, inputs, targets, steps=150, lr=0.05, warmup=10, max_norm=1.0):
+    """AdamW with linear warmup then cosine decay and gradient clipping; returns (losses, optimizer)."""
+    ### BEGIN SOLUTION
+    opt = AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = SequentialLR(opt, [LinearLR(opt, start_factor=0.1, total_iters=warmup),
+                                  CosineAnnealingLR(opt, T_max=steps - warmup)], milestones=[warmup])
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = cross_entropy(model(inputs), targets)
+        loss.backward()
+        clip_grad_norm_(model.parameters(), max_norm)
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses, opt
+    ### END SOLUTION
 
+
+# %% nbgrader={"grade": true, "grade_id": "test-train-loop", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 tt.manual_seed(0)
-rng = np.random.default_rng(0)
-points = rng.uniform(-1, 1, (256, 2)).astype(np.float32)
+points = np.random.default_rng(0).uniform(-1, 1, (256, 2)).astype(np.float32)
 labels = ((points[:, 0] > 0) ^ (points[:, 1] > 0)).astype(np.int64)  # XOR of the signs
-inputs, targets = tt.tensor(points), tt.tensor(labels)
-
 model = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
-opt = AdamW(model.parameters(), lr=0.05, weight_decay=0.01)
-steps = 150
-schedule = SequentialLR(opt, [LinearLR(opt, start_factor=0.1, total_iters=10),
-                              CosineAnnealingLR(opt, T_max=steps - 10)], milestones=[10])
-for step in range(steps):
-    opt.zero_grad()
-    logits = model(inputs)
-    loss = cross_entropy(logits, targets)
-    loss.backward()
-    norm = clip_grad_norm_(model.parameters(), max_norm=1.0)
-    opt.step()
-    schedule.step()
-    if step % 50 == 0 or step == steps - 1:
-        print(f"step {step:3d}  loss {loss.item():.4f}  grad norm {norm.item():.3f}  lr {opt.param_groups[0]['lr']:.4f}")
-accuracy = (logits.argmax(dim=1).numpy() == labels).mean()
-print(f"train accuracy on XOR: {accuracy:.1%}")
+losses, opt = train(model, tt.tensor(points), tt.tensor(labels), steps=150)
+assert len(losses) == 150, f"one loss per step: expected 150, got {len(losses)}"
+assert isinstance(opt, AdamW), f"train with AdamW, got {type(opt).__name__}"
+assert opt.param_groups[0]["lr"] < 1e-6, f"after warmup + cosine the lr ends at 0, got {opt.param_groups[0]['lr']}"
+assert losses[-1] < 0.5 * losses[0], f"the loss should at least halve: {losses[0]:.3f} -> {losses[-1]:.3f}"
+train_accuracy = (model(tt.tensor(points)).argmax(dim=1).numpy() == labels).mean()
+assert train_accuracy > 0.9, f"an MLP fits XOR: train accuracy should exceed 90%, got {train_accuracy:.1%}"
+print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_accuracy:.1%}")
 
 # %% [markdown]
-# ## 9. What it costs
+# ## 8. What it costs
 #
 # Time: an optimizer step is a handful of elementwise passes over every
-# parameter (SGD 1 to 4, Adam about 14), each reading and writing memory —
-# compare with the forward and backward passes in `bench/mlp.py`. Memory is the
-# real cost: the state. Measured on a 784→512→512→10 MLP with your optimizers:
+# parameter (SGD 1 to 4, Adam about 14), each reading and writing memory:
+# memory-bound, and small next to the forward and backward passes of any model
+# with matmuls. Memory is the real cost: the state. Measured on a
+# 784→512→512→10 MLP with your optimizers:
 
 # %%
-import timeit
-
-
-def state_bytes(optimizer):
-    """Bytes held in the optimizer's per-parameter state arrays."""
-    return sum(v.nbytes for s in optimizer.state.values() for v in s.values() if hasattr(v, "nbytes"))
-
-
 mlp = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
 mlp_params = list(mlp.parameters())
 param_bytes = sum(p.data.nbytes for p in mlp_params)
-print(f"parameters: {sum(p.numel() for p in mlp_params):,} floats = {param_bytes / 2**20:.2f} MiB")
-for name, make in [("SGD", lambda: SGD(mlp_params, lr=0.0)),
-                   ("SGD momentum", lambda: SGD(mlp_params, lr=0.0, momentum=0.9)),
-                   ("Adam", lambda: Adam(mlp_params, lr=0.0)),
-                   ("AdamW amsgrad", lambda: AdamW(mlp_params, lr=0.0, amsgrad=True)),
-                   ("RMSprop centered", lambda: RMSprop(mlp_params, lr=0.0, centered=True))]:
-    for p in mlp_params:
-        p.grad = tt.zeros(*p.shape)
-    optimizer = make()
+for p in mlp_params:
+    p.grad = tt.zeros(*p.shape)
+for name, optimizer in [("SGD", SGD(mlp_params, lr=0.0)), ("SGD momentum", SGD(mlp_params, lr=0.0, momentum=0.9)),
+                        ("Adam", Adam(mlp_params, lr=0.0)), ("AdamW amsgrad", AdamW(mlp_params, lr=0.0, amsgrad=True))]:
     seconds = min(timeit.repeat(optimizer.step, number=5, repeat=3)) / 5
-    extra = state_bytes(optimizer)
-    print(f"{name:17s} state {extra / 2**20:5.2f} MiB = {extra / param_bytes:.0f} x the parameters; "
-          f"step {seconds * 1e3:5.2f} ms")
+    extra = sum(v.nbytes for s in optimizer.state.values() for v in s.values() if hasattr(v, "nbytes"))
+    print(f"{name:14s} state {extra / 2**20:5.2f} MiB = {extra / param_bytes:.0f} x the parameters "
+          f"({param_bytes / 2**20:.2f} MiB); step {seconds * 1e3:5.2f} ms")
 
 # %% [markdown]
-# Adam's two moments triple the memory of the weights (plus the gradients:
-# four copies in all). That is why large models shard optimizer state across
+# Adam's two moments take twice the memory of the weights (with the weights
+# and the gradients: four copies in all). That is why large models shard optimizer state across
 # GPUs (ZeRO, in module 11) and why memory-lean optimizers exist.
 #
 # **Next:** module 06 feeds batches of data to this loop, and module 07 wraps
