@@ -23,10 +23,11 @@ def test_logistic_regression_converges(rng, device):
     losses = []
     for _ in range(100):
         loss = F.binary_cross_entropy_with_logits(X @ w + b, Y)
-        w.grad = b.grad = None
+        for param in (w, b):
+            param.grad = None
         loss.backward()
-        w.data -= 0.5 * w.grad.data
-        b.data -= 0.5 * b.grad.data
+        for param in (w, b):
+            param.data -= 0.5 * param.grad.data
         losses.append(loss.item())
     assert losses[-1] < 0.05 < losses[0], f"loss should fall well below 0.05: {losses[0]:.3f} -> {losses[-1]:.3f}"
     assert accuracy(X @ w + b, Y) == 1.0

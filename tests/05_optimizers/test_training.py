@@ -45,6 +45,7 @@ def test_mlp_learns_xor(name, device):
         loss.backward()
         clip_grad_norm_(model.parameters(), max_norm=5.0)
         opt.step()
+        assert opt.param_groups[0]["lr"] > 0
         schedule.step()
     accuracy = (logits.argmax(dim=1).cpu().numpy() == labels).mean()
     assert loss.item() < 0.3 * first, f"{name}: loss went from {first:.3f} to only {loss.item():.3f}"
