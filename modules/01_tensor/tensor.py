@@ -15,16 +15,17 @@
 # # Module 01 — Tensor
 #
 # Every number a neural network touches lives in a **tensor**: an n-dimensional
-# array of one dtype, on one device. In this module you build TinyTorch's
-# `Tensor`: how it is created, how arithmetic broadcasts, how it reduces,
-# reshapes and is indexed, and on which device its numbers live.
+# array of one dtype, on one device. A framework is, first of all, a set of
+# operations on tensors: arithmetic that broadcasts, reductions, reshapes and
+# indexing. Training adds one demand: each operation must also say how to send a
+# gradient back to its inputs. In this module you write those operations, forward
+# and backward, side by side, the way PyTorch and micrograd do.
 #
-# Each operation also writes down, right beside its forward computation, how to
-# send a gradient back to its inputs. Module 02 (autograd) walks those
-# backward rules; here you write them, and check them by calling them directly.
-#
-# **You will implement:** `unbroadcast`, `add`, `mul`, `sum` and `log_softmax`.
-# Everything else is provided, and worth reading: it follows the same pattern.
+# **You will write:** `unbroadcast`; `add`, `sub`, `mul`, `div`, `pow`; `matmul` with its
+# batched and 1-D backward; `sum`, `mean` and `max`/`min` with `dim` and `keepdim`;
+# `reshape`, `transpose`, `permute`; the backward of indexing; `softmax` and
+# `log_softmax`. Module 02 then builds the engine that calls your backward rules in
+# the right order. Here you test each rule by calling it directly.
 #
 # **Cost to keep in mind:** a tensor op in Python pays a fixed overhead (a few
 # microseconds of interpreter work) plus the array work. For tiny tensors the
@@ -35,678 +36,88 @@
 #| default_exp core.tensor
 
 # %% [markdown]
-# ## 1. Devices, array namespaces and dtypes
+# ## 0. What is provided
 #
-# *Why.* The same model should run on a laptop CPU and on a GPU without being
-# written twice. NumPy (CPU) and CuPy (GPU) expose almost the same API, so we
-# write every operation once against an **array namespace** `xp`: `numpy` for
-# `"cpu"`, `cupy` for `"cuda"`. A tensor knows its device; the device knows its
-# namespace.
-#
-# Rules we keep:
-# - moving between devices is explicit (`.to("cuda")`, `.cpu()`); an op whose
-#   inputs live on two devices is an error naming both;
-# - CuPy is optional: without it (or without a GPU) everything on `"cpu"` works,
-#   and asking for `"cuda"` says exactly why it cannot;
-# - `float32` is the default dtype, and nothing silently becomes `float64`
-#   (twice the memory, and on GPUs often 30x slower).
-#
-# This backend is provided code: read it, then move on.
+# The plumbing lives in `provided.py`, which exports into the same package file
+# before this lesson: the `Tensor` class (attributes, conversions, printing), the
+# creation functions (`tensor`, `zeros`, `randn`, ...), devices and dtypes, and
+# small helpers that check operands. The next cell imports the ones your code
+# uses: `from_op` to build an op's output, `_operands`/`_binary`/`_keep_float32`
+# for binary ops, `_dims` to normalise a `dim` argument, and `get_xp` for the
+# array namespace (`numpy` on cpu, `cupy` on cuda).
 
 # %%
-#| export core.backend
-"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generator."""
-import numpy as np
-
-
-class Device:
-    """Where a tensor's numbers live: `cpu`, or `cuda:N` (the N-th GPU)."""
-
-    __slots__ = ("type", "index")
-
-    def __init__(self, type: str, index=None):
-        self.type = type
-        self.index = index
-
-    def __str__(self):
-        return self.type if self.index is None else f"{self.type}:{self.index}"
-
-    def __repr__(self):
-        return f"device(type='{self}')"
-
-    def __eq__(self, other):
-        if isinstance(other, str):
-            other = device(other)
-        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
-
-    def __hash__(self):
-        return hash((self.type, self.index))
-
-
-_DEVICES = {}
-
-
-def device(spec=None) -> Device:
-    """Parse `"cpu"`, `"cuda"` or `"cuda:N"` into a (cached) `Device`."""
-    if isinstance(spec, Device):
-        return spec
-    if spec is None:
-        spec = "cpu"
-    found = _DEVICES.get(spec)
-    if found is not None:
-        return found
-    if not isinstance(spec, str):
-        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0' or a Device, got {spec!r}")
-    kind, _, index = spec.partition(":")
-    if kind == "cpu" and not index:
-        dev = Device("cpu")
-    elif kind == "cuda" and (not index or index.isdigit()):
-        dev = Device("cuda", int(index or 0))
-    else:
-        raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
-    _DEVICES[spec] = dev
-    return dev
-
-
-_cuda_probe = None  # (cupy module or None, reason or None), filled on first use
-
-
-def _probe_cuda():
-    """Import CuPy and find a usable GPU once; remember why not, if not."""
-    global _cuda_probe
-    if _cuda_probe is None:
-        try:
-            import cupy
-        except ImportError as err:
-            _cuda_probe = (None, f"CuPy is not installed ({err}); install it with "
-                                 f"`pip install 'tinytorch[gpu]'` to use device='cuda'")
-        else:
-            try:
-                count = cupy.cuda.runtime.getDeviceCount()
-                reason = None if count > 0 else "CuPy is installed but no CUDA device is visible"
-            except Exception as err:  # CUDARuntimeError: no driver, driver too old, ...
-                count, reason = 0, f"CuPy is installed but CUDA is unusable: {err}"
-            _cuda_probe = (cupy if reason is None else None, reason)
-    return _cuda_probe
-
-
-def cuda_available() -> bool:
-    """True when CuPy imports and at least one CUDA device answers."""
-    return _probe_cuda()[0] is not None
-
-
-def cuda_unavailable_reason():
-    """Why `"cuda"` cannot be used here, or None when it can."""
-    return _probe_cuda()[1]
-
-
-def get_xp(dev: Device):
-    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda."""
-    if dev.type == "cpu":
-        return np
-    cupy, reason = _probe_cuda()
-    if cupy is None:
-        raise RuntimeError(f"cannot use device '{dev}': {reason}")
-    if dev.index >= cupy.cuda.runtime.getDeviceCount():
-        raise RuntimeError(f"cannot use device '{dev}': only "
-                           f"{cupy.cuda.runtime.getDeviceCount()} CUDA device(s) visible")
-    cupy.cuda.Device(dev.index).use()
-    return cupy
-
-
-def to_device(array, dev: Device):
-    """Copy an array to `dev` (a no-op when it is already there)."""
-    if dev.type == "cpu":
-        return array if isinstance(array, np.ndarray) else array.get()
-    xp = get_xp(dev)
-    return xp.asarray(array)
-
-
-def to_numpy(array):
-    """A NumPy view (cpu) or host copy (cuda) of an array."""
-    return array if isinstance(array, np.ndarray) else array.get()
-
-
-def scatter_add(target, index, values):
-    """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
-    if isinstance(target, np.ndarray):
-        np.add.at(target, index, values)
-    else:
-        import cupyx
-        cupyx.scatter_add(target, index, values)
-
-
-_generator = np.random.default_rng()
-
-
-def manual_seed(seed: int):
-    """Seed the generator behind `rand`/`randn` (and module code that draws numbers)."""
-    global _generator
-    _generator = np.random.default_rng(seed)
-    return _generator
-
-
-def default_generator():
-    """The NumPy generator that `manual_seed` resets."""
-    return _generator
-
-
-# %% [markdown]
-# TinyTorch's dtypes *are* NumPy dtypes (CuPy shares them), named as in PyTorch.
-# The cell defines `bool` last: inside this package, `bool` means the dtype, so
-# code here never uses Python's `bool` by that name.
-
-# %%
-#| export core.backend
-float16 = np.dtype("float16")
-float32 = np.dtype("float32")
-float64 = np.dtype("float64")
-int8 = np.dtype("int8")
-int16 = np.dtype("int16")
-int32 = np.dtype("int32")
-int64 = np.dtype("int64")
-uint8 = np.dtype("uint8")
-bool = np.dtype(np.bool_)  # noqa: A001 -- PyTorch's name for the dtype
-
-SUPPORTED_DTYPES = (float16, float32, float64, int8, int16, int32, int64, uint8, bool)
-DEFAULT_FLOAT = float32
-
-
-def resolve_dtype(dtype):
-    """Turn `float32`, `np.float32` or `"float32"` into a supported dtype (None stays None)."""
-    if dtype is None:
-        return None
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"unsupported dtype {dtype!r}") from None
-    if resolved not in SUPPORTED_DTYPES:
-        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
-        raise TypeError(f"unsupported dtype {resolved.name}: TinyTorch supports {names}")
-    return resolved
-
-
-def is_floating(dtype):
-    """True for float16/32/64."""
-    return dtype.kind == "f"
-
-
-# %% [markdown]
-# ## 2. The `Tensor` object
-#
-# A `Tensor` holds:
-#
-# | attribute | meaning |
-# | --- | --- |
-# | `data` | the raw array (`numpy.ndarray` on cpu, `cupy.ndarray` on cuda). Unlike PyTorch, `.data` is the array itself. |
-# | `requires_grad` | whether gradients should flow to (or through) this tensor |
-# | `grad` | the accumulated gradient (a `Tensor`), for leaves that require grad |
-# | `_parents`, `_backward` | the graph: which tensors this one was computed from, and how to send a gradient back to them. `None` for leaves. |
-#
-# Every operation builds its output with `_wrap(data, device, parents, backward)`.
-# The graph is recorded only when some parent requires grad *and* grad mode is
-# on (module 02 gives you `no_grad` to turn it off): inference pays nothing.
-#
-# `backward` is a closure `grad_out -> (grad_parent_0, grad_parent_1, ...)`: given
-# dL/d(out), it returns dL/d(parent) for each parent (None where a parent needs
-# none). This is the chain rule, one op at a time.
-#
-# The class below is a thin shell: its methods call the functions defined in the
-# rest of this module (`add`, `sum`, ...), so each op's forward and backward sit
-# together in one place, as in PyTorch's `torch.add` vs `Tensor.add`.
-
-# %%
-#| export
 import builtins
 import math
-import threading
-from collections import namedtuple
 
 import numpy as np
 
-from tinytorch.core.backend import (
-    DEFAULT_FLOAT, Device, device, get_xp, is_floating, resolve_dtype, scatter_add,
-    to_device, to_numpy, default_generator,
+from tinytorch.core.backend import get_xp, scatter_add
+from tinytorch.core.tensor import (
+    MinMax, Tensor, _binary, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
+    _index_arrays, _keep_float32, _needs, _operands, _require_float, _shape_arg, _xp_add, _xp_div,
+    _xp_mul, _xp_pow, _xp_sub, from_op, tensor,
 )
 
-_F64 = np.dtype("float64")
-_F32 = np.dtype("float32")
-
-
-class _GradMode(threading.local):
-    """Whether ops record the graph; per thread, like PyTorch. Module 02 flips it."""
-
-    def __init__(self):
-        self.enabled = True
-
-
-_grad_mode = _GradMode()
-
-
-def from_op(data, device, inputs=None, backward=None):
-    """The tensor an op returns: the public way to define an op with its backward.
-
-    `data` is the op's output array (on `device`), `inputs` the tensors the op read
-    (None for plain numbers), and `backward(grad)` returns one gradient array (or None)
-    per input. The graph is recorded only when grad mode is on and an input requires grad.
-    """
-    data, dev, parents = data, device, inputs
-    if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
-        data = np.asarray(data)
-    out = object.__new__(Tensor)
-    out.data = data
-    out._device = dev
-    out.grad = None
-    if parents is not None and _grad_mode.enabled:
-        for p in parents:
-            if p is not None and p.requires_grad:
-                out.requires_grad = True
-                out._parents = parents
-                out._backward = backward
-                return out
-    out.requires_grad = False
-    out._parents = None
-    out._backward = None
-    return out
-
-
-_wrap = from_op  # the older private name; use from_op
-
-
-# %%
-#| export
-class Tensor:
-    """An n-dimensional array on a device, that can record how it was computed."""
-
-    __slots__ = ("data", "requires_grad", "grad", "_parents", "_backward", "_device", "__weakref__")
-    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
-
-    def __init__(self, data, dtype=None, device=None, requires_grad=False):
-        dev = _device_of(device)
-        array = _to_array(data, resolve_dtype(dtype))
-        self.data = to_device(array, dev)
-        self._device = dev
-        self.grad = None
-        self._parents = None
-        self._backward = None
-        self.requires_grad = False
-        if requires_grad:
-            self.requires_grad_(True)
-
-    # --- attributes ----------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    ndim = property(lambda self: self.data.ndim)
-    dtype = property(lambda self: self.data.dtype)
-    device = property(lambda self: self._device)
-    is_leaf = property(lambda self: self._parents is None)
-    T = property(lambda self: permute(self, *reversed(range(self.data.ndim))))
-
-    def numel(self):
-        return int(self.data.size)
-
-    def size(self, dim=None):
-        return self.data.shape if dim is None else self.data.shape[dim]
-
-    def dim(self):
-        return self.data.ndim
-
-    # --- arithmetic (each calls the op function defined below) ---------------
-    def __add__(self, other): return add(self, other)
-    def __radd__(self, other): return add(other, self)
-    def __sub__(self, other): return sub(self, other)
-    def __rsub__(self, other): return sub(other, self)
-    def __mul__(self, other): return mul(self, other)
-    def __rmul__(self, other): return mul(other, self)
-    def __truediv__(self, other): return div(self, other)
-    def __rtruediv__(self, other): return div(other, self)
-    def __pow__(self, other): return pow(self, other)
-    def __rpow__(self, other): return pow(other, self)
-    def __matmul__(self, other): return matmul(self, other)
-    def __rmatmul__(self, other): return matmul(other, self)
-    def __neg__(self): return neg(self)
-
-    def __lt__(self, other): return _compare(self, other, "less")
-    def __le__(self, other): return _compare(self, other, "less_equal")
-    def __gt__(self, other): return _compare(self, other, "greater")
-    def __ge__(self, other): return _compare(self, other, "greater_equal")
-    def __eq__(self, other): return _compare(self, other, "equal")
-    def __ne__(self, other): return _compare(self, other, "not_equal")
-    __hash__ = object.__hash__  # tensors are hashed by identity, as in PyTorch
-
-    def add(self, other): return add(self, other)
-    def sub(self, other): return sub(self, other)
-    def mul(self, other): return mul(self, other)
-    def div(self, other): return div(self, other)
-    def matmul(self, other): return matmul(self, other)
-
-    # --- reductions ----------------------------------------------------------
-    def sum(self, dim=None, keepdim=False): return sum(self, dim, keepdim)
-    def mean(self, dim=None, keepdim=False): return mean(self, dim, keepdim)
-    def var(self, dim=None, correction=1, keepdim=False): return var(self, dim, correction, keepdim)
-    def max(self, dim=None, keepdim=False): return max(self, dim, keepdim)
-    def min(self, dim=None, keepdim=False): return min(self, dim, keepdim)
-    def argmax(self, dim=None, keepdim=False): return argmax(self, dim, keepdim)
-    def argmin(self, dim=None, keepdim=False): return argmin(self, dim, keepdim)
-
-    # --- shape -----------------------------------------------------------------
-    def reshape(self, *shape): return reshape(self, *shape)
-    def view(self, *shape): return reshape(self, *shape)
-    def transpose(self, dim0, dim1): return transpose(self, dim0, dim1)
-    def permute(self, *dims): return permute(self, *dims)
-    def squeeze(self, dim=None): return squeeze(self, dim)
-    def unsqueeze(self, dim): return unsqueeze(self, dim)
-    def expand(self, *sizes): return expand(self, *sizes)
-    def flatten(self, start_dim=0, end_dim=-1): return flatten(self, start_dim, end_dim)
-    def split(self, split_size_or_sections, dim=0): return split(self, split_size_or_sections, dim)
-    def __getitem__(self, index): return getitem(self, index)
-
-    def __setitem__(self, index, value):
-        if self.requires_grad and _grad_mode.enabled:
-            raise RuntimeError("in-place assignment to a tensor that requires grad would corrupt its "
-                               "graph; build a new tensor with tinytorch.where or masked_fill")
-        index, _ = _index_arrays(index, self._device)
-        self.data[index] = value.data if isinstance(value, Tensor) else value
-
-    # --- elementwise -----------------------------------------------------------
-    def exp(self): return exp(self)
-    def log(self): return log(self)
-    def sqrt(self): return sqrt(self)
-    def abs(self): return abs(self)
-    def tanh(self): return tanh(self)
-    def sigmoid(self): return sigmoid(self)
-    def relu(self): return relu(self)
-    def gelu(self, approximate="none"): return gelu(self, approximate)
-    def clamp(self, min=None, max=None): return clamp(self, min, max)
-    def softmax(self, dim): return softmax(self, dim)
-    def log_softmax(self, dim): return log_softmax(self, dim)
-    def masked_fill(self, mask, value): return masked_fill(self, mask, value)
-
-    # --- autograd ------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (the engine is module 02's)."""
-        from tinytorch.core.autograd import backward  # the engine lives in the next module
-        backward(self, gradient, retain_graph)
-
-    def detach(self):
-        """The same numbers, cut from the graph."""
-        return _wrap(self.data, self._device)
-
-    def requires_grad_(self, requires_grad=True):
-        if requires_grad and not is_floating(self.data.dtype):
-            raise RuntimeError(f"only floating-point tensors can require gradients, "
-                               f"this one is {self.data.dtype.name}")
-        if not requires_grad and self._parents is not None:
-            raise RuntimeError("requires_grad can only be turned off on leaf tensors; use .detach()")
-        self.requires_grad = requires_grad
-        return self
-
-    # --- conversions -----------------------------------------------------------
-    def to(self, *args, dtype=None, device=None):
-        for arg in args:
-            if isinstance(arg, (str, Device)):
-                device = arg
-            else:
-                dtype = arg
-        out = self
-        if dtype is not None:
-            out = _cast(out, resolve_dtype(dtype))
-        if device is not None:
-            out = _move(out, _device_of(device))
-        return out
-
-    def cpu(self): return self.to("cpu")
-    def cuda(self, index=0): return self.to(f"cuda:{index}")
-    def float(self): return self.to(DEFAULT_FLOAT)
-    def double(self): return self.to(np.dtype("float64"))
-    def half(self): return self.to(np.dtype("float16"))
-    def long(self): return self.to(np.dtype("int64"))
-    def int(self): return self.to(np.dtype("int32"))
-    def bool(self): return self.to(np.dtype(np.bool_))
-
-    def numpy(self):
-        """The numbers as a NumPy array (a view on cpu, a host copy on cuda)."""
-        return to_numpy(self.data)
-
-    def __array__(self, dtype=None, copy=None):
-        array = to_numpy(self.data)
-        return array if dtype is None else array.astype(dtype)
-
-    def item(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to a "
-                               f"Python number; .item() needs exactly one")
-        return self.data.item()
-
-    def tolist(self):
-        return to_numpy(self.data).tolist()
-
-    def __len__(self):
-        if self.data.ndim == 0:
-            raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    def __bool__(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements is "
-                               f"ambiguous; use .any() or .all() on .data, or compare .item()")
-        return builtins.bool(self.data.item())
-
-    def __float__(self): return builtins.float(self.item())
-    def __int__(self): return builtins.int(self.item())
-
-    def __repr__(self):
-        array = to_numpy(self.data)
-        body = _format_array(array)
-        extras = []
-        if self._device.type != "cpu":
-            extras.append(f"device='{self._device}'")
-        if array.dtype.name not in ("float32", "int64", "bool"):
-            extras.append(f"dtype={array.dtype.name}")
-        if self._backward is not None:
-            name = self._backward.__name__.replace("_backward", "").title().replace("_", "")
-            extras.append(f"grad_fn=<{name}Backward>")
-        elif self.requires_grad:
-            extras.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extras) + ")"
-
-
 # %% [markdown]
-# ## 3. Making tensors
+# ## 1. A tensor remembers how it was made
 #
-# `tensor(data)` accepts nested lists, NumPy arrays and numbers. Python floats
-# become `float32` (not NumPy's `float64`), Python ints `int64`, Python bools
-# `bool`. A NumPy array keeps its dtype: passing a `float64` array is asking for
-# `float64`.
+# A `Tensor` holds `data` (the raw NumPy or CuPy array), `requires_grad`, `grad`,
+# and two fields that make up the **graph**: `_parents`, the tensors it was
+# computed from, and `_backward`, a function that sends a gradient back to them.
 #
-# A ragged list such as `[[1, 2], [3]]` is not a tensor. NumPy's own error is
-# cryptic, so we find the first dimension where lengths disagree and name it.
+# Every op ends the same way: `from_op(data, device, inputs, backward)` wraps the
+# output array, and records `inputs` and `backward` only when some input requires
+# grad and grad mode is on (module 02 adds `no_grad`). Inference pays nothing.
+#
+# The contract of `backward` is the chain rule, one op at a time: given
+# `g` = dL/d(out), an array of the output's shape, return a tuple with one entry per
+# input: dL/d(input), an array of that input's shape, or `None` for an input that
+# needs no gradient. Worked example, an op that doubles its input:
 
 # %%
-#| export
-def _device_of(spec):
-    return device(spec)
+def double(x):
+    def double_backward(g):
+        return (2 * g,)  # d(2x)/dx = 2, times the incoming gradient
+    return from_op(x.data * 2, x.device, (x,), double_backward)
 
 
-def _format_array(array):
-    """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
-    options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
-    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array[:0]
-    if finite.size and (finite != np.round(finite)).any():
-        magnitudes = np.abs(finite[finite != 0])
-        big, small = magnitudes.max(), magnitudes.min()
-        spec = "{:.4e}" if big >= 1e8 or small < 1e-4 or big / small > 1e3 else "{:.4f}"
-        width = builtins.max(len(spec.format(v)) for v in finite.ravel())
-        options["formatter"] = {"float_kind": lambda v: spec.format(v).rjust(width)}
-    return np.array2string(array, **options)
-
-
-def _ragged_message(data):
-    """Explain where a nested list stops being rectangular."""
-    level, dim = [data], 0
-    while True:
-        is_seq = [isinstance(x, (list, tuple)) for x in level]
-        if not any(is_seq):
-            return "cannot build a tensor from this data"
-        if not all(is_seq):
-            return (f"ragged nested sequence: dimension {dim} mixes numbers and lists; "
-                    f"every element at one depth must have the same shape")
-        lengths = sorted({len(x) for x in level})
-        if len(lengths) > 1:
-            return (f"ragged nested sequence: dimension {dim} has lengths {lengths}; "
-                    f"a tensor needs equal lengths at every depth")
-        level, dim = [y for x in level for y in x], dim + 1
-
-
-def _to_array(data, dtype):
-    """Convert user data to a NumPy (or CuPy) array with TinyTorch's dtype rules."""
-    if isinstance(data, Tensor):
-        data = data.data
-    if hasattr(data, "__cuda_array_interface__"):  # already a CuPy array
-        array = data.astype(dtype) if dtype is not None else data.copy()
-    elif isinstance(data, np.ndarray):
-        array = data.astype(dtype) if dtype is not None else data.copy()
-    else:
-        try:
-            array = np.array(data, dtype=dtype)
-        except ValueError as err:
-            if "inhomogeneous" in str(err) or "sequence" in str(err):
-                raise ValueError(_ragged_message(data)) from None
-            raise
-        if dtype is None and array.dtype is _F64:
-            array = array.astype(DEFAULT_FLOAT)  # Python floats mean float32 here
-    resolve_dtype(array.dtype)  # raises TypeError for strings, objects, complex...
-    return array
-
-
-def tensor(data, dtype=None, device=None, requires_grad=False):
-    """Build a tensor from nested lists, numbers or an array (always a copy)."""
-    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
-
-
-def from_numpy(array):
-    """Wrap a NumPy array without copying; the tensor keeps its dtype and shares memory."""
-    resolve_dtype(array.dtype)
-    return _wrap(array, device("cpu"))
-
-
-def _sizes(size):
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = size[0]
-    return tuple(builtins.int(s) for s in size)
-
-
-def _filled(shape, fill, dtype, dev, requires_grad):
-    dev = _device_of(dev)
-    xp = get_xp(dev)
-    out = _wrap(xp.full(shape, fill, dtype=dtype), dev)
-    return out.requires_grad_(True) if requires_grad else out
-
-
-def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(_sizes(size), 0, resolve_dtype(dtype) or DEFAULT_FLOAT, device, requires_grad)
-
-
-def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(_sizes(size), 1, resolve_dtype(dtype) or DEFAULT_FLOAT, device, requires_grad)
-
-
-def full(size, fill_value, dtype=None, device=None, requires_grad=False):
-    if dtype is None:
-        dtype = np.array(fill_value).dtype
-        dtype = DEFAULT_FLOAT if dtype is _F64 else dtype
-    return _filled(_sizes((size,)), fill_value, resolve_dtype(dtype), device, requires_grad)
-
-
-def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
-    if end is None:
-        start, end = 0, start
-    if dtype is None:
-        all_ints = builtins.all(isinstance(v, (builtins.int, np.integer)) for v in (start, end, step))
-        dtype = np.dtype("int64") if all_ints else DEFAULT_FLOAT
-    dev = _device_of(device)
-    out = _wrap(get_xp(dev).arange(start, end, step, dtype=resolve_dtype(dtype)), dev)
-    return out.requires_grad_(True) if requires_grad else out
-
-
-def _random(draw, size, dtype, device, requires_grad):
-    dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
-    array = draw(default_generator(), _sizes(size), dtype)
-    dev = _device_of(device)
-    out = _wrap(to_device(array, dev), dev)
-    return out.requires_grad_(True) if requires_grad else out
-
-
-def rand(*size, dtype=None, device=None, requires_grad=False):
-    """Uniform numbers in [0, 1), drawn on the CPU so a seed gives the same numbers on any device."""
-    return _random(lambda g, s, d: g.random(s, dtype=d), size, dtype, device, requires_grad)
-
-
-def randn(*size, dtype=None, device=None, requires_grad=False):
-    """Standard normal numbers (mean 0, std 1)."""
-    return _random(lambda g, s, d: g.standard_normal(s, dtype=d), size, dtype, device, requires_grad)
-
-
-def _like(fn, t, dtype, device, requires_grad, *args):
-    return fn(*args, t.shape, dtype=dtype or t.dtype, device=device or t.device,
-              requires_grad=requires_grad)
-
-
-def zeros_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(zeros, t, dtype, device, requires_grad)
-
-
-def ones_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(ones, t, dtype, device, requires_grad)
-
-
-def rand_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(rand, t, dtype, device, requires_grad)
-
-
-def randn_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(randn, t, dtype, device, requires_grad)
-
-
-def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
-    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
-                requires_grad=requires_grad)
-
+a = tensor([1.0, 2.0], requires_grad=True)
+y = double(a)
+print(y, "| parent is a:", y._parents[0] is a, "| backward of ones:", y._backward(np.ones(2)))
 
 # %% [markdown]
-# Try it:
-
-# %%
-x = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
-print(x, x.shape, x.dtype, x.device)
-try:
-    tensor([[1, 2], [3]])
-except ValueError as err:
-    print("ValueError:", err)
-
-# %% [markdown]
-# ## 4. Broadcasting, and its mirror image: `unbroadcast`
+# ## 2. Broadcasting, and its mirror image: `unbroadcast`
 #
 # *Why.* Adding a bias of shape `(4,)` to a batch of shape `(32, 4)` should not
 # need a copy of the bias per row. **Broadcasting** lines shapes up from the
-# right; a dimension of size 1 (or a missing one) is stretched to match:
+# right; a dimension of size 1, or a missing one, is stretched to match:
 #
 # ```
 # (32, 4) + (4,)   -> (32, 4)      (3, 1, 5) + (4, 1) -> (3, 4, 5)
 # ```
 #
-# *The math of the backward pass.* If `b` of shape `(4,)` was used in all 32
-# rows, each use contributes to the loss, so dL/db is the **sum** over the rows
-# of dL/dout. In general: sum the gradient over the leading dimensions that
-# broadcasting added, and over every dimension where the input had size 1
-# (keeping it as size 1). Worked example: out = a + b with a (2, 3), b (1, 3),
-# and grad_out all ones (2, 3) -> grad_b = [[2, 2, 2]], shape (1, 3).
+# *The math of the backward pass.* The bias `b` was used in all 32 rows, and each
+# use contributes to the loss, so dL/db is the **sum** over the rows of dL/dout.
+# In general the gradient arriving at an input has the broadcast shape, and must
+# be summed over (1) the leading dimensions that broadcasting added and (2) every
+# dimension where the input had size 1 but the output did not (keeping it as 1).
 #
-# ### Exercise: `unbroadcast(grad, shape)`
-# Reduce `grad` (an array of the broadcast shape) to `shape` by summing, as
-# above. Return `grad` itself when the shapes already agree (no copy).
+# Worked example: out = a + b with a (2, 3), b (1, 3), dL/dout all ones (2, 3).
+# Dimension 0 of b was stretched from 1 to 2, so grad_b = [[2, 2, 2]], shape (1, 3).
+# For b of shape (3,) instead, dimension 0 of the output was added, and
+# grad_b = [2, 2, 2], shape (3,).
+#
+# ### Exercise 1: `unbroadcast(grad, shape)`
+# Reduce `grad` (an array of the broadcast shape) to `shape` by summing. Return
+# `grad` itself, not a copy, when the shapes already agree: that is the common case
+# and it should cost nothing.
+#
+# - Hint 1: two kinds of axes to sum: the extra leading ones, and the stretched ones.
+# - Hint 2: with `extra = grad.ndim - len(shape)`, input axis `i` sits at grad axis
+#   `i + extra`; it was stretched when `shape[i] == 1` and grad's size there is not 1.
+# - Hint 3: collect a tuple of axes, sum over it with `keepdims=True` (so the
+#   stretched axes stay as size 1), then reshape to `shape` (which drops the extra ones).
 
 # %% nbgrader={"grade": false, "grade_id": "unbroadcast", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -728,6 +139,8 @@ def test_unbroadcast():
     got = unbroadcast(g, (1, 3))
     assert got.shape == (1, 3), f"unbroadcast to (1, 3) should keep the size-1 dim, got shape {got.shape}"
     assert np.allclose(got, 2), f"each bias entry was used twice, so its gradient is 2, got {got}"
+    got = unbroadcast(g, (3,))
+    assert got.shape == (3,), f"unbroadcast to (3,) should drop the added leading dim, got {got.shape}"
     got = unbroadcast(np.ones((3, 4, 5), dtype=np.float32), (4, 1))
     assert got.shape == (4, 1), f"expected shape (4, 1), got {got.shape}"
     assert np.allclose(got, 15), f"(3,4,5) -> (4,1) sums 3*5 = 15 values per entry, got {got.ravel()}"
@@ -743,90 +156,50 @@ test_unbroadcast()
 print("unbroadcast: ok")
 
 # %% [markdown]
-# ## 5. Elementwise arithmetic
+# ## 3. Elementwise arithmetic
 #
-# A binary op takes two operands, each a `Tensor` or a plain number. Helpers:
+# *Why.* Almost every line of a model is arithmetic on tensors: `x * w + b`,
+# `(x - mean) / std`. Each operand is a `Tensor` or a plain number.
 #
-# - `_operands(a, b)` splits them into `(tensor or None, array or number)` pairs
-#   and refuses two devices;
-# - `_binary(name, fn, x, y)` runs the NumPy/CuPy function and turns a shape
-#   mismatch into an error that shows both shapes;
-# - `_keep_float32` undoes NumPy's habit of promoting `int / int` or
-#   `int * 0.5` to `float64`: in TinyTorch only a `float64` input gives a
-#   `float64` output.
+# *The provided pieces.* `_operands(a, b, name)` returns `(ta, x, tb, y)`: each
+# operand as a tensor (or `None` for a plain number) and its raw array (or the
+# number); it refuses two devices. `_binary(name, fn, x, y)` applies one of
+# `_xp_add`, `_xp_sub`, `_xp_mul`, `_xp_div` and turns a broadcasting failure into an
+# error that shows both shapes. `_keep_float32(out, ta, tb)` undoes NumPy's habit of
+# promoting `int / int` or `int * 0.5` to float64: only a float64 input may give a
+# float64 output. `_dev(ta, tb)` is the device of whichever operand is a tensor,
+# and `_needs(t)` says whether gradient must flow into `t`.
 #
-# *The math.* For `out = a + b`: dL/da = dL/dout, dL/db = dL/dout (then
-# unbroadcast). For `out = a * b`: dL/da = dL/dout · b, dL/db = dL/dout · a.
-# Worked example: a = 3, b = 4, out = 12; with dL/dout = 1, dL/da = 4 and dL/db = 3.
+# *The math.* With g = dL/dout:
+#
+# | out | dL/da | dL/db |
+# | --- | --- | --- |
+# | a + b | g | g |
+# | a - b | g | -g |
+# | a · b | g · b | g · a |
+# | a / b | g / b | -g · a / b² = -g · out / b |
+# | aᵇ | g · b · aᵇ⁻¹ | g · aᵇ · ln a = g · out · ln a |
+#
+# Then each gradient is unbroadcast to its operand's shape. Worked example:
+# a = 3, b = 4, out = a · b = 12; with g = 1, dL/da = 4 and dL/db = 3.
+# For division, a = 3, b = 4: out = 0.75, dL/da = 0.25, dL/db = -0.75 / 4 = -0.1875.
+#
+# ### Exercise 2: `add`, `sub`, `mul`, `div`, `pow`
+# Each function receives its operands already split. Write the forward value, the
+# backward closure, and return the op's output.
+#
+# - Hint 1: the forward is the array operation; the backward multiplies `g` by the
+#   local derivative from the table, once per operand.
+# - Hint 2: an operand that is a plain number, or a tensor without `requires_grad`,
+#   gets `None`; every other gradient goes through `unbroadcast` to that operand's shape
+#   (`x.shape` works for arrays; for a plain number `np.shape(x)` is `()`, but such an
+#   operand never needs a gradient). In `pow`, the exponent may be a plain number, so
+#   its logarithm needs `math.log` when `np.isscalar` says so, `xp.log` otherwise.
+# - Hint 3: three steps: `out` from `_binary` with the matching `_xp_` function,
+#   passed through `_keep_float32`; a closure named `<op>_backward(g)` returning a
+#   pair; `from_op` with `out`, the device `_dev` finds, both operands, and the closure.
 
-# %%
-#| export
-def _device_mismatch(a, b, name):
-    raise RuntimeError(f"{name}: expected all tensors on the same device, but found "
-                       f"{a._device} and {b._device}; move one with .to()")
-
-
-def _operands(a, b, name):
-    """Split two operands into (tensor or None, raw value) pairs on one device."""
-    ta = a if isinstance(a, Tensor) else None
-    tb = b if isinstance(b, Tensor) else None
-    if ta is not None and tb is not None and ta._device is not tb._device and ta._device != tb._device:
-        _device_mismatch(ta, tb, name)
-    return ta, (a.data if ta is not None else _constant(a, tb, name)), \
-        tb, (b.data if tb is not None else _constant(b, ta, name))
-
-
-def _constant(value, ref, name):
-    """A plain number (or NumPy array) used with a tensor: allowed, with no gradient."""
-    if isinstance(value, (builtins.int, builtins.float)):
-        return value
-    if isinstance(value, np.generic):  # NumPy scalars would force their dtype; Python's adapt
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return to_device(value, ref._device)
-    raise TypeError(f"{name}: unsupported operand type {type(value).__name__}; "
-                    f"use a Tensor or a number")
-
-
-def _shape_of(x):
-    return tuple(getattr(x, "shape", ()))
-
-
-def _binary(name, fn, x, y):
-    """Run an elementwise array function; explain a broadcasting failure with both shapes."""
-    try:
-        return fn(x, y)
-    except ValueError:
-        raise ValueError(f"{name}: shapes {_shape_of(x)} and {_shape_of(y)} cannot be broadcast "
-                         f"together (sizes must match or be 1, comparing from the right)") from None
-
-
-def _keep_float32(out, ta, tb):
-    """NumPy promotes int/int and int*float to float64; TinyTorch keeps float32 unless asked."""
-    if out.dtype is _F64 and not ((ta is not None and ta.data.dtype is _F64) or
-                                  (tb is not None and tb.data.dtype is _F64)):
-        return out.astype(_F32)
-    return out
-
-
-def _dev(ta, tb):
-    return ta._device if ta is not None else tb._device
-
-
-def _needs(t):
-    """Does gradient have to flow into t?"""
-    return t is not None and t.requires_grad
-
-
-# %% [markdown]
-# ### Exercise: `add` and `mul`
-# Write the forward value and the backward closure. Follow `sub` (below,
-# provided) as a model: compute `out` with `_binary`, keep float32, and return
-# `_wrap(out, device, (ta, tb), backward)`. In the closure, compute a gradient
-# only for operands that need one (`_needs`), unbroadcast it to the operand's
-# shape, and return `None` for the others.
-
-# %% nbgrader={"grade": false, "grade_id": "add-mul", "locked": false, "schema_version": 3, "solution": true}
+# %% nbgrader={"grade": false, "grade_id": "arithmetic", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def add(a, b):
     """a + b, broadcasting."""
@@ -837,8 +210,21 @@ def add(a, b):
     def add_backward(g):
         return (unbroadcast(g, x.shape) if _needs(ta) else None,
                 unbroadcast(g, y.shape) if _needs(tb) else None)
+    return from_op(out, _dev(ta, tb), (ta, tb), add_backward)
     ### END SOLUTION
-    return _wrap(out, _dev(ta, tb), (ta, tb), add_backward)
+
+
+def sub(a, b):
+    """a - b, broadcasting."""
+    ta, x, tb, y = _operands(a, b, "sub")
+    ### BEGIN SOLUTION
+    out = _keep_float32(_binary("sub", _xp_sub, x, y), ta, tb)
+
+    def sub_backward(g):
+        return (unbroadcast(g, x.shape) if _needs(ta) else None,
+                unbroadcast(-g, y.shape) if _needs(tb) else None)
+    return from_op(out, _dev(ta, tb), (ta, tb), sub_backward)
+    ### END SOLUTION
 
 
 def mul(a, b):
@@ -850,44 +236,27 @@ def mul(a, b):
     def mul_backward(g):
         return (unbroadcast(g * y, x.shape) if _needs(ta) else None,
                 unbroadcast(g * x, y.shape) if _needs(tb) else None)
+    return from_op(out, _dev(ta, tb), (ta, tb), mul_backward)
     ### END SOLUTION
-    return _wrap(out, _dev(ta, tb), (ta, tb), mul_backward)
-
-
-# %%
-#| export
-def _xp_add(x, y): return x + y
-def _xp_sub(x, y): return x - y
-def _xp_mul(x, y): return x * y
-def _xp_div(x, y): return x / y
-def _xp_pow(x, y): return x ** y
-
-
-def sub(a, b):
-    """a - b, broadcasting."""
-    ta, x, tb, y = _operands(a, b, "sub")
-    out = _keep_float32(_binary("sub", _xp_sub, x, y), ta, tb)
-
-    def sub_backward(g):
-        return (unbroadcast(g, x.shape) if _needs(ta) else None,
-                unbroadcast(-g, y.shape) if _needs(tb) else None)
-    return _wrap(out, _dev(ta, tb), (ta, tb), sub_backward)
 
 
 def div(a, b):
     """a / b (true division: int / int gives float32)."""
     ta, x, tb, y = _operands(a, b, "div")
+    ### BEGIN SOLUTION
     out = _keep_float32(_binary("div", _xp_div, x, y), ta, tb)
 
     def div_backward(g):
         return (unbroadcast(g / y, x.shape) if _needs(ta) else None,
                 unbroadcast(-g * out / y, y.shape) if _needs(tb) else None)
-    return _wrap(out, _dev(ta, tb), (ta, tb), div_backward)
+    return from_op(out, _dev(ta, tb), (ta, tb), div_backward)
+    ### END SOLUTION
 
 
 def pow(a, b):
-    """a ** b; d/da = b a^(b-1), d/db = a^b log a."""
+    """a ** b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "pow")
+    ### BEGIN SOLUTION
     out = _keep_float32(_binary("pow", _xp_pow, x, y), ta, tb)
 
     def pow_backward(g):
@@ -895,45 +264,49 @@ def pow(a, b):
         return (unbroadcast(g * y * x ** (y - 1), x.shape) if _needs(ta) else None,
                 unbroadcast(g * out * (math.log(x) if np.isscalar(x) else xp.log(x)), y.shape)
                 if _needs(tb) else None)
-    return _wrap(out, _dev(ta, tb), (ta, tb), pow_backward)
+    return from_op(out, _dev(ta, tb), (ta, tb), pow_backward)
+    ### END SOLUTION
 
 
-def neg(a):
-    """-a."""
-    def neg_backward(g):
-        return (-g,)
-    return _wrap(-a.data, a._device, (a,), neg_backward)
-
-
-def _compare(a, b, ufunc):
-    """Elementwise comparison: a bool tensor, outside the graph."""
-    ta, x, tb, y = _operands(a, b, ufunc)
-    xp = get_xp(_dev(ta, tb))
-    return _wrap(_binary(ufunc, getattr(xp, ufunc), x, y), _dev(ta, tb))
-
-
-# %% nbgrader={"grade": true, "grade_id": "test-add-mul", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def test_add_mul():
+# %% nbgrader={"grade": true, "grade_id": "test-arithmetic", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+def test_arithmetic():
     a = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
     b = tensor([10.0, 20.0, 30.0], requires_grad=True)
-    s = a + b
+    ones = np.ones((2, 3), dtype=np.float32)
+    s = add(a, b)
+    assert s.shape == (2, 3), f"(2, 3) + (3,) broadcasts to (2, 3), got {s.shape}"
     assert s.tolist() == [[11, 22, 33], [14, 25, 36]], f"a + b with broadcasting gave {s.tolist()}"
     assert s.dtype == np.float32, f"float32 + float32 must stay float32, got {s.dtype}"
-    ga, gb = s._backward(np.ones((2, 3), dtype=np.float32))
+    ga, gb = s._backward(ones)
     assert ga.shape == (2, 3) and np.allclose(ga, 1), f"d(a+b)/da should be ones (2,3), got {ga}"
     assert gb.shape == (3,) and np.allclose(gb, 2), f"b was broadcast over 2 rows: grad 2s of shape (3,), got {gb}"
-    p = a * b
-    assert np.allclose(p.data, [[10, 40, 90], [40, 100, 180]]), f"a * b gave {p.tolist()}"
-    ga, gb = p._backward(np.ones((2, 3), dtype=np.float32))
+    d = sub(a, b)
+    assert d.shape == (2, 3) and np.allclose(d.data[0], [-9, -18, -27]), f"a - b gave {d.tolist()}"
+    ga, gb = d._backward(ones)
+    assert np.allclose(ga, 1) and np.allclose(gb, -2), f"d(a-b)/db = -1 per use, summed: -2; got {gb}"
+    p = mul(a, b)
+    assert p.shape == (2, 3) and np.allclose(p.data, [[10, 40, 90], [40, 100, 180]]), f"a * b gave {p.tolist()}"
+    ga, gb = p._backward(ones)
     assert np.allclose(ga, [[10, 20, 30]] * 2), f"d(a*b)/da = b (broadcast), got {ga}"
     assert np.allclose(gb, [5, 7, 9]), f"d(a*b)/db = a summed over rows = [5, 7, 9], got {gb}"
-    assert (a * 2).dtype == np.float32 and (2 + a).tolist()[0] == [3, 4, 5], "numbers work on either side"
-    c = tensor([1.0, 2.0, 3.0])  # no grad: the backward must not compute a gradient for it
-    _, gc = (a * c)._backward(np.ones((2, 3), dtype=np.float32))
+    q = div(tensor([3.0], requires_grad=True), tensor([4.0], requires_grad=True))
+    assert q.shape == (1,) and np.allclose(q.data, 0.75), f"3 / 4 = 0.75, got {q.tolist()}"
+    ga, gb = q._backward(np.ones(1, dtype=np.float32))
+    assert np.allclose(ga, 0.25) and np.allclose(gb, -0.1875), f"d/da = 1/b = 0.25, d/db = -a/b² = -0.1875; got {ga}, {gb}"
+    w = pow(tensor([2.0, 3.0], requires_grad=True), 2)
+    assert w.shape == (2,) and np.allclose(w.data, [4, 9]), f"[2, 3] ** 2 = [4, 9], got {w.tolist()}"
+    ga, gb = w._backward(np.ones(2, dtype=np.float32))
+    assert np.allclose(ga, [4, 6]) and gb is None, f"d(a²)/da = 2a = [4, 6], exponent 2 gets None; got {ga}, {gb}"
+    e = pow(2, tensor([3.0], requires_grad=True))
+    _, gb = e._backward(np.ones(1, dtype=np.float32))
+    assert np.allclose(e.data, 8) and np.allclose(gb, 8 * np.log(2)), f"d(2^b)/db = 2^b ln 2, got {gb}"
+    assert mul(a, 2).dtype == np.float32 and add(2, a).tolist()[0] == [3, 4, 5], "numbers work on either side"
+    assert div(tensor([1, 2]), tensor([2, 4])).dtype == np.float32, "int / int gives float32, not float64"
+    _, gc = mul(a, tensor([1.0, 2.0, 3.0]))._backward(ones)
     assert gc is None, "an operand that does not require grad gets None from the backward"
     ### BEGIN HIDDEN TESTS
     try:
-        tensor([1.0, 2.0, 3.0]) + tensor([1.0, 2.0])
+        add(tensor([1.0, 2.0, 3.0]), tensor([1.0, 2.0]))
     except ValueError as err:
         assert "(3,)" in str(err) and "(2,)" in str(err), f"error should show both shapes: {err}"
     else:
@@ -941,42 +314,58 @@ def test_add_mul():
     ### END HIDDEN TESTS
 
 
-test_add_mul()
-print("add, mul: ok")
+test_arithmetic()
+print("add, sub, mul, div, pow: ok")
 
 # %% [markdown]
-# ## 6. Matrix multiplication
+# *Cost.* One pass over the data and one new array per op, forward; backward, one new
+# array per operand that needs a gradient, plus a sum when it was broadcast. `mul` and
+# `div` keep their inputs (and `div` its output) alive until the backward pass: memory
+# that inference, with no graph, does not pay.
 #
-# `a @ b` contracts the last dimension of `a` with the second-to-last of `b`;
-# leading (batch) dimensions broadcast. 1-D operands are treated as a row
-# (left) or a column (right) vector, then that dimension is dropped.
+# ## 4. Matrix multiplication
 #
-# *The math.* For C = A B (A: n×k, B: k×m): dL/dA = dL/dC · Bᵀ and
-# dL/dB = Aᵀ · dL/dC. Shapes check it: (n×m)(m×k) = n×k. Batched inputs get the
-# same rule per batch, then `unbroadcast` sums over broadcast batch dimensions.
+# *Why.* A linear layer is `x @ W`; attention is two matmuls. Matmul is where
+# nearly all the arithmetic of a network happens.
 #
-# *Cost.* n·k·m multiply-adds forward, twice that backward: 256×256 @ 256×256
-# is 16.8 M multiply-adds, about a millisecond on one CPU core.
+# *Rules (NumPy's and PyTorch's).* `a @ b` contracts the last dimension of `a` with
+# the second-to-last of `b`. Leading **batch** dimensions broadcast: (B, n, k) @ (k, m)
+# gives (B, n, m). A 1-D operand is a row vector on the left or a column vector on
+# the right, and that dimension is dropped from the result: (k,) @ (k, m) gives (m,);
+# (k,) @ (k,) is a 0-d dot product. `_check_matmul` (provided) refuses shapes that do
+# not fit, naming both.
+#
+# *The math.* For C = A B with A (n, k) and B (k, m): dL/dA = G Bᵀ and
+# dL/dB = Aᵀ G, where G = dL/dC is (n, m). The shapes prove it: (n, m)(m, k) = (n, k).
+# Batched inputs use the same rule per batch (transpose only the last two axes), and
+# then `unbroadcast` sums the gradient of an operand that was broadcast over the batch,
+# such as a weight matrix shared by every example.
+#
+# Worked example: A = [[1, 2]] (1, 2), B = [[3], [4]] (2, 1), C = [[11]]. With G = [[1]],
+# dL/dA = G Bᵀ = [[3, 4]] and dL/dB = Aᵀ G = [[1], [2]].
+#
+# *1-D operands.* The clean way: put the dropped dimension back (a vector on the left
+# becomes (1, k), on the right (k, 1)), give G the matching size-1 dimension, apply the
+# 2-D rule, and reshape each gradient back to its operand's shape.
+#
+# ### Exercise 3: `matmul`
+# - Hint 1: the forward is NumPy's `@`; the backward is the two formulas above.
+# - Hint 2: for batches, "transpose" means swapping the last two axes
+#   (`swapaxes(-1, -2)`); after the product, `unbroadcast` to the (2-D-ified)
+#   operand's shape, then reshape to the original shape.
+# - Hint 3: handle the dot product (both 1-D, G is 0-d) first: its gradients are
+#   g·y and g·x. Otherwise: x2 = x with a new axis 0 if 1-D, y2 = y with a new last
+#   axis if 1-D; g2 = g with a size-1 axis at -2 if x was 1-D and at -1 if y was 1-D;
+#   then ga from g2 and y2, gb from x2 and g2.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "matmul", "locked": false, "schema_version": 3, "solution": true}
 #| export
-def _matmul_shapes_error(x, y):
-    return RuntimeError(f"matmul: shapes {tuple(x.shape)} and {tuple(y.shape)} cannot be multiplied "
-                       f"(inner dimensions must match: the last of the first and the "
-                       f"{'first' if y.ndim == 1 else 'second-to-last'} of the second)")
-
-
 def matmul(a, b):
     """a @ b with NumPy's rules (1-D vectors, broadcast batch dimensions)."""
     ta, x, tb, y = _operands(a, b, "matmul")
-    if ta is None or tb is None or x.ndim == 0 or y.ndim == 0:
-        raise RuntimeError("matmul needs two tensors of at least 1 dimension")
-    if x.shape[-1] != y.shape[0 if y.ndim == 1 else -2]:
-        raise _matmul_shapes_error(x, y)
-    try:
-        out = x @ y
-    except ValueError:  # batch dimensions that do not broadcast
-        raise _matmul_shapes_error(x, y) from None
+    _check_matmul(ta, tb, x, y)
+    ### BEGIN SOLUTION
+    out = x @ y
 
     def matmul_backward(g):
         if x.ndim == 1 and y.ndim == 1:  # dot product: g is a scalar
@@ -988,48 +377,92 @@ def matmul(a, b):
         ga = unbroadcast(g2 @ y2.swapaxes(-1, -2), x2.shape).reshape(x.shape) if _needs(ta) else None
         gb = unbroadcast(x2.swapaxes(-1, -2) @ g2, y2.shape).reshape(y.shape) if _needs(tb) else None
         return ga, gb
-    return _wrap(out, ta._device, (ta, tb), matmul_backward)
+    return from_op(out, ta._device, (ta, tb), matmul_backward)
+    ### END SOLUTION
 
+
+# %% nbgrader={"grade": true, "grade_id": "test-matmul", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+def test_matmul():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((2, 3)).astype(np.float32)
+    B = rng.standard_normal((3, 4)).astype(np.float32)
+    out = matmul(tensor(A, requires_grad=True), tensor(B, requires_grad=True))
+    assert out.shape == (2, 4), f"(2, 3) @ (3, 4) is (2, 4), got {out.shape}"
+    assert np.allclose(out.data, A @ B, atol=1e-5), "2-D forward differs from NumPy's A @ B"
+    G = rng.standard_normal((2, 4)).astype(np.float32)
+    ga, gb = out._backward(G)
+    assert ga.shape == (2, 3) and gb.shape == (3, 4), f"gradient shapes must be (2, 3) and (3, 4), got {ga.shape}, {gb.shape}"
+    assert np.allclose(ga, G @ B.T, atol=1e-5), "dL/dA should be G @ B.T"
+    assert np.allclose(gb, A.T @ G, atol=1e-5), "dL/dB should be A.T @ G"
+    X = rng.standard_normal((5, 2, 3)).astype(np.float32)  # a batch of 5, one shared W
+    out = matmul(tensor(X, requires_grad=True), tensor(B, requires_grad=True))
+    assert out.shape == (5, 2, 4), f"(5, 2, 3) @ (3, 4) is (5, 2, 4), got {out.shape}"
+    G = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    gx, gw = out._backward(G)
+    assert gx.shape == (5, 2, 3) and gw.shape == (3, 4), f"batched grads: (5, 2, 3) and (3, 4), got {gx.shape}, {gw.shape}"
+    assert np.allclose(gw, np.einsum("bnk,bnm->km", X, G), atol=1e-4), "the shared W's gradient sums over the batch"
+    v = rng.standard_normal(3).astype(np.float32)
+    out = matmul(tensor(v, requires_grad=True), tensor(B, requires_grad=True))
+    assert out.shape == (4,), f"(3,) @ (3, 4) is (4,), got {out.shape}"
+    gv, gb = out._backward(np.ones(4, dtype=np.float32))
+    assert gv.shape == (3,) and gb.shape == (3, 4), f"1-D left operand: grads (3,) and (3, 4), got {gv.shape}, {gb.shape}"
+    assert np.allclose(gv, B.sum(axis=1), atol=1e-5) and np.allclose(gb, np.outer(v, np.ones(4)), atol=1e-5), \
+        "1-D left operand: gradients wrong"
+    out = matmul(tensor(A, requires_grad=True), tensor(v, requires_grad=True))
+    ga, gv = out._backward(np.ones(2, dtype=np.float32))
+    assert out.shape == (2,) and ga.shape == (2, 3) and gv.shape == (3,), "1-D right operand: shapes wrong"
+    assert np.allclose(gv, A.sum(axis=0), atol=1e-5), "1-D right operand: dL/dv = A.T @ g"
+    dot = matmul(tensor(v, requires_grad=True), tensor(v, requires_grad=True))
+    assert dot.shape == (), f"(3,) @ (3,) is a 0-d dot product, got shape {dot.shape}"
+    g1, g2 = dot._backward(np.array(2.0, dtype=np.float32))
+    assert np.allclose(g1, 2 * v) and np.allclose(g2, 2 * v), "dot product: d(u·v)/du = g·v"
+    ### BEGIN HIDDEN TESTS
+    W = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    out = matmul(tensor(A, requires_grad=True), tensor(W, requires_grad=True))
+    ga, gw = out._backward(np.ones((5, 2, 4), dtype=np.float32))
+    assert ga.shape == (2, 3) and gw.shape == (5, 3, 4), "left operand broadcast over the batch"
+    ### END HIDDEN TESTS
+
+
+test_matmul()
+print("matmul: ok")
 
 # %% [markdown]
-# ## 7. Reductions
+# *Cost.* n·k·m multiply-adds forward and twice that backward (two matmuls of the same
+# size): 256×256 @ 256×256 is 16.8 M multiply-adds, about a millisecond on one CPU core.
+# Memory: the backward keeps `x` and `y` alive until it runs.
 #
-# `sum`, `mean`, `max`, `min`, `var` and `argmax` collapse dimensions. `dim`
-# may be an int, a tuple, or `None` (all dimensions); negative dims count from
-# the end; `keepdim=True` keeps reduced dimensions as size 1.
+# ## 5. Reductions: `sum`, `mean`, `max`, `min`
 #
-# *The math.* Every input element contributes once to its sum, so the backward
-# of `sum` copies dL/dout back to every element it reduced: re-insert the
-# reduced dimensions as size 1, then broadcast to the input's shape. Worked
-# example: x (2, 3), out = x.sum(dim=1) of shape (2,); dL/dout = [1, 2] ->
-# dL/dx = [[1, 1, 1], [2, 2, 2]].
+# *Why.* A loss is a sum or a mean; LayerNorm takes the mean over features; softmax
+# takes the max for stability; accuracy takes the argmax.
 #
-# ### Exercise: `sum(x, dim=None, keepdim=False)`
-# Use `_dims(dim, ndim)` (provided) to normalise `dim` to a tuple of
-# non-negative axes (or None). Forward: the array's `.sum(axis=..., keepdims=...)`
-# (for a full reduction NumPy returns a scalar, not an array; `_wrap` turns it
-# back into a 0-d array). Backward: if the dims were dropped, reshape the gradient so they
-# are back as size 1; then write it into a new array of the input's shape
-# (`full[...] = g` broadcasts). `xp.broadcast_to` would do too, but it returns a
-# read-only view and costs more Python time than the copy for small tensors.
+# *Arguments, as in PyTorch.* `dim` may be an int, a tuple, or `None` (all
+# dimensions); negative dims count from the end. `_dims(dim, ndim)` (provided) turns it
+# into a sorted tuple of non-negative axes, or `None`. `keepdim=True` keeps each
+# reduced dimension as size 1, so the result still broadcasts against the input.
+#
+# *The math of `sum`.* Each input element contributes once to one output element,
+# with slope 1, so the backward copies dL/dout back to every element it reduced. If
+# the reduced dims were dropped, first put them back as size 1, then broadcast to the
+# input's shape. Worked example: x (2, 3), out = sum(x, dim=1) of shape (2,);
+# g = [1, 2] becomes (2, 1), then dL/dx = [[1, 1, 1], [2, 2, 2]].
+#
+# `mean` is the sum divided by the count of reduced elements, so its gradient is
+# g / N: compose it from your `sum` and `div`, and the backward comes for free.
+#
+# ### Exercise 4: `sum` and `mean`
+# - Hint 1: the forward is the array's own sum; the backward is a broadcast.
+# - Hint 2: with `keepdim=False`, the gradient's shape is the input's shape without the
+#   reduced axes; the shape with them back is `1 if i in axes else n` for each axis `i`
+#   of size `n`.
+# - Hint 3: forward: the array's `.sum` with `axis` and `keepdims`; in the closure,
+#   reshape `g` when needed, make an empty array of x's shape in g's dtype, fill it by
+#   assigning `g` to all of it (`[...]`; assignment broadcasts), return it in a 1-tuple. `mean`: `_require_float`, then
+#   `_count(x.shape, axes)` elements, then one division. (A full reduction of NumPy
+#   returns a scalar, not an array; `from_op` turns it back into a 0-d array.)
 
-# %%
-#| export
-def _dims(dim, ndim):
-    """Normalise `dim` (None, int, or tuple) to None or a sorted tuple of axes >= 0."""
-    if dim is None:
-        return None
-    dims = (dim,) if isinstance(dim, (builtins.int, np.integer)) else tuple(dim)
-    out = []
-    for d in dims:
-        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
-            raise IndexError(f"dimension out of range (expected to be in range of "
-                             f"[{-builtins.max(ndim, 1)}, {builtins.max(ndim, 1) - 1}], but got {d})")
-        out.append(d % builtins.max(ndim, 1))
-    return tuple(sorted(out))
-
-
-# %% nbgrader={"grade": false, "grade_id": "sum", "locked": false, "schema_version": 3, "solution": true}
+# %% nbgrader={"grade": false, "grade_id": "sum-mean", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def sum(x, dim=None, keepdim=False):
     """Sum over `dim` (all dimensions when None)."""
@@ -1044,88 +477,88 @@ def sum(x, dim=None, keepdim=False):
         full = xp.empty(x.shape, dtype=g.dtype)
         full[...] = g  # broadcasting assignment: every element gets its slice's gradient
         return (full,)
+    return from_op(out, x._device, (x,), sum_backward)
     ### END SOLUTION
-    return _wrap(out, x._device, (x,), sum_backward)
-
-
-# %% nbgrader={"grade": true, "grade_id": "test-sum", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-def test_sum():
-    x = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
-    assert x.sum().item() == 21, f"sum of all elements should be 21, got {x.sum()}"
-    assert x.sum().shape == (), f"a full sum is 0-dimensional, got shape {x.sum().shape}"
-    assert x.sum(dim=1).tolist() == [6, 15], f"row sums should be [6, 15], got {x.sum(dim=1).tolist()}"
-    assert x.sum(dim=0, keepdim=True).shape == (1, 3), "keepdim=True keeps the reduced dim as size 1"
-    assert x.sum(dim=-1).tolist() == [6, 15], "dim=-1 is the last dimension"
-    (g,) = x.sum(dim=1)._backward(np.array([1.0, 2.0], dtype=np.float32))
-    assert np.allclose(g, [[1, 1, 1], [2, 2, 2]]), f"sum backward copies each row's grad: got {g}"
-    (g,) = x.sum()._backward(np.array(1.0, dtype=np.float32))
-    assert g.shape == (2, 3) and np.allclose(g, 1), f"full-sum backward: ones of x's shape, got {g}"
-    ### BEGIN HIDDEN TESTS
-    (g,) = x.sum(dim=(0, 1), keepdim=True)._backward(np.ones((1, 1), dtype=np.float32))
-    assert g.shape == (2, 3), "tuple dims with keepdim"
-    ### END HIDDEN TESTS
-
-
-test_sum()
-print("sum: ok")
-
-# %% [markdown]
-# The other reductions follow the same pattern. `mean` divides by the count.
-# `max`/`min` over all elements send the gradient to the maximal entries
-# (split evenly between ties); with a `dim` they return `(values, indices)`
-# like PyTorch and route the gradient to each index. `var` uses
-# d/dx Σ(x-μ)²/(N-c) = 2(x-μ)/(N-c) (the μ term cancels because Σ(x-μ)=0).
-
-# %%
-#| export
-MinMax = namedtuple("MinMax", ["values", "indices"])
-
-
-def _require_float(x, name):
-    if not is_floating(x.data.dtype):
-        raise RuntimeError(f"{name}() needs a floating-point tensor, got {x.data.dtype.name}; "
-                           f"convert with .float()")
-
-
-def _count(shape, axes):
-    n = 1
-    for a in (range(len(shape)) if axes is None else axes):
-        n *= shape[a]
-    return n
 
 
 def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
+    ### BEGIN SOLUTION
     _require_float(x, "mean")
     n = _count(x.shape, _dims(dim, x.ndim) if x.ndim else None)
-    return sum(x, dim, keepdim) / n
+    return div(sum(x, dim, keepdim), n)
+    ### END SOLUTION
 
 
-def var(x, dim=None, correction=1, keepdim=False):
-    """Variance with Bessel's correction by default (divide by N - 1), as PyTorch."""
-    _require_float(x, "var")
-    xp = get_xp(x._device)
-    axes = _dims(dim, x.ndim) if x.ndim else None
-    n = _count(x.shape, axes)
-    centered = x.data - x.data.mean(axis=axes, keepdims=True)
-    out = ((centered * centered).sum(axis=axes, keepdims=keepdim) / (n - correction)).astype(x.dtype)
+# %% nbgrader={"grade": true, "grade_id": "test-sum-mean", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_sum_mean():
+    x = tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    total = sum(x)
+    assert total.shape == (), f"a full sum is 0-dimensional, got shape {total.shape}"
+    assert total.item() == 21, f"sum of all elements should be 21, got {total}"
+    rows = sum(x, dim=1)
+    assert rows.shape == (2,) and rows.tolist() == [6, 15], f"row sums should be [6, 15], got {rows.tolist()}"
+    assert sum(x, dim=0, keepdim=True).shape == (1, 3), "keepdim=True keeps the reduced dim as size 1"
+    assert sum(x, dim=-1).tolist() == [6, 15], "dim=-1 is the last dimension"
+    (g,) = rows._backward(np.array([1.0, 2.0], dtype=np.float32))
+    assert g.shape == (2, 3), f"sum backward returns a gradient of x's shape (2, 3), got {g.shape}"
+    assert np.allclose(g, [[1, 1, 1], [2, 2, 2]]), f"sum backward copies each row's grad: got {g}"
+    (g,) = total._backward(np.array(1.0, dtype=np.float32))
+    assert g.shape == (2, 3) and np.allclose(g, 1), f"full-sum backward: ones of x's shape, got {g}"
+    m = mean(x, dim=0)
+    assert m.shape == (3,) and np.allclose(m.data, [2.5, 3.5, 4.5]), f"column means are [2.5, 3.5, 4.5], got {m.tolist()}"
+    g_sum, _ = m._backward(np.ones(3, dtype=np.float32))  # mean = div(sum, n): two ops, walked by hand
+    (g,) = m._parents[0]._backward(g_sum)
+    assert g.shape == (2, 3) and np.allclose(g, 0.5), f"mean over 2 rows: gradient 1/2 everywhere, got {g}"
+    assert mean(x).shape == () and np.isclose(mean(x).item(), 3.5), "mean of all elements is 3.5"
+    ### BEGIN HIDDEN TESTS
+    (g,) = sum(x, dim=(0, 1), keepdim=True)._backward(np.ones((1, 1), dtype=np.float32))
+    assert g.shape == (2, 3), "tuple dims with keepdim"
+    ### END HIDDEN TESTS
 
-    def var_backward(g):
-        if axes is not None and not keepdim:
-            g = xp.expand_dims(g, axes)
-        return (g * centered * (2.0 / (n - correction)),)
-    return _wrap(out, x._device, (x,), var_backward)
 
+test_sum_mean()
+print("sum, mean: ok")
 
+# %% [markdown]
+# *`max` and `min`.* Over all elements, `max` returns one value, and its gradient goes
+# to the element(s) that attained it: the others did not affect the output. Ties share
+# the gradient evenly, so the total is conserved. With a `dim`, PyTorch returns a named
+# tuple `(values, indices)`: the indices say which element won in each slice, and the
+# backward routes each slice's gradient to that one position, zeros elsewhere.
+#
+# Worked example: x = [[1, 5, 2], [7, 0, 7]], max over dim 1: values [5, 7],
+# indices [1, 0] (the first of equal values wins). With g = [1, 1],
+# dL/dx = [[0, 1, 0], [1, 0, 0]].
+#
+# ### Exercise 5: `_extreme` (behind `max` and `min`)
+# One function serves both: `pick` is `xp.max` or `xp.min`, `arg` is `xp.argmax` or
+# `xp.argmin`.
+#
+# - Hint 1: full reduction: compare every element with the result; with a `dim`:
+#   find the winning index per slice, gather the values there.
+# - Hint 2: full reduction's gradient is `mask · g / (number of winners)`. With a
+#   `dim`, keep the index with its axis (size 1) so it broadcasts: an element gets `g`
+#   exactly where its position along the axis equals the index.
+# - Hint 3: `arg` along the axis, then `xp.expand_dims` to keep that axis, gives the
+#   index; `xp.take_along_axis` gathers the values. In the backward, restore the axis of
+#   `g` when `keepdim` is False, lay `xp.arange` of the axis's size along that axis
+#   (shape (size, 1, ..., 1)), and `xp.where` it equals the index: `g` there, 0 elsewhere,
+#   in x's dtype. Return a `MinMax` of two tensors; the indices need no backward.
+
+# %% nbgrader={"grade": false, "grade_id": "max-min", "locked": false, "schema_version": 3, "solution": true}
+#| export
 def _extreme(x, dim, keepdim, pick, arg):
+    """The max (or min) of `x`: one value, or with `dim` the named tuple (values, indices)."""
     xp = get_xp(x._device)
+    ### BEGIN SOLUTION
     if dim is None:  # a single value; ties share the gradient
         out = xp.asarray(pick(x.data))
 
         def extreme_backward(g):
             hit = x.data == out
             return (hit * (g / hit.sum(dtype=x.dtype)),)
-        return _wrap(out, x._device, (x,), extreme_backward)
+        return from_op(out, x._device, (x,), extreme_backward)
     (axis,) = _dims(dim, x.ndim)
     idx = xp.expand_dims(arg(x.data, axis=axis), axis)
     values = xp.take_along_axis(x.data, idx, axis=axis)
@@ -1137,7 +570,8 @@ def _extreme(x, dim, keepdim, pick, arg):
         return (xp.where(positions == idx, g, 0).astype(x.dtype, copy=False),)
     indices = idx if keepdim else idx.squeeze(axis)
     values = values if keepdim else values.squeeze(axis)
-    return MinMax(_wrap(values, x._device, (x,), extreme_backward), _wrap(indices, x._device))
+    return MinMax(from_op(values, x._device, (x,), extreme_backward), from_op(indices, x._device))
+    ### END SOLUTION
 
 
 def max(x, dim=None, keepdim=False):
@@ -1152,41 +586,66 @@ def min(x, dim=None, keepdim=False):
     return _extreme(x, dim, keepdim, xp.min, xp.argmin)
 
 
-def _arg(x, dim, keepdim, fn):
-    xp = get_xp(x._device)
-    if dim is None:
-        out = xp.asarray(fn(x.data.reshape(-1)))
-        return _wrap(out.reshape((1,) * x.ndim) if keepdim else out, x._device)
-    (axis,) = _dims(dim, x.ndim)
-    return _wrap(fn(x.data, axis=axis, keepdims=keepdim), x._device)
+# %% nbgrader={"grade": true, "grade_id": "test-max-min", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_max_min():
+    x = tensor([[1.0, 5.0, 2.0], [7.0, 0.0, 7.0]], requires_grad=True)
+    top = max(x, dim=1)
+    assert isinstance(top, tuple) and len(top) == 2, "max with a dim returns (values, indices)"
+    assert top.values.shape == (2,), f"values over dim 1 have shape (2,), got {top.values.shape}"
+    assert top.values.tolist() == [5, 7] and top.indices.tolist() == [1, 0], \
+        f"max over dim 1: values [5, 7], indices [1, 0]; got {top.values.tolist()}, {top.indices.tolist()}"
+    (g,) = top.values._backward(np.array([1.0, 1.0], dtype=np.float32))
+    assert g.shape == (2, 3), f"the gradient has x's shape (2, 3), got {g.shape}"
+    assert np.allclose(g, [[0, 1, 0], [1, 0, 0]]), f"the gradient goes to the winning index only, got {g}"
+    kept = max(x, dim=0, keepdim=True)
+    assert kept.values.shape == (1, 3) and kept.indices.shape == (1, 3), "keepdim keeps the reduced dim"
+    (g,) = kept.values._backward(np.ones((1, 3), dtype=np.float32))
+    assert np.allclose(g, [[0, 1, 0], [1, 0, 1]]), f"max over dim 0 with keepdim: got {g}"
+    whole = max(x)
+    assert whole.shape == () and whole.item() == 7, f"max of all elements is 7, got {whole}"
+    (g,) = whole._backward(np.array(1.0, dtype=np.float32))
+    assert np.allclose(g, [[0, 0, 0], [0.5, 0, 0.5]]), f"two tied maxima share the gradient: got {g}"
+    low = min(x, dim=1)
+    assert low.values.tolist() == [1, 0] and low.indices.tolist() == [0, 1], "min over dim 1: [1, 0] at [0, 1]"
+    ### BEGIN HIDDEN TESTS
+    assert min(x).item() == 0, "min of all elements"
+    ### END HIDDEN TESTS
 
 
-def argmax(x, dim=None, keepdim=False):
-    """Index of the largest value (over the flattened tensor when dim is None)."""
-    return _arg(x, dim, keepdim, get_xp(x._device).argmax)
-
-
-def argmin(x, dim=None, keepdim=False):
-    """Index of the smallest value (over the flattened tensor when dim is None)."""
-    return _arg(x, dim, keepdim, get_xp(x._device).argmin)
-
+test_max_min()
+print("max, min: ok")
 
 # %% [markdown]
-# ## 8. Shapes: reshape, transpose, permute, squeeze, expand
+# *Cost.* A reduction reads every element once: O(N) time, and its output is small. Its
+# backward writes a full-size gradient, so it costs as much memory as the input.
 #
-# These change how the numbers are viewed, not the numbers, so their backward
-# is the inverse view of the gradient: reshape back, transpose back, permute by
-# the inverse permutation. `expand` is broadcasting made explicit, so its
-# backward is `unbroadcast`. Most of them cost nothing: NumPy returns a *view*
-# (same memory, different strides). A transposed tensor is not contiguous,
-# which every op here handles; the tests check gradients on transposed inputs too.
+# ## 6. Shapes: `reshape`, `transpose`, `permute`
+#
+# *Why.* Attention splits the feature dimension into heads, (B, T, C) -> (B, T, h, d),
+# then moves the head dimension forward, (B, h, T, d). Such moves change how the numbers
+# are viewed, not the numbers themselves.
+#
+# *The math.* A view moves each element to a new position without changing it, so the
+# gradient of each element just moves back: the backward is the **inverse** view.
+# Reshape back to the input's shape; transpose the same two dims again (a swap is its
+# own inverse); permute by the inverse permutation. Worked example: dims = (2, 0, 1)
+# puts old dim 2 first; the inverse is (1, 2, 0), which is `argsort(dims)`.
+#
+# *Cost.* Usually nothing: NumPy returns a *view* with new strides, sharing memory. A
+# transposed array is not contiguous; a later reshape of it may have to copy.
+#
+# ### Exercise 6: `reshape` (backward), `transpose`, `permute`
+# `reshape`'s forward is given, because it must turn NumPy's error into one naming the
+# shapes; `permute` receives its dims already checked.
+#
+# - Hint 1: each backward applies the inverse view to `g`.
+# - Hint 2: the inverse of permutation `p` is `q` with `q[p[i]] = i`.
+# - Hint 3: reshape `g` to the input's shape; `swapaxes` with the same two dims in both
+#   directions; `xp.transpose(array, axes)` for permute, with the inverse computed once,
+#   outside the closure, by `np.argsort` (of the dims made non-negative).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "shape-ops", "locked": false, "schema_version": 3, "solution": true}
 #| export
-def _shape_arg(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-
-
 def reshape(x, *shape):
     """The same numbers in a new shape (one entry may be -1)."""
     shape = _shape_arg(shape)
@@ -1195,102 +654,88 @@ def reshape(x, *shape):
     except ValueError:
         raise RuntimeError(f"shape {tuple(shape)} is invalid for a tensor of shape "
                            f"{tuple(x.shape)} ({x.data.size} elements)") from None
-
+    ### BEGIN SOLUTION
     def reshape_backward(g):
         return (g.reshape(x.shape),)
-    return _wrap(out, x._device, (x,), reshape_backward)
+    return from_op(out, x._device, (x,), reshape_backward)
+    ### END SOLUTION
 
 
 def transpose(x, dim0, dim1):
     """Swap two dimensions."""
+    ### BEGIN SOLUTION
     def transpose_backward(g):
         return (g.swapaxes(dim0, dim1),)
-    return _wrap(x.data.swapaxes(dim0, dim1), x._device, (x,), transpose_backward)
+    return from_op(x.data.swapaxes(dim0, dim1), x._device, (x,), transpose_backward)
+    ### END SOLUTION
 
 
 def permute(x, *dims):
     """Reorder dimensions: out.shape[i] = x.shape[dims[i]]."""
-    dims = _shape_arg(dims)
+    dims = _check_permutation(x, _shape_arg(dims))
     xp = get_xp(x._device)
-    if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
-        raise RuntimeError(f"permute: {tuple(dims)} is not a permutation of the "
-                           f"{x.ndim} dimensions of a tensor of shape {tuple(x.shape)}")
+    ### BEGIN SOLUTION
     inverse = tuple(np.argsort([d % x.ndim for d in dims]))
 
     def permute_backward(g):
         return (xp.transpose(g, inverse),)
-    return _wrap(xp.transpose(x.data, dims), x._device, (x,), permute_backward)
+    return from_op(xp.transpose(x.data, dims), x._device, (x,), permute_backward)
+    ### END SOLUTION
 
 
-def squeeze(x, dim=None):
-    """Drop size-1 dimensions (only `dim`, if given and of size 1)."""
-    axes = range(x.ndim) if dim is None else _dims(dim, x.ndim)
-    shape = tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1))
-    return reshape(x, shape)
+# %% nbgrader={"grade": true, "grade_id": "test-shape-ops", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_shape_ops():
+    x = tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 4), requires_grad=True)
+    r = reshape(x, 6, 4)
+    assert r.shape == (6, 4), f"reshape to (6, 4) gave {r.shape}"
+    (g,) = r._backward(np.arange(24, dtype=np.float32).reshape(6, 4))
+    assert g.shape == (2, 3, 4) and np.allclose(g.ravel(), np.arange(24)), "reshape's backward reshapes back"
+    t = transpose(x, 0, 2)
+    assert t.shape == (4, 3, 2), f"transpose(0, 2) of (2, 3, 4) is (4, 3, 2), got {t.shape}"
+    assert t.data[3, 1, 0] == x.data[0, 1, 3], "transpose must swap the two indices"
+    (g,) = t._backward(t.data)
+    assert g.shape == (2, 3, 4) and np.allclose(g, x.data), "transpose's backward swaps back"
+    p = permute(x, 2, 0, 1)
+    assert p.shape == (4, 2, 3), f"permute(2, 0, 1) of (2, 3, 4) is (4, 2, 3), got {p.shape}"
+    assert p.data[3, 1, 2] == x.data[1, 2, 3], "out[i, j, k] = x[j, k, i] for dims (2, 0, 1)"
+    (g,) = p._backward(p.data)
+    assert g.shape == (2, 3, 4) and np.allclose(g, x.data), "permute's backward applies the inverse permutation"
+    assert permute(x, (1, 2, 0)).shape == (3, 4, 2), "dims may be given as one tuple"
+    ### BEGIN HIDDEN TESTS
+    assert permute(x, -1, 0, 1).shape == (4, 2, 3), "negative dims"
+    ### END HIDDEN TESTS
 
 
-def unsqueeze(x, dim):
-    """Insert a size-1 dimension at `dim`."""
-    if not -x.ndim - 1 <= dim <= x.ndim:
-        raise IndexError(f"unsqueeze: dim {dim} out of range for a {x.ndim}-d tensor")
-    dim = dim % (x.ndim + 1)
-    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
-
-
-def flatten(x, start_dim=0, end_dim=-1):
-    """Merge dimensions start_dim..end_dim into one."""
-    if x.ndim == 0:
-        return reshape(x, 1)
-    start, end = start_dim % x.ndim, end_dim % x.ndim
-    return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
-
-
-def expand(x, *sizes):
-    """Broadcast to `sizes` without copying (-1 keeps a dimension)."""
-    sizes = _shape_arg(sizes)
-    lead = len(sizes) - x.ndim
-    target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
-    xp = get_xp(x._device)
-    try:
-        out = xp.broadcast_to(x.data, target)
-    except ValueError:
-        raise RuntimeError(f"expand: cannot expand shape {tuple(x.shape)} to {target}") from None
-
-    def expand_backward(g):
-        return (unbroadcast(g, x.shape),)
-    return _wrap(out, x._device, (x,), expand_backward)
-
+test_shape_ops()
+print("reshape, transpose, permute: ok")
 
 # %% [markdown]
-# ## 9. Indexing
+# ## 7. Indexing, and the gradient of a gather
 #
-# `x[1]`, `x[:, 2:5]`, `x[..., None]` are *basic* indexing: a view. `x[[0, 0, 2]]`
-# or `x[mask]` are *advanced* indexing: a gather, which can pick the same element
-# twice. That is exactly what an embedding lookup does, so its backward matters:
-# dL/dx must **add** the gradients of every pick of an element. `grad[idx] += g`
-# would keep only one of the repeats; `scatter_add` (NumPy's `np.add.at`) adds
-# them all. For basic indexing every element is picked at most once, so a plain
-# assignment into zeros is both correct and faster.
+# *Why.* `x[1]`, `x[:, 2:5]`, `x[..., None]` are *basic* indexing: a view, each element
+# picked at most once. `x[[0, 0, 2]]` or `x[mask]` are *advanced* indexing: a gather,
+# which can pick the same element several times. An embedding lookup is exactly that:
+# a batch with the token "the" five times reads row "the" five times.
+#
+# *The math.* Each pick is a use, and uses add up: dL/dx[i] is the sum of g over every
+# output position that picked i; elements never picked get 0. For basic indexing,
+# writing g into a zero array at the index is enough. For advanced indexing it is
+# **wrong**: `full[index] += g` with a repeated index keeps only one of the repeats
+# (NumPy buffers the reads). `scatter_add(full, index, g)` (provided; NumPy's
+# `np.add.at`) adds them all. Worked example: x has 3 elements, out = x[[0, 0, 2]],
+# g = [1, 1, 1]: dL/dx = [2, 0, 1].
+#
+# ### Exercise 7: the backward of `getitem`
+# The forward (NumPy's own indexing) is given; `_index_arrays` has already turned
+# tensors in the index into arrays and told you whether the index is basic.
+#
+# - Hint 1: start from zeros of x's shape, and put `g` where the index points.
+# - Hint 2: basic: plain assignment; advanced: the scatter-add.
+# - Hint 3: a zero array of x's shape in g's dtype; assignment at `index` when `basic`,
+#   `scatter_add` otherwise; return it in a 1-tuple.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "getitem", "locked": false, "schema_version": 3, "solution": true}
 #| export
-def _index_arrays(index, dev):
-    """Replace tensors in an index by arrays; report whether the index is basic."""
-    parts = index if isinstance(index, tuple) else (index,)
-    out, basic = [], True
-    for part in parts:
-        if isinstance(part, Tensor):
-            part = part.data
-        if part is None or part is Ellipsis or isinstance(part, (builtins.int, slice, np.integer)) \
-                and not isinstance(part, (builtins.bool, np.bool_)):
-            out.append(part)
-            continue
-        array = get_xp(dev).asarray(part)
-        basic = False
-        out.extend(array.nonzero() if array.dtype.kind == "b" else (array,))
-    return tuple(out), basic
-
-
 def getitem(x, index):
     """x[index] with NumPy semantics; repeated picks add up in the backward."""
     index, basic = _index_arrays(index, x._device)
@@ -1299,7 +744,7 @@ def getitem(x, index):
         out = x.data[index]
     except IndexError as err:
         raise IndexError(f"index into a tensor of shape {tuple(x.shape)}: {err}") from None
-
+    ### BEGIN SOLUTION
     def getitem_backward(g):
         full = xp.zeros(x.shape, dtype=g.dtype)
         if basic:
@@ -1307,176 +752,84 @@ def getitem(x, index):
         else:
             scatter_add(full, index, g)
         return (full,)
-    return _wrap(out, x._device, (x,), getitem_backward)
+    return from_op(out, x._device, (x,), getitem_backward)
+    ### END SOLUTION
 
 
-# %% [markdown]
-# ## 10. Elementwise functions
-#
-# Each one has a local derivative, multiplied by the incoming gradient:
-#
-# | f(x) | f'(x) | note |
-# | --- | --- | --- |
-# | exp x | exp x = out | reuse the output |
-# | log x | 1/x | |
-# | √x | 1/(2√x) = 0.5/out | |
-# | \|x\| | sign x | 0 at 0, as PyTorch |
-# | tanh x | 1 - out² | |
-# | σ(x) | out(1 - out) | σ(x) = ½(1 + tanh(x/2)): never overflows |
-# | relu x | 1 if x > 0 | |
-# | clamp | 1 inside [min, max] | |
-# | GELU x = x Φ(x) | Φ(x) + x φ(x) | Φ the normal CDF, φ its density |
-#
-# GELU's `"tanh"` approximation (GPT-2's) is
-# ½x(1 + tanh(√(2/π)(x + 0.044715x³))). NumPy has no `erf`, so the exact form
-# uses Abramowitz & Stegun's formula 7.1.26 (error below 1.5e-7, under float32's
-# resolution).
-
-# %%
-#| export
-def _float_data(x):
-    """Transcendental functions of integer tensors give float32, as in PyTorch."""
-    return x.data if is_floating(x.data.dtype) else x.data.astype(DEFAULT_FLOAT)
+# %% nbgrader={"grade": true, "grade_id": "test-getitem", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_getitem():
+    x = tensor([10.0, 20.0, 30.0], requires_grad=True)
+    picked = getitem(x, [0, 0, 2])
+    assert picked.shape == (3,) and picked.tolist() == [10, 10, 30], f"x[[0, 0, 2]] gave {picked.tolist()}"
+    (g,) = picked._backward(np.ones(3, dtype=np.float32))
+    assert g.shape == (3,), f"the gradient has x's shape (3,), got {g.shape}"
+    assert np.allclose(g, [2, 0, 1]), f"element 0 was picked twice: gradient [2, 0, 1], got {g}"
+    m = tensor(np.arange(12, dtype=np.float32).reshape(3, 4), requires_grad=True)
+    s = getitem(m, (slice(1, None), slice(None, None, 2)))
+    assert s.shape == (2, 2), f"m[1:, ::2] has shape (2, 2), got {s.shape}"
+    (g,) = s._backward(np.full((2, 2), 3.0, dtype=np.float32))
+    assert g.shape == (3, 4) and g.sum() == 12 and g[1, 0] == 3 and g[0, 0] == 0, f"basic-index backward: got {g}"
+    e = getitem(m, (tensor([0, 0, 2]), tensor([1, 1, 0])))
+    (g,) = e._backward(np.ones(3, dtype=np.float32))
+    assert g[0, 1] == 2 and g[2, 0] == 1 and g.sum() == 3, f"2-D advanced index with repeats: got {g}"
+    ### BEGIN HIDDEN TESTS
+    (g,) = getitem(x, x.data > 15)._backward(np.ones(2, dtype=np.float32))
+    assert np.allclose(g, [0, 1, 1]), "boolean mask"
+    ### END HIDDEN TESTS
 
 
-def _unary(x, out, local_grad, name):
-    """Wrap a unary op whose backward is g * local_grad() (computed only when needed)."""
-    def backward(g):
-        return (g * local_grad(),)
-    backward.__name__ = f"{name}_backward"
-    return _wrap(out, x._device, (x,), backward)
-
-
-def exp(x):
-    xp = get_xp(x._device)
-    out = xp.exp(_float_data(x))
-    return _unary(x, out, lambda: out, "exp")
-
-
-def log(x):
-    xp = get_xp(x._device)
-    data = _float_data(x)
-    return _unary(x, xp.log(data), lambda: 1.0 / data, "log")
-
-
-def sqrt(x):
-    xp = get_xp(x._device)
-    out = xp.sqrt(_float_data(x))
-    return _unary(x, out, lambda: 0.5 / out, "sqrt")
-
-
-def abs(x):
-    xp = get_xp(x._device)
-    return _unary(x, xp.abs(x.data), lambda: xp.sign(x.data), "abs")
-
-
-def tanh(x):
-    xp = get_xp(x._device)
-    out = xp.tanh(_float_data(x))
-    return _unary(x, out, lambda: 1 - out * out, "tanh")
-
-
-def sigmoid(x):
-    xp = get_xp(x._device)
-    out = 0.5 * xp.tanh(0.5 * _float_data(x)) + 0.5
-    return _unary(x, out, lambda: out * (1 - out), "sigmoid")
-
-
-def relu(x):
-    xp = get_xp(x._device)
-    return _unary(x, xp.maximum(x.data, 0), lambda: x.data > 0, "relu")
-
-
-def clamp(x, min=None, max=None):
-    if min is None and max is None:
-        raise ValueError("clamp needs at least one of min and max")
-    xp = get_xp(x._device)
-    out = xp.clip(x.data, min, max)
-
-    def inside():
-        keep = xp.ones(x.shape, dtype=np.bool_)
-        if min is not None:
-            keep &= x.data >= min
-        if max is not None:
-            keep &= x.data <= max
-        return keep
-    return _unary(x, out, inside, "clamp")
-
-
-def _erf(z, xp):
-    """erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)."""
-    t = 1.0 / (1.0 + 0.3275911 * xp.abs(z))
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return xp.sign(z) * (1.0 - poly * xp.exp(-z * z))
-
-
-_SQRT_2_OVER_PI = 0.7978845608028654
-_INV_SQRT_2PI = 0.3989422804014327
-
-
-def gelu(x, approximate="none"):
-    """x Φ(x), exactly (`"none"`) or with GPT-2's tanh approximation (`"tanh"`)."""
-    xp = get_xp(x._device)
-    data = _float_data(x)
-    if approximate == "tanh":
-        # In place, one temporary at a time: GELU runs on a network's largest activation.
-        th = data * data  # (NumPy's x ** 3 would be ~200x slower than multiplying)
-        th *= 0.044715
-        th += 1.0
-        th *= data
-        th *= _SQRT_2_OVER_PI  # u = √(2/π)(x + 0.044715 x³)
-        xp.tanh(th, out=th)
-        out = th + 1.0
-        out *= data
-        out *= 0.5  # ½ x (1 + tanh u)
-
-        def local():  # ½(1 + t) + ½ x (1 - t²) du/dx, du/dx = √(2/π)(1 + 3·0.044715 x²)
-            du = data * data
-            du *= 3 * 0.044715
-            du += 1.0
-            du *= _SQRT_2_OVER_PI
-            slope = th * th
-            xp.subtract(1.0, slope, out=slope)
-            slope *= data
-            slope *= du
-            slope += th
-            slope += 1.0
-            slope *= 0.5
-            return slope
-    elif approximate == "none":
-        cdf = 0.5 * (1.0 + _erf(data * 0.7071067811865476, xp))
-        out = data * cdf
-
-        def local():
-            return cdf + data * _INV_SQRT_2PI * xp.exp(-0.5 * data * data)
-    else:
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _unary(x, out.astype(data.dtype, copy=False), local, "gelu")
-
+test_getitem()
+print("getitem: ok")
 
 # %% [markdown]
-# ## 11. Softmax and log-softmax, stably
+# *Cost.* The forward of basic indexing is a view (free); a gather copies what it picks.
+# The backward allocates a zero array of the input's full size, even for one picked row:
+# for an embedding table that is the whole table, every step. `np.add.at` is also
+# slower than plain assignment, which is why basic indices take the plain path.
 #
-# softmax(x)ᵢ = eˣⁱ / Σⱼ eˣʲ turns scores into probabilities. Computed as
-# written, e¹⁰⁰⁰ overflows to `inf` and the result is `nan`. The fix is exact
-# math, not an approximation: softmax is unchanged by subtracting any constant
-# c from every xᵢ (it cancels between numerator and denominator), so subtract
-# m = max x. Then the largest exponent is e⁰ = 1 and nothing overflows.
+# ## 8. Softmax and log-softmax, stably
 #
-# log-softmax(x)ᵢ = xᵢ - log Σⱼ eˣʲ = (xᵢ - m) - log Σⱼ e^(xⱼ - m): the
-# **log-sum-exp** trick. Cross-entropy is built on it (module 04).
+# *Why.* softmax(x)ᵢ = eˣⁱ / Σⱼ eˣʲ turns a row of scores into probabilities: it is how a
+# classifier or a language model says what comes next. log-softmax is its logarithm,
+# the input of cross-entropy (module 04).
 #
-# *Backward.* With y = log_softmax(x) and p = eʸ = softmax(x):
-# dL/dxᵢ = gᵢ - pᵢ Σⱼ gⱼ. For softmax s: dL/dxᵢ = sᵢ (gᵢ - Σⱼ gⱼ sⱼ).
-# Worked example: x = [0, 0] -> p = [½, ½]; with g = [1, 0],
-# log-softmax's gradient is [1 - ½, 0 - ½] = [½, -½].
+# *The numerical problem.* Computed as written, e¹⁰⁰⁰ overflows to `inf` and the result
+# is `nan`. The fix is exact math: softmax is unchanged when the same constant c is
+# subtracted from every xᵢ (e⁻ᶜ cancels between numerator and denominator). Take
+# m = max x: the largest exponent becomes e⁰ = 1 and nothing overflows. For the log:
+# log-softmax(x)ᵢ = (xᵢ - m) - log Σⱼ e^(xⱼ - m), the **log-sum-exp** trick.
 #
-# ### Exercise: `log_softmax(x, dim)`
-# Forward with the log-sum-exp trick (use `keepdims=True` so shapes broadcast),
-# and the backward above. Keep the dtype of `x`.
+# *Backward.* With s = softmax(x): dL/dxᵢ = sᵢ (gᵢ - Σⱼ gⱼ sⱼ). With y = log_softmax(x)
+# and p = eʸ: dL/dxᵢ = gᵢ - pᵢ Σⱼ gⱼ. Worked example: x = [0, 0] gives p = [½, ½]; with
+# g = [1, 0], log-softmax's gradient is [1 - ½, 0 - ½] = [½, -½]; softmax's is
+# [½(1 - ½), ½(0 - ½)] = [¼, -¼].
+#
+# ### Exercise 8: `softmax` and `log_softmax` along `dim`
+# - Hint 1: shift by the max along the axis, then exponentiate and normalise (or take
+#   the log of the normaliser).
+# - Hint 2: use `keepdims=True` in every reduction, so the results broadcast back over
+#   the axis; keep the dtype of the input (float32 stays float32).
+# - Hint 3: `data.max(axis=axis, keepdims=True)`, `xp.exp`, `.sum(axis=axis,
+#   keepdims=True)`, `xp.log`; the closures follow the two formulas above, reusing the
+#   forward's output (`out`) rather than recomputing it.
 
-# %% nbgrader={"grade": false, "grade_id": "log-softmax", "locked": false, "schema_version": 3, "solution": true}
+# %% nbgrader={"grade": false, "grade_id": "softmax", "locked": false, "schema_version": 3, "solution": true}
 #| export
+def softmax(x, dim):
+    """exp(x) / sum(exp(x)) along `dim`, shifted by the max for stability."""
+    xp = get_xp(x._device)
+    (axis,) = _dims(dim, x.ndim)
+    data = _float_data(x)
+    ### BEGIN SOLUTION
+    e = xp.exp(data - data.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+
+    def softmax_backward(g):
+        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+    return from_op(out, x._device, (x,), softmax_backward)
+    ### END SOLUTION
+
+
 def log_softmax(x, dim):
     """log(softmax(x)) along `dim`, without overflow for large inputs."""
     xp = get_xp(x._device)
@@ -1488,201 +841,63 @@ def log_softmax(x, dim):
 
     def log_softmax_backward(g):
         return (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),)
+    return from_op(out, x._device, (x,), log_softmax_backward)
     ### END SOLUTION
-    return _wrap(out, x._device, (x,), log_softmax_backward)
 
 
-# %%
-#| export
-def softmax(x, dim):
-    """exp(x) / sum(exp(x)) along `dim`, shifted by the max for stability."""
-    xp = get_xp(x._device)
-    (axis,) = _dims(dim, x.ndim)
-    data = _float_data(x)
-    e = xp.exp(data - data.max(axis=axis, keepdims=True))
-    out = e / e.sum(axis=axis, keepdims=True)
-
-    def softmax_backward(g):
-        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
-    return _wrap(out, x._device, (x,), softmax_backward)
-
-
-# %% nbgrader={"grade": true, "grade_id": "test-log-softmax", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def test_log_softmax():
+# %% nbgrader={"grade": true, "grade_id": "test-softmax", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def test_softmax():
     x = tensor([[0.0, 0.0], [1000.0, 0.0]], requires_grad=True)
     y = log_softmax(x, dim=1)
+    assert y.shape == (2, 2), f"log_softmax keeps the shape (2, 2), got {y.shape}"
     assert np.isfinite(y.data).all(), f"log_softmax must not overflow on 1000: got {y.tolist()}"
     assert np.allclose(y.data[0], np.log(0.5)), f"log_softmax([0, 0]) = [log ½, log ½], got {y.data[0]}"
     assert np.allclose(y.data[1], [0.0, -1000.0]), f"log_softmax([1000, 0]) = [0, -1000], got {y.data[1]}"
     assert y.dtype == np.float32, f"float32 in, float32 out; got {y.dtype}"
     (g,) = y._backward(np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32))
-    assert np.allclose(g[0], [0.5, -0.5]), f"gradient at x=[0,0], g=[1,0] is [½, -½], got {g[0]}"
-    assert np.allclose(np.exp(log_softmax(tensor([1.0, 2.0, 3.0]), dim=0).data).sum(), 1), \
-        "exp(log_softmax) must sum to 1"
+    assert g.shape == (2, 2) and np.allclose(g[0], [0.5, -0.5]), f"gradient at x=[0,0], g=[1,0] is [½, -½], got {g}"
+    s = softmax(x, dim=-1)
+    assert s.shape == (2, 2) and np.isfinite(s.data).all(), f"softmax must not overflow: got {s.tolist()}"
+    assert np.allclose(s.data, [[0.5, 0.5], [1.0, 0.0]]), f"softmax rows are [½, ½] and [1, 0], got {s.tolist()}"
+    (g,) = s._backward(np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32))
+    assert np.allclose(g[0], [0.25, -0.25]), f"softmax gradient at x=[0,0], g=[1,0] is [¼, -¼], got {g[0]}"
+    p = softmax(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0)
+    assert np.allclose(p.data.sum(axis=0), 1), "softmax along dim 0 normalises columns"
     ### BEGIN HIDDEN TESTS
     z = log_softmax(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0)
     assert np.allclose(np.exp(z.data).sum(axis=0), 1), "dim=0 normalises columns"
     ### END HIDDEN TESTS
 
 
-test_log_softmax()
-print("log_softmax: ok")
+test_softmax()
+print("softmax, log_softmax: ok")
 
 # %% [markdown]
-# ## 12. Joining, splitting, selecting
+# *Cost.* Three passes over the data (max, exp-and-sum, normalise), and one array of
+# the input's size kept for the backward. The stability fix costs one extra pass.
 #
-# `cat` glues tensors along an existing dimension and its backward cuts the
-# gradient back into pieces; `stack` adds a new dimension; `split` is `cat`
-# in reverse (each piece is a slice, so its backward is the slice's).
-# `where(cond, x, y)` picks elementwise; the gradient goes to whichever side was
-# picked. `masked_fill` is `where` with a constant: attention uses it to hide
-# future tokens behind `-inf`.
-
-# %%
-#| export
-def _same_device(tensors, name):
-    first = tensors[0]
-    for t in tensors[1:]:
-        if t._device != first._device:
-            _device_mismatch(first, t, name)
-    return first._device
-
-
-def cat(tensors, dim=0):
-    """Concatenate along an existing dimension."""
-    tensors = tuple(tensors)
-    dev = _same_device(tensors, "cat")
-    xp = get_xp(dev)
-    (axis,) = _dims(dim, tensors[0].ndim)
-    try:
-        out = xp.concatenate([t.data for t in tensors], axis=axis)
-    except ValueError as err:
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise RuntimeError(f"cat along dim {dim}: shapes {shapes} do not fit ({err})") from None
-    ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
-
-    def cat_backward(g):
-        return tuple(xp.split(g, ends, axis=axis))
-    return _wrap(out, dev, tensors, cat_backward)
-
-
-def stack(tensors, dim=0):
-    """Join tensors of one shape along a new dimension."""
-    tensors = tuple(tensors)
-    dev = _same_device(tensors, "stack")
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) != 1:
-        raise RuntimeError(f"stack expects tensors of one shape, got {sorted(shapes)}")
-    return cat([unsqueeze(t, dim) for t in tensors], dim)
-
-
-def split(x, split_size_or_sections, dim=0):
-    """Cut into pieces of `split_size` (the last may be smaller) or of the given sizes."""
-    (axis,) = _dims(dim, x.ndim)
-    n = x.shape[axis]
-    if isinstance(split_size_or_sections, (builtins.int, np.integer)):
-        step = builtins.int(split_size_or_sections)
-        sizes = [builtins.min(step, n - s) for s in range(0, n, step)]
-    else:
-        sizes = list(split_size_or_sections)
-        if builtins.sum(sizes) != n:
-            raise RuntimeError(f"split sizes {sizes} add up to {builtins.sum(sizes)}, "
-                               f"but dim {dim} has size {n}")
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(getitem(x, (slice(None),) * axis + (slice(start, start + size),)))
-        start += size
-    return tuple(pieces)
-
-
-def where(condition, x, y):
-    """Elementwise `x if condition else y` (x and y may be numbers)."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
-    tx, a, ty, b = _operands(x, y, "where")
-    dev = condition._device if isinstance(condition, Tensor) else _dev(tx, ty)
-    for t in (tx, ty):
-        if t is not None and t._device != dev:
-            _device_mismatch(condition, t, "where")
-    xp = get_xp(dev)
-    try:
-        out = _keep_float32(xp.where(cond, a, b), tx, ty)
-    except ValueError:
-        raise ValueError(f"where: shapes {_shape_of(cond)}, {_shape_of(a)} and {_shape_of(b)} "
-                         f"cannot be broadcast together") from None
-
-    def where_backward(g):
-        return (unbroadcast(xp.where(cond, g, 0), a.shape) if _needs(tx) else None,
-                unbroadcast(xp.where(cond, 0, g), b.shape) if _needs(ty) else None)
-    return _wrap(out, dev, (tx, ty), where_backward)
-
-
-def masked_fill(x, mask, value):
-    """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
-    m = mask.data if isinstance(mask, Tensor) else mask
-    xp = get_xp(x._device)
-    try:
-        out = xp.where(m, value, x.data).astype(x.dtype, copy=False)
-    except ValueError:
-        raise ValueError(f"masked_fill: mask of shape {_shape_of(m)} does not broadcast to "
-                         f"the tensor's shape {tuple(x.shape)}") from None
-    if out.shape != x.shape:
-        raise ValueError(f"masked_fill: mask of shape {_shape_of(m)} would enlarge the tensor's "
-                         f"shape {tuple(x.shape)}")
-
-    def masked_fill_backward(g):
-        return (xp.where(m, 0, g),)
-    return _wrap(out, x._device, (x,), masked_fill_backward)
-
-
-# %% [markdown]
-# ## 13. Changing dtype and device
+# ## 9. What it costs, measured
 #
-# Both are differentiable: the gradient of a cast is the gradient cast back;
-# the gradient of a move is the gradient moved back. Casting to an integer
-# dtype leaves the graph (integers have no gradient).
-
-# %%
-#| export
-def _cast(x, dtype):
-    if x.data.dtype == dtype:
-        return x
-
-    def cast_backward(g):
-        return (g.astype(x.dtype),)
-    parents = (x,) if is_floating(dtype) else None
-    return _wrap(x.data.astype(dtype), x._device, parents, cast_backward)
-
-
-def _move(x, dev):
-    if x._device == dev:
-        return x
-
-    def move_backward(g):
-        return (to_device(g, x._device),)
-    return _wrap(to_device(x.data, dev), dev, (x,), move_backward)
-
-
-# %% [markdown]
-# ## 14. What it costs
-#
-# A tensor op pays Python overhead (checking operands, building the output,
-# making the backward closure) plus the array work. Measure both on your machine:
+# A tensor op pays Python overhead (checking operands, building the output, making the
+# backward closure) plus the array work. The cell below times `add` on a tiny and a
+# larger tensor, against the bare NumPy addition.
 
 # %%
 import timeit
 
-small = rand(4, 4)
-big = rand(256, 256)
-for name, a in (("4x4", small), ("256x256", big)):
-    raw = builtins.min(timeit.repeat(lambda: a.data + a.data, number=2000, repeat=3)) / 2000 * 1e6
-    ours = builtins.min(timeit.repeat(lambda: a + a, number=2000, repeat=3)) / 2000 * 1e6
-    print(f"add {name}: numpy {raw:6.2f} µs, tinytorch {ours:6.2f} µs (overhead {ours - raw:5.2f} µs)")
-print(f"memory: a 256x256 float32 tensor holds {big.numel() * 4 / 1024:.0f} KiB; float64 would double it")
+from tinytorch.core.tensor import rand
+
+for shape in ((4, 4), (256, 256)):
+    t = rand(*shape)
+    raw = builtins.min(timeit.repeat(lambda: t.data + t.data, number=2000, repeat=3)) / 2000 * 1e6
+    ours = builtins.min(timeit.repeat(lambda: add(t, t), number=2000, repeat=3)) / 2000 * 1e6
+    print(f"add {shape}: numpy {raw:6.2f} µs, tinytorch {ours:6.2f} µs (overhead {ours - raw:5.2f} µs)")
 
 # %% [markdown]
-# For a 4×4 tensor nearly all of the time is overhead; for 256×256 the array
-# work dominates. That is why frameworks fuse operations and why deep-learning
-# code works on big batches. `bench/ops.py` compares these numbers with PyTorch.
+# For a 4×4 tensor nearly all of the time is overhead; for 256×256 the array work
+# dominates. That is why frameworks fuse operations and why deep-learning code works
+# on big batches. Memory follows the dtype: a 256×256 float32 tensor holds 256 KiB,
+# float64 would double it. `bench/ops.py` compares these numbers with PyTorch.
 #
-# **Next:** module 02 builds the engine that runs the `_backward` closures you
-# wrote here, in the right order, for a whole graph.
+# **Next:** module 02 builds the engine that runs the `_backward` closures you wrote
+# here, in the right order, for a whole graph.

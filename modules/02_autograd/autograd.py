@@ -15,66 +15,71 @@
 # # Module 02 — Autograd
 #
 # Training a network means following the gradient of a loss with respect to
-# millions of parameters. Writing those derivatives by hand for every model is
-# slow and error-prone; **automatic differentiation** computes them exactly, for
-# any program built from differentiable operations, at the cost of about one
-# extra forward pass.
+# millions of parameters. Writing those derivatives by hand for every model is slow
+# and error-prone; **automatic differentiation** computes them exactly, for any
+# program built from differentiable operations, at the cost of about one extra
+# forward pass.
 #
-# In module 01 every operation recorded its inputs (`_parents`) and a backward
-# rule (`_backward`). Together they form a **graph**, built while the program
-# runs (define-by-run, as in PyTorch). Here you build the engine that walks it.
+# In module 01 every operation recorded its inputs (`_parents`) and a backward rule
+# (`_backward`), and you tested each rule alone. Together they form a **graph**,
+# built while the program runs (define-by-run, as in PyTorch). Here you build the
+# engine that walks it, the switch that stops recording it, and the tool that checks
+# every backward rule against the definition of the derivative.
 #
-# **You will implement:** `topological_order`, `backward` and
-# `numerical_gradient` (the heart of `gradcheck`).
+# **You will write:** `no_grad` (the context manager),
+# `topological_order`, `backward` with its gradient accumulation,
+# `numerical_gradient`, and the comparison at the heart of `gradcheck`.
 
 # %%
 #| default_exp core.autograd
 
 # %% [markdown]
-# ## 1. The chain rule on a graph
+# ## 0. What is provided
 #
-# Take `c = a * b; d = c + a; L = d.sum()`. The loss reaches `a` along two
-# paths (through `c` and directly into `d`), so dL/da is the **sum** of the two
-# contributions: dL/da = dL/dc · b + dL/dd · 1.
-#
-# Reverse-mode autodiff does this for every node at once:
-#
-# 1. Seed dL/dL = 1.
-# 2. Visit nodes so that a node comes **after every node that uses it**
-#    (reverse topological order). When we reach a node, all contributions to
-#    its gradient have arrived.
-# 3. Call the node's `_backward(g)` to get its parents' contributions and
-#    **add** them into the parents' running totals.
-# 4. At a leaf (a tensor the user created with `requires_grad=True`), add the
-#    total into `.grad`. Gradients accumulate across `backward()` calls, as in
-#    PyTorch: that is why training loops call `zero_grad()`.
-#
-# Worked example: a = 2, b = 3. c = 6, d = 8, L = 8. dL/dd = 1, dL/dc = 1,
-# dL/da = 1·3 + 1 = 4, dL/db = 1·2 = 2.
-#
-# *Cost.* One backward pass visits each node once and does roughly the work of
-# its forward (matmul: twice). Memory: every node keeps what its backward needs
-# (inputs, outputs) until the backward pass runs, which is why training needs
-# far more memory than inference, and why we free the graph afterwards.
+# `provided.py` exports into the same package file before this lesson. From it, and
+# from module 01, the next cell imports: `Tensor` and `from_op`; `_grad_mode`, the
+# per-thread flag that `from_op` reads before recording the graph; `_seed`, which
+# builds dL/droot and explains a missing `gradient`; `_check_shape`, which names a
+# backward rule that returns the wrong shape; `_FREED`, the error message for a graph
+# used twice; and gradcheck's `GradcheckError`, `_float64_copy` and `_projection`.
 
 # %%
-#| export
 import functools
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp, is_floating, to_device
-from tinytorch.core.tensor import Tensor, _grad_mode, _wrap
+from tinytorch.core.backend import get_xp
+from tinytorch.core.autograd import (
+    GradcheckError, _FREED, _check_shape, _float64_copy, _projection, _seed, is_grad_enabled,
+)
+from tinytorch.core.tensor import Tensor, _grad_mode, from_op
 
 # %% [markdown]
-# ## 2. Turning recording off: `no_grad`
+# ## 1. Turning recording off: `no_grad`
 #
-# Evaluation, sampling and optimizer updates need no graph. Recording one
-# anyway costs time and keeps memory alive. `no_grad()` switches recording off
-# for a `with` block or a decorated function; `set_grad_enabled(flag)` does the
-# same conditionally. The switch is per thread (module 01's `_grad_mode`).
+# *Why.* Evaluation, sampling and the optimizer's update need no graph. Recording one
+# anyway costs time (a closure per op) and memory: every recorded op keeps the arrays
+# its backward needs alive until a backward pass that never comes. PyTorch's answer is
+# a switch: `with torch.no_grad(): ...`, or `@torch.no_grad()` on a function.
+#
+# *How.* `from_op` records only when `_grad_mode.enabled` is true. A `with` block
+# calls `__enter__` on the way in and `__exit__` on the way out, even when the block
+# raises. So `__enter__` remembers the current flag and sets the class's `enabled`;
+# `__exit__` puts the remembered flag back. Restoring (not setting to True) is what
+# makes nesting work: `no_grad` inside `no_grad` must leave recording off when the
+# inner block ends. `enable_grad` is the same switch with `enabled = True`.
+#
+# A switch used as a decorator, `@no_grad()`, receives the function and returns a
+# wrapper that runs it inside a fresh switch of the same class (`__call__`, given: later
+# modules decorate functions with it while the package is being imported).
+#
+# ### Exercise 1: `_GradModeSwitch.__enter__` and `__exit__`
+# - Hint 1: remember, set, restore.
+# - Hint 2: keep the old flag on `self`, so each `with` block restores its own.
+# - Hint 3: `__enter__` stores `_grad_mode.enabled` as `self._previous`, assigns the
+#   class's `enabled`, and returns `self`; `__exit__` assigns the stored value back.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "no-grad", "locked": false, "schema_version": 3, "solution": true}
 #| export
 class _GradModeSwitch:
     """A context manager and decorator that sets grad mode, then restores it."""
@@ -86,14 +91,18 @@ class _GradModeSwitch:
         return switch(func) if func is not None else switch  # allow @no_grad without ()
 
     def __enter__(self):
+        ### BEGIN SOLUTION
         self._previous = _grad_mode.enabled
         _grad_mode.enabled = self.enabled
         return self
+        ### END SOLUTION
 
     def __exit__(self, *exc):
+        ### BEGIN SOLUTION
         _grad_mode.enabled = self._previous
+        ### END SOLUTION
 
-    def __call__(self, func):
+    def __call__(self, func):  # as a decorator: run func inside a fresh switch of this class
         @functools.wraps(func)
         def run_with_mode(*args, **kwargs):
             with type(self)():
@@ -113,46 +122,94 @@ class enable_grad(_GradModeSwitch):
     enabled = True
 
 
-class set_grad_enabled:
-    """`set_grad_enabled(False)` turns recording off now; as a `with` block, until it ends."""
+# %% nbgrader={"grade": true, "grade_id": "test-no-grad", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_no_grad():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with no_grad():
+        assert not is_grad_enabled(), "inside no_grad(), grad mode must be off"
+        y = x * 2
+    assert is_grad_enabled(), "grad mode must be back on after the block"
+    assert not y.requires_grad and y._parents is None, "an op under no_grad records no graph"
+    assert (x * 2).requires_grad, "outside the block, ops record again"
+    with no_grad():
+        with no_grad():
+            pass
+        assert not is_grad_enabled(), "nested no_grad: the outer block is still off after the inner one"
+        with enable_grad():
+            assert (x * 2).requires_grad, "enable_grad turns recording back on inside no_grad"
+        assert not is_grad_enabled(), "leaving enable_grad restores the outer no_grad"
+    try:
+        with no_grad():
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert is_grad_enabled(), "grad mode is restored even when the block raises"
 
-    def __init__(self, mode):
-        self._previous = _grad_mode.enabled
-        _grad_mode.enabled = mode
+    @no_grad()
+    def double(t):
+        return t * 2
+    assert not double(x).requires_grad, "@no_grad() runs the function without recording"
+    assert double.__name__ == "double", "the decorator keeps the function's name (functools.wraps)"
+    assert is_grad_enabled(), "after the decorated call, grad mode is back on"
+    ### BEGIN HIDDEN TESTS
+    @no_grad
+    def triple(t):
+        return t * 3
+    assert not triple(x).requires_grad, "@no_grad without parentheses"
+    ### END HIDDEN TESTS
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        _grad_mode.enabled = self._previous
-
-
-def is_grad_enabled():
-    """Whether ops record the graph right now (in this thread)."""
-    return _grad_mode.enabled
-
+test_no_grad()
+print("no_grad: ok")
 
 # %% [markdown]
+# ## 2. The chain rule on a graph
+#
+# Take `c = a * b; d = c + a; L = d.sum()`. The loss reaches `a` along two paths
+# (through `c`, and directly into `d`), so dL/da is the **sum** of the two
+# contributions: dL/da = dL/dc · b + dL/dd · 1.
+#
+# Reverse-mode autodiff does this for every node at once:
+#
+# 1. Seed dL/dL = 1.
+# 2. Visit nodes so that a node comes **after every node that uses it** (reverse
+#    topological order). When we reach a node, all contributions to its gradient have
+#    arrived.
+# 3. Call the node's `_backward(g)` to get its parents' contributions, and **add** them
+#    into the parents' running totals.
+# 4. At a leaf (a tensor the user created with `requires_grad=True`), add the total
+#    into `.grad`. Gradients accumulate across `backward()` calls, as in PyTorch: that
+#    is why training loops call `zero_grad()`.
+#
+# Worked example: a = 2, b = 3. c = 6, d = 8, L = 8. dL/dd = 1, dL/dc = 1,
+# dL/da = 1·3 + 1 = 4, dL/db = 1·2 = 2.
+#
 # ## 3. Ordering the graph
 #
-# We need every node to be processed after all the nodes computed from it. A
-# depth-first search that appends a node only once all its parents are appended
-# gives the opposite order (parents first); we then walk it backwards.
+# We need every node processed after all the nodes computed from it. A depth-first
+# search that appends a node only once all its parents are appended gives the opposite
+# order (parents first); the backward pass walks it from the end.
 #
-# The textbook DFS is recursive, but Python stops at about 1,000 nested calls,
-# and a recurrent network unrolled over many steps, or a loop of 100,000 small
-# updates, makes a graph that deep. So we keep our own stack of
-# `(node, parents_done)` pairs: a node is pushed once to visit its parents and
-# once more, below them, to be appended after them.
+# The textbook DFS is recursive, but Python stops at about 1,000 nested calls, and a
+# recurrent network unrolled over many steps, or a loop of 100,000 small updates, makes
+# a graph that deep. So keep your own stack of `(node, parents_done)` pairs: a node is
+# pushed once to visit its parents, and once more, below them, to be appended after
+# them. Only nodes that require grad matter: a constant has nothing to receive.
 #
-# Only nodes that require grad matter: a constant has nothing to receive.
+# Worked example: for the graph above, one valid order is [a, b, c, d]; [b, a, c, d] is
+# another. [a, c, b, d] is not: c comes before its parent b.
 #
-# ### Exercise: `topological_order(root)`
-# Return a list of the tensors reachable from `root` through `_parents`
-# (skipping `None` parents and those that do not require grad), each exactly
-# once, every tensor after all of its parents. Use a set of `id(node)` for the
-# visited nodes (tensors compare elementwise with `==`, so they cannot be
-# compared directly).
+# ### Exercise 2: `topological_order(root)`
+# Return a list of the tensors reachable from `root` through `_parents` (skipping `None`
+# parents and those that do not require grad), each exactly once, every tensor after all
+# of its parents.
+#
+# - Hint 1: iterative DFS, post-order: a node goes into the list after its parents.
+# - Hint 2: tensors compare elementwise with `==`, so keep a set of `id(node)` for
+#   visited nodes; a leaf's `_parents` is `None`.
+# - Hint 3: an output list, a visited set and a stack holding `(root, False)`; pop until
+#   empty: a `True` entry is appended; an unvisited `False` entry is marked, pushed back
+#   as `True`, then its eligible parents are pushed as `False`.
 
 # %% nbgrader={"grade": false, "grade_id": "topological-order", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -209,66 +266,53 @@ print("topological_order: ok")
 #
 # `backward(root, gradient=None, retain_graph=False)`:
 #
-# - **Seed.** For a scalar root the seed is 1. For a non-scalar root (a
-#   vector of losses, say) "the" gradient is not defined: the caller must pass
-#   `gradient`, the vector dL/droot, and we compute the vector-Jacobian product.
-# - **Walk** `reversed(topological_order(root))`, keeping a dict
-#   `id(node) -> gradient array`. Pop a node's total; if it is a leaf, add it
-#   into `.grad` with `_accumulate` (provided); else call `node._backward(g)`
-#   and add each returned gradient into its parent's total (skip `None`s and
-#   parents that do not require grad). The shape check (provided) turns a wrong
-#   backward rule into an error naming the op.
-# - **Free.** Unless `retain_graph=True`, drop each node's `_backward` and
-#   `_parents` once used (set `_parents = ()`, not `None`: `None` would make it
-#   look like a leaf). The arrays saved for the backward pass are released, and
-#   a second `backward()` through the same graph is a clear error.
-
-# %%
-#| export
-_FREED = ("backward: this graph was already used by a backward pass and freed. "
-          "Pass retain_graph=True to the first backward() to run it again, or recompute the forward.")
-
-
-def _seed(root, gradient):
-    """dL/droot: 1 for a scalar root, else the `gradient` the caller passed."""
-    if not root.requires_grad:
-        raise RuntimeError("backward: this tensor does not require grad and has no graph. Create the "
-                           "inputs with requires_grad=True, and do not compute it under no_grad().")
-    xp = get_xp(root._device)
-    if gradient is None:
-        if root.data.size != 1:
-            raise RuntimeError(f"grad can be implicitly created only for scalar outputs; this one has "
-                               f"shape {tuple(root.shape)}: pass backward(gradient=...) of that shape")
-        return xp.array(1, dtype=root.data.dtype).reshape(root.shape)
-    if isinstance(gradient, Tensor):
-        if gradient._device != root._device:
-            raise RuntimeError(f"backward: gradient is on {gradient._device} but the tensor is on "
-                               f"{root._device}")
-        gradient = gradient.data
-    seed = xp.asarray(gradient, dtype=root.data.dtype)
-    if seed.shape != root.shape:
-        raise RuntimeError(f"backward: gradient has shape {tuple(seed.shape)}, but the tensor has "
-                           f"shape {tuple(root.shape)}")
-    return seed
-
-
-def _accumulate(leaf, g):
-    """leaf.grad += g, storing a fresh array of the leaf's dtype the first time."""
-    if leaf.grad is None:
-        # a copy: g may be a read-only broadcast view, or shared with another tensor
-        leaf.grad = _wrap(get_xp(leaf._device).array(g, dtype=leaf.data.dtype), leaf._device)
-    else:
-        leaf.grad.data += g
-
-
-def _check_shape(node, parent, grad):
-    if grad.shape != parent.data.shape:
-        raise RuntimeError(f"{node._backward.__name__} returned a gradient of shape {tuple(grad.shape)} "
-                           f"for an input of shape {tuple(parent.shape)}")
-
+# - **Seed.** For a scalar root the seed is 1. For a non-scalar root (a vector of
+#   losses, say) "the" gradient is not defined: the caller passes `gradient`, the
+#   vector dL/droot, and the engine computes the vector-Jacobian product. `_seed`
+#   (provided) does both, and explains a mistake.
+# - **Walk** the order from the end, keeping a dict `id(node) -> gradient array`. Pop a
+#   node's total (a node no gradient reached is skipped). At a leaf, add the total into
+#   `.grad`. Otherwise call `node._backward(g)` and add each returned gradient into its
+#   parent's total, skipping `None`s and parents that do not require grad; run
+#   `_check_shape` (provided) on each first, so a wrong rule is named.
+# - **Free.** Unless `retain_graph=True`, drop each node's `_backward` and `_parents`
+#   once used. Set `_parents = ()`, not `None`: `None` would make the node look like a
+#   leaf. The arrays saved for the backward pass are released, and a second pass through
+#   the same graph finds `_backward` missing: raise `RuntimeError(_FREED)`.
+#
+# **Accumulating into a leaf** (`_accumulate`): the first time, `.grad` becomes a new
+# `Tensor` holding a **copy** of `g` in the leaf's dtype. A copy, because `g` may be a
+# read-only broadcast view, or the very array another tensor holds; later in-place
+# additions would corrupt it. After that, add in place into `.grad.data`.
+#
+# Worked example, with the graph of section 2: the dict starts as {L: 1}. L's rule gives
+# d: 1. d's rule gives c: 1 and a: 1. c's rule gives a: 3 (now a: 4) and b: 2. a and b are
+# leaves: a.grad = 4, b.grad = 2.
+#
+# ### Exercise 3: `_accumulate(leaf, g)` and `backward`
+# - Hint 1: `_accumulate`: create once, then add in place. `backward`: a dict of running
+#   totals, filled in reverse topological order.
+# - Hint 2: a node is a leaf when `node._parents is None`; a freed node has
+#   `_backward is None` but is not a leaf. The new total is `parent_grad` if the parent
+#   had none yet, else the sum (not in place: the first array may belong to someone else).
+# - Hint 3: `_accumulate` copies with the namespace's `array` (dtype: the leaf's) and
+#   wraps it with `from_op`. `backward`: a dict keyed by `id`, seeded with the root; walk
+#   the topological order reversed: pop, skip None, leaf → accumulate, freed → raise,
+#   else pair each parent with its entry of the node's backward output; after each node,
+#   free it unless `retain_graph`.
 
 # %% nbgrader={"grade": false, "grade_id": "backward", "locked": false, "schema_version": 3, "solution": true}
 #| export
+def _accumulate(leaf, g):
+    """leaf.grad += g, storing a fresh array of the leaf's dtype the first time."""
+    ### BEGIN SOLUTION
+    if leaf.grad is None:
+        leaf.grad = from_op(get_xp(leaf._device).array(g, dtype=leaf.data.dtype), leaf._device)
+    else:
+        leaf.grad.data += g
+    ### END SOLUTION
+
+
 def backward(root, gradient=None, retain_graph=False):
     """Accumulate d(root)/d(leaf) into `.grad` of every leaf that requires grad."""
     seed = _seed(root, gradient)
@@ -298,9 +342,9 @@ def backward(root, gradient=None, retain_graph=False):
 def test_backward():
     a = Tensor(2.0, requires_grad=True)
     b = Tensor(3.0, requires_grad=True)
-    loss = (a * b + a).sum()
-    backward(loss)
+    backward((a * b + a).sum())
     assert a.grad is not None and b.grad is not None, "leaves that require grad must get .grad"
+    assert a.grad.shape == () and b.grad.shape == (), f"a 0-d leaf gets a 0-d grad, got {a.grad.shape}"
     assert a.grad.item() == 4.0, f"dL/da = b + 1 = 4 (two paths add up), got {a.grad.item()}"
     assert b.grad.item() == 2.0, f"dL/db = a = 2, got {b.grad.item()}"
     assert a.grad.dtype == np.float32, f"grads have the leaf's dtype, got {a.grad.dtype}"
@@ -316,6 +360,7 @@ def test_backward():
     else:
         raise AssertionError("backward on a (2, 2) output without gradient= must raise")
     backward(y, Tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert x.grad.shape == (2, 2), f"x.grad has x's shape (2, 2), got {x.grad.shape}"
     assert np.allclose(x.grad.data, [[2.0, 0.0], [0.0, 8.0]]), f"vector-Jacobian product wrong: {x.grad}"
 
     x.grad = None
@@ -343,8 +388,9 @@ test_backward()
 print("backward: ok")
 
 # %% [markdown]
-# `Tensor.backward()` (module 01) calls this function, so from now on you can
-# write `loss.backward()` as in PyTorch:
+# `Tensor.backward()` (module 01) calls this function, so from now on you can write
+# `loss.backward()` as in PyTorch. A one-layer example: d/dW of Σ relu(W x) is the outer
+# product of the relu mask with x.
 
 # %%
 w = Tensor([[0.5, -1.0], [2.0, 0.0]], requires_grad=True)
@@ -354,28 +400,30 @@ loss.backward()
 print("loss", loss.item(), "dloss/dw", w.grad.tolist())
 
 # %% [markdown]
-# ## 5. Checking gradients numerically: `gradcheck`
+# ## 5. Checking gradients numerically
 #
-# How do we know a backward rule is right? Compare it with the definition of
-# the derivative. The **central difference**
+# *Why.* A backward rule with a wrong sign or a missing term still produces numbers, and
+# a model still trains a little. The only reliable check is the definition of the
+# derivative itself. The **central difference**
 #
 # f'(x) ≈ (f(x + ε) - f(x - ε)) / (2ε)
 #
-# has error O(ε²) (the one-sided version, O(ε)). In float32 (7 digits) the
-# subtraction f(x+ε) - f(x-ε) cancels most digits, so we check in **float64**
-# with ε = 1e-6: truncation error ~1e-12, rounding error ~1e-16/1e-6 = 1e-10.
+# has error O(ε²) (the one-sided version, O(ε)). In float32 (7 digits), the subtraction
+# f(x+ε) - f(x-ε) cancels most digits, so we check in **float64** with ε = 1e-6:
+# truncation error ~1e-12, rounding error ~1e-16 / 1e-6 = 1e-10.
 #
-# For a function with many outputs, comparing the whole Jacobian costs one
-# backward pass per output. Instead `gradcheck` contracts the output with a
-# random vector v and checks the gradient of the scalar Σ v·f(x): a wrong
-# Jacobian entry changes that gradient for almost every v. That needs one
-# backward pass and 2 forward passes per input element.
+# Worked example: f(x) = x², x = 3, ε = 0.1: (3.1² - 2.9²) / 0.2 = (9.61 - 8.41) / 0.2 = 6,
+# exactly f'(3): for a quadratic the central difference has no truncation error at all.
 #
-# ### Exercise: `numerical_gradient(f, array, eps)`
-# `f()` returns a Python float computed from the current contents of `array`.
-# For every index `i` of `array`: set `array[i]` to old + eps, evaluate; to
-# old - eps, evaluate; **restore** it; store the central difference. Return a
-# float64 array of `array`'s shape. (`np.ndindex(shape)` walks all indices.)
+# ### Exercise 4: `numerical_gradient(f, array, eps)`
+# `f()` returns a Python float computed from the current contents of `array`. For every
+# index `i` of `array`, estimate df/darray[i], and leave `array` as you found it.
+#
+# - Hint 1: perturb one entry up, evaluate; down, evaluate; restore.
+# - Hint 2: the estimate is (f₊ - f₋) / (2 eps); read the old value as a Python float
+#   (`.item()`) so that restoring is exact.
+# - Hint 3: a float64 array of zeros for the result; walk every index with `np.ndindex`;
+#   three assignments to the entry (old + eps, old - eps, old) around two calls of `f`.
 
 # %% nbgrader={"grade": false, "grade_id": "numerical-gradient", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -395,20 +443,57 @@ def numerical_gradient(f, array, eps=1e-6):
     ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "test-numerical-gradient", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def test_numerical_gradient():
+    values = np.array([1.0, 2.0, 3.0])
+    g = numerical_gradient(lambda: float((values ** 2).sum()), values)
+    assert g.shape == (3,), f"one estimate per entry: shape (3,), got {np.shape(g)}"
+    assert np.allclose(g, [2.0, 4.0, 6.0], atol=1e-6), f"d/dx sum(x^2) = 2x, got {g}"
+    assert g.dtype == np.float64, f"estimates are float64, got {g.dtype}"
+    assert np.array_equal(values, [1.0, 2.0, 3.0]), "numerical_gradient must restore every entry"
+    m = np.array([[1.0, 2.0], [3.0, 4.0]])
+    g = numerical_gradient(lambda: float(m[0, 1] * m[1, 0]), m)
+    assert g.shape == (2, 2) and np.allclose(g, [[0, 3], [2, 0]], atol=1e-6), f"2-D input: got {g}"
+    ### BEGIN HIDDEN TESTS
+    assert np.allclose(numerical_gradient(lambda: float(np.sin(values).sum()), values), np.cos(values), atol=1e-6)
+    ### END HIDDEN TESTS
+
+
+test_numerical_gradient()
+print("numerical_gradient: ok")
+
+# %% [markdown]
+# ## 6. `gradcheck`
+#
+# For a function with many outputs, comparing the whole Jacobian would cost one backward
+# pass per output. Instead, contract the output with a fixed random vector v
+# (`_projection`, provided) and check the gradient of the scalar Σ v·f(x): a wrong Jacobian
+# entry changes that gradient for almost every v. That is one backward pass, plus 2
+# forward passes per input element.
+#
+# *The comparison.* Entry by entry, analytic and numeric agree when
+# |analytic - numeric| <= atol + rtol · |numeric|: an absolute floor for entries near
+# zero, a relative tolerance for large ones. On failure, name the input and its worst
+# element (largest excess over the tolerance), with both values, so the bug can be found.
+#
+# ### Exercise 5: `gradcheck`
+# The inputs are given as float64 copies, with `checked`, the positions of those that
+# require grad. Write the rest: one backward pass of Σ v·f (v from `_projection(out)`;
+# skip the pass when the output has no graph), a function `projected()` that recomputes
+# Σ v·f(x) as a Python float under `no_grad`, and the comparison, input by input.
+#
+# - Hint 1: for each checked input, compare its `.grad` with `numerical_gradient` of
+#   `projected` over that input's array.
+# - Hint 2: an input the output does not depend on has `.grad` None: its analytic
+#   gradient is zeros. The excess is |analytic - numeric| - (atol + rtol·|numeric|); any
+#   positive entry fails.
+# - Hint 3: `np.argmax` of the excess, turned into an index tuple by `np.unravel_index`,
+#   is the worst element; the message starts "gradcheck failed for input <i>", and goes
+#   into a `GradcheckError` or, when `raise_exception` is False, becomes `return False`;
+#   after the loop, return True.
+
+# %% nbgrader={"grade": false, "grade_id": "gradcheck", "locked": false, "schema_version": 3, "solution": true}
 #| export
-class GradcheckError(RuntimeError):
-    """Analytic and numerical gradients disagree."""
-
-
-def _float64_copy(t):
-    """A float64 leaf copy of an input (other inputs are passed through)."""
-    if not isinstance(t, Tensor) or not is_floating(t.dtype):
-        return t
-    copy = _wrap(get_xp(t._device).array(t.data, dtype=np.float64), t._device)
-    return copy.requires_grad_(t.requires_grad)
-
-
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     """Compare backward() of `fn(*inputs)` with float64 central differences.
 
@@ -420,10 +505,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad, so there is nothing to check")
+    ### BEGIN SOLUTION
     out = fn(*inputs)
-    weights = np.random.default_rng(0).standard_normal(out.shape)
-    weights = to_device(np.asarray(weights), out._device)
-    if out.requires_grad:
+    weights = _projection(out)
+    if out.requires_grad:  # an output that does not depend on the inputs has no graph
         backward(out, weights)
 
     def projected():
@@ -445,18 +530,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
                 raise GradcheckError(message)
             return False
     return True
+    ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-gradcheck", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def test_gradcheck():
-    values = np.array([1.0, 2.0, 3.0])
-    g = numerical_gradient(lambda: float((values ** 2).sum()), values)
-    assert np.allclose(g, [2.0, 4.0, 6.0], atol=1e-6), f"d/dx sum(x^2) = 2x, got {g}"
-    assert np.array_equal(values, [1.0, 2.0, 3.0]), "numerical_gradient must restore every entry"
     x = Tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True)
     w = Tensor(np.random.default_rng(2).standard_normal((4, 2)), requires_grad=True)
-    assert gradcheck(lambda a, b: (a @ b).tanh(), (x, w)), "tanh(x @ w) has correct gradients"
-    assert gradcheck(lambda a: a.log_softmax(dim=1), (x,)), "log_softmax has correct gradients"
+    assert gradcheck(lambda a, b: (a @ b).tanh(), (x, w)) is True, "tanh(x @ w) has correct gradients"
+    assert gradcheck(lambda a: a.log_softmax(dim=1), (x,)) is True, "log_softmax has correct gradients"
 
     def wrong(a):  # the detached factor hides half of d(a*a)/da
         return a * a.detach()
@@ -466,6 +548,8 @@ def test_gradcheck():
         assert "input 0" in str(err), f"the error should name the input: {err}"
     else:
         raise AssertionError("gradcheck must catch a wrong gradient")
+    assert gradcheck(wrong, (x,), raise_exception=False) is False, "raise_exception=False returns False"
+    assert x.grad is None, "gradcheck works on float64 copies and leaves the inputs' .grad alone"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a: a.sum(dim=0), (x,)), "sum over a dim"
     ### END HIDDEN TESTS
@@ -475,11 +559,14 @@ test_gradcheck()
 print("gradcheck: ok")
 
 # %% [markdown]
-# ## 6. What it costs
+# ## 7. What it costs
 #
-# Time: the engine does a little Python work per node (a dict lookup, a call,
-# an addition), on top of the array work. Memory: the graph holds on to every
-# array a backward rule saved until the backward pass frees it. Both, measured:
+# *Time.* One backward pass visits each node once and does roughly the work of its
+# forward (a matmul: twice), plus a little Python per node: a dict lookup, a call, an
+# addition. For tiny tensors that Python work dominates. *Memory.* Every recorded node
+# keeps what its backward needs (inputs, outputs) until the backward pass frees it: that
+# is why training needs far more memory than inference, and why the engine frees the graph
+# as it goes. The cell measures a small step, and shows an intermediate released by the pass.
 
 # %%
 import time
@@ -491,16 +578,6 @@ for _ in range(2000):
     backward((a + a).sum())
 print(f"2x2 add + sum + backward: {(time.perf_counter() - start) / 2000 * 1e6:.1f} µs per step")
 
-x = Tensor([1.0], requires_grad=True)
-y = x
-start = time.perf_counter()
-for _ in range(100_000):
-    y = y * 1.0001
-backward(y.sum())
-factor = float(np.float32(1.0001))  # the float32 nearest to 1.0001
-print(f"100,000-op chain: forward + backward in {time.perf_counter() - start:.2f} s, "
-      f"dy/dx = {x.grad.item():.1f} (expected {factor ** 100000:.1f}, up to float32 rounding)")
-
 big = Tensor(np.ones((1000, 1000), dtype=np.float32), requires_grad=True)
 hidden = big * 2.0
 probe = weakref.ref(hidden)
@@ -511,13 +588,8 @@ backward(loss)
 print("intermediate alive after backward: ", probe() is not None, "(its 4 MB were released)")
 
 # %% [markdown]
-# **Next:** module 03 builds layers (`Linear`, `LayerNorm`, ...) from these
-# tensors, and trusts this engine to train them.
-
-# %%
-#| export autograd
-"""`tinytorch.autograd`, as in PyTorch: the backward engine, grad mode and gradcheck."""
-from tinytorch.core.autograd import (  # noqa: F401 -- re-exported names
-    GradcheckError, backward, enable_grad, gradcheck, is_grad_enabled, no_grad,
-    numerical_gradient, set_grad_enabled, topological_order,
-)
+# A chain of 100,000 ops also works (the order is built without recursion), in about a
+# second: the per-node Python cost, times 100,000.
+#
+# **Next:** module 03 builds layers (`Linear`, `LayerNorm`, ...) from these tensors, and
+# trusts this engine to train them.

@@ -81,12 +81,6 @@ def test_softmax_is_stable_for_large_logits(device):
     np.testing.assert_allclose(ls[1], [-2000.0, -1000.0, 0.0], rtol=1e-6)
 
 
-def test_softmax_large_logits_backward_finite(device):
-    x = tt.tensor([[1000.0, 0.0, -1000.0]], device=device, requires_grad=True)
-    (x.log_softmax(dim=-1)[:, 1]).sum().backward()
-    assert np.all(np.isfinite(arr(x.grad)))
-
-
 @pytest.mark.parametrize(
     "sa, sb",
     [((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)), ((2, 3), (3, 4)), ((5, 2, 3), (3, 4)),

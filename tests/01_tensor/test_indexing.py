@@ -52,29 +52,3 @@ def test_zero_dim_index_tensor(device):
 def test_index_out_of_range_raises(device):
     with pytest.raises(IndexError):
         tt.tensor(A, device=device)[3]
-
-
-def test_indexing_backward_scatter_adds_repeats(device):
-    x = tt.zeros(5, device=device, requires_grad=True)
-    x[[0, 0, 1]].sum().backward()
-    assert x.grad.tolist() == [2.0, 1.0, 0.0, 0.0, 0.0]
-
-
-def test_indexing_backward_basic_and_mask(device):
-    x = tt.zeros(3, 4, device=device, requires_grad=True)
-    (x[1:, ::2] * 3).sum().backward()
-    expected = np.zeros((3, 4), dtype=np.float32)
-    expected[1:, ::2] = 3
-    np.testing.assert_array_equal(x.grad.cpu().numpy(), expected)
-    y = tt.tensor([1.0, -2.0, 3.0], device=device, requires_grad=True)
-    y[y > 0].sum().backward()
-    assert y.grad.tolist() == [1.0, 0.0, 1.0]
-
-
-def test_indexing_backward_2d_repeats(device):
-    x = tt.zeros(3, 3, device=device, requires_grad=True)
-    x[[0, 0, 2], [1, 1, 0]].sum().backward()
-    expected = np.zeros((3, 3), dtype=np.float32)
-    expected[0, 1] = 2
-    expected[2, 0] = 1
-    np.testing.assert_array_equal(x.grad.cpu().numpy(), expected)

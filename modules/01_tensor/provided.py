@@ -1,0 +1,1132 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 01 — provided code
+#
+# The infrastructure under the lesson (`tensor.py`): devices and array namespaces,
+# dtypes, the `Tensor` class itself (attributes, conversions, printing), creation
+# functions, operand checking, and the ops the lesson does not ask you to write.
+# It exports before the lesson, into the same files (`tinytorch/core/backend.py`,
+# `tinytorch/core/tensor.py`). Read it when you are curious; you never edit it.
+
+# %%
+#| default_exp core.tensor
+
+# %% [markdown]
+# ## Devices, array namespaces, dtypes
+#
+# Every op is written once against an array namespace `xp`: `numpy` for `"cpu"`,
+# `cupy` for `"cuda"`. CuPy is optional; without it, `"cuda"` says why it is unusable.
+
+# %%
+#| export core.backend
+"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generator."""
+import numpy as np
+
+
+class Device:
+    """Where a tensor's numbers live: `cpu`, or `cuda:N` (the N-th GPU)."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, type: str, index=None):
+        self.type = type
+        self.index = index
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device(type='{self}')"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            other = device(other)
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+
+_DEVICES = {}
+
+
+def device(spec=None) -> Device:
+    """Parse `"cpu"`, `"cuda"` or `"cuda:N"` into a (cached) `Device`."""
+    if isinstance(spec, Device):
+        return spec
+    if spec is None:
+        spec = "cpu"
+    found = _DEVICES.get(spec)
+    if found is not None:
+        return found
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0' or a Device, got {spec!r}")
+    kind, _, index = spec.partition(":")
+    if kind == "cpu" and not index:
+        dev = Device("cpu")
+    elif kind == "cuda" and (not index or index.isdigit()):
+        dev = Device("cuda", int(index or 0))
+    else:
+        raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    _DEVICES[spec] = dev
+    return dev
+
+
+_cuda_probe = None  # (cupy module or None, reason or None), filled on first use
+
+
+def _probe_cuda():
+    """Import CuPy and find a usable GPU once; remember why not, if not."""
+    global _cuda_probe
+    if _cuda_probe is None:
+        try:
+            import cupy
+        except ImportError as err:
+            _cuda_probe = (None, f"CuPy is not installed ({err}); install it with "
+                                 f"`pip install 'tinytorch[gpu]'` to use device='cuda'")
+        else:
+            try:
+                count = cupy.cuda.runtime.getDeviceCount()
+                reason = None if count > 0 else "CuPy is installed but no CUDA device is visible"
+            except Exception as err:  # CUDARuntimeError: no driver, driver too old, ...
+                count, reason = 0, f"CuPy is installed but CUDA is unusable: {err}"
+            _cuda_probe = (cupy if reason is None else None, reason)
+    return _cuda_probe
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and at least one CUDA device answers."""
+    return _probe_cuda()[0] is not None
+
+
+def cuda_unavailable_reason():
+    """Why `"cuda"` cannot be used here, or None when it can."""
+    return _probe_cuda()[1]
+
+
+def get_xp(dev: Device):
+    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda."""
+    if dev.type == "cpu":
+        return np
+    cupy, reason = _probe_cuda()
+    if cupy is None:
+        raise RuntimeError(f"cannot use device '{dev}': {reason}")
+    if dev.index >= cupy.cuda.runtime.getDeviceCount():
+        raise RuntimeError(f"cannot use device '{dev}': only "
+                           f"{cupy.cuda.runtime.getDeviceCount()} CUDA device(s) visible")
+    cupy.cuda.Device(dev.index).use()
+    return cupy
+
+
+def to_device(array, dev: Device):
+    """Copy an array to `dev` (a no-op when it is already there)."""
+    if dev.type == "cpu":
+        return array if isinstance(array, np.ndarray) else array.get()
+    xp = get_xp(dev)
+    return xp.asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy view (cpu) or host copy (cuda) of an array."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
+    if isinstance(target, np.ndarray):
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int):
+    """Seed the generator behind `rand`/`randn` (and module code that draws numbers)."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+    return _generator
+
+
+def default_generator():
+    """The NumPy generator that `manual_seed` resets."""
+    return _generator
+
+
+# %% [markdown]
+# TinyTorch's dtypes *are* NumPy dtypes (CuPy shares them), named as in PyTorch.
+# The cell defines `bool` last: inside this package, `bool` means the dtype, so
+# code here never uses Python's `bool` by that name.
+
+# %%
+#| export core.backend
+float16 = np.dtype("float16")
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int8 = np.dtype("int8")
+int16 = np.dtype("int16")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+uint8 = np.dtype("uint8")
+bool = np.dtype(np.bool_)  # noqa: A001 -- PyTorch's name for the dtype
+
+SUPPORTED_DTYPES = (float16, float32, float64, int8, int16, int32, int64, uint8, bool)
+DEFAULT_FLOAT = float32
+
+
+def resolve_dtype(dtype):
+    """Turn `float32`, `np.float32` or `"float32"` into a supported dtype (None stays None)."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unsupported dtype {dtype!r}") from None
+    if resolved not in SUPPORTED_DTYPES:
+        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        raise TypeError(f"unsupported dtype {resolved.name}: TinyTorch supports {names}")
+    return resolved
+
+
+def is_floating(dtype):
+    """True for float16/32/64."""
+    return dtype.kind == "f"
+
+
+# %% [markdown]
+# ## The tensor, and `from_op`
+#
+# `from_op` builds every op's output and records the graph only when grad mode is on
+# and an input requires grad. The `Tensor` class is a thin shell: its methods call the
+# op functions (`add`, `sum`, ...) that the lesson defines later in the same file.
+
+# %%
+#| export
+import builtins
+import math
+import threading
+from collections import namedtuple
+
+import numpy as np
+
+from tinytorch.core.backend import (
+    DEFAULT_FLOAT, Device, device, get_xp, is_floating, resolve_dtype, scatter_add,
+    to_device, to_numpy, default_generator,
+)
+
+_F64 = np.dtype("float64")
+_F32 = np.dtype("float32")
+
+
+class _GradMode(threading.local):
+    """Whether ops record the graph; per thread, like PyTorch. Module 02 flips it."""
+
+    def __init__(self):
+        self.enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def from_op(data, device, inputs=None, backward=None):
+    """The tensor an op returns: the public way to define an op with its backward.
+
+    `data` is the op's output array (on `device`), `inputs` the tensors the op read
+    (None for plain numbers), and `backward(grad)` returns one gradient array (or None)
+    per input. The graph is recorded only when grad mode is on and an input requires grad.
+    """
+    data, dev, parents = data, device, inputs
+    if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
+        data = np.asarray(data)
+    out = object.__new__(Tensor)
+    out.data = data
+    out._device = dev
+    out.grad = None
+    if parents is not None and _grad_mode.enabled:
+        for p in parents:
+            if p is not None and p.requires_grad:
+                out.requires_grad = True
+                out._parents = parents
+                out._backward = backward
+                return out
+    out.requires_grad = False
+    out._parents = None
+    out._backward = None
+    return out
+
+
+_wrap = from_op  # the older private name; use from_op
+
+
+# %%
+#| export
+class Tensor:
+    """An n-dimensional array on a device, that can record how it was computed."""
+
+    __slots__ = ("data", "requires_grad", "grad", "_parents", "_backward", "_device", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        dev = _device_of(device)
+        array = _to_array(data, resolve_dtype(dtype))
+        self.data = to_device(array, dev)
+        self._device = dev
+        self.grad = None
+        self._parents = None
+        self._backward = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # --- attributes ----------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: self._device)
+    is_leaf = property(lambda self: self._parents is None)
+    T = property(lambda self: permute(self, *reversed(range(self.data.ndim))))
+
+    def numel(self):
+        return int(self.data.size)
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    # --- arithmetic (each calls the op function the lesson defines) ---------------
+    def __add__(self, other): return add(self, other)
+    def __radd__(self, other): return add(other, self)
+    def __sub__(self, other): return sub(self, other)
+    def __rsub__(self, other): return sub(other, self)
+    def __mul__(self, other): return mul(self, other)
+    def __rmul__(self, other): return mul(other, self)
+    def __truediv__(self, other): return div(self, other)
+    def __rtruediv__(self, other): return div(other, self)
+    def __pow__(self, other): return pow(self, other)
+    def __rpow__(self, other): return pow(other, self)
+    def __matmul__(self, other): return matmul(self, other)
+    def __rmatmul__(self, other): return matmul(other, self)
+    def __neg__(self): return neg(self)
+
+    def __lt__(self, other): return _compare(self, other, "less")
+    def __le__(self, other): return _compare(self, other, "less_equal")
+    def __gt__(self, other): return _compare(self, other, "greater")
+    def __ge__(self, other): return _compare(self, other, "greater_equal")
+    def __eq__(self, other): return _compare(self, other, "equal")
+    def __ne__(self, other): return _compare(self, other, "not_equal")
+    __hash__ = object.__hash__  # tensors are hashed by identity, as in PyTorch
+
+    def add(self, other): return add(self, other)
+    def sub(self, other): return sub(self, other)
+    def mul(self, other): return mul(self, other)
+    def div(self, other): return div(self, other)
+    def matmul(self, other): return matmul(self, other)
+
+    # --- reductions ----------------------------------------------------------
+    def sum(self, dim=None, keepdim=False): return sum(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False): return mean(self, dim, keepdim)
+    def var(self, dim=None, correction=1, keepdim=False): return var(self, dim, correction, keepdim)
+    def max(self, dim=None, keepdim=False): return max(self, dim, keepdim)
+    def min(self, dim=None, keepdim=False): return min(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False): return argmax(self, dim, keepdim)
+    def argmin(self, dim=None, keepdim=False): return argmin(self, dim, keepdim)
+
+    # --- shape -----------------------------------------------------------------
+    def reshape(self, *shape): return reshape(self, *shape)
+    def view(self, *shape): return reshape(self, *shape)
+    def transpose(self, dim0, dim1): return transpose(self, dim0, dim1)
+    def permute(self, *dims): return permute(self, *dims)
+    def squeeze(self, dim=None): return squeeze(self, dim)
+    def unsqueeze(self, dim): return unsqueeze(self, dim)
+    def expand(self, *sizes): return expand(self, *sizes)
+    def flatten(self, start_dim=0, end_dim=-1): return flatten(self, start_dim, end_dim)
+    def split(self, split_size_or_sections, dim=0): return split(self, split_size_or_sections, dim)
+    def __getitem__(self, index): return getitem(self, index)
+
+    def __setitem__(self, index, value):
+        if self.requires_grad and _grad_mode.enabled:
+            raise RuntimeError("in-place assignment to a tensor that requires grad would corrupt its "
+                               "graph; build a new tensor with tinytorch.where or masked_fill")
+        index, _ = _index_arrays(index, self._device)
+        self.data[index] = value.data if isinstance(value, Tensor) else value
+
+    # --- elementwise -----------------------------------------------------------
+    def exp(self): return exp(self)
+    def log(self): return log(self)
+    def sqrt(self): return sqrt(self)
+    def abs(self): return abs(self)
+    def tanh(self): return tanh(self)
+    def sigmoid(self): return sigmoid(self)
+    def relu(self): return relu(self)
+    def gelu(self, approximate="none"): return gelu(self, approximate)
+    def clamp(self, min=None, max=None): return clamp(self, min, max)
+    def softmax(self, dim): return softmax(self, dim)
+    def log_softmax(self, dim): return log_softmax(self, dim)
+    def masked_fill(self, mask, value): return masked_fill(self, mask, value)
+
+    # --- autograd ------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (the engine is module 02's)."""
+        from tinytorch.core.autograd import backward  # the engine lives in the next module
+        backward(self, gradient, retain_graph)
+
+    def detach(self):
+        """The same numbers, cut from the graph."""
+        return from_op(self.data, self._device)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not is_floating(self.data.dtype):
+            raise RuntimeError(f"only floating-point tensors can require gradients, "
+                               f"this one is {self.data.dtype.name}")
+        if not requires_grad and self._parents is not None:
+            raise RuntimeError("requires_grad can only be turned off on leaf tensors; use .detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    # --- conversions -----------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        for arg in args:
+            if isinstance(arg, (str, Device)):
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if dtype is not None:
+            out = _cast(out, resolve_dtype(dtype))
+        if device is not None:
+            out = _move(out, _device_of(device))
+        return out
+
+    def cpu(self): return self.to("cpu")
+    def cuda(self, index=0): return self.to(f"cuda:{index}")
+    def float(self): return self.to(DEFAULT_FLOAT)
+    def double(self): return self.to(np.dtype("float64"))
+    def half(self): return self.to(np.dtype("float16"))
+    def long(self): return self.to(np.dtype("int64"))
+    def int(self): return self.to(np.dtype("int32"))
+    def bool(self): return self.to(np.dtype(np.bool_))
+
+    def numpy(self):
+        """The numbers as a NumPy array (a view on cpu, a host copy on cuda)."""
+        return to_numpy(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        array = to_numpy(self.data)
+        return array if dtype is None else array.astype(dtype)
+
+    def item(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to a "
+                               f"Python number; .item() needs exactly one")
+        return self.data.item()
+
+    def tolist(self):
+        return to_numpy(self.data).tolist()
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements is "
+                               f"ambiguous; use .any() or .all() on .data, or compare .item()")
+        return builtins.bool(self.data.item())
+
+    def __float__(self): return builtins.float(self.item())
+    def __int__(self): return builtins.int(self.item())
+
+    def __repr__(self):
+        array = to_numpy(self.data)
+        body = _format_array(array)
+        extras = []
+        if self._device.type != "cpu":
+            extras.append(f"device='{self._device}'")
+        if array.dtype.name not in ("float32", "int64", "bool"):
+            extras.append(f"dtype={array.dtype.name}")
+        if self._backward is not None:
+            name = self._backward.__name__.replace("_backward", "").title().replace("_", "")
+            extras.append(f"grad_fn=<{name}Backward>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+
+# %% [markdown]
+# ## Making tensors
+#
+# Python floats become `float32`, ints `int64`; a NumPy array keeps its dtype. A ragged
+# list gets an error naming the first dimension whose lengths disagree.
+
+# %%
+#| export
+def _device_of(spec):
+    return device(spec)
+
+
+def _format_array(array):
+    """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
+    options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
+    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array[:0]
+    if finite.size and (finite != np.round(finite)).any():
+        magnitudes = np.abs(finite[finite != 0])
+        big, small = magnitudes.max(), magnitudes.min()
+        spec = "{:.4e}" if big >= 1e8 or small < 1e-4 or big / small > 1e3 else "{:.4f}"
+        width = builtins.max(len(spec.format(v)) for v in finite.ravel())
+        options["formatter"] = {"float_kind": lambda v: spec.format(v).rjust(width)}
+    return np.array2string(array, **options)
+
+
+def _ragged_message(data):
+    """Explain where a nested list stops being rectangular."""
+    level, dim = [data], 0
+    while True:
+        is_seq = [isinstance(x, (list, tuple)) for x in level]
+        if not any(is_seq):
+            return "cannot build a tensor from this data"
+        if not all(is_seq):
+            return (f"ragged nested sequence: dimension {dim} mixes numbers and lists; "
+                    f"every element at one depth must have the same shape")
+        lengths = sorted({len(x) for x in level})
+        if len(lengths) > 1:
+            return (f"ragged nested sequence: dimension {dim} has lengths {lengths}; "
+                    f"a tensor needs equal lengths at every depth")
+        level, dim = [y for x in level for y in x], dim + 1
+
+
+def _to_array(data, dtype):
+    """Convert user data to a NumPy (or CuPy) array with TinyTorch's dtype rules."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if hasattr(data, "__cuda_array_interface__"):  # already a CuPy array
+        array = data.astype(dtype) if dtype is not None else data.copy()
+    elif isinstance(data, np.ndarray):
+        array = data.astype(dtype) if dtype is not None else data.copy()
+    else:
+        try:
+            array = np.array(data, dtype=dtype)
+        except ValueError as err:
+            if "inhomogeneous" in str(err) or "sequence" in str(err):
+                raise ValueError(_ragged_message(data)) from None
+            raise
+        if dtype is None and array.dtype is _F64:
+            array = array.astype(DEFAULT_FLOAT)  # Python floats mean float32 here
+    resolve_dtype(array.dtype)  # raises TypeError for strings, objects, complex...
+    return array
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """Build a tensor from nested lists, numbers or an array (always a copy)."""
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """Wrap a NumPy array without copying; the tensor keeps its dtype and shares memory."""
+    resolve_dtype(array.dtype)
+    return from_op(array, device("cpu"))
+
+
+def _sizes(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    return tuple(builtins.int(s) for s in size)
+
+
+def _filled(shape, fill, dtype, dev, requires_grad):
+    dev = _device_of(dev)
+    xp = get_xp(dev)
+    out = from_op(xp.full(shape, fill, dtype=dtype), dev)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(_sizes(size), 0, resolve_dtype(dtype) or DEFAULT_FLOAT, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(_sizes(size), 1, resolve_dtype(dtype) or DEFAULT_FLOAT, device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = np.array(fill_value).dtype
+        dtype = DEFAULT_FLOAT if dtype is _F64 else dtype
+    return _filled(_sizes((size,)), fill_value, resolve_dtype(dtype), device, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        all_ints = builtins.all(isinstance(v, (builtins.int, np.integer)) for v in (start, end, step))
+        dtype = np.dtype("int64") if all_ints else DEFAULT_FLOAT
+    dev = _device_of(device)
+    out = from_op(get_xp(dev).arange(start, end, step, dtype=resolve_dtype(dtype)), dev)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def _random(draw, size, dtype, device, requires_grad):
+    dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
+    array = draw(default_generator(), _sizes(size), dtype)
+    dev = _device_of(device)
+    out = from_op(to_device(array, dev), dev)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False):
+    """Uniform numbers in [0, 1), drawn on the CPU so a seed gives the same numbers on any device."""
+    return _random(lambda g, s, d: g.random(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False):
+    """Standard normal numbers (mean 0, std 1)."""
+    return _random(lambda g, s, d: g.standard_normal(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def _like(fn, t, dtype, device, requires_grad, *args):
+    return fn(*args, t.shape, dtype=dtype or t.dtype, device=device or t.device,
+              requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, t, dtype, device, requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(ones, t, dtype, device, requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(rand, t, dtype, device, requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(randn, t, dtype, device, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+# %% [markdown]
+# ## Operands of binary ops
+#
+# `_operands` splits each operand into (tensor or None, raw value) and refuses two
+# devices; `_binary` turns NumPy's broadcasting error into one naming both shapes;
+# `_keep_float32` undoes NumPy's promotion of `int / int` to float64.
+
+# %%
+#| export
+def _device_mismatch(a, b, name):
+    raise RuntimeError(f"{name}: expected all tensors on the same device, but found "
+                       f"{a._device} and {b._device}; move one with .to()")
+
+
+def _operands(a, b, name):
+    """Split two operands into (tensor or None, raw value) pairs on one device."""
+    ta = a if isinstance(a, Tensor) else None
+    tb = b if isinstance(b, Tensor) else None
+    if ta is not None and tb is not None and ta._device is not tb._device and ta._device != tb._device:
+        _device_mismatch(ta, tb, name)
+    return ta, (a.data if ta is not None else _constant(a, tb, name)), \
+        tb, (b.data if tb is not None else _constant(b, ta, name))
+
+
+def _constant(value, ref, name):
+    """A plain number (or NumPy array) used with a tensor: allowed, with no gradient."""
+    if isinstance(value, (builtins.int, builtins.float)):
+        return value
+    if isinstance(value, np.generic):  # NumPy scalars would force their dtype; Python's adapt
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return to_device(value, ref._device)
+    raise TypeError(f"{name}: unsupported operand type {type(value).__name__}; "
+                    f"use a Tensor or a number")
+
+
+def _shape_of(x):
+    return tuple(getattr(x, "shape", ()))
+
+
+def _binary(name, fn, x, y):
+    """Run an elementwise array function; explain a broadcasting failure with both shapes."""
+    try:
+        return fn(x, y)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {_shape_of(x)} and {_shape_of(y)} cannot be broadcast "
+                         f"together (sizes must match or be 1, comparing from the right)") from None
+
+
+def _keep_float32(out, ta, tb):
+    """NumPy promotes int/int and int*float to float64; TinyTorch keeps float32 unless asked."""
+    if out.dtype is _F64 and not ((ta is not None and ta.data.dtype is _F64) or
+                                  (tb is not None and tb.data.dtype is _F64)):
+        return out.astype(_F32)
+    return out
+
+
+def _dev(ta, tb):
+    return ta._device if ta is not None else tb._device
+
+
+def _needs(t):
+    """Does gradient have to flow into t?"""
+    return t is not None and t.requires_grad
+
+
+# %%
+#| export
+def _xp_add(x, y): return x + y
+def _xp_sub(x, y): return x - y
+def _xp_mul(x, y): return x * y
+def _xp_div(x, y): return x / y
+def _xp_pow(x, y): return x ** y
+
+
+def neg(a):
+    """-a."""
+    def neg_backward(g):
+        return (-g,)
+    return from_op(-a.data, a._device, (a,), neg_backward)
+
+
+def _compare(a, b, ufunc):
+    """Elementwise comparison: a bool tensor, outside the graph."""
+    ta, x, tb, y = _operands(a, b, ufunc)
+    xp = get_xp(_dev(ta, tb))
+    return from_op(_binary(ufunc, getattr(xp, ufunc), x, y), _dev(ta, tb))
+
+
+def _matmul_shapes_error(x, y):
+    return RuntimeError(f"matmul: shapes {tuple(x.shape)} and {tuple(y.shape)} cannot be multiplied "
+                       f"(inner dimensions must match: the last of the first and the "
+                       f"{'first' if y.ndim == 1 else 'second-to-last'} of the second)")
+
+
+def _check_matmul(ta, tb, x, y):
+    """Refuse what `@` cannot multiply, naming both shapes (NumPy's message names neither)."""
+    if ta is None or tb is None or x.ndim == 0 or y.ndim == 0:
+        raise RuntimeError("matmul needs two tensors of at least 1 dimension")
+    if x.shape[-1] != y.shape[0 if y.ndim == 1 else -2]:
+        raise _matmul_shapes_error(x, y)
+    if x.ndim > 2 and y.ndim > 2 and x.shape[:-2] != y.shape[:-2]:
+        try:
+            np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+        except ValueError:  # batch dimensions that do not broadcast
+            raise _matmul_shapes_error(x, y) from None
+
+
+def _dims(dim, ndim):
+    """Normalise `dim` (None, int, or tuple) to None or a sorted tuple of axes >= 0."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, (builtins.int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
+            raise IndexError(f"dimension out of range (expected to be in range of "
+                             f"[{-builtins.max(ndim, 1)}, {builtins.max(ndim, 1) - 1}], but got {d})")
+        out.append(d % builtins.max(ndim, 1))
+    return tuple(sorted(out))
+
+
+def _shape_arg(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def _check_permutation(x, dims):
+    """`dims` as given, after checking it names each dimension of x exactly once."""
+    if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
+        raise RuntimeError(f"permute: {tuple(dims)} is not a permutation of the "
+                           f"{x.ndim} dimensions of a tensor of shape {tuple(x.shape)}")
+    return dims
+
+
+# %% [markdown]
+# ## Reductions and shape ops built on the lesson's
+#
+# `var` has its own backward, 2(x - μ)/(N - c); `argmax`/`argmin` return indices,
+# outside the graph; `squeeze`, `unsqueeze`, `flatten` are `reshape`s; `expand` is
+# broadcasting made explicit, so its backward is `unbroadcast`.
+
+# %%
+#| export
+MinMax = namedtuple("MinMax", ["values", "indices"])
+
+
+def _require_float(x, name):
+    if not is_floating(x.data.dtype):
+        raise RuntimeError(f"{name}() needs a floating-point tensor, got {x.data.dtype.name}; "
+                           f"convert with .float()")
+
+
+def _count(shape, axes):
+    n = 1
+    for a in (range(len(shape)) if axes is None else axes):
+        n *= shape[a]
+    return n
+
+
+def var(x, dim=None, correction=1, keepdim=False):
+    """Variance with Bessel's correction by default (divide by N - 1), as PyTorch."""
+    _require_float(x, "var")
+    xp = get_xp(x._device)
+    axes = _dims(dim, x.ndim) if x.ndim else None
+    n = _count(x.shape, axes)
+    centered = x.data - x.data.mean(axis=axes, keepdims=True)
+    out = ((centered * centered).sum(axis=axes, keepdims=keepdim) / (n - correction)).astype(x.dtype)
+
+    def var_backward(g):
+        if axes is not None and not keepdim:
+            g = xp.expand_dims(g, axes)
+        return (g * centered * (2.0 / (n - correction)),)
+    return from_op(out, x._device, (x,), var_backward)
+
+
+def _arg(x, dim, keepdim, fn):
+    xp = get_xp(x._device)
+    if dim is None:
+        out = xp.asarray(fn(x.data.reshape(-1)))
+        return from_op(out.reshape((1,) * x.ndim) if keepdim else out, x._device)
+    (axis,) = _dims(dim, x.ndim)
+    return from_op(fn(x.data, axis=axis, keepdims=keepdim), x._device)
+
+
+def argmax(x, dim=None, keepdim=False):
+    """Index of the largest value (over the flattened tensor when dim is None)."""
+    return _arg(x, dim, keepdim, get_xp(x._device).argmax)
+
+
+def argmin(x, dim=None, keepdim=False):
+    """Index of the smallest value (over the flattened tensor when dim is None)."""
+    return _arg(x, dim, keepdim, get_xp(x._device).argmin)
+
+
+def squeeze(x, dim=None):
+    """Drop size-1 dimensions (only `dim`, if given and of size 1)."""
+    axes = range(x.ndim) if dim is None else _dims(dim, x.ndim)
+    shape = tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1))
+    return reshape(x, shape)
+
+
+def unsqueeze(x, dim):
+    """Insert a size-1 dimension at `dim`."""
+    if not -x.ndim - 1 <= dim <= x.ndim:
+        raise IndexError(f"unsqueeze: dim {dim} out of range for a {x.ndim}-d tensor")
+    dim = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dimensions start_dim..end_dim into one."""
+    if x.ndim == 0:
+        return reshape(x, 1)
+    start, end = start_dim % x.ndim, end_dim % x.ndim
+    return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+
+def expand(x, *sizes):
+    """Broadcast to `sizes` without copying (-1 keeps a dimension)."""
+    sizes = _shape_arg(sizes)
+    lead = len(sizes) - x.ndim
+    target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    xp = get_xp(x._device)
+    try:
+        out = xp.broadcast_to(x.data, target)
+    except ValueError:
+        raise RuntimeError(f"expand: cannot expand shape {tuple(x.shape)} to {target}") from None
+
+    def expand_backward(g):
+        return (unbroadcast(g, x.shape),)
+    return from_op(out, x._device, (x,), expand_backward)
+
+
+def _index_arrays(index, dev):
+    """Replace tensors in an index by arrays; report whether the index is basic."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out, basic = [], True
+    for part in parts:
+        if isinstance(part, Tensor):
+            part = part.data
+        if part is None or part is Ellipsis or isinstance(part, (builtins.int, slice, np.integer)) \
+                and not isinstance(part, (builtins.bool, np.bool_)):
+            out.append(part)
+            continue
+        array = get_xp(dev).asarray(part)
+        basic = False
+        out.extend(array.nonzero() if array.dtype.kind == "b" else (array,))
+    return tuple(out), basic
+
+
+# %% [markdown]
+# ## Elementwise functions
+#
+# Each multiplies the incoming gradient by its local derivative (exp: out; log: 1/x;
+# sqrt: 0.5/out; tanh: 1 - out²; sigmoid: out(1 - out); relu: x > 0). GELU's exact form
+# uses Abramowitz & Stegun's erf (error < 1.5e-7); its `"tanh"` form (GPT-2's) runs in
+# place because it is applied to a network's largest activation.
+
+# %%
+#| export
+def _float_data(x):
+    """Transcendental functions of integer tensors give float32, as in PyTorch."""
+    return x.data if is_floating(x.data.dtype) else x.data.astype(DEFAULT_FLOAT)
+
+
+def _unary(x, out, local_grad, name):
+    """Wrap a unary op whose backward is g * local_grad() (computed only when needed)."""
+    def backward(g):
+        return (g * local_grad(),)
+    backward.__name__ = f"{name}_backward"
+    return from_op(out, x._device, (x,), backward)
+
+
+def exp(x):
+    xp = get_xp(x._device)
+    out = xp.exp(_float_data(x))
+    return _unary(x, out, lambda: out, "exp")
+
+
+def log(x):
+    xp = get_xp(x._device)
+    data = _float_data(x)
+    return _unary(x, xp.log(data), lambda: 1.0 / data, "log")
+
+
+def sqrt(x):
+    xp = get_xp(x._device)
+    out = xp.sqrt(_float_data(x))
+    return _unary(x, out, lambda: 0.5 / out, "sqrt")
+
+
+def abs(x):
+    xp = get_xp(x._device)
+    return _unary(x, xp.abs(x.data), lambda: xp.sign(x.data), "abs")
+
+
+def tanh(x):
+    xp = get_xp(x._device)
+    out = xp.tanh(_float_data(x))
+    return _unary(x, out, lambda: 1 - out * out, "tanh")
+
+
+def sigmoid(x):
+    xp = get_xp(x._device)
+    out = 0.5 * xp.tanh(0.5 * _float_data(x)) + 0.5
+    return _unary(x, out, lambda: out * (1 - out), "sigmoid")
+
+
+def relu(x):
+    xp = get_xp(x._device)
+    return _unary(x, xp.maximum(x.data, 0), lambda: x.data > 0, "relu")
+
+
+def clamp(x, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("clamp needs at least one of min and max")
+    xp = get_xp(x._device)
+    out = xp.clip(x.data, min, max)
+
+    def inside():
+        keep = xp.ones(x.shape, dtype=np.bool_)
+        if min is not None:
+            keep &= x.data >= min
+        if max is not None:
+            keep &= x.data <= max
+        return keep
+    return _unary(x, out, inside, "clamp")
+
+
+def _erf(z, xp):
+    """erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)."""
+    t = 1.0 / (1.0 + 0.3275911 * xp.abs(z))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return xp.sign(z) * (1.0 - poly * xp.exp(-z * z))
+
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def gelu(x, approximate="none"):
+    """x Φ(x), exactly (`"none"`) or with GPT-2's tanh approximation (`"tanh"`)."""
+    xp = get_xp(x._device)
+    data = _float_data(x)
+    if approximate == "tanh":
+        # In place, one temporary at a time: GELU runs on a network's largest activation.
+        th = data * data  # (NumPy's x ** 3 would be ~200x slower than multiplying)
+        th *= 0.044715
+        th += 1.0
+        th *= data
+        th *= _SQRT_2_OVER_PI  # u = √(2/π)(x + 0.044715 x³)
+        xp.tanh(th, out=th)
+        out = th + 1.0
+        out *= data
+        out *= 0.5  # ½ x (1 + tanh u)
+
+        def local():  # ½(1 + t) + ½ x (1 - t²) du/dx, du/dx = √(2/π)(1 + 3·0.044715 x²)
+            du = data * data
+            du *= 3 * 0.044715
+            du += 1.0
+            du *= _SQRT_2_OVER_PI
+            slope = th * th
+            xp.subtract(1.0, slope, out=slope)
+            slope *= data
+            slope *= du
+            slope += th
+            slope += 1.0
+            slope *= 0.5
+            return slope
+    elif approximate == "none":
+        cdf = 0.5 * (1.0 + _erf(data * 0.7071067811865476, xp))
+        out = data * cdf
+
+        def local():
+            return cdf + data * _INV_SQRT_2PI * xp.exp(-0.5 * data * data)
+    else:
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _unary(x, out.astype(data.dtype, copy=False), local, "gelu")
+
+
+# %% [markdown]
+# ## Joining, splitting, selecting, casting, moving
+#
+# `cat`'s backward cuts the gradient back into pieces; `where` sends it to the side that
+# was picked; a cast's gradient is cast back, a move's is moved back.
+
+# %%
+#| export
+def _same_device(tensors, name):
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t._device != first._device:
+            _device_mismatch(first, t, name)
+    return first._device
+
+
+def cat(tensors, dim=0):
+    """Concatenate along an existing dimension."""
+    tensors = tuple(tensors)
+    dev = _same_device(tensors, "cat")
+    xp = get_xp(dev)
+    (axis,) = _dims(dim, tensors[0].ndim)
+    try:
+        out = xp.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError as err:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise RuntimeError(f"cat along dim {dim}: shapes {shapes} do not fit ({err})") from None
+    ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
+
+    def cat_backward(g):
+        return tuple(xp.split(g, ends, axis=axis))
+    return from_op(out, dev, tensors, cat_backward)
+
+
+def stack(tensors, dim=0):
+    """Join tensors of one shape along a new dimension."""
+    tensors = tuple(tensors)
+    dev = _same_device(tensors, "stack")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) != 1:
+        raise RuntimeError(f"stack expects tensors of one shape, got {sorted(shapes)}")
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+def split(x, split_size_or_sections, dim=0):
+    """Cut into pieces of `split_size` (the last may be smaller) or of the given sizes."""
+    (axis,) = _dims(dim, x.ndim)
+    n = x.shape[axis]
+    if isinstance(split_size_or_sections, (builtins.int, np.integer)):
+        step = builtins.int(split_size_or_sections)
+        sizes = [builtins.min(step, n - s) for s in range(0, n, step)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise RuntimeError(f"split sizes {sizes} add up to {builtins.sum(sizes)}, "
+                               f"but dim {dim} has size {n}")
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(getitem(x, (slice(None),) * axis + (slice(start, start + size),)))
+        start += size
+    return tuple(pieces)
+
+
+def where(condition, x, y):
+    """Elementwise `x if condition else y` (x and y may be numbers)."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    tx, a, ty, b = _operands(x, y, "where")
+    dev = condition._device if isinstance(condition, Tensor) else _dev(tx, ty)
+    for t in (tx, ty):
+        if t is not None and t._device != dev:
+            _device_mismatch(condition, t, "where")
+    xp = get_xp(dev)
+    try:
+        out = _keep_float32(xp.where(cond, a, b), tx, ty)
+    except ValueError:
+        raise ValueError(f"where: shapes {_shape_of(cond)}, {_shape_of(a)} and {_shape_of(b)} "
+                         f"cannot be broadcast together") from None
+
+    def where_backward(g):
+        return (unbroadcast(xp.where(cond, g, 0), a.shape) if _needs(tx) else None,
+                unbroadcast(xp.where(cond, 0, g), b.shape) if _needs(ty) else None)
+    return from_op(out, dev, (tx, ty), where_backward)
+
+
+def masked_fill(x, mask, value):
+    """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
+    m = mask.data if isinstance(mask, Tensor) else mask
+    xp = get_xp(x._device)
+    try:
+        out = xp.where(m, value, x.data).astype(x.dtype, copy=False)
+    except ValueError:
+        raise ValueError(f"masked_fill: mask of shape {_shape_of(m)} does not broadcast to "
+                         f"the tensor's shape {tuple(x.shape)}") from None
+    if out.shape != x.shape:
+        raise ValueError(f"masked_fill: mask of shape {_shape_of(m)} would enlarge the tensor's "
+                         f"shape {tuple(x.shape)}")
+
+    def masked_fill_backward(g):
+        return (xp.where(m, 0, g),)
+    return from_op(out, x._device, (x,), masked_fill_backward)
+
+
+# %%
+#| export
+def _cast(x, dtype):
+    if x.data.dtype == dtype:
+        return x
+
+    def cast_backward(g):
+        return (g.astype(x.dtype),)
+    parents = (x,) if is_floating(dtype) else None
+    return from_op(x.data.astype(dtype), x._device, parents, cast_backward)
+
+
+def _move(x, dev):
+    if x._device == dev:
+        return x
+
+    def move_backward(g):
+        return (to_device(g, x._device),)
+    return from_op(to_device(x.data, dev), dev, (x,), move_backward)
