@@ -591,7 +591,6 @@ def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int
     import nbformat
 
     from tito import export
-
     from tito.stats import module_stats
 
     problems = []
@@ -622,7 +621,9 @@ def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int
         short = [f"{c['grade_id']} ({_num(c['score'])}/{c['max_score']})" for c in solved["cells"]
                  if c["score"] != c["max_score"]]
         if short:
-            problems.append(f"{module.folder}: the solutions do not score full points: {', '.join(short)}")
+            problems.append(f"{module.folder}: the solutions do not score full points: {', '.join(short)} "
+                            f"(nbgrader scores 0 for a graded cell that raises or writes to stderr, "
+                            f"a warning included)")
         if not solved["cells"]:
             problems.append(f"{module.folder}: no graded cells")
         leaking = [c["grade_id"] for c in released["cells"] if c["score"]]
