@@ -1046,7 +1046,7 @@ def cat(tensors, dim=0):
 def stack(tensors, dim=0):
     """Join tensors of one shape along a new dimension."""
     tensors = tuple(tensors)
-    dev = _same_device(tensors, "stack")
+    _same_device(tensors, "stack")  # refuses a device mix before cat does
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
         raise RuntimeError(f"stack expects tensors of one shape, got {sorted(shapes)}")

@@ -23,18 +23,18 @@ __all__ = [
     "recv",
     "all_gather_object",
     "ThreadGroup",
-    "ring_all_reduce",
-    "shard_indices",
-    "DistributedSampler",
     "assign_buckets",
     "DistributedDataParallel",
     "partition_parameters",
     "ZeroRedundancyOptimizer",
+    "ring_all_reduce",
+    "shard_indices",
+    "DistributedSampler",
 ]
 
 
 from .process_group import *
-from .ring import *
-from .sampler import *
 from .ddp import *
 from .zero import *
+from .ring import *
+from .sampler import *

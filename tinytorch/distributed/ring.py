@@ -2,16 +2,26 @@
 __all__ = ["ring_all_reduce"]
 
 
-# %% modules/11_distributed/distributed.py, cell 18
-"""Ring all-reduce from send/recv: reduce-scatter, then all-gather."""
-import numpy as np
-
+from tinytorch.core.tensor import from_op, zeros_like
 from tinytorch.distributed.process_group import get_rank, get_world_size, recv, send
-from tinytorch.core.tensor import _wrap
 
 
-def _exchange(rank, outgoing, incoming, right, left, group):
-    """Send `outgoing` right and receive `incoming` from the left without deadlock (even ranks send first)."""
+# %% modules/11_distributed/distributed.py, cell 6
+"""Ring all-reduce from send/recv: reduce-scatter, then all-gather."""
+
+
+def _chunk_bounds(length, n):
+    """n+1 offsets [0, ..., length] that cut `length` values into n chunks, the first length % n one longer."""
+    size, extra = divmod(length, n)
+    bounds = [0]
+    for k in range(n):
+        bounds.append(bounds[-1] + size + (1 if k < extra else 0))
+    return bounds
+
+
+# %% modules/11_distributed/distributed.py, cell 10
+def _exchange(rank, outgoing, incoming, right, left, group=None):
+    """Send tensor `outgoing` to rank `right` and receive tensor `incoming` from rank `left` (even ranks send first)."""
     if rank % 2 == 0:
         if outgoing.numel():
             send(outgoing, right, group)
@@ -24,24 +34,35 @@ def _exchange(rank, outgoing, incoming, right, left, group):
             send(outgoing, right, group)
 
 
-# %% modules/11_distributed/distributed.py, cell 19
+# %% modules/11_distributed/distributed.py, cell 14
+def _ring_reduce_scatter(chunks, rank, group=None):
+    """n-1 steps; afterwards chunks[(rank + 1) % n] holds the sum over all ranks. `chunks`: n tensors, views."""
+    n = len(chunks)
+    right, left = (rank + 1) % n, (rank - 1) % n
+    for s in range(n - 1):
+        mine, theirs = chunks[(rank - s) % n], chunks[(rank - s - 1) % n]
+        incoming = zeros_like(theirs)
+        _exchange(rank, mine, incoming, right, left, group)
+        theirs.data += incoming.data
+
+
+# %% modules/11_distributed/distributed.py, cell 18
+def _ring_all_gather(chunks, rank, group=None):
+    """n-1 steps that copy each rank's complete chunk, (rank + 1) % n, into every other rank's."""
+    n = len(chunks)
+    right, left = (rank + 1) % n, (rank - 1) % n
+    for s in range(n - 1):
+        _exchange(rank, chunks[(rank + 1 - s) % n], chunks[(rank - s) % n], right, left, group)
+
+
 def ring_all_reduce(tensor, group=None):
     """Sum `tensor` over all ranks, in place, with a ring: 2(n-1) steps of one chunk each."""
-    n, r = get_world_size(group), get_rank(group)
+    n, rank = get_world_size(group), get_rank(group)
     if n == 1:
         return tensor
     flat = tensor.data.reshape(-1)  # a view: writing into it writes into the tensor
-    bounds = [len(c) for c in np.array_split(np.empty(flat.size, dtype=np.int8), n)]
-    starts = np.concatenate([[0], np.cumsum(bounds)])
-    chunk = lambda k: flat[starts[k % n]:starts[k % n + 1]]  # noqa: E731
-    right, left = (r + 1) % n, (r - 1) % n
-    for s in range(n - 1):  # reduce-scatter
-        incoming = chunk(r - s - 1).copy()
-        _exchange(r, _wrap(chunk(r - s), tensor._device), _wrap(incoming, tensor._device), right, left, group)
-        chunk(r - s - 1)[...] += incoming
-    for s in range(n - 1):  # all-gather
-        incoming = chunk(r - s).copy()
-        _exchange(r, _wrap(chunk(r + 1 - s).copy(), tensor._device), _wrap(incoming, tensor._device),
-                  right, left, group)
-        chunk(r - s)[...] = incoming
+    bounds = _chunk_bounds(flat.size, n)
+    chunks = [from_op(flat[a:b], tensor._device) for a, b in zip(bounds, bounds[1:])]
+    _ring_reduce_scatter(chunks, rank, group)
+    _ring_all_gather(chunks, rank, group)
     return tensor

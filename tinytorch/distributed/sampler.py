@@ -2,14 +2,16 @@
 __all__ = ["shard_indices", "DistributedSampler"]
 
 
-# %% modules/11_distributed/distributed.py, cell 22
-"""DistributedSampler: one shard of the data per rank, equal sizes, reshuffled each epoch."""
 import math
-
 import numpy as np
-
 from tinytorch.data import Sampler
 from tinytorch.distributed.process_group import get_rank, get_world_size
+
+
+# %% modules/11_distributed/distributed.py, cell 22
+"""DistributedSampler: one shard of the data per rank, equal sizes, reshuffled each epoch."""
+
+
 
 
 def shard_indices(order, rank, world_size, drop_last=False):
@@ -27,7 +29,7 @@ def shard_indices(order, rank, world_size, drop_last=False):
     return order[rank:total:world_size]
 
 
-# %% modules/11_distributed/distributed.py, cell 24
+# %% modules/11_distributed/distributed.py, cell 26
 class DistributedSampler(Sampler):
     """Indices of this rank's shard of `dataset`; the same number on every rank.
 
@@ -49,7 +51,8 @@ class DistributedSampler(Sampler):
     def set_epoch(self, epoch):
         """Make the next epoch's order depend only on (seed, epoch), as in PyTorch."""
         self.epoch = epoch
-        self.generator.bit_generator.state = np.random.default_rng([self.seed, epoch]).bit_generator.state
+        fresh = np.random.default_rng([self.seed, epoch])
+        self.generator.bit_generator.state = fresh.bit_generator.state
 
     def __iter__(self):
         n = len(self.dataset)

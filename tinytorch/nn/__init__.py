@@ -2,39 +2,24 @@
 __all__ = [
     "Parameter",
     "Module",
-    "Linear",
-    "ReLU",
-    "GELU",
-    "Tanh",
-    "Sigmoid",
-    "SiLU",
-    "Softmax",
-    "Identity",
-    "Flatten",
-    "Embedding",
-    "LayerNorm",
-    "Dropout",
-    "Sequential",
-    "ModuleList",
-    "ModuleDict",
-    "linear",
     "relu",
     "gelu",
     "tanh",
     "sigmoid",
     "softmax",
     "log_softmax",
+    "linear",
     "silu",
     "embedding",
     "layer_norm",
     "dropout_mask",
     "dropout",
-    "mse_loss",
     "l1_loss",
+    "binary_cross_entropy",
+    "mse_loss",
     "cross_entropy",
     "nll_loss",
     "binary_cross_entropy_with_logits",
-    "binary_cross_entropy",
     "causal_mask",
     "attention_weights",
     "attention_backward",
@@ -50,14 +35,29 @@ __all__ = [
     "xavier_normal_",
     "kaiming_uniform_",
     "kaiming_normal_",
+    "ReLU",
+    "GELU",
+    "Tanh",
+    "Sigmoid",
+    "SiLU",
+    "Softmax",
+    "Identity",
+    "Flatten",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "Linear",
+    "Embedding",
+    "LayerNorm",
+    "Dropout",
     "MSELoss",
     "L1Loss",
     "NLLLoss",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
     "BCELoss",
-    "clip_grad_norm_",
     "clip_grad_value_",
+    "clip_grad_norm_",
     "rope_tables",
     "KVCache",
     "CausalSelfAttention",
@@ -65,9 +65,12 @@ __all__ = [
 ]
 
 
-from .layers import *
+from .module import *
 from .functional import *
 from .init import *
+from .activation import *
+from .container import *
+from .layers import *
 from .losses import *
 from .utils import *
 from .attention import *

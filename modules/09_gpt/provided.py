@@ -1,0 +1,423 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 09 — GPT: provided code
+#
+# The plumbing around the lesson's model, read when you want, never edited:
+# the configuration and its checks, the input checks of `GPT.forward`, GPT-2's
+# initialisation, counting parameters and FLOPs, the optimizer's weight-decay
+# groups, the checks of `generate`, and reading and writing GPT-2 checkpoints
+# in Hugging Face's layout. Each cell exports before the lesson's code, into the
+# same files (`tinytorch/models/gpt.py`, `sampling.py`) or its own
+# (`tinytorch/models/hf_gpt2.py`).
+
+# %%
+#| default_exp models.gpt
+
+# %% [markdown]
+# ## GPT-2 checkpoints (`tinytorch/models/hf_gpt2.py`)
+#
+# `transformers` stores GPT-2 as `config.json` + `model.safetensors`. Three
+# differences from our state dict: its four projection weights are `Conv1D`,
+# stored (in, out) where our `Linear` stores (out, in), so they are transposed;
+# checkpoints of the bare `GPT2Model` lack the `transformer.` prefix; and the
+# tied `lm_head.weight` is absent (older files also hold the causal mask as the
+# buffers `attn.bias` / `attn.masked_bias`, which we skip).
+
+# %%
+#| export models.hf_gpt2
+"""GPT-2 checkpoints in Hugging Face's layout (config.json + model.safetensors) to and from TinyTorch's names."""
+import json
+import os
+
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from tinytorch.core.serialization import atomic_write
+
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # the causal mask, stored by older checkpoints
+
+
+def hf_to_tinytorch(name, array):
+    """(TinyTorch name, array) for one GPT-2 checkpoint tensor: `transformer.` prefix, Conv1D transposed."""
+    if not name.startswith(("transformer.", "lm_head.")):
+        name = "transformer." + name
+    return name, (array.T if name.endswith(CONV1D_WEIGHTS) else array)  # Conv1D (in, out) -> Linear (out, in)
+
+
+def tinytorch_to_hf(name, array):
+    """(GPT-2 checkpoint name, array) for one of our state-dict tensors: Linear weights back to (in, out)."""
+    return name, (array.T if name.endswith(CONV1D_WEIGHTS) else array)
+
+
+# HF settings that change the computation, and the values our GPT implements
+_ARCHITECTURE_KEYS = {
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+    "scale_attn_weights": (True,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "add_cross_attention": (False,),
+}
+
+
+def config_from_hf(hf):
+    """GPTConfig keyword arguments from a GPT-2 config.json dict (unsupported settings raise)."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"expected a GPT-2 checkpoint (model_type 'gpt2'), got model_type {hf['model_type']!r}")
+    unsupported = [f"{key}={hf[key]!r} (supported: {allowed})" for key, allowed in _ARCHITECTURE_KEYS.items()
+                   if key in hf and hf[key] not in allowed]
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and n_inner != 4 * hf["n_embd"]:
+        unsupported.append(f"n_inner={n_inner} (supported: 4 * n_embd = {4 * hf['n_embd']})")
+    if unsupported:
+        raise ValueError("this GPT-2 config uses settings TinyTorch's GPT does not implement: " + "; ".join(unsupported))
+    return {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
+            "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": hf.get("resid_pdrop", 0.0),
+            "layer_norm_eps": hf.get("layer_norm_epsilon", 1e-5), "tie_weights": hf.get("tie_word_embeddings", True)}
+
+
+def gpt2_incompatibilities(config):
+    """What in `config` GPT-2's format cannot express (an empty list when it can be saved as GPT-2)."""
+    problems = []
+    if config.n_kv_head not in (None, config.n_head):
+        problems.append(f"grouped-query attention (n_kv_head={config.n_kv_head})")
+    if config.rope:
+        problems.append("rotary position embeddings (rope=True)")
+    if config.window is not None:
+        problems.append(f"sliding-window attention (window={config.window})")
+    if not config.bias:
+        problems.append("bias=False (GPT-2 has biases everywhere)")
+    return problems
+
+
+def config_to_hf(config):
+    """A GPT-2 config.json dict (as `transformers` writes it) for a GPTConfig."""
+    return {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_embd": config.n_embd,
+        "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
+        "layer_norm_epsilon": config.layer_norm_eps, "initializer_range": 0.02,
+        "attn_pdrop": config.dropout, "embd_pdrop": config.dropout, "resid_pdrop": config.dropout,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": config.tie_weights, "use_cache": True, "dtype": "float32",
+    }
+
+
+def read_gpt2_checkpoint(path):
+    """(config dict, {name: NumPy array}) from a GPT-2 directory; the causal-mask buffers are dropped."""
+    config_path, weights_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
+    for needed in (config_path, weights_path):
+        if not os.path.isfile(needed):
+            sharded = os.path.isfile(os.path.join(path, "model.safetensors.index.json"))
+            hint = " (sharded checkpoints are not supported)" if sharded else ""
+            raise FileNotFoundError(f"{path!r} is not a GPT-2 checkpoint directory: {os.path.basename(needed)} "
+                                    f"is missing{hint}")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    try:
+        arrays = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise RuntimeError(f"cannot read {weights_path!r} as safetensors ({type(err).__name__}: {err})") from None
+    tensors = {name: array for name, array in arrays.items() if not name.endswith(MASK_BUFFERS)}
+    return config, tensors
+
+
+def write_gpt2_checkpoint(path, config, tensors):
+    """Write `path`/model.safetensors and `path`/config.json, each atomically, weights first.
+
+    The safetensors header carries {"format": "pt"}, which `transformers` requires.
+    """
+    os.makedirs(path, exist_ok=True)
+    atomic_write(os.path.join(path, "model.safetensors"),
+                 lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(os.path.join(path, "config.json"), (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+
+
+# %% [markdown]
+# ## Sampling checks (`tinytorch/models/sampling.py`)
+#
+# The arguments of `generate`, checked before any work; the prompt turned
+# into a (B, T) int64 array on the host (sampling runs in NumPy: one row of V
+# numbers per step); a softmax over NumPy rows for the filters.
+
+# %%
+#| export models.sampling
+"""Sampling the next token: temperature, top-k and nucleus (top-p) filtering, and the generation loop."""
+import numpy as np
+
+from tinytorch.core.autograd import no_grad
+from tinytorch.core.backend import default_generator, to_numpy
+from tinytorch.core.tensor import Tensor
+
+
+def _check_sampling(max_new_tokens, temperature, top_k, top_p):
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+
+
+def _prompt_array(idx):
+    """The prompt as a (B, T) int64 NumPy array (a Tensor, array or nested list; 1-D means B = 1)."""
+    tokens = to_numpy(idx.data) if isinstance(idx, Tensor) else np.asarray(idx)
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.dtype.kind not in "iu":
+        raise ValueError(f"generate needs a prompt of token ids of shape (B, T) with T >= 1, got shape "
+                         f"{tokens.shape} and dtype {tokens.dtype.name}")
+    return tokens.astype(np.int64)
+
+
+def _softmax(z):
+    """Row-wise softmax of a NumPy array (-inf entries get probability 0)."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# %% [markdown]
+# ## The model's plumbing (`tinytorch/models/gpt.py`)
+#
+# `GPTConfig` fixes the shape of a model; its defaults are GPT-2 small's.
+# `gelu_new` is Hugging Face's name for GPT-2's activation, module 01's tanh GELU.
+
+# %%
+#| export
+"""GPT (GPT-2's architecture): `GPTConfig`, `MLP`, `Block`, `GPT` with generation and GPT-2 weight interop."""
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from tinytorch.core.backend import to_numpy
+from tinytorch.core.tensor import Tensor, gelu
+from tinytorch.models.hf_gpt2 import (
+    config_from_hf, config_to_hf, gpt2_incompatibilities, hf_to_tinytorch, read_gpt2_checkpoint,
+    tinytorch_to_hf, write_gpt2_checkpoint,
+)
+from tinytorch.models.sampling import generate_tokens
+from tinytorch.nn.attention import CausalSelfAttention
+from tinytorch.nn.functional import cross_entropy
+from tinytorch.nn.init import normal_, zeros_
+from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
+from tinytorch.optim import AdamW
+
+
+@dataclasses.dataclass
+class GPTConfig:
+    """The shape of a GPT. Defaults: GPT-2 small (V=50257, T=1024, 12 layers, 12 heads, C=768)."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: Optional[int] = None  # None: as many key/value heads as query heads
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm (GPT-2 has them)
+    rope: bool = False  # rotary position embeddings instead of the learned table `wpe`
+    window: Optional[int] = None  # sliding-window attention: each token sees the last `window` tokens
+    tie_weights: bool = True  # lm_head.weight is transformer.wte.weight
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self):
+        """The fields as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from `to_dict()`'s output; unknown keys are an error (they are usually typos)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig.from_dict: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+def gelu_new(x):
+    """GPT-2's activation ("gelu_new" in Hugging Face): module 01's GELU with the tanh approximation."""
+    return gelu(x, approximate="tanh")
+
+
+# %% [markdown]
+# `_GPTBase` holds what `GPT` does besides building and running the network
+# (the lesson writes those two): the checks at the door of `forward`, GPT-2's
+# initialisation, counting, the optimizer groups, `generate` (a call to the
+# lesson's loop) and the GPT-2 checkpoint methods. `GPT` inherits from it.
+
+# %%
+#| export
+class _GPTBase(Module):
+    """Everything of `GPT` but its layers and its forward pass; see the lesson."""
+
+    def _init_weights(self):
+        """GPT-2's init: N(0, 0.02²) weights, zero biases, residual projections scaled by 1/√(2·n_layer)."""
+        for module in self.modules():
+            if isinstance(module, (Linear, Embedding)):
+                normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, Linear) and module.bias is not None:
+                zeros_(module.bias)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # they write into the residual stream
+                normal_(param, 0.0, 0.02 / math.sqrt(2 * self.config.n_layer))
+
+    # --- checks at the door of forward -------------------------------------------------
+    def _check_caches(self, kv_caches):
+        """How many positions the caches already hold (0 without caches)."""
+        if kv_caches is None:
+            return 0
+        if len(kv_caches) != self.config.n_layer:
+            raise ValueError(f"GPT.forward: got {len(kv_caches)} KV caches for {self.config.n_layer} layers; "
+                             f"make them with model.new_kv_caches(batch_size)")
+        return kv_caches[0].length
+
+    def _check_tokens(self, idx, start):
+        """`idx` as a (B, T) integer Tensor on the model's device, with every id and position in range."""
+        if not isinstance(idx, Tensor):
+            idx = Tensor(np.asarray(idx), device=self.transformer.wte.weight.device)
+        if idx.ndim != 2 or idx.dtype.kind not in "iu":
+            raise ValueError(f"GPT expects token ids of shape (B, T) and an integer dtype, got shape "
+                             f"{tuple(idx.shape)} and dtype {idx.dtype.name}")
+        T, block_size = idx.shape[1], self.config.block_size
+        if start + T > block_size:
+            cached = f" ({start} cached + {T} new)" if start else ""
+            raise ValueError(f"cannot forward a sequence of {start + T} tokens{cached}: the model's block_size "
+                             f"is {block_size}; crop the input to its last {block_size} tokens")
+        if idx.data.size:
+            low, high = int(idx.data.min()), int(idx.data.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                where = tuple(int(i) for i in np.argwhere(to_numpy(idx.data) == bad)[0])
+                raise IndexError(f"token id {bad} at position {where} is out of range for "
+                                 f"vocab_size={self.config.vocab_size} (valid ids are 0 to "
+                                 f"{self.config.vocab_size - 1})")
+        return idx
+
+    def _check_targets(self, targets, idx):
+        if targets is None:
+            return None
+        if not isinstance(targets, Tensor):
+            targets = Tensor(np.asarray(targets), device=idx.device)
+        if tuple(targets.shape) != tuple(idx.shape):
+            raise ValueError(f"GPT.forward: targets of shape {tuple(targets.shape)} must match idx "
+                             f"{tuple(idx.shape)} (one next-token id per position, -1 to ignore)")
+        return targets
+
+    def new_kv_caches(self, batch_size):
+        """One empty KVCache per block, each for block_size positions (see module 08)."""
+        return [block.attn.new_kv_cache(batch_size) for block in self.transformer.h]
+
+    # --- counting ---------------------------------------------------------------------
+    def num_parameters(self, non_embedding=True, trainable_only=False):
+        """Parameters, each shared one counted once. non_embedding=True leaves out the lookup tables
+        that cost no FLOPs: `wpe`, and `wte` unless it doubles as `lm_head` (tied)."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        if non_embedding:
+            params.pop(id(getattr(self.transformer, "wpe", self.transformer.wte).weight), None)
+            if not self.config.tie_weights:
+                params.pop(id(self.transformer.wte.weight), None)
+        return sum(p.numel() for p in params.values())
+
+    def estimate_flops(self, seq_len=None):
+        """Training FLOPs per token (forward + backward) at context length seq_len (default block_size):
+        6·N for the matmuls with the N non-embedding parameters, plus 12·L·H·Q·T for attention."""
+        c = self.config
+        T = c.block_size if seq_len is None else seq_len
+        return 6 * self.num_parameters(non_embedding=True) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * T
+
+    def configure_optimizers(self, weight_decay=0.1, learning_rate=6e-4, betas=(0.9, 0.95), eps=1e-8):
+        """AdamW with two groups: weight decay for the matmul weights (>= 2-D), none for biases,
+        LayerNorm parameters and embedding tables."""
+        groups = _weight_decay_groups(self, weight_decay)  # the lesson's exercise, below in this file
+        return AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+
+    # --- generation -------------------------------------------------------------------
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
+                 use_cache=True):
+        """Continue idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n) int64.
+
+        temperature 0 is greedy; top_k / top_p filter the distribution; `seed` gives a private
+        generator (else tinytorch's default one is used); `stop` (an id or ids) ends generation once
+        every row has produced one (finished rows repeat it). The KV cache is used while the
+        sequence fits block_size; beyond, each step crops to the last block_size tokens and
+        recomputes. Runs under no_grad in eval mode (the previous mode is restored).
+        """
+        return generate_tokens(self, idx, max_new_tokens, temperature, top_k, top_p, seed, stop, use_cache)
+
+    # --- GPT-2 checkpoints --------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, device=None):
+        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors); returns a model in eval mode."""
+        hf_config, tensors = read_gpt2_checkpoint(path)
+        model = cls(GPTConfig(**config_from_hf(hf_config)))
+        model.load_gpt2_tensors(tensors, source=str(path))
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    def load_gpt2_tensors(self, tensors, source="the checkpoint"):
+        """Copy GPT-2-layout arrays (HF names, Conv1D weights as (in, out)) into this model.
+
+        Every missing, unexpected or wrongly shaped tensor is reported in one ValueError.
+        """
+        own = dict(self.state_dict())
+        tied = self.config.tie_weights
+        if tied:
+            own.pop("lm_head.weight")
+        ours, origin, problems = {}, {}, []
+        for hf_name, array in tensors.items():
+            name, converted = hf_to_tinytorch(hf_name, array)
+            if tied and name == "lm_head.weight":
+                continue  # a tied checkpoint may store the shared matrix twice
+            ours[name], origin[name] = converted, (hf_name, tuple(array.shape))
+        for name in own:
+            hf_name, hf_array = tinytorch_to_hf(name, own[name].data)
+            if name not in ours:
+                problems.append(f"missing: {hf_name} {tuple(hf_array.shape)}")
+            elif tuple(ours[name].shape) != tuple(own[name].shape):
+                problems.append(f"shape mismatch: {origin[name][0]}: checkpoint has {origin[name][1]}, "
+                                f"the model needs {tuple(hf_array.shape)}")
+        problems += [f"unexpected: {origin[name][0]} {origin[name][1]}" for name in ours if name not in own]
+        if problems:
+            raise ValueError(f"cannot load {source} into this GPT: {len(problems)} problem(s):\n  "
+                             + "\n  ".join(problems))
+        if tied:
+            ours["lm_head.weight"] = ours["transformer.wte.weight"]
+        self.load_state_dict(ours)
+
+    def save_pretrained(self, path):
+        """Write `path`/config.json and `path`/model.safetensors in Hugging Face's GPT-2 layout (atomically)."""
+        problems = gpt2_incompatibilities(self.config)
+        if problems:
+            raise ValueError(f"save_pretrained writes GPT-2's format, which has no {', '.join(problems)}; save "
+                             f"this model with tinytorch.save(model.state_dict(), path) and config.to_dict()")
+        tensors = {}
+        for name, tensor in self.state_dict().items():
+            if name == "lm_head.weight" and self.config.tie_weights:
+                continue  # tied: GPT-2 checkpoints store the shared matrix once, as wte
+            hf_name, array = tinytorch_to_hf(name, to_numpy(tensor.data))
+            tensors[hf_name] = np.ascontiguousarray(array)
+        write_gpt2_checkpoint(path, config_to_hf(self.config), tensors)
