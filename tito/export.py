@@ -10,7 +10,6 @@ file in it that no module provides is stale and removed.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import shutil
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from rich.markup import escape
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
     ModuleFile, find_root, list_assets, list_modules, notebook_path, public_names, read_companion, read_notebook,
-    parse_code, reexported_names, select_modules, sync,
+    code_facts, reexported_names, select_modules, sync,
 )
 
 PACKAGE = "tinytorch"
@@ -87,31 +86,21 @@ def merge_imports(chunks: list[str], own: str) -> tuple[str, list[str]]:
     kept = []
     for chunk in chunks:
         head, _, code = chunk.partition("\n")
-        try:
-            tree = parse_code(code)
-        except SyntaxError:  # read_notebook already reported it; leave the cell as it is
+        facts = code_facts(code)
+        if facts.error:  # read_notebook already reported it; leave the cell as it is
             kept.append(chunk)
             continue
-        lines = code.splitlines()
         drop: set[int] = set()
-        for node in tree.body:
-            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+        for first, last, kind, source, names in facts.imports:
+            drop.update(range(first, last + 1))
+            if kind == "import":
+                plain += [f"import {name}" for name in names if f"import {name}" not in plain]
                 continue
-            drop.update(range(node.lineno - 1, node.end_lineno))
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    line = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
-                    if line not in plain:
-                        plain.append(line)
-                continue
-            source = "." * node.level + (node.module or "")
             if source == own:
                 continue
-            names = froms.setdefault(source, []) if source != "__future__" else future
-            for alias in node.names:
-                name = alias.name + (f" as {alias.asname}" if alias.asname else "")
-                if name not in names:
-                    names.append(name)
+            merged = froms.setdefault(source, []) if source != "__future__" else future
+            merged += [name for name in names if name not in merged]
+        lines = code.splitlines()
         body = "\n".join(line for number, line in enumerate(lines) if number not in drop).strip("\n")
         if body.strip():
             kept.append(f"{head}\n{body}")

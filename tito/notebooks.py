@@ -8,7 +8,6 @@ solution stripping.
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import json
 import keyword
@@ -26,7 +25,8 @@ BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 SOLUTION_MARKERS = {BEGIN_SOLUTION, END_SOLUTION}
 DIRECTIVES = {"default_exp", "export"}
-COMPANION = "provided.py"  # modules/NN_name/provided.py: the module's infrastructure, out of the reading path
+COMPANION = "provided.py"
+CACHE_FORMAT = 2  # bump when what `_parse_notebook` caches changes  # modules/NN_name/provided.py: the module's infrastructure, out of the reading path
 
 # The same cell-start patterns jupytext's percent reader uses.
 _CELL_START = re.compile(r"^\s*#\s*%%(%*)\s(.*)$")
@@ -191,7 +191,7 @@ def read_notebook(module: ModuleFile) -> Notebook:
     modules for every submission); treat the result as read-only.
     """
     text = module.path.read_text(encoding="utf-8")
-    key = (module.rel, str(module.path), hashlib.sha1(text.encode("utf-8")).hexdigest())
+    key = (module.rel, str(module.path), _digest(text))
     if key in _PARSED:
         _PARSED.move_to_end(key)
         return _PARSED[key]
@@ -206,21 +206,33 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tito" / "notebooks"
 
 
-def _jupytext_cells(text: str) -> list[tuple[str, str, dict]]:
-    """(cell type, source, metadata) of each cell, as jupytext reads the percent format.
-
-    jupytext's reader takes ~0.1 s per 1,000 lines, which every `tito module list` or
-    `tito test` would pay for every module; the result is kept on disk by the text's hash
-    (and jupytext's version), so only a changed file is parsed again.
-    """
+def _cache_file(text: str) -> Path:
     from importlib.metadata import version
 
-    digest = hashlib.sha1(f"{version('jupytext')}\n{text}".encode("utf-8")).hexdigest()
-    cached = _cache_dir() / f"{digest}.json"
+    key = _digest(f"{version('jupytext')}/{CACHE_FORMAT}/{text}")
+    return _cache_dir() / f"{key}.json"
+
+
+def _load_cached(text: str) -> dict | None:
     try:
-        return [tuple(cell) for cell in json.loads(cached.read_text(encoding="utf-8"))]
+        return json.loads(_cache_file(text).read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+
+
+def _store_cached(text: str, entry: dict) -> None:
+    try:  # a cache that cannot be written (read-only home, sandbox) only costs time
+        cached = _cache_file(text)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(entry), encoding="utf-8")
+        os.replace(partial, cached)
+    except OSError:
         pass
+
+
+def _jupytext_cells(text: str) -> list[tuple[str, str, dict]]:
+    """(cell type, source, metadata) of each cell, as jupytext reads the percent format."""
     import jupytext  # here, not at import: it pulls in nbformat, too slow for `tito --help`
     from jupytext.magics import comment_magic
 
@@ -230,22 +242,27 @@ def _jupytext_cells(text: str) -> list[tuple[str, str, dict]]:
         if raw.cell_type == "code":  # jupytext uncomments magics; give back the file's Python text
             source = "\n".join(comment_magic(source.splitlines()))
         cells.append((raw.cell_type, source, dict(raw.metadata)))
-    try:  # a cache that cannot be written (read-only home, sandbox) only costs time
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(cells), encoding="utf-8")
-        os.replace(partial, cached)
-    except OSError:
-        pass
     return cells
 
 
 def _parse_notebook(module: ModuleFile, text: str) -> Notebook:
+    """Cells, directives and checks of one notebook.
+
+    jupytext's reader (~0.1 s per 1,000 lines) and `ast` on every exported cell would cost
+    every `tito module list`, `test` or `export` a second or more; both results are kept on
+    disk by the text's hash, written only once the notebook passed every check.
+    """
     lines = text.splitlines()
     where = module.rel
-    body_start = _check_yaml_header(lines, where)
+    cached = _load_cached(text)
+    if cached is None:
+        body_start = _check_yaml_header(lines, where)
+        raw_cells = _jupytext_cells(text)
+    else:
+        body_start, raw_cells = cached["body_start"], [tuple(cell) for cell in cached["cells"]]
+        for key, data in cached["facts"].items():
+            _FACTS.setdefault(key, CodeFacts.from_json(data))
     headers = _check_cell_headers(lines, body_start, where)
-    raw_cells = _jupytext_cells(text)
 
     cells = []
     starts = headers if len(raw_cells) == len(headers) else [_first_content_line(lines, body_start)] + headers
@@ -259,8 +276,12 @@ def _parse_notebook(module: ModuleFile, text: str) -> Notebook:
     default_exp = _check_default_exp(cells, where)
     _check_nbgrader(cells, where)
     notebook_ = Notebook(module, cells, default_exp)
+    codes = [cell.export_code() for _, cell in notebook_.exported_cells()]
     for _, cell in notebook_.exported_cells():
         _check_exported_code(cell, where)
+    if cached is None:
+        facts = {_digest(code): code_facts(code).to_json() for code in codes}
+        _store_cached(text, {"body_start": body_start, "cells": raw_cells, "facts": facts})
     return notebook_
 
 
@@ -402,22 +423,16 @@ def _check_markers(cell: Cell, at: str, grade_id: str, is_source: bool) -> None:
 
 def _check_exported_code(cell: Cell, where: str) -> None:
     """Exported code must parse and must not edit sys.path (it imports through the package)."""
-    code = cell.export_code()
-    offset = cell.first_line - 1
-    try:
-        tree = parse_code(code)
-    except SyntaxError as err:
+    facts = code_facts(cell.export_code())
+    if facts.error:
         # export_code drops lines, so point at the cell rather than guess the line.
-        raise TitoError(f"{where}:{cell.line}: exported cell {cell.index} does not parse: {err.msg}") from None
-    if "path" not in code:  # the walk below costs more than the parse; most cells cannot match
-        return
-    for node in ast.walk(tree):
-        if _touches_sys_path(node):
-            line = _source_line_of(cell, code.splitlines()[node.lineno - 1], offset)
-            raise TitoError(
-                f"{where}:{line}: exported code must not use sys.path; import through the package "
-                f"(from tinytorch.core.tensor import Tensor)"
-            )
+        raise TitoError(f"{where}:{cell.line}: exported cell {cell.index} does not parse: {facts.error}")
+    if facts.sys_path_line is not None:
+        line = _source_line_of(cell, facts.sys_path_line, cell.first_line - 1)
+        raise TitoError(
+            f"{where}:{line}: exported code must not use sys.path; import through the package "
+            f"(from tinytorch.core.tensor import Tensor)"
+        )
 
 
 def _touches_sys_path(node: ast.AST) -> bool:
@@ -488,16 +503,81 @@ def sync(module: ModuleFile) -> str:
 # ---------------------------------------------------------------- public names and stripping
 
 
-@functools.lru_cache(maxsize=4096)
-def parse_code(code: str) -> ast.Module:
-    """`ast.parse`, once per distinct cell text (export, stats and checks all read each cell)."""
-    return ast.parse(code)
+@dataclass(frozen=True)
+class CodeFacts:
+    """What export and the checks need to know of one exported cell's code, found by `ast`
+    once per distinct text and kept on disk with the notebook (see `_parse_notebook`)."""
+
+    error: str | None = None  # SyntaxError message, if it does not parse
+    public: tuple[str, ...] = ()  # top-level def/class/assignment names without a leading '_'
+    reexports: tuple[str, ...] = ()  # tinytorch names a cell of imports only brings in
+    imports: tuple[tuple, ...] = ()  # top-level imports: (first, last line index, kind, source, names)
+    sys_path_line: str | None = None  # the first line that touches sys.path
+
+    def to_json(self) -> list:
+        return [self.error, list(self.public), list(self.reexports), [list(i) for i in self.imports],
+                self.sys_path_line]
+
+    @classmethod
+    def from_json(cls, data: list) -> CodeFacts:
+        error, public, reexports, imports, sys_path_line = data
+        return cls(error, tuple(public), tuple(reexports),
+                   tuple((a, b, kind, source, tuple(names)) for a, b, kind, source, names in imports), sys_path_line)
+
+
+_FACTS: dict[str, CodeFacts] = {}  # sha1 of the code -> its facts
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def code_facts(code: str) -> CodeFacts:
+    key = _digest(code)
+    if key not in _FACTS:
+        _FACTS[key] = _find_facts(code)
+    return _FACTS[key]
+
+
+def _find_facts(code: str) -> CodeFacts:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        return CodeFacts(error=err.msg)
+    imports = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = tuple(a.name + (f" as {a.asname}" if a.asname else "") for a in node.names)
+            imports.append((node.lineno - 1, node.end_lineno - 1, "import", None, names))
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(a.name + (f" as {a.asname}" if a.asname else "") for a in node.names)
+            imports.append((node.lineno - 1, node.end_lineno - 1, "from", "." * node.level + (node.module or ""),
+                            names))
+    sys_path_line = None
+    if "path" in code:  # the walk costs more than the parse; most cells cannot match
+        lines = code.splitlines()
+        sys_path_line = next((lines[n.lineno - 1] for n in ast.walk(tree) if _touches_sys_path(n)), None)
+    return CodeFacts(None, tuple(_public_names(tree)), tuple(_reexported_names(tree)), tuple(imports),
+                     sys_path_line)
 
 
 def public_names(code: str) -> list[str]:
     """Top-level def/class/assignment names not starting with '_' (imports excluded)."""
+    return list(code_facts(code).public)
+
+
+def reexported_names(code: str) -> list[str]:
+    """The public tinytorch names a cell made only of imports (and a docstring) brings in.
+
+    A file whose cells define nothing public is a re-export file (`tinytorch/autograd.py`):
+    its `__all__` lists these, so that `from tinytorch.autograd import *` gives them.
+    """
+    return list(code_facts(code).reexports)
+
+
+def _public_names(tree: ast.Module) -> list[str]:
     names: list[str] = []
-    for node in parse_code(code).body:
+    for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             found = [node.name]
         elif isinstance(node, ast.Assign):
@@ -510,13 +590,8 @@ def public_names(code: str) -> list[str]:
     return names
 
 
-def reexported_names(code: str) -> list[str]:
-    """The public tinytorch names a cell made only of imports (and a docstring) brings in.
-
-    A file whose cells define nothing public is a re-export file (`tinytorch/autograd.py`):
-    its `__all__` lists these, so that `from tinytorch.autograd import *` gives them.
-    """
-    body = parse_code(code).body
+def _reexported_names(tree: ast.Module) -> list[str]:
+    body = tree.body
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
         body = body[1:]
     if not body or not all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in body):
