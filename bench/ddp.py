@@ -118,9 +118,9 @@ def rank_main(steps, out):
 
 
 def _as_tensor(array):
-    from tinytorch.core.tensor import _wrap
+    from tinytorch.core.tensor import from_op
     from tinytorch.core.backend import Device
-    return _wrap(array, Device("cpu"))
+    return from_op(array, Device("cpu"))
 
 
 def main():

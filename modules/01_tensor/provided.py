@@ -269,9 +269,6 @@ def from_op(data, device, inputs=None, backward=None):
     return out
 
 
-_wrap = from_op  # the older private name; use from_op
-
-
 # %%
 #| export
 class Tensor:

@@ -114,9 +114,6 @@ def from_op(data, device, inputs=None, backward=None):
     return out
 
 
-_wrap = from_op  # the older private name; use from_op
-
-
 # %% modules/01_tensor/provided.py, cell 9
 class Tensor:
     """An n-dimensional array on a device, that can record how it was computed."""
