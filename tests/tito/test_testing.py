@@ -110,3 +110,33 @@ def test_strip_solutions_matches_nbgrader_with_named_stubs():
         "assert f(1) == 1\n"
         "print('done')\n"
     )
+
+
+def test_tito_test_syncs_a_newer_notebook_and_summarizes_failures(course):
+    """The student edits the .ipynb in Jupyter: `tito test` tests what they wrote, says it synced,
+    and shows one block per failing graded check and the pytest failures grouped by file."""
+    import os
+
+    import nbformat
+
+    from tito.notebooks import to_notebook
+
+    tests = course.root / "tests/01_tensor"
+    tests.mkdir(parents=True)
+    (tests / "test_add.py").write_text("from tinytorch.core.tensor import add\n\n"
+                                       "def test_one():\n    assert add(2, 3) == 5, 'add(2, 3) should be 5'\n\n"
+                                       "def test_two():\n    assert add(1, 1) == 2\n")
+    py = course.root / "modules/01_tensor/tensor.py"
+    ipynb = py.with_suffix(".ipynb")
+    nbformat.write(to_notebook(py.read_text().replace("return np.add(a, b)", "return np.subtract(a, b)")), ipynb)
+    os.utime(ipynb, (py.stat().st_mtime + 5,) * 2)
+    result = course.subprocess("-m", "tito", "test", "1")
+    assert "updated tensor.py from tensor.ipynb" in result.stdout, result.stdout
+    assert "np.subtract" in py.read_text()
+    course.tito("export")
+    result = course.subprocess("-m", "tito", "test", "1")
+    assert result.returncode == 1
+    assert "✗ test-add (2 pt)  modules/01_tensor/tensor.py:" in result.stdout, result.stdout
+    assert "add(1, 2) should be 3" in result.stdout
+    assert "tests/01_tensor/test_add.py: 2 failed; first, test_one" in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout
