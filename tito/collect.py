@@ -1,11 +1,22 @@
-"""`tito course collect`: submissions (per-student folders or zips) -> submitted/<student>/<module>/."""
+"""`tito course collect`: submissions (per-student folders or zips) -> submitted/<student>/<module>/.
+
+Submissions are untrusted input: links are judged by lstat and never followed, member names that
+would leave the folder are refused, and entries and bytes are capped before anything is read.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import stat
+import struct
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 from rich.console import Console
@@ -18,32 +29,197 @@ from tito.notebooks import ModuleFile, find_root
 console = Console(soft_wrap=True, highlight=False)
 
 
-def _entries(path: Path) -> list[tuple[str, list[tuple[str, bytes]]]]:
-    """(student name, [(file name inside, bytes)]) per student folder or zip."""
-    found = []
+# Caps on one submission (a student folder or zip): generous for notebooks, small enough that a
+# hostile archive (a zip bomb, a folder of a million files) cannot exhaust collect's memory or time.
+MAX_ENTRIES = 200  # files and folders in one submission
+MAX_FILE_BYTES = 20 * 2**20  # one notebook, uncompressed
+MAX_TOTAL_BYTES = 100 * 2**20  # all of one submission, uncompressed
+# zipfile reads the whole central directory (the member list) into memory before we can count it:
+# bound its size first, at an average of 1 KiB per member (name, extra fields, comment).
+MAX_ZIP_DIRECTORY_BYTES = MAX_ENTRIES * 1024
+_ZIP_END = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP_END_SIGNATURE = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"  # precedes the end record when a ZIP64 end record holds the real sizes
+
+
+@dataclass
+class Submission:
+    """What one entry of the inbox holds: the files to collect and the lines saying what was refused."""
+
+    student: str  # "" when the entry is not a student folder or zip
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # (name inside, bytes)
+    rejected: list[str] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    """The whole submission is refused; the message says why and what to do."""
+
+
+def _entries(path: Path) -> Iterator[Submission]:
+    """One Submission per student folder or zip, read one at a time so memory holds one student's caps."""
     for entry in sorted(path.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            files = [(p.relative_to(entry).as_posix(), p.read_bytes()) for p in sorted(entry.rglob("*"))
-                     if p.is_file() and not _hidden(p.relative_to(entry).parts)]
-            found.append((entry.name, files))
-        elif entry.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(entry) as archive:
-                    files = [(i.filename, archive.read(i)) for i in archive.infolist()
-                             if not i.is_dir() and not _hidden(Path(i.filename).parts)]
-            except zipfile.BadZipFile:
-                found.append((entry.stem, [(entry.name, b"")]))
-                continue
-            found.append((entry.stem, files))
+        mode = entry.lstat().st_mode  # lstat: a link is judged as a link, never followed
+        if stat.S_ISLNK(mode):
+            yield Submission("", rejected=[f"{entry.name}: a symbolic link; collect never follows links: "
+                                           f"copy the submission itself into {path}"])
+        elif stat.S_ISDIR(mode):
+            yield _read_folder(entry)
+        elif stat.S_ISREG(mode) and entry.suffix.lower() == ".zip":
+            yield _read_zip(entry)
         else:
-            found.append(("", [(entry.name, b"")]))
-    return found
+            yield Submission("", rejected=[f"{entry.name}: not a student folder or .zip; "
+                                           "expected PATH/<student>/ or PATH/<student>.zip"])
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p in ("__MACOSX", "__pycache__") for p in parts)
+
+
+def _too_many() -> str:
+    return f"holds more than {MAX_ENTRIES} files and folders, the cap for one submission: submit the notebooks only"
+
+
+def _too_big(name: str, size: int) -> str:
+    return (f"{name}: {size / 2**20:.1f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB cap for one notebook: "
+            "clear its outputs (Kernel > Restart & Clear Output) and submit it again")
+
+
+def _too_much(size: int) -> str:
+    return (f"{size / 2**20:.1f} MiB uncompressed, over the {MAX_TOTAL_BYTES // 2**20} MiB cap for one "
+            "submission: submit the notebooks only, with their outputs cleared")
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """(name inside, path, lstat) of each visible entry under `folder`, links not followed.
+
+    Streams each directory (os.scandir) and stops past the cap, so a folder of a million files costs
+    no more than one of MAX_ENTRIES.
+    """
+    count = 0
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for entry in listing:
+                path = Path(entry.path)
+                inside = path.relative_to(folder)
+                if _hidden(inside.parts):
+                    continue
+                count += 1
+                if count > MAX_ENTRIES:
+                    raise _Refused(_too_many())
+                info = path.lstat()
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(path)
+                yield inside.as_posix(), path, info
+
+
+def _read_folder(folder: Path) -> Submission:
+    found = Submission(folder.name)
+    try:
+        entries = sorted(_walk(folder))
+        total = sum(info.st_size for _, _, info in entries if stat.S_ISREG(info.st_mode))
+        if total > MAX_TOTAL_BYTES:
+            raise _Refused(_too_much(total))
+        for name, path, info in entries:
+            where = f"{folder.name}/{name}"
+            if stat.S_ISLNK(info.st_mode):
+                found.rejected.append(f"{where}: a symbolic link (to {os.readlink(path)}); collect never follows "
+                                      "links: submit the notebook itself")
+            elif stat.S_ISDIR(info.st_mode):
+                continue
+            elif not stat.S_ISREG(info.st_mode):
+                found.rejected.append(f"{where}: not a regular file; submit the notebook itself")
+            elif info.st_size > MAX_FILE_BYTES:
+                found.rejected.append(_too_big(where, info.st_size))
+            else:
+                # O_NOFOLLOW: should the file have become a link since lstat, refuse it rather than follow it.
+                with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+                    data = handle.read(info.st_size + 1)  # never more than lstat said, so the caps hold
+                if len(data) > info.st_size:
+                    raise _Refused(f"{name} grew while it was read; run collect again once it is complete")
+                found.files.append((name, data))
+    except _Refused as why:
+        return Submission(folder.name, rejected=[f"{folder.name}/: {why}"])
+    return found
+
+
+def _read_zip(archive: Path) -> Submission:
+    found = Submission(archive.stem)
+    try:
+        with archive.open("rb") as handle:
+            _check_zip_directory(handle)
+            with zipfile.ZipFile(handle) as opened:
+                members = opened.infolist()
+                if len(members) > MAX_ENTRIES:
+                    raise _Refused(_too_many())
+                total = sum(member.file_size for member in members)
+                if total > MAX_TOTAL_BYTES:
+                    raise _Refused(_too_much(total))
+                for member in members:
+                    _read_member(opened, member, found, archive.name)
+    except _Refused as why:
+        return Submission(archive.stem, rejected=[f"{archive.name}: {why}"])
+    except Exception as err:  # zipfile raises many types (BadZipFile, zlib.error, EOFError, ...): all mean corrupt
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        return Submission(archive.stem, rejected=[f"{archive.name}: not a readable zip ({reason}); "
+                                                  "ask for the notebooks zipped again"])
+    return found
+
+
+def _read_member(opened: zipfile.ZipFile, member: zipfile.ZipInfo, found: Submission, archive: str) -> None:
+    name = member.filename
+    where = f"{found.student}/{name}"
+    if _escapes(name):
+        found.rejected.append(f"{archive}: member {name!r} leaves the submission folder (an absolute "
+                              "path, '..', a drive letter or a backslash): zip the notebooks again with relative, "
+                              "forward-slash names")
+    elif member.is_dir() or _hidden(tuple(name.split("/"))):
+        return
+    elif stat.S_ISLNK(member.external_attr >> 16):
+        found.rejected.append(f"{where}: a symbolic link; collect never follows links: zip the notebook itself")
+    elif member.file_size > MAX_FILE_BYTES:
+        found.rejected.append(_too_big(where, member.file_size))
+    else:
+        with opened.open(member) as stream:
+            data = stream.read(member.file_size + 1)  # never more than the member list declared (and capped)
+        if len(data) > member.file_size:
+            raise _Refused(f"{name} inflates past its declared size: a corrupt or forged zip; "
+                           "ask for the notebooks zipped again")
+        found.files.append((name, data))
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _escapes(name: str) -> bool:
+    """A member name that unpacking would place outside the submission folder."""
+    return name.startswith("/") or "\\" in name or bool(_DRIVE.match(name)) or ".." in name.split("/")
+
+
+def _check_zip_directory(handle: BinaryIO) -> None:
+    """Refuse a zip whose member list is too large, before zipfile reads all of it into memory.
+
+    Finds the end record as zipfile does: at the very end, else the last one in the final 64 KiB
+    (a comment may follow it). ZIP64 moves the sizes elsewhere; notebooks never need it.
+    """
+    size = handle.seek(0, os.SEEK_END)
+    tail_start = handle.seek(max(size - _ZIP_END.size - 0xFFFF, 0))
+    tail = handle.read()
+    at = len(tail) - _ZIP_END.size
+    if not (at >= 0 and tail.startswith(_ZIP_END_SIGNATURE, at) and tail.endswith(b"\0\0")):
+        at = tail.rfind(_ZIP_END_SIGNATURE)
+    if at < 0 or len(tail) - at < _ZIP_END.size:
+        return  # no end record: zipfile reports the zip as unreadable
+    locator = tail_start + at - 20
+    if locator >= 0 and handle.seek(locator) == locator and handle.read(4) == _ZIP64_LOCATOR:
+        raise _Refused("uses ZIP64 (for archives over 4 GiB or 65535 members), which a submission never needs: "
+                       "ask for the notebooks zipped again")
+    directory_bytes = _ZIP_END.unpack_from(tail, at)[5]
+    if directory_bytes > MAX_ZIP_DIRECTORY_BYTES:
+        raise _Refused(f"its member list is {directory_bytes // 1024} KiB, over the cap of "
+                       f"{MAX_ZIP_DIRECTORY_BYTES // 1024} KiB ({MAX_ENTRIES} members): submit the notebooks only")
 
 
 def _which_module(name: str, modules: list[ModuleFile]) -> ModuleFile | None:
@@ -64,13 +240,14 @@ def collect_submissions(course: Path, path: Path, replace: bool) -> tuple[list[s
         raise TitoError(f"no generated modules in {course}: run `tito course generate` first")
     expected = ", ".join(f"{grading.notebook_name(m)}.ipynb" for m in modules)
     accepted, rejected = [], []
-    for student, files in _entries(path):
+    for submission in _entries(path):
+        rejected.extend(submission.rejected)
+        student = submission.student
         if not student:
-            rejected.append(f"{files[0][0]}: not a student folder or .zip; expected PATH/<student>/ or PATH/<student>.zip")
             continue
         sid = grading.student_id(student)
         seen: set[str] = set()
-        for name, data in files:
+        for name, data in submission.files:
             where = f"{student}/{name}"
             if not name.lower().endswith(".ipynb"):
                 rejected.append(f"{where}: not a notebook (.ipynb); submit the notebooks, not other files")
