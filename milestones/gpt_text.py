@@ -1,21 +1,29 @@
 """The main job: a GPT trained on text with your own tinytorch, then sampled.
 
     tito train gpt [--data PATH] [--tokenizer char|bpe] [--config small] [--steps N]
-                   [--device cpu|cuda] [--resume] [--out runs/gpt]
-    tito sample --checkpoint runs/gpt --prompt "In the beginning"
+                   [--device cpu|cuda] [--out DIR] [--resume | --overwrite]
+    tito sample --prompt "In the beginning"     # the newest run; --checkpoint DIR for another
 
 Without --data it trains on the corpus shipped with tinytorch (1.1 MB of the King James
 Bible, public domain), so it works offline on a fresh clone. The `small` preset is
 nanoGPT's CPU configuration for character-level Shakespeare (4 layers, 4 heads, 128
 channels, 64-token context, batch 12, AdamW, warm-up then cosine decay, clipping at 1.0).
 
-A run directory holds everything `tito sample` needs: config.json, tokenizer.json,
-model.safetensors, plus checkpoints/ (resumable, written atomically) and log.jsonl.
+Each run gets its own folder (runs/gpt, runs/gpt-2, ... or --out), holding everything `tito
+sample` needs: config.json, tokenizer.json, model.safetensors, plus checkpoints/ (resumable,
+written atomically) and log.jsonl. Nothing is written until the run has started (data read,
+tokenizer built, model on its device), and a folder holding another run is never reused
+without --resume or --overwrite, so a failed or mistaken run cannot spoil an earlier one.
 """
 
+import hashlib
+import itertools
 import json
 import math
+import shutil
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +34,7 @@ from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from tinytorch.training import Trainer
-from tinytorch.training.checkpoint import list_checkpoints
+from tinytorch.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 # Model shape and training schedule per preset. `small` is nanoGPT's CPU Shakespeare run.
 PRESETS = {
@@ -37,12 +45,23 @@ PRESETS = {
     "medium": dict(n_layer=6, n_head=6, n_embd=192, block_size=128, batch_size=16, steps=5000, lr=1e-3,
                    min_lr=1e-4, warmup=200, eval_every=500, eval_batches=40),
 }
+DEFAULTS = {"preset": "small", "tokenizer": "char"}  # for a new run; a resumed run keeps its own
 BPE_VOCAB = 512
+VAL_FRACTION = 0.1  # the last 10% of the tokens are the validation split
 FILES = {"config": "config.json", "tokenizer": "tokenizer.json", "model": "model.safetensors"}
+RUNS = Path("runs")  # new runs go to runs/gpt, runs/gpt-2, ... under the current folder
+RUN_NAME = "gpt"
 
 
-class DataError(ValueError):
-    """The training text cannot be used (missing, unreadable, not UTF-8, too short)."""
+class RunError(ValueError):
+    """The run cannot start as asked (options, data, run folder, checkpoint); the message says the fix."""
+
+
+class DataError(RunError):
+    """The training text cannot be used (missing, unreadable, not UTF-8, empty, too short)."""
+
+
+# ---------------------------------------------------------------- data and tokenizer
 
 
 def read_text(path=None):
@@ -50,12 +69,54 @@ def read_text(path=None):
     if path is None:
         return kjv_text()
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"--data {path} is a folder: give a UTF-8 text file")
     if not path.is_file():
-        raise DataError(f"--data {path}: no such file")
+        raise DataError(f"--data {path}: no such file; give a UTF-8 text file, or leave --data out to train on "
+                        f"the built-in corpus")
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"--data {path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+        raise DataError(f"--data {path}: not UTF-8 text (byte {err.start}: {err.reason}); convert it, e.g. "
+                        f"`iconv -t UTF-8`") from None
+    except OSError as err:
+        raise DataError(f"--data {path}: cannot read it ({err.strerror}); check its permissions") from None
+    if not text:
+        raise DataError(f"--data {path} is empty: give a text file of at least {min_tokens('tiny'):,} characters "
+                        f"(--config tiny), or leave --data out to train on the built-in corpus")
+    return text
+
+
+def min_tokens(preset):
+    """The shortest text (in tokens) a preset trains on: the validation split needs one full window."""
+    return math.ceil((PRESETS[preset]["block_size"] + 1) / VAL_FRACTION)
+
+
+def too_short(data, preset, kind, n_tokens):
+    """The error for a text with fewer than min_tokens(preset) tokens: how long it must be, and what to do."""
+    unit = "characters" if kind == "char" else "BPE tokens"
+    fits = [p for p in PRESETS if min_tokens(p) <= n_tokens]  # the largest that fits is suggested
+    if fits:
+        fix = f"use --config {fits[-1]} (needs {min_tokens(fits[-1]):,}) or a longer file"
+    else:
+        fix = "use a longer file" + (f" (--config tiny needs {min_tokens('tiny'):,})" if preset != "tiny" else "")
+    return DataError(f"--data {data} is too short: {n_tokens:,} {unit}, and --config {preset} needs at least "
+                     f"{min_tokens(preset):,}; {fix}")
+
+
+def text_datasets(text, tok, preset, data):
+    """(train, val) windows of the preset's block size, or a DataError saying how long the text must be."""
+    block = PRESETS[preset]["block_size"]
+    try:
+        return tuple(TextDataset(text, tok, block, split=split, val_fraction=VAL_FRACTION) for split in ("train", "val"))
+    except ValueError:
+        try:
+            n_tokens = len(tok.encode(text))
+        except ValueError:  # only a resumed run's saved tokenizer can meet new characters
+            raise DataError(f"--data {data} has characters the run's tokenizer does not know: resume on the run's "
+                            f"own text, or start a new run") from None
+        raise too_short(data or "(built in)", preset, "char" if isinstance(tok, CharTokenizer) else "bpe",
+                        n_tokens) from None
 
 
 def build_tokenizer(kind, text):
@@ -97,14 +158,160 @@ def write_json(path, obj):
     tmp.replace(path)
 
 
-def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu", resume=False,
-          out="runs/gpt", seed=0, quiet=False, sample_tokens=300, distributed=False):
-    """Train a GPT on a text; returns the results (losses, time, throughput, a sample).
+# ---------------------------------------------------------------- run folders
 
+
+def read_run_config(run_dir):
+    """The config.json of a run folder, or None when the folder holds no run."""
+    path = Path(run_dir) / FILES["config"]
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        GPTConfig.from_dict(saved["gpt"])
+        return saved
+    except (ValueError, KeyError, TypeError):
+        raise RunError(f"{path}: file is truncated or corrupt: retrain or restore it") from None
+
+
+def describe_run(saved):
+    return f"--config {saved.get('preset')}, --tokenizer {saved.get('tokenizer')}, data {saved.get('data')}"
+
+
+def run_dirs(root=RUNS):
+    """Every run folder directly under `root`."""
+    root = Path(root)
+    return [d for d in sorted(root.iterdir()) if (d / FILES["config"]).is_file()] if root.is_dir() else []
+
+
+def newest_run(root=RUNS):
+    """The run trained most recently (newest model or checkpoint), or None when `root` holds no run."""
+    def last_trained(run_dir):
+        files = [run_dir / FILES["config"], run_dir / FILES["model"], *list_checkpoints(run_dir / "checkpoints")]
+        return max(f.stat().st_mtime_ns for f in files if f.is_file())
+    return max(run_dirs(root), key=last_trained, default=None)
+
+
+def new_run_dir(root=RUNS, name=RUN_NAME):
+    """runs/gpt, runs/gpt-2, ...: the first name not taken, created here (mkdir is atomic: two runs never share)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def plan_run(out, resume, overwrite):
+    """(folder, its saved config) for this run; checks only, writes nothing.
+
+    folder None: a new folder under runs/, made once the run has started. The saved config is
+    the run that --resume continues or --overwrite replaces (None for a new or empty folder)."""
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite contradict each other: choose one")
+    if out is None:
+        if overwrite:
+            raise RunError("--overwrite needs --out: the run folder to replace")
+        if not resume:
+            return None, None
+        out = newest_run()
+        if out is None:
+            raise RunError(f"--resume: no run in {RUNS}/ to continue; start one with `tito train gpt`, or pass --out")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file: give a folder for the run")
+    saved = read_run_config(out) if out.is_dir() else None
+    if resume:
+        if saved is None:
+            raise RunError(f"--resume: {out} holds no run to continue (no {FILES['config']}); drop --resume to "
+                           f"start a new run")
+        return out, saved
+    if out.is_dir() and any(out.iterdir()):
+        if saved is None:
+            raise RunError(f"--out {out} is a folder with other files in it, not a run: choose a new or empty folder")
+        if not overwrite:
+            raise RunError(f"--out {out} already holds a run ({describe_run(saved)}): pass --resume to continue it, "
+                           f"--overwrite to replace it, or choose another --out (or leave --out out for a new folder)")
+    return out, saved if overwrite else None
+
+
+def resumed_options(out, saved, data, tokenizer, preset):
+    """(data, tokenizer, preset) of the run being resumed; an option that differs from the run's is an error."""
+    for flag, asked, had in (("--config", preset, saved.get("preset")), ("--tokenizer", tokenizer, saved.get("tokenizer"))):
+        if asked is not None and asked != had:
+            raise RunError(f"--resume: {out} was trained with {flag} {had}, not {asked}; resume with {flag} {had} "
+                           f"(or leave it out), or start a new run")
+    if "data_path" not in saved:  # a run saved before runs recorded their data: take --data on trust
+        return data, saved.get("tokenizer"), saved.get("preset")
+    had_data = saved["data_path"]
+    if data is not None and (had_data is None or Path(data).resolve() != Path(had_data)):
+        raise RunError(f"--resume: {out} was trained on {saved.get('data')}, not {data}; resume without --data, "
+                       f"or start a new run")
+    return (had_data if data is None else data), saved.get("tokenizer"), saved.get("preset")
+
+
+def text_sha256(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checkpoint_to_resume(out, saved, model):
+    """The newest readable checkpoint of this run, or None (no checkpoint yet: it starts over from step 0).
+
+    Damaged checkpoints are skipped with a warning; one of another run (other run id or shapes,
+    e.g. left behind in a reused folder) is an error, since loading it would train the wrong model."""
+    shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    paths, damaged = list_checkpoints(Path(out) / "checkpoints"), []
+    for path in reversed(paths):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            damaged.append(path.name)
+            continue
+        owner = (state.get("config") or {}).get("run")
+        theirs = {name: tuple(w.shape) for name, w in state["model"].items()}
+        if theirs != shapes or (saved.get("run") is not None and owner != saved["run"]):
+            raise RunError(f"--resume: {path} belongs to another run, not to {out} ({describe_run(saved)}); move it "
+                           f"out of {path.parent}, or start a new run")
+        if damaged:
+            print(f"warning: skipped truncated or corrupt {', '.join(damaged)}; resuming from {path.name}",
+                  file=sys.stderr)
+        return path
+    if paths:
+        raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
+                       f"({len(paths)} tried): restore one, or start a new run")
+    return None
+
+
+def clear_run(out):
+    """Remove the files of the run in `out` that --overwrite replaces (other files stay)."""
+    for name in [*FILES.values(), "log.jsonl"]:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resume=False, out=None, seed=0,
+          quiet=False, sample_tokens=300, distributed=False, overwrite=False):
+    """Train a GPT on a text; returns the results (losses, time, throughput, a sample, the run folder).
+
+    out=None: a new folder runs/gpt, runs/gpt-2, ... (with resume: the newest run). tokenizer and
+    preset default to char and small for a new run, and to the run's own when resuming.
     distributed=True (under `tito train gpt --nproc N`): data-parallel over the launcher's ranks, each
     with `batch_size` sequences per step; rank 0 alone writes files and prints."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown config {preset!r}: choose one of {', '.join(PRESETS)}")
+    for flag, value, known in (("--config", preset, PRESETS), ("--tokenizer", tokenizer, ("char", "bpe"))):
+        if value is not None and value not in known:
+            raise RunError(f"{flag} {value!r}: choose one of {', '.join(known)}")
+    if steps is not None and steps < 1:
+        raise RunError(f"--steps must be at least 1, got {steps}")
+    out, saved = plan_run(out, resume, overwrite)
+    if resume:
+        data, tokenizer, preset = resumed_options(out, saved, data, tokenizer, preset)
+    tokenizer, preset = tokenizer or DEFAULTS["tokenizer"], preset or DEFAULTS["preset"]
     p = dict(PRESETS[preset], **({"steps": steps} if steps else {}))
     start = time.perf_counter()
     rank, world = 0, 1
@@ -115,14 +322,21 @@ def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu",
         device = f"cuda:{dist.get_local_rank()}"
     quiet = quiet or rank > 0
     text = read_text(data)
-    tok = build_tokenizer(tokenizer, text)
-    train_set = TextDataset(text, tok, p["block_size"], split="train", val_fraction=0.1)
-    val_set = TextDataset(text, tok, p["block_size"], split="val", val_fraction=0.1)
+    if resume and saved.get("data_sha256") not in (None, text_sha256(text)):
+        raise RunError(f"--resume: {data or 'the built-in corpus'} changed since {out} started; restore it, or start "
+                       f"a new run")
+    tok = _run_tokenizer(out) if resume else build_tokenizer(tokenizer, text)
+    train_set, val_set = text_datasets(text, tok, preset, data)
 
     tt.manual_seed(seed)
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=p["block_size"], n_layer=p["n_layer"],
                        n_head=p["n_head"], n_embd=p["n_embd"], dropout=0.0, bias=False)
     model = GPT(config)
+    try:  # the device is checked here, before anything is written
+        model.to(device)
+    except (RuntimeError, ValueError) as err:
+        raise RunError(f"--device {device}: {err}") from None
+    resume_from = checkpoint_to_resume(out, saved, model) if resume else None
     optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=p["lr"], betas=(0.9, 0.99))
     scheduler = lr_schedule(optimizer, p["warmup"], p["steps"], p["min_lr"])
     if world > 1:  # one shard of every epoch's shuffled order per rank; averaged gradients
@@ -133,27 +347,26 @@ def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu",
                                   generator=np.random.default_rng(seed))
     val_loader = fixed_val_loader(val_set, p["eval_batches"], p["batch_size"])
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The run has started: from here on it writes, into its own folder.
     writer = rank == 0  # the other ranks train, and write nothing
-    if writer:
+    run_id = saved.get("run") if resume else uuid.uuid4().hex
+    if writer and not resume:
+        out = _start_run_dir(out, replacing=saved is not None)
         tok.save(out / FILES["tokenizer"])
-        write_json(out / FILES["config"], {"gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset,
-                                           "data": str(data) if data else "kjv (built in)"})
+        write_json(out / FILES["config"], {
+            "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
+            "data": str(data) if data else "kjv (built in)",
+            "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text)})
     net = model
     if world > 1:
-        net = dist.DistributedDataParallel(model.to(device))  # checkpoints keep the plain model's names
+        net = dist.DistributedDataParallel(model)  # checkpoints keep the plain model's names
     log = _EvalPrinter(quiet)
     trainer = Trainer(net, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
                       clip_grad_norm=1.0, eval_every=p["eval_every"],
                       checkpoint_dir=out / "checkpoints" if writer else None,
                       checkpoint_every=p["eval_every"] if writer else None, keep_last=2,
-                      resume=resume and writer, seed=seed, quiet=quiet,
-                      log_path=out / "log.jsonl" if writer else None, device=device, callbacks=[log],
-                      config={"preset": preset, "tokenizer": tokenizer})
-    resume_from = None
-    if resume and not writer:  # rank 0 loads the newest checkpoint itself (resume=True); the others follow
-        resume_from = (list_checkpoints(out / "checkpoints") or [None])[-1]
+                      seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
+                      callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id})
     history = trainer.fit(max_steps=p["steps"], resume_from=resume_from)
     train_seconds = time.perf_counter() - start
     if not writer:
@@ -171,6 +384,26 @@ def train(data=None, tokenizer="char", preset="small", steps=None, device="cpu",
         "parameters": model.num_parameters(non_embedding=False), "out": str(out), "sample": sample,
         "rank": rank, "world_size": world,
     }
+
+
+def _start_run_dir(out, replacing):
+    """The run's folder, made now that the run has started; --overwrite clears the old run only at this point."""
+    if out is None:
+        return new_run_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    if replacing:
+        clear_run(out)
+    return out
+
+
+def _run_tokenizer(out):
+    """The tokenizer a resumed run was trained with (rebuilding it could give other ids)."""
+    path = out / FILES["tokenizer"]
+    try:
+        return load_tokenizer(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunError(f"--resume: {path}: file is missing, truncated or corrupt: restore it, or start a new "
+                       f"run") from None
 
 
 def _join_ranks(dist, device):
@@ -203,7 +436,8 @@ def generate_text(model, tok, prompt=None, max_new_tokens=300, temperature=0.8, 
     try:
         ids = tok.encode(prompt) or [0]
     except ValueError:
-        raise ValueError(f"the prompt has characters this model's tokenizer does not know: {prompt!r}") from None
+        raise ValueError(f"the prompt has characters this model's tokenizer does not know: {prompt!r}; use only "
+                         f"characters of the text it was trained on") from None
     idx = tt.tensor([ids[-model.config.block_size:]], dtype=tt.int64, device=device)
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     return tok.decode(out[0].tolist())
@@ -217,19 +451,51 @@ def _knows(tok, text):
         return False
 
 
-def load_run(path, device="cpu"):
-    """(model, tokenizer) from a run directory, or from one of its checkpoints/step_N.safetensors."""
+def load_run(path=None, device="cpu"):
+    """(model, tokenizer) from a run folder (default: the newest run), or from one of its checkpoints."""
+    if path is None:
+        path = newest_run()
+        if path is None:
+            raise RunError(f"no run in {RUNS}/ to sample from: train one with `tito train gpt`, or pass --checkpoint")
     path = Path(path)
-    run_dir = path if path.is_dir() else path.parent.parent
-    config_file = run_dir / FILES["config"]
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path}: not a run directory or checkpoint (no {config_file} found)")
-    saved = json.loads(config_file.read_text(encoding="utf-8"))
+    if not path.exists():
+        raise RunError(f"--checkpoint {path}: no such path; pass a run folder (e.g. {RUNS / RUN_NAME}) or one of "
+                       f"its checkpoints")
+    run_dir = _run_dir_of(path)
+    saved = read_run_config(run_dir)
+    if saved is None:
+        raise RunError(f"--checkpoint {path} is not a run directory or one of its checkpoints (no {FILES['config']} "
+                       f"in {run_dir}): pass a folder written by `tito train gpt`")
+    weights_file = path if path.is_file() else run_dir / FILES["model"]
+    if not weights_file.is_file():  # stopped before the end: its newest checkpoint has the weights
+        weights_file = (list_checkpoints(run_dir / "checkpoints") or [None])[-1]
+        if weights_file is None:
+            raise RunError(f"{run_dir} has no model yet (its training stopped before saving one): continue it with "
+                           f"`tito train gpt --resume --out {run_dir}`")
+    try:
+        weights = tt.load(weights_file) if weights_file.name == FILES["model"] else load_checkpoint(weights_file)["model"]
+    except (RuntimeError, OSError, KeyError, TypeError):  # CheckpointError is a RuntimeError
+        raise RunError(f"{weights_file}: file is truncated or corrupt: retrain or restore it") from None
     model = GPT(GPTConfig.from_dict(saved["gpt"]))
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise RunError(f"{weights_file} does not fit {run_dir / FILES['config']} "
+                       f"({str(err).splitlines()[-1].strip()}): retrain or restore the run") from None
+    try:
+        tok = load_tokenizer(run_dir / FILES["tokenizer"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunError(f"{run_dir / FILES['tokenizer']}: file is missing, truncated or corrupt: retrain or restore "
+                       f"it") from None
+    try:
+        model.to(device)
+    except (RuntimeError, ValueError) as err:
+        raise RunError(f"--device {device}: {err}") from None
+    return model.eval(), tok
+
+
+def _run_dir_of(path):
+    """A run folder is the path itself, or holds it (model.safetensors) or its folder (checkpoints/step_N)."""
     if path.is_dir():
-        weights = tt.load(path / FILES["model"])
-    else:
-        from tinytorch.training.checkpoint import load_checkpoint
-        weights = load_checkpoint(path)["model"]
-    model.load_state_dict(weights)
-    return model.to(device).eval(), load_tokenizer(run_dir / FILES["tokenizer"])
+        return path
+    return next((d for d in (path.parent, path.parent.parent) if (d / FILES["config"]).is_file()), path.parent)

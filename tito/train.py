@@ -50,66 +50,80 @@ def _set_blas_threads(n: int) -> None:
 @app.command("gpt")
 def train_gpt(
     data: Optional[Path] = typer.Option(None, help="A UTF-8 text file to train on (default: the built-in corpus)."),
-    tokenizer: str = typer.Option("char", help="char or bpe (byte-level BPE, 512 tokens)."),
-    config: str = typer.Option("small", help="Preset: tiny, small (nanoGPT's CPU run) or medium."),
+    tokenizer: Optional[str] = typer.Option(None, help="char (default) or bpe (byte-level BPE, 512 tokens)."),
+    config: Optional[str] = typer.Option(None, help="Preset: tiny, small (default; nanoGPT's CPU run) or medium."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the preset's)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
-    out: Path = typer.Option(Path("runs/gpt"), help="Run directory: checkpoints, log, model, tokenizer."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default: the newest run) "
+                                                         "from its newest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (once the new one has "
+                                                               "started)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: a new one, runs/gpt, runs/gpt-2, ...); "
+                                                  "one holding another run needs --resume or --overwrite."),
     seed: int = typer.Option(0, help="Seed for the weights and the data order."),
     threads: Optional[int] = typer.Option(None, help="BLAS threads (default: the library's; 1 is often "
                                                      "fastest for small models on a busy machine)."),
+    sample_tokens: int = typer.Option(300, help="Length of the sample printed at the end (0: none)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object with the results, nothing else."),
     nproc: int = typer.Option(1, "--nproc", help="Data-parallel ranks (MPI processes, or GPUs with "
                                                  "--device cuda); each takes a batch per step."),
 ) -> None:
     """Train a GPT on text (offline), show progress and validation loss, save it, print a sample."""
     if nproc > 1 and not under_launcher():  # start nproc copies of this command under mpiexec
-        options = dict(data=data, tokenizer=tokenizer, config=config, steps=steps, device=device, out=out,
-                       seed=seed, threads=threads)
-        flags = [f for f, on in (("--resume", resume), ("--json", json_output)) if on]
+        options = {"data": data, "tokenizer": tokenizer, "config": config, "steps": steps, "device": device,
+                   "out": out, "seed": seed, "threads": threads, "sample-tokens": sample_tokens}
+        flags = [f for f, on in (("--resume", resume), ("--overwrite", overwrite), ("--json", json_output)) if on]
         with user_errors():
             code = launch(nproc, ["-m", "tito", "train", "gpt", "--nproc", str(nproc), *flags,
                                   *[arg for k, v in options.items() if v is not None for arg in (f"--{k}", str(v))]])
         raise typer.Exit(code)
     with user_errors():
+        if nproc < 1:
+            raise TitoError(f"--nproc must be at least 1, got {nproc}")
+        if sample_tokens < 0:
+            raise TitoError(f"--sample-tokens must be 0 or more, got {sample_tokens}")
         if threads is not None:
             _set_blas_threads(threads)
         recipe = _recipe()
-        if tokenizer not in ("char", "bpe"):
-            raise TitoError(f"--tokenizer {tokenizer!r}: use char or bpe")
-        if config not in recipe.PRESETS:
-            raise TitoError(f"--config {config!r}: choose one of {', '.join(recipe.PRESETS)}")
-        if steps is not None and steps < 1:
-            raise TitoError(f"--steps must be at least 1, got {steps}")
         try:
             result = recipe.train(data=data, tokenizer=tokenizer, preset=config, steps=steps, device=device,
-                                  resume=resume, out=out, seed=seed, quiet=json_output, distributed=nproc > 1)
-        except recipe.DataError as err:
-            raise TitoError(str(err)) from None
-        except RuntimeError as err:  # e.g. device='cuda' without a usable GPU
-            if "device" not in str(err):
-                raise
+                                  resume=resume, overwrite=overwrite, out=out, seed=seed, quiet=json_output,
+                                  sample_tokens=sample_tokens, distributed=nproc > 1)
+        except recipe.RunError as err:  # bad options, data, run folder or checkpoint: nothing was written
             raise TitoError(str(err)) from None
     if result.get("rank", 0) != 0:
         return  # rank 0 reports for all
     if json_output:
         print(json.dumps(result))
         return
-    table = Table(title=f"GPT ({config}, {tokenizer} tokens) trained in {result['out']}")
+    table = Table(title=f"GPT ({result['preset']}, {result['tokenizer']} tokens) trained in {result['out']}")
     table.add_column("result")
     table.add_column("value", justify="right")
     for key in ("steps", "parameters", "final_train_loss", "val_loss", "tokens_per_s", "seconds"):
         value = result[key]
         table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else f"{value:,}")
     console.print(table)
-    console.print(Panel(escape(result["sample"]), title="sample"))
+    if sample_tokens:
+        console.print(Panel(escape(result["sample"]), title="sample"))
     console.print(f"more: tito sample --checkpoint {result['out']} --prompt '...'")
 
 
+def _check_sampling(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    if max_new_tokens < 0:
+        raise TitoError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
+    if temperature < 0:
+        raise TitoError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise TitoError(f"--top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise TitoError(f"--top-p must be in (0, 1], got {top_p}")
+
+
 def sample_command(
-    checkpoint: Path = typer.Option(..., help="A run directory (runs/gpt) or one of its checkpoints."),
-    prompt: str = typer.Option("\n", help="Text to continue."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A run folder (runs/gpt) or one of its checkpoints "
+                                                         "(default: the newest run under runs/)."),
+    prompt: Optional[str] = typer.Option(None, help="Text to continue (default: a new line, where the model "
+                                                    "knows one)."),
     max_new_tokens: int = typer.Option(300, help="How many tokens to generate."),
     temperature: float = typer.Option(0.8, help="0 is greedy; higher is more random."),
     top_k: Optional[int] = typer.Option(None, help="Sample only among the k likeliest tokens."),
@@ -117,12 +131,16 @@ def sample_command(
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible samples."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
 ) -> None:
-    """Generate text from a trained GPT."""
+    """Generate text from a trained GPT (the newest run unless --checkpoint says which)."""
     with user_errors():
+        _check_sampling(max_new_tokens, temperature, top_k, top_p)
         recipe = _recipe()
         try:
-            model, tok = recipe.load_run(checkpoint, device=device)
+            run = checkpoint or recipe.newest_run()  # None: load_run says there is no run yet
+            model, tok = recipe.load_run(run, device=device)
+            if checkpoint is None:
+                Console(stderr=True).print(f"[dim]sampling from {escape(str(run))}, the newest run[/]")
             text = recipe.generate_text(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, device)
-        except (FileNotFoundError, ValueError) as err:
+        except ValueError as err:  # a bad run folder (recipe.RunError) or prompt
             raise TitoError(str(err)) from None
     print(text)

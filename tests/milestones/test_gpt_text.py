@@ -65,7 +65,7 @@ def test_resume_continues_the_run(tmp_path):
 def test_bpe_tokenizer_run(tmp_path):
     data = tmp_path / "fox.txt"
     data.write_text(TEXT, encoding="utf-8")
-    result = gpt_text.train(data=data, tokenizer="bpe", preset="tiny", steps=5, out=tmp_path, quiet=True,
+    result = gpt_text.train(data=data, tokenizer="bpe", preset="tiny", steps=5, out=tmp_path / "run", quiet=True,
                             sample_tokens=5)
     assert result["tokenizer"] == "bpe" and result["vocab_size"] > 256
 

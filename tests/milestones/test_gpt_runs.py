@@ -1,0 +1,198 @@
+"""Runs of the main job never lose work: each run its own folder, nothing written by a failed
+start, resume only from the run's own checkpoints, and every bad input one line with exit 2."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tinytorch as tt
+from tito.main import app
+
+ROOT = Path(__file__).resolve().parents[2]
+FOX = "the quick brown fox jumps over the lazy dog. " * 40  # 1,800 characters: enough for --config tiny
+CAT = "a cat sat on a mat, and bit a rat!\n" * 40
+TINY = ["--config", "tiny", "--steps", "3", "--sample-tokens", "0"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder that tito sees as the repo (links to modules/, milestones/), so runs/ lands in tmp_path."""
+    for name in ("modules", "milestones", "pyproject.toml"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "fox.txt").write_text(FOX, encoding="utf-8")
+    (tmp_path / "cat.txt").write_text(CAT, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def tito(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def train(*args):
+    """`tito train gpt ARGS --json` on the tiny preset; the run's result."""
+    done = tito("train", "gpt", *TINY, *args, "--json")
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout)
+
+
+def one_line_error(done, expected):
+    assert done.exit_code == 2, done.output  # an unexpected exception would be exit code 1
+    assert expected in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def truncate(path):
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def damage_run(what):
+    """Each way a finished run can be broken on disk."""
+    if what == "model":
+        truncate("runs/a/model.safetensors")
+    elif what == "config":
+        Path("runs/a/config.json").write_text('{"gpt": ', encoding="utf-8")
+    elif what == "tokenizer":
+        Path("runs/a/tokenizer.json").unlink()
+    elif what == "checkpoint":
+        truncate("runs/a/checkpoints/step_00000003.safetensors")
+    elif what == "shapes":  # weights of another model under this run's config
+        tt.save({"lm_head.weight": tt.zeros(2, 2)}, "runs/a/model.safetensors")
+
+
+def test_each_run_gets_its_own_folder_and_both_stay_loadable(workdir):
+    first = train("--data", "fox.txt")
+    second = train("--data", "cat.txt")
+    assert (first["out"], second["out"]) == ("runs/gpt", "runs/gpt-2")
+    for run, text in (("runs/gpt", "the "), ("runs/gpt-2", "a cat")):
+        done = tito("sample", "--checkpoint", run, "--prompt", text, "--max-new-tokens", 5, "--seed", 1)
+        assert done.exit_code == 0 and done.stdout.startswith(text), done.output
+    assert json.loads(Path("runs/gpt/config.json").read_text())["data"] == "fox.txt"
+
+
+def test_sample_without_checkpoint_uses_the_newest_run(workdir):
+    train("--data", "fox.txt")
+    train("--data", "cat.txt")
+    done = tito("sample", "--prompt", "a cat", "--max-new-tokens", 5)
+    assert done.exit_code == 0 and done.stdout.startswith("a cat"), done.output
+    assert "runs/gpt-2" in done.stderr
+
+
+def test_a_failing_start_leaves_the_previous_run_byte_identical(workdir):
+    train("--data", "fox.txt", "--out", "runs/mine")
+    before = snapshot("runs/mine")
+    (workdir / "short.txt").write_text("too short", encoding="utf-8")
+    (workdir / "empty.txt").write_text("", encoding="utf-8")
+    for args, expected in [
+        (["--data", "cat.txt"], "already holds a run"),
+        (["--data", "cat.txt", "--overwrite", "--device", "cuda:63"], "--device cuda:63"),
+        (["--data", "short.txt", "--overwrite"], "too short"),
+        (["--data", "empty.txt", "--overwrite"], "is empty"),
+        (["--data", "cat.txt", "--resume"], "was trained on fox.txt"),
+        (["--config", "small", "--resume"], "was trained with --config tiny"),
+    ]:
+        one_line_error(tito("train", "gpt", "--steps", "3", "--out", "runs/mine", *args), expected)
+        assert snapshot("runs/mine") == before, f"{args} changed the run"
+    assert sorted(Path("runs").iterdir()) == [Path("runs/mine")], "a failed start made a new folder"
+
+
+def test_overwrite_replaces_the_run_and_its_checkpoints(workdir):
+    train("--data", "fox.txt", "--out", "runs/mine")
+    (workdir / "runs/mine/notes.txt").write_text("mine", encoding="utf-8")
+    stale = Path("runs/mine/checkpoints/step_00000003.safetensors").read_bytes()
+    result = train("--data", "cat.txt", "--out", "runs/mine", "--overwrite")
+    assert result["out"] == "runs/mine" and result["vocab_size"] != 28
+    assert Path("runs/mine/checkpoints/step_00000003.safetensors").read_bytes() != stale
+    assert Path("runs/mine/notes.txt").read_text() == "mine", "--overwrite removes only the run's own files"
+
+
+def test_resume_continues_the_newest_run_from_its_own_checkpoint(workdir):
+    train("--data", "fox.txt")
+    train("--data", "cat.txt")
+    result = train("--resume", "--steps", "5")  # --steps after TINY's: 5 in all
+    assert result["out"] == "runs/gpt-2" and result["steps"] == 5
+    steps = [r["step"] for r in map(json.loads, Path("runs/gpt-2/log.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5], "resumed at step 3, not from scratch"
+
+
+@pytest.mark.parametrize("same_data", [True, False])
+def test_resume_refuses_a_checkpoint_of_another_run(workdir, same_data):
+    train("--data", "fox.txt", "--out", "runs/a")
+    train("--data", "fox.txt" if same_data else "cat.txt", "--out", "runs/b", "--steps", "4")
+    shutil.copy("runs/b/checkpoints/step_00000004.safetensors", "runs/a/checkpoints/")
+    before = snapshot("runs/a")
+    one_line_error(tito("train", "gpt", "--resume", "--out", "runs/a", "--steps", "6"), "belongs to another run")
+    assert snapshot("runs/a") == before
+
+
+def test_resume_refuses_changed_data(workdir):
+    train("--data", "fox.txt", "--out", "runs/a")
+    (workdir / "fox.txt").write_text(FOX.upper(), encoding="utf-8")
+    one_line_error(tito("train", "gpt", "--resume", "--out", "runs/a"), "changed since runs/a started")
+
+
+def test_resume_with_only_damaged_checkpoints_is_one_line(workdir):
+    train("--data", "fox.txt", "--out", "runs/a")
+    truncate("runs/a/checkpoints/step_00000003.safetensors")
+    before = snapshot("runs/a")
+    one_line_error(tito("train", "gpt", "--resume", "--out", "runs/a"), "every checkpoint in runs/a/checkpoints is "
+                                                                        "truncated or corrupt")
+    assert snapshot("runs/a") == before
+
+
+def test_sample_of_a_stopped_run_uses_its_newest_checkpoint(workdir):
+    train("--data", "fox.txt", "--out", "runs/a")
+    Path("runs/a/model.safetensors").unlink()  # as if stopped before the end
+    done = tito("sample", "--checkpoint", "runs/a", "--prompt", "the", "--max-new-tokens", 3)
+    assert done.exit_code == 0 and done.stdout.startswith("the"), done.output
+
+
+@pytest.mark.parametrize("what, target, expected", [
+    ("model", "runs/a", "runs/a/model.safetensors: file is truncated or corrupt: retrain or restore it"),
+    ("checkpoint", "runs/a/checkpoints/step_00000003.safetensors", "file is truncated or corrupt: retrain or restore"),
+    ("config", "runs/a", "runs/a/config.json: file is truncated or corrupt"),
+    ("tokenizer", "runs/a", "tokenizer.json: file is missing, truncated or corrupt"),
+    ("shapes", "runs/a", "does not fit runs/a/config.json"),
+])
+def test_a_damaged_run_is_a_one_line_error_for_sample(workdir, what, target, expected):
+    train("--data", "fox.txt", "--out", "runs/a")
+    damage_run(what)
+    one_line_error(tito("sample", "--checkpoint", target), expected)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["sample", "--checkpoint", "/nonexistent"], "--checkpoint /nonexistent: no such path"),
+    (["sample"], "no run in runs/ to sample from"),
+    (["sample", "--top-k", "0"], "--top-k must be at least 1"),
+    (["sample", "--temperature", "-1"], "--temperature must be 0"),
+    (["train", "gpt", "--data", "empty.txt"], "is empty: give a text file of at least 330 characters"),
+    (["train", "gpt", "--data", "short.txt"], "too short: 9 characters, and --config small needs at least 650; use "
+                                              "a longer file (--config tiny needs 330)"),
+    (["train", "gpt", "--data", "mid.txt"], "needs at least 650; use --config tiny (needs 330) or a longer file"),
+    (["train", "gpt", "--data", "short.txt", "--tokenizer", "bpe", "--config", "tiny"], "BPE tokens"),
+    (["train", "gpt", "--data", "."], "is a folder"),
+    (["train", "gpt", "--out", "fox.txt"], "is a file"),
+    (["train", "gpt", "--out", "."], "not a run: choose a new or empty folder"),
+    (["train", "gpt", "--resume"], "no run in runs/ to continue"),
+    (["train", "gpt", "--resume", "--out", "."], "holds no run to continue"),
+    (["train", "gpt", "--overwrite"], "--overwrite needs --out"),
+    (["train", "gpt", "--resume", "--overwrite"], "contradict"),
+    (["train", "gpt", "--device", "tpu"], "--device tpu: unknown device"),
+    (["train", "gpt", "--nproc", "0"], "--nproc must be at least 1"),
+    (["train", "gpt", "--sample-tokens", "-1"], "--sample-tokens must be 0 or more"),
+])
+def test_each_bad_input_is_one_line_and_exit_2(workdir, args, expected):
+    (workdir / "short.txt").write_text("too short", encoding="utf-8")
+    (workdir / "empty.txt").write_text("", encoding="utf-8")
+    (workdir / "mid.txt").write_text("x" * 400, encoding="utf-8")
+    one_line_error(tito(*args), expected)
+    assert not Path("runs").exists(), "a bad input wrote a run"
