@@ -3,7 +3,7 @@
     generate   modules -> nbgrader source notebooks -> release notebooks (+ gradebook)
     release    a student copy of the project with no solutions in it
     collect    submissions (per-student folders or zips) -> submitted/<student>/<module>/
-    autograde  grade submissions in parallel, each with a cell timeout and a memory cap
+    autograde  grade submissions in parallel, each sandboxed, with time, memory and process limits
     report     student x module scores (table, CSV), with why a submission has no score
     feedback   per-student HTML, hidden tests removed
     check      every module: solutions score full marks, the release scores 0
@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import queue
+import re
 import shutil
 import tempfile
 import time
@@ -127,8 +128,11 @@ def _code_lines(text: str) -> list[str]:
 
 
 def _fingerprints(lines: list[str]) -> set[str]:
-    """Long single lines and every pair of consecutive lines: what a leaked solution shows."""
-    return {line for line in lines if len(line) >= 40} | {a + "\n" + b for a, b in zip(lines, lines[1:])}
+    """Long single lines and every pair of consecutive lines that says something (30+ characters
+    together): what a leaked solution shows. Shorter pairs (`return False` / `return True`,
+    `opt.step()` / `sched.step()`) are idioms any file may hold."""
+    pairs = {a + "\n" + b for a, b in zip(lines, lines[1:]) if len(a) + len(b) >= 30}
+    return {line for line in lines if len(line) >= 40} | pairs
 
 
 def solution_lines(modules: list[ModuleFile]) -> dict[str, str]:
@@ -239,7 +243,7 @@ def submissions(course: Path, modules: list[str] | None, student: str | None) ->
         return found
     sid = grading.student_id(student) if student else None
     for folder in sorted(root.iterdir()):
-        if sid and folder.name != sid:
+        if (sid and folder.name != sid) or not folder.is_dir():
             continue
         for module in sorted(p.name for p in folder.iterdir() if p.is_dir()):
             if modules is None or module in modules:
@@ -253,20 +257,20 @@ def _code_cells(course: Path, module: str) -> int:
 
 
 def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeout: int, memory_mb: int,
-              jobs: int, on_done=None) -> list[dict]:
+              jobs: int, on_done=None, sandboxed: bool = True, budget: float = 600.0) -> list[dict]:
     """Autograde submissions with `jobs` long-lived worker processes; return their results."""
     grading.require_nbgrader()
     logs = course / "tito" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    workers = [grading.Worker(course, root, timeout, memory_mb, logs / f"worker-{n}.log")
+    workers = [grading.Worker(course, root, timeout, memory_mb, logs / f"worker-{n}.log", sandboxed, budget)
                for n in range(max(1, min(jobs, len(jobs_list))))]
     for worker in workers:
         worker.log.write_text("", encoding="utf-8")
         worker.start()  # importing nbgrader overlaps with what follows
-    budgets = {m: timeout * (_code_cells(course, m) + 2) + 120 for m in {m for _, m in jobs_list}}
-    stale = [grading.Job(course, root, s, m, timeout, memory_mb).result_path() for s, m in jobs_list]
-    for path in stale:
-        path.unlink(missing_ok=True)
+    # The worker's own deadline is a backstop: the submission's budget is enforced inside it.
+    budgets = {m: min(timeout * (_code_cells(course, m) + 2), budget) + 120 for m in {m for _, m in jobs_list}}
+    for student, module in jobs_list:
+        grading.clear_path(grading.Job(course, root, student, module, timeout, memory_mb).result_path())
     todo: queue.Queue = queue.Queue()
     for index, item in enumerate(jobs_list):
         todo.put((index, item))
@@ -276,12 +280,12 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
         job = grading.Job(course, root, student, module, timeout, memory_mb)
         start = time.perf_counter()
         problem = worker.grade(student, module, budgets[module])
-        if problem or not job.result_path().is_file():
+        if problem or not job.result_path().is_file() or not _readable_result(job.result_path()):
             result = {"student": student, "module": module, "score": None, "max_score": None, "cells": [],
                       "tests_edited": [], "status": "timed out" if problem.startswith("timed out") else "not graded",
                       "reason": problem or "the grader wrote no result"}
         else:
-            result = json.loads(job.result_path().read_text(encoding="utf-8"))
+            result = _readable_result(job.result_path())
         result["wall_seconds"] = round(time.perf_counter() - start, 2)
         grading.write_result(job, result)
         if on_done:
@@ -310,16 +314,34 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
     return results
 
 
+def _readable_result(path: Path) -> dict | None:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and {"student", "module", "status"} <= result.keys() else None
+
+
+UNSAFE_OPTION = typer.Option(False, "--unsafe-no-sandbox",
+                             help="Grade without a sandbox where none can be made: student code then runs with "
+                                  "your privileges, files and environment.")
+
+
 @app.command("autograde")
 def autograde_command(
     modules: list[str] = typer.Argument(None, help="Module numbers or folders; none = every submitted one."),
     student: str = typer.Option(None, "--student", help="Only this student (name or id)."),
     course: Path = COURSE_OPTION,
     timeout: int = typer.Option(30, help="Seconds allowed per notebook cell."),
-    memory_mb: int = typer.Option(4096, "--memory-mb", help="Address-space cap per submission's kernel (0 = none)."),
+    memory_mb: int = typer.Option(4096, "--memory-mb", help="Memory cap of a submission's processes, all together "
+                                                            "(0 = none)."),
+    budget: int = typer.Option(600, "--submission-timeout", help="Seconds allowed for a whole submission."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", help="Submissions graded at once."),
+    unsafe: bool = UNSAFE_OPTION,
 ) -> None:
-    """nbgrader autograde in parallel worker processes; a fresh kernel per submission."""
+    """nbgrader autograde in parallel worker processes; each submission in a sandbox of its own."""
+    from tito import sandbox
+
     with user_errors():
         root = find_root()
         course = _course(course)
@@ -327,13 +349,17 @@ def autograde_command(
         todo = submissions(course, wanted, student)
         if not todo:
             raise TitoError(f"no submissions to grade in {course / 'submitted'}: run `tito course collect` first")
+        sandboxed = sandbox.require(unsafe)
+    if not sandboxed:
+        console.print(f"[red]unsandboxed[/]: {escape(sandbox.why_unavailable())}; grading anyway "
+                      f"({sandbox.UNSAFE_FLAG})")
 
     def done(result: dict) -> None:
         console.print(f"{escape(result['student'])} {result['module']}: {_cell_text(result, plain=True)} "
                       f"({result.get('wall_seconds', 0):.1f} s)")
 
     start = time.perf_counter()
-    results = grade_all(course, root, todo, timeout, memory_mb, jobs, done)
+    results = grade_all(course, root, todo, timeout, memory_mb, jobs, done, sandboxed, budget)
     console.print(f"autograded {len(results)} submission(s) in {time.perf_counter() - start:.1f} s")
 
 
@@ -368,7 +394,11 @@ def collect_results(course: Path) -> tuple[list[str], dict[str, str], dict[tuple
             names[student.id] = student.first_name or student.id
         results = {}
         for path in sorted((course / grading.RESULTS).glob("*/*.json")):
-            result = json.loads(path.read_text(encoding="utf-8"))
+            result = _readable_result(path)
+            if result is None:  # one broken record must not stop the report
+                result = {"student": path.parent.name, "module": path.stem, "status": "not graded", "score": None,
+                          "max_score": None, "tests_edited": [],
+                          "reason": f"its result {path.relative_to(course)} is unreadable: autograde it again"}
             key = (result["student"], result["module"])
             if result["status"] in ("graded", "timed out"):
                 try:  # the gradebook is the record (an instructor may have changed a score)
@@ -379,6 +409,8 @@ def collect_results(course: Path) -> tuple[list[str], dict[str, str], dict[tuple
             names.setdefault(result["student"], result["student"])
             results[key] = result
     for folder in (course / "submitted").iterdir() if (course / "submitted").is_dir() else []:
+        if not folder.is_dir():
+            continue
         names.setdefault(folder.name, folder.name)
         for module in folder.iterdir():
             if module.is_dir():
@@ -401,8 +433,20 @@ def report_rows(course: Path) -> list[dict]:
                 "max_score": "" if not r or r.get("max_score") is None else _num(r["max_score"]),
                 "tests_edited": " ".join(r.get("tests_edited", [])) if r else "",
                 "reason": (r.get("reason") or "").splitlines()[-1][:300] if r and r.get("reason") else "",
+                "flags": "; ".join(r.get("flags") or []) if r else "",  # what was put back from the release
             })
     return rows
+
+
+def csv_safe(value):
+    """A cell a spreadsheet shows as text: one starting with = + - @ (or tab, CR) would be a formula."""
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?")
 
 
 @app.command("report")
@@ -423,14 +467,16 @@ def report_command(
         table.add_row(escape(names[sid]), *[_cell_text(results.get((sid, m))) for m in modules])
     console.print(table)
     for row in rows:
-        if row["status"] not in ("graded", "not submitted") or row["tests_edited"]:
-            why = row["reason"] or ("tests edited: " + row["tests_edited"] + "; graded with the original tests")
+        if row["status"] not in ("graded", "not submitted") or row["tests_edited"] or row["flags"]:
+            why = row["reason"] or "; ".join(
+                ([f"tests edited: {row['tests_edited']}; graded with the original tests"] if row["tests_edited"] else [])
+                + ([row["flags"]] if row["flags"] else []))
             console.print(f"{escape(row['student'])} {row['module']}: [red]{row['status']}[/] {escape(why)}")
     if csv_path:
         with open(csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["student"])
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows([{k: csv_safe(v) for k, v in row.items()} for row in rows])
         console.print(f"wrote {escape(str(csv_path))}")
 
 
@@ -449,24 +495,33 @@ def feedback_command(
         course = _course(course)
         wanted = [m.folder for m in select_modules(root, modules)] if modules else None
         nb_api = grading.api(course)
-        written, skipped = 0, []
+        written, skipped, failed = 0, [], []
         for sid, module in submissions(course, wanted, student):
             if not (course / "autograded" / sid / module).is_dir():
                 skipped.append(f"{sid} {module}")
                 continue
-            result = nb_api.generate_feedback(module, sid, force=True)
-            if not result.get("success"):
-                raise TitoError(f"feedback for {sid} {module} failed:\n{grading._tail(result.get('log') or '')}")
-            written += 1
+            try:  # one submission's failure is that submission's; the others still get theirs
+                result = nb_api.generate_feedback(module, sid, force=True)
+            except Exception as err:  # noqa: BLE001
+                result = {"success": False, "log": f"{type(err).__name__}: {err}"}
+            if result.get("success"):
+                written += 1
+            else:
+                failed.append(f"{sid} {module}: " + grading._tail((result.get("log") or "") +
+                                                                 (result.get("error") or ""), 1))
     console.print(f"wrote feedback for {written} submission(s) under {escape(str(course / 'feedback'))}")
     for line in skipped:
         console.print(f"[yellow]no feedback[/] {escape(line)}: not autograded (see `tito course report`)")
+    for line in failed:
+        console.print(f"[red]feedback failed[/] {escape(line)}")
+    if failed:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- check
 
 
-def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int) -> list[str]:
+def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int, sandboxed: bool = True) -> list[str]:
     """Problems found (empty = every module is gradable as it should be)."""
     import nbformat
 
@@ -492,7 +547,8 @@ def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int
                 notebook = nbformat.read(source / module.folder / name, as_version=4)
                 nbformat.write(notebook, target)
                 todo.append((who, module.folder))
-        results = {(r["student"], r["module"]): r for r in grade_all(course, root, todo, timeout, 0, jobs)}
+        results = {(r["student"], r["module"]): r for r in grade_all(course, root, todo, timeout, 0, jobs,
+                                                                             sandboxed=sandboxed)}
     for module in modules:
         solved, released = results[("solution", module.folder)], results[("release", module.folder)]
         for label, r in [("solution", solved), ("release", released)]:
@@ -502,8 +558,8 @@ def check_modules(root: Path, modules: list[ModuleFile], timeout: int, jobs: int
                  if c["score"] != c["max_score"]]
         if short:
             problems.append(f"{module.folder}: the solutions do not score full points: {', '.join(short)} "
-                            f"(nbgrader scores 0 for a graded cell that raises or writes to stderr, "
-                            f"a warning included)")
+                            f"(a graded cell scores 0 when it raises or times out in the grader's own run "
+                            f"of the tests: see `verdict` in the submission's tito/results/ file)")
         if not solved["cells"]:
             problems.append(f"{module.folder}: no graded cells")
         leaking = [c["grade_id"] for c in released["cells"] if c["score"]]
@@ -521,12 +577,16 @@ def check_command(
     all_modules: bool = typer.Option(False, "--all", help="Every module (the default)."),
     timeout: int = typer.Option(60, help="Seconds allowed per notebook cell."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j"),
+    unsafe: bool = UNSAFE_OPTION,
 ) -> None:
     """Every module gradable: metadata valid, no solution line given away in the prose or provided code,
     solutions score full marks, the release scores 0."""
+    from tito import sandbox
+
     with user_errors():
         root = find_root()
-        problems = check_modules(root, _modules(root, modules, all_modules), timeout, jobs)
+        sandboxed = sandbox.require(unsafe)
+        problems = check_modules(root, _modules(root, modules, all_modules), timeout, jobs, sandboxed)
     for problem in problems:
         console.print(f"[red]defect[/] {escape(problem)}")
     if problems:

@@ -8,16 +8,20 @@ Course folder (default `course/`, git-ignored):
     submitted/<student>/NN_name/...      `tito course collect`
     autograded/, feedback/               nbgrader's outputs
     tito/reference/modules/              snapshot of modules/ taken by `generate`
-    tito/results/<student>/NN_name.json  what `autograde` saw: status, reason, cells, edits
+    tito/results/<student>/NN_name.json  what `autograde` saw: status, reason, cells, edits, flags
+    tito/normalized/<student>/NN_name/   the notebook actually graded (see `normalize`)
     tito/build/<student>/NN_name/        the tinytorch/ a submission is graded against
 
 Submissions are graded by long-lived worker processes (`python -m tito.grading --serve`,
 started by `tito course autograde`), so nbgrader is imported once per worker, not once per
-submission. Each submission still runs in a kernel of its own, started fresh, with the
-memory limit (RLIMIT_AS) set on that kernel process only: a crash, `os._exit` or the cap
-kills the kernel, never the worker. Each notebook is graded against a tinytorch/ exported
-from the reference modules before NN plus the student's own NN, so the student's code is
-what their later cells import; a worker parses each reference module once.
+submission. A submission is first laid onto the release (`normalize`: the release's cells
+and metadata, the student's solution cells and added cells), then runs twice, at once, each
+time in a bubblewrap sandbox of its own (tito/sandbox.py): in a fresh IPython kernel that
+never sees the hidden tests (its outputs are the feedback), and in a plain-Python verdict
+process (tito/verdict.py) whose per-cell pass/fail replaces the kernel's scores in the
+gradebook. Each notebook is graded against a tinytorch/ exported from the reference modules
+before NN plus the student's own NN, so the student's code is what their later cells import.
+The threat model: tito/templates/course_README.md (copied into every course folder).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from tito.errors import TitoError
 from tito.notebooks import (
     BEGIN_HIDDEN, END_HIDDEN, ModuleFile, list_modules, read_notebook, strip_solutions, to_percent,
 )
+from tito.submission import edited_tests, grade_id_of, normalize
 
 RESULTS = "tito/results"
 REFERENCE = "tito/reference"
@@ -71,37 +76,69 @@ def db_url(course: Path) -> str:
     return f"sqlite:///{course.resolve()}/gradebook.db?timeout=120"
 
 
-def config(course: Path, timeout: int = 60):
+def config(course: Path, timeout: int = 60, submitted: str = "submitted"):
     """nbgrader's config, given explicitly (nbgrader_config.py is only read from the cwd)."""
     from nbgrader.converters import Autograde
-    from nbgrader.preprocessors import Execute
+    from nbgrader.preprocessors import ClearHiddenTests, Execute, GetGrades, LimitOutput
     from traitlets.config import Config
 
     c = Config()
     c.CourseDirectory.root = str(course.resolve())
     c.CourseDirectory.db_url = db_url(course)
+    c.CourseDirectory.submitted_directory = submitted
     c.Execute.timeout = int(timeout)
     c.Execute.interrupt_on_timeout = True
     c.Execute.startup_timeout = 120
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+    # A marker in a student's own comment is not an error (it stopped feedback for everyone).
+    c.ClearHiddenTests.enforce_metadata = False
     defaults = Autograde.class_traits()["autograde_preprocessors"].default()
-    c.Autograde.autograde_preprocessors = [capped_execute() if p is Execute else p for p in defaults]
+    steps = []
+    for step in defaults:
+        if step is Execute:  # the student's kernel never sees hidden tests: they run in the verdict only
+            steps += [ClearHiddenTests, capped_execute()]
+        elif step is LimitOutput:
+            steps += [LimitOutput, cap_output_preprocessor()]
+        else:
+            steps.append(step)
+    c.Autograde.autograde_preprocessors = steps
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
     c.GenerateFeedback.preprocessors = [GetGrades, hide_hidden_failures_preprocessor(), ClearHiddenTests,
                                         CSSHTMLHeaderPreprocessor]
     return c
 
 
+SANDBOX: dict = {"current": None}  # the Sandbox the next kernel starts in (None: unsandboxed); set per job
+
+
 @functools.lru_cache(maxsize=None)
 def capped_kernel_manager():
-    """A kernel manager whose kernels start with the address-space cap `KERNEL_MEMORY`."""
+    """A kernel manager whose kernels start in SANDBOX["current"] (or with the cap `KERNEL_MEMORY`).
+
+    Sandboxed kernels have no network: they talk to the grader over unix sockets (zmq's ipc
+    transport) in a folder bound into the sandbox.
+    """
     from jupyter_client import AsyncKernelManager
 
     class CappedKernelManager(AsyncKernelManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            box = SANDBOX["current"]
+            if box is not None:
+                self.transport = "ipc"
+                self.connection_file = f"{box.sockets}/kernel.json"
+                self.ip = f"{box.sockets}/k"
+
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            if KERNEL_MEMORY["bytes"] > 0:
+            box = SANDBOX["current"]
+            if box is not None:
+                # A signal would reach bwrap, not the kernel: interrupt it over its control channel.
+                self.kernel_spec.interrupt_mode = "message"
+                os.chown(self.connection_file, box.uid, box.uid)
+                kw["preexec_fn"] = box.preexec
+                kernel_cmd = box.command(list(kernel_cmd))
+            elif KERNEL_MEMORY["bytes"] > 0:
                 kw["preexec_fn"] = functools.partial(cap_address_space, KERNEL_MEMORY["bytes"])
             return await super()._async_launch_kernel(kernel_cmd, **kw)
 
@@ -121,7 +158,8 @@ def capped_execute():
     return CappedExecute
 
 
-KERNEL_MEMORY = {"bytes": 0}  # the cap grading kernels start with (0 = none); set by a worker
+KERNEL_MEMORY = {"bytes": 0}  # the cap unsandboxed grading kernels start with (0 = none); set by a worker
+OUTPUT_BYTES = 64 * 1024      # what a cell's outputs may hold in the autograded notebook (and the feedback)
 
 
 def cap_address_space(limit: int) -> None:
@@ -129,6 +167,45 @@ def cap_address_space(limit: int) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def cap_outputs(cell, limit: int = OUTPUT_BYTES) -> None:
+    """Keep a cell's outputs under `limit` bytes: text is cut, what does not fit is dropped."""
+    if cell.get("cell_type") != "code":
+        return
+    import nbformat
+
+    kept, used = [], 0
+    for output in cell.get("outputs", []):
+        size = len(json.dumps(output))
+        if used + size <= limit:
+            kept.append(output)
+            used += size
+            continue
+        room = max(0, limit - used)
+        note = f"\n[output cut: over the {limit // 1024} KiB a cell may show]\n"
+        if output.get("output_type") == "stream":
+            kept.append(nbformat.from_dict({"output_type": "stream", "name": output.get("name", "stdout"),
+                                            "text": str(output.get("text", ""))[:room] + note}))
+        else:
+            kept.append(nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": note}))
+        break
+    cell.outputs = kept
+
+
+@functools.lru_cache(maxsize=None)
+def cap_output_preprocessor():
+    from nbconvert.preprocessors import Preprocessor
+    from traitlets import Bool
+
+    class CapOutputBytes(Preprocessor):
+        enabled = Bool(True).tag(config=True)
+
+        def preprocess_cell(self, cell, resources, index):
+            cap_outputs(cell)
+            return cell, resources
+
+    return CapOutputBytes
 
 
 # ---------------------------------------------------------------- feedback without hidden tests
@@ -205,11 +282,11 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def api(course: Path, timeout: int = 60):
+def api(course: Path, timeout: int = 60, submitted: str = "submitted"):
     require_nbgrader()
     from nbgrader.apps import NbGraderAPI
 
-    return NbGraderAPI(config=config(course, timeout))
+    return NbGraderAPI(config=config(course, timeout, submitted))
 
 
 CONFIG_TEXT = '''\
@@ -219,6 +296,7 @@ c = get_config()  # noqa: F821
 c.CourseDirectory.course_id = "tinytorch"
 c.CourseDirectory.root = {root!r}
 c.Execute.timeout = 60
+c.ClearHiddenTests.enforce_metadata = False
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
@@ -229,6 +307,9 @@ c.GenerateFeedback.preprocessors = [
 '''
 
 
+COURSE_README = Path(__file__).parent / "templates" / "course_README.md"
+
+
 def init_course(course: Path) -> None:
     """Create the course folder, its nbgrader_config.py and its gradebook (once)."""
     require_nbgrader()
@@ -236,6 +317,7 @@ def init_course(course: Path) -> None:
 
     course.mkdir(parents=True, exist_ok=True)
     (course / "nbgrader_config.py").write_text(CONFIG_TEXT.format(root=str(course.resolve())), encoding="utf-8")
+    shutil.copy(COURSE_README, course / "README.md")  # what the folder holds, and the threat model
     with Gradebook(db_url(course)):
         pass
 
@@ -335,26 +417,11 @@ def build_package(build: Path, modules: list[ModuleFile], own: ModuleFile, own_t
 # ---------------------------------------------------------------- reading what nbgrader did
 
 
-def locked_sources(notebook) -> dict[str, str]:
-    found = {}
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader") or {}
-        if meta.get("locked") and meta.get("grade_id"):
-            found[meta["grade_id"]] = strip_solutions(cell.source).strip()  # hidden tests aside
-    return found
-
-
-def edited_tests(released, submitted) -> list[str]:
-    """grade_ids of locked cells the student changed (or deleted)."""
-    theirs = locked_sources(submitted)
-    return [gid for gid, src in locked_sources(released).items() if theirs.get(gid) != src]
-
-
 def timed_out_cells(notebook) -> list[str]:
     found = []
     for cell in notebook.cells:
         if any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ENAME for o in cell.get("outputs", [])):
-            found.append((cell.metadata.get("nbgrader") or {}).get("grade_id") or f"cell {cell.get('id', '?')}")
+            found.append(grade_id_of(cell) or f"cell {cell.get('id', '?')}")
     return found
 
 
@@ -373,6 +440,7 @@ def cell_scores(course: Path, module: str, notebook: str, student: str) -> list[
 REASONS = {
     "kernel died": "the kernel died while running the notebook (a crash, os._exit, or the memory cap)",
     "out of memory": "the notebook ran out of memory (the per-submission memory cap)",
+    "kernel hung": "the kernel stopped answering (code in the notebook broke it, e.g. by patching builtins)",
 }
 
 
@@ -381,7 +449,84 @@ def _log_reason(log: str) -> str:
         return "kernel died"
     if "MemoryError" in log:
         return "out of memory"
+    if "Timeout waiting for IOPub output" in log:
+        return "kernel hung"
     return ""
+
+
+def _log_error(log: str) -> str:
+    """The most telling error line of nbgrader's log (not its closing 'see the above traceback')."""
+    lines = [line.strip() for line in log.splitlines() if "Error" in line and "NbGraderException" not in line]
+    return lines[-1][:300] if lines else _tail(log, 1)
+
+
+# ---------------------------------------------------------------- the verdict (a fresh process)
+
+TRUSTED = ["numpy", "math", "builtins", "random", "itertools", "functools", "collections"]
+VERDICT_SCRIPT = Path(__file__).with_name("verdict.py")
+
+
+def run_verdict(cells: list[dict], build: Path, box, timeout: int, budget: float) -> dict:
+    """Run the verdict process (in `box`, or plainly when None); its answer, or {"error": why}."""
+    import secrets
+
+    nonce = secrets.token_hex(16)
+    spec = json.dumps({"nonce": nonce, "cells": cells, "trusted": TRUSTED, "timeout": timeout})
+    if box is not None:
+        box.binds.append((str(VERDICT_SCRIPT), "/sandbox/grader/verdict.py"))
+        command, preexec, env = box.command([sys.executable, "-s", "-B", "/sandbox/grader/verdict.py"]), \
+            box.preexec, None
+        box.watch()
+    else:
+        command, preexec = [sys.executable, "-s", "-B", str(VERDICT_SCRIPT)], None
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(build), "HOME": str(build),
+               "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    try:
+        proc = subprocess.run(command, input=spec, capture_output=True, text=True, timeout=max(budget, 1),
+                              preexec_fn=preexec, env=env, cwd=str(build))
+    except subprocess.TimeoutExpired:
+        return {"error": f"the grader's run of the tests ran past the submission's budget ({budget:.0f} s)"}
+    finally:
+        if box is not None:
+            box.kill()
+    for line in proc.stdout.splitlines()[::-1]:
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and answer.get("nonce") == nonce:
+            return answer
+    if box is not None and box.outcome.killed_for:
+        return {"error": f"the grader's run of the tests went over the {box.outcome.killed_for} cap"}
+    return {"error": f"the grader's run of the tests gave no answer (exit {proc.returncode})"}
+
+
+def apply_verdict(course: Path, job, name: str, verdict: dict, autograded: Path) -> None:
+    """The gradebook's scores become the verdict's; feedback says which hidden tests failed."""
+    import nbformat
+
+    cells = verdict.get("cells", {})
+    with gradebook(course) as gb:
+        try:
+            submission = gb.find_submission_notebook(name, job.module, job.student)
+        except Exception:  # noqa: BLE001 -- nothing recorded: nothing to override
+            return
+        for grade in submission.grades:  # tampering anywhere scores nothing anywhere
+            passed = bool(cells.get(grade.name, {}).get("passed")) and not verdict.get("tampered")
+            grade.auto_score = grade.max_score if passed else 0.0
+        gb.db.commit()
+    if not autograded.is_file():
+        return
+    notebook = nbformat.read(autograded, as_version=4)
+    for cell in notebook.cells:
+        gid = grade_id_of(cell)
+        if gid not in cells or cells[gid].get("passed") or cell.cell_type != "code":
+            continue
+        if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            why = verdict.get("tampered") and "tampering: " + verdict["tampered"] or HIDDEN_FAILED
+            cell.outputs.append(nbformat.from_dict({"output_type": "error", "ename": "HiddenTestFailed",
+                                                    "evalue": f"{gid}: {why}", "traceback": [f"{gid}: {why}"]}))
+    nbformat.write(notebook, autograded)
 
 
 # ---------------------------------------------------------------- one submission (runs in its own process)
@@ -395,9 +540,39 @@ class Job:
     module: str  # "01_tensor"
     timeout: int
     memory_mb: int
+    sandboxed: bool = True
+    budget: float = 600.0  # seconds for the whole submission (both runs)
 
     def result_path(self) -> Path:
         return self.course / RESULTS / self.student / f"{self.module}.json"
+
+
+NORMALIZED = "tito/normalized"
+
+
+def readable_by_all(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
+
+
+def _sandbox_for(job: Job, build: Path, kernel: bool = False):
+    """A sandbox for one run of the submission (a kernel's also gets a folder for its sockets)."""
+    import tempfile
+
+    from tito import sandbox
+
+    if not job.sandboxed:
+        return None
+    limits = sandbox.Limits(memory_mb=job.memory_mb, cpu_seconds=int(job.budget) + 5)
+    box = sandbox.Sandbox(limits, binds=[(str(build / "tinytorch"), f"{sandbox.PACKAGE}/tinytorch")])
+    if not kernel:
+        return box
+    box.sockets = tempfile.mkdtemp(prefix="tito-k-")  # short: a unix socket's path has ~100 bytes
+    os.chmod(box.sockets, 0o700)
+    os.chown(box.sockets, box.uid, box.uid)
+    box.writable.append((box.sockets, box.sockets))
+    return box
 
 
 def grade_one(job: Job) -> dict:
@@ -411,40 +586,104 @@ def grade_one(job: Job) -> dict:
     submitted_path = course / "submitted" / job.student / job.module / f"{name}.ipynb"
     import nbformat
 
-    submitted = nbformat.read(submitted_path, as_version=4)
+    try:
+        submitted = nbformat.read(submitted_path, as_version=4)
+    except Exception as err:  # noqa: BLE001 -- any unreadable notebook is this submission's problem
+        raise TitoError(f"{submitted_path.name} is not a readable notebook ({type(err).__name__}): "
+                        f"ask the student to resubmit") from err
     released = nbformat.read(course / "release" / job.module / f"{name}.ipynb", as_version=4)
+    source = nbformat.read(course / "source" / job.module / f"{name}.ipynb", as_version=4)
+    normal = normalize(released, source, submitted)
     result = {"student": job.student, "module": job.module, "status": "graded", "reason": "",
-              "tests_edited": edited_tests(released, submitted), "cells": [], "score": None, "max_score": None}
+              "tests_edited": edited_tests(released, submitted), "flags": normal.flags, "cells": [],
+              "score": None, "max_score": None, "sandboxed": job.sandboxed}
+    target = course / NORMALIZED / job.student / job.module
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    nbformat.write(normal.notebook, target / f"{name}.ipynb")
 
     build = course / BUILD / job.student / job.module
-    export_problem = build_package(build, modules, own, to_percent(submitted))
+    export_problem = build_package(build, modules, own, to_percent(normal.notebook))
+    if job.sandboxed:  # the sandbox's uid reads it, whatever the instructor's umask (course/ stays private)
+        readable_by_all(build / "tinytorch")
     build_seconds = time.perf_counter() - start
-    # The kernel inherits this environment; a worker grades many jobs, so start from its own.
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(build), BASE_PYTHONPATH]).rstrip(os.pathsep)
-    for var in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"]:
-        os.environ[var] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    if not job.sandboxed:  # the kernel inherits this environment; a worker grades many jobs
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(build), BASE_PYTHONPATH]).rstrip(os.pathsep)
+        for var in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"]:
+            os.environ[var] = "1"
+        os.environ.setdefault("MPLBACKEND", "Agg")
 
-    outcome = api(course, job.timeout).autograde(job.module, job.student, force=True, create=True)
+    # The verdict's run needs nothing from the kernel's: both run at once (2 cores: about the time of one).
+    verdict: dict = {}
+
+    def verdict_in_background() -> None:
+        begin = time.perf_counter()
+        verdict.update(run_verdict(normal.verdict_cells, build, _sandbox_for(job, build), job.timeout, job.budget))
+        result["verdict_seconds"] = round(time.perf_counter() - begin, 2)
+
+    verdict_run = threading.Thread(target=verdict_in_background, daemon=True)
+    verdict_run.start()
+    box = _sandbox_for(job, build, kernel=True)
+    SANDBOX["current"] = box
+    timer = None
+    if box is not None:
+        box.watch()
+        timer = threading.Timer(job.budget, lambda: (box.outcome.extra.update(budget=True), box.kill()))
+        timer.start()
+    begin = time.perf_counter()
+    try:
+        outcome = api(course, job.timeout, NORMALIZED).autograde(job.module, job.student, force=True, create=True)
+    finally:
+        result["kernel_seconds"] = round(time.perf_counter() - begin, 2)
+        SANDBOX["current"] = None
+        if timer is not None:
+            timer.cancel()
+        if box is not None:
+            box.kill()  # every process the notebook started, daemons included
+            shutil.rmtree(box.sockets, ignore_errors=True)
     log = (outcome.get("log") or "") + (outcome.get("error") or "")
     autograded = course / "autograded" / job.student / job.module / f"{name}.ipynb"
-    if not outcome.get("success") or not autograded.is_file():
+    over_budget = box is not None and box.outcome.extra.get("budget")
+    if box is not None and box.outcome.killed_for == "memory":
+        result["status"], result["reason"] = "out of memory", REASONS["out of memory"]
+    elif over_budget:
+        result["status"] = "timed out"
+        result["reason"] = f"the submission ran past its budget of {job.budget:.0f} s in total"
+    elif not outcome.get("success") or not autograded.is_file():
         result["status"] = _log_reason(log) or "not graded"
-        result["reason"] = REASONS.get(result["status"], "nbgrader could not grade it: " + _tail(log, 1))
+        result["reason"] = REASONS.get(result["status"], "nbgrader could not grade it: " + _log_error(log))
         result["log"] = _tail(log, 40)
     else:
         timed_out = timed_out_cells(nbformat.read(autograded, as_version=4))
         if timed_out:
             result["status"] = "timed out"
             result["reason"] = f"cell(s) {', '.join(timed_out)} ran past {job.timeout} s"
+    verdict_run.join()
+    if result["status"] in ("graded", "timed out") and not over_budget:
+        if "error" in verdict or not verdict:
+            result["status"] = "not graded"
+            result["reason"] = verdict.get("error", "the grader's run of the tests gave no answer")
+        else:
+            apply_verdict(course, job, name, verdict, autograded)
+            # for the instructor (results are never shown to students): why the verdict failed a cell
+            result["verdict"] = {gid: c.get("error", "") for gid, c in verdict.get("cells", {}).items()
+                                 if not c.get("passed")}
+            if verdict.get("tampered"):
+                result["status"] = "tampering"
+                result["reason"] = f"the grader's invariants broke ({verdict['tampered']}): scored 0, check by hand"
     if export_problem:
         result["reason"] = (export_problem + "; " + result["reason"]).strip("; ")
     result["cells"] = cell_scores(course, job.module, name, job.student)
-    if result["status"] in ("graded", "timed out") and result["cells"]:
+    if result["status"] in ("graded", "timed out", "tampering") and result["cells"]:
         result["score"] = sum(c["score"] or 0 for c in result["cells"])
         result["max_score"] = sum(c["max_score"] for c in result["cells"])
+    if result["status"] == "tampering":
+        result["score"] = 0
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["build_seconds"] = round(build_seconds, 2)
+    if box is not None:
+        result["peak_memory_mb"] = round(box.outcome.peak_rss_mb, 1)
     return result
 
 
@@ -453,9 +692,20 @@ def _tail(text: str, lines: int = 12) -> str:
     return "\n".join(kept[-lines:])
 
 
+def clear_path(path: Path) -> None:
+    """Nothing at `path` any more, whatever was there (a folder where a file belongs included)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def write_result(job: Job, result: dict) -> None:
     path = job.result_path()
+    if path.parent.exists() and not path.parent.is_dir():
+        clear_path(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_path(path)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -466,15 +716,17 @@ def grade_safely(job: Job) -> dict:
     try:
         return grade_one(job)
     except Exception as err:  # noqa: BLE001 -- one bad submission must not stop a worker
-        return {"student": job.student, "module": job.module, "status": "not graded",
-                "reason": f"{type(err).__name__}: {err}", "tests_edited": [], "cells": [],
-                "score": None, "max_score": None}
+        lines = str(err).strip().splitlines() or [""]
+        why = lines[0] if isinstance(err, TitoError) else f"the grader failed on it ({type(err).__name__}: {lines[-1]})"
+        return {"student": job.student, "module": job.module, "status": "not graded", "reason": why,
+                "tests_edited": [], "cells": [], "score": None, "max_score": None}
 
 
 READY = "tito-grading-ready"
 
 
-def serve(course: Path, repo: Path, timeout: int, memory_mb: int) -> int:
+def serve(course: Path, repo: Path, timeout: int, memory_mb: int, sandboxed: bool = True,
+          budget: float = 600.0) -> int:
     """A grading worker: read jobs from stdin, one JSON object a line ({"student", "module"}),
     grade each, write its result file, and answer one JSON line on stdout; stop at EOF.
 
@@ -491,7 +743,7 @@ def serve(course: Path, repo: Path, timeout: int, memory_mb: int) -> int:
         if not line.strip():
             continue
         request = json.loads(line)
-        job = Job(course, repo, request["student"], request["module"], timeout, memory_mb)
+        job = Job(course, repo, request["student"], request["module"], timeout, memory_mb, sandboxed, budget)
         result = grade_safely(job)
         write_result(job, result)
         print(json.dumps({"student": job.student, "module": job.module, "status": result["status"]}),
@@ -507,9 +759,11 @@ class Worker:
     goes to course/tito/logs/worker-N.log.
     """
 
-    def __init__(self, course: Path, root: Path, timeout: int, memory_mb: int, log: Path):
+    def __init__(self, course: Path, root: Path, timeout: int, memory_mb: int, log: Path, sandboxed: bool = True,
+                 budget: float = 600.0):
         self.command = [sys.executable, "-m", "tito.grading", "--serve", "--course", str(course),
-                        "--repo", str(root), "--timeout", str(timeout), "--memory-mb", str(memory_mb)]
+                        "--repo", str(root), "--timeout", str(timeout), "--memory-mb", str(memory_mb),
+                        "--budget", str(budget)] + ([] if sandboxed else ["--unsafe-no-sandbox"])
         self.root = root  # the worker imports this checkout's tito
         self.log = log
         self.proc: subprocess.Popen | None = None
@@ -589,14 +843,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", help="Grade this student's submission of --module, then exit.")
     parser.add_argument("--module")
     parser.add_argument("--timeout", type=int, default=60)
-    parser.add_argument("--memory-mb", type=int, default=0, help="Address-space cap per kernel (0 = none).")
+    parser.add_argument("--memory-mb", type=int, default=0, help="Memory cap per submission (0 = none).")
+    parser.add_argument("--budget", type=float, default=600.0, help="Seconds for a whole submission.")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true", help="Run student code unsandboxed.")
     args = parser.parse_args(argv)
+    from tito import sandbox
+
+    # A worker's command line was checked by `tito course autograde`; a lone run checks here.
+    sandboxed = not args.unsafe_no_sandbox if args.serve else sandbox.require(args.unsafe_no_sandbox)
     if args.serve:
-        return serve(args.course, args.repo, args.timeout, args.memory_mb)
+        return serve(args.course, args.repo, args.timeout, args.memory_mb, sandboxed, args.budget)
     if not (args.student and args.module):
         parser.error("give --serve, or --student and --module")
     KERNEL_MEMORY["bytes"] = args.memory_mb * 1024 * 1024 if args.memory_mb > 0 else 0
-    job = Job(args.course, args.repo, args.student, args.module, args.timeout, args.memory_mb)
+    job = Job(args.course, args.repo, args.student, args.module, args.timeout, args.memory_mb, sandboxed, args.budget)
     write_result(job, grade_safely(job))
     return 0
 

@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("nbgrader", reason="the grade extra is not installed: pip install -e '.[grade]'")
 import nbformat  # noqa: E402
 
+from tito import sandbox  # noqa: E402
 from tito.grading import student_id  # noqa: E402
 from tito.notebooks import to_notebook  # noqa: E402
 from tito.notebooks import list_modules, read_notebook  # noqa: E402
@@ -28,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 MODULES = ["01", "02"]
 TIMEOUT = 8  # seconds per cell
 UNICODE_NAME = "José Núñez Ærø"
+# Sandboxed where the machine can (test_hostile.py tests the sandbox and the refusal).
+UNSAFE = ["--unsafe-no-sandbox"] if sandbox.why_unavailable() else []
 
 
 def tito(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
@@ -98,7 +101,7 @@ def course(tmp_path_factory):
     collected = tito("course", "collect", str(inbox), "--course", str(course))
 
     start = time.perf_counter()
-    graded = tito("course", "autograde", "--course", str(course), "--timeout", str(TIMEOUT), "-j", "2")
+    graded = tito("course", "autograde", "--course", str(course), "--timeout", str(TIMEOUT), "-j", "2", *UNSAFE)
     seconds = time.perf_counter() - start
     return {"base": base, "course": course, "release": release, "collect": collected, "autograde": graded,
             "seconds": seconds, "inbox": inbox}
@@ -233,7 +236,7 @@ def test_check_finds_a_graded_cell_that_tests_nothing(tmp_path):
     folder = repo / "modules" / "01_fixture"
     folder.mkdir(parents=True)
     (folder / "fixture.py").write_text(FIXTURE)
-    out = tito("course", "check", "--timeout", "20", cwd=repo, check=False)
+    out = tito("course", "check", "--timeout", "20", *UNSAFE, cwd=repo, check=False)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "graded cells pass on the stripped release" in out.stdout and "test-weak" in out.stdout, out.stdout
     assert "test-scale" not in out.stdout.split("defect", 1)[1], out.stdout
@@ -242,7 +245,7 @@ def test_check_finds_a_graded_cell_that_tests_nothing(tmp_path):
 @pytest.mark.slow
 def test_check_every_real_module():
     """`tito course check --all`: no giveaways, solutions full marks, release 0, for the whole course."""
-    out = tito("course", "check", "--all", "--timeout", "120")
+    out = tito("course", "check", "--all", "--timeout", "120", *UNSAFE)
     assert "every module checked" in out.stdout, out.stdout
 
 

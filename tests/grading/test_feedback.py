@@ -15,12 +15,14 @@ import pytest
 pytest.importorskip("nbgrader", reason="the grade extra is not installed: pip install -e '.[grade]'")
 import nbformat  # noqa: E402
 
+from tito import sandbox  # noqa: E402
 from tito.grading import HIDDEN_FAILED, hide_hidden_failures  # noqa: E402
 from tito.notebooks import to_notebook  # noqa: E402
 
 pytestmark = pytest.mark.grading
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "secret-hidden-message"
+UNSAFE = ["--unsafe-no-sandbox"] if sandbox.why_unavailable() else []  # sandboxed where the machine can
 
 MODULE = '''\
 # %%
@@ -74,7 +76,7 @@ def test_feedback_hides_failing_hidden_tests_but_keeps_visible_messages(tmp_path
         (inbox / student).mkdir(parents=True)
         nbformat.write(submission(body), inbox / student / "fixture.ipynb")
     tito(repo, "course", "collect", str(inbox), "--course", str(course))
-    tito(repo, "course", "autograde", "--course", str(course), "--timeout", "20", "-j", "2")
+    tito(repo, "course", "autograde", "--course", str(course), "--timeout", "20", "-j", "2", *UNSAFE)
     tito(repo, "course", "feedback", "--course", str(course))
 
     def feedback(student):
