@@ -171,8 +171,10 @@ class Sandbox:
         mounts = [(p, p, "--ro-bind") for p in _python_binds()]
         mounts += [(h, s, "--ro-bind") for h, s in self.binds] + [(h, s, "--bind") for h, s in self.writable]
         for host, inside, how in mounts:
-            for parent in _ancestors(inside):  # bwrap would make them 0700 like their host originals
-                if parent not in made and not parent.startswith(("/usr", "/tmp", "/proc", "/dev")):
+            # bwrap would make the parents 0700 like their host originals; a venv under /tmp (a CI
+            # checkout) needs its parents made inside the sandbox's own /tmp, which stays 1777
+            for parent in _ancestors(inside):
+                if parent not in made and parent != "/tmp" and not parent.startswith(("/usr", "/proc", "/dev")):
                     cmd += ["--perms", "0755", "--dir", parent]
                     made.add(parent)
             cmd += [how, host, inside]
