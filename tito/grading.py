@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -464,6 +465,7 @@ def _log_error(log: str) -> str:
 
 TRUSTED = ["numpy", "math", "builtins", "random", "itertools", "functools", "collections"]
 VERDICT_SCRIPT = Path(__file__).with_name("verdict.py")
+VERDICT_TAIL_BYTES = 4 * 2**20  # the answer is the last line; far smaller than this
 
 
 def run_verdict(cells: list[dict], build: Path, box, timeout: int, budget: float) -> dict:
@@ -481,15 +483,21 @@ def run_verdict(cells: list[dict], build: Path, box, timeout: int, budget: float
         command, preexec = [sys.executable, "-s", "-B", str(VERDICT_SCRIPT)], None
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(build), "HOME": str(build),
                "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    try:
-        proc = subprocess.run(command, input=spec, capture_output=True, text=True, timeout=max(budget, 1),
-                              preexec_fn=preexec, env=env, cwd=str(build))
-    except subprocess.TimeoutExpired:
-        return {"error": f"the grader's run of the tests ran past the submission's budget ({budget:.0f} s)"}
-    finally:
-        if box is not None:
-            box.kill()
-    for line in proc.stdout.splitlines()[::-1]:
+    # Output goes to a file, not a pipe: in the sandbox RLIMIT_FSIZE caps it, and only its tail (where
+    # the answer is) is read back, so a flood of output costs the grader neither memory nor time.
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.run(command, input=spec.encode("utf-8"), stdout=out, stderr=subprocess.DEVNULL,
+                                  timeout=max(budget, 1), preexec_fn=preexec, env=env, cwd=str(build))
+        except subprocess.TimeoutExpired:
+            return {"error": f"the grader's run of the tests ran past the submission's budget ({budget:.0f} s)"}
+        finally:
+            if box is not None:
+                box.kill()
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - VERDICT_TAIL_BYTES))
+        tail = out.read().decode("utf-8", errors="replace")
+    for line in tail.splitlines()[::-1]:
         try:
             answer = json.loads(line)
         except ValueError:
