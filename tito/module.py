@@ -20,7 +20,7 @@ from rich.table import Table
 
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
-    ModuleFile, find_root, list_modules, notebook_path, read_notebook, select_modules, sync, to_notebook,
+    STUB_MESSAGE, ModuleFile, find_root, list_modules, notebook_path, read_notebook, select_modules, sync, to_notebook,
 )
 
 console = Console(soft_wrap=True, highlight=False)
@@ -46,7 +46,7 @@ def short_name(module: ModuleFile) -> str:
 
 def is_stub_line(line: str) -> bool:
     """nbgrader's bare stub, or tito's named one (`raise NotImplementedError("add: not written yet...")`)."""
-    return line == STUB or (line.startswith("raise NotImplementedError(") and "not written yet" in line)
+    return line == STUB or (line.startswith("raise NotImplementedError(") and STUB_MESSAGE in line)
 
 
 def has_stubs(module: ModuleFile) -> bool:

@@ -643,10 +643,13 @@ def exercise_name(lines_before: list[str], indent: int) -> str:
     return ".".join(names) or "exercise"
 
 
+STUB_MESSAGE = "not written yet"  # in every stub's message: how tito tells a stub from a real error
+
+
 def stub_line(lines_before: list[str], indent: int) -> str:
     """What a stripped solution block becomes: an error that names the exercise, kindly."""
     name = exercise_name(lines_before, indent)
-    return f'raise NotImplementedError("{name}: not written yet; replace this line with your code")'
+    return f'raise NotImplementedError("{name}: {STUB_MESSAGE}; replace this line with your code")'
 
 
 def name_stubs(text: str) -> str:

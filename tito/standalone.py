@@ -22,9 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tito.notebooks import ModuleFile, list_modules, strip_solutions
+from tito.notebooks import STUB_MESSAGE, ModuleFile, list_modules, strip_solutions
 
-STUB_MESSAGE = "not written yet"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.ipynb", ".tito")
 
 

@@ -12,7 +12,6 @@ Used by `tito course stats` and `tito course check`. Counts are per lesson file
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from tito.notebooks import BEGIN_SOLUTION, END_SOLUTION, ModuleFile, read_companion, read_notebook
@@ -22,8 +21,6 @@ GIVEAWAY_LENGTH = 30
 MIN_EXERCISE_SHARE = 0.20
 MAX_FIRST_EXERCISE_LINE = 200
 MIN_PROSE_RATIO = 0.5
-
-_DIRECTIVE = re.compile(r"^#\|")
 
 
 @dataclass
@@ -95,7 +92,7 @@ def module_stats(module: ModuleFile) -> ModuleStats:
             if marker == END_SOLUTION:
                 inside = False
                 continue
-            if not _is_code(line) or _DIRECTIVE.match(marker):
+            if not _is_code(line):  # directives (`#| export`) are comments too
                 continue
             stats.code_lines += 1
             if inside:

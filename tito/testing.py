@@ -19,7 +19,7 @@ from rich.table import Table
 
 from tito import export
 from tito.errors import TitoError, user_errors
-from tito.notebooks import ModuleFile, find_root, read_notebook, select_modules
+from tito.notebooks import STUB_MESSAGE, ModuleFile, find_root, read_notebook, select_modules
 
 console = Console(soft_wrap=True, highlight=False)
 
@@ -139,7 +139,7 @@ def summary_table(results: list[ModuleResult]) -> Table:
 
 
 def is_stub(failure: dict | None) -> bool:
-    return bool(failure) and failure["type"] == "NotImplementedError" and "not written yet" in failure["message"]
+    return bool(failure) and failure["type"] == "NotImplementedError" and STUB_MESSAGE in failure["message"]
 
 
 def print_failures(r: ModuleResult) -> None:
