@@ -431,15 +431,20 @@ def init_process_group(backend="auto", timeout=None):
 
 
 def _abort_all_ranks_on_error(group):
-    """An uncaught exception on this rank prints its traceback, then stops every rank (no hang)."""
+    """An uncaught exception on this rank prints its traceback, then stops every rank (no hang).
+
+    The rank exits (status 1, no MPI_Finalize) rather than calling MPI_Abort: the launcher then
+    stops the other ranks as well, but only after it has read this rank's output to the end, whereas
+    MPI_Abort tears the job down while the traceback may still sit unread in the pipe (it was lost
+    that way under load)."""
     previous = sys.excepthook
-    comm = group.mpi.comm if group.backend == "nccl" else group.comm
 
     def excepthook(kind, value, tb):
         sys.stderr.write(f"[rank {group.rank}] " + "".join(traceback.format_exception(kind, value, tb)))
         sys.stderr.flush()
         if kind is not KeyboardInterrupt:
-            comm.Abort(1)
+            sys.stdout.flush()
+            os._exit(1)
         previous(kind, value, tb)
 
     sys.excepthook = excepthook
