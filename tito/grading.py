@@ -136,7 +136,7 @@ def capped_kernel_manager():
             if box is not None:
                 # A signal would reach bwrap, not the kernel: interrupt it over its control channel.
                 self.kernel_spec.interrupt_mode = "message"
-                os.chown(self.connection_file, box.uid, box.uid)
+                box.own(self.connection_file)
                 kw["preexec_fn"] = box.preexec
                 kernel_cmd = box.command(list(kernel_cmd))
             elif KERNEL_MEMORY["bytes"] > 0:
@@ -534,7 +534,11 @@ def apply_verdict(course: Path, job, name: str, verdict: dict, autograded: Path)
             why = verdict.get("tampered") and "tampering: " + verdict["tampered"] or HIDDEN_FAILED
             cell.outputs.append(nbformat.from_dict({"output_type": "error", "ename": "HiddenTestFailed",
                                                     "evalue": f"{gid}: {why}", "traceback": [f"{gid}: {why}"]}))
-    nbformat.write(notebook, autograded)
+    # nbgrader leaves it read-only (0444), which only root may write over: replace it instead
+    tmp = autograded.with_suffix(".tmp")
+    nbformat.write(notebook, tmp)
+    tmp.chmod(autograded.stat().st_mode)
+    tmp.replace(autograded)
 
 
 # ---------------------------------------------------------------- one submission (runs in its own process)
@@ -578,7 +582,7 @@ def _sandbox_for(job: Job, build: Path, kernel: bool = False):
         return box
     box.sockets = tempfile.mkdtemp(prefix="tito-k-")  # short: a unix socket's path has ~100 bytes
     os.chmod(box.sockets, 0o700)
-    os.chown(box.sockets, box.uid, box.uid)
+    box.own(box.sockets)
     box.writable.append((box.sockets, box.sockets))
     return box
 
