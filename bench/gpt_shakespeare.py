@@ -3,6 +3,11 @@
     python bench/gpt_shakespeare.py [--data PATH] [--iters 2000] [--eval-every 250] [--eval-batches 200]
                                     [--threads 2] [--only both|tinytorch|torch] [--order torch-first]
     python bench/gpt_shakespeare.py --iters 50 --eval-batches 4        # smoke run (~1 min)
+    python bench/gpt_shakespeare.py --iters 20 --eval-every 1000 --profile   # + ms per op family, both
+
+`--profile` adds, for both frameworks, the time of each op family (matmul, layout copies,
+elementwise, attention, LayerNorm, GELU, cross-entropy, embedding, engine + Python) in the
+forward and the backward (bench/profile_families.py), and TinyTorch's cProfile top functions.
 
 nanoGPT's `config/train_shakespeare_char.py` CPU settings: 4 layers, 4 heads, n_embd 128,
 block_size 64, batch 12, 2,000 iterations, AdamW(lr 1e-3, betas (0.9, 0.99), weight decay 0.1
@@ -32,7 +37,6 @@ iteration <= 1.5x PyTorch's) are printed PASS/FAIL, never asserted.
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import resource
@@ -43,7 +47,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import gpt_pair  # bench/gpt_pair.py
 from machine import blas_name, cpu_name  # bench/machine.py
+from profile_families import family_table, tinytorch_families, torch_families  # bench/profile_families.py
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -72,7 +78,8 @@ def parse_args():
                    help="weight-decay groups: nanoGPT's (every >= 2-D parameter decays, embeddings included) "
                         "or GPT.configure_optimizers' (embedding tables do not decay); both frameworks use the rule")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--profile", action="store_true", help="also cProfile TinyTorch's training step")
+    p.add_argument("--profile", action="store_true", help="also time each op family (matmul, attention, LayerNorm, ...) in both "
+                   "frameworks' forward and backward, and cProfile TinyTorch's training step")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--no-json", action="store_true")
     p.add_argument("--worker", choices=["init", "torch", "tinytorch"], help=argparse.SUPPRESS)
@@ -145,99 +152,13 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-# --- the PyTorch model (nanoGPT's model.py, trimmed to this configuration) ------------------------
+# --- the two models (bench/gpt_pair.py, shared with bench/gpu.py) --------------------------------
 def torch_gpt(vocab_size):
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    class CausalSelfAttention(nn.Module):
-        def __init__(self, C, H):
-            super().__init__()
-            self.n_head = H
-            self.c_attn = nn.Linear(C, 3 * C, bias=False)
-            self.c_proj = nn.Linear(C, C, bias=False)
-
-        def forward(self, x):
-            B, T, C = x.shape
-            q, k, v = self.c_attn(x).split(C, dim=2)
-            q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
-            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-    class MLP(nn.Module):
-        def __init__(self, C):
-            super().__init__()
-            self.c_fc = nn.Linear(C, 4 * C, bias=False)
-            self.c_proj = nn.Linear(4 * C, C, bias=False)
-
-        def forward(self, x):
-            return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
-
-    class Block(nn.Module):
-        def __init__(self, C, H):
-            super().__init__()
-            self.ln_1 = nn.LayerNorm(C, bias=False)
-            self.attn = CausalSelfAttention(C, H)
-            self.ln_2 = nn.LayerNorm(C, bias=False)
-            self.mlp = MLP(C)
-
-        def forward(self, x):
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-
-    class GPT(nn.Module):
-        def __init__(self, V, T, L, H, C):
-            super().__init__()
-            self.transformer = nn.ModuleDict(dict(
-                wte=nn.Embedding(V, C), wpe=nn.Embedding(T, C),
-                h=nn.ModuleList([Block(C, H) for _ in range(L)]), ln_f=nn.LayerNorm(C, bias=False)))
-            self.lm_head = nn.Linear(C, V, bias=False)
-            self.transformer.wte.weight = self.lm_head.weight  # weight tying, as nanoGPT
-            self.apply(self._init_weights)
-            for name, p in self.named_parameters():
-                if name.endswith("c_proj.weight"):
-                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * L))
-
-        @staticmethod
-        def _init_weights(module):
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
-        def forward(self, idx, targets=None):
-            T = idx.shape[1]
-            x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(T))
-            for block in self.transformer.h:
-                x = block(x)
-            logits = self.lm_head(self.transformer.ln_f(x))
-            loss = None
-            if targets is not None:
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-            return logits, loss
-
-    torch.manual_seed(ARGS.seed)
-    c = MODEL
-    return GPT(vocab_size, c["block_size"], c["n_layer"], c["n_head"], c["n_embd"])
+    return gpt_pair.torch_gpt(vocab_size, seed=ARGS.seed, **MODEL)
 
 
 def tinytorch_gpt(vocab_size, weights=None):
-    """TinyTorch's GPT in the same configuration; `weights` (name -> array) from the PyTorch model.
-
-    The PyTorch model above uses nanoGPT's names, which are TinyTorch's too, and both store
-    Linear weights as (out, in): the copy needs no renaming and no transpose.
-    """
-    from tinytorch.models.gpt import GPT, GPTConfig
-
-    config = GPTConfig(vocab_size=vocab_size, dropout=0.0, bias=False, tie_weights=True, **MODEL)
-    model = GPT(config)
-    if weights is not None:
-        model.load_state_dict({torch_to_tinytorch_name(k): v for k, v in weights.items()})
-        assert model.lm_head.weight is model.transformer.wte.weight, "weight tying lost while loading"
-    return model
-
-
-def torch_to_tinytorch_name(name):
-    return name  # identical layouts (see tinytorch_gpt); kept as the one place to map if they diverge
+    return gpt_pair.tinytorch_gpt(vocab_size, weights=weights, **MODEL)
 
 
 # --- workers --------------------------------------------------------------------------------------
@@ -257,33 +178,8 @@ def init_worker(workdir):
 
 def step0_parity(model, weights, train, vocab_size):
     """Loss, logits, every block's output and every gradient of both models on step 0's batch."""
-    import torch
-
-    import tinytorch as tt
-
-    T = MODEL["block_size"]
-    x, y = train_batch(train, 0, T)
-    ours = tinytorch_gpt(vocab_size, weights)
-    theirs_h, ours_h = [], []
-    for block in model.transformer.h:
-        block.register_forward_hook(lambda m, i, o: theirs_h.append(o.detach().numpy()))
-    logits_t, loss_t = model(torch.from_numpy(x), torch.from_numpy(y))
-    loss_t.backward()
-    for block in ours.transformer.h:  # record each block's output: wrap forward
-        block.forward = (lambda f: lambda *a, **k: ours_h.append(f(*a, **k)) or ours_h[-1])(block.forward)
-    logits_o, loss_o = ours(tt.tensor(x), tt.tensor(y))
-    loss_o.backward()
-
-    def rel(a, b):
-        return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
-
-    out = {"loss_torch": loss_t.item(), "loss_tinytorch": float(loss_o.item()),
-           "logits_max_rel": rel(logits_o.data, logits_t.detach().numpy()),
-           "blocks_max_rel": [rel(o.data, t) for o, t in zip(ours_h, theirs_h)]}
-    theirs_p = dict(model.named_parameters())
-    out["grad_max_rel"] = {name: rel(p.grad.data, theirs_p[name].grad.numpy())
-                           for name, p in ours.named_parameters()}
-    return out
+    x, y = train_batch(train, 0, MODEL["block_size"])
+    return gpt_pair.compare_step(model, tinytorch_gpt(vocab_size, weights), x, y)
 
 
 def run_train(framework, workdir):
@@ -332,8 +228,10 @@ def run_train(framework, workdir):
         "modules_loaded": {"torch": "torch" in sys.modules, "tinytorch": "tinytorch" in sys.modules},
         **job.versions(),
     }
-    if ARGS.profile and framework == "tinytorch":
-        result["profile"] = job.profile(train, T)
+    if ARGS.profile:
+        result["families_ms"] = job.families(train, T)
+        if framework == "tinytorch":
+            result["profile"] = job.profile(train, T)
     (workdir / f"{framework}.json").write_text(json.dumps(result))
 
 
@@ -388,6 +286,13 @@ class TorchRunner:
                            lambda: torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP),
                            lambda: (self.optimizer.step(), self.optimizer.zero_grad(set_to_none=True)), steps)
 
+    def families(self, data, T, steps=20):
+        """Median ms per step of each op family in the forward and the backward (torch.profiler)."""
+        torch = self.torch
+        x, y = (torch.from_numpy(a) for a in train_batch(data, 0, T, seed=ARGS.seed + 2))
+        return torch_families(lambda: self.model(x, y)[1], lambda loss: loss.backward(),
+                              lambda: self.optimizer.zero_grad(set_to_none=True), steps)
+
     def versions(self):
         return {"torch_version": self.torch.__version__, "torch_threads": self.torch.get_num_threads()}
 
@@ -439,6 +344,13 @@ class TinytorchRunner:
             return self.model(x, y)[1]
         return time_phases(forward, lambda loss: loss.backward(), lambda: self.clip(self.params, GRAD_CLIP),
                            lambda: (self.optimizer.step(), self.optimizer.zero_grad(set_to_none=True)), steps)
+
+    def families(self, data, T, steps=20):
+        """Median ms per step of each op family in the forward and the backward (ops wrapped and timed)."""
+        tt = self.tt
+        x, y = map(tt.tensor, train_batch(data, 0, T, seed=ARGS.seed + 2))
+        return tinytorch_families(lambda: self.model(x, y)[1], lambda loss: loss.backward(),
+                                  lambda: self.optimizer.zero_grad(set_to_none=True), steps)
 
     def profile(self, data, T, steps=100, top=25):
         """cProfile of `steps` training steps: the functions with the most own time."""
@@ -631,6 +543,10 @@ def print_report(summary, results, comparison, init_check):
     for n in names:
         phases = ", ".join(f"{k} {v:.2f}" for k, v in results[n]["phases_ms"].items())
         print(f"{n} phases (median ms over 20 extra steps): {phases}")
+    if all("families_ms" in results.get(n, {}) for n in FRAMEWORKS):
+        print_table("ms per step by op family (each op call's fastest of 20 steps; PyTorch: torch.profiler's "
+                    "self CPU time)",
+                    *family_table(results["tinytorch"]["families_ms"], results["torch"]["families_ms"]))
     if "profile" in results.get("tinytorch", {}):
         print("tinytorch cProfile (ms per step, top functions by own time):")
         for row in results["tinytorch"]["profile"][:15]:
@@ -691,6 +607,7 @@ def main():
         "curves": {fw: {k: results[fw][k] for k in ("evals", "phases_ms", "rss_mib", "modules_loaded")}
                    for fw in frameworks},
         "tinytorch_profile": results.get("tinytorch", {}).get("profile"),
+        "families_ms": {fw: results[fw].get("families_ms") for fw in frameworks},
         "step_ms": {fw: [round(t, 3) for t in results[fw]["step_ms"]] for fw in frameworks},
         "train_loss_per_iter": {fw: [round(t, 5) for t in results[fw]["train_loss_per_iter"]] for fw in frameworks},
     }

@@ -1,11 +1,12 @@
 """Shared fixtures for the TinyTorch test suite.
 
-Run on another device with ``TINYTORCH_TEST_DEVICE=cuda pytest``; without a
-usable GPU every test that takes the ``device`` fixture is skipped, with the
-reason the package gives (CuPy missing, no driver, no device).
+Run on another device with ``TINYTORCH_TEST_DEVICE=cuda pytest``. A run asked to
+use a GPU that cannot (CuPy missing, no driver, no such device) fails at the
+start with the reason, instead of skipping every device test and looking green.
 """
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -15,14 +16,19 @@ import tinytorch as tt
 TEST_DEVICE = os.environ.get("TINYTORCH_TEST_DEVICE", "cpu")
 
 
+def pytest_configure(config):
+    if not TEST_DEVICE.startswith("cuda"):
+        return
+    try:
+        tt.get_xp(tt.device(TEST_DEVICE))
+    except (RuntimeError, ValueError) as err:
+        raise pytest.UsageError(f"TINYTORCH_TEST_DEVICE={TEST_DEVICE} but this device is unusable: {err}. "
+                                f"Unset it to test on the CPU.") from None
+
+
 @pytest.fixture(scope="session")
 def device():
     """The device string tests create their tensors on ("cpu" or "cuda[:N]")."""
-    if TEST_DEVICE.startswith("cuda") and not tt.cuda_available():
-        pytest.skip(
-            f"TINYTORCH_TEST_DEVICE={TEST_DEVICE} but CUDA is unavailable: "
-            f"{tt.cuda_unavailable_reason()}"
-        )
     return TEST_DEVICE
 
 
@@ -30,3 +36,12 @@ def device():
 def rng():
     """A seeded NumPy generator, so failures reproduce."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_group():
+    """Each test starts without a process group (a test that made one leaves none behind)."""
+    yield
+    process_group = sys.modules.get("tinytorch.distributed.process_group")
+    if process_group is not None and process_group.is_initialized():
+        process_group.destroy_process_group()

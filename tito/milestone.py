@@ -8,6 +8,7 @@ so that an unfinished module is reported by name instead of as a traceback.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import re
 import traceback
@@ -36,6 +37,7 @@ class Milestone:
     target: str  # result key that must reach `goal`
     goal: float
     higher_is_better: bool = True  # accuracy: at least `goal`; a loss: at most `goal`
+    also: tuple[str, ...] = ()  # result keys that must be true as well (e.g. an ordering of models)
 
     def reached(self, value: float) -> bool:
         return value >= self.goal if self.higher_is_better else value <= self.goal
@@ -51,6 +53,10 @@ MILESTONES = {m.name: m for m in [
               ("01", "02", "03", "04", "05", "06", "07"), "milestones/mlp_digits.py", "test_accuracy", 0.97),
     Milestone("gpt", "a character-level GPT on the built-in corpus (tito train gpt): val loss <= 1.95",
               ("01", "02", "03", "04", "05", "06", "07", "08", "09"), "milestones/gpt_text.py", "val_loss", 1.95, higher_is_better=False),
+    Milestone("finetune", "LoRA on a pretrained GPT vs a distilled GRU vs a GRU from scratch (which book is a verse "
+              "from?): LoRA >= distilled >= scratch, LoRA >= majority + 15 points",
+              ("01", "02", "03", "04", "05", "06", "07", "08", "09", "12"), "milestones/finetune.py",
+              "lora_over_majority", 0.15, also=("order_holds",)),
 ]}
 
 
@@ -122,9 +128,18 @@ def _gpt():
     model.generate(tt.tensor([[1]]), 2, seed=0)
 
 
+def _finetuning():
+    import tinytorch as tt
+    from tinytorch.finetune import LoRALinear, distillation_loss, last_token_pool
+    tt.nn.GRU(2, 3, batch_first=True)(tt.zeros(1, 2, 2))
+    LoRALinear(tt.nn.Linear(2, 2), rank=1)(tt.zeros(1, 2))
+    distillation_loss(tt.zeros(1, 2), tt.zeros(1, 2), tt.tensor([0]))
+    last_token_pool(tt.zeros(1, 2, 2), [[1, 0]])
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "01": _tensor, "02": _autograd, "03": _layers, "04": _losses, "05": _optimizers, "06": _data, "07": _training,
-    "08": _attention, "09": _gpt,
+    "08": _attention, "09": _gpt, "12": _finetuning,
 }
 
 
@@ -195,6 +210,7 @@ def run_command(
     name: str = typer.Argument(..., help="Which milestone (see `tito milestone list`)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object with the results, nothing else."),
     seed: int = typer.Option(0, help="Seed for the weights and the data order."),
+    quick: bool = typer.Option(False, "--quick", help="A shorter run, for tests (milestones that offer one)."),
 ) -> None:
     """Train a milestone model with your tinytorch and check it reaches its goal."""
     with user_errors():
@@ -208,11 +224,13 @@ def run_command(
             raise TitoError(f"milestone {name!r} cannot run yet: {problem}")
         script = load_script(root, milestone)
         try:
-            result = script.run(seed=seed, quiet=json_output)
+            if quick and "quick" not in inspect.signature(script.run).parameters:
+                raise TitoError(f"milestone {name!r} has no --quick mode; run it without --quick")
+            result = script.run(seed=seed, quiet=json_output, **({"quick": True} if quick else {}))
         except (ImportError, NotImplementedError) as err:
             raise TitoError(f"milestone {name!r} stopped: "
                             f"{_module_in_traceback(err, names) or f'{type(err).__name__}: {err}'}") from None
-    result["passed"] = milestone.reached(result[milestone.target])
+    result["passed"] = milestone.reached(result[milestone.target]) and all(result[key] for key in milestone.also)
     if json_output:
         print(json.dumps(result))
     else:
@@ -228,7 +246,11 @@ def show(milestone: Milestone, result: dict) -> None:
     summary.add_row(milestone.target, milestone.describe(result[milestone.target]))
     summary.add_row("time", f"{result['seconds']:.1f} s")
     summary.add_row("parameters", f"{result['parameters']:,}")
+    for key in milestone.also:
+        summary.add_row(key, "yes" if result[key] else "[red]no[/]")
     console.print(summary)
+    if result.get("table"):
+        console.print(models_table(result["table"]))
     if result.get("confusion"):
         console.print(confusion_table(result["confusion"]))
     verdict = "[green]passed[/]" if result["passed"] else "[red]not reached[/]"
@@ -244,4 +266,15 @@ def confusion_table(matrix: list[list[int]]) -> Table:
     for i, row in enumerate(matrix):
         cells = [f"[green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]0[/]") for j, v in enumerate(row)]
         table.add_row(str(i), *cells)
+    return table
+
+
+def models_table(rows: list[dict]) -> Table:
+    """A milestone's per-model rows: trainable parameters, accuracy (mean ± std over seeds), seconds."""
+    table = Table(title="models (test accuracy: mean ± std over seeds)")
+    for column in ["model", "trainable parameters", "accuracy", "time"]:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(row["model"], f"{row['trainable']:,}", f"{row['accuracy']:.1%} ± {row['std']:.1%}",
+                      f"{row['seconds']:.1f} s")
     return table

@@ -31,7 +31,10 @@
 
 # %%
 #| export core.backend
-"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generator."""
+"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generators."""
+import sys
+import threading
+
 import numpy as np
 
 
@@ -84,7 +87,7 @@ def device(spec=None) -> Device:
     return dev
 
 
-_cuda_probe = None  # (cupy module or None, reason or None), filled on first use
+_cuda_probe = None  # (cupy module or None, reason or None, device count), filled on first use
 
 
 def _probe_cuda():
@@ -95,14 +98,15 @@ def _probe_cuda():
             import cupy
         except ImportError as err:
             _cuda_probe = (None, f"CuPy is not installed ({err}); install it with "
-                                 f"`pip install 'tinytorch[gpu]'` to use device='cuda'")
+                                 f"`pip install 'tinytorch[gpu-cuda12]'` (or gpu-cuda13; `tito doctor` "
+                                 f"says which) to use device='cuda'", 0)
         else:
             try:
                 count = cupy.cuda.runtime.getDeviceCount()
                 reason = None if count > 0 else "CuPy is installed but no CUDA device is visible"
             except Exception as err:  # CUDARuntimeError: no driver, driver too old, ...
                 count, reason = 0, f"CuPy is installed but CUDA is unusable: {err}"
-            _cuda_probe = (cupy if reason is None else None, reason)
+            _cuda_probe = (cupy if reason is None else None, reason, count)
     return _cuda_probe
 
 
@@ -116,55 +120,217 @@ def cuda_unavailable_reason():
     return _probe_cuda()[1]
 
 
+def cuda_device_count() -> int:
+    """How many CUDA devices CuPy sees (0 without a usable GPU)."""
+    return _probe_cuda()[2]
+
+
+class _CurrentGPU(threading.local):
+    """The GPU this thread last made current (CUDA's current device is per host thread)."""
+    index = None
+
+
+_current_gpu = _CurrentGPU()
+
+
 def get_xp(dev: Device):
-    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda."""
+    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda.
+
+    cudaSetDevice runs only when the GPU changes, not on every op; code that switches GPUs
+    with CuPy directly should switch through `get_xp` instead, or this cache goes stale."""
     if dev.type == "cpu":
         return np
-    cupy, reason = _probe_cuda()
+    cupy, reason, count = _probe_cuda()
     if cupy is None:
         raise RuntimeError(f"cannot use device '{dev}': {reason}")
-    if dev.index >= cupy.cuda.runtime.getDeviceCount():
-        raise RuntimeError(f"cannot use device '{dev}': only "
-                           f"{cupy.cuda.runtime.getDeviceCount()} CUDA device(s) visible")
-    cupy.cuda.Device(dev.index).use()
+    if dev.index != _current_gpu.index:
+        if dev.index >= count:
+            raise RuntimeError(f"cannot use device '{dev}': only {count} CUDA device(s) visible")
+        cupy.cuda.Device(dev.index).use()
+        _current_gpu.index = dev.index
     return cupy
 
 
-def to_device(array, dev: Device):
-    """Copy an array to `dev` (a no-op when it is already there)."""
+def to_device(array, dev):
+    """Copy an array to `dev` (a Device or "cpu"/"cuda:N"; a no-op when it is already there)."""
+    dev = device(dev)
     if dev.type == "cpu":
-        return array if isinstance(array, np.ndarray) else array.get()
+        return array if _on_host(array) else to_host(array)
     xp = get_xp(dev)
     return xp.asarray(array)
 
 
 def to_numpy(array):
     """A NumPy view (cpu) or host copy (cuda) of an array."""
-    return array if isinstance(array, np.ndarray) else array.get()
+    return to_host(array)
+
+
+def namespace_of(array):
+    """numpy or cupy, whichever holds `array`."""
+    return np if _on_host(array) else _probe_cuda()[0]
 
 
 def scatter_add(target, index, values):
     """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
     if isinstance(target, np.ndarray):
-        np.add.at(target, index, values)
-    else:
-        import cupyx
-        cupyx.scatter_add(target, index, values)
+        if isinstance(index, np.ndarray) and index.ndim == 1 and values.ndim >= 2 \
+                and values.shape[0] == index.shape[0]:
+            _scatter_add_rows(target, index, values)
+        else:
+            np.add.at(target, index, values)
+    else:  # cupy.add.at: the kernel of cupyx.scatter_add, which warns on every call in CuPy 14
+        sys.modules["cupy"].add.at(target, index, values)
+
+
+def _scatter_add_rows(target, rows, values):
+    """target[rows] += values for whole rows (an embedding's backward), ~4x faster than np.add.at:
+    sort the rows, sum each run of equal rows with one reduceat, add each sum once."""
+    if rows.size == 0:
+        return
+    rows = np.where(rows < 0, rows + target.shape[0], rows)  # -1 and n-1 are one row
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
+    target[sorted_rows[starts]] += np.add.reduceat(values[order], starts, axis=0)
 
 
 _generator = np.random.default_rng()
+_seed = None  # manual_seed's seed, from which each GPU's generator is seeded
+_gpu_generators = {}  # GPU index -> CuPy generator
 
 
 def manual_seed(seed: int):
-    """Seed the generator behind `rand`/`randn` (and module code that draws numbers)."""
+    """Seed the generator behind `rand`/`randn` (and module code that draws numbers), and every GPU's."""
     global _generator
     _generator = np.random.default_rng(seed)
+    seed_gpus(seed)
     return _generator
+
+
+def seed_gpus(seed):
+    """Seed every GPU's generator from `seed` as `manual_seed` does, leaving the CPU's alone."""
+    global _seed
+    _seed = seed
+    _gpu_generators.clear()  # redrawn from the new seed on first use
 
 
 def default_generator():
     """The NumPy generator that `manual_seed` resets."""
     return _generator
+
+
+def generator_for(dev):
+    """The generator that draws numbers where `dev` is: `default_generator()` on cpu; on cuda:N a
+    CuPy generator (numbers made on the GPU, no copy) seeded from `manual_seed`'s seed and N."""
+    dev = device(dev)
+    if dev.type == "cpu":
+        return _generator
+    gen = _gpu_generators.get(dev.index)
+    if gen is None:
+        cupy = get_xp(dev)
+        seed = None if _seed is None else int(np.random.SeedSequence([_seed, dev.index]).generate_state(1)[0])
+        gen = _gpu_generators[dev.index] = cupy.random.default_rng(seed)
+    return gen
+
+
+def gpu_rng_states():
+    """{GPU index: a copy of its generator's state, on that GPU} for each GPU that has a generator.
+
+    CuPy keeps a generator's whole state, one cuRAND state per thread, in the int8 device array
+    `bit_generator._state`; copying it there makes no host sync (saving it to a file does)."""
+    return {i: gen.bit_generator._state.copy() for i, gen in sorted(_gpu_generators.items())}
+
+
+def set_gpu_rng_state(index, state):
+    """Give GPU `index`'s generator a state saved by `gpu_rng_states` (an array on any device)."""
+    dev = Device("cuda", index)
+    target = generator_for(dev).bit_generator._state
+    if tuple(state.shape) != tuple(target.shape):
+        raise ValueError(f"cuda:{index}'s generator state has {target.shape[0]} bytes, the saved one "
+                         f"{state.shape[0]}: it was saved by another CuPy version; reseed instead")
+    target[...] = get_xp(dev).asarray(state)  # in place: CuPy's kernels hold its address
+
+
+# %% [markdown]
+# ## Host syncs
+#
+# Reading a GPU number on the host (`loss.item()`, `int(x.max())`, `if mask.any():`)
+# makes the CPU wait until the GPU has finished everything queued before it: the
+# pipeline empties, and a training step that does this a dozen times runs at the
+# speed of its launches. So every device→host conversion in TinyTorch goes through
+# one function, `to_host`, and `count_host_syncs()` counts them: a training step
+# should make none until the caller asks for a number. Checks on values (an index
+# out of range) run on the GPU and raise at the next sync, like PyTorch's device-side
+# asserts; on the CPU they raise at once.
+
+# %%
+#| export core.backend
+_sync_counters = []  # the open count_host_syncs() counters
+_pending_checks = []  # (0-d bool array on a GPU, error factory): raised at the next sync
+_MAX_PENDING_CHECKS = 64  # past this many, check now: their arrays stay alive until then
+
+
+def _on_host(array):
+    return not hasattr(array, "get")  # CuPy's arrays copy to the host with .get(); NumPy's have none
+
+
+def to_host(array):
+    """The one device→host conversion: a NumPy array with `array`'s values (itself on cpu).
+
+    On a GPU it waits for the queued work, copies, and raises any failed `check_later`."""
+    on_host = _on_host(array)
+    for counter in _sync_counters:
+        if not on_host or counter.include_cpu:
+            counter.count += 1
+    if on_host:
+        return np.asarray(array)
+    raise_failed_checks()
+    return array.get()
+
+
+class HostSyncCounter:
+    """How many `to_host` conversions ran while it was open (`count`)."""
+
+    def __init__(self, include_cpu):
+        self.include_cpu, self.count = include_cpu, 0
+
+
+class count_host_syncs:
+    """`with count_host_syncs() as c:` counts device→host conversions in `c.count`.
+
+    `include_cpu=True` counts conversions of NumPy arrays too (where they cost nothing), so a
+    test on a machine without a GPU sees every place that would wait on one."""
+
+    def __init__(self, include_cpu=False):
+        self.counter = HostSyncCounter(include_cpu)
+
+    def __enter__(self):
+        _sync_counters.append(self.counter)
+        return self.counter
+
+    def __exit__(self, *exc):
+        _sync_counters.remove(self.counter)
+
+
+def check_later(failed, error):
+    """Raise `error()` if the 0-d boolean array `failed` holds True: now when it is a NumPy
+    array, at the next `to_host` when it lives on a GPU (no sync now)."""
+    if _on_host(failed):
+        if failed:
+            raise error()
+        return
+    _pending_checks.append((failed, error))
+    if len(_pending_checks) >= _MAX_PENDING_CHECKS:
+        raise_failed_checks()
+
+
+def raise_failed_checks():
+    """Read the pending GPU checks (a sync) and raise the first that failed."""
+    pending = list(_pending_checks)
+    _pending_checks.clear()
+    for failed, error in pending:
+        if failed.get():
+            raise error()
 
 
 # %% [markdown]
@@ -203,8 +369,44 @@ def resolve_dtype(dtype):
 
 
 def is_floating(dtype):
-    """True for float16/32/64."""
-    return dtype.kind == "f"
+    """True for float16/32/64, and bfloat16 (ml_dtypes' NumPy type, module 10's mixed precision)."""
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+# %% [markdown]
+# ## Host memory: reuse what a training step frees
+#
+# Every training step allocates the same activations and gradients and frees them again.
+# By default glibc's `malloc` maps each array over 128 KiB separately and gives freed memory
+# at the top of its heap back to the kernel, so the next step faults every page in again,
+# zero-filled by the kernel: on the GPT benchmark (module 09) that was ~12,700 page faults
+# and ~30 ms of kernel time per step. Raising the two thresholds keeps up to 256 MiB of freed
+# memory in the process for the next step — what PyTorch's caching allocator does for GPU
+# memory. Peak memory is unchanged; resident memory just does not fall between steps.
+# `TINYTORCH_KEEP_FREED_MEMORY=0` in the environment turns it off.
+
+# %%
+#| export core.backend
+import ctypes
+import os
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def _keep_freed_memory(trim_bytes=256 << 20, mmap_bytes=32 << 20):
+    """Let glibc keep freed heap memory (up to `trim_bytes`) and serve arrays up to `mmap_bytes`
+    from it; True when set (Linux with glibc), False elsewhere or when turned off."""
+    if os.environ.get("TINYTORCH_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+    # both at once: setting either one stops glibc from adjusting the other itself
+    return mallopt(_M_MMAP_THRESHOLD, mmap_bytes) == 1 and mallopt(_M_TRIM_THRESHOLD, trim_bytes) == 1
+
+
+_KEEPS_FREED_MEMORY = _keep_freed_memory()
 
 
 # %% [markdown]
@@ -217,6 +419,7 @@ def is_floating(dtype):
 # %%
 #| export
 import builtins
+import functools
 import math
 import threading
 from collections import namedtuple
@@ -225,7 +428,7 @@ import numpy as np
 
 from tinytorch.core.backend import (
     DEFAULT_FLOAT, Device, device, get_xp, is_floating, resolve_dtype, scatter_add,
-    to_device, to_numpy, default_generator,
+    to_device, to_host, to_numpy, generator_for,
 )
 
 _F64 = np.dtype("float64")
@@ -240,6 +443,31 @@ class _GradMode(threading.local):
 
 
 _grad_mode = _GradMode()
+
+
+class _AutocastState(threading.local):
+    """The mixed-precision policy in force, per thread: module 10's `autocast` installs it."""
+
+    def __init__(self):
+        self.run = None  # run(op_name, fn, args, kwargs) -> fn's result in the policy's dtypes; None: off
+
+
+_autocast_state = _AutocastState()
+
+
+def _autocast_call(name, fn, *args, **kwargs):
+    """fn(*args, **kwargs), in the dtype `autocast` picks for op `name`; a plain call while it is off."""
+    run = _autocast_state.run
+    return fn(*args, **kwargs) if run is None else run(name, fn, args, kwargs)
+
+
+def _autocast_op(name):
+    """Decorator: let `autocast` (module 10) choose the dtype op `name` runs in."""
+    def decorate(fn):
+        def op(*args, **kwargs):
+            return _autocast_call(name, fn, *args, **kwargs)
+        return functools.wraps(fn)(op)
+    return decorate
 
 
 def from_op(data, device, inputs=None, backward=None):
@@ -317,7 +545,7 @@ class Tensor:
     def __rtruediv__(self, other): return div(other, self)
     def __pow__(self, other): return pow(self, other)
     def __rpow__(self, other): return pow(other, self)
-    def __matmul__(self, other): return matmul(self, other)
+    def __matmul__(self, other): return matmul(self, other)  # matmul carries the autocast hook
     def __rmatmul__(self, other): return matmul(other, self)
     def __neg__(self): return neg(self)
 
@@ -360,8 +588,20 @@ class Tensor:
         if self.requires_grad and _grad_mode.enabled:
             raise RuntimeError("in-place assignment to a tensor that requires grad would corrupt its "
                                "graph; build a new tensor with tinytorch.where or masked_fill")
+        xp = get_xp(self._device)
+        if isinstance(value, Tensor):
+            if value._device != self._device:
+                _device_mismatch(self, value, "setitem")
+            value = value.data
+        elif not isinstance(value, (builtins.int, builtins.float, builtins.bool)):
+            value = xp.asarray(value)  # CuPy refuses lists and NumPy arrays as the value
+        mask = _whole_mask(index, self.data, value, xp)
+        if mask is not None:  # x[mask] = v as a select on the device: nonzero() would sync
+            where = mask.reshape(mask.shape + (1,) * (self.ndim - mask.ndim))
+            xp.copyto(self.data, value, casting="unsafe", where=where)  # casts as x[i] = v does
+            return
         index, _ = _index_arrays(index, self._device)
-        self.data[index] = value.data if isinstance(value, Tensor) else value
+        self.data[index] = value
 
     # --- elementwise -----------------------------------------------------------
     def exp(self): return exp(self)
@@ -431,7 +671,7 @@ class Tensor:
         if self.data.size != 1:
             raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to a "
                                f"Python number; .item() needs exactly one")
-        return self.data.item()
+        return to_host(self.data).item()  # the one sync a training loop asks for
 
     def tolist(self):
         return to_numpy(self.data).tolist()
@@ -448,7 +688,7 @@ class Tensor:
         if self.data.size != 1:
             raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements is "
                                f"ambiguous; use .any() or .all() on .data, or compare .item()")
-        return builtins.bool(self.data.item())
+        return builtins.bool(to_host(self.data).item())
 
     def __float__(self): return builtins.float(self.item())
     def __int__(self): return builtins.int(self.item())
@@ -484,7 +724,8 @@ def _device_of(spec):
 def _format_array(array):
     """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
     options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
-    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array[:0]
+    floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"  # ml_dtypes' bfloat16 is kind "V"
+    finite = array[np.isfinite(array)] if floating else array.reshape(-1)[:0]
     if finite.size and (finite != np.round(finite)).any():
         magnitudes = np.abs(finite[finite != 0])
         big, small = magnitudes.max(), magnitudes.min()
@@ -582,22 +823,36 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     return out.requires_grad_(True) if requires_grad else out
 
 
-def _random(draw, size, dtype, device, requires_grad):
-    dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
-    array = draw(default_generator(), _sizes(size), dtype)
+def _random(draw, size, dtype, device, requires_grad, default_dtype=DEFAULT_FLOAT):
+    dtype = resolve_dtype(dtype) or default_dtype
     dev = _device_of(device)
+    array = draw(generator_for(dev), _sizes(size), dtype)  # made where the tensor lives: no copy
     out = from_op(to_device(array, dev), dev)
     return out.requires_grad_(True) if requires_grad else out
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False):
-    """Uniform numbers in [0, 1), drawn on the CPU so a seed gives the same numbers on any device."""
+    """Uniform numbers in [0, 1), drawn by the device's generator (as in PyTorch, a seed gives
+    different numbers on cpu and on cuda, the same ones each run on the same device)."""
     return _random(lambda g, s, d: g.random(s, dtype=d), size, dtype, device, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False):
     """Standard normal numbers (mean 0, std 1)."""
     return _random(lambda g, s, d: g.standard_normal(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def randint(*args, size=None, dtype=None, device=None, requires_grad=False):
+    """Integers drawn uniformly from [low, high): `randint(high, size)` or `randint(low, high, size)`."""
+    if size is None and args:
+        *args, size = args
+    if len(args) not in (1, 2) or size is None:
+        raise TypeError("randint takes (high, size) or (low, high, size), e.g. randint(0, 10, (3,))")
+    low, high = (0, *args) if len(args) == 1 else args
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    return _random(lambda g, s, d: g.integers(low, high, s, dtype=d), (size,), dtype, device, requires_grad,
+                   default_dtype=np.dtype("int64"))
 
 
 def _like(fn, t, dtype, device, requires_grad, *args):
@@ -859,6 +1114,16 @@ def expand(x, *sizes):
     return from_op(out, x._device, (x,), expand_backward)
 
 
+def _whole_mask(index, data, value, xp):
+    """The boolean mask array when `index` is one mask over data's leading dims and `value` a scalar."""
+    if isinstance(index, Tensor):
+        index = index.data
+    if not hasattr(index, "dtype") or index.dtype.kind != "b" or getattr(value, "ndim", 0) != 0 \
+            or index.ndim == 0 or tuple(index.shape) != tuple(data.shape[:index.ndim]):
+        return None
+    return xp.asarray(index)
+
+
 def _index_arrays(index, dev):
     """Replace tensors in an index by arrays; report whether the index is basic."""
     parts = index if isinstance(index, tuple) else (index,)
@@ -882,7 +1147,7 @@ def _index_arrays(index, dev):
 # Each multiplies the incoming gradient by its local derivative (exp: out; log: 1/x;
 # sqrt: 0.5/out; tanh: 1 - out²; sigmoid: out(1 - out); relu: x > 0). GELU's exact form
 # uses Abramowitz & Stegun's erf (error < 1.5e-7); its `"tanh"` form (GPT-2's) runs in
-# place because it is applied to a network's largest activation.
+# place on cache-sized blocks because it is applied to a network's largest activation.
 
 # %%
 #| export
@@ -964,6 +1229,53 @@ def _erf(z, xp):
 
 _SQRT_2_OVER_PI = 0.7978845608028654
 _INV_SQRT_2PI = 0.3989422804014327
+_GELU_CUBIC = _SQRT_2_OVER_PI * 0.044715  # u(x) = √(2/π) x + _GELU_CUBIC x³
+_BLOCK = 1 << 16  # elements per block of a chained elementwise op: its few blocks stay in L2 cache
+
+
+def _blocks(n, xp):
+    """Slices cutting n elements into cache-sized blocks; on a GPU one slice (no cache to fit)."""
+    step = _BLOCK if xp is np else builtins.max(n, 1)
+    return [slice(i, i + step) for i in range(0, builtins.max(n, 1), step)]  # one (empty) block for n = 0
+
+
+def _gelu_tanh(x, data, xp):
+    """GPT-2's GELU, x·s with s = ½(1 + tanh u) = σ(2u), u = √(2/π)(x + 0.044715 x³).
+
+    It runs on a network's largest activation, so each step is in place on cache-sized blocks
+    (a chain of whole-array NumPy ops would stream the array through memory once per step);
+    the backward reuses s: d/dx = s + 2x·s(1 - s)·u' = s (1 + 2x u' (1 - s)).
+    """
+    flat = data.reshape(-1)
+    s, out = xp.empty_like(flat), xp.empty_like(flat)
+    blocks = _blocks(flat.size, xp)
+    for b in blocks:
+        xb, sb = flat[b], s[b]
+        xp.multiply(xb, xb, out=sb)  # (NumPy's x ** 3 would be ~200x slower than multiplying)
+        sb *= _GELU_CUBIC
+        sb += _SQRT_2_OVER_PI
+        sb *= xb  # u
+        xp.tanh(sb, out=sb)
+        sb += 1.0
+        sb *= 0.5  # s
+        xp.multiply(xb, sb, out=out[b])
+
+    def gelu_backward(g):
+        g = g.reshape(-1)
+        grad, one_minus_s = xp.empty_like(flat), xp.empty_like(flat[blocks[0]])
+        for b in blocks:
+            xb, sb, db, rest = flat[b], s[b], grad[b], one_minus_s[:s[b].size]
+            xp.multiply(xb, xb, out=db)
+            db *= 6 * _GELU_CUBIC
+            db += 2 * _SQRT_2_OVER_PI
+            db *= xb  # 2x u'(x) = 2x √(2/π)(1 + 3·0.044715 x²)
+            xp.subtract(1.0, sb, out=rest)
+            db *= rest
+            db += 1.0
+            db *= sb
+            db *= g[b]
+        return (grad.reshape(data.shape),)
+    return from_op(out.reshape(data.shape), x._device, (x,), gelu_backward)
 
 
 def gelu(x, approximate="none"):
@@ -971,30 +1283,7 @@ def gelu(x, approximate="none"):
     xp = get_xp(x._device)
     data = _float_data(x)
     if approximate == "tanh":
-        # In place, one temporary at a time: GELU runs on a network's largest activation.
-        th = data * data  # (NumPy's x ** 3 would be ~200x slower than multiplying)
-        th *= 0.044715
-        th += 1.0
-        th *= data
-        th *= _SQRT_2_OVER_PI  # u = √(2/π)(x + 0.044715 x³)
-        xp.tanh(th, out=th)
-        out = th + 1.0
-        out *= data
-        out *= 0.5  # ½ x (1 + tanh u)
-
-        def local():  # ½(1 + t) + ½ x (1 - t²) du/dx, du/dx = √(2/π)(1 + 3·0.044715 x²)
-            du = data * data
-            du *= 3 * 0.044715
-            du += 1.0
-            du *= _SQRT_2_OVER_PI
-            slope = th * th
-            xp.subtract(1.0, slope, out=slope)
-            slope *= data
-            slope *= du
-            slope += th
-            slope += 1.0
-            slope *= 0.5
-            return slope
+        return _gelu_tanh(x, data, xp)
     elif approximate == "none":
         cdf = 0.5 * (1.0 + _erf(data * 0.7071067811865476, xp))
         out = data * cdf
@@ -1071,13 +1360,13 @@ def split(x, split_size_or_sections, dim=0):
 
 def where(condition, x, y):
     """Elementwise `x if condition else y` (x and y may be numbers)."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
     tx, a, ty, b = _operands(x, y, "where")
     dev = condition._device if isinstance(condition, Tensor) else _dev(tx, ty)
     for t in (tx, ty):
         if t is not None and t._device != dev:
             _device_mismatch(condition, t, "where")
     xp = get_xp(dev)
+    cond = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)  # CuPy wants its own
     try:
         out = _keep_float32(xp.where(cond, a, b), tx, ty)
     except ValueError:
@@ -1092,8 +1381,8 @@ def where(condition, x, y):
 
 def masked_fill(x, mask, value):
     """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
-    m = mask.data if isinstance(mask, Tensor) else mask
     xp = get_xp(x._device)
+    m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)  # CuPy refuses NumPy masks
     try:
         out = xp.where(m, value, x.data).astype(x.dtype, copy=False)
     except ValueError:

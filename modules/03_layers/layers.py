@@ -66,7 +66,7 @@ import math
 
 import numpy as np
 
-from tinytorch.nn.functional import _check_probability, dropout, embedding, layer_norm, linear
+from tinytorch.nn.functional import _check_probability, dropout, embedding, layer_norm, linear, rms_norm
 from tinytorch.nn.init import kaiming_uniform_, normal_, ones_, uniform_, zeros_
 from tinytorch.nn.module import Module, _empty_parameter
 # re-exported (`X as X`), so `from tinytorch.nn.layers import Sequential` keeps working:
@@ -79,8 +79,10 @@ from tinytorch.nn.module import Parameter as Parameter
 from collections import OrderedDict
 
 from tinytorch.core.autograd import gradcheck
-from tinytorch.core.backend import default_generator, device, get_xp, manual_seed, scatter_add, to_device
-from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.core.backend import (
+    device, generator_for, get_xp, manual_seed, scatter_add, to_device,
+)
+from tinytorch.core.tensor import Tensor, _autocast_op, from_op
 from tinytorch.nn.functional import (
     _check_linear, _embedding_indices, _float_array, _normalized_axes,
 )
@@ -602,6 +604,7 @@ print("parameters:", tree.num_parameters(), "| training:", tree.first.training, 
 
 # %% nbgrader={"grade": false, "grade_id": "linear", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
+@_autocast_op("linear")  # mixed precision (module 10) may pick the dtype; a plain call until then
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, as one op: (..., in_features) -> (..., out_features)."""
     _check_linear(input, weight, bias)
@@ -944,7 +947,8 @@ assert emb(Tensor(np.array([[3, 5]]))).shape == (1, 2, 8), "Embedding maps (B, T
 # Hint 1: centre, scale by 1/σ, apply γ and β; in the backward, use only what
 # the forward saved (x̂ and 1/σ), not x. Hint 2: the boxed formula, with means
 # over `axes` and `keepdims=True` so they broadcast; dL/dγ and dL/dβ sum over
-# `batch_axes`. Hint 3: `centered`, `rstd` = 1/√(var + eps), `xhat`; `out`
+# `batch_axes`. Hint 3: the centred input, `rstd` = 1/√(var + eps), `xhat` (the
+# centred array scaled in place: one input-sized array less); `out`
 # (skip γ or β when `None`); `layer_norm_backward(g)` computes `h`, then the
 # three gradients (`None` for an absent or frozen operand); return
 # `from_op(out, ..., (input, weight, bias), layer_norm_backward)`.
@@ -958,20 +962,21 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     xp = get_xp(input._device)
     x = _float_array(input)
     ### BEGIN SOLUTION
-    centered = x - x.mean(axis=axes, keepdims=True)
-    rstd = 1.0 / xp.sqrt((centered * centered).mean(axis=axes, keepdims=True) + eps)  # 1/σ, one per row
-    xhat = centered * rstd
-    del centered  # only x̂ and 1/σ stay alive for the backward pass
+    xhat = x - x.mean(axis=axes, keepdims=True)  # centred; becomes x̂ in place below
+    rstd = 1.0 / xp.sqrt((xhat * xhat).mean(axis=axes, keepdims=True) + eps)  # 1/σ, one per row
+    xhat *= rstd  # only x̂ and 1/σ stay alive for the backward pass
     out = xhat if weight is None else xhat * weight.data
     if bias is not None:
-        out = out + bias.data
+        out = out + bias.data if weight is None else xp.add(out, bias.data, out=out)
 
     def layer_norm_backward(g):
         h = g if weight is None else g * weight.data  # dL/dx̂
         grad_input = None
-        if input.requires_grad:
-            grad_input = rstd * (h - h.mean(axis=axes, keepdims=True)
-                                 - xhat * (h * xhat).mean(axis=axes, keepdims=True))
+        if input.requires_grad:  # rstd (h - mean(h) - x̂ mean(h x̂)), in place on one array
+            grad_input = xhat * (h * xhat).mean(axis=axes, keepdims=True)
+            xp.subtract(h, grad_input, out=grad_input)
+            grad_input -= h.mean(axis=axes, keepdims=True)
+            grad_input *= rstd
         grad_weight = (g * xhat).sum(axis=batch_axes) if weight is not None and weight.requires_grad else None
         grad_bias = g.sum(axis=batch_axes) if bias is not None and bias.requires_grad else None
         return grad_input, grad_weight, grad_bias
@@ -1054,6 +1059,109 @@ plain = LayerNorm((2, 3), elementwise_affine=False)
 assert plain.weight is None and plain.bias is None and not list(plain.parameters()), "no affine: no parameters"
 
 # %% [markdown]
+# ### `RMSNorm`: LayerNorm without the mean
+#
+# *Why.* Llama, Mistral and most models since 2023 drop two of LayerNorm's
+# parts: the centring and β. Zhang & Sennrich (2019) found that the rescaling
+# alone does the useful work, and skipping the mean saves one reduction per
+# row. The vector is divided by its root mean square:
+#
+# rms = √((1/D) Σ xᵢ² + ε),  x̂ᵢ = xᵢ / rms,  yᵢ = γᵢ x̂ᵢ
+#
+# PyTorch's `eps=None` means the machine epsilon of the input's dtype
+# (`np.finfo(dtype).eps`, 1.19e-7 for float32), not LayerNorm's 1e-5.
+#
+# Worked example: x = [3, 4] has mean square (9 + 16)/2 = 12.5, rms ≈ 3.536,
+# so x̂ ≈ [0.849, 1.131]: mean square 1, but mean 0.99, not 0.
+#
+# *The backward.* The LayerNorm derivation with μ = 0 and nothing subtracted:
+# ∂rms/∂xⱼ = xⱼ/(D·rms) = x̂ⱼ/D, so ∂x̂ᵢ/∂xⱼ = (δᵢⱼ - x̂ᵢ x̂ⱼ/D)/rms and, with
+# h = g·γ,
+#
+# **dL/dxⱼ = (1/rms) (hⱼ - x̂ⱼ · mean(h · x̂))**.
+#
+# Only the scale direction is removed: Σⱼ x̂ⱼ dL/dxⱼ = 0 (scaling x up changes
+# nothing), but unlike LayerNorm a shift of x does change the output.
+#
+# *Cost.* One reduction per row instead of two; memory: x̂ and 1/rms.
+#
+# ### Exercise: `rms_norm(input, normalized_shape, weight=None, eps=None)`
+# Hint 1: the LayerNorm exercise without the centring and without β. Hint 2:
+# 1/rms from the mean of x² over `axes` (`keepdims=True`), plus ε; dL/dγ sums
+# g·x̂ over `batch_axes`. Hint 3: `rrms`, `xhat`, `out`; `rms_norm_backward(g)`
+# returns the input's and the weight's gradients (`None` where not needed);
+# `from_op(out, ..., (input, weight), rms_norm_backward)`.
+
+# %% nbgrader={"grade": false, "grade_id": "rms-norm", "locked": false, "schema_version": 3, "solution": true}
+#| export nn.functional
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """Divide the last dims by their root mean square, then scale by weight (PyTorch's F.rms_norm)."""
+    shape, axes = _normalized_axes(input, normalized_shape)
+    batch_axes = tuple(range(input.ndim - len(shape)))
+    xp = get_xp(input._device)
+    x = _float_array(input)
+    eps = float(np.finfo(x.dtype).eps) if eps is None else eps
+    ### BEGIN SOLUTION
+    rrms = 1.0 / xp.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)  # 1/rms, one per row
+    xhat = x * rrms
+    out = xhat if weight is None else xhat * weight.data
+
+    def rms_norm_backward(g):
+        h = g if weight is None else g * weight.data  # dL/dx̂
+        grad_input = rrms * (h - xhat * (h * xhat).mean(axis=axes, keepdims=True)) if input.requires_grad else None
+        grad_weight = (g * xhat).sum(axis=batch_axes) if weight is not None and weight.requires_grad else None
+        return grad_input, grad_weight
+    return from_op(out, input._device, (input, weight), rms_norm_backward)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test-rms-norm", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+x = Tensor([[3.0, 4.0], [1.0, 1.0]], requires_grad=True)
+y = rms_norm(x, 2)
+assert y.shape == (2, 2), f"rms_norm keeps the shape, got {y.shape}"
+assert np.allclose(y.data[0], [3 / np.sqrt(12.5), 4 / np.sqrt(12.5)], atol=1e-5), \
+    f"[3, 4]: mean square 12.5 -> [3, 4]/√12.5 = [0.849, 1.131], got {y.data[0]}"
+assert np.allclose(y.data[1], [1, 1], atol=1e-5), f"[1, 1] is already of rms 1 (no centring!), got {y.data[1]}"
+w = Parameter([2.0, 0.5])
+out = rms_norm(x, (2,), w, eps=1e-6)
+assert out._parents is not None and len(out._parents) == 2 and out._parents[0] is x, \
+    "rms_norm must be ONE op whose inputs are (input, weight)"
+gx, gw = out._backward(np.ones((2, 2), dtype=np.float32))
+assert np.shape(gw) == (2,) and np.allclose(gw, y.data.sum(axis=0), atol=1e-5), f"dL/dweight = Σ g·x̂, got {gw}"
+assert np.allclose((gx * y.data).sum(axis=1), 0, atol=1e-5), "Σ x̂·dL/dx = 0 over each row (scale invariance)"
+assert gradcheck(lambda a, c: rms_norm(a, 2, c, eps=1e-6), (x, w)), "rms_norm's gradients"
+x3 = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)
+assert gradcheck(lambda a: rms_norm(a, (3, 4)), (x3,)), "gradients over two normalized dims"
+
+
+# %% [markdown]
+# The layer, with PyTorch's signature: γ starts at 1, there is no β, and
+# `elementwise_affine=False` leaves no parameter at all.
+
+# %%
+#| export
+class RMSNorm(Module):
+    """Divide by the root mean square over the last dims `normalized_shape`, then apply a learned scale."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, (int, np.integer)):
+            normalized_shape = (int(normalized_shape),)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.weight = _empty_parameter(self.normalized_shape, dtype, device) if elementwise_affine else None
+        if self.weight is not None:
+            ones_(self.weight)  # γ = 1: a fresh layer is the pure normalisation
+
+    def forward(self, input):
+        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+# %% [markdown]
 # ## 7. `Dropout`: noise that regularises
 #
 # *Why.* During training, dropout zeroes each activation with probability p, so
@@ -1072,10 +1180,11 @@ assert plain.weight is None and plain.bias is None and not list(plain.parameters
 # a vector of ones becomes values in {0, 1.25} with mean about 1.
 #
 # `dropout_mask(shape, p, dtype, device)` is the one mask of tinytorch
-# (module 08's attention dropout uses it too). It draws from
-# `default_generator()` on the CPU, as the initialisers do, so
-# `manual_seed(s)` makes a run reproducible on any device, then moves the
-# mask to the device.
+# (module 08's attention dropout uses it too). It draws its numbers where the
+# mask is used: `generator_for(device)` is `default_generator()` on the CPU and
+# a generator living on the GPU for `"cuda"`, both reset by `manual_seed(s)`, so
+# a run is reproducible, and a GPU step never copies a mask from the host (a
+# copy per dropout call per layer adds up).
 #
 # *Cost.* One random number and one multiply per element, and the mask (input-
 # sized) is kept for the backward pass.
@@ -1083,8 +1192,8 @@ assert plain.weight is None and plain.bias is None and not list(plain.parameters
 # ### Exercise: `dropout_mask` and `dropout`
 # Hint 1: a uniform number per element decides keep or drop; the mask is keep
 # times the scale. Hint 2: keep when u ≥ p, with u ~ U(0, 1) drawn as float32
-# numbers of the given shape from `default_generator()`; scale 1/(1 - p), or 0
-# when p = 1; the mask in `dtype`, moved with `to_device`. Hint 3: in
+# numbers of the given shape from the device's generator; scale 1/(1 - p), or 0
+# when p = 1; the mask cast to `dtype` (it is already on the device). Hint 3: in
 # `dropout` (checks and the shortcut given): the mask for `input.shape` in the
 # input's dtype and device, a 1-tuple backward, `from_op`.
 
@@ -1093,9 +1202,9 @@ assert plain.weight is None and plain.bias is None and not list(plain.parameters
 def dropout_mask(shape, p, dtype, device):
     """Dropout's multiplier: 0 with probability p, else 1/(1-p), in `dtype` on `device`."""
     ### BEGIN SOLUTION
-    keep = default_generator().random(shape, dtype=np.float32) >= p
+    keep = generator_for(device).random(shape, dtype=np.float32) >= p  # drawn on the device
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    return to_device(keep.astype(dtype) * scale, device)
+    return keep.astype(dtype) * scale
     ### END SOLUTION
 
 

@@ -299,8 +299,10 @@ class _ModuleAPI:
 """`tinytorch.nn.functional`: layers as plain functions of tensors; the fused ones carry their own backward."""
 import numpy as np
 
-from tinytorch.core.backend import default_generator, get_xp, is_floating, scatter_add, to_device
-from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.core.backend import (
+    check_later, generator_for, get_xp, is_floating, scatter_add, to_device, to_host,
+)
+from tinytorch.core.tensor import Tensor, _autocast_op, from_op  # noqa: F401  (_autocast_op: the lesson's linear)
 
 
 def _float_array(t):
@@ -337,11 +339,12 @@ def _embedding_indices(input, weight):
         raise TypeError(f"embedding: indices must be integers (int64 or int32), got dtype {idx.dtype.name}; "
                         f"convert them with .long()")
     n = weight.shape[0]
-    if idx.size:
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= n:  # NumPy would wrap a negative index silently
-            raise IndexError(f"embedding: index {high if high >= n else low} is out of range for "
-                             f"num_embeddings={n} (valid indices are 0 to {n - 1})")
+    if idx.size:  # NumPy would wrap a negative index silently; checked on the device, no sync
+        def out_of_range():
+            low, high = to_host(idx.min()), to_host(idx.max())
+            return IndexError(f"embedding: index {high if high >= n else low} is out of range for "
+                              f"num_embeddings={n} (valid indices are 0 to {n - 1})")
+        check_later((idx.min() < 0) | (idx.max() >= n), out_of_range)
     return idx
 
 
@@ -389,8 +392,9 @@ def log_softmax(input, dim):
 # ## `nn.init`: random fills
 #
 # Every initialiser writes into `t.data[...]` in place (the `Parameter` object stays
-# the same), under `no_grad`, draws from `default_generator()` on the CPU (so
-# `tinytorch.manual_seed` gives the same numbers on every device), and returns the tensor.
+# the same), under `no_grad`, draws from `generator_for(tensor.device)` (the CPU's
+# generator, or the GPU's, so a cuda weight is drawn on the GPU with no copy; both are
+# seeded by `tinytorch.manual_seed`), and returns the tensor.
 
 # %%
 #| export nn.init
@@ -400,7 +404,7 @@ import math
 import numpy as np
 
 from tinytorch.core.autograd import no_grad
-from tinytorch.core.backend import default_generator, to_device
+from tinytorch.core.backend import generator_for, to_device
 
 
 def _fill(tensor, array):
@@ -416,14 +420,14 @@ def _draw_dtype(tensor):
 @no_grad()
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with numbers drawn from U(a, b)."""
-    u = default_generator().random(tensor.shape, dtype=_draw_dtype(tensor))
+    u = generator_for(tensor._device).random(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, u * (b - a) + a)
 
 
 @no_grad()
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with numbers drawn from N(mean, std²)."""
-    z = default_generator().standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
+    z = generator_for(tensor._device).standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, z * std + mean)
 
 
@@ -689,8 +693,7 @@ import tempfile
 from collections import OrderedDict
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as _load_bytes, save as _save_bytes, save_file
 
 from tinytorch.core.backend import device as _as_device, to_device, to_numpy
 from tinytorch.core.tensor import Tensor, from_op
@@ -717,8 +720,14 @@ def atomic_write(path, data):
 
     The one durable write of tinytorch: a temporary file in the same folder, fsync'd,
     renamed over `path`, then the folder fsync'd. A crash at any point leaves either the
-    old file or the new one, never half of one.
+    old file or the new one, never half of one. `path` may also be an open binary file
+    object (`io.BytesIO`, ...): bytes are written to it as they are, its owner decides durability.
     """
+    if hasattr(path, "write"):
+        if callable(data):
+            raise TypeError("atomic_write: a file object takes bytes, not a function that writes to a path")
+        path.write(data)
+        return
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -745,8 +754,8 @@ def atomic_write(path, data):
     _fsync_folder(folder)
 
 
-def save(state_dict, path):
-    """Write a dict name -> Tensor to `path` as safetensors, atomically."""
+def save(state_dict, f):
+    """Write a dict name -> Tensor as safetensors: to a path (atomically) or a binary file object."""
     arrays = {}
     for name, value in state_dict.items():
         if not isinstance(name, str):
@@ -755,20 +764,34 @@ def save(state_dict, path):
             raise TypeError(f"save: the value of {name!r} is a {type(value).__name__}, not a Tensor; "
                             f"safetensors files hold tensors only")
         arrays[name] = np.ascontiguousarray(to_numpy(value.data))  # cuda: copied to the host
-    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={_ORDER_KEY: json.dumps(list(arrays))}))
+    metadata = {_ORDER_KEY: json.dumps(list(arrays))}
+    if hasattr(f, "write"):  # io.BytesIO, an open file, ...
+        f.write(_save_bytes(arrays, metadata=metadata))
+        return
+    atomic_write(f, lambda tmp: save_file(arrays, tmp, metadata=metadata))
 
 
-def load(path, device="cpu"):
-    """Read a safetensors file into an OrderedDict name -> Tensor on `device`."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
+def _safetensors_metadata(data):
+    """The `__metadata__` of a safetensors buffer: its header is 8 bytes of length, then JSON."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(bytes(data[8:8 + size])).get("__metadata__") or {}
+
+
+def load(f, device="cpu"):
+    """Read safetensors from a path or a binary file object into an OrderedDict name -> Tensor on `device`."""
+    if hasattr(f, "read"):
+        data, where = f.read(), f"the file object {getattr(f, 'name', type(f).__name__)!r}"
+    else:
+        path = os.fspath(f)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
+        with open(path, "rb") as handle:
+            data, where = handle.read(), repr(path)
     try:
-        arrays = load_file(path)
-        with safe_open(path, framework="numpy") as handle:
-            metadata = handle.metadata() or {}
+        arrays = _load_bytes(data)
+        metadata = _safetensors_metadata(data)
     except Exception as err:  # safetensors raises its own error types for bad headers and sizes
-        raise RuntimeError(f"load: cannot read {path!r} as a safetensors checkpoint; the file is truncated "
+        raise RuntimeError(f"load: cannot read {where} as a safetensors checkpoint; it is truncated "
                            f"or corrupt ({type(err).__name__}: {err})") from None
     order = [name for name in json.loads(metadata.get(_ORDER_KEY, "[]")) if name in arrays]
     order += sorted(name for name in arrays if name not in set(order))

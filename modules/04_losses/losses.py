@@ -53,7 +53,7 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import Tensor, from_op, tensor
+from tinytorch.core.tensor import Tensor, _autocast_op, from_op, tensor
 from tinytorch.metrics import Mean, _host_array, _predicted
 from tinytorch.nn.functional import (_check_label_smoothing, _check_pair, _check_reduction,
                                      _class_rows, _class_targets, _element_scale,
@@ -95,6 +95,7 @@ from tinytorch.nn.losses import CrossEntropyLoss
 
 # %% nbgrader={"grade": false, "grade_id": "mse-loss", "locked": false, "schema_version": 3, "solution": true}
 #| export
+@_autocast_op("mse_loss")  # mixed precision (module 10): losses run in float32
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error, (input - target)² reduced by `reduction`."""
     _check_reduction(reduction, "mse_loss")
@@ -409,6 +410,7 @@ print("reductions: ok")
 
 # %% nbgrader={"grade": false, "grade_id": "cross-entropy", "locked": false, "schema_version": 3, "solution": true}
 #| export
+@_autocast_op("cross_entropy")  # mixed precision (module 10): losses run in float32
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of logits against class indices, as one stable op.
 
@@ -513,6 +515,7 @@ print("cross_entropy: ok")
 
 # %% nbgrader={"grade": false, "grade_id": "nll-loss", "locked": false, "schema_version": 3, "solution": true}
 #| export
+@_autocast_op("nll_loss")  # mixed precision (module 10): losses run in float32
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of class indices, given log-probabilities (class dim 1)."""
     name = "nll_loss"
@@ -650,6 +653,7 @@ print("softplus: ok")
 
 # %% nbgrader={"grade": false, "grade_id": "bce-with-logits", "locked": false, "schema_version": 3, "solution": true}
 #| export
+@_autocast_op("binary_cross_entropy_with_logits")  # mixed precision (module 10): losses run in float32
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean"):
     """Binary cross-entropy of logits against targets in [0, 1], stable for any logit.
 

@@ -17,7 +17,7 @@ import builtins
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp, is_floating
+from tinytorch.core.backend import check_later, get_xp, is_floating, to_host
 from tinytorch.core.tensor import Tensor, from_op
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -122,12 +122,14 @@ def _class_targets(target, num_classes, ignore_index, name):
     t = target.data.reshape(-1)
     keep = t != ignore_index
     bad = keep & ((t < 0) | (t >= num_classes))
-    if bad.any():
-        first = builtins.int(bad.argmax())
+
+    def out_of_range():  # checked on the device: raises now on cpu, at the next sync on cuda
+        first = builtins.int(to_host(bad).argmax())
         position = tuple(builtins.int(i) for i in np.unravel_index(first, tuple(target.shape)))
-        raise IndexError(f"{name}: target {builtins.int(t[first])} at position {position} is out of "
-                         f"range for {num_classes} classes (expected 0 to {num_classes - 1}, or "
-                         f"ignore_index={ignore_index})")
+        return IndexError(f"{name}: target {builtins.int(to_host(t)[first])} at position {position} is out "
+                          f"of range for {num_classes} classes (expected 0 to {num_classes - 1}, or "
+                          f"ignore_index={ignore_index})")
+    check_later(bad.any(), out_of_range)
     return xp.where(keep, t, 0), keep
 
 

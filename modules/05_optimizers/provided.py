@@ -29,7 +29,7 @@ from collections import defaultdict
 
 from tinytorch.core.autograd import enable_grad, no_grad
 from tinytorch.core.backend import get_xp, to_device
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.tensor import Tensor, from_op
 
 
 def _check_range(name, value, low=0.0, high=None):
@@ -86,13 +86,17 @@ def _param_list(params, where):
     return params
 
 
-def _copy_value(value):
-    """Arrays are copied (a state_dict must not change when training goes on); numbers as they are."""
-    return value.copy() if hasattr(value, "shape") else copy.deepcopy(value)
+def _copy_value(value, param):
+    """State arrays as Tensors (PyTorch's state_dict holds tensors), copied so that the state_dict does
+    not change when training goes on; numbers as they are."""
+    return from_op(value.copy(), param._device) if hasattr(value, "shape") else copy.deepcopy(value)
 
 
 def _load_value(value, param):
-    """A saved state entry, as an array on the parameter's device with its dtype (numbers as they are)."""
+    """A saved state entry (a Tensor, or an array as older state dicts hold), as an array on the
+    parameter's device with its dtype; numbers as they are."""
+    if isinstance(value, Tensor):
+        value = value.data
     if not hasattr(value, "shape"):
         return copy.deepcopy(value)
     xp = get_xp(param._device)
@@ -169,7 +173,7 @@ class Optimizer:
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
             packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
             groups.append(packed)
-        state = {index[id(p)]: {k: _copy_value(v) for k, v in s.items()}
+        state = {index[id(p)]: {k: _copy_value(v, p) for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
@@ -416,6 +420,8 @@ class SequentialLR(LRScheduler):
 #| export nn.utils
 """Gradient utilities: clip_grad_norm_, clip_grad_value_."""
 import math  # noqa: F401 -- math.inf, for the norms in the lesson
+
+import numpy as np  # noqa: F401 -- the lesson's clip_grad_norm_ tells the CPU from a GPU
 
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op

@@ -50,7 +50,6 @@
 import heapq
 import math
 import numbers
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 
@@ -63,8 +62,8 @@ from tinytorch.data.dataloader import (Sampler, SequentialSampler, _check_batch_
                                        default_convert)
 from tinytorch.data.dataset import Dataset, Subset, TensorDataset, _normalize_index, _split_lengths, as_generator
 from tinytorch.data.datasets import _check_text_dataset, _read_text, digits, kjv_text
-from tinytorch.data.tokenizers import (SPLIT_PATTERN, _check_merges, _check_vocab_size, _describe_chars, _id_list,
-                                       _read_json, _save_json)
+from tinytorch.data.tokenizers import (SPLIT_PATTERN, _BPEBase, _check_merges, _check_vocab_size, _compile_pattern,
+                                       _describe_chars, _id_list, _read_json, _save_json)
 
 # %% [markdown]
 # ## 1. Datasets, and a random split
@@ -748,15 +747,16 @@ print("CharTokenizer: ok")
 #
 # *Words first.* GPT-2 does not run BPE over raw text: a regex first cuts it into words,
 # and merges happen only inside a word, so no token spans `"dog. The"` and the same word
-# always encodes the same way. The provided `SPLIT_PATTERN` is GPT-2's pattern in
-# Python's `re` (see `provided.py`); its alternatives, tried in order at each position:
+# always encodes the same way. The provided `SPLIT_PATTERN` is GPT-2's pattern, compiled
+# with the `regex` package (`\p{L}`: any letter, `\p{N}`: any number, `²` and `Ⅻ` included;
+# see `provided.py`); its alternatives, tried in order at each position:
 #
 # | piece | matches |
 # | --- | --- |
-# | `'(?:[sdmt]\|ll\|ve\|re)` | English contractions: `'s`, `'ll`, … |
-# | ` ?[^\W\d_]+` | a word, with the one space before it |
-# | ` ?\d+` | a number, with its space |
-# | ` ?(?:[^\s\w]\|_)+` | a run of punctuation/symbols, with its space |
+# | `'s\|'t\|'re\|'ve\|'m\|'ll\|'d` | English contractions: `'s`, `'ll`, … |
+# | ` ?\p{L}+` | a word, with the one space before it |
+# | ` ?\p{N}+` | a number, with its space (`'x² 2³'` → `x`, `²`, ` 2³`) |
+# | ` ?[^\s\p{L}\p{N}]+` | a run of punctuation/symbols, with its space |
 # | `\s+(?!\S)` | spaces not followed by a word (so `"  x"` → `" "`, `" x"`) |
 # | `\s+` | any other whitespace |
 #
@@ -947,7 +947,7 @@ def test_train_merges():
                                            f"(256,) x3, and (1, 256) ties (256, 2) at 2 and is smaller; got {updated}")
     ### BEGIN HIDDEN TESTS
     text = kjv_text()[:5000]
-    counted = Counter(tuple(w.encode()) for w in re.findall(SPLIT_PATTERN, text))
+    counted = Counter(tuple(w.encode()) for w in _compile_pattern(SPLIT_PATTERN).findall(text))
     reference, current = [], dict(counted)
     for k in range(40):  # recount everything after each merge: slow, obviously right
         pair_counts = count_pairs(current)
@@ -989,13 +989,20 @@ print("train_merges: ok")
 # `(97, 256)` has no rank: stop. `ab` never merges here, because in training `bc` went
 # first.
 #
-# `encode` splits the text with `self._split` and keeps each word's ids in `self._cache`,
-# so a word is encoded once however often it occurs: the ids of the text are the
-# concatenation of its words' ids. `decode` joins the tokens' bytes and decodes UTF-8 with
+# `encode_ordinary` splits the text with `self._split` and keeps each word's ids in
+# `self._cache`, so a word is encoded once however often it occurs: the ids of the text are
+# the concatenation of its words' ids. A word's ids come from the provided
+# `self._word_ids(word)`: your `_encode_word`, renumbered when the vocabulary came from
+# files with ids of their own (GPT-2's `vocab.json`). The provided `encode` cuts the
+# text at special tokens such as `<|endoftext|>` first (they get ids of their own after
+# the merges, and are never split or merged) and calls yours on the pieces between them;
+# `encode_iterable(lines)` streams a file through it with bounded memory, and
+# `BPETokenizer.from_gpt2_files("vocab.json", "merges.txt")` loads GPT-2's own vocabulary
+# (its merges written as bytes, its own ids) and encodes exactly as GPT-2 does. `decode` joins the tokens' bytes and decodes UTF-8 with
 # `errors="replace"`: an id sequence that splits a character (possible with arbitrary
 # ids, never with ids from `encode`) shows `U+FFFD` instead of raising.
 #
-# ### Exercise: `_set_merges`, `train`, `_encode_word`, `encode`, `decode`
+# ### Exercise: `_set_merges`, `train`, `_encode_word`, `encode_ordinary`, `decode`
 #
 # - Hint 1: the vocabulary grows by concatenation; training prepares `{byte word: freq}`;
 #   encoding is a loop that merges the best-ranked pair until none is left.
@@ -1005,18 +1012,19 @@ print("train_merges: ok")
 #   `self.vocab`, `self.merges` (a list) and `self.ranks` (a dict from `enumerate`). `train`: a
 #   `Counter` over `self._split(text)`, re-keyed by `tuple(word.encode("utf-8"))`, then
 #   `self._set_merges(train_merges(...))`. `_encode_word`: `min` over
-#   `zip(ids, ids[1:])` with a `key`, then `merge_pair`. `encode`: look each word up in the
-#   cache, fill it on a miss, `extend` one output list. `decode`: `b"".join`, then
+#   `zip(ids, ids[1:])` with a `key`, then `merge_pair`. `encode_ordinary`: look each word up
+#   in the cache, fill it on a miss with `self._word_ids`, `extend` one output list. `decode`: `b"".join`, then
 #   `.decode("utf-8", errors="replace")`.
 
 # %% nbgrader={"grade": false, "grade_id": "bpe-tokenizer", "locked": false, "schema_version": 3, "solution": true}
 #| export data.tokenizers
-class BPETokenizer:
-    """Byte-level BPE: 256 byte tokens plus one token per learned merge."""
+class BPETokenizer(_BPEBase):
+    """Byte-level BPE: 256 byte tokens plus one token per learned merge, then the special tokens."""
 
-    def __init__(self, merges=(), pattern=SPLIT_PATTERN):
+    def __init__(self, merges=(), pattern=SPLIT_PATTERN, special_tokens=None):
         self.pattern = pattern
-        self._split = re.compile(pattern).findall
+        self._split = _compile_pattern(pattern).findall
+        self._set_special_tokens(special_tokens)
         self._set_merges(_check_merges(merges))
 
     def _set_merges(self, merges):
@@ -1029,7 +1037,7 @@ class BPETokenizer:
         self.merges = list(merges)
         self.ranks = {pair: k for k, pair in enumerate(self.merges)}  # pair -> merge order
         ### END SOLUTION
-        self._cache = {}  # word -> ids, valid for these merges only
+        self._vocab_ready()  # provided: a fresh word cache, then the special tokens' ids
 
     @property
     def vocab_size(self):
@@ -1038,6 +1046,7 @@ class BPETokenizer:
     def train(self, text, vocab_size):
         """Learn `vocab_size - 256` merges from `text` (fewer if the text runs out of pairs)."""
         _check_vocab_size(vocab_size)
+        self._file_ids = None  # a vocabulary read from files loses its own numbering
         ### BEGIN SOLUTION
         byte_words = Counter()
         for word, freq in Counter(self._split(text)).items():
@@ -1059,8 +1068,8 @@ class BPETokenizer:
         return ids
         ### END SOLUTION
 
-    def encode(self, text):
-        """Text -> list of ids."""
+    def encode_ordinary(self, text):
+        """Text -> list of ids, special tokens read as ordinary text (`encode` handles them)."""
         if len(self._cache) > 100_000:  # bound the memory of long runs over varied text
             self._cache.clear()
         ### BEGIN SOLUTION
@@ -1068,7 +1077,7 @@ class BPETokenizer:
         for word in self._split(text):
             ids = cache.get(word)
             if ids is None:
-                ids = cache[word] = self._encode_word(word)
+                ids = cache[word] = self._word_ids(word)
             out.extend(ids)
         return out
         ### END SOLUTION
@@ -1087,12 +1096,11 @@ class BPETokenizer:
     def save(self, path):
         """Save merges and split pattern as JSON (atomically)."""
         _save_json(path, {"type": "byte-bpe", "version": 1, "pattern": self.pattern,
-                          "merges": [list(m) for m in self.merges]})
+                          "merges": [list(m) for m in self.merges], **self._extra_state()})
 
     @classmethod
     def load(cls, path):
-        state = _read_json(path, "byte-bpe")
-        return cls([tuple(m) for m in state["merges"]], pattern=state["pattern"])
+        return cls._from_state(_read_json(path, "byte-bpe"))
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-bpe-tokenizer", "locked": true, "points": 4, "schema_version": 3, "solution": false}
@@ -1146,6 +1154,12 @@ print(f"{len(line)} characters -> {len(ids)} tokens:", [bpe.token_bytes(i).decod
 # tokens, not a random subset: windows from one text overlap their neighbours, so a
 # random split would test on text the model trained on. With `n` tokens, the train
 # split keeps the first `n - floor(n · val_fraction)`.
+#
+# *Bigger than RAM.* An int64 array costs 8 bytes a token: 8 GB for a billion tokens. nanoGPT
+# stores ids once as uint16 on disk (2 bytes; enough for GPT-2's 50,257 ids) and maps the file
+# into memory. The provided `TokenDataset(path_or_array, block_size)` cuts the same windows from
+# such a `np.memmap` (or `np.load(..., mmap_mode="r")`) and widens only the windows of each
+# batch to int64: the operating system reads just the pages a batch touches.
 #
 # *Worked example.* Ids `[0..9]` (10 tokens), `T = 3`: 7 windows; window 2 is
 # `x = [2, 3, 4]`, `y = [3, 4, 5]`. `gather([0, 6])` returns `x` of shape `(2, 3)`:

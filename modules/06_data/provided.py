@@ -362,6 +362,42 @@ def _read_text(text_or_path):
     return _read_maybe_gzip(text_or_path).decode("utf-8")
 
 
+class TokenDataset(Dataset):
+    """(x, y) next-token windows, y = x shifted by one, over a 1-D array of token ids that stays where it
+    is: a `np.memmap`, an `.npy` opened with `mmap_mode="r"`, or a path (`.npy`, or a raw file of `dtype`
+    ids such as nanoGPT's uint16 `train.bin`). Only the windows a batch asks for are read, and only they
+    are widened to int64; the array itself is never copied into RAM."""
+
+    def __init__(self, tokens, block_size, dtype=np.uint16):
+        if isinstance(tokens, (str, os.PathLike)):
+            path = os.fspath(tokens)
+            tokens = np.load(path, mmap_mode="r") if path.endswith(".npy") else np.memmap(path, dtype, mode="r")
+        if not isinstance(tokens, np.ndarray) or tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+            raise TypeError(f"TokenDataset takes a 1-D integer array of token ids (np.memmap, np.load(..., "
+                            f"mmap_mode='r')) or a path, got {type(tokens).__name__} "
+                            f"{getattr(tokens, 'dtype', '')} {getattr(tokens, 'shape', '')}")
+        _check_text_dataset("train", 0.0, block_size)
+        if len(tokens) < block_size + 1:
+            raise ValueError(f"TokenDataset: {len(tokens)} tokens are fewer than block_size + 1 = {block_size + 1}")
+        self.tokens, self.block_size = tokens, block_size
+
+    def __len__(self):
+        return len(self.tokens) - self.block_size
+
+    def __getitem__(self, index):
+        index = _normalize_index(index, len(self), "TokenDataset")
+        window = np.array(self.tokens[index:index + self.block_size + 1], dtype=np.int64)
+        x, y = window[:-1], window[1:]
+        return from_numpy(x), from_numpy(y)
+
+    def gather(self, indices):
+        """A batch of windows by one fancy index: [x (B, T), y (B, T)], int64."""
+        rows = np.array(indices, dtype=np.int64).reshape(-1, 1) + np.arange(self.block_size + 1)  # (B, T + 1)
+        windows = np.asarray(self.tokens[rows], dtype=np.int64)  # only these ids are read and widened
+        x, y = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+        return [from_numpy(x), from_numpy(y)]
+
+
 def _check_text_dataset(split, val_fraction, block_size):
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -519,27 +555,45 @@ def load_cifar10(root, train=True):
 # negative index. Tokenizers are saved as JSON through `atomic_write` (module 03), the one
 # durable write of the package: a crash leaves the old file or the new one, never half.
 #
-# GPT-2's pre-tokenizer uses `\p{L}` (letters) and `\p{N}` (numbers), which Python's `re`
-# lacks; `SPLIT_PATTERN` writes the same classes with what `re` has: letters are
-# `[^\W\d_]` (word characters that are neither digits nor `_`), numbers `\d`, and "other"
-# is `[^\s\w]|_`. The lesson's table explains each alternative.
+# GPT-2's pre-tokenizer uses `\p{L}` (letters) and `\p{N}` (numbers: digits, but also `²`,
+# `½` and `Ⅻ`), which Python's `re` lacks (its `\d` is decimal digits only, and `\w` counts
+# `²` as a letter); `SPLIT_PATTERN` is GPT-2's pattern verbatim, compiled with the `regex`
+# package, as GPT-2 and tiktoken do. The lesson's table explains each alternative.
+#
+# `_BPEBase` is what `BPETokenizer` does around the lesson's encoding: special tokens such as
+# `<|endoftext|>` (never split or merged, their own ids, tiktoken's `allowed_special` /
+# `disallowed_special`), `encode_iterable` (streaming with bounded memory), and vocabularies
+# with their own ids, such as GPT-2's `vocab.json` + `merges.txt`.
 
 # %%
 #| export data.tokenizers
-import heapq  # heapq, re, Counter, defaultdict: used by the lesson's tokenizers below
+import heapq  # heapq, Counter, defaultdict: used by the lesson's tokenizers below
 import json
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+try:
+    import regex as _regex
+except ImportError:  # the package imports without it; BPETokenizer then says what to install
+    _regex = None
+
 from tinytorch.core.backend import to_numpy
 from tinytorch.core.serialization import atomic_write
 from tinytorch.core.tensor import Tensor
 
-# GPT-2's pre-tokenizer without the `regex` package.
-SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+# GPT-2's pre-tokenizer, verbatim: it needs the `regex` package for \p{L} (letters) and
+# \p{N} (numbers, including ² and Ⅻ, which Python's `re` cannot name).
+SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _compile_pattern(pattern):
+    """A pre-tokenizer pattern compiled with `regex` (the package GPT-2 and tiktoken use)."""
+    if _regex is None:
+        raise ImportError("BPETokenizer needs the `regex` package for GPT-2's pre-tokenizer (\\p{L}, \\p{N}): "
+                          "pip install regex")
+    return _regex.compile(pattern)
 
 
 def _id_list(ids, vocab_size, who):
@@ -570,10 +624,215 @@ def _check_vocab_size(vocab_size):
 
 def _check_merges(merges):
     """Each merge may only join tokens defined before it (the 256 bytes, earlier merges)."""
-    for k, (first, second) in enumerate(merges):
+    merges = [tuple(pair) for pair in merges]
+    for k, pair in enumerate(merges):
+        if len(pair) != 2 or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in pair):
+            raise TypeError(f"BPETokenizer takes merges as pairs of token ids (ints: 0-255 the bytes, 256 + k "
+                            f"the token of merge k), got {pair!r} at position {k}; for merges of bytes as in "
+                            f"GPT-2's merges.txt use BPETokenizer.from_vocab_and_merges or from_gpt2_files")
+        first, second = pair
         if not (0 <= first < 256 + k and 0 <= second < 256 + k):
             raise ValueError(f"merge {k} ({first}, {second}) refers to a token not defined before it")
-    return [tuple(pair) for pair in merges]
+    return [(int(a), int(b)) for a, b in merges]
+
+
+def _gpt2_bytes_to_unicode():
+    """GPT-2's printable stand-in for every byte in its files: printable bytes stand for themselves,
+    the others (space, control bytes) for the characters from U+0100 on (space is 'Ġ')."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return table
+
+
+def _gpt2_token_bytes(token, decoder):
+    try:
+        return bytes(decoder[ch] for ch in token)
+    except KeyError as err:
+        raise ValueError(f"{token!r} is not in GPT-2's byte-to-unicode alphabet (character {err})") from None
+
+
+def _special_regex(names):
+    """One alternation of the special tokens, longest first: overlapping ones resolve to the longest."""
+    return _regex.compile("|".join(_regex.escape(s) for s in sorted(names, key=len, reverse=True)))
+
+
+class _BPEBase:
+    """What BPETokenizer does around the lesson's byte-pair encoding: special tokens, streaming,
+    and vocabularies whose ids are not the lesson's own (GPT-2's vocab.json)."""
+
+    def _set_special_tokens(self, special_tokens):
+        names = list(special_tokens or ())
+        if any(not isinstance(s, str) or not s for s in names) or len(set(names)) != len(names):
+            raise ValueError(f"special_tokens must be distinct non-empty strings, got {names!r}")
+        self._special_names = names
+        self._file_ids = None  # (internal -> external id array, {special: id}) for a vocabulary read from files
+
+    def _vocab_ready(self):
+        """After the merges change: renumber the vocabulary if it came from files, add the special tokens."""
+        self._cache = {}  # word -> ids, valid for these merges only
+        if self._file_ids is None:
+            self._ids = None
+            self.special_tokens = {s: len(self.vocab) + n for n, s in enumerate(self._special_names)}
+        else:
+            self._ids, self.special_tokens = self._file_ids
+            by_id = {int(e): b for e, b in zip(self._ids, self.vocab)}
+            by_id.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
+            self.vocab = [by_id.get(i, b"") for i in range(max(by_id) + 1)]  # indexed by the files' ids
+            return
+        self.vocab = self.vocab + [s.encode("utf-8") for s in self._special_names]
+
+    def _word_ids(self, word):
+        """A pre-tokenized word's ids: `_encode_word`, renumbered when the vocabulary came from files."""
+        ids = self._encode_word(word)
+        return ids if self._ids is None else tuple(int(self._ids[i]) for i in ids)
+
+    # --- special tokens ------------------------------------------------------------------
+    def _special_sets(self, allowed_special, disallowed_special):
+        known = set(self.special_tokens)
+        allowed = known if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - known
+        if unknown:
+            raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
+                             f"tokenizer (it has {sorted(known)})")
+        disallowed = known - allowed if disallowed_special == "all" else set(disallowed_special)
+        return allowed, disallowed
+
+    def _encode_text(self, text, allowed, disallowed):
+        """Ids of `text`: allowed special tokens get their own ids; a disallowed one is an error."""
+        if disallowed:
+            found = _special_regex(disallowed).search(text)
+            if found:
+                raise ValueError(f"the text contains the special token {found.group()!r}; pass "
+                                 f"allowed_special={{{found.group()!r}}} (or 'all') to encode it as one token, "
+                                 f"or disallowed_special=() to encode it as ordinary text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        out, pos = [], 0
+        for match in _special_regex(allowed).finditer(text):
+            out += self.encode_ordinary(text[pos:match.start()])
+            out.append(self.special_tokens[match.group()])
+            pos = match.end()
+        return out + self.encode_ordinary(text[pos:])
+
+    def encode(self, text, allowed_special=(), disallowed_special="all"):
+        """Text -> list of ids. Special tokens in the text, as in tiktoken: those in `allowed_special`
+        ("all" or a set of names) become their own id; any other raises, unless `disallowed_special`
+        (default "all": every special token not allowed) leaves it out, then it is ordinary text."""
+        return self._encode_text(text, *self._special_sets(allowed_special, disallowed_special))
+
+    def encode_iterable(self, iterable, allowed_special=(), disallowed_special="all"):
+        """Ids of the concatenated strings of `iterable` (e.g. the lines of an open file), yielded as they
+        come, with the same ids as `encode` of the whole text; memory stays bounded by the longest line."""
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        held = ""
+        for chunk in iterable:
+            held += chunk
+            cut = self._safe_cut(held)
+            if cut:
+                yield from self._encode_text(held[:cut], allowed, disallowed)
+                held = held[cut:]
+        if held:
+            yield from self._encode_text(held, allowed, disallowed)
+
+    def _safe_cut(self, text):
+        """Where `text` can be cut so that encoding both parts equals encoding it whole, whatever follows."""
+        # Fast path: just before a newline that follows a non-space character ("...x|\n..."). No pre-token
+        # holds both (only whitespace pieces hold a newline), and only whitespace pieces look ahead.
+        end = len(text)
+        while (cut := text.rfind("\n", 1, end)) > 0:
+            if not text[cut - 1].isspace() and self._inside_special(text, cut) is None:
+                return cut
+            end = cut
+        # In general: before the last pre-token (it may continue), the whitespace before it (the
+        # pattern's `\s+(?!\S)` looks one character ahead) and any start of a special token.
+        pieces = self._split(text)
+        cut = len(text) - len(pieces[-1]) if pieces else 0
+        longest = max(map(len, self.special_tokens), default=0)
+        for start in range(max(0, len(text) - longest + 1), len(text)):
+            if any(s.startswith(text[start:]) for s in self.special_tokens):
+                cut = min(cut, start)
+                break
+        inside = self._inside_special(text, cut)
+        cut = cut if inside is None else inside
+        while cut and text[cut - 1].isspace():
+            cut -= 1
+        return cut
+
+    def _inside_special(self, text, cut):
+        """The start of a special token that occurs across position `cut` of `text`, else None."""
+        longest = max(map(len, self.special_tokens), default=0)
+        if longest < 2:
+            return None
+        first = max(0, cut - longest + 1)
+        for match in _special_regex(self.special_tokens).finditer(text, first, cut + longest - 1, overlapped=True):
+            if match.start() < cut < match.end():
+                return match.start()
+        return None
+
+    # --- vocabularies from elsewhere -------------------------------------------------------
+    @classmethod
+    def from_vocab_and_merges(cls, vocab, merges, special_tokens=None, pattern=SPLIT_PATTERN):
+        """A tokenizer from a vocabulary {id: bytes} and merges [(bytes, bytes), ...] in rank order,
+        keeping the vocabulary's ids (e.g. GPT-2's). Vocabulary entries that no merge makes and that are
+        not single bytes, and any `special_tokens` (strings), are special tokens."""
+        own = {bytes([b]): b for b in range(256)}  # bytes -> the lesson's id
+        pairs = []
+        for k, (first, second) in enumerate(merges):
+            if first not in own or second not in own:
+                raise ValueError(f"merge {k} ({first!r}, {second!r}) joins a token no earlier merge made")
+            if first + second in own:
+                raise ValueError(f"merge {k} makes {first + second!r}, which an earlier merge already made")
+            pairs.append((own[first], own[second]))
+            own[first + second] = 256 + k
+        ids = {bytes(b): int(i) for i, b in vocab.items()}
+        missing = [b for b in own if b not in ids]
+        if missing:
+            raise ValueError(f"the vocabulary lacks {len(missing)} token(s) the bytes and merges make, "
+                             f"e.g. {missing[:3]}")
+        specials = {b.decode("utf-8", errors="replace"): i for b, i in ids.items() if b not in own}
+        for name in special_tokens or ():
+            specials.setdefault(name, ids.get(name.encode("utf-8"), max([*ids.values(), *specials.values()]) + 1))
+        tokenizer = cls(pairs, pattern=pattern)
+        tokenizer._special_names = list(specials)
+        tokenizer._file_ids = (np.array([ids[b] for b in sorted(own, key=own.get)]), specials)
+        tokenizer._vocab_ready()
+        return tokenizer
+
+    @classmethod
+    def from_gpt2_files(cls, vocab_path, merges_path, special_tokens=None):
+        """A tokenizer from GPT-2's `vocab.json` (token -> id) and `merges.txt` (one "first second" per line),
+        whose tokens spell bytes with GPT-2's printable stand-ins ('Ġ' for a space)."""
+        decoder = {ch: b for b, ch in _gpt2_bytes_to_unicode().items()}
+        with open(vocab_path, encoding="utf-8") as handle:
+            vocab = {int(i): _gpt2_token_bytes(tok, decoder) for tok, i in json.load(handle).items()}
+        merges = []
+        with open(merges_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.startswith("#version") or not line.strip():
+                    continue
+                parts = line.rstrip("\n").split(" ")
+                if len(parts) != 2:
+                    raise ValueError(f"{merges_path}:{number}: expected two tokens separated by a space, got {line!r}")
+                merges.append(tuple(_gpt2_token_bytes(p, decoder) for p in parts))
+        return cls.from_vocab_and_merges(vocab, merges, special_tokens=special_tokens)
+
+    # --- save and load ---------------------------------------------------------------------
+    def _extra_state(self):
+        """What `save` adds to the merges and pattern: the special tokens and the files' numbering."""
+        return {"special_tokens": dict(self.special_tokens),
+                "ids": None if self._ids is None else [int(i) for i in self._ids]}
+
+    @classmethod
+    def _from_state(cls, state):
+        tokenizer = cls([tuple(m) for m in state["merges"]], pattern=state["pattern"],
+                        special_tokens=list(state.get("special_tokens") or ()))
+        if state.get("ids") is not None:
+            tokenizer._file_ids = (np.array(state["ids"]), dict(state["special_tokens"]))
+            tokenizer._vocab_ready()
+        return tokenizer
 
 
 def _save_json(path, state):

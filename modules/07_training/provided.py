@@ -15,7 +15,7 @@
 # # Module 07 — provided code
 #
 # Infrastructure for the training lesson, exported before it. You may read it; you do
-# not edit it. Three parts:
+# not edit it. Four parts:
 #
 # - `tinytorch.training.checkpoint`: the checkpoint *file format*. Nested state (dicts,
 #   lists, tuples, tensors, arrays, generator states) is flattened into arrays plus a
@@ -23,6 +23,8 @@
 #   The lesson writes `save_checkpoint`, which uses these pieces.
 # - `tinytorch.training.progress`: the live progress bar (rich), the JSONL metrics log,
 #   sparklines and loss plots.
+# - `tinytorch.training.efficiency`: FLOPs per token, device peaks, MFU and peak memory,
+#   which the `Trainer` and `tito train gpt` report.
 # - `_TrainerBase` in `tinytorch.training.trainer`: the `Trainer`'s settings and their
 #   validation, logging, callbacks, evaluation cadence, early-stopping checks, finding
 #   the newest readable checkpoint, and seeding. The lesson's `Trainer` subclasses it
@@ -137,12 +139,16 @@ def _read_metadata(data, path):
 
 
 def load_checkpoint(path, device=None):
-    """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file if it is damaged."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    """Read a checkpoint written by `save_checkpoint` from a path or a binary file object;
+    CheckpointError names the file if it is damaged."""
+    if hasattr(path, "read"):
+        data, path = path.read(), getattr(path, "name", f"<{type(path).__name__}>")
+    else:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {path} does not exist") from None
     try:
         arrays = safetensors.numpy.load(data)
     except SafetensorError as err:
@@ -341,6 +347,121 @@ class TrainingProgress:
 
 
 # %% [markdown]
+# ## How much of the machine a run uses
+#
+# Tokens per second alone do not say whether a run is fast: the same number is good for a
+# large model and poor for a small one. *Model FLOPs utilization* (MFU, PaLM's appendix B)
+# divides the FLOPs the model needs per second by what the device can do at best:
+#
+# $$\text{MFU} = \frac{\text{tokens/s} \cdot (6N + 12\,L\,C\,T)}{\text{peak FLOP/s}}$$
+#
+# where $N$ counts the weights used in matmuls, $L$ the layers, $C$ the width and $T$ the
+# context. Peaks come from the GPU data sheets (dense, no sparsity), or, on a CPU, from
+# timing one float32 matmul here. Peak memory on cuda is the most CuPy's memory pool held.
+
+# %%
+#| export training.efficiency
+"""Model FLOPs utilization (MFU) and peak memory: how much of the machine a training run uses."""
+import sys
+import time
+
+import numpy as np
+
+from tinytorch.core.backend import device as as_device, get_xp
+
+# Dense peak TFLOPS of a GPU (no 2:4 sparsity) from the data sheets: tensor-core bf16/fp16, and
+# plain fp32 (TF32 off). The first key found in the device's name is used: specific names first.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},  # SXM
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+}
+
+
+def flops_per_token(n_params, n_layer, n_embd, seq_len):
+    """Training FLOPs per token of a decoder-only transformer, forward and backward (PaLM, appendix B).
+
+    A weight that multiplies the token's activations costs 2 FLOPs forward (multiply, add) and 4
+    backward (the input's and the weight's gradient): 6·N, N counting only matmul weights (not the
+    position table; the token table only when it is also the output layer). Attention's two
+    matmuls, q·kᵀ and the weighted sum of v, cost 2·T·C each per token and layer forward: 12·L·C·T
+    with the backward."""
+    return 6 * n_params + 12 * n_layer * n_embd * seq_len
+
+
+def gpu_name(device):
+    """The name of a cuda device as its driver reports it, e.g. 'NVIDIA H200'."""
+    dev = as_device(device)
+    name = get_xp(dev).cuda.runtime.getDeviceProperties(dev.index or 0)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def measure_peak_flops(seconds=0.2, n=512):
+    """FLOP/s of a float32 (n, n) matmul on the CPU, the best of repeats for `seconds`: a reachable peak."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a  # wakes the BLAS threads
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ a
+        best = max(best, 2 * n**3 / max(time.perf_counter() - start, 1e-9))
+    return best
+
+
+_MEASURED = {}
+
+
+def peak_flops(device="cpu", dtype="fp32", tflops=None):
+    """(peak FLOP/s or None, where it comes from) for `device` computing in `dtype` (fp32, bf16, fp16).
+
+    `tflops` overrides; else a GPU's data-sheet peak, or a CPU's measured float32 matmul speed."""
+    if tflops is not None:
+        if not tflops > 0:
+            raise ValueError(f"peak TFLOPS must be positive, got {tflops}")
+        return tflops * 1e12, "given"
+    dev = as_device(device)
+    if dev.type == "cpu":  # measured once per process
+        if "cpu" not in _MEASURED:
+            _MEASURED["cpu"] = measure_peak_flops()
+        return _MEASURED["cpu"], "measured matmul"
+    name = gpu_name(dev)
+    key = next((k for k in PEAK_TFLOPS if k in name), None)
+    if key is None or dtype not in PEAK_TFLOPS[key]:
+        return None, f"no peak known for {name} in {dtype}: give it from the data sheet (--peak-tflops)"
+    return PEAK_TFLOPS[key][dtype] * 1e12, f"{key} {dtype} data sheet"
+
+
+def mfu(tokens_per_s, flops_per_token, peak):
+    """The fraction of the device's peak FLOP/s that the model's own FLOPs use."""
+    return tokens_per_s * flops_per_token / peak
+
+
+class PeakMemory:
+    """A run's peak memory: on cuda the most CuPy's memory pool held (read after each step; the pool
+    keeps freed blocks, so it holds the step's activations too), on cpu the process's peak RSS."""
+
+    def __init__(self, device="cpu"):
+        dev = as_device(device)
+        self.pool = get_xp(dev).get_default_memory_pool() if dev.type == "cuda" else None
+        self.kind = "cuda memory pool" if self.pool is not None else "peak RSS"
+        self._peak = 0
+
+    def update(self):
+        if self.pool is not None:  # a host-side counter: no wait on the GPU
+            self._peak = max(self._peak, self.pool.total_bytes())
+
+    @property
+    def mib(self):
+        if self.pool is not None:
+            return self._peak / 2**20
+        import resource  # POSIX only: imported when asked, so that the package imports everywhere
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+# %% [markdown]
 # ## The Trainer's base
 #
 # `_TrainerBase` holds what the lesson does not teach: the settings and their checks,
@@ -361,23 +482,39 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.core.backend import default_generator
+from tinytorch.core.backend import default_generator, gpu_rng_states, seed_gpus, set_gpu_rng_state
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
     CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
+from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
 
 
 class History:
-    """What `fit` did: one dict per step (`train`) and per evaluation (`eval`), and why it stopped."""
+    """What `fit` did: one dict per step (`train`) and per evaluation (`eval`), and why it stopped.
+
+    Also what it cost: `seen` samples or tokens (`unit`) in `seconds` of fit (evaluations and
+    checkpoints included), the peak memory, and, given FLOPs per token, the MFU (see `summary`)."""
 
     def __init__(self):
         self.train, self.eval, self.stop_reason = [], [], None
+        self.seen, self.unit, self.seconds = 0, "samples", 0.0
+        self.flops_per_token, self.peak_flops, self.peak_memory_mib, self.memory_kind = None, None, None, None
 
     @property
     def losses(self):
         return [r["loss"] for r in self.train]
+
+    def summary(self):
+        """Throughput over the whole fit (all items / all its time) and the median step's, MFU, peak memory."""
+        unit, mean = self.unit, self.seen / self.seconds if self.seconds > 0 else None
+        steps = [r[f"{unit}_per_s"] for r in self.train if f"{unit}_per_s" in r]
+        out = {f"{unit}_per_s_mean": mean, f"{unit}_per_s_median": float(np.median(steps)) if steps else None,
+               "seconds": self.seconds, "peak_memory_mib": self.peak_memory_mib, "memory_kind": self.memory_kind}
+        if self.flops_per_token is not None:
+            out["mfu"] = mfu(mean, self.flops_per_token, self.peak_flops) if mean and self.peak_flops else None
+        return out
 
     def __repr__(self):
         return f"History({len(self.train)} steps, {len(self.eval)} evaluations, stop_reason={self.stop_reason!r})"
@@ -402,15 +539,25 @@ def _generators(loader, strict=False):
 
 
 def _get_states(generators):
-    return [g.bit_generator.state for g in generators]
+    """The generators' states, then one {"cuda": index, "state": array} per GPU generator in use
+    (dropout on cuda draws there; its state stays on the GPU until a checkpoint writes it)."""
+    gpus = [{"cuda": i, "state": state} for i, state in gpu_rng_states().items()]
+    return [g.bit_generator.state for g in generators] + gpus
 
 
 def _set_states(generators, states):
+    gpus = [s for s in states if isinstance(s, dict) and "cuda" in s]
+    states = [s for s in states if not (isinstance(s, dict) and "cuda" in s)]
     if len(states) != len(generators):
         raise CheckpointError(f"the checkpoint saved {len(states)} random generators but this run has "
                               f"{len(generators)}: build the DataLoader the same way as the saved run")
     for g, s in zip(generators, states):
         g.bit_generator.state = s
+    for saved in gpus:
+        try:
+            set_gpu_rng_state(saved["cuda"], saved["state"])
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
 
 
 def _to_device(batch, device):
@@ -424,6 +571,12 @@ def _validate_early_stopping(mode, patience):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
     if patience < 1:
         raise ValueError(f"EarlyStopping patience must be at least 1, got {patience}")
+
+
+def _device_of(model):
+    """The device of the model's first parameter (cpu for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else "cpu"
 
 
 def _count(target):
@@ -446,13 +599,17 @@ class _TrainerBase:
     def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
                  accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
-                 quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None):
+                 quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
+                 flops_per_token=None, peak_flops=None):
         if accum_steps < 1:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         if (checkpoint_every or resume) and checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive (or None), got {value}")
         if isinstance(early_stopping, dict):
             early_stopping = EarlyStopping(**early_stopping)
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
@@ -471,6 +628,11 @@ class _TrainerBase:
         self.should_stop, self.history = False, History()
         self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
         self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
+        # MFU needs the model's FLOPs per token and the device's peak (looked up, or measured on a CPU)
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        if flops_per_token is not None and peak_flops is None:
+            self.peak_flops = peak_flops_of(device or _device_of(model))[0]
+        self._memory = PeakMemory(device or _device_of(model))
 
     # ---------------------------------------------------------------- running
 
@@ -480,11 +642,14 @@ class _TrainerBase:
             raise ValueError("fit needs epochs=... or max_steps=... (or both)")
         self._start(resume_from)
         self.should_stop, self.history = False, History()
+        self.history.flops_per_token, self.history.peak_flops = self.flops_per_token, self.peak_flops
+        self._memory = PeakMemory(self.device or _device_of(self.model))
         self._call("on_fit_start", self)
         self._tick = time.perf_counter()
         with self._progress(epochs, max_steps) as self._bar:
             while not self._finished(epochs, max_steps):
                 self._run_epoch(max_steps)
+        self.history.peak_memory_mib, self.history.memory_kind = self._memory.mib, self._memory.kind
         if self.checkpoint_dir is not None and self._saved_step != self.step:
             self.save_checkpoint()
         self._call("on_fit_end", self, self.history)
@@ -543,10 +708,15 @@ class _TrainerBase:
         elif self.scheduler is not None:
             self.scheduler.step()
         count, unit = _count(group[0][1])
-        now = time.perf_counter()
-        per_second = count * len(group) / max(now - self._tick, 1e-9)  # data loading included
+        now = time.perf_counter()  # since the last step: data loading, evaluation and checkpoints included
+        per_second = count * len(group) / max(now - self._tick, 1e-9)
+        self.history.seen, self.history.unit = self.history.seen + count * len(group), unit
+        self.history.seconds += now - self._tick
         self._tick = now
         logs[f"{unit}_per_s"] = round(per_second, 1)
+        if unit == "tokens" and self.flops_per_token is not None and self.peak_flops is not None:
+            logs["mfu"] = float(f"{mfu(per_second, self.flops_per_token, self.peak_flops):.4g}")
+        self._memory.update()
         self._record(logs)
         if math.isfinite(loss):
             self._bar.update(self.step, loss, lr, per_second, unit)
@@ -651,3 +821,4 @@ class _TrainerBase:
         for i, gen in enumerate(_generators(self.train_loader)):  # in place: whoever holds one keeps it
             seed = self.seed if i == 0 else [self.seed, i]  # the first as tt.manual_seed(seed) would
             gen.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        seed_gpus(self.seed)  # the GPUs' generators too, as tt.manual_seed(seed) would

@@ -516,7 +516,7 @@ print("_run_epoch: ok")
 # ### Exercise: `save_checkpoint(path, state)`
 #
 # Write `state` to `path` as one safetensors file, with `atomic_write`, and return
-# `Path(path)`.
+# `Path(path)` (or the file object itself: like `tt.save`, `path` may be an open binary file).
 #
 # - Hint 1: flatten, describe, checksum, serialise to bytes, write atomically.
 # - Hint 2: the metadata holds three strings: `"format"`, `"state"` (the tree as JSON,
@@ -534,7 +534,7 @@ def save_checkpoint(path, state):
     tree_json = json.dumps(flatten_state(state, arrays), allow_nan=True)
     metadata = {"format": FORMAT, "state": tree_json, "sha256": _checksum(arrays, tree_json)}
     atomic_write(path, safetensors.numpy.save(arrays, metadata=metadata))
-    return Path(path)
+    return path if hasattr(path, "write") else Path(path)
     ### END SOLUTION
 
 
@@ -801,8 +801,14 @@ print("loss", sparkline(history.losses, width=50), [p.name for p in list_checkpo
 # Saving every step would dominate a small model's training; every few hundred steps
 # costs well under one percent. The Trainer's own bookkeeping (logging, callbacks,
 # counters) adds a few microseconds of Python per step, and resuming mid-epoch
-# replays the skipped micro-batches' loading (not their training). Measured here,
-# with the step time of the run above (evaluations and saves included):
+# replays the skipped micro-batches' loading (not their training).
+#
+# **Throughput.** `history.summary()` reports the mean over the whole run, which
+# counts the evaluations and saves, and the median step apart: the two differ as much
+# as evaluation costs. Given the model's FLOPs per token, `Trainer(flops_per_token=...)`
+# also logs the MFU, the share of the device's peak FLOP/s the model uses (module 09's
+# GPT knows its FLOPs). Measured here, with the step time of the run above
+# (evaluations and saves included):
 
 # %%
 n_params = sum(p.numel() for p in model.parameters())
@@ -813,6 +819,9 @@ print(f"{n_params:,} parameters = {4 * n_params / 1e3:.1f} kB of float32; checkp
       f"= {size / (4 * n_params):.2f}x the parameters")
 print(f"one save: {save_ms:.1f} ms; one step: {step_ms:.2f} ms; saving every 500 steps adds "
       f"{save_ms / (500 * step_ms):.2%}")
+run = history.summary()
+print(f"{run['samples_per_s_mean']:,.0f} samples/s over the run, {run['samples_per_s_median']:,.0f} in the median "
+      f"step; peak memory {run['peak_memory_mib']:.0f} MiB ({run['memory_kind']})")
 workdir.cleanup()
 
 # %% [markdown]

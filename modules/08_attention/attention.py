@@ -61,9 +61,10 @@ import tinytorch as tt
 from tinytorch import tensor
 from tinytorch.autograd import gradcheck
 from tinytorch.core.backend import DEFAULT_FLOAT, device as _as_device, get_xp, resolve_dtype
-from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.core.tensor import Tensor, _autocast_op, from_op
 from tinytorch.nn.attention import _AttentionLayer, _check_kv_append
-from tinytorch.nn.functional import (_array_namespace, _plan_attention, _rotary_tables, _rowwise_dot, _rowwise_sum,
+from tinytorch.nn.functional import (_array_namespace, _plan_attention, _rotary_pairs, _rotary_tables, _rowwise_dot,
+                                     _rowwise_sum,
                                      dropout_mask)
 
 # %% [markdown]
@@ -193,7 +194,9 @@ test_causal_mask()
 # - **Hint 3.** `xp.matmul` against a contiguous copy of k with its last two
 #   axes swapped gives (..., Tq, Tk); `max(axis=-1, keepdims=True)` gives
 #   (..., Tq, 1); then `-=`, `xp.exp(a, out=a)`, `_rowwise_sum`, `/=` on that
-#   one array. Boolean indexing (`m[m == value] = ...`) patches the special rows.
+#   one array. `xp.copyto(a, value, where=...)` patches the special rows in place
+#   (boolean indexing, `a[mask] = value`, would make a GPU wait: it counts the
+#   matches on the host first).
 
 # %% nbgrader={"grade": false, "grade_id": "attention-weights", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
@@ -205,11 +208,11 @@ def attention_weights(q, k, bias=None):
     if bias is not None:
         scores += bias
     row_max = scores.max(axis=-1, keepdims=True)  # (..., Tq, 1)
-    row_max[row_max == -xp.inf] = 0  # a fully masked row: e^(-inf - 0) = 0, not e^(nan)
+    xp.copyto(row_max, 0, where=row_max == -xp.inf)  # a fully masked row: e^(-inf - 0) = 0, not e^(nan)
     scores -= row_max
     xp.exp(scores, out=scores)
     total = _rowwise_sum(scores)
-    total[total == 0] = 1  # ... and it stays all zeros
+    xp.copyto(total, 1, where=total == 0)  # ... and it stays all zeros
     scores /= total
     return scores
     ### END SOLUTION
@@ -356,6 +359,7 @@ test_attention_backward()
 
 # %% nbgrader={"grade": false, "grade_id": "scaled-dot-product-attention", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
+@_autocast_op("scaled_dot_product_attention")  # mixed precision: module 10
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, *, enable_gqa=False, window=None):
     """softmax(query keyᵀ · scale + mask) value, as one op with a hand-written backward.
@@ -445,33 +449,45 @@ test_scaled_dot_product_attention()
 # *Worked example*: D = 2 has one pair with θ₀ = 1, so position t turns the
 # pair by t radians: (1, 0) at position 2 becomes (cos 2, sin 2) = (−0.42, 0.91).
 #
+# *The other layout.* The RoPE paper and Meta's original Llama code pair
+# *neighbouring* features instead, (0, 1), (2, 3), …: the **interleaved**
+# layout. It is the same rotation on a permuted vector, so a model trained in
+# one layout needs its q/k weights permuted to run in the other; the tables then
+# repeat each angle twice in a row instead of repeating the half.
+# `interleaved=True` picks it.
+#
 # The tables are computed once per model, in float64 (an angle such as
 # 4000·θ₀ needs more digits than float32 keeps before taking its cosine), then
 # stored in the model's dtype: two (T, D) arrays.
 #
-# ### Exercise 5: `rope_tables(seq_len, head_dim, base=10000.0, dtype=None, device=None)`
+# ### Exercise 5: `rope_tables(seq_len, head_dim, base=10000.0, dtype=None, device=None, interleaved=False)`
 #
 # Return Tensors `cos` and `sin` of shape (seq_len, head_dim).
 #
 # - **Hint 1.** One angle per (position, pair); both features of a pair share it.
 # - **Hint 2.** angle[t, i] = t · base^(−2i/D) for i < D/2, and
-#   angle[t, i + D/2] = angle[t, i].
+#   angle[t, i + D/2] = angle[t, i] (interleaved: features 2i and 2i + 1 get
+#   angle i).
 # - **Hint 3.** The D/2 frequencies from `np.arange(0, head_dim, 2)` in float64;
 #   `np.outer` of the positions with them gives (T, D/2); `np.concatenate` two
-#   copies along axis 1 gives (T, D). Build each Tensor with
+#   copies along axis 1 gives (T, D) (interleaved: `np.repeat` each column twice). Build each Tensor with
 #   `Tensor(array, dtype=dtype, device=device)`.
 
 # %% nbgrader={"grade": false, "grade_id": "rope-tables", "locked": false, "schema_version": 3, "solution": true}
 #| export
-def rope_tables(seq_len, head_dim, base=10000.0, dtype=None, device=None):
-    """cos and sin Tensors (seq_len, head_dim) for RoPE, rotate-half layout (pair i: features i, i + D/2)."""
+def rope_tables(seq_len, head_dim, base=10000.0, dtype=None, device=None, interleaved=False):
+    """cos and sin Tensors (seq_len, head_dim) for RoPE: rotate-half layout (pair i: features i, i + D/2),
+    or with interleaved=True pair i: features 2i, 2i + 1."""
     if head_dim % 2:
         raise ValueError(f"RoPE rotates pairs of features: head_dim must be even, got {head_dim}")
     dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
     ### BEGIN SOLUTION
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # θᵢ: (D/2,)
     angles = np.outer(np.arange(seq_len, dtype=np.float64), inv_freq)  # t·θᵢ: (T, D/2)
-    angles = np.concatenate([angles, angles], axis=1)  # (T, D): both halves of a pair share an angle
+    if interleaved:
+        angles = np.repeat(angles, 2, axis=1)  # (T, D): features 2i and 2i + 1 share an angle
+    else:
+        angles = np.concatenate([angles, angles], axis=1)  # (T, D): both halves of a pair share an angle
     return Tensor(np.cos(angles), dtype=dtype, device=device), Tensor(np.sin(angles), dtype=dtype, device=device)
     ### END SOLUTION
 
@@ -484,6 +500,9 @@ def test_rope_tables():
     angles = np.array([[0, 0], [1, 0.01], [2, 0.02]])  # θ = 10000^(-0/4), 10000^(-2/4)
     assert np.allclose(cos.data, np.cos(np.hstack([angles, angles])), atol=1e-6), f"cos(t·θᵢ), both halves:\n{cos}"
     assert np.allclose(sin.data, np.sin(np.hstack([angles, angles])), atol=1e-6), f"sin(t·θᵢ), both halves:\n{sin}"
+    _, pairs = rope_tables(3, 4, interleaved=True)
+    assert np.allclose(pairs.data, np.sin(np.repeat(angles, 2, axis=1)), atol=1e-6), \
+        f"interleaved: each angle twice in a row, [θ₀, θ₀, θ₁, θ₁]; got\n{pairs}"
 
 
 test_rope_tables()
@@ -496,33 +515,39 @@ test_rope_tables()
 #
 # ### Exercise 6: `apply_rotary_emb(x, cos, sin)`
 #
-# `x` is a Tensor (..., T, D); `cos` and `sin` are (T, D) arrays (the provided
-# `_rotary_tables` checks them). Return RoPE(x) with its backward.
+# `x` is a Tensor (..., T, D); `cos` and `sin` are (T, D) arrays, or arrays that
+# broadcast to x such as (B, 1, T, D) when every batch row has its own
+# positions (the provided `_rotary_tables` checks them). `first` and `second`
+# (from the provided `_rotary_pairs`) are slices that pick the first and second
+# member of every pair: the two halves, or the even and odd features when
+# `interleaved`. Return RoPE(x) with its backward.
 #
 # - **Hint 1.** Start from x ⊙ cos for the whole vector, then add the rotated
 #   half's contribution into each half, in place. The backward has the same
 #   shape, with sin's sign flipped between the halves.
 # - **Hint 2.** out₁ = x₁cos₁ − x₂sin₁, out₂ = x₂cos₂ + x₁sin₂;
 #   dx₁ = g₁cos₁ + g₂sin₂, dx₂ = g₂cos₂ − g₁sin₁ (subscripts: the two halves).
-# - **Hint 3.** Halves are `a[..., :half]` and `a[..., half:]`; `-=`/`+=` into
-#   slices of the output avoids `concatenate`. Name the closure
+# - **Hint 3.** The members are `a[..., first]` and `a[..., second]` (views:
+#   basic slices); `-=`/`+=` into slices of the output avoids `concatenate`. Name the closure
 #   `apply_rotary_emb_backward(g)`; it returns a one-tuple; record with `from_op`.
 
 # %% nbgrader={"grade": false, "grade_id": "apply-rotary-emb", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
-def apply_rotary_emb(x, cos, sin):
-    """Rotary position embedding of x (..., T, D), rotate-half layout; cos, sin: (T, D) tables."""
+def apply_rotary_emb(x, cos, sin, interleaved=False):
+    """Rotary position embedding of x (..., T, D); cos, sin: (T, D) tables or (B, 1, T, D) per batch row.
+    Rotate-half layout (pair i: features i, i + D/2), or interleaved=True (pair i: features 2i, 2i + 1)."""
     cos, sin = _rotary_tables(x, cos, sin)
+    first, second = _rotary_pairs(x.shape[-1], interleaved)
     ### BEGIN SOLUTION
-    half, data = x.shape[-1] // 2, x.data
+    data = x.data
     out = data * cos
-    out[..., :half] -= data[..., half:] * sin[..., :half]
-    out[..., half:] += data[..., :half] * sin[..., half:]
+    out[..., first] -= data[..., second] * sin[..., first]
+    out[..., second] += data[..., first] * sin[..., second]
 
     def apply_rotary_emb_backward(g):
         d_x = g * cos
-        d_x[..., :half] += g[..., half:] * sin[..., half:]
-        d_x[..., half:] -= g[..., :half] * sin[..., :half]
+        d_x[..., first] += g[..., second] * sin[..., second]
+        d_x[..., second] -= g[..., first] * sin[..., first]
         return (d_x,)
     return from_op(out, x._device, (x,), apply_rotary_emb_backward)
     ### END SOLUTION
@@ -543,6 +568,17 @@ def test_apply_rotary_emb():
     assert np.allclose((apply_rotary_emb(xs, cos, sin).data ** 2).sum(-1), (xs.data ** 2).sum(-1)), \
         "a rotation keeps each vector's length"
     assert gradcheck(lambda a: apply_rotary_emb(a, cos, sin), (xs,)), "dx = g ⊙ cos + rotate_halfᵀ(g ⊙ sin)"
+    c1, s1 = np.cos(np.ones((1, 4))), np.sin(np.ones((1, 4)))
+    inter = apply_rotary_emb(tensor([[1.0, 0.0, 0.0, 0.0]]), c1, s1, interleaved=True)
+    assert np.allclose(inter.data, [[np.cos(1), np.sin(1), 0, 0]], atol=1e-6), \
+        f"interleaved: features 0 and 1 form a pair, so (1, 0, 0, 0) turns into (cos 1, sin 1, 0, 0); got {inter.data}"
+    assert gradcheck(lambda a: apply_rotary_emb(a, cos, sin, interleaved=True), (xs,)), "interleaved gradients"
+    per_row = rng.uniform(0, 6, (2, 1, 5, 4))  # each batch row at positions of its own
+    both = np.concatenate([per_row, per_row], axis=-1)  # (B, 1, T, D)
+    rows = apply_rotary_emb(xs, np.cos(both), np.sin(both))
+    assert rows.shape == xs.shape, f"(B, 1, T, D) tables broadcast over the heads, got {rows.shape}"
+    second = apply_rotary_emb(tensor(xs.data[1]), *tables(per_row[1, 0]))
+    assert np.allclose(rows.data[1], second.data, atol=1e-6), "batch row 1 is rotated by row 1's own tables"
 
 
 test_apply_rotary_emb()
@@ -667,7 +703,11 @@ test_kv_cache()
 # 1. `c_attn` on x (B, T, C), then split into heads: q (B, H, T, hd), k and v
 #    (B, Hkv, T, hd);
 # 2. RoPE on q and k at positions start .. start + T − 1, where `start` is the
-#    number of tokens already cached (0 without a cache);
+#    number of tokens already cached (0 without a cache), or at the explicit
+#    `positions` (B, T) when given (Hugging Face's `position_ids`: a left-padded
+#    row starts its real tokens at 0); the provided `self._rope_rows(start, T,
+#    positions)` picks the table rows, and the layer's `rope_interleaved` says
+#    which layout;
 # 3. with a cache: append k and v, and attend over everything it returns;
 # 4. attention (causal unless the class says otherwise, with the layer's
 #    window, grouped heads, and dropout only in training mode), heads side by
@@ -684,7 +724,7 @@ test_kv_cache()
 #   hd); q = heads [0, H), k = [H, H + Hkv), v = the rest. Afterwards (B, H, T,
 #   hd) → (B, T, H, hd) → (B, T, C).
 # - **Hint 3.** `.reshape`, `.transpose(1, 2)`, slicing `[:, a:b]`; the RoPE rows
-#   are `self.rope_cos.data[start:start + T]`; `kv_cache.update(k, v)`; call
+#   come from `self._rope_rows`; `kv_cache.update(k, v)`; call
 #   `scaled_dot_product_attention` with `attn_mask`, the dropout probability
 #   when `self.training` (else 0), `self.is_causal`, `enable_gqa=True` and
 #   `window=self.window`.
@@ -694,12 +734,13 @@ test_kv_cache()
 class CausalSelfAttention(_AttentionLayer):
     """Multi-head causal self-attention (GPT), with grouped-query heads, RoPE, a window and a KV cache.
 
-    Constructor arguments: see `_AttentionLayer`. forward(x, kv_cache=None, attn_mask=None):
-    x (B, T, n_embd) holds the T tokens after the `kv_cache.length` cached ones."""
+    Constructor arguments: see `_AttentionLayer`. forward(x, kv_cache=None, attn_mask=None, positions=None):
+    x (B, T, n_embd) holds the T tokens after the `kv_cache.length` cached ones; with RoPE, `positions`
+    (B, T) gives each token's position explicitly (e.g. left-padded rows), else start .. start+T-1."""
 
     is_causal = True
 
-    def forward(self, x, kv_cache=None, attn_mask=None):
+    def forward(self, x, kv_cache=None, attn_mask=None, positions=None):
         start = 0 if kv_cache is None else kv_cache.length
         self._check_length(x, start)
         ### BEGIN SOLUTION
@@ -708,8 +749,9 @@ class CausalSelfAttention(_AttentionLayer):
         qkv = self.c_attn(x).reshape(B, T, H + 2 * Hkv, hd).transpose(1, 2)  # (B, H + 2Hkv, T, hd)
         q, k, v = qkv[:, :H], qkv[:, H:H + Hkv], qkv[:, H + Hkv:]  # (B, H, T, hd), (B, Hkv, T, hd) twice
         if self.rope:
-            cos, sin = self.rope_cos.data[start:start + T], self.rope_sin.data[start:start + T]
-            q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+            cos, sin = self._rope_rows(start, T, positions)  # (T, hd), or (B, 1, T, hd) per batch row
+            q = apply_rotary_emb(q, cos, sin, self.rope_interleaved)
+            k = apply_rotary_emb(k, cos, sin, self.rope_interleaved)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, Hkv, start + T, hd)
         y = scaled_dot_product_attention(q, k, v, attn_mask, self.dropout if self.training else 0.0,

@@ -30,29 +30,34 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tinytorch.core.backend import device as _as_device, get_xp, is_floating  # noqa: F401  (_as_device: causal_mask)
-from tinytorch.core.tensor import Tensor, from_op, unbroadcast  # noqa: F401  (from_op: the lesson's ops)
+from tinytorch.core.backend import (  # noqa: F401  (_as_device: causal_mask)
+    device as _as_device, get_xp, is_floating, namespace_of, to_device,
+)
+from tinytorch.core.tensor import Tensor, _autocast_op, from_op, unbroadcast  # noqa: F401  (the lesson's ops)
 
 
 def _array_namespace(array):
     """numpy or cupy, whichever holds `array`."""
-    if isinstance(array, np.ndarray):
-        return np
-    import cupy
-    return cupy
+    return namespace_of(array)
 
 
 # Measured on (12, 4, 64, 64) float32 arrays: a row sum as a matrix-vector product runs
-# in BLAS and is ~6x faster than `a.sum(axis=-1)` for rows this short.
+# in BLAS and is ~6x faster than `a.sum(axis=-1)` for rows this short. On a GPU the
+# plain reduction is one kernel and the tricks are slower, so the GPU takes it.
 def _rowwise_sum(a):
-    """a.sum(axis=-1, keepdims=True), as a BLAS matrix-vector product."""
+    """a.sum(axis=-1, keepdims=True); on the CPU as a BLAS matrix-vector product."""
     xp = _array_namespace(a)
+    if xp is not np:
+        return a.sum(axis=-1, keepdims=True)
     return xp.matmul(a, xp.ones((a.shape[-1], 1), dtype=a.dtype))
 
 
 def _rowwise_dot(a, b):
-    """(a * b).sum(axis=-1, keepdims=True) without the temporary product array."""
-    return _array_namespace(a).einsum("...ij,...ij->...i", a, b)[..., None]
+    """(a * b).sum(axis=-1, keepdims=True); on the CPU without the temporary product array."""
+    xp = _array_namespace(a)
+    if xp is not np:
+        return (a * b).sum(axis=-1, keepdims=True)
+    return xp.einsum("...ij,...ij->...i", a, b)[..., None]
 
 
 # %% [markdown]
@@ -66,11 +71,10 @@ def _rowwise_dot(a, b):
 @functools.lru_cache(maxsize=256)
 def _causal_bias(t_q, t_k, window, dev, dtype):
     """Additive (t_q, t_k) mask from `causal_mask`: 0 where allowed, -inf elsewhere; None if all allowed."""
-    xp = get_xp(dev)
-    allowed = causal_mask(t_q, t_k, window, dev)  # noqa: F821  (the lesson's exercise, same file)
-    if bool(allowed.all()):
+    allowed = causal_mask(t_q, t_k, window, "cpu")  # noqa: F821  (the lesson's exercise, same file)
+    if allowed.all():  # built on the host, so this test reads no GPU number
         return None
-    bias = xp.where(allowed, 0.0, -math.inf).astype(dtype)
+    bias = to_device(np.where(allowed, 0.0, -math.inf).astype(dtype), dev)
     if isinstance(bias, np.ndarray):
         bias.flags.writeable = False
     return bias
@@ -177,7 +181,11 @@ def _plan_attention(query, key, value, attn_mask, dropout_p, is_causal, window, 
 
 
 # %% [markdown]
-# RoPE's input checks: an even feature size, and (T, D) tables that match x.
+# RoPE's input checks: an even feature size, and (T, D) tables that match x, or
+# (B, 1, T, D) tables, one row of positions per batch row (explicit `positions`).
+# `_rotary_pairs` names the two members of every pair: the two halves
+# (rotate-half, GPT-NeoX/Llama in Hugging Face) or even and odd features
+# (interleaved, the original RoPE and Meta's Llama).
 
 # %%
 #| export nn.functional
@@ -185,12 +193,26 @@ def _rotary_tables(x, cos, sin):
     """The cos and sin tables of `apply_rotary_emb` as arrays, checked against x (..., T, D)."""
     cos = cos.data if isinstance(cos, Tensor) else cos
     sin = sin.data if isinstance(sin, Tensor) else sin
-    if x.shape[-1] % 2 or cos.shape != sin.shape or cos.shape[-1] != x.shape[-1] \
-            or x.ndim < 2 or cos.shape[-2] != x.shape[-2]:
+    fits = x.ndim >= 2 and x.shape[-1] % 2 == 0 and cos.shape == sin.shape and cos.ndim <= x.ndim \
+        and tuple(cos.shape[-2:]) == tuple(x.shape[-2:])
+    if fits:
+        try:
+            fits = np.broadcast_shapes(tuple(x.shape), tuple(cos.shape)) == tuple(x.shape)
+        except ValueError:
+            fits = False
+    if not fits:
         raise ValueError(f"apply_rotary_emb: x of shape {tuple(x.shape)} needs an even feature size and "
-                         f"cos/sin tables of shape (T, D) = {tuple(x.shape[-2:])}, got {tuple(cos.shape)} "
-                         f"and {tuple(sin.shape)}")
+                         f"cos/sin tables of shape (T, D) = {tuple(x.shape[-2:])} (or per batch row, "
+                         f"(B, 1, T, D)), got {tuple(cos.shape)} and {tuple(sin.shape)}")
     return cos, sin
+
+
+def _rotary_pairs(head_dim, interleaved):
+    """(first, second): slices picking the two members of every rotated pair of features."""
+    if interleaved:
+        return slice(0, None, 2), slice(1, None, 2)  # pairs (0, 1), (2, 3), ...
+    half = head_dim // 2
+    return slice(0, half), slice(half, None)  # pairs (i, i + D/2)
 
 
 # %% [markdown]
@@ -211,6 +233,20 @@ from tinytorch.core.backend import DEFAULT_FLOAT, device as _as_device, get_xp, 
 from tinytorch.core.tensor import Tensor, from_op  # noqa: F401, F811
 from tinytorch.nn.functional import apply_rotary_emb, scaled_dot_product_attention  # noqa: F401
 from tinytorch.nn.layers import Dropout, Linear, Module
+
+
+def _check_positions(positions, T, block_size, device):
+    """Explicit token positions (B, T) as an integer array on `device`, each in [0, block_size)."""
+    pos = positions.data if isinstance(positions, Tensor) else get_xp(device).asarray(positions)
+    if pos.ndim == 1:
+        pos = pos[None]  # one row of positions shared by every batch row
+    if pos.ndim != 2 or pos.shape[1] != T or pos.dtype.kind not in "iu":
+        raise ValueError(f"positions must be integers of shape (B, T) with T = {T} tokens, got "
+                         f"{tuple(pos.shape)} of dtype {pos.dtype}")
+    if pos.size and (int(pos.min()) < 0 or (block_size is not None and int(pos.max()) >= block_size)):
+        raise ValueError(f"positions must lie in [0, block_size={block_size}), got {int(pos.min())} .. "
+                         f"{int(pos.max())}")
+    return pos
 
 
 def _check_kv_append(cache, k, v):
@@ -242,7 +278,7 @@ class _AttentionLayer(Module):
     is_causal = True
 
     def __init__(self, n_embd, n_head, n_kv_head=None, rope=False, window=None, dropout=0.0, bias=True,
-                 block_size=None, rope_base=10000.0, device=None, dtype=None):
+                 block_size=None, rope_base=10000.0, rope_interleaved=False, device=None, dtype=None):
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         if n_head < 1 or n_embd % n_head:
@@ -256,6 +292,7 @@ class _AttentionLayer(Module):
         self.n_embd, self.n_head, self.n_kv_head = n_embd, n_head, n_kv_head
         self.head_dim = n_embd // n_head
         self.window, self.dropout, self.block_size, self.rope = window, dropout, block_size, rope
+        self.rope_interleaved = rope_interleaved
         # one fused projection for q, k and v: [all q | all k | all v], GPT-2's layout when n_kv_head == n_head
         self.c_attn = Linear(n_embd, (n_head + 2 * n_kv_head) * self.head_dim, bias=bias, device=device, dtype=dtype)
         self.c_proj = Linear(n_embd, n_embd, bias=bias, device=device, dtype=dtype)
@@ -264,7 +301,8 @@ class _AttentionLayer(Module):
             if block_size is None:
                 raise ValueError("rope=True needs block_size: the cos/sin tables are precomputed for "
                                  "positions 0 .. block_size-1")
-            cos, sin = rope_tables(block_size, self.head_dim, rope_base, dtype, device)  # noqa: F821  (lesson)
+            cos, sin = rope_tables(block_size, self.head_dim, rope_base, dtype, device,  # noqa: F821  (lesson)
+                                   interleaved=rope_interleaved)
             self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim)
             self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -275,6 +313,14 @@ class _AttentionLayer(Module):
             raise ValueError("new_kv_cache: pass max_len (this layer has no block_size)")
         weight = self.c_attn.weight
         return KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, weight.dtype, weight.device)  # noqa: F821
+
+    def _rope_rows(self, start, T, positions=None):
+        """The cos and sin rows of the T new tokens: (T, hd) at start .. start+T-1, or (B, 1, T, hd) at
+        explicit `positions` (B, T) (a Tensor or array of ints), one row of positions per batch row."""
+        if positions is None:
+            return self.rope_cos.data[start:start + T], self.rope_sin.data[start:start + T]
+        pos = _check_positions(positions, T, self.block_size, self.rope_cos._device)
+        return self.rope_cos.data[pos][:, None], self.rope_sin.data[pos][:, None]  # (B, 1, T, hd)
 
     def _check_length(self, x, start):
         if x.ndim != 3 or x.shape[-1] != self.n_embd:
@@ -289,6 +335,6 @@ class _AttentionLayer(Module):
         extras = [f"n_embd={self.n_embd}", f"n_head={self.n_head}"]
         if self.n_kv_head != self.n_head:
             extras.append(f"n_kv_head={self.n_kv_head}")
-        extras += [f"{name}={getattr(self, name)}" for name in ("rope", "window", "block_size")
+        extras += [f"{name}={getattr(self, name)}" for name in ("rope", "rope_interleaved", "window", "block_size")
                    if getattr(self, name) not in (None, False)]
         return ", ".join(extras)

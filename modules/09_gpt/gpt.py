@@ -59,7 +59,7 @@ import tinytorch as tt
 from tinytorch.core.autograd import no_grad
 from tinytorch.core.backend import default_generator, to_numpy
 from tinytorch.core.tensor import Tensor
-from tinytorch.models.gpt import GPTConfig, _GPTBase, gelu_new
+from tinytorch.models.gpt import GPTConfig, _GPTBase, _feed_forward, _norm_layer, gelu_new
 from tinytorch.models.sampling import _check_sampling, _prompt_array, _softmax
 from tinytorch.nn import functional as F
 from tinytorch.nn.attention import CausalSelfAttention
@@ -184,15 +184,19 @@ print("MLP: ok")
 # In `__init__`, build `ln_1`, `attn`, `ln_2` and `mlp`. The attention is
 # module 08's `CausalSelfAttention`, which takes the width and head count and,
 # as keywords, everything the config says about attention: `n_kv_head`,
-# `rope`, `window`, `dropout`, `bias` and `block_size`. The LayerNorms take
-# `eps=config.layer_norm_eps` and `bias=config.bias`. In `forward`, apply the two
-# residual sub-layers, passing `kv_cache` on to the attention (generation uses
-# it, section 6).
+# `rope`, `window`, `dropout`, `bias`, `block_size`, `rope_base` and
+# `rope_interleaved`. The two norms come from the provided `_norm_layer(config)`
+# (your LayerNorm with `eps=config.layer_norm_eps` and `bias=config.bias`, or
+# an `RMSNorm` for a Llama-style config) and the MLP from `_feed_forward(config)`
+# (your `MLP`, or the provided `SwiGLU`). In `forward`, apply the two residual
+# sub-layers, passing `kv_cache` and `positions` on to the attention
+# (generation uses the cache, section 6; explicit positions serve left-padded
+# batches).
 #
 # - Hint 1: normalise the *input* of each sub-layer, never the stream itself.
 # - Hint 2: h = x + attn(ln_1(x)); out = h + mlp(ln_2(h)).
 # - Hint 3: two lines in `forward`, each (B, T, C) → (B, T, C); the first one
-#   hands `kv_cache=kv_cache` to `self.attn`.
+#   hands `kv_cache=kv_cache` and `positions=positions` to `self.attn`.
 
 # %% nbgrader={"grade": false, "grade_id": "block", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -203,17 +207,18 @@ class Block(Module):
         super().__init__()
         ### BEGIN SOLUTION
         C = config.n_embd
-        self.ln_1 = LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_1 = _norm_layer(config)
         self.attn = CausalSelfAttention(
             C, config.n_head, n_kv_head=config.n_kv_head, rope=config.rope, window=config.window,
-            dropout=config.dropout, bias=config.bias, block_size=config.block_size)
-        self.ln_2 = LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
-        self.mlp = MLP(config)
+            dropout=config.dropout, bias=config.bias, block_size=config.block_size,
+            rope_base=config.rope_base, rope_interleaved=config.rope_interleaved)
+        self.ln_2 = _norm_layer(config)
+        self.mlp = _feed_forward(config)
         ### END SOLUTION
 
-    def forward(self, x, kv_cache=None):
+    def forward(self, x, kv_cache=None, positions=None):
         ### BEGIN SOLUTION
-        x = x + self.attn(self.ln_1(x), kv_cache=kv_cache)  # (B, T, C)
+        x = x + self.attn(self.ln_1(x), kv_cache=kv_cache, positions=positions)  # (B, T, C)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
         ### END SOLUTION
 
@@ -301,20 +306,25 @@ print("Block: ok")
 # provided `_init_weights` after your code.
 #
 # In `forward`, the checks are done for you: `idx` is a valid (B, T) integer
-# tensor, `targets` None or the same shape, and `start` the number of positions
-# already in the caches (0 without). Then: embeddings, dropout, the blocks in
-# order (block i with `kv_caches[i]`, or None), `ln_f`, `lm_head`, and the loss
-# when there are targets. Return `(logits, loss)`.
+# tensor, `targets` None or the same shape, `start` the number of positions
+# already in the caches (0 without), and `pos` the position ids: `start …
+# start+T−1`, or the caller's explicit `positions` (B, T). Then: embeddings,
+# dropout, the blocks in order (block i with `kv_caches[i]`, or None, and the
+# `positions`), `ln_f` (whichever norm `_norm_layer` made), `lm_head`, and the
+# loss when there are targets. Return `(logits, loss)`.
 #
-# - Hint 1: positions are `start … start+T−1`; an `Embedding` accepts a NumPy
+# - Hint 1: the position ids are in `pos`; an `Embedding` accepts a NumPy
 #   array of ids. Tying assigns one `Parameter` to two places.
-# - Hint 2: x = drop(wte(idx) + wpe(positions)); logits = lm_head(ln_f(h_L(…h_1(x)))).
+# - Hint 2: x = drop(wte(idx) + wpe(pos)); logits = lm_head(ln_f(h_L(…h_1(x)))).
 #   loss = cross_entropy over B·T rows with `ignore_index=-1`.
-# - Hint 3: `np.arange` for the positions, (T, C) broadcasts over (B, T, C);
+# - Hint 3: `wpe(pos)` is (T, C), which broadcasts over (B, T, C), or (B, T, C);
 #   flatten logits to (B·T, V) with `.view(-1, V)` and targets to (B·T,).
 
 # %% nbgrader={"grade": false, "grade_id": "gpt", "locked": false, "schema_version": 3, "solution": true}
 #| export
+from tinytorch.core.autograd import is_grad_enabled
+
+
 class GPT(_GPTBase):
     """GPT-2's decoder-only transformer. forward(idx, targets=None) -> (logits, loss).
 
@@ -332,7 +342,7 @@ class GPT(_GPTBase):
             parts["wpe"] = Embedding(config.block_size, C)
         parts["drop"] = Dropout(config.dropout)
         parts["h"] = ModuleList([Block(config) for _ in range(config.n_layer)])
-        parts["ln_f"] = LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
+        parts["ln_f"] = _norm_layer(config)
         self.transformer = ModuleDict(parts)
         self.lm_head = Linear(C, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -340,18 +350,23 @@ class GPT(_GPTBase):
         ### END SOLUTION
         self._init_weights()
 
-    def forward(self, idx, targets=None, kv_caches=None):
+    def forward(self, idx, targets=None, kv_caches=None, positions=None):
         start = self._check_caches(kv_caches)
         idx = self._check_tokens(idx, start)
         targets = self._check_targets(targets, idx)
+        pos = self._position_ids(positions, start, idx.shape[1])  # (T,) or explicit (B, T)
         ### BEGIN SOLUTION
         B, T = idx.shape
         x = self.transformer.wte(idx)  # (B, T, C)
         if not self.config.rope:
-            x = x + self.transformer.wpe(np.arange(start, start + T))  # (T, C), broadcast over B
+            x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache=None if kv_caches is None else kv_caches[i])
+            if self.config.checkpoint_blocks and kv_caches is None and is_grad_enabled():
+                from tinytorch.utils import checkpoint  # module 13: recompute the block in backward
+                x = checkpoint(lambda h, block=block: block(h, positions=positions), x)
+            else:
+                x = block(x, kv_cache=None if kv_caches is None else kv_caches[i], positions=positions)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:

@@ -98,6 +98,10 @@ def gpt2_incompatibilities(config):
         problems.append(f"sliding-window attention (window={config.window})")
     if not config.bias:
         problems.append("bias=False (GPT-2 has biases everywhere)")
+    if config.norm != "layernorm":
+        problems.append(f"norm={config.norm!r} (GPT-2 uses LayerNorm)")
+    if config.mlp != "gelu":
+        problems.append(f"mlp={config.mlp!r} (GPT-2 uses a GELU MLP)")
     return problems
 
 
@@ -204,23 +208,28 @@ from typing import Optional
 
 import numpy as np
 
-from tinytorch.core.backend import to_numpy
+from tinytorch.core.backend import check_later, to_numpy
 from tinytorch.core.tensor import Tensor, gelu
 from tinytorch.models.hf_gpt2 import (
     config_from_hf, config_to_hf, gpt2_incompatibilities, hf_to_tinytorch, read_gpt2_checkpoint,
     tinytorch_to_hf, write_gpt2_checkpoint,
 )
 from tinytorch.models.sampling import generate_tokens
-from tinytorch.nn.attention import CausalSelfAttention
-from tinytorch.nn.functional import cross_entropy
+from tinytorch.nn.attention import CausalSelfAttention, _check_positions
+from tinytorch.nn.functional import cross_entropy, silu
 from tinytorch.nn.init import normal_, zeros_
-from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
+from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList, RMSNorm
 from tinytorch.optim import AdamW
+from tinytorch.training.efficiency import flops_per_token
 
 
 @dataclasses.dataclass
 class GPTConfig:
-    """The shape of a GPT. Defaults: GPT-2 small (V=50257, T=1024, 12 layers, 12 heads, C=768)."""
+    """The shape of a GPT. Defaults: GPT-2 small (V=50257, T=1024, 12 layers, 12 heads, C=768).
+
+    A Llama-style model: norm="rmsnorm", mlp="swiglu", rope=True, n_kv_head < n_head, bias=False,
+    tie_weights=False (see `llama_style`).
+    """
 
     vocab_size: int = 50257
     block_size: int = 1024
@@ -234,6 +243,11 @@ class GPTConfig:
     window: Optional[int] = None  # sliding-window attention: each token sees the last `window` tokens
     tie_weights: bool = True  # lm_head.weight is transformer.wte.weight
     layer_norm_eps: float = 1e-5
+    norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
+    mlp: str = "gelu"  # "gelu": GPT-2's 4C GELU MLP; "swiglu": Llama's gated SiLU feed-forward
+    rope_interleaved: bool = False  # RoPE pairs features (2i, 2i+1) instead of (i, i + D/2)
+    rope_base: float = 10000.0
+    checkpoint_blocks: bool = False  # training keeps only each block's input and recomputes it (module 13)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -242,6 +256,15 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        for name, choices in (("norm", ("layernorm", "rmsnorm")), ("mlp", ("gelu", "swiglu"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"GPTConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def llama_style(cls, **overrides):
+        """A config with Llama's choices: RMSNorm, SwiGLU, RoPE, no biases, untied head (GQA: pass n_kv_head)."""
+        values = dict(norm="rmsnorm", mlp="swiglu", rope=True, bias=False, tie_weights=False)
+        return cls(**{**values, **overrides})
 
     def to_dict(self):
         """The fields as a plain dict (JSON-serialisable)."""
@@ -260,6 +283,42 @@ class GPTConfig:
 def gelu_new(x):
     """GPT-2's activation ("gelu_new" in Hugging Face): module 01's GELU with the tanh approximation."""
     return gelu(x, approximate="tanh")
+
+
+def swiglu_hidden(n_embd):
+    """SwiGLU's hidden width: 2/3 of 4C (three matrices cost what GPT-2's two do), rounded up to a multiple of 8."""
+    return 8 * math.ceil(8 * n_embd / 3 / 8)
+
+
+class SwiGLU(Module):
+    """Llama's feed-forward (Shazeer 2020): c_proj(silu(c_gate(x)) * c_fc(x)), then dropout.
+
+    The gate decides, per hidden feature, how much of the linear path c_fc(x) passes.
+    Names: c_fc and c_proj as in GPT-2's MLP (c_proj gets the residual init), c_gate new.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        C, hidden = config.n_embd, swiglu_hidden(config.n_embd)
+        self.c_gate = Linear(C, hidden, bias=config.bias)
+        self.c_fc = Linear(C, hidden, bias=config.bias)
+        self.c_proj = Linear(hidden, C, bias=config.bias)
+        self.dropout = Dropout(p=config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(silu(self.c_gate(x)) * self.c_fc(x)))  # (B, T, C)
+
+
+def _norm_layer(config):
+    """The config's normalisation over n_embd: LayerNorm (GPT-2) or RMSNorm (Llama)."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, eps=config.layer_norm_eps)
+    return LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+
+
+def _feed_forward(config):
+    """The config's position-wise feed-forward: the lesson's GELU `MLP` or `SwiGLU`."""
+    return SwiGLU(config) if config.mlp == "swiglu" else MLP(config)  # noqa: F821  (MLP: the lesson)
 
 
 # %% [markdown]
@@ -306,14 +365,16 @@ class _GPTBase(Module):
             cached = f" ({start} cached + {T} new)" if start else ""
             raise ValueError(f"cannot forward a sequence of {start + T} tokens{cached}: the model's block_size "
                              f"is {block_size}; crop the input to its last {block_size} tokens")
-        if idx.data.size:
-            low, high = int(idx.data.min()), int(idx.data.max())
-            if low < 0 or high >= self.config.vocab_size:
-                bad = low if low < 0 else high
-                where = tuple(int(i) for i in np.argwhere(to_numpy(idx.data) == bad)[0])
-                raise IndexError(f"token id {bad} at position {where} is out of range for "
-                                 f"vocab_size={self.config.vocab_size} (valid ids are 0 to "
-                                 f"{self.config.vocab_size - 1})")
+        if idx.data.size:  # checked on the device: raises here on cpu, at the next sync on cuda
+            ids, vocab_size = idx.data, self.config.vocab_size
+
+            def out_of_range():
+                host = to_numpy(ids)
+                bad = host.min() if host.min() < 0 else host.max()
+                where = tuple(int(i) for i in np.argwhere(host == bad)[0])
+                return IndexError(f"token id {bad} at position {where} is out of range for "
+                                  f"vocab_size={vocab_size} (valid ids are 0 to {vocab_size - 1})")
+            check_later((ids.min() < 0) | (ids.max() >= vocab_size), out_of_range)
         return idx
 
     def _check_targets(self, targets, idx):
@@ -325,6 +386,12 @@ class _GPTBase(Module):
             raise ValueError(f"GPT.forward: targets of shape {tuple(targets.shape)} must match idx "
                              f"{tuple(idx.shape)} (one next-token id per position, -1 to ignore)")
         return targets
+
+    def _position_ids(self, positions, start, T):
+        """Position ids for `wpe`: start .. start+T-1 (T,), or the explicit `positions` checked, (B, T)."""
+        if positions is None:
+            return np.arange(start, start + T)
+        return _check_positions(positions, T, self.config.block_size, self.transformer.wte.weight._device)
 
     def new_kv_caches(self, batch_size):
         """One empty KVCache per block, each for block_size positions (see module 08)."""
@@ -346,7 +413,7 @@ class _GPTBase(Module):
         6·N for the matmuls with the N non-embedding parameters, plus 12·L·H·Q·T for attention."""
         c = self.config
         T = c.block_size if seq_len is None else seq_len
-        return 6 * self.num_parameters(non_embedding=True) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * T
+        return flops_per_token(self.num_parameters(non_embedding=True), c.n_layer, c.n_head * (c.n_embd // c.n_head), T)
 
     def configure_optimizers(self, weight_decay=0.1, learning_rate=6e-4, betas=(0.9, 0.95), eps=1e-8):
         """AdamW with two groups: weight decay for the matmul weights (>= 2-D), none for biases,

@@ -20,7 +20,8 @@
 # know how a collective reaches MPI or NCCL.
 #
 # - `init_process_group(backend)`: `"nccl"` (CuPy, one GPU per rank), `"mpi"`
-#   (`mpi4py`, CPU processes), `"single"` (world size 1), or `"auto"`.
+#   (`mpi4py`, CPU processes), `"single"` (world size 1), or `"auto"` (the
+#   default: MPI or one process for CPU tensors, NCCL for cuda tensors when it is there).
 # - The collectives `all_reduce`, `broadcast`, `all_gather`, `reduce_scatter`,
 #   `send`/`recv`, `all_gather_object`, on tensors, in place.
 # - `ThreadGroup.run(n, fn)`: n ranks as threads of one process, for tests.
@@ -44,7 +45,7 @@ import traceback
 
 import numpy as np
 
-from tinytorch.core.backend import to_device
+from tinytorch.core.backend import cuda_device_count, device, get_xp, namespace_of, to_host
 from tinytorch.core.tensor import Tensor
 
 # %% [markdown]
@@ -125,7 +126,7 @@ _DONE = Work()
 class SingleProcessGroup:
     """World size 1: every collective leaves the data as it is (a copy where the output is separate)."""
 
-    backend, rank, size, local_rank = "single", 0, 1, 0
+    backend, rank, size, local_rank, local_size = "single", 0, 1, 0, 1
 
     def __init__(self, timeout=None):
         self.timeout = _default_timeout() if timeout is None else timeout
@@ -184,7 +185,9 @@ class MPIGroup:
         MPI = _import_mpi()
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        machine = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
+        self.local_rank, self.local_size = machine.Get_rank(), machine.Get_size()
+        machine.Free()
         self.timeout = _default_timeout() if timeout is None else timeout
         self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.MAX: MPI.MAX}
 
@@ -246,7 +249,7 @@ def _host_contiguous(array):
     """A C-contiguous NumPy array holding `array`'s values (itself when it already is one)."""
     if isinstance(array, np.ndarray) and array.flags.c_contiguous:
         return array
-    return np.ascontiguousarray(to_device(array, "cpu") if not isinstance(array, np.ndarray) else array)
+    return np.ascontiguousarray(to_host(array))  # a GPU array: copied (and counted) by the backend
 
 
 def _copy_back(host, array):
@@ -256,7 +259,17 @@ def _copy_back(host, array):
 
 def _xp_of(array):
     """numpy or cupy: the module that owns `array`."""
-    return np if isinstance(array, np.ndarray) else sys.modules["cupy"]
+    return namespace_of(array)
+
+
+def _gpu_index(local_rank, device_count):
+    """The GPU a rank drives: ranks on one machine take its GPUs in turn (more ranks than GPUs share)."""
+    return local_rank % device_count
+
+
+def _one_gpu_per_rank(host):
+    """Whether NCCL can run: it refuses two ranks on one GPU ("Duplicate GPU detected")."""
+    return getattr(host, "local_size", 1) <= cuda_device_count()
 
 
 # %% [markdown]
@@ -273,17 +286,24 @@ class NCCLGroup:
 
     backend = "nccl"
 
-    def __init__(self, timeout=None):
+    def __init__(self, timeout=None, host=None):
         import cupy
         from cupy.cuda import nccl
         if not nccl.available:
             raise RuntimeError("the nccl backend needs the NCCL library: pip install nvidia-nccl-cu12 "
-                               "(or -cu13, to match your cupy wheel)")
+                               "(or -cu13, to match your cupy wheel; `tito doctor` says which)")
         self.cupy, self.nccl = cupy, nccl
-        self.mpi = MPIGroup(timeout) if launched_world_size() > 1 else SingleProcessGroup(timeout)
+        if host is None:
+            host = MPIGroup(timeout) if launched_world_size() > 1 else SingleProcessGroup(timeout)
+        self.mpi = host  # starts the job (rank, size, the unique id) and runs barriers and objects
         self.rank, self.size, self.local_rank = self.mpi.rank, self.mpi.size, self.mpi.local_rank
         self.timeout = self.mpi.timeout
-        cupy.cuda.Device(self.local_rank).use()  # this rank's GPU: cuda:local_rank
+        if not _one_gpu_per_rank(host):
+            raise RuntimeError(f"the nccl backend needs a GPU per rank, but {host.local_size} ranks share "
+                               f"{cuda_device_count()} GPU(s) on this machine: start at most that many "
+                               f"ranks per machine, or use backend 'auto' (GPU tensors then go through MPI)")
+        self.device_index = _gpu_index(self.local_rank, cuda_device_count())
+        get_xp(device(f"cuda:{self.device_index}"))  # make this rank's GPU current (through the backend's cache)
         uid = nccl.get_unique_id() if self.rank == 0 else None
         if self.size > 1:
             uid = self.mpi.comm.bcast(uid, root=0)
@@ -297,7 +317,7 @@ class NCCLGroup:
     def _dtype(self, array):
         if not isinstance(array, self.cupy.ndarray):
             raise TypeError(f"the nccl backend works on tensors on cuda, got a {type(array).__name__}: "
-                            f"move the tensor with .to('cuda:{self.local_rank}')")
+                            f"move the tensor with .to('cuda:{self.device_index}')")
         if not array.flags.c_contiguous:
             raise ValueError("the nccl backend needs contiguous arrays")
         if array.dtype not in self._types:
@@ -377,8 +397,11 @@ class NCCLGroup:
 # %% [markdown]
 # ## Choosing the group
 #
-# `"auto"` means NCCL when CuPy sees a GPU and the NCCL library is there, MPI
-# when `mpi4py` is installed, and a single process otherwise. Without a launcher
+# `"auto"` chooses per tensor, as PyTorch's default does: CPU tensors go through
+# MPI when `mpi4py` is installed (a single process otherwise), and cuda tensors
+# through NCCL when CuPy sees a GPU and the NCCL library is there (its
+# communicator is made at the first cuda collective), else through MPI with host
+# copies. Without a launcher
 # a script is one process (world size 1), so one training script runs
 # everywhere; `tito run --nproc N script.py` starts N ranks under `mpiexec`.
 
@@ -405,6 +428,61 @@ def _mpi_importable():
         return False
 
 
+class AutoGroup:
+    """The "auto" group: host arrays through MPI (or one process), GPU arrays through NCCL when usable."""
+
+    def __init__(self, timeout=None):
+        self.host = MPIGroup(timeout) if _mpi_importable() else SingleProcessGroup(timeout)
+        self.rank, self.size, self.local_rank = self.host.rank, self.host.size, self.host.local_rank
+        self.timeout = self.host.timeout
+        self._nccl, self._nccl_ok = None, None
+
+    @property
+    def backend(self):
+        return f"cpu:{self.host.backend},cuda:nccl" if self._nccl is not None else self.host.backend
+
+    def _for(self, array):
+        """The group that moves `array`: NCCL for a GPU array when usable, else the host group."""
+        if namespace_of(array) is np:
+            return self.host
+        if self._nccl_ok is None:  # probed once, at the first GPU array
+            self._nccl_ok = _nccl_usable() and _one_gpu_per_rank(self.host)
+        if not self._nccl_ok:  # GPU arrays through MPI, copied to the host and back
+            return self.host
+        if self._nccl is None:  # every rank reaches its first cuda collective together
+            self._nccl = NCCLGroup(self.timeout, host=self.host)
+        return self._nccl
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        return self._for(array).all_reduce(array, op, async_op)
+
+    def broadcast(self, array, src=0):
+        self._for(array).broadcast(array, src)
+
+    def all_gather(self, out, array):
+        self._for(array).all_gather(out, array)
+
+    def reduce_scatter(self, out, array, op=ReduceOp.SUM):
+        self._for(array).reduce_scatter(out, array, op)
+
+    def send(self, array, dst):
+        self._for(array).send(array, dst)
+
+    def recv(self, array, src):
+        self._for(array).recv(array, src)
+
+    def barrier(self):
+        self.host.barrier()
+
+    def all_gather_object(self, obj):
+        return self.host.all_gather_object(obj)
+
+    def close(self):
+        if self._nccl is not None:
+            self._nccl.close()
+        self.host.close()
+
+
 def init_process_group(backend="auto", timeout=None):
     """Join the ranks the launcher started ("nccl", "mpi" or "auto"); world size 1 without a launcher.
 
@@ -414,13 +492,11 @@ def init_process_group(backend="auto", timeout=None):
         raise RuntimeError("init_process_group was already called; call destroy_process_group() first")
     if hasattr(timeout, "total_seconds"):
         timeout = timeout.total_seconds()
-    if backend == "auto":
-        backend = "nccl" if _nccl_usable() else "mpi" if _mpi_importable() else "single"
     launched = launched_world_size()
-    if backend == "single" and launched > 1:
+    if launched > 1 and (backend == "single" or backend == "auto" and not _mpi_importable()):
         raise RuntimeError(f"the launcher started {launched} ranks but mpi4py is not installed: "
                            f"pip install -e '.[dist]'")
-    groups = {"nccl": NCCLGroup, "mpi": MPIGroup, "single": SingleProcessGroup}
+    groups = {"auto": AutoGroup, "nccl": NCCLGroup, "mpi": MPIGroup, "single": SingleProcessGroup}
     if backend not in groups:
         raise ValueError(f"unknown backend {backend!r}: use 'nccl', 'mpi' or 'auto'")
     group = groups[backend](timeout)
@@ -480,7 +556,7 @@ def get_world_size(group=None):
 
 
 def get_local_rank(group=None):
-    """This rank's index on its machine: the GPU it uses is cuda:local_rank."""
+    """This rank's index on its machine: its GPU is cuda:local_rank (modulo the machine's GPU count)."""
     return _group(group).local_rank
 
 

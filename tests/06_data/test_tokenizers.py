@@ -1,7 +1,7 @@
 """CharTokenizer and byte-level BPETokenizer: round trips, training, save/load, errors."""
 
 import json
-import re
+import regex
 from collections import Counter
 
 import numpy as np
@@ -84,7 +84,7 @@ def test_save_goes_through_the_one_atomic_write(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- BPE pieces
 
 def test_split_pattern_keeps_gpt2_word_boundaries():
-    pieces = re.findall(SPLIT_PATTERN, "Hello, world! It's 2024...  ok\tnew_line\n\n  x")
+    pieces = regex.findall(SPLIT_PATTERN, "Hello, world! It's 2024...  ok\tnew_line\n\n  x")
     assert pieces == ["Hello", ",", " world", "!", " It", "'s", " 2024", "...", " ", " ok", "\t", "new", "_",
                       "line", "\n\n ", " x"]
 
@@ -92,7 +92,7 @@ def test_split_pattern_keeps_gpt2_word_boundaries():
 @FAST
 @given(st.text())
 def test_split_pattern_covers_every_character(text):
-    assert "".join(re.findall(SPLIT_PATTERN, text)) == text
+    assert "".join(regex.findall(SPLIT_PATTERN, text)) == text
 
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -101,8 +101,11 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 @FAST
 @given(st.lists(st.sampled_from(list("abcXYZ019 _'.,!?-\t\n") + ["'s", "'ll", "éß", "日本", "Ω"])).map("".join))
 def test_split_pattern_agrees_with_gpt2s_regex(text):
-    regex = pytest.importorskip("regex")  # the `regex` package (a dependency of transformers) has \p{L}
-    assert re.findall(SPLIT_PATTERN, text) == regex.findall(GPT2_PATTERN, text)
+    assert regex.findall(SPLIT_PATTERN, text) == regex.findall(GPT2_PATTERN, text)
+
+
+def test_split_pattern_reads_every_unicode_number_as_a_number():
+    assert regex.findall(SPLIT_PATTERN, "x² 2³ Ⅻ1") == ["x", "²", " 2³", " Ⅻ1"]
 
 
 def test_count_pairs_and_merge_pair():
@@ -136,7 +139,7 @@ def naive_merges(words, num_merges):
 
 @pytest.mark.parametrize("text", [kjv_text()[:20_000], "aaaa aaaa aaa a b bb bbb", "ééé ñ 日本語 日本 x_x__x"])
 def test_incremental_training_equals_naive_recount(text):
-    words = Counter(tuple(w.encode()) for w in re.findall(SPLIT_PATTERN, text))
+    words = Counter(tuple(w.encode()) for w in regex.findall(SPLIT_PATTERN, text))
     assert train_merges(words, 150) == naive_merges(words, 150)
 
 
@@ -149,7 +152,7 @@ def test_training_stops_when_no_pairs_remain():
 def test_merges_never_cross_words(bpe):
     for token in bpe.vocab[256:]:
         text = token.decode("utf-8", errors="replace")
-        assert len(re.findall(SPLIT_PATTERN, text)) <= 1 or "\ufffd" in text, f"token {token!r} spans two words"
+        assert len(regex.findall(SPLIT_PATTERN, text)) <= 1 or "\ufffd" in text, f"token {token!r} spans two words"
 
 
 @pytest.mark.parametrize("size", [255, 0, 300.0, True])

@@ -51,7 +51,7 @@ def test_cache_memory_scales_with_kv_heads(device):
 
 def numeric_sum_gradient(fn, array, index, eps=1e-6):
     """d sum(fn()) / d array[index] by central differences (array perturbed in place, then restored)."""
-    old = array[index]
+    old = array[index].copy()  # CuPy's array[index] is a 0-d view: it would follow the writes below
     with tt.no_grad():
         array[index] = old + eps
         plus = fn().numpy().sum()
@@ -59,6 +59,20 @@ def numeric_sum_gradient(fn, array, index, eps=1e-6):
         minus = fn().numpy().sum()
     array[index] = old
     return (plus - minus) / (2 * eps)
+
+
+class _ViewIndexed(np.ndarray):
+    """array[i, j] is a 0-d view, as in CuPy (NumPy returns a copied scalar)."""
+
+    def __getitem__(self, index):
+        return super().__getitem__(tuple(index) + (Ellipsis,))
+
+
+def test_numeric_gradient_survives_view_indexing():
+    array = np.array([[1.0, 2.0], [3.0, 4.0]]).view(_ViewIndexed)
+    estimate = numeric_sum_gradient(lambda: tt.tensor(np.asarray(array) ** 2), array, (1, 0), eps=1e-3)
+    assert np.isclose(estimate, 6.0), f"d(x^2)/dx at 3 is 6, got {estimate} (a view of the entry halves it)"
+    assert array[1, 0] == 3.0, "the entry must be restored"
 
 
 @pytest.mark.parametrize("config", [{}, {"n_kv_head": 1, "rope": True}, {"window": 2, "n_kv_head": 1}],

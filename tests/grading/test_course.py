@@ -5,6 +5,7 @@ Marker `grading`; needs the `grade` extra (nbgrader), skipped without it.
 """
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -243,6 +244,9 @@ def test_check_finds_a_graded_cell_that_tests_nothing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in ("numba", "ml_dtypes")),
+                    reason="module 10's graded cells need numba-cuda and ml_dtypes: pip install -e "
+                           "'.[kernels,bfloat16]' (tests/grading/test_standalone.py checks the other modules)")
 def test_check_every_real_module():
     """`tito course check --all`: no giveaways, solutions full marks, release 0, for the whole course."""
     out = tito("course", "check", "--all", "--timeout", "120", *UNSAFE)

@@ -13,7 +13,7 @@ import pytest
 from tito.stats import MAX_FIRST_EXERCISE_LINE, MIN_EXERCISE_SHARE, MIN_PROSE_RATIO
 
 REPO = Path(__file__).resolve().parents[2]
-TARGETED = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "11"]
+TARGETED = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"]
 
 
 @pytest.fixture(scope="module")

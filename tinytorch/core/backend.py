@@ -4,12 +4,23 @@ __all__ = [
     "device",
     "cuda_available",
     "cuda_unavailable_reason",
+    "cuda_device_count",
     "get_xp",
     "to_device",
     "to_numpy",
+    "namespace_of",
     "scatter_add",
     "manual_seed",
+    "seed_gpus",
     "default_generator",
+    "generator_for",
+    "gpu_rng_states",
+    "set_gpu_rng_state",
+    "to_host",
+    "HostSyncCounter",
+    "count_host_syncs",
+    "check_later",
+    "raise_failed_checks",
     "float16",
     "float32",
     "float64",
@@ -25,11 +36,16 @@ __all__ = [
 ]
 
 
+import sys
+import threading
 import numpy as np
+import ctypes
+import os
 
 
 # %% modules/01_tensor/provided.py, cell 4
-"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generator."""
+"""Devices, array namespaces (NumPy on cpu, CuPy on cuda), dtypes and the random generators."""
+
 
 
 class Device:
@@ -81,7 +97,7 @@ def device(spec=None) -> Device:
     return dev
 
 
-_cuda_probe = None  # (cupy module or None, reason or None), filled on first use
+_cuda_probe = None  # (cupy module or None, reason or None, device count), filled on first use
 
 
 def _probe_cuda():
@@ -92,14 +108,15 @@ def _probe_cuda():
             import cupy
         except ImportError as err:
             _cuda_probe = (None, f"CuPy is not installed ({err}); install it with "
-                                 f"`pip install 'tinytorch[gpu]'` to use device='cuda'")
+                                 f"`pip install 'tinytorch[gpu-cuda12]'` (or gpu-cuda13; `tito doctor` "
+                                 f"says which) to use device='cuda'", 0)
         else:
             try:
                 count = cupy.cuda.runtime.getDeviceCount()
                 reason = None if count > 0 else "CuPy is installed but no CUDA device is visible"
             except Exception as err:  # CUDARuntimeError: no driver, driver too old, ...
                 count, reason = 0, f"CuPy is installed but CUDA is unusable: {err}"
-            _cuda_probe = (cupy if reason is None else None, reason)
+            _cuda_probe = (cupy if reason is None else None, reason, count)
     return _cuda_probe
 
 
@@ -113,50 +130,98 @@ def cuda_unavailable_reason():
     return _probe_cuda()[1]
 
 
+def cuda_device_count() -> int:
+    """How many CUDA devices CuPy sees (0 without a usable GPU)."""
+    return _probe_cuda()[2]
+
+
+class _CurrentGPU(threading.local):
+    """The GPU this thread last made current (CUDA's current device is per host thread)."""
+    index = None
+
+
+_current_gpu = _CurrentGPU()
+
+
 def get_xp(dev: Device):
-    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda."""
+    """The array namespace for a device: numpy for cpu, cupy (on that GPU) for cuda.
+
+    cudaSetDevice runs only when the GPU changes, not on every op; code that switches GPUs
+    with CuPy directly should switch through `get_xp` instead, or this cache goes stale."""
     if dev.type == "cpu":
         return np
-    cupy, reason = _probe_cuda()
+    cupy, reason, count = _probe_cuda()
     if cupy is None:
         raise RuntimeError(f"cannot use device '{dev}': {reason}")
-    if dev.index >= cupy.cuda.runtime.getDeviceCount():
-        raise RuntimeError(f"cannot use device '{dev}': only "
-                           f"{cupy.cuda.runtime.getDeviceCount()} CUDA device(s) visible")
-    cupy.cuda.Device(dev.index).use()
+    if dev.index != _current_gpu.index:
+        if dev.index >= count:
+            raise RuntimeError(f"cannot use device '{dev}': only {count} CUDA device(s) visible")
+        cupy.cuda.Device(dev.index).use()
+        _current_gpu.index = dev.index
     return cupy
 
 
-def to_device(array, dev: Device):
-    """Copy an array to `dev` (a no-op when it is already there)."""
+def to_device(array, dev):
+    """Copy an array to `dev` (a Device or "cpu"/"cuda:N"; a no-op when it is already there)."""
+    dev = device(dev)
     if dev.type == "cpu":
-        return array if isinstance(array, np.ndarray) else array.get()
+        return array if _on_host(array) else to_host(array)
     xp = get_xp(dev)
     return xp.asarray(array)
 
 
 def to_numpy(array):
     """A NumPy view (cpu) or host copy (cuda) of an array."""
-    return array if isinstance(array, np.ndarray) else array.get()
+    return to_host(array)
+
+
+def namespace_of(array):
+    """numpy or cupy, whichever holds `array`."""
+    return np if _on_host(array) else _probe_cuda()[0]
 
 
 def scatter_add(target, index, values):
     """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
     if isinstance(target, np.ndarray):
-        np.add.at(target, index, values)
-    else:
-        import cupyx
-        cupyx.scatter_add(target, index, values)
+        if isinstance(index, np.ndarray) and index.ndim == 1 and values.ndim >= 2 \
+                and values.shape[0] == index.shape[0]:
+            _scatter_add_rows(target, index, values)
+        else:
+            np.add.at(target, index, values)
+    else:  # cupy.add.at: the kernel of cupyx.scatter_add, which warns on every call in CuPy 14
+        sys.modules["cupy"].add.at(target, index, values)
+
+
+def _scatter_add_rows(target, rows, values):
+    """target[rows] += values for whole rows (an embedding's backward), ~4x faster than np.add.at:
+    sort the rows, sum each run of equal rows with one reduceat, add each sum once."""
+    if rows.size == 0:
+        return
+    rows = np.where(rows < 0, rows + target.shape[0], rows)  # -1 and n-1 are one row
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
+    target[sorted_rows[starts]] += np.add.reduceat(values[order], starts, axis=0)
 
 
 _generator = np.random.default_rng()
+_seed = None  # manual_seed's seed, from which each GPU's generator is seeded
+_gpu_generators = {}  # GPU index -> CuPy generator
 
 
 def manual_seed(seed: int):
-    """Seed the generator behind `rand`/`randn` (and module code that draws numbers)."""
+    """Seed the generator behind `rand`/`randn` (and module code that draws numbers), and every GPU's."""
     global _generator
     _generator = np.random.default_rng(seed)
+    seed_gpus(seed)
     return _generator
+
+
+def seed_gpus(seed):
+    """Seed every GPU's generator from `seed` as `manual_seed` does, leaving the CPU's alone."""
+    global _seed
+    _seed = seed
+    _gpu_generators.clear()  # redrawn from the new seed on first use
 
 
 def default_generator():
@@ -164,7 +229,108 @@ def default_generator():
     return _generator
 
 
+def generator_for(dev):
+    """The generator that draws numbers where `dev` is: `default_generator()` on cpu; on cuda:N a
+    CuPy generator (numbers made on the GPU, no copy) seeded from `manual_seed`'s seed and N."""
+    dev = device(dev)
+    if dev.type == "cpu":
+        return _generator
+    gen = _gpu_generators.get(dev.index)
+    if gen is None:
+        cupy = get_xp(dev)
+        seed = None if _seed is None else int(np.random.SeedSequence([_seed, dev.index]).generate_state(1)[0])
+        gen = _gpu_generators[dev.index] = cupy.random.default_rng(seed)
+    return gen
+
+
+def gpu_rng_states():
+    """{GPU index: a copy of its generator's state, on that GPU} for each GPU that has a generator.
+
+    CuPy keeps a generator's whole state, one cuRAND state per thread, in the int8 device array
+    `bit_generator._state`; copying it there makes no host sync (saving it to a file does)."""
+    return {i: gen.bit_generator._state.copy() for i, gen in sorted(_gpu_generators.items())}
+
+
+def set_gpu_rng_state(index, state):
+    """Give GPU `index`'s generator a state saved by `gpu_rng_states` (an array on any device)."""
+    dev = Device("cuda", index)
+    target = generator_for(dev).bit_generator._state
+    if tuple(state.shape) != tuple(target.shape):
+        raise ValueError(f"cuda:{index}'s generator state has {target.shape[0]} bytes, the saved one "
+                         f"{state.shape[0]}: it was saved by another CuPy version; reseed instead")
+    target[...] = get_xp(dev).asarray(state)  # in place: CuPy's kernels hold its address
+
+
 # %% modules/01_tensor/provided.py, cell 6
+_sync_counters = []  # the open count_host_syncs() counters
+_pending_checks = []  # (0-d bool array on a GPU, error factory): raised at the next sync
+_MAX_PENDING_CHECKS = 64  # past this many, check now: their arrays stay alive until then
+
+
+def _on_host(array):
+    return not hasattr(array, "get")  # CuPy's arrays copy to the host with .get(); NumPy's have none
+
+
+def to_host(array):
+    """The one device→host conversion: a NumPy array with `array`'s values (itself on cpu).
+
+    On a GPU it waits for the queued work, copies, and raises any failed `check_later`."""
+    on_host = _on_host(array)
+    for counter in _sync_counters:
+        if not on_host or counter.include_cpu:
+            counter.count += 1
+    if on_host:
+        return np.asarray(array)
+    raise_failed_checks()
+    return array.get()
+
+
+class HostSyncCounter:
+    """How many `to_host` conversions ran while it was open (`count`)."""
+
+    def __init__(self, include_cpu):
+        self.include_cpu, self.count = include_cpu, 0
+
+
+class count_host_syncs:
+    """`with count_host_syncs() as c:` counts device→host conversions in `c.count`.
+
+    `include_cpu=True` counts conversions of NumPy arrays too (where they cost nothing), so a
+    test on a machine without a GPU sees every place that would wait on one."""
+
+    def __init__(self, include_cpu=False):
+        self.counter = HostSyncCounter(include_cpu)
+
+    def __enter__(self):
+        _sync_counters.append(self.counter)
+        return self.counter
+
+    def __exit__(self, *exc):
+        _sync_counters.remove(self.counter)
+
+
+def check_later(failed, error):
+    """Raise `error()` if the 0-d boolean array `failed` holds True: now when it is a NumPy
+    array, at the next `to_host` when it lives on a GPU (no sync now)."""
+    if _on_host(failed):
+        if failed:
+            raise error()
+        return
+    _pending_checks.append((failed, error))
+    if len(_pending_checks) >= _MAX_PENDING_CHECKS:
+        raise_failed_checks()
+
+
+def raise_failed_checks():
+    """Read the pending GPU checks (a sync) and raise the first that failed."""
+    pending = list(_pending_checks)
+    _pending_checks.clear()
+    for failed, error in pending:
+        if failed.get():
+            raise error()
+
+
+# %% modules/01_tensor/provided.py, cell 8
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
@@ -194,5 +360,25 @@ def resolve_dtype(dtype):
 
 
 def is_floating(dtype):
-    """True for float16/32/64."""
-    return dtype.kind == "f"
+    """True for float16/32/64, and bfloat16 (ml_dtypes' NumPy type, module 10's mixed precision)."""
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+# %% modules/01_tensor/provided.py, cell 10
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def _keep_freed_memory(trim_bytes=256 << 20, mmap_bytes=32 << 20):
+    """Let glibc keep freed heap memory (up to `trim_bytes`) and serve arrays up to `mmap_bytes`
+    from it; True when set (Linux with glibc), False elsewhere or when turned off."""
+    if os.environ.get("TINYTORCH_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+    # both at once: setting either one stops glibc from adjusting the other itself
+    return mallopt(_M_MMAP_THRESHOLD, mmap_bytes) == 1 and mallopt(_M_TRIM_THRESHOLD, trim_bytes) == 1
+
+
+_KEEPS_FREED_MEMORY = _keep_freed_memory()

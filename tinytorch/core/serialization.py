@@ -7,8 +7,7 @@ import os
 import tempfile
 import numpy as np
 from collections import OrderedDict
-from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as _load_bytes, save as _save_bytes, save_file
 from tinytorch.core.backend import device as _as_device, to_device, to_numpy
 from tinytorch.core.tensor import Tensor, from_op
 
@@ -40,8 +39,14 @@ def atomic_write(path, data):
 
     The one durable write of tinytorch: a temporary file in the same folder, fsync'd,
     renamed over `path`, then the folder fsync'd. A crash at any point leaves either the
-    old file or the new one, never half of one.
+    old file or the new one, never half of one. `path` may also be an open binary file
+    object (`io.BytesIO`, ...): bytes are written to it as they are, its owner decides durability.
     """
+    if hasattr(path, "write"):
+        if callable(data):
+            raise TypeError("atomic_write: a file object takes bytes, not a function that writes to a path")
+        path.write(data)
+        return
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -68,8 +73,8 @@ def atomic_write(path, data):
     _fsync_folder(folder)
 
 
-def save(state_dict, path):
-    """Write a dict name -> Tensor to `path` as safetensors, atomically."""
+def save(state_dict, f):
+    """Write a dict name -> Tensor as safetensors: to a path (atomically) or a binary file object."""
     arrays = {}
     for name, value in state_dict.items():
         if not isinstance(name, str):
@@ -78,20 +83,34 @@ def save(state_dict, path):
             raise TypeError(f"save: the value of {name!r} is a {type(value).__name__}, not a Tensor; "
                             f"safetensors files hold tensors only")
         arrays[name] = np.ascontiguousarray(to_numpy(value.data))  # cuda: copied to the host
-    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={_ORDER_KEY: json.dumps(list(arrays))}))
+    metadata = {_ORDER_KEY: json.dumps(list(arrays))}
+    if hasattr(f, "write"):  # io.BytesIO, an open file, ...
+        f.write(_save_bytes(arrays, metadata=metadata))
+        return
+    atomic_write(f, lambda tmp: save_file(arrays, tmp, metadata=metadata))
 
 
-def load(path, device="cpu"):
-    """Read a safetensors file into an OrderedDict name -> Tensor on `device`."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
+def _safetensors_metadata(data):
+    """The `__metadata__` of a safetensors buffer: its header is 8 bytes of length, then JSON."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(bytes(data[8:8 + size])).get("__metadata__") or {}
+
+
+def load(f, device="cpu"):
+    """Read safetensors from a path or a binary file object into an OrderedDict name -> Tensor on `device`."""
+    if hasattr(f, "read"):
+        data, where = f.read(), f"the file object {getattr(f, 'name', type(f).__name__)!r}"
+    else:
+        path = os.fspath(f)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
+        with open(path, "rb") as handle:
+            data, where = handle.read(), repr(path)
     try:
-        arrays = load_file(path)
-        with safe_open(path, framework="numpy") as handle:
-            metadata = handle.metadata() or {}
+        arrays = _load_bytes(data)
+        metadata = _safetensors_metadata(data)
     except Exception as err:  # safetensors raises its own error types for bad headers and sizes
-        raise RuntimeError(f"load: cannot read {path!r} as a safetensors checkpoint; the file is truncated "
+        raise RuntimeError(f"load: cannot read {where} as a safetensors checkpoint; it is truncated "
                            f"or corrupt ({type(err).__name__}: {err})") from None
     order = [name for name in json.loads(metadata.get(_ORDER_KEY, "[]")) if name in arrays]
     order += sorted(name for name in arrays if name not in set(order))

@@ -10,6 +10,7 @@ __all__ = [
     "arange",
     "rand",
     "randn",
+    "randint",
     "zeros_like",
     "ones_like",
     "rand_like",
@@ -54,6 +55,7 @@ __all__ = [
 
 
 import builtins
+import functools
 import math
 import threading
 import numpy as np
@@ -67,12 +69,13 @@ from tinytorch.core.backend import (
     resolve_dtype,
     scatter_add,
     to_device,
+    to_host,
     to_numpy,
-    default_generator,
+    generator_for,
 )
 
 
-# %% modules/01_tensor/provided.py, cell 8
+# %% modules/01_tensor/provided.py, cell 12
 _F64 = np.dtype("float64")
 _F32 = np.dtype("float32")
 
@@ -85,6 +88,31 @@ class _GradMode(threading.local):
 
 
 _grad_mode = _GradMode()
+
+
+class _AutocastState(threading.local):
+    """The mixed-precision policy in force, per thread: module 10's `autocast` installs it."""
+
+    def __init__(self):
+        self.run = None  # run(op_name, fn, args, kwargs) -> fn's result in the policy's dtypes; None: off
+
+
+_autocast_state = _AutocastState()
+
+
+def _autocast_call(name, fn, *args, **kwargs):
+    """fn(*args, **kwargs), in the dtype `autocast` picks for op `name`; a plain call while it is off."""
+    run = _autocast_state.run
+    return fn(*args, **kwargs) if run is None else run(name, fn, args, kwargs)
+
+
+def _autocast_op(name):
+    """Decorator: let `autocast` (module 10) choose the dtype op `name` runs in."""
+    def decorate(fn):
+        def op(*args, **kwargs):
+            return _autocast_call(name, fn, *args, **kwargs)
+        return functools.wraps(fn)(op)
+    return decorate
 
 
 def from_op(data, device, inputs=None, backward=None):
@@ -114,7 +142,7 @@ def from_op(data, device, inputs=None, backward=None):
     return out
 
 
-# %% modules/01_tensor/provided.py, cell 9
+# %% modules/01_tensor/provided.py, cell 13
 class Tensor:
     """An n-dimensional array on a device, that can record how it was computed."""
 
@@ -161,7 +189,7 @@ class Tensor:
     def __rtruediv__(self, other): return div(other, self)
     def __pow__(self, other): return pow(self, other)
     def __rpow__(self, other): return pow(other, self)
-    def __matmul__(self, other): return matmul(self, other)
+    def __matmul__(self, other): return matmul(self, other)  # matmul carries the autocast hook
     def __rmatmul__(self, other): return matmul(other, self)
     def __neg__(self): return neg(self)
 
@@ -204,8 +232,20 @@ class Tensor:
         if self.requires_grad and _grad_mode.enabled:
             raise RuntimeError("in-place assignment to a tensor that requires grad would corrupt its "
                                "graph; build a new tensor with tinytorch.where or masked_fill")
+        xp = get_xp(self._device)
+        if isinstance(value, Tensor):
+            if value._device != self._device:
+                _device_mismatch(self, value, "setitem")
+            value = value.data
+        elif not isinstance(value, (builtins.int, builtins.float, builtins.bool)):
+            value = xp.asarray(value)  # CuPy refuses lists and NumPy arrays as the value
+        mask = _whole_mask(index, self.data, value, xp)
+        if mask is not None:  # x[mask] = v as a select on the device: nonzero() would sync
+            where = mask.reshape(mask.shape + (1,) * (self.ndim - mask.ndim))
+            xp.copyto(self.data, value, casting="unsafe", where=where)  # casts as x[i] = v does
+            return
         index, _ = _index_arrays(index, self._device)
-        self.data[index] = value.data if isinstance(value, Tensor) else value
+        self.data[index] = value
 
     # --- elementwise -----------------------------------------------------------
     def exp(self): return exp(self)
@@ -275,7 +315,7 @@ class Tensor:
         if self.data.size != 1:
             raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to a "
                                f"Python number; .item() needs exactly one")
-        return self.data.item()
+        return to_host(self.data).item()  # the one sync a training loop asks for
 
     def tolist(self):
         return to_numpy(self.data).tolist()
@@ -292,7 +332,7 @@ class Tensor:
         if self.data.size != 1:
             raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements is "
                                f"ambiguous; use .any() or .all() on .data, or compare .item()")
-        return builtins.bool(self.data.item())
+        return builtins.bool(to_host(self.data).item())
 
     def __float__(self): return builtins.float(self.item())
     def __int__(self): return builtins.int(self.item())
@@ -313,7 +353,7 @@ class Tensor:
         return "tensor(" + ", ".join([body] + extras) + ")"
 
 
-# %% modules/01_tensor/provided.py, cell 11
+# %% modules/01_tensor/provided.py, cell 15
 def _device_of(spec):
     return device(spec)
 
@@ -321,7 +361,8 @@ def _device_of(spec):
 def _format_array(array):
     """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
     options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
-    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array[:0]
+    floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"  # ml_dtypes' bfloat16 is kind "V"
+    finite = array[np.isfinite(array)] if floating else array.reshape(-1)[:0]
     if finite.size and (finite != np.round(finite)).any():
         magnitudes = np.abs(finite[finite != 0])
         big, small = magnitudes.max(), magnitudes.min()
@@ -419,22 +460,36 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     return out.requires_grad_(True) if requires_grad else out
 
 
-def _random(draw, size, dtype, device, requires_grad):
-    dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
-    array = draw(default_generator(), _sizes(size), dtype)
+def _random(draw, size, dtype, device, requires_grad, default_dtype=DEFAULT_FLOAT):
+    dtype = resolve_dtype(dtype) or default_dtype
     dev = _device_of(device)
+    array = draw(generator_for(dev), _sizes(size), dtype)  # made where the tensor lives: no copy
     out = from_op(to_device(array, dev), dev)
     return out.requires_grad_(True) if requires_grad else out
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False):
-    """Uniform numbers in [0, 1), drawn on the CPU so a seed gives the same numbers on any device."""
+    """Uniform numbers in [0, 1), drawn by the device's generator (as in PyTorch, a seed gives
+    different numbers on cpu and on cuda, the same ones each run on the same device)."""
     return _random(lambda g, s, d: g.random(s, dtype=d), size, dtype, device, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False):
     """Standard normal numbers (mean 0, std 1)."""
     return _random(lambda g, s, d: g.standard_normal(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def randint(*args, size=None, dtype=None, device=None, requires_grad=False):
+    """Integers drawn uniformly from [low, high): `randint(high, size)` or `randint(low, high, size)`."""
+    if size is None and args:
+        *args, size = args
+    if len(args) not in (1, 2) or size is None:
+        raise TypeError("randint takes (high, size) or (low, high, size), e.g. randint(0, 10, (3,))")
+    low, high = (0, *args) if len(args) == 1 else args
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    return _random(lambda g, s, d: g.integers(low, high, s, dtype=d), (size,), dtype, device, requires_grad,
+                   default_dtype=np.dtype("int64"))
 
 
 def _like(fn, t, dtype, device, requires_grad, *args):
@@ -463,7 +518,7 @@ def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
                 requires_grad=requires_grad)
 
 
-# %% modules/01_tensor/provided.py, cell 13
+# %% modules/01_tensor/provided.py, cell 17
 def _device_mismatch(a, b, name):
     raise RuntimeError(f"{name}: expected all tensors on the same device, but found "
                        f"{a._device} and {b._device}; move one with .to()")
@@ -521,7 +576,7 @@ def _needs(t):
     return t is not None and t.requires_grad
 
 
-# %% modules/01_tensor/provided.py, cell 14
+# %% modules/01_tensor/provided.py, cell 18
 def _xp_add(x, y): return x + y
 def _xp_sub(x, y): return x - y
 def _xp_mul(x, y): return x * y
@@ -588,7 +643,7 @@ def _check_permutation(x, dims):
     return dims
 
 
-# %% modules/01_tensor/provided.py, cell 16
+# %% modules/01_tensor/provided.py, cell 20
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
 
@@ -679,6 +734,16 @@ def expand(x, *sizes):
     return from_op(out, x._device, (x,), expand_backward)
 
 
+def _whole_mask(index, data, value, xp):
+    """The boolean mask array when `index` is one mask over data's leading dims and `value` a scalar."""
+    if isinstance(index, Tensor):
+        index = index.data
+    if not hasattr(index, "dtype") or index.dtype.kind != "b" or getattr(value, "ndim", 0) != 0 \
+            or index.ndim == 0 or tuple(index.shape) != tuple(data.shape[:index.ndim]):
+        return None
+    return xp.asarray(index)
+
+
 def _index_arrays(index, dev):
     """Replace tensors in an index by arrays; report whether the index is basic."""
     parts = index if isinstance(index, tuple) else (index,)
@@ -696,7 +761,7 @@ def _index_arrays(index, dev):
     return tuple(out), basic
 
 
-# %% modules/01_tensor/provided.py, cell 18
+# %% modules/01_tensor/provided.py, cell 22
 def _float_data(x):
     """Transcendental functions of integer tensors give float32, as in PyTorch."""
     return x.data if is_floating(x.data.dtype) else x.data.astype(DEFAULT_FLOAT)
@@ -775,6 +840,53 @@ def _erf(z, xp):
 
 _SQRT_2_OVER_PI = 0.7978845608028654
 _INV_SQRT_2PI = 0.3989422804014327
+_GELU_CUBIC = _SQRT_2_OVER_PI * 0.044715  # u(x) = √(2/π) x + _GELU_CUBIC x³
+_BLOCK = 1 << 16  # elements per block of a chained elementwise op: its few blocks stay in L2 cache
+
+
+def _blocks(n, xp):
+    """Slices cutting n elements into cache-sized blocks; on a GPU one slice (no cache to fit)."""
+    step = _BLOCK if xp is np else builtins.max(n, 1)
+    return [slice(i, i + step) for i in range(0, builtins.max(n, 1), step)]  # one (empty) block for n = 0
+
+
+def _gelu_tanh(x, data, xp):
+    """GPT-2's GELU, x·s with s = ½(1 + tanh u) = σ(2u), u = √(2/π)(x + 0.044715 x³).
+
+    It runs on a network's largest activation, so each step is in place on cache-sized blocks
+    (a chain of whole-array NumPy ops would stream the array through memory once per step);
+    the backward reuses s: d/dx = s + 2x·s(1 - s)·u' = s (1 + 2x u' (1 - s)).
+    """
+    flat = data.reshape(-1)
+    s, out = xp.empty_like(flat), xp.empty_like(flat)
+    blocks = _blocks(flat.size, xp)
+    for b in blocks:
+        xb, sb = flat[b], s[b]
+        xp.multiply(xb, xb, out=sb)  # (NumPy's x ** 3 would be ~200x slower than multiplying)
+        sb *= _GELU_CUBIC
+        sb += _SQRT_2_OVER_PI
+        sb *= xb  # u
+        xp.tanh(sb, out=sb)
+        sb += 1.0
+        sb *= 0.5  # s
+        xp.multiply(xb, sb, out=out[b])
+
+    def gelu_backward(g):
+        g = g.reshape(-1)
+        grad, one_minus_s = xp.empty_like(flat), xp.empty_like(flat[blocks[0]])
+        for b in blocks:
+            xb, sb, db, rest = flat[b], s[b], grad[b], one_minus_s[:s[b].size]
+            xp.multiply(xb, xb, out=db)
+            db *= 6 * _GELU_CUBIC
+            db += 2 * _SQRT_2_OVER_PI
+            db *= xb  # 2x u'(x) = 2x √(2/π)(1 + 3·0.044715 x²)
+            xp.subtract(1.0, sb, out=rest)
+            db *= rest
+            db += 1.0
+            db *= sb
+            db *= g[b]
+        return (grad.reshape(data.shape),)
+    return from_op(out.reshape(data.shape), x._device, (x,), gelu_backward)
 
 
 def gelu(x, approximate="none"):
@@ -782,30 +894,7 @@ def gelu(x, approximate="none"):
     xp = get_xp(x._device)
     data = _float_data(x)
     if approximate == "tanh":
-        # In place, one temporary at a time: GELU runs on a network's largest activation.
-        th = data * data  # (NumPy's x ** 3 would be ~200x slower than multiplying)
-        th *= 0.044715
-        th += 1.0
-        th *= data
-        th *= _SQRT_2_OVER_PI  # u = √(2/π)(x + 0.044715 x³)
-        xp.tanh(th, out=th)
-        out = th + 1.0
-        out *= data
-        out *= 0.5  # ½ x (1 + tanh u)
-
-        def local():  # ½(1 + t) + ½ x (1 - t²) du/dx, du/dx = √(2/π)(1 + 3·0.044715 x²)
-            du = data * data
-            du *= 3 * 0.044715
-            du += 1.0
-            du *= _SQRT_2_OVER_PI
-            slope = th * th
-            xp.subtract(1.0, slope, out=slope)
-            slope *= data
-            slope *= du
-            slope += th
-            slope += 1.0
-            slope *= 0.5
-            return slope
+        return _gelu_tanh(x, data, xp)
     elif approximate == "none":
         cdf = 0.5 * (1.0 + _erf(data * 0.7071067811865476, xp))
         out = data * cdf
@@ -817,7 +906,7 @@ def gelu(x, approximate="none"):
     return _unary(x, out.astype(data.dtype, copy=False), local, "gelu")
 
 
-# %% modules/01_tensor/provided.py, cell 20
+# %% modules/01_tensor/provided.py, cell 24
 def _same_device(tensors, name):
     first = tensors[0]
     for t in tensors[1:]:
@@ -875,13 +964,13 @@ def split(x, split_size_or_sections, dim=0):
 
 def where(condition, x, y):
     """Elementwise `x if condition else y` (x and y may be numbers)."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
     tx, a, ty, b = _operands(x, y, "where")
     dev = condition._device if isinstance(condition, Tensor) else _dev(tx, ty)
     for t in (tx, ty):
         if t is not None and t._device != dev:
             _device_mismatch(condition, t, "where")
     xp = get_xp(dev)
+    cond = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)  # CuPy wants its own
     try:
         out = _keep_float32(xp.where(cond, a, b), tx, ty)
     except ValueError:
@@ -896,8 +985,8 @@ def where(condition, x, y):
 
 def masked_fill(x, mask, value):
     """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
-    m = mask.data if isinstance(mask, Tensor) else mask
     xp = get_xp(x._device)
+    m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)  # CuPy refuses NumPy masks
     try:
         out = xp.where(m, value, x.data).astype(x.dtype, copy=False)
     except ValueError:
@@ -912,7 +1001,7 @@ def masked_fill(x, mask, value):
     return from_op(out, x._device, (x,), masked_fill_backward)
 
 
-# %% modules/01_tensor/provided.py, cell 21
+# %% modules/01_tensor/provided.py, cell 25
 def _cast(x, dtype):
     if x.data.dtype == dtype:
         return x
@@ -1002,6 +1091,7 @@ def pow(a, b):
 
 
 # %% modules/01_tensor/tensor.py, cell 14
+@_autocast_op("matmul")  # mixed precision (module 10) may pick the dtype; a plain call until then
 def matmul(a, b):
     """a @ b with NumPy's rules (1-D vectors, broadcast batch dimensions)."""
     ta, x, tb, y = _operands(a, b, "matmul")

@@ -14,6 +14,7 @@ __all__ = [
     "default_collate",
     "DataLoader",
     "asset_path",
+    "TokenDataset",
     "digits",
     "train_test_split",
     "kjv_text",

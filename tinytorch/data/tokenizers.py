@@ -11,7 +11,6 @@ __all__ = [
 
 import heapq
 import json
-import re
 import numpy as np
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -21,8 +20,23 @@ from tinytorch.core.tensor import Tensor
 
 
 # %% modules/06_data/provided.py, cell 9
-# GPT-2's pre-tokenizer without the `regex` package.
-SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+try:
+    import regex as _regex
+except ImportError:  # the package imports without it; BPETokenizer then says what to install
+    _regex = None
+
+
+# GPT-2's pre-tokenizer, verbatim: it needs the `regex` package for \p{L} (letters) and
+# \p{N} (numbers, including ² and Ⅻ, which Python's `re` cannot name).
+SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _compile_pattern(pattern):
+    """A pre-tokenizer pattern compiled with `regex` (the package GPT-2 and tiktoken use)."""
+    if _regex is None:
+        raise ImportError("BPETokenizer needs the `regex` package for GPT-2's pre-tokenizer (\\p{L}, \\p{N}): "
+                          "pip install regex")
+    return _regex.compile(pattern)
 
 
 def _id_list(ids, vocab_size, who):
@@ -53,10 +67,215 @@ def _check_vocab_size(vocab_size):
 
 def _check_merges(merges):
     """Each merge may only join tokens defined before it (the 256 bytes, earlier merges)."""
-    for k, (first, second) in enumerate(merges):
+    merges = [tuple(pair) for pair in merges]
+    for k, pair in enumerate(merges):
+        if len(pair) != 2 or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in pair):
+            raise TypeError(f"BPETokenizer takes merges as pairs of token ids (ints: 0-255 the bytes, 256 + k "
+                            f"the token of merge k), got {pair!r} at position {k}; for merges of bytes as in "
+                            f"GPT-2's merges.txt use BPETokenizer.from_vocab_and_merges or from_gpt2_files")
+        first, second = pair
         if not (0 <= first < 256 + k and 0 <= second < 256 + k):
             raise ValueError(f"merge {k} ({first}, {second}) refers to a token not defined before it")
-    return [tuple(pair) for pair in merges]
+    return [(int(a), int(b)) for a, b in merges]
+
+
+def _gpt2_bytes_to_unicode():
+    """GPT-2's printable stand-in for every byte in its files: printable bytes stand for themselves,
+    the others (space, control bytes) for the characters from U+0100 on (space is 'Ġ')."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return table
+
+
+def _gpt2_token_bytes(token, decoder):
+    try:
+        return bytes(decoder[ch] for ch in token)
+    except KeyError as err:
+        raise ValueError(f"{token!r} is not in GPT-2's byte-to-unicode alphabet (character {err})") from None
+
+
+def _special_regex(names):
+    """One alternation of the special tokens, longest first: overlapping ones resolve to the longest."""
+    return _regex.compile("|".join(_regex.escape(s) for s in sorted(names, key=len, reverse=True)))
+
+
+class _BPEBase:
+    """What BPETokenizer does around the lesson's byte-pair encoding: special tokens, streaming,
+    and vocabularies whose ids are not the lesson's own (GPT-2's vocab.json)."""
+
+    def _set_special_tokens(self, special_tokens):
+        names = list(special_tokens or ())
+        if any(not isinstance(s, str) or not s for s in names) or len(set(names)) != len(names):
+            raise ValueError(f"special_tokens must be distinct non-empty strings, got {names!r}")
+        self._special_names = names
+        self._file_ids = None  # (internal -> external id array, {special: id}) for a vocabulary read from files
+
+    def _vocab_ready(self):
+        """After the merges change: renumber the vocabulary if it came from files, add the special tokens."""
+        self._cache = {}  # word -> ids, valid for these merges only
+        if self._file_ids is None:
+            self._ids = None
+            self.special_tokens = {s: len(self.vocab) + n for n, s in enumerate(self._special_names)}
+        else:
+            self._ids, self.special_tokens = self._file_ids
+            by_id = {int(e): b for e, b in zip(self._ids, self.vocab)}
+            by_id.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
+            self.vocab = [by_id.get(i, b"") for i in range(max(by_id) + 1)]  # indexed by the files' ids
+            return
+        self.vocab = self.vocab + [s.encode("utf-8") for s in self._special_names]
+
+    def _word_ids(self, word):
+        """A pre-tokenized word's ids: `_encode_word`, renumbered when the vocabulary came from files."""
+        ids = self._encode_word(word)
+        return ids if self._ids is None else tuple(int(self._ids[i]) for i in ids)
+
+    # --- special tokens ------------------------------------------------------------------
+    def _special_sets(self, allowed_special, disallowed_special):
+        known = set(self.special_tokens)
+        allowed = known if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - known
+        if unknown:
+            raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
+                             f"tokenizer (it has {sorted(known)})")
+        disallowed = known - allowed if disallowed_special == "all" else set(disallowed_special)
+        return allowed, disallowed
+
+    def _encode_text(self, text, allowed, disallowed):
+        """Ids of `text`: allowed special tokens get their own ids; a disallowed one is an error."""
+        if disallowed:
+            found = _special_regex(disallowed).search(text)
+            if found:
+                raise ValueError(f"the text contains the special token {found.group()!r}; pass "
+                                 f"allowed_special={{{found.group()!r}}} (or 'all') to encode it as one token, "
+                                 f"or disallowed_special=() to encode it as ordinary text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        out, pos = [], 0
+        for match in _special_regex(allowed).finditer(text):
+            out += self.encode_ordinary(text[pos:match.start()])
+            out.append(self.special_tokens[match.group()])
+            pos = match.end()
+        return out + self.encode_ordinary(text[pos:])
+
+    def encode(self, text, allowed_special=(), disallowed_special="all"):
+        """Text -> list of ids. Special tokens in the text, as in tiktoken: those in `allowed_special`
+        ("all" or a set of names) become their own id; any other raises, unless `disallowed_special`
+        (default "all": every special token not allowed) leaves it out, then it is ordinary text."""
+        return self._encode_text(text, *self._special_sets(allowed_special, disallowed_special))
+
+    def encode_iterable(self, iterable, allowed_special=(), disallowed_special="all"):
+        """Ids of the concatenated strings of `iterable` (e.g. the lines of an open file), yielded as they
+        come, with the same ids as `encode` of the whole text; memory stays bounded by the longest line."""
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        held = ""
+        for chunk in iterable:
+            held += chunk
+            cut = self._safe_cut(held)
+            if cut:
+                yield from self._encode_text(held[:cut], allowed, disallowed)
+                held = held[cut:]
+        if held:
+            yield from self._encode_text(held, allowed, disallowed)
+
+    def _safe_cut(self, text):
+        """Where `text` can be cut so that encoding both parts equals encoding it whole, whatever follows."""
+        # Fast path: just before a newline that follows a non-space character ("...x|\n..."). No pre-token
+        # holds both (only whitespace pieces hold a newline), and only whitespace pieces look ahead.
+        end = len(text)
+        while (cut := text.rfind("\n", 1, end)) > 0:
+            if not text[cut - 1].isspace() and self._inside_special(text, cut) is None:
+                return cut
+            end = cut
+        # In general: before the last pre-token (it may continue), the whitespace before it (the
+        # pattern's `\s+(?!\S)` looks one character ahead) and any start of a special token.
+        pieces = self._split(text)
+        cut = len(text) - len(pieces[-1]) if pieces else 0
+        longest = max(map(len, self.special_tokens), default=0)
+        for start in range(max(0, len(text) - longest + 1), len(text)):
+            if any(s.startswith(text[start:]) for s in self.special_tokens):
+                cut = min(cut, start)
+                break
+        inside = self._inside_special(text, cut)
+        cut = cut if inside is None else inside
+        while cut and text[cut - 1].isspace():
+            cut -= 1
+        return cut
+
+    def _inside_special(self, text, cut):
+        """The start of a special token that occurs across position `cut` of `text`, else None."""
+        longest = max(map(len, self.special_tokens), default=0)
+        if longest < 2:
+            return None
+        first = max(0, cut - longest + 1)
+        for match in _special_regex(self.special_tokens).finditer(text, first, cut + longest - 1, overlapped=True):
+            if match.start() < cut < match.end():
+                return match.start()
+        return None
+
+    # --- vocabularies from elsewhere -------------------------------------------------------
+    @classmethod
+    def from_vocab_and_merges(cls, vocab, merges, special_tokens=None, pattern=SPLIT_PATTERN):
+        """A tokenizer from a vocabulary {id: bytes} and merges [(bytes, bytes), ...] in rank order,
+        keeping the vocabulary's ids (e.g. GPT-2's). Vocabulary entries that no merge makes and that are
+        not single bytes, and any `special_tokens` (strings), are special tokens."""
+        own = {bytes([b]): b for b in range(256)}  # bytes -> the lesson's id
+        pairs = []
+        for k, (first, second) in enumerate(merges):
+            if first not in own or second not in own:
+                raise ValueError(f"merge {k} ({first!r}, {second!r}) joins a token no earlier merge made")
+            if first + second in own:
+                raise ValueError(f"merge {k} makes {first + second!r}, which an earlier merge already made")
+            pairs.append((own[first], own[second]))
+            own[first + second] = 256 + k
+        ids = {bytes(b): int(i) for i, b in vocab.items()}
+        missing = [b for b in own if b not in ids]
+        if missing:
+            raise ValueError(f"the vocabulary lacks {len(missing)} token(s) the bytes and merges make, "
+                             f"e.g. {missing[:3]}")
+        specials = {b.decode("utf-8", errors="replace"): i for b, i in ids.items() if b not in own}
+        for name in special_tokens or ():
+            specials.setdefault(name, ids.get(name.encode("utf-8"), max([*ids.values(), *specials.values()]) + 1))
+        tokenizer = cls(pairs, pattern=pattern)
+        tokenizer._special_names = list(specials)
+        tokenizer._file_ids = (np.array([ids[b] for b in sorted(own, key=own.get)]), specials)
+        tokenizer._vocab_ready()
+        return tokenizer
+
+    @classmethod
+    def from_gpt2_files(cls, vocab_path, merges_path, special_tokens=None):
+        """A tokenizer from GPT-2's `vocab.json` (token -> id) and `merges.txt` (one "first second" per line),
+        whose tokens spell bytes with GPT-2's printable stand-ins ('Ġ' for a space)."""
+        decoder = {ch: b for b, ch in _gpt2_bytes_to_unicode().items()}
+        with open(vocab_path, encoding="utf-8") as handle:
+            vocab = {int(i): _gpt2_token_bytes(tok, decoder) for tok, i in json.load(handle).items()}
+        merges = []
+        with open(merges_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.startswith("#version") or not line.strip():
+                    continue
+                parts = line.rstrip("\n").split(" ")
+                if len(parts) != 2:
+                    raise ValueError(f"{merges_path}:{number}: expected two tokens separated by a space, got {line!r}")
+                merges.append(tuple(_gpt2_token_bytes(p, decoder) for p in parts))
+        return cls.from_vocab_and_merges(vocab, merges, special_tokens=special_tokens)
+
+    # --- save and load ---------------------------------------------------------------------
+    def _extra_state(self):
+        """What `save` adds to the merges and pattern: the special tokens and the files' numbering."""
+        return {"special_tokens": dict(self.special_tokens),
+                "ids": None if self._ids is None else [int(i) for i in self._ids]}
+
+    @classmethod
+    def _from_state(cls, state):
+        tokenizer = cls([tuple(m) for m in state["merges"]], pattern=state["pattern"],
+                        special_tokens=list(state.get("special_tokens") or ()))
+        if state.get("ids") is not None:
+            tokenizer._file_ids = (np.array(state["ids"]), dict(state["special_tokens"]))
+            tokenizer._vocab_ready()
+        return tokenizer
 
 
 def _save_json(path, state):
@@ -196,12 +415,13 @@ def train_merges(words, num_merges):
 
 
 # %% modules/06_data/data.py, cell 34
-class BPETokenizer:
-    """Byte-level BPE: 256 byte tokens plus one token per learned merge."""
+class BPETokenizer(_BPEBase):
+    """Byte-level BPE: 256 byte tokens plus one token per learned merge, then the special tokens."""
 
-    def __init__(self, merges=(), pattern=SPLIT_PATTERN):
+    def __init__(self, merges=(), pattern=SPLIT_PATTERN, special_tokens=None):
         self.pattern = pattern
-        self._split = re.compile(pattern).findall
+        self._split = _compile_pattern(pattern).findall
+        self._set_special_tokens(special_tokens)
         self._set_merges(_check_merges(merges))
 
     def _set_merges(self, merges):
@@ -212,7 +432,7 @@ class BPETokenizer:
         self.vocab = vocab  # id -> bytes
         self.merges = list(merges)
         self.ranks = {pair: k for k, pair in enumerate(self.merges)}  # pair -> merge order
-        self._cache = {}  # word -> ids, valid for these merges only
+        self._vocab_ready()  # provided: a fresh word cache, then the special tokens' ids
 
     @property
     def vocab_size(self):
@@ -221,6 +441,7 @@ class BPETokenizer:
     def train(self, text, vocab_size):
         """Learn `vocab_size - 256` merges from `text` (fewer if the text runs out of pairs)."""
         _check_vocab_size(vocab_size)
+        self._file_ids = None  # a vocabulary read from files loses its own numbering
         byte_words = Counter()
         for word, freq in Counter(self._split(text)).items():
             byte_words[tuple(word.encode("utf-8"))] += freq
@@ -238,15 +459,15 @@ class BPETokenizer:
             ids = merge_pair(ids, pair, 256 + ranks[pair])
         return ids
 
-    def encode(self, text):
-        """Text -> list of ids."""
+    def encode_ordinary(self, text):
+        """Text -> list of ids, special tokens read as ordinary text (`encode` handles them)."""
         if len(self._cache) > 100_000:  # bound the memory of long runs over varied text
             self._cache.clear()
         cache, out = self._cache, []
         for word in self._split(text):
             ids = cache.get(word)
             if ids is None:
-                ids = cache[word] = self._encode_word(word)
+                ids = cache[word] = self._word_ids(word)
             out.extend(ids)
         return out
 
@@ -262,9 +483,8 @@ class BPETokenizer:
     def save(self, path):
         """Save merges and split pattern as JSON (atomically)."""
         _save_json(path, {"type": "byte-bpe", "version": 1, "pattern": self.pattern,
-                          "merges": [list(m) for m in self.merges]})
+                          "merges": [list(m) for m in self.merges], **self._extra_state()})
 
     @classmethod
     def load(cls, path):
-        state = _read_json(path, "byte-bpe")
-        return cls([tuple(m) for m in state["merges"]], pattern=state["pattern"])
+        return cls._from_state(_read_json(path, "byte-bpe"))

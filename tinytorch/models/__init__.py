@@ -15,6 +15,8 @@ __all__ = [
     "generate_tokens",
     "GPTConfig",
     "gelu_new",
+    "swiglu_hidden",
+    "SwiGLU",
     "MLP",
     "Block",
     "GPT",

@@ -76,6 +76,10 @@ def gpt2_incompatibilities(config):
         problems.append(f"sliding-window attention (window={config.window})")
     if not config.bias:
         problems.append("bias=False (GPT-2 has biases everywhere)")
+    if config.norm != "layernorm":
+        problems.append(f"norm={config.norm!r} (GPT-2 uses LayerNorm)")
+    if config.mlp != "gelu":
+        problems.append(f"mlp={config.mlp!r} (GPT-2 uses a GELU MLP)")
     return problems
 
 

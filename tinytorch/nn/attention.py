@@ -15,6 +15,20 @@ from tinytorch.nn.layers import Dropout, Linear, Module
 
 
 
+def _check_positions(positions, T, block_size, device):
+    """Explicit token positions (B, T) as an integer array on `device`, each in [0, block_size)."""
+    pos = positions.data if isinstance(positions, Tensor) else get_xp(device).asarray(positions)
+    if pos.ndim == 1:
+        pos = pos[None]  # one row of positions shared by every batch row
+    if pos.ndim != 2 or pos.shape[1] != T or pos.dtype.kind not in "iu":
+        raise ValueError(f"positions must be integers of shape (B, T) with T = {T} tokens, got "
+                         f"{tuple(pos.shape)} of dtype {pos.dtype}")
+    if pos.size and (int(pos.min()) < 0 or (block_size is not None and int(pos.max()) >= block_size)):
+        raise ValueError(f"positions must lie in [0, block_size={block_size}), got {int(pos.min())} .. "
+                         f"{int(pos.max())}")
+    return pos
+
+
 def _check_kv_append(cache, k, v):
     """Errors for KVCache.update: k, v must fit the cache's (batch, n_kv_head, ·, head_dim) and its room."""
     expected = cache.keys.shape[:2] + cache.keys.shape[3:]
@@ -44,7 +58,7 @@ class _AttentionLayer(Module):
     is_causal = True
 
     def __init__(self, n_embd, n_head, n_kv_head=None, rope=False, window=None, dropout=0.0, bias=True,
-                 block_size=None, rope_base=10000.0, device=None, dtype=None):
+                 block_size=None, rope_base=10000.0, rope_interleaved=False, device=None, dtype=None):
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         if n_head < 1 or n_embd % n_head:
@@ -58,6 +72,7 @@ class _AttentionLayer(Module):
         self.n_embd, self.n_head, self.n_kv_head = n_embd, n_head, n_kv_head
         self.head_dim = n_embd // n_head
         self.window, self.dropout, self.block_size, self.rope = window, dropout, block_size, rope
+        self.rope_interleaved = rope_interleaved
         # one fused projection for q, k and v: [all q | all k | all v], GPT-2's layout when n_kv_head == n_head
         self.c_attn = Linear(n_embd, (n_head + 2 * n_kv_head) * self.head_dim, bias=bias, device=device, dtype=dtype)
         self.c_proj = Linear(n_embd, n_embd, bias=bias, device=device, dtype=dtype)
@@ -66,7 +81,8 @@ class _AttentionLayer(Module):
             if block_size is None:
                 raise ValueError("rope=True needs block_size: the cos/sin tables are precomputed for "
                                  "positions 0 .. block_size-1")
-            cos, sin = rope_tables(block_size, self.head_dim, rope_base, dtype, device)  # noqa: F821  (lesson)
+            cos, sin = rope_tables(block_size, self.head_dim, rope_base, dtype, device,  # noqa: F821  (lesson)
+                                   interleaved=rope_interleaved)
             self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim)
             self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -77,6 +93,14 @@ class _AttentionLayer(Module):
             raise ValueError("new_kv_cache: pass max_len (this layer has no block_size)")
         weight = self.c_attn.weight
         return KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, weight.dtype, weight.device)  # noqa: F821
+
+    def _rope_rows(self, start, T, positions=None):
+        """The cos and sin rows of the T new tokens: (T, hd) at start .. start+T-1, or (B, 1, T, hd) at
+        explicit `positions` (B, T) (a Tensor or array of ints), one row of positions per batch row."""
+        if positions is None:
+            return self.rope_cos.data[start:start + T], self.rope_sin.data[start:start + T]
+        pos = _check_positions(positions, T, self.block_size, self.rope_cos._device)
+        return self.rope_cos.data[pos][:, None], self.rope_sin.data[pos][:, None]  # (B, 1, T, hd)
 
     def _check_length(self, x, start):
         if x.ndim != 3 or x.shape[-1] != self.n_embd:
@@ -91,20 +115,24 @@ class _AttentionLayer(Module):
         extras = [f"n_embd={self.n_embd}", f"n_head={self.n_head}"]
         if self.n_kv_head != self.n_head:
             extras.append(f"n_kv_head={self.n_kv_head}")
-        extras += [f"{name}={getattr(self, name)}" for name in ("rope", "window", "block_size")
+        extras += [f"{name}={getattr(self, name)}" for name in ("rope", "rope_interleaved", "window", "block_size")
                    if getattr(self, name) not in (None, False)]
         return ", ".join(extras)
 
 
 # %% modules/08_attention/attention.py, cell 18
-def rope_tables(seq_len, head_dim, base=10000.0, dtype=None, device=None):
-    """cos and sin Tensors (seq_len, head_dim) for RoPE, rotate-half layout (pair i: features i, i + D/2)."""
+def rope_tables(seq_len, head_dim, base=10000.0, dtype=None, device=None, interleaved=False):
+    """cos and sin Tensors (seq_len, head_dim) for RoPE: rotate-half layout (pair i: features i, i + D/2),
+    or with interleaved=True pair i: features 2i, 2i + 1."""
     if head_dim % 2:
         raise ValueError(f"RoPE rotates pairs of features: head_dim must be even, got {head_dim}")
     dtype = resolve_dtype(dtype) or DEFAULT_FLOAT
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # θᵢ: (D/2,)
     angles = np.outer(np.arange(seq_len, dtype=np.float64), inv_freq)  # t·θᵢ: (T, D/2)
-    angles = np.concatenate([angles, angles], axis=1)  # (T, D): both halves of a pair share an angle
+    if interleaved:
+        angles = np.repeat(angles, 2, axis=1)  # (T, D): features 2i and 2i + 1 share an angle
+    else:
+        angles = np.concatenate([angles, angles], axis=1)  # (T, D): both halves of a pair share an angle
     return Tensor(np.cos(angles), dtype=dtype, device=device), Tensor(np.sin(angles), dtype=dtype, device=device)
 
 
@@ -142,12 +170,13 @@ class KVCache:
 class CausalSelfAttention(_AttentionLayer):
     """Multi-head causal self-attention (GPT), with grouped-query heads, RoPE, a window and a KV cache.
 
-    Constructor arguments: see `_AttentionLayer`. forward(x, kv_cache=None, attn_mask=None):
-    x (B, T, n_embd) holds the T tokens after the `kv_cache.length` cached ones."""
+    Constructor arguments: see `_AttentionLayer`. forward(x, kv_cache=None, attn_mask=None, positions=None):
+    x (B, T, n_embd) holds the T tokens after the `kv_cache.length` cached ones; with RoPE, `positions`
+    (B, T) gives each token's position explicitly (e.g. left-padded rows), else start .. start+T-1."""
 
     is_causal = True
 
-    def forward(self, x, kv_cache=None, attn_mask=None):
+    def forward(self, x, kv_cache=None, attn_mask=None, positions=None):
         start = 0 if kv_cache is None else kv_cache.length
         self._check_length(x, start)
         B, T, C = x.shape
@@ -155,8 +184,9 @@ class CausalSelfAttention(_AttentionLayer):
         qkv = self.c_attn(x).reshape(B, T, H + 2 * Hkv, hd).transpose(1, 2)  # (B, H + 2Hkv, T, hd)
         q, k, v = qkv[:, :H], qkv[:, H:H + Hkv], qkv[:, H + Hkv:]  # (B, H, T, hd), (B, Hkv, T, hd) twice
         if self.rope:
-            cos, sin = self.rope_cos.data[start:start + T], self.rope_sin.data[start:start + T]
-            q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+            cos, sin = self._rope_rows(start, T, positions)  # (T, hd), or (B, 1, T, hd) per batch row
+            q = apply_rotary_emb(q, cos, sin, self.rope_interleaved)
+            k = apply_rotary_emb(k, cos, sin, self.rope_interleaved)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, Hkv, start + T, hd)
         y = scaled_dot_product_attention(q, k, v, attn_mask, self.dropout if self.training else 0.0,

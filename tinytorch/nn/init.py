@@ -16,7 +16,7 @@ __all__ = [
 import math
 import numpy as np
 from tinytorch.core.autograd import no_grad
-from tinytorch.core.backend import default_generator, to_device
+from tinytorch.core.backend import generator_for, to_device
 
 
 # %% modules/03_layers/provided.py, cell 8
@@ -38,14 +38,14 @@ def _draw_dtype(tensor):
 @no_grad()
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with numbers drawn from U(a, b)."""
-    u = default_generator().random(tensor.shape, dtype=_draw_dtype(tensor))
+    u = generator_for(tensor._device).random(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, u * (b - a) + a)
 
 
 @no_grad()
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with numbers drawn from N(mean, std²)."""
-    z = default_generator().standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
+    z = generator_for(tensor._device).standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, z * std + mean)
 
 

@@ -3,12 +3,14 @@ __all__ = ["clip_grad_value_", "clip_grad_norm_"]
 
 
 import math
+import numpy as np
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op
 
 
 # %% modules/05_optimizers/provided.py, cell 10
 """Gradient utilities: clip_grad_norm_, clip_grad_value_."""
+
 
 
 
@@ -50,8 +52,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is "
                            f"non-finite, so it cannot be clipped. To disable this error and scale the "
                            f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-    factor = max_norm / (total + 1e-6)
-    if not bool(factor >= 1.0):  # NaN scales too, as in PyTorch
+    factor = xp.minimum(max_norm / (total + 1e-6), 1.0)  # on the device: no sync to decide
+    if xp is not np or factor != 1.0:  # on the CPU a host read is free: skip a pass that changes nothing
         for g in grads:
             g *= factor
     return from_op(total, device)

@@ -6,7 +6,7 @@ import copy
 from collections import defaultdict
 from tinytorch.core.autograd import enable_grad, no_grad
 from tinytorch.core.backend import get_xp, to_device
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.tensor import Tensor, from_op
 
 
 # %% modules/05_optimizers/provided.py, cell 4
@@ -68,13 +68,17 @@ def _param_list(params, where):
     return params
 
 
-def _copy_value(value):
-    """Arrays are copied (a state_dict must not change when training goes on); numbers as they are."""
-    return value.copy() if hasattr(value, "shape") else copy.deepcopy(value)
+def _copy_value(value, param):
+    """State arrays as Tensors (PyTorch's state_dict holds tensors), copied so that the state_dict does
+    not change when training goes on; numbers as they are."""
+    return from_op(value.copy(), param._device) if hasattr(value, "shape") else copy.deepcopy(value)
 
 
 def _load_value(value, param):
-    """A saved state entry, as an array on the parameter's device with its dtype (numbers as they are)."""
+    """A saved state entry (a Tensor, or an array as older state dicts hold), as an array on the
+    parameter's device with its dtype; numbers as they are."""
+    if isinstance(value, Tensor):
+        value = value.data
     if not hasattr(value, "shape"):
         return copy.deepcopy(value)
     xp = get_xp(param._device)
@@ -151,7 +155,7 @@ class Optimizer:
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
             packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
             groups.append(packed)
-        state = {index[id(p)]: {k: _copy_value(v) for k, v in s.items()}
+        state = {index[id(p)]: {k: _copy_value(v, p) for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
@@ -291,12 +295,16 @@ class Adam(Optimizer):
             else:
                 grad = grad + weight_decay * p.data
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (grad - m)
+        scratch = grad - m  # the one temporary of the update, reused at each line below
+        scratch *= 1 - beta1
+        m += scratch  # m + (1 - β1)(g - m)
         v *= beta2
-        v += (1 - beta2) * grad * grad
+        scratch = xp.multiply(grad, grad, out=scratch)
+        scratch *= 1 - beta2
+        v += scratch  # β2 v + (1 - β2) g²
         if group["amsgrad"]:
             v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-        denom = xp.sqrt(v)
+        denom = xp.sqrt(v, out=scratch)
         denom /= (1 - beta2 ** t) ** 0.5
         denom += group["eps"]
         step_size = lr / (1 - beta1 ** t)

@@ -16,6 +16,13 @@ __all__ = [
     "sparkline",
     "plot_history",
     "TrainingProgress",
+    "PEAK_TFLOPS",
+    "flops_per_token",
+    "gpu_name",
+    "measure_peak_flops",
+    "peak_flops",
+    "mfu",
+    "PeakMemory",
     "History",
     "train_step",
     "evaluate",
@@ -26,4 +33,5 @@ __all__ = [
 
 from .checkpoint import *
 from .progress import *
+from .efficiency import *
 from .trainer import *

@@ -110,12 +110,16 @@ def _read_metadata(data, path):
 
 
 def load_checkpoint(path, device=None):
-    """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file if it is damaged."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    """Read a checkpoint written by `save_checkpoint` from a path or a binary file object;
+    CheckpointError names the file if it is damaged."""
+    if hasattr(path, "read"):
+        data, path = path.read(), getattr(path, "name", f"<{type(path).__name__}>")
+    else:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {path} does not exist") from None
     try:
         arrays = safetensors.numpy.load(data)
     except SafetensorError as err:
@@ -155,4 +159,4 @@ def save_checkpoint(path, state):
     tree_json = json.dumps(flatten_state(state, arrays), allow_nan=True)
     metadata = {"format": FORMAT, "state": tree_json, "sha256": _checksum(arrays, tree_json)}
     atomic_write(path, safetensors.numpy.save(arrays, metadata=metadata))
-    return Path(path)
+    return path if hasattr(path, "write") else Path(path)

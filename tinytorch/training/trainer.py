@@ -7,7 +7,7 @@ import time
 import warnings
 import numpy as np
 from pathlib import Path
-from tinytorch.core.backend import default_generator
+from tinytorch.core.backend import default_generator, gpu_rng_states, seed_gpus, set_gpu_rng_state
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
     CheckpointError,
@@ -17,12 +17,13 @@ from tinytorch.training.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
 from tinytorch.core.autograd import no_grad
 from tinytorch.nn.utils import clip_grad_norm_
 
 
-# %% modules/07_training/provided.py, cell 8
+# %% modules/07_training/provided.py, cell 10
 """The training loop: one step, evaluation, early stopping and the `Trainer`."""
 # The lesson's half of this file (train_step, evaluate, EarlyStopping, Trainer) comes after
 # this provided half; _TrainerBase calls those names at run time, once both halves are loaded.
@@ -31,14 +32,29 @@ from tinytorch.nn.utils import clip_grad_norm_
 
 
 class History:
-    """What `fit` did: one dict per step (`train`) and per evaluation (`eval`), and why it stopped."""
+    """What `fit` did: one dict per step (`train`) and per evaluation (`eval`), and why it stopped.
+
+    Also what it cost: `seen` samples or tokens (`unit`) in `seconds` of fit (evaluations and
+    checkpoints included), the peak memory, and, given FLOPs per token, the MFU (see `summary`)."""
 
     def __init__(self):
         self.train, self.eval, self.stop_reason = [], [], None
+        self.seen, self.unit, self.seconds = 0, "samples", 0.0
+        self.flops_per_token, self.peak_flops, self.peak_memory_mib, self.memory_kind = None, None, None, None
 
     @property
     def losses(self):
         return [r["loss"] for r in self.train]
+
+    def summary(self):
+        """Throughput over the whole fit (all items / all its time) and the median step's, MFU, peak memory."""
+        unit, mean = self.unit, self.seen / self.seconds if self.seconds > 0 else None
+        steps = [r[f"{unit}_per_s"] for r in self.train if f"{unit}_per_s" in r]
+        out = {f"{unit}_per_s_mean": mean, f"{unit}_per_s_median": float(np.median(steps)) if steps else None,
+               "seconds": self.seconds, "peak_memory_mib": self.peak_memory_mib, "memory_kind": self.memory_kind}
+        if self.flops_per_token is not None:
+            out["mfu"] = mfu(mean, self.flops_per_token, self.peak_flops) if mean and self.peak_flops else None
+        return out
 
     def __repr__(self):
         return f"History({len(self.train)} steps, {len(self.eval)} evaluations, stop_reason={self.stop_reason!r})"
@@ -63,15 +79,25 @@ def _generators(loader, strict=False):
 
 
 def _get_states(generators):
-    return [g.bit_generator.state for g in generators]
+    """The generators' states, then one {"cuda": index, "state": array} per GPU generator in use
+    (dropout on cuda draws there; its state stays on the GPU until a checkpoint writes it)."""
+    gpus = [{"cuda": i, "state": state} for i, state in gpu_rng_states().items()]
+    return [g.bit_generator.state for g in generators] + gpus
 
 
 def _set_states(generators, states):
+    gpus = [s for s in states if isinstance(s, dict) and "cuda" in s]
+    states = [s for s in states if not (isinstance(s, dict) and "cuda" in s)]
     if len(states) != len(generators):
         raise CheckpointError(f"the checkpoint saved {len(states)} random generators but this run has "
                               f"{len(generators)}: build the DataLoader the same way as the saved run")
     for g, s in zip(generators, states):
         g.bit_generator.state = s
+    for saved in gpus:
+        try:
+            set_gpu_rng_state(saved["cuda"], saved["state"])
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
 
 
 def _to_device(batch, device):
@@ -87,6 +113,12 @@ def _validate_early_stopping(mode, patience):
         raise ValueError(f"EarlyStopping patience must be at least 1, got {patience}")
 
 
+def _device_of(model):
+    """The device of the model's first parameter (cpu for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else "cpu"
+
+
 def _count(target):
     """(number, unit): tokens for integer targets of 2+ dims (language models), else samples."""
     if isinstance(target, Tensor) and target.ndim >= 2 and target.dtype.kind in "iu":
@@ -94,7 +126,7 @@ def _count(target):
     return len(target), "samples"
 
 
-# %% modules/07_training/provided.py, cell 9
+# %% modules/07_training/provided.py, cell 11
 class _TrainerBase:
     """Everything of the `Trainer` but the loop and the checkpoint state (the lesson writes those).
 
@@ -106,13 +138,17 @@ class _TrainerBase:
     def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
                  accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
-                 quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None):
+                 quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
+                 flops_per_token=None, peak_flops=None):
         if accum_steps < 1:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         if (checkpoint_every or resume) and checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive (or None), got {value}")
         if isinstance(early_stopping, dict):
             early_stopping = EarlyStopping(**early_stopping)
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
@@ -131,6 +167,11 @@ class _TrainerBase:
         self.should_stop, self.history = False, History()
         self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
         self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
+        # MFU needs the model's FLOPs per token and the device's peak (looked up, or measured on a CPU)
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        if flops_per_token is not None and peak_flops is None:
+            self.peak_flops = peak_flops_of(device or _device_of(model))[0]
+        self._memory = PeakMemory(device or _device_of(model))
 
     # ---------------------------------------------------------------- running
 
@@ -140,11 +181,14 @@ class _TrainerBase:
             raise ValueError("fit needs epochs=... or max_steps=... (or both)")
         self._start(resume_from)
         self.should_stop, self.history = False, History()
+        self.history.flops_per_token, self.history.peak_flops = self.flops_per_token, self.peak_flops
+        self._memory = PeakMemory(self.device or _device_of(self.model))
         self._call("on_fit_start", self)
         self._tick = time.perf_counter()
         with self._progress(epochs, max_steps) as self._bar:
             while not self._finished(epochs, max_steps):
                 self._run_epoch(max_steps)
+        self.history.peak_memory_mib, self.history.memory_kind = self._memory.mib, self._memory.kind
         if self.checkpoint_dir is not None and self._saved_step != self.step:
             self.save_checkpoint()
         self._call("on_fit_end", self, self.history)
@@ -203,10 +247,15 @@ class _TrainerBase:
         elif self.scheduler is not None:
             self.scheduler.step()
         count, unit = _count(group[0][1])
-        now = time.perf_counter()
-        per_second = count * len(group) / max(now - self._tick, 1e-9)  # data loading included
+        now = time.perf_counter()  # since the last step: data loading, evaluation and checkpoints included
+        per_second = count * len(group) / max(now - self._tick, 1e-9)
+        self.history.seen, self.history.unit = self.history.seen + count * len(group), unit
+        self.history.seconds += now - self._tick
         self._tick = now
         logs[f"{unit}_per_s"] = round(per_second, 1)
+        if unit == "tokens" and self.flops_per_token is not None and self.peak_flops is not None:
+            logs["mfu"] = float(f"{mfu(per_second, self.flops_per_token, self.peak_flops):.4g}")
+        self._memory.update()
         self._record(logs)
         if math.isfinite(loss):
             self._bar.update(self.step, loss, lr, per_second, unit)
@@ -311,6 +360,7 @@ class _TrainerBase:
         for i, gen in enumerate(_generators(self.train_loader)):  # in place: whoever holds one keeps it
             seed = self.seed if i == 0 else [self.seed, i]  # the first as tt.manual_seed(seed) would
             gen.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        seed_gpus(self.seed)  # the GPUs' generators too, as tt.manual_seed(seed) would
 
 
 # %% modules/07_training/training.py, cell 8

@@ -1,0 +1,422 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 10 — provided code: launching kernels, CUDA C, mixed-precision plumbing
+#
+# The lesson (`cuda.py`) writes the kernels and the mixed-precision rules. This file is
+# the plumbing around them; nothing here is an exercise.
+#
+# - `numba_cuda()`: numba's `cuda` module, loaded on first use, in the **CUDA simulator**
+#   when no GPU is usable (so every kernel runs on any CPU, slowly).
+# - `@kernel`: marks a Python function as a CUDA kernel; `k[grid, block](arrays...)`
+#   launches it; `grid_for(shape, block)` sizes the grid.
+# - `kernel_array(x)` / `device_empty(x)`: the arrays kernels take: NumPy arrays in the
+#   simulator, CuPy arrays on a GPU (numba reads both through `__cuda_array_interface__`).
+# - One kernel in CUDA C (fused softmax + cross-entropy), compiled by NVRTC and run through
+#   `cupy.RawKernel` on a GPU; `compile_ptx` compiles any CUDA C source without a GPU.
+# - For mixed precision: the `bfloat16` dtype (`ml_dtypes` on CPU), a differentiable cast,
+#   and `GradScaler`'s constructor, state and checks.
+
+# %%
+#| default_exp cuda.launch
+
+# %%
+#| export
+"""Loading numba's CUDA (or its simulator), marking and launching kernels, and their arrays."""
+import functools
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+from tinytorch.core.backend import cuda_available
+from tinytorch.core.tensor import Tensor
+
+_SIMULATOR = "NUMBA_ENABLE_CUDASIM"
+
+
+def numba_cuda():
+    """numba's `cuda` module, imported on first use: the CUDA simulator unless a GPU is usable.
+
+    The simulator must be chosen before numba is first imported, so this sets
+    NUMBA_ENABLE_CUDASIM=1 (unless the environment already chose) when CuPy finds no GPU.
+    """
+    os.environ.setdefault(_SIMULATOR, "0" if cuda_available() else "1")
+    _import_nvidia_cuda()
+    try:
+        from numba import cuda
+    except ImportError as err:
+        raise ImportError(f"CUDA kernels need numba-cuda ({err}); install it with "
+                          f"`pip install 'tinytorch[kernels]'` (it also runs them on a CPU, simulated)") from None
+    return cuda
+
+
+def _import_nvidia_cuda():
+    """Import NVIDIA's `cuda` package (which numba needs) from where numba is installed.
+
+    The lesson is modules/10_cuda/cuda.py: run as a script, its folder comes first on the
+    import path, and a plain `import cuda` would find the lesson itself.
+    """
+    found = importlib.util.find_spec("cuda") if "cuda" not in sys.modules else None
+    numba = importlib.util.find_spec("numba")
+    if found is None or found.submodule_search_locations is not None or numba is None:
+        return  # imported already, not installed, or the real package: nothing shadows it
+    site = os.path.dirname(os.path.dirname(numba.origin))
+    spec = importlib.machinery.PathFinder.find_spec("cuda", [site])
+    if spec is not None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["cuda"] = module
+        if spec.loader is not None:
+            spec.loader.exec_module(module)
+
+
+def uses_simulator():
+    """True when kernels run in numba's CUDA simulator (threads on the CPU), False on a GPU."""
+    numba_cuda()
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+class _NotLoaded:
+    """Stands for numba's `cuda` until a kernel's first launch loads numba."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"cuda.{name} works only inside a kernel launched as kernel[grid, block](...); "
+                           f"numba loads at the first launch")
+
+
+cuda = _NotLoaded()
+
+
+class Kernel:
+    """A CUDA kernel written in Python. `kernel[grid, block](*arrays)` launches it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._compiled = None
+        functools.update_wrapper(self, fn)
+
+    def __getitem__(self, config):
+        grid, block = config
+        if self._compiled is None:
+            numba = numba_cuda()
+            # The kernel's body says `cuda.threadIdx.x`: that name, in the kernel's own file, becomes
+            # numba's module now. Importing numba up front would add 0.7 s to every `import tinytorch`.
+            self.fn.__globals__["cuda"] = numba
+            self._compiled = numba.jit(self.fn)
+        return self._compiled[grid, block]
+
+    def __call__(self, *args):
+        raise TypeError(f"{self.__name__} is a CUDA kernel: launch it as {self.__name__}[grid, block](...)")
+
+
+def kernel(fn):
+    """Decorator: `fn` is a CUDA kernel (compiled, or simulated, at its first launch)."""
+    return Kernel(fn)
+
+
+def grid_for(shape, block):
+    """Blocks per grid dimension so that `block` threads each cover `shape`: the ceiling of shape / block."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    block = (block,) if isinstance(block, int) else tuple(block)
+    if len(shape) != len(block) or min(block) < 1:
+        raise ValueError(f"grid_for: shape {shape} and block {block} need the same number of dimensions, "
+                         f"and every block size >= 1")
+    grid = tuple(-(-n // b) for n, b in zip(shape, block))
+    return grid[0] if len(grid) == 1 else grid
+
+
+def kernel_array(x, dtype=np.float32):
+    """The C-contiguous array a kernel reads: a Tensor's data or an array, in `dtype`, on its device."""
+    data = x.data if isinstance(x, Tensor) else x
+    xp = _array_namespace(data)
+    if xp is np and not uses_simulator():
+        raise RuntimeError("a kernel on the GPU needs CuPy arrays; move the data with .to('cuda') first")
+    if xp is not np and uses_simulator():
+        raise RuntimeError("the CUDA simulator runs on NumPy arrays; this is a CuPy array (use .cpu())")
+    return xp.ascontiguousarray(data, dtype=dtype)
+
+
+def device_empty(x, shape=None, dtype=np.float32):
+    """An uninitialised output array beside `x` (same device), for a kernel to fill."""
+    xp = _array_namespace(x)
+    return xp.empty(x.shape if shape is None else shape, dtype=dtype)
+
+
+def device_zeros(x, shape=None, dtype=np.float32):
+    """A zeroed output array beside `x` (same device): for kernels that accumulate with atomics."""
+    xp = _array_namespace(x)
+    return xp.zeros(x.shape if shape is None else shape, dtype=dtype)
+
+
+def _array_namespace(array):
+    """numpy or cupy, whichever holds `array`."""
+    if isinstance(array, np.ndarray):
+        return np
+    import cupy
+    return cupy
+
+
+# %% [markdown]
+# The lesson's kernels go to `tinytorch.cuda.kernels`, with these imports.
+
+# %%
+#| export cuda.kernels
+"""GPU kernels written in Python with numba-cuda, and the functions that launch them."""
+import math
+
+import numpy as np
+
+from tinytorch.cuda.launch import cuda, device_empty, device_zeros, grid_for, kernel, kernel_array  # noqa: F401
+
+
+# %% [markdown]
+# ## A kernel in CUDA C
+#
+# The same language NVIDIA's libraries are written in. One block per row: the threads stride
+# over the classes, reduce the row's maximum and then its sum of exponentials in shared memory,
+# and thread 0 writes the row's loss, log Σ e^(z − m) + m − z_target. `compile_ptx` compiles
+# any source with NVRTC (no GPU or driver needed: CI checks every source in `CUDA_SOURCES`);
+# `softmax_cross_entropy_rows` runs it on a GPU through `cupy.RawKernel`.
+
+# %%
+#| export cuda.raw
+"""CUDA C kernels: their sources, NVRTC compilation (no GPU needed) and launch through cupy.RawKernel."""
+import numpy as np
+
+SOFTMAX_CROSS_ENTROPY = r"""
+// loss[r] = logsumexp(logits[r, :]) - logits[r, targets[r]], one block per row r.
+// blockDim.x is a power of two; shared memory holds one float per thread.
+extern "C" __global__
+void softmax_cross_entropy_forward(const float* logits, const long long* targets, float* loss,
+                                   int n_classes) {
+    extern __shared__ float scratch[];
+    const float* row = logits + (long long)blockIdx.x * n_classes;
+    const int tid = threadIdx.x;
+
+    float m = __int_as_float(0xff800000);  // -inf
+    for (int c = tid; c < n_classes; c += blockDim.x) m = fmaxf(m, row[c]);
+    scratch[tid] = m;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (tid < stride) scratch[tid] = fmaxf(scratch[tid], scratch[tid + stride]);
+        __syncthreads();
+    }
+    m = scratch[0];
+    __syncthreads();  // everyone has read the max before scratch is reused
+
+    float total = 0.0f;
+    for (int c = tid; c < n_classes; c += blockDim.x) total += __expf(row[c] - m);
+    scratch[tid] = total;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (tid < stride) scratch[tid] += scratch[tid + stride];
+        __syncthreads();
+    }
+    if (tid == 0) loss[blockIdx.x] = __logf(scratch[0]) + m - row[targets[blockIdx.x]];
+}
+"""
+
+CUDA_SOURCES = {"softmax_cross_entropy.cu": SOFTMAX_CROSS_ENTROPY}  # every CUDA C source in the package
+
+
+def nvrtc_unavailable_reason():
+    """Why NVRTC cannot compile here, or None when it can."""
+    try:
+        from cupy.cuda import nvrtc
+        nvrtc.getVersion()
+    except Exception as err:  # ImportError, or the NVRTC library missing
+        return (f"NVRTC is unavailable ({type(err).__name__}: {err}); install it with "
+                f"`pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12` (no GPU needed)")
+    return None
+
+
+def compile_ptx(source, name="kernel.cu", arch="compute_90"):
+    """Compile CUDA C `source` to PTX with NVRTC: no GPU or driver needed, the arch is explicit."""
+    reason = nvrtc_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+    from cupy.cuda import nvrtc
+    program = nvrtc.createProgram(source, name, [], [])
+    try:
+        nvrtc.compileProgram(program, [f"-arch={arch}"])
+        ptx = nvrtc.getPTX(program)
+    except nvrtc.NVRTCError as err:
+        raise RuntimeError(f"{name} does not compile ({err}):\n{nvrtc.getProgramLog(program)}") from None
+    finally:
+        nvrtc.destroyProgram(program)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+_raw_kernels = {}
+
+
+def softmax_cross_entropy_rows(logits, targets, threads=256):
+    """Per-row loss logsumexp(z) - z[target] of CuPy (rows, classes) float32 logits, by the CUDA C kernel."""
+    import cupy
+    if not isinstance(logits, cupy.ndarray) or logits.ndim != 2:
+        raise TypeError("softmax_cross_entropy_rows: logits must be a 2-D CuPy array (rows, classes) on the GPU")
+    if threads < 1 or threads & (threads - 1):
+        raise ValueError(f"softmax_cross_entropy_rows: threads={threads} must be a power of two")
+    found = _raw_kernels.get("softmax_cross_entropy_forward")
+    if found is None:
+        found = _raw_kernels["softmax_cross_entropy_forward"] = cupy.RawKernel(
+            SOFTMAX_CROSS_ENTROPY, "softmax_cross_entropy_forward")
+    logits = cupy.ascontiguousarray(logits, dtype=np.float32)
+    targets = cupy.ascontiguousarray(targets, dtype=np.int64)
+    rows, classes = logits.shape
+    loss = cupy.empty(rows, dtype=np.float32)
+    found((rows,), (threads,), (logits, targets, loss, np.int32(classes)), shared_mem=threads * 4)
+    return loss
+
+
+# %% [markdown]
+# ## Mixed-precision plumbing
+#
+# `bfloat16` is not a NumPy dtype; `ml_dtypes` (the package JAX uses) adds it, so the CPU
+# can compute in it (slowly: no BLAS) and the lesson can show its rounding. `_cast` is a
+# differentiable dtype change: its backward turns the gradient back into the input's dtype,
+# so float32 weights always receive float32 gradients.
+
+# %%
+#| export core.amp
+"""Mixed precision: the bfloat16 dtype, a differentiable cast, and GradScaler's bookkeeping."""
+import math
+
+import numpy as np
+
+from tinytorch.core.backend import float16, float32, is_floating
+from tinytorch.core.tensor import Tensor, _autocast_state, from_op  # noqa: F401  (_autocast_state: autocast)
+
+try:
+    import ml_dtypes
+except ImportError:  # bfloat16 then stays a name, and autocast says what to install
+    ml_dtypes = None
+
+bfloat16 = np.dtype(ml_dtypes.bfloat16) if ml_dtypes is not None else "bfloat16"
+
+
+def _autocast_dtype(device_type, dtype):
+    """Check autocast's arguments; return the low-precision dtype (float16 or bfloat16)."""
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"autocast: device_type must be 'cpu' or 'cuda', got {device_type!r}")
+    if dtype is None:
+        dtype = "bfloat16" if device_type == "cpu" else "float16"  # PyTorch's defaults
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name == "bfloat16":
+        if ml_dtypes is None:
+            raise ImportError("autocast with bfloat16 needs ml_dtypes: `pip install 'tinytorch[bfloat16]'`")
+        if device_type == "cuda":
+            raise TypeError("autocast: CuPy has no bfloat16 arrays; use dtype=tinytorch.float16 on cuda")
+        return np.dtype(ml_dtypes.bfloat16)
+    if name == "float16":
+        return float16
+    raise TypeError(f"autocast: dtype must be float16 or bfloat16, got {name}")
+
+
+def _is_float_tensor_on(x, device_type):
+    return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype)
+
+
+def _cast(x, dtype):
+    """x in `dtype`, as an op: the gradient flows back in x's own dtype."""
+    if x.dtype == dtype:
+        return x
+    source = x.dtype
+    return from_op(x.data.astype(dtype), x._device, (x,), lambda g: (g.astype(source),))
+
+
+class _GradScalerBase:
+    """GradScaler's constructor, state and checks; the lesson writes scale/unscale_/step/update."""
+
+    def __init__(self, device="cpu", init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
+                 growth_interval=2000, enabled=True):
+        if not growth_factor > 1.0:
+            raise ValueError(f"GradScaler: growth_factor={growth_factor} must be > 1")
+        if not 0.0 < backoff_factor < 1.0:
+            raise ValueError(f"GradScaler: backoff_factor={backoff_factor} must be in (0, 1)")
+        if int(growth_interval) != growth_interval or growth_interval < 1:
+            raise ValueError(f"GradScaler: growth_interval={growth_interval} must be a positive int")
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"GradScaler: init_scale={init_scale} must be a positive finite number")
+        self.device = device
+        self._scale = float32.type(init_scale)  # float32, like PyTorch's scale tensor
+        self._growth_factor = float(growth_factor)
+        self._backoff_factor = float(backoff_factor)
+        self._growth_interval = int(growth_interval)
+        self._growth_tracker = 0
+        self._enabled = enabled
+        self._found_inf = {}  # id(optimizer) -> True/False once unscaled in this iteration
+        self._stepped = set()  # id(optimizer) stepped in this iteration
+
+    def is_enabled(self):
+        return self._enabled
+
+    def get_scale(self):
+        """The current scale as a Python float (1.0 when disabled)."""
+        return float(self._scale) if self._enabled else 1.0
+
+    def get_growth_factor(self):
+        return self._growth_factor
+
+    def get_backoff_factor(self):
+        return self._backoff_factor
+
+    def get_growth_interval(self):
+        return self._growth_interval
+
+    def state_dict(self):
+        if not self._enabled:
+            return {}
+        return {"scale": float(self._scale), "growth_factor": self._growth_factor,
+                "backoff_factor": self._backoff_factor, "growth_interval": self._growth_interval,
+                "_growth_tracker": self._growth_tracker}
+
+    def load_state_dict(self, state):
+        if not self._enabled:
+            return
+        if not state:
+            raise RuntimeError("GradScaler.load_state_dict: the state is empty (saved from a disabled scaler?)")
+        self._scale = float32.type(state["scale"])
+        self._growth_factor = float(state["growth_factor"])
+        self._backoff_factor = float(state["backoff_factor"])
+        self._growth_interval = int(state["growth_interval"])
+        self._growth_tracker = int(state["_growth_tracker"])
+
+    def _grads(self, optimizer):
+        """The gradient arrays of every parameter of `optimizer` that has one; float16 ones are refused."""
+        grads = [p.grad.data for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        for g in grads:
+            if g.dtype == float16:
+                raise ValueError("GradScaler: a float16 gradient cannot be unscaled safely; keep the weights "
+                                 "in float32 and let autocast cast them for each op")
+        return grads
+
+    def _check_unscale(self, optimizer):
+        if id(optimizer) in self._stepped:
+            raise RuntimeError("GradScaler.unscale_ called after step() for this optimizer; call update() first")
+        if id(optimizer) in self._found_inf:
+            raise RuntimeError("GradScaler.unscale_ already called for this optimizer since the last update()")
+
+
+# %% [markdown]
+# `tinytorch.amp` holds the two mixed-precision classes, as `torch.amp` does; `autocast` is
+# also `tinytorch.autocast`.
+
+# %%
+#| export amp
+"""Automatic mixed precision: `autocast` and `GradScaler` (the lesson writes both in `tinytorch.core.amp`)."""
+from tinytorch.core.amp import GradScaler, autocast  # noqa: F401

@@ -1,0 +1,242 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 12 — provided code: recurrent-layer plumbing, adapter files, checks
+#
+# The lesson (`finetuning.py`) writes the ideas: the recurrent cells, LoRA's
+# forward and merge, the KL divergence and the distillation loss, the pooling of
+# the last real token. This file is the plumbing around them, ready-made:
+#
+# - `_RNNBase`: the parameters of `nn.RNN`/`nn.GRU`/`nn.LSTM` under PyTorch's
+#   names (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, ...), their
+#   init, the input checks, and the loop over layers and time steps that calls
+#   the lesson's cell once per step.
+# - `save_adapters` / `load_adapters`: the LoRA weights alone, in a safetensors file.
+# - `_check_kl_div`: the argument checks of `F.kl_div`.
+
+# %%
+#| default_exp nn.rnn
+
+# %%
+#| export
+"""Recurrent layers (`RNN`, `GRU`, `LSTM`) in PyTorch's layout, built from tensor ops."""
+import math
+
+from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import Tensor, from_op, stack, zeros
+from tinytorch.nn.functional import dropout, linear
+from tinytorch.nn.init import uniform_
+from tinytorch.nn.module import Module, _empty_parameter
+
+# %% [markdown]
+# ## The recurrent base class
+#
+# Each layer k holds four tensors: `weight_ih_lk` (G·H, I) maps the input, and
+# `weight_hh_lk` (G·H, H) the previous hidden state, to G gate pre-activations
+# of width H each (G = 1 for RNN, 3 for GRU, 4 for LSTM), plus two biases. The
+# first layer reads the input (I = input_size); the others read the layer below
+# (I = H). All start from U(−1/√H, 1/√H), PyTorch's init.
+#
+# `forward` runs time-major, (T, B, features). The input's part of every gate,
+# x·W_ihᵀ + b_ih, does not depend on the hidden state, so one matmul computes
+# it for all T steps; only the hidden state's part runs step by step, in the
+# subclass's `_cell(gi_t, state, weight_hh, bias_hh)`.
+
+# %%
+#| export
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
+
+
+def _unbind_time(x):
+    """The T steps x[0], ..., x[T-1] of a (T, ...) tensor, with one gradient buffer for all of them.
+
+    Slicing T times would give T backward passes that each add a full (T, ...) array of zeros
+    into x's gradient: O(T²) work. Here each step writes its gradient into its row of one
+    buffer, and a scalar "anchor" between the steps and x hands the whole buffer to x once.
+    """
+    xp = get_xp(x._device)
+    grad = {}
+
+    def anchor_backward(g):
+        return (grad.pop("buffer", None),)
+    anchor = from_op(xp.zeros((), dtype=x.dtype), x._device, (x,), anchor_backward)
+
+    def step(t):
+        def step_backward(g):
+            buffer = grad.setdefault("buffer", xp.zeros(x.shape, dtype=g.dtype))
+            buffer[t] += g
+            return (xp.zeros((), dtype=g.dtype),)  # the anchor's share: nothing, but it marks the path
+        return from_op(x.data[t], x._device, (anchor,), step_backward)
+    return [step(t) for t in range(x.shape[0])]
+
+
+class _RNNBase(Module):
+    """Parameters, checks and the layer/time loop of RNN, GRU and LSTM; subclasses define `_cell`."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
+        if bidirectional:
+            raise NotImplementedError(f"{name}: bidirectional=True is not supported; run a second {name} on the "
+                                      f"time-reversed input and concatenate the two outputs")
+        self.mode, self.input_size, self.hidden_size = mode, input_size, hidden_size
+        self.num_layers, self.bias, self.batch_first, self.dropout = num_layers, bias, batch_first, float(dropout)
+        gates = _GATES[mode] * hidden_size
+        for k in range(num_layers):
+            width = input_size if k == 0 else hidden_size
+            setattr(self, f"weight_ih_l{k}", _empty_parameter((gates, width), dtype, device))
+            setattr(self, f"weight_hh_l{k}", _empty_parameter((gates, hidden_size), dtype, device))
+            if bias:
+                setattr(self, f"bias_ih_l{k}", _empty_parameter((gates,), dtype, device))
+                setattr(self, f"bias_hh_l{k}", _empty_parameter((gates,), dtype, device))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            uniform_(p, -bound, bound)
+
+    def _weights(self, k):
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; the biases are None when bias=False."""
+        get = lambda kind: getattr(self, f"{kind}_l{k}", None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    # --- checks -------------------------------------------------------------------------
+    def _time_major(self, input):
+        """input as (T, B, I) and whether it came unbatched (T, I)."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name} expects a Tensor, got {type(input).__name__}")
+        if input.ndim not in (2, 3) or input.shape[-1] != self.input_size:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ValueError(f"{name} expects input of shape {layout} or (T, input_size) with input_size="
+                             f"{self.input_size}, got {tuple(input.shape)}")
+        if input.ndim == 2:
+            return input.unsqueeze(1), True
+        return (input.transpose(0, 1) if self.batch_first else input), False
+
+    def _initial_states(self, hx, batch, like, unbatched):
+        """One state tuple per layer: (h,) or (h, c), each (B, H); zeros when hx is None."""
+        name = type(self).__name__
+        n = 2 if self.mode == "LSTM" else 1
+        if hx is None:
+            z = zeros(self.num_layers, batch, self.hidden_size, dtype=like.dtype, device=like.device)
+            parts = (z,) * n
+        else:
+            parts = tuple(hx) if self.mode == "LSTM" else (hx,)
+            if len(parts) != n:
+                raise ValueError(f"{name}: the initial state is (h_0, c_0) for an LSTM and h_0 otherwise")
+            want = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, batch, self.hidden_size)
+            for p in parts:
+                if tuple(p.shape) != want:
+                    raise ValueError(f"{name}: initial state of shape {tuple(p.shape)}, expected {want} "
+                                     f"(num_layers{'' if unbatched else ', batch'}, hidden_size)")
+            if unbatched:
+                parts = tuple(p.unsqueeze(1) for p in parts)
+        return [tuple(p[k] for p in parts) for k in range(self.num_layers)]
+
+    # --- the loop over layers and time ------------------------------------------------------
+    def forward(self, input, hx=None):
+        x, unbatched = self._time_major(input)  # (T, B, I)
+        states = self._initial_states(hx, x.shape[1], x, unbatched)
+        finals = []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._weights(k)
+            gi = linear(x, w_ih, b_ih)  # (T, B, G·H): the input's part of every step at once
+            state, outputs = states[k], []
+            for gi_t in _unbind_time(gi):
+                state = self._cell(gi_t, state, w_hh, b_hh)  # the lesson's cell: (B, G·H) -> new state
+                outputs.append(state[0])
+            x = stack(outputs, 0)  # (T, B, H): the next layer's input
+            if self.dropout and self.training and k < self.num_layers - 1:
+                x = dropout(x, self.dropout, True)  # between layers, never after the last (as in PyTorch)
+            finals.append(state)
+        final = [stack([s[i] for s in finals], 0) for i in range(len(finals[0]))]  # each (L, B, H)
+        if unbatched:
+            x, final = x.squeeze(1), [f.squeeze(1) for f in final]
+        elif self.batch_first:
+            x = x.transpose(0, 1)  # (B, T, H)
+        return (x, tuple(final)) if self.mode == "LSTM" else (x, final[0])
+
+    def extra_repr(self):
+        extra = "".join(f", {k}={v}" for k, v in (("num_layers", self.num_layers), ("bias", self.bias),
+                                                   ("batch_first", self.batch_first), ("dropout", self.dropout))
+                        if v != {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0}[k])
+        return f"{self.input_size}, {self.hidden_size}{extra}"
+
+# %% [markdown]
+# ## Checks of `F.kl_div`
+
+# %%
+#| export nn.functional
+def _check_kl_div(input, target, reduction):
+    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(f"kl_div expects two Tensors, got {type(input).__name__} and {type(target).__name__}")
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(f"kl_div: input {tuple(input.shape)} and target {tuple(target.shape)} must have one shape "
+                         f"(input: log-probabilities, target: probabilities over the same classes)")
+    if reduction not in ("none", "sum", "mean", "batchmean"):
+        raise ValueError(f"kl_div: reduction={reduction!r}; use 'batchmean' (the true KL divergence per sample), "
+                         f"'sum', 'mean' or 'none'")
+    if input._device != target._device:
+        raise RuntimeError(f"kl_div: input is on {input.device} and target on {target.device}; move one of them")
+
+# %% [markdown]
+# ## Adapter files
+#
+# A LoRA fine-tune changes only the adapters, so only they need saving: the
+# file holds every parameter whose name contains `lora_` (plus any other
+# parameter that trains, such as a classification head), a tiny fraction of
+# the model. Loading puts them back into a model that has the same adapters
+# injected; a missing or unexpected name is an error that lists them.
+
+# %%
+#| export finetune.lora
+from tinytorch.core.serialization import load, save
+
+
+def adapter_state_dict(model):
+    """The trainable tensors of `model` (after inject_lora: the adapters and any unfrozen head), by name."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_adapters(model, path):
+    """Write the trainable parameters alone (the LoRA adapters, a head) to `path` as safetensors."""
+    state = adapter_state_dict(model)
+    if not state:
+        raise ValueError("save_adapters: the model has no trainable parameters; call inject_lora(model, ...) first")
+    save(state, path)
+
+
+def load_adapters(model, path):
+    """Copy the tensors of an adapter file into `model` (which must have the same adapters injected)."""
+    saved = load(path, device=next(iter(model.parameters())).device)
+    own = dict(model.named_parameters())
+    missing = sorted(set(adapter_state_dict(model)) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"load_adapters({path}): missing {missing}, unexpected {unexpected}; inject the same "
+                         f"adapters (targets, rank) into the model before loading")
+    for name, value in saved.items():
+        if tuple(value.shape) != tuple(own[name].shape):
+            raise ValueError(f"load_adapters({path}): {name} has shape {tuple(value.shape)} in the file and "
+                             f"{tuple(own[name].shape)} in the model; was it saved with another rank?")
+        own[name].data[...] = value.data
+    return model

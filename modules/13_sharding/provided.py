@@ -1,0 +1,396 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 13 — provided code: units, checks, checkpoints and counting bytes
+#
+# The lesson (`sharding.py`) writes the shard arithmetic, the gather and free
+# around a unit, the reduce-scatter of its gradients, activation checkpointing
+# and the memory model. This file holds the plumbing around them:
+#
+# - `_ShardedBase`: which parameters belong to which unit, the checks that
+#   every rank built the same model, `parameters()` that lists the shards (so a
+#   plain `AdamW` steps them), and checkpoints that do not depend on the world
+#   size (`state_dict()` consolidated, `load_state_dict()` re-sharded);
+# - `ShardedOptimizer`: a plain optimizer's parameter groups (GPT's decay and
+#   no-decay) run on the flat shards, with a consolidated `state_dict()`;
+# - `measure_memory(...)`: the bytes held by live arrays, by category.
+
+# %%
+#| default_exp distributed.fsdp
+
+# %%
+#| export
+"""FullyShardedDataParallel: ZeRO-2 and ZeRO-3 with flat per-unit shards of the parameters."""
+from collections import OrderedDict
+
+import numpy as np
+
+from tinytorch.core.backend import get_xp, to_device
+from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.distributed.process_group import _group
+from tinytorch.nn import Module
+
+# %% [markdown]
+# ## Units
+#
+# A *unit* is a module whose parameters are gathered and freed together (a
+# transformer block); the model itself is the last unit, the *root*, and holds
+# every trainable parameter no listed unit owns. A parameter read from two
+# places (a tied embedding) belongs to a unit only if every place that reads it
+# is inside that unit; otherwise it goes to the root. Frozen parameters
+# (`requires_grad=False`) are not sharded: every rank keeps them whole.
+
+# %%
+#| export
+def _unit_members(module, units):
+    """[(unit module, [params], [(owner module, attribute, param)])] for each unit, the root last."""
+    slots = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
+             if p is not None and p.requires_grad]
+    claimed, out = set(), []
+    for unit in list(units) + [module]:
+        inside = {id(m) for m in unit.modules()}
+        readers = {}
+        for m, _, p in slots:
+            readers.setdefault(id(p), []).append(id(m) in inside)
+        params = []
+        for _, _, p in slots:
+            if id(p) not in claimed and all(readers[id(p)]):
+                claimed.add(id(p))
+                params.append(p)
+        mine = {id(p) for p in params}
+        if params:
+            out.append((unit, params, [s for s in slots if id(s[2]) in mine]))
+    return out
+
+
+class _ShardedBase(Module):
+    """Checks, parameters() and checkpoints of FullyShardedDataParallel (see the lesson).
+
+    Uses the lesson's attributes: self.units (each with .params, .shard, .gather(), .shard_size,
+    .padded) and self.zero_stage."""
+
+    def _setup(self, module, units, zero_stage, process_group):
+        if zero_stage not in (2, 3):
+            raise ValueError(f"FullyShardedDataParallel: zero_stage must be 2 or 3, got {zero_stage!r} "
+                             f"(stage 1 is module 11's ZeroRedundancyOptimizer)")
+        self.module, self.zero_stage = module, zero_stage
+        self._pg = _group(process_group)
+        mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in module.named_parameters()]
+        for rank, theirs in enumerate(self._pg.all_gather_object(mine)):
+            if theirs != mine:
+                raise ValueError(f"FullyShardedDataParallel: rank {self._pg.rank} and rank {rank} built different "
+                                 f"models; every rank must build the same one")
+        for t in list(module.parameters()) + list(module.buffers()):
+            self._pg.broadcast(t.data, 0)  # every copy starts from rank 0's values
+        members = _unit_members(module, units)
+        dtypes = {p.data.dtype for _, params, _ in members for p in params}
+        if len(dtypes) > 1:
+            raise TypeError(f"FullyShardedDataParallel: one dtype per model expected, got {sorted(map(str, dtypes))}")
+        self._names = {}
+        for name, p in module.named_parameters():
+            self._names.setdefault(id(p), name)
+        return members
+
+    def named_parameters(self, prefix="", recurse=True):
+        """The flat shards this rank owns, one per unit: what the optimizer steps."""
+        for i, unit in enumerate(self.units):
+            yield f"{prefix}shard{i}", unit.shard
+
+    def parameters(self, recurse=True):
+        for _, shard in self.named_parameters():
+            yield shard
+
+    def _check_last_backward(self):
+        for unit in self.units:
+            if 0 < unit.pending < len(unit.params):
+                missing = [self._names.get(id(p), "?") for p in unit.params][:6]
+                raise RuntimeError(f"FullyShardedDataParallel: the last backward gave no gradient to some parameters "
+                                   f"of a unit (among {missing}), so its gradients were never reduce-scattered. "
+                                   f"Every parameter that requires grad must take part in the loss; freeze unused "
+                                   f"ones (requires_grad=False) before wrapping")
+
+    def clip_grad_norm_(self, max_norm):
+        """Scale the shards' gradients so that the whole model's gradient norm is at most max_norm.
+
+        Collective: each rank holds a slice of the gradient, so the squared norms are summed over ranks
+        (the zero padding adds nothing). Returns the norm before clipping."""
+        grads = [u.shard.grad.data for u in self.units if u.shard.grad is not None]
+        xp = get_xp(self.units[0].shard._device)
+        total = xp.zeros(1, dtype=np.float64)
+        for g in grads:
+            total += float((g.astype(np.float64) ** 2).sum())
+        self._pg.all_reduce(total)
+        norm = float(total[0]) ** 0.5
+        scale = max_norm / (norm + 1e-6)
+        if scale < 1:
+            for g in grads:
+                g *= scale
+        return norm
+
+    def state_dict(self, rank0_only=True):
+        """The whole model's state dict, as the unwrapped model would give it. Collective: every rank calls it.
+
+        With rank0_only (the default) only rank 0 gets it; the others get an empty dict."""
+        full = {}
+        for unit in self.units:
+            for p, view in zip(unit.params, unit.gather(self._pg)):
+                full[id(p)] = view.copy()
+        out = OrderedDict()
+        for name, t in self.module._state_tensors().items():
+            out[name] = from_op(full[id(t)] if id(t) in full else t.data.copy(), t._device)
+        return out if self._pg.rank == 0 or not rank0_only else OrderedDict()
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load a consolidated state dict (from any world size, or from the unwrapped model): re-shard it."""
+        own = self.module._state_tensors()
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"FullyShardedDataParallel.load_state_dict: missing keys {missing[:6]}, "
+                               f"unexpected keys {unexpected[:6]}")
+        values = {}
+        for name, t in own.items():
+            if name in state_dict:
+                source = state_dict[name]
+                values[id(t)] = source.data if isinstance(source, Tensor) else np.asarray(source)
+        in_units = set()
+        for unit in self.units:
+            xp = get_xp(unit.shard._device)
+            flat = xp.zeros(unit.padded, dtype=unit.shard.data.dtype)
+            for p, start, size in zip(unit.params, unit.offsets, unit.sizes):
+                in_units.add(id(p))
+                if id(p) in values:
+                    flat[start:start + size] = to_device(values[id(p)], unit.shard._device).reshape(-1)
+            unit.load_flat(flat, self._pg)
+        for t in own.values():
+            if id(t) not in in_units and id(t) in values:
+                t.data[...] = to_device(values[id(t)], t._device)
+
+    def __getattr__(self, name):
+        modules = self.__dict__.get("_modules", {})
+        if "module" in modules and not name.startswith("_"):
+            return getattr(modules["module"], name)  # fsdp.config reaches the model
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+# %% [markdown]
+# ## Parameter groups over flat shards: `ShardedOptimizer`
+#
+# A flat shard mixes parameters that a plain optimizer would put in different
+# groups: GPT's `configure_optimizers` decays the matmul weights and not the
+# norms or embeddings. `ShardedOptimizer(fsdp, groups, AdamW, lr=...)` takes
+# those groups (over the model's own parameters) and steps the shards with one
+# inner optimizer whose weight decay is off; the decoupled decay is applied
+# element by element, each element with its group's rate. Because AdamW's
+# update does not depend on the weights, decaying first and then stepping is
+# exactly what the plain optimizer does. Its `state_dict()` (collective)
+# gathers the shards' state into the plain optimizer's format, so a checkpoint
+# moves to one process or another world size; `load_state_dict` re-shards it.
+
+# %%
+#| export
+from tinytorch.optim import AdamW, Optimizer  # noqa: E402
+
+
+class ShardedOptimizer(Optimizer):
+    """`optimizer_class(param_groups, **defaults)` over the model's own parameters, run on the shards of
+    FullyShardedDataParallel. Groups may differ only in weight_decay (decoupled, e.g. AdamW).
+
+    opt = ShardedOptimizer(fsdp, model_groups, AdamW, lr=1e-3); state_dict() is collective."""
+
+    def __init__(self, fsdp, params, optimizer_class=AdamW, **defaults):
+        probe = optimizer_class([Tensor(np.zeros(1, np.float32), requires_grad=True)], **defaults)  # its defaults
+        super().__init__(params, {k: v for k, v in probe.param_groups[0].items() if k != "params"})
+        self._fsdp, self._units = fsdp, fsdp.units
+        self.optim = optimizer_class([u.shard for u in self._units], **dict(defaults, weight_decay=0.0))
+        if not probe.defaults.get("decoupled_weight_decay") and any(g["weight_decay"] for g in self.param_groups):
+            raise ValueError(f"ShardedOptimizer: weight decay is applied element-wise only when it is decoupled "
+                             f"(AdamW); use AdamW, or weight_decay=0 with {optimizer_class.__name__}")
+        where = {id(p): (u, i) for u in self._units for i, p in enumerate(u.params)}
+        self._group_of = [u.xp.full(u.shard_size, -1, dtype=np.int64) for u in self._units]  # -1: padding
+        seen = set()
+        for g, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if id(p) not in where:
+                    raise ValueError("ShardedOptimizer: a parameter of the groups is not in any unit of the "
+                                     "FullyShardedDataParallel (frozen, or of another model); leave it out")
+                seen.add(id(p))
+                unit, i = where[id(p)]
+                lo = max(unit.offsets[i], unit.rank * unit.shard_size)  # p's part of this rank's shard
+                hi = min(unit.offsets[i] + unit.sizes[i], (unit.rank + 1) * unit.shard_size)
+                if lo < hi:
+                    self._group_of[self._units.index(unit)][lo - unit.rank * unit.shard_size:
+                                                            hi - unit.rank * unit.shard_size] = g
+        if len(seen) != len(where):
+            raise ValueError(f"ShardedOptimizer: the groups leave out {len(where) - len(seen)} trainable parameters "
+                             f"of the model; every parameter the shards hold must be in a group")
+
+    def zero_grad(self, set_to_none=True):
+        self.optim.zero_grad(set_to_none)
+
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        settings = [{k: v for k, v in g.items() if k not in ("params", "weight_decay")} for g in self.param_groups]
+        if any(s != settings[0] for s in settings[1:]):
+            raise ValueError("ShardedOptimizer: parameter groups may differ only in weight_decay (a shard mixes "
+                             "their parameters), got different settings")
+        lr = settings[0]["lr"]
+        for unit, group_of in zip(self._units, self._group_of):
+            if unit.shard.grad is not None:  # decay first, then the step: the plain optimizer's order
+                factors = [1 - lr * g["weight_decay"] for g in self.param_groups] + [1.0]
+                unit.shard.data *= unit.xp.asarray(factors, dtype=unit.dtype)[group_of]
+        for inner in self.optim.param_groups:
+            inner.update(settings[0], weight_decay=0.0)
+        self.optim.step()
+        return loss
+
+    def _gather_flat(self, unit, shard_array):
+        out = unit.xp.empty(unit.padded, dtype=shard_array.dtype)
+        self._fsdp._pg.all_gather(out.reshape(unit.world_size, unit.shard_size), shard_array.copy())
+        return out
+
+    def state_dict(self):
+        """The plain optimizer's state dict (parameters numbered across groups). Collective: every rank calls it."""
+        full = super().state_dict()  # the groups; the state lives in the inner optimizer
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        for unit in self._units:
+            state = self.optim.state.get(unit.shard)
+            if not state:
+                continue
+            flat = {k for k, v in state.items() if getattr(v, "shape", None) == (unit.shard_size,)}
+            whole = {k: self._gather_flat(unit, v) if k in flat else v for k, v in state.items()}
+            for p, start, size, shape in zip(unit.params, unit.offsets, unit.sizes, unit.shapes):
+                full["state"][index[id(p)]] = {k: v[start:start + size].reshape(shape).copy() if k in flat else v
+                                               for k, v in whole.items()}
+        full["state"] = dict(sorted(full["state"].items()))
+        return full
+
+    def load_state_dict(self, state_dict):
+        """Load the plain optimizer's state dict (from any world size): keep this rank's slice of each array."""
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        saved = {int(k): v for k, v in state_dict["state"].items()}
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        self.optim.state.clear()
+        for unit in self._units:
+            entries = [saved.get(index[id(p)]) for p in unit.params]
+            if not any(entries):
+                continue
+            first = next(e for e in entries if e)
+            mine = slice(unit.rank * unit.shard_size, (unit.rank + 1) * unit.shard_size)
+            state = {}
+            for key, value in first.items():
+                if not hasattr(value, "shape"):
+                    state[key] = value
+                    continue
+                flat = unit.xp.zeros(unit.padded, dtype=unit.dtype)
+                for entry, start, size in zip(entries, unit.offsets, unit.sizes):
+                    if entry:
+                        value = entry[key].data if isinstance(entry[key], Tensor) else entry[key]
+                        flat[start:start + size] = to_device(value, unit.device).reshape(-1)
+                state[key] = flat[mine].copy()
+            self.optim.state[unit.shard] = state
+
+# %% [markdown]
+# ## Counting the bytes that live arrays hold (`tinytorch/distributed/memory.py`)
+#
+# The lesson predicts memory; this measures it. Every array an owner can
+# reach is counted once, by the memory block behind it (a view counts its
+# base): first the parameters, then the gradients, the optimizer state and the
+# communication buffers, and last whatever the autograd graph of `loss` keeps
+# alive — its nodes' outputs and the arrays their backward closures hold. That
+# last part is the activations. Nothing is sampled or estimated: on the CPU the
+# counts are exact, and they cost one walk over the graph. On cuda,
+# `cuda_pool_bytes()` gives CuPy's pool as a cross-check of the total.
+
+# %%
+#| export distributed.memory
+"""Per-rank memory: the lesson's prediction, and the bytes that live arrays really hold."""
+from tinytorch.core.tensor import Tensor  # noqa: F811  (this cell exports to its own file)
+
+
+class _Counter:
+    """Sums nbytes of arrays, each memory block (the base of a view) once."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def add(self, array):
+        while isinstance(getattr(array, "base", None), type(array)):
+            array = array.base  # a view: count the block it looks into
+        if id(array) in self.seen or not hasattr(array, "nbytes"):
+            return 0
+        self.seen.add(id(array))
+        return int(array.nbytes)
+
+    def add_all(self, arrays):
+        return sum(self.add(a) for a in arrays)
+
+
+def _arrays(obj, depth=0):
+    """The arrays in obj: an array, a Tensor's data, or inside (nested) dicts, lists and tuples."""
+    if isinstance(obj, Tensor):
+        yield obj.data
+    elif hasattr(obj, "nbytes") and hasattr(obj, "dtype"):
+        yield obj
+    elif isinstance(obj, (list, tuple)) and depth < 3:
+        for item in obj:
+            yield from _arrays(item, depth + 1)
+    elif isinstance(obj, dict) and depth < 3:
+        for item in obj.values():
+            yield from _arrays(item, depth + 1)
+
+
+def _graph_arrays(loss):
+    """Arrays the graph behind `loss` keeps alive: node outputs and what backward closures captured."""
+    stack, visited = [loss], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        yield node.data
+        for cell in getattr(node._backward, "__closure__", None) or ():
+            try:
+                yield from _arrays(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        stack.extend(p for p in node._parents or () if p is not None)
+
+
+def measure_memory(model, optimizer=None, loss=None):
+    """Bytes held now, by category: params, grads, optimizer, buffers (communication), activations.
+
+    `model` may be wrapped (DDP, FullyShardedDataParallel); `loss` (optional) is a tensor whose graph
+    has not been freed yet (measure between forward and backward)."""
+    counter = _Counter()
+    inner = getattr(model, "module", model)
+    params = list(model.parameters()) + list(inner.parameters()) + list(inner.buffers())
+    out = {"params": counter.add_all(p.data for p in params)}
+    out["grads"] = counter.add_all(p.grad.data for p in params if p.grad is not None)
+    out["grads"] += counter.add_all(b.buffer for b in getattr(model, "buckets", []))
+    out["optimizer"] = counter.add_all(_arrays(dict(optimizer.state)) if optimizer is not None else [])
+    inner_optim = getattr(optimizer, "optim", None)  # ZeroRedundancyOptimizer: the state is in its share
+    if inner_optim is not None:
+        out["optimizer"] += counter.add_all(_arrays(dict(inner_optim.state)))
+    out["buffers"] = counter.add_all(model._comm_buffers() if hasattr(model, "_comm_buffers") else [])
+    out["activations"] = counter.add_all(_graph_arrays(loss)) if loss is not None else 0
+    return out
+
+
+def cuda_pool_bytes():
+    """Bytes CuPy's memory pool has handed out (None without a usable GPU)."""
+    try:
+        import cupy
+        return int(cupy.get_default_memory_pool().used_bytes()) if cupy.cuda.is_available() else None
+    except Exception:  # no cupy or no driver: nothing to report
+        return None

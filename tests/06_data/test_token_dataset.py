@@ -1,0 +1,55 @@
+"""TokenDataset over a memory-mapped token array: no copy into RAM, int64 batches."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tinytorch.data import DataLoader, TokenDataset
+
+N = 2_000_000  # 4 MB of uint16 ids on disk
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tokens") / "train.bin"
+    np.arange(N, dtype=np.int64).astype(np.uint16).tofile(path)  # ids wrap at 65536
+    return path
+
+
+def test_construction_does_not_read_the_array_into_ram(token_file):
+    tracemalloc.start()  # NumPy reports its allocations to tracemalloc
+    try:
+        ds = TokenDataset(token_file, block_size=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000, f"building the dataset allocated {peak:,} bytes; the array is {2 * N:,}"
+    assert isinstance(ds.tokens, np.memmap) and ds.tokens.dtype == np.uint16
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_npy_opened_memory_mapped_is_used_in_place(tmp_path, dtype):
+    np.save(tmp_path / "ids.npy", np.arange(1000, dtype=dtype))
+    mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    ds = TokenDataset(mapped, block_size=4)
+    assert ds.tokens is mapped, "the array is used as it is, not converted"
+    assert TokenDataset(tmp_path / "ids.npy", block_size=4).tokens.dtype == dtype
+
+
+def test_batches_are_int64_windows(token_file):
+    ds = TokenDataset(token_file, block_size=8)
+    assert len(ds) == N - 8
+    x, y = ds[70_000]
+    assert x.dtype == np.int64 and x.data.tolist() == [(70_000 + i) % 65536 for i in range(8)]
+    assert y.data.tolist() == [(70_001 + i) % 65536 for i in range(8)], "y is x shifted by one"
+    xb, yb = next(iter(DataLoader(ds, batch_size=4, shuffle=True)))
+    assert xb.shape == (4, 8) and xb.dtype == np.int64 and yb.dtype == np.int64
+    assert np.array_equal((xb.data[:, 1:]), yb.data[:, :-1])
+
+
+def test_bad_inputs_say_what_is_expected():
+    with pytest.raises(TypeError, match="1-D integer array"):
+        TokenDataset(np.zeros((2, 5), dtype=np.int32), block_size=2)
+    with pytest.raises(ValueError, match="fewer than block_size"):
+        TokenDataset(np.arange(4), block_size=8)

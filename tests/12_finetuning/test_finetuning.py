@@ -1,0 +1,178 @@
+"""Module 12: LoRA (merge exactness, trainable count, adapter files), classification, distillation, RNN grads."""
+
+import os
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+from tinytorch import nn
+from tinytorch.autograd import gradcheck
+from tinytorch.finetune import (GPTForSequenceClassification, LoRALinear, distillation_loss, inject_lora,
+                                last_token_pool, load_adapters, mean_pool, merge_lora, save_adapters, soft_targets)
+from tinytorch.models import GPT, GPTConfig
+from tinytorch.nn import functional as F
+
+SMALL = dict(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_embd=96)
+
+
+def small_classifier(seed=0, **lora):
+    tt.manual_seed(seed)
+    model = GPTForSequenceClassification(GPT(GPTConfig(**SMALL)), num_labels=2)
+    names = inject_lora(model, ["attn.c_attn"], **{"rank": 4, "alpha": 8, **lora})
+    model.score.requires_grad_(True)
+    return model, names
+
+
+def batch(seed=0, B=4, T=10):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, SMALL["vocab_size"], (B, T))
+    lengths = rng.integers(1, T + 1, B)
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
+    return tt.tensor(idx), mask
+
+
+def test_lora_trains_only_adapters_and_head_with_few_parameters():
+    model, names = small_classifier()
+    assert names == ["gpt.transformer.h.0.attn.c_attn", "gpt.transformer.h.1.attn.c_attn"]
+    trainable = model.num_parameters(trainable_only=True)
+    total = model.num_parameters()
+    assert trainable == 2 * 4 * (96 + 288) + 96 * 2, "r·(in + out) per adapted layer plus the head"
+    assert trainable / total < 0.02, f"{trainable / total:.2%} of the parameters train; LoRA r=4 should be < 2 %"
+    idx, mask = batch()
+    F.cross_entropy(model(idx, mask), tt.tensor([0, 1, 0, 1])).backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name} trains but got no gradient"
+        else:
+            assert p.grad is None, f"{name} is frozen but got a gradient"
+
+
+def test_merge_and_unmerge_are_exact():
+    model, _ = small_classifier(dropout=0.1)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            nn.init.normal_(m.lora_B.weight, 0.0, 0.5)
+    model.eval()
+    idx, mask = batch(1)
+    before = [m.base.weight.numpy().copy() for m in model.modules() if isinstance(m, LoRALinear)]
+    out = model(idx, mask).numpy()
+    merge_lora(model)
+    assert np.abs(model(idx, mask).numpy() - out).max() < 1e-5, "merged forward must equal the adapter forward"
+    for m, w in zip([m for m in model.modules() if isinstance(m, LoRALinear)], before):
+        assert m.merged and np.abs(m.base.weight.numpy() - w).max() > 1e-3, "merge changes the base weight"
+        m.unmerge()
+        assert np.abs(m.base.weight.numpy() - w).max() <= 1e-6, "unmerge restores the base weight to 1e-6"
+    with pytest.raises(RuntimeError, match="not merged"):
+        m.unmerge()
+
+
+def test_lora_dropout_only_in_training():
+    tt.manual_seed(0)
+    lora = LoRALinear(nn.Linear(8, 8), rank=2, alpha=2, dropout=0.5)
+    nn.init.normal_(lora.lora_B.weight, 0.0, 1.0)
+    x = tt.randn(4, 8)
+    assert not np.allclose(lora(x).numpy(), lora(x).numpy()), "dropout on the adapter path in training"
+    lora.eval()
+    assert np.allclose(lora(x).numpy(), lora(x).numpy())
+
+
+def test_adapter_file_is_small_and_round_trips(tmp_path):
+    model, _ = small_classifier()
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data[...] = np.random.default_rng(0).standard_normal(p.shape)
+    save_adapters(model, tmp_path / "adapters.safetensors")
+    tt.save(model.state_dict(), tmp_path / "model.safetensors")
+    ratio = os.path.getsize(tmp_path / "adapters.safetensors") / os.path.getsize(tmp_path / "model.safetensors")
+    assert ratio < 0.05, f"the adapter file is {ratio:.1%} of the model"
+    idx, mask = batch(2)
+    want = model.eval()(idx, mask).numpy()
+    fresh, _ = small_classifier(seed=0)  # same base weights (same seed), adapters at their init
+    assert not np.allclose(fresh.eval()(idx, mask).numpy(), want)
+    load_adapters(fresh, tmp_path / "adapters.safetensors")
+    np.testing.assert_allclose(fresh(idx, mask).numpy(), want, atol=1e-6)
+    other, _ = small_classifier(rank=2)
+    with pytest.raises(ValueError, match="another rank"):
+        load_adapters(other, tmp_path / "adapters.safetensors")
+
+
+def test_inject_lora_unknown_target_lists_the_layers():
+    with pytest.raises(ValueError, match="c_fc"):
+        inject_lora(GPT(GPTConfig(**SMALL)), ["attn.qkv"])
+
+
+def test_classifier_pools_the_last_real_token():
+    tt.manual_seed(0)
+    model = GPTForSequenceClassification(GPT(GPTConfig(**SMALL)), num_labels=3).eval()
+    idx, mask = batch(3)
+    logits = model(idx, mask)
+    assert logits.shape == (4, 3)
+    for b in range(4):  # right padding is invisible to a causal model: the row alone gives the same logits
+        n = int(mask[b].sum())
+        alone = model(tt.tensor(idx.numpy()[b:b + 1, :n]))
+        np.testing.assert_allclose(alone.numpy()[0], logits.numpy()[b], atol=1e-5)
+    with pytest.raises(ValueError, match="right-padded"):
+        model(idx, np.array([[0, 1] * 5] * 4))
+
+
+def test_last_token_pool_gradcheck():
+    hidden = tt.randn(3, 4, 2, requires_grad=True)
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert gradcheck(lambda h: last_token_pool(h, mask), (hidden,))
+
+
+def test_mean_pool_leaves_padding_out():
+    hidden = tt.randn(2, 4, 3, requires_grad=True)
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1]])
+    pooled = mean_pool(hidden, mask).numpy()
+    np.testing.assert_allclose(pooled[0], hidden.numpy()[0, :2].mean(0), atol=1e-6)
+    np.testing.assert_allclose(pooled[1], hidden.numpy()[1].mean(0), atol=1e-6)
+    assert gradcheck(lambda h: mean_pool(h, mask), (hidden,))
+
+
+def test_kl_div_gradcheck():
+    rng = np.random.default_rng(0)
+    a = tt.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = tt.tensor(rng.random((3, 4)) + 0.1, requires_grad=True)
+    for reduction in ("batchmean", "sum", "mean", "none"):
+        assert gradcheck(lambda u, v, r=reduction: F.kl_div(u, v, reduction=r), (a, b))
+    assert gradcheck(lambda u, v: F.kl_div(u, v, reduction="batchmean", log_target=True), (a, b))
+
+
+def test_distillation_loss_temperature_and_mix():
+    rng = np.random.default_rng(0)
+    zs = tt.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    zt = tt.tensor(rng.standard_normal((5, 3)))
+    y = tt.tensor([0, 1, 2, 1, -100])
+    for T in (1.0, 4.0):
+        p = F.softmax(zt / T, -1)
+        kl = F.kl_div(F.log_softmax(zs / T, -1), p, reduction="batchmean").item()
+        assert abs(distillation_loss(zs, zt, temperature=T).item() - T * T * kl) < 1e-5, "soft term = T²·KL"
+    ce = F.cross_entropy(zs, y, ignore_index=-100).item()
+    soft = distillation_loss(zs, zt, temperature=2.0).item()
+    mixed = distillation_loss(zs, zt, y, temperature=2.0, alpha=0.3).item()
+    assert abs(mixed - (0.3 * soft + 0.7 * ce)) < 1e-5, "alpha·soft + (1 - alpha)·hard, ignored labels skipped"
+    assert gradcheck(lambda s: distillation_loss(s, zt, y, temperature=2.0, alpha=0.5), (zs,))
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(zs, zt, temperature=0.0)
+
+
+def test_soft_targets_run_the_teacher_in_eval_without_graph():
+    tt.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2)).train()
+    x = tt.randn(6, 4)
+    a, b = soft_targets(teacher, x), soft_targets(teacher, x)
+    assert not a.requires_grad and np.allclose(a.numpy(), b.numpy()), "eval mode (no dropout), no graph"
+    assert teacher.training, "the teacher's mode is restored"
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_rnn_gradcheck_through_time(kind):
+    """The input's gradient through two layers and three steps (parameter grads: tests/parity/test_rnn.py)."""
+    tt.manual_seed(0)
+    layer = getattr(nn, kind)(2, 3, num_layers=2, batch_first=True).double()
+    h0 = tt.randn(2, 2, 3, dtype=np.float64, requires_grad=True)
+    x = tt.randn(2, 3, 2, dtype=np.float64, requires_grad=True)
+    state = lambda h: (h, h * 0.5) if kind == "LSTM" else h  # noqa: E731
+    assert gradcheck(lambda inp, h: layer(inp, state(h))[0], (x, h0))
