@@ -79,9 +79,9 @@ def test_lora_dropout_only_in_training():
 
 def test_adapter_file_is_small_and_round_trips(tmp_path):
     model, _ = small_classifier()
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data[...] = np.random.default_rng(0).standard_normal(p.shape)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.data[...] = np.random.default_rng(0).standard_normal(p.shape)
     save_adapters(model, tmp_path / "adapters.safetensors")
     tt.save(model.state_dict(), tmp_path / "model.safetensors")
     ratio = os.path.getsize(tmp_path / "adapters.safetensors") / os.path.getsize(tmp_path / "model.safetensors")
