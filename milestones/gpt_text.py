@@ -3,6 +3,7 @@
     tito train gpt [--data PATH] [--tokenizer char|bpe] [--config small] [--steps N]
                    [--device cpu|cuda] [--out DIR] [--resume | --overwrite]
     tito sample --prompt "In the beginning"     # the newest run; --checkpoint DIR for another
+    tito train gpt --init-from RUN --lora-rank R --data PATH   # LoRA fine-tuning of a finished run
 
 Without --data it trains on the corpus shipped with tinytorch (1.1 MB of the King James
 Bible, public domain), so it works offline on a fresh clone. The `small` preset is
@@ -16,6 +17,7 @@ tokenizer built, model on its device), and a folder holding another run is never
 without --resume or --overwrite, so a failed or mistaken run cannot spoil an earlier one.
 """
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -30,10 +32,13 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.data import BPETokenizer, CharTokenizer, DataLoader, Subset, TextDataset, kjv_text
+from tinytorch.core.tensor import from_op
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn.functional import cross_entropy
+from tinytorch.nn.utils import clip_grad_norm_
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from tinytorch.training import Trainer
+from tinytorch.training.efficiency import peak_flops
 from tinytorch.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 # Model shape and training schedule per preset. `small` is nanoGPT's CPU Shakespeare run.
@@ -187,7 +192,7 @@ def run_dirs(root=RUNS):
 def newest_run(root=RUNS):
     """The run trained most recently (newest model or checkpoint), or None when `root` holds no run."""
     def last_trained(run_dir):
-        files = [run_dir / FILES["config"], run_dir / FILES["model"], *list_checkpoints(run_dir / "checkpoints")]
+        files = [run_dir / FILES["config"], run_dir / FILES["model"], run_dir / ADAPTERS, *list_checkpoints(run_dir / "checkpoints")]
         return max(f.stat().st_mtime_ns for f in files if f.is_file())
     return max(run_dirs(root), key=last_trained, default=None)
 
@@ -292,25 +297,131 @@ def clear_run(out):
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
+# ---------------------------------------------------------------- LoRA fine-tuning of a finished run (module 12)
+
+LORA_TARGETS = ("attn.c_attn", "attn.c_proj")  # attention's qkv and output projections, as in the LoRA paper
+ADAPTERS = "adapters.safetensors"
+
+
+def check_lora(init_from, lora_rank, distributed=False, zero=None):
+    """RunError for LoRA options that cannot run (checked before anything starts)."""
+    if lora_rank is not None and init_from is None:
+        raise RunError("--lora-rank needs --init-from RUN: the finished run whose model the adapters fine-tune")
+    if init_from is not None and lora_rank is None:
+        raise RunError("--init-from needs --lora-rank R (e.g. 8): only LoRA fine-tuning of a run is supported")
+    if lora_rank is not None and lora_rank < 1:
+        raise RunError(f"--lora-rank must be at least 1, got {lora_rank}")
+    if init_from is not None and (distributed or zero is not None):
+        raise RunError("--init-from with --nproc or --zero is not supported: LoRA runs train in one process; "
+                       "leave out --nproc and --zero")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def base_run(init_from):
+    """(folder, saved config) of the finished run --init-from names, or a RunError."""
+    base = Path(init_from)
+    saved = read_run_config(base) if base.is_dir() else None
+    if saved is None or not (base / FILES["model"]).is_file():
+        raise RunError(f"--init-from {base} is not a finished run (it needs {FILES['config']} and {FILES['model']}): "
+                       f"pass a run folder whose `tito train gpt` completed")
+    if "lora" in saved:
+        raise RunError(f"--init-from {base} is itself a LoRA run: fine-tune its base run, {saved['lora']['base']}")
+    return base, saved
+
+
+def unknown_characters(tok, text, data):
+    """A DataError naming the characters of `text` that the base run's tokenizer cannot encode, or None."""
+    if _knows(tok, text):
+        return None
+    missing = sorted(c for c in set(text) if not _knows(tok, c))
+    return DataError(f"--data {data} has characters the base run's tokenizer lacks: {''.join(missing)!r}; remove "
+                     f"them, or train a new base run on text that has them")
+
+
+def lora_model(lora, config, device="cpu", adapters=None):
+    """The base run's GPT (weights checked against their SHA-256) with LoRA injected; adapters: a file to load."""
+    from tinytorch.finetune import inject_lora, load_adapters  # module 12: needed only for LoRA runs
+
+    base_file = Path(lora["base"]) / FILES["model"]
+    if not base_file.is_file() or file_sha256(base_file) != lora["base_sha256"]:
+        raise RunError(f"the base model {base_file} changed or is gone since this LoRA run was trained: restore it "
+                       f"(SHA-256 {lora['base_sha256'][:12]}...), or fine-tune again")
+    model = GPT(config)
+    model.load_state_dict(tt.load(base_file))
+    try:
+        inject_lora(model, lora["targets"], rank=lora["rank"], alpha=lora["alpha"])
+    except ValueError as err:  # a target that names no Linear: the message lists them
+        raise RunError(f"--lora-targets {','.join(lora['targets'])}: {err}") from None
+    if adapters is not None:
+        load_adapters(model, adapters)
+    return model
+
+
+def merged_gpt(model):
+    """A plain GPT with `model`'s LoRA updates folded into its weights: sampling then keeps its KV cache and
+    pays for no adapter branch. Merges `model` in place."""
+    from tinytorch.finetune import merge_lora
+
+    merge_lora(model)
+    weights = {name.replace(".base.", "."): w for name, w in model.state_dict().items() if ".lora_" not in name}
+    plain = GPT(model.config).to(model.transformer.wte.weight.device)
+    plain.load_state_dict(weights)
+    return plain
+
+
 # ---------------------------------------------------------------- training
 
 
 def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resume=False, out=None, seed=0,
-          quiet=False, sample_tokens=300, distributed=False, overwrite=False):
+          quiet=False, sample_tokens=300, distributed=False, overwrite=False, peak_tflops=None, zero=None,
+          checkpoint_blocks=False, amp=None, init_from=None, lora_rank=None, lora_alpha=16, lora_targets=None):
     """Train a GPT on a text; returns the results (losses, time, throughput, a sample, the run folder).
 
     out=None: a new folder runs/gpt, runs/gpt-2, ... (with resume: the newest run). tokenizer and
     preset default to char and small for a new run, and to the run's own when resuming.
     distributed=True (under `tito train gpt --nproc N`): data-parallel over the launcher's ranks, each
-    with `batch_size` sequences per step; rank 0 alone writes files and prints."""
+    with `batch_size` sequences per step; rank 0 alone writes files and prints.
+    peak_tflops: the device's peak for the MFU (default: its data sheet's, or a measurement on a CPU).
+    zero (with distributed): 1 shards the optimizer state (ZeroRedundancyOptimizer inside DDP), 2 also the
+    gradients and 3 also the weights (FullyShardedDataParallel over the blocks); checkpoints stay whole.
+    checkpoint_blocks: keep only each block's input and recompute the block in backward (module 13).
+    amp: "bf16" or "fp16" trains under autocast (module 10; fp16 with a GradScaler); weights, gradients,
+    optimizer state and checkpoints stay float32.
+    init_from + lora_rank: LoRA-fine-tune that finished run's model (its config and tokenizer; base frozen) into a
+    new run that saves the adapters alone and the base model file's SHA-256 (module 12)."""
+    check_parallel(zero, checkpoint_blocks, distributed)
+    check_lora(init_from, lora_rank, distributed, zero)
     for flag, value, known in (("--config", preset, PRESETS), ("--tokenizer", tokenizer, ("char", "bpe"))):
         if value is not None and value not in known:
             raise RunError(f"{flag} {value!r}: choose one of {', '.join(known)}")
     if steps is not None and steps < 1:
         raise RunError(f"--steps must be at least 1, got {steps}")
+    if peak_tflops is not None and not peak_tflops > 0:
+        raise RunError(f"--peak-tflops must be positive, got {peak_tflops}: give the device's peak in TFLOPS")
+    amp_block, scaler = mixed_precision(amp, device, zero)
     out, saved = plan_run(out, resume, overwrite)
+    lora, base_dir = None, None
     if resume:
+        if init_from is not None:
+            raise RunError("--resume continues a run with its own base and adapters: leave out --init-from and --lora-*")
         data, tokenizer, preset = resumed_options(out, saved, data, tokenizer, preset)
+        lora = saved.get("lora")
+    elif init_from is not None:
+        base_dir, base_saved = base_run(init_from)
+        for flag, asked, had in (("--config", preset, base_saved.get("preset")),
+                                 ("--tokenizer", tokenizer, base_saved.get("tokenizer"))):
+            if asked is not None and asked != had:
+                raise RunError(f"--init-from {base_dir} fixes {flag} {had}: leave {flag} out")
+        tokenizer, preset = base_saved.get("tokenizer"), base_saved.get("preset")
+        lora = {"base": str(base_dir.resolve()), "base_sha256": file_sha256(base_dir / FILES["model"]),
+                "rank": lora_rank, "alpha": lora_alpha, "targets": list(lora_targets or LORA_TARGETS)}
     tokenizer, preset = tokenizer or DEFAULTS["tokenizer"], preset or DEFAULTS["preset"]
     p = dict(PRESETS[preset], **({"steps": steps} if steps else {}))
     start = time.perf_counter()
@@ -325,19 +436,27 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     if resume and saved.get("data_sha256") not in (None, text_sha256(text)):
         raise RunError(f"--resume: {data or 'the built-in corpus'} changed since {out} started; restore it, or start "
                        f"a new run")
-    tok = _run_tokenizer(out) if resume else build_tokenizer(tokenizer, text)
+    tok = _run_tokenizer(out if resume else base_dir) if resume or lora else build_tokenizer(tokenizer, text)
+    if lora and not resume and unknown_characters(tok, text, data):
+        raise unknown_characters(tok, text, data)
     train_set, val_set = text_datasets(text, tok, preset, data)
 
     tt.manual_seed(seed)
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=p["block_size"], n_layer=p["n_layer"],
-                       n_head=p["n_head"], n_embd=p["n_embd"], dropout=0.0, bias=False)
-    model = GPT(config)
+                       n_head=p["n_head"], n_embd=p["n_embd"], dropout=0.0, bias=False,
+                       checkpoint_blocks=checkpoint_blocks)
+    if lora:  # the base run's shape and weights, with LoRA injected (A seeded above, B zero)
+        config = GPTConfig.from_dict(dict((saved if resume else base_saved)["gpt"], checkpoint_blocks=checkpoint_blocks))
+        model = lora_model(lora, config)
+    else:
+        model = GPT(config)
     try:  # the device is checked here, before anything is written
         model.to(device)
     except (RuntimeError, ValueError) as err:
         raise RunError(f"--device {device}: {err}") from None
     resume_from = checkpoint_to_resume(out, saved, model) if resume else None
-    optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=p["lr"], betas=(0.9, 0.99))
+    flops_per_token = model.estimate_flops()  # before sharding: ZeRO-3 leaves the model's own weights empty
+    net, optimizer = parallel_model(model, world, zero, p["lr"])
     scheduler = lr_schedule(optimizer, p["warmup"], p["steps"], p["min_lr"])
     if world > 1:  # one shard of every epoch's shuffled order per rank; averaged gradients
         train_loader = DataLoader(train_set, batch_size=p["batch_size"],
@@ -356,34 +475,200 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         write_json(out / FILES["config"], {
             "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
             "data": str(data) if data else "kjv (built in)",
-            "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text)})
-    net = model
-    if world > 1:
-        net = dist.DistributedDataParallel(model)  # checkpoints keep the plain model's names
+            "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text),
+            **({"lora": lora} if lora else {})})
     log = _EvalPrinter(quiet)
-    trainer = Trainer(net, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
-                      clip_grad_norm=1.0, eval_every=p["eval_every"],
-                      checkpoint_dir=out / "checkpoints" if writer else None,
-                      checkpoint_every=p["eval_every"] if writer else None, keep_last=2,
-                      seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
-                      callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id})
-    history = trainer.fit(max_steps=p["steps"], resume_from=resume_from)
+    peak, peak_source = peak_flops(device, amp or "fp32", peak_tflops)  # tensor cores' peak under --amp
+    # Under ZeRO, saving is collective (the shards are gathered): every rank takes part, rank 0 writes.
+    saves = writer or zero is not None
+    trainer = _RankTrainer(net, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
+                           clip_grad_norm=None if zero in (2, 3) else 1.0,  # ZeRO-2/3: the optimizer clips (below)
+                           eval_every=p["eval_every"], checkpoint_dir=out / "checkpoints" if saves else None,
+                           checkpoint_every=p["eval_every"] if saves else None, keep_last=2,
+                           seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
+                           callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id},
+                           flops_per_token=flops_per_token, peak_flops=peak, writer=writer)
+    if scaler is not None:
+        use_grad_scaler(trainer, scaler)
+    with amp_block:  # the forward passes (and evaluations) under autocast; backward follows their dtypes
+        history = trainer.fit(max_steps=p["steps"], resume_from=resume_from)
     train_seconds = time.perf_counter() - start
+    if zero in (2, 3):  # the trained weights are in the shards: gather them into a plain model on rank 0
+        weights = net.state_dict()
+        if writer:
+            model = GPT(config)
+            model.load_state_dict(weights)
+            trainer.model = model.to(device)  # the final evaluation runs on rank 0 alone
     if not writer:
         return {"rank": rank, "world_size": world, "steps": trainer.step}
-    tt.save(model.state_dict(), out / FILES["model"])
+    if lora:  # the adapters alone; the base stays in its own run
+        from tinytorch.finetune import save_adapters
+        save_adapters(model, out / ADAPTERS)
+    else:
+        tt.save(model.state_dict(), out / FILES["model"])
 
     final = trainer.evaluate()["loss"]
-    sample = generate_text(model, tok, prompt=None, max_new_tokens=sample_tokens, seed=seed, device=device)
-    speeds = [r.get("tokens_per_s") for r in history.train[-50:] if r.get("tokens_per_s")]
+    sample = generate_text(merged_gpt(model) if lora else model, tok, prompt=None, max_new_tokens=sample_tokens,
+                           seed=seed, device=device)
     return {
         "preset": preset, "tokenizer": tokenizer, "vocab_size": tok.vocab_size, "steps": trainer.step,
         "final_train_loss": history.losses[-1] if history.losses else None,
         "val_loss": final, "initial_loss_estimate": math.log(tok.vocab_size),
-        "seconds": round(train_seconds, 1), "tokens_per_s": round(float(np.median(speeds)), 1) if speeds else None,
+        "seconds": round(train_seconds, 1), **speed_report(history.summary(), world, peak, peak_source),
         "parameters": model.num_parameters(non_embedding=False), "out": str(out), "sample": sample,
-        "rank": rank, "world_size": world,
+        "rank": rank, "world_size": world, "parallel": describe_parallel(world, zero, checkpoint_blocks),
+        "precision": amp or "fp32",
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        **({"lora": {**lora, "adapters_bytes": (out / ADAPTERS).stat().st_size,
+                     "base_bytes": (Path(lora["base"]) / FILES["model"]).stat().st_size}} if lora else {}),
     }
+
+
+def check_parallel(zero, checkpoint_blocks, distributed):
+    """RunError for a data-parallel setting that cannot run (checked before any rank starts).
+
+    --zero works at any world size (one process is a group of one, as in PyTorch); DDP (no --zero, or
+    --zero 1) over several ranks cannot yet recompute blocks: its gradient signal misses them."""
+    if zero is not None and zero not in (1, 2, 3):
+        raise RunError(f"--zero {zero}: choose 1 (optimizer state), 2 (+ gradients) or 3 (+ weights)")
+    if checkpoint_blocks and (zero == 1 or (distributed and zero is None)):
+        raise RunError(f"--checkpoint-blocks {'with --zero 1' if zero == 1 else 'with --nproc'} needs --zero 2 or "
+                       f"3: DDP's gradient signal misses the blocks recomputed in backward; use --zero 3 (or 2)")
+
+
+def describe_parallel(world, zero, checkpoint_blocks):
+    """One line for the run's summary: how the ranks share the work, and whether blocks are recomputed."""
+    kind = ("one process" if world == 1 and zero is None else
+            {None: "DDP", 1: "ZeRO-1 (DDP, optimizer state sharded)", 2: "ZeRO-2 (FSDP, gradients and optimizer "
+             "state sharded)", 3: "ZeRO-3 (FSDP, weights, gradients and optimizer state sharded)"}[zero])
+    return kind + (", checkpointed blocks" if checkpoint_blocks else "")
+
+
+def parallel_model(model, world, zero, lr):
+    """(the model to train, its optimizer): AdamW with GPT's decay groups (matmul weights decay, the rest not).
+
+    One process without zero: the model itself. Otherwise DDP (zero None), DDP with ZeroRedundancyOptimizer
+    (1), or FullyShardedDataParallel over the blocks with ShardedOptimizer (2, 3), which keeps the two groups;
+    in one process, over a group of one."""
+    optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=lr, betas=(0.9, 0.99))
+    if world == 1 and zero is None:
+        return model, optimizer
+    import tinytorch.distributed as dist
+    from tinytorch.optim import AdamW
+
+    group = dist.SingleProcessGroup() if world == 1 else None  # None: the launcher's ranks
+    groups, settings = [dict(g) for g in optimizer.param_groups], dict(lr=lr, betas=(0.9, 0.99))
+    if zero in (2, 3):
+        net = dist.FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=zero, process_group=group)
+
+        class ClippedShardedOptimizer(dist.ShardedOptimizer):
+            """The Trainer's clipping reads net.parameters(), one rank's shards; this clips over all ranks."""
+
+            def step(self, closure=None):
+                net.clip_grad_norm_(1.0)
+                return super().step(closure)
+        return net, ClippedShardedOptimizer(net, groups, AdamW, **settings)
+    net = dist.DistributedDataParallel(model, process_group=group)  # checkpoints keep the plain model's names
+    return net, dist.ZeroRedundancyOptimizer(groups, AdamW, process_group=group, **settings) if zero == 1 else optimizer
+
+
+# ---------------------------------------------------------------- mixed precision (module 10)
+
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def mixed_precision(amp, device, zero=None):
+    """(the autocast block to train in, a GradScaler or None) for --amp; amp=None: float32 throughout.
+
+    fp16 needs loss scaling (its small gradients flush to zero); bf16 has float32's range and does not."""
+    if amp is None:
+        return contextlib.nullcontext(), None
+    if amp not in AMP_DTYPES:
+        raise RunError(f"--amp {amp!r}: choose bf16 or fp16 (or leave it out to train in float32)")
+    kind = str(device).split(":")[0]
+    if amp == "bf16" and kind == "cuda":
+        raise RunError(f"--amp bf16 on {device}: CuPy has no bfloat16 arrays; use --amp fp16 on cuda")
+    if amp == "fp16" and zero is not None:
+        raise RunError("--amp fp16 with --zero: loss scaling over sharded gradients is not supported; "
+                       "leave out --zero, or use --amp bf16 on cpu")
+    try:
+        block = tt.autocast(kind, dtype=AMP_DTYPES[amp])
+    except (ImportError, TypeError, ValueError) as err:  # e.g. bf16 without ml_dtypes: the message says what to install
+        raise RunError(f"--amp {amp}: {err}") from None
+    return block, (tt.GradScaler(kind) if amp == "fp16" else None)
+
+
+def use_grad_scaler(trainer, scaler):
+    """Train with dynamic loss scaling: the Trainer's loss backpropagates scale × its gradient (its value, which
+    the log shows, stays the true loss); the optimizer unscales, clips, skips steps with inf/NaN, adapts the scale."""
+    loss_fn = trainer.loss_fn
+
+    def scaled_loss(output, target):
+        loss = loss_fn(output, target)
+        scale = scaler.get_scale()  # read now: update() after this step's optimizer step changes it
+        return from_op(loss.data, loss.device, (loss,), lambda g: (g * scale,))
+    trainer.loss_fn = scaled_loss
+    trainer.optimizer = _ScaledOptimizer(trainer.optimizer, scaler, trainer.model.parameters(), trainer.clip_grad_norm)
+    trainer.clip_grad_norm = None  # clipping must see unscaled gradients: the optimizer does it
+
+
+class _ScaledOptimizer:
+    """An optimizer behind a GradScaler; its checkpoint holds the scaler's state too."""
+
+    def __init__(self, optimizer, scaler, parameters, max_norm):
+        self.optimizer, self.scaler, self.parameters, self.max_norm = optimizer, scaler, list(parameters), max_norm
+
+    @property
+    def param_groups(self):  # the scheduler and the log read and set the learning rate here
+        return self.optimizer.param_groups
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def step(self):
+        self.scaler.unscale_(self.optimizer)
+        if self.max_norm is not None:
+            clip_grad_norm_(self.parameters, self.max_norm)
+        self.scaler.step(self.optimizer)  # skipped when a gradient is inf or NaN
+        self.scaler.update()
+
+    def state_dict(self):
+        return {**self.optimizer.state_dict(), "grad_scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        scaler_state = state.pop("grad_scaler", None)  # absent in a checkpoint of a run without fp16
+        self.optimizer.load_state_dict(state)
+        if scaler_state:
+            self.scaler.load_state_dict(scaler_state)
+
+
+class _RankTrainer(Trainer):
+    """A Trainer of which only the writer rank writes checkpoints; the others only take part in building them."""
+
+    def __init__(self, *args, writer=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.writer = writer
+
+    def save_checkpoint(self, path=None):
+        if self.writer:
+            return super().save_checkpoint(path)
+        self.state_dict()  # the collective part (gathering shards); rank 0 writes the file
+        self._saved_step = self.step
+        return None
+
+
+def speed_report(summary, world, peak, peak_source):
+    """Throughput of all ranks as integers (the mean over the whole run: evaluations and checkpoints
+    included; the median step apart), MFU per device, peak memory (rank 0's)."""
+    def total(key):
+        return round(summary[key] * world) if summary.get(key) else None
+
+    mfu = summary.get("mfu")
+    return {"tokens_per_s": total("tokens_per_s_mean"), "tokens_per_s_median": total("tokens_per_s_median"),
+            "train_seconds": round(summary["seconds"], 1), "mfu": None if mfu is None else float(f"{mfu:.4g}"),
+            "peak": f"{peak / 1e12:.3g} TFLOPS ({peak_source})" if peak else peak_source, "peak_memory_mib": round(summary["peak_memory_mib"], 1),
+            "memory": summary["memory_kind"]}
 
 
 def _start_run_dir(out, replacing):
@@ -397,13 +682,12 @@ def _start_run_dir(out, replacing):
 
 
 def _run_tokenizer(out):
-    """The tokenizer a resumed run was trained with (rebuilding it could give other ids)."""
+    """The tokenizer a resumed (or LoRA's base) run was trained with (rebuilding it could give other ids)."""
     path = out / FILES["tokenizer"]
     try:
         return load_tokenizer(path)
     except (OSError, ValueError, KeyError, TypeError):
-        raise RunError(f"--resume: {path}: file is missing, truncated or corrupt: restore it, or start a new "
-                       f"run") from None
+        raise RunError(f"{path}: file is missing, truncated or corrupt: restore it, or start a new run") from None
 
 
 def _join_ranks(dist, device):
@@ -466,22 +750,26 @@ def load_run(path=None, device="cpu"):
     if saved is None:
         raise RunError(f"--checkpoint {path} is not a run directory or one of its checkpoints (no {FILES['config']} "
                        f"in {run_dir}): pass a folder written by `tito train gpt`")
-    weights_file = path if path.is_file() else run_dir / FILES["model"]
+    lora = saved.get("lora")  # a LoRA run: the base run's model plus this run's adapters, merged
+    weights_file = path if path.is_file() else run_dir / (ADAPTERS if lora else FILES["model"])
     if not weights_file.is_file():  # stopped before the end: its newest checkpoint has the weights
         weights_file = (list_checkpoints(run_dir / "checkpoints") or [None])[-1]
         if weights_file is None:
             raise RunError(f"{run_dir} has no model yet (its training stopped before saving one): continue it with "
                            f"`tito train gpt --resume --out {run_dir}`")
     try:
-        weights = tt.load(weights_file) if weights_file.name == FILES["model"] else load_checkpoint(weights_file)["model"]
+        weights = (tt.load(weights_file) if weights_file.name in (FILES["model"], ADAPTERS)
+                   else load_checkpoint(weights_file)["model"])
     except (RuntimeError, OSError, KeyError, TypeError):  # CheckpointError is a RuntimeError
         raise RunError(f"{weights_file}: file is truncated or corrupt: retrain or restore it") from None
-    model = GPT(GPTConfig.from_dict(saved["gpt"]))
+    model = lora_model(lora, GPTConfig.from_dict(saved["gpt"])) if lora else GPT(GPTConfig.from_dict(saved["gpt"]))
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict({**model.state_dict(), **weights} if weights_file.name == ADAPTERS else weights)
     except (RuntimeError, KeyError, ValueError) as err:
         raise RunError(f"{weights_file} does not fit {run_dir / FILES['config']} "
                        f"({str(err).splitlines()[-1].strip()}): retrain or restore the run") from None
+    if lora:
+        model = merged_gpt(model)
     try:
         tok = load_tokenizer(run_dir / FILES["tokenizer"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -67,12 +67,39 @@ def train_gpt(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object with the results, nothing else."),
     nproc: int = typer.Option(1, "--nproc", help="Data-parallel ranks (MPI processes, or GPUs with "
                                                  "--device cuda); each takes a batch per step."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="The device's peak TFLOPS for the "
+                                                "MFU (default: the GPU's data sheet, or measured on a CPU)."),
+    zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage over the --nproc ranks: 1 shards the "
+                                       "optimizer state, 2 also the gradients, 3 also the weights (FSDP over the "
+                                       "blocks); checkpoints stay whole, for any world size."),
+    checkpoint_blocks: bool = typer.Option(False, "--checkpoint-blocks", help="Keep only each block's input and "
+                                           "recompute the block in backward: less memory, ~1/3 more compute "
+                                           "(with --nproc, needs --zero 2 or 3)."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: bf16 (cpu, needs ml_dtypes) or fp16 "
+                                      "(with loss scaling; cuda); weights and checkpoints stay float32."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="A finished run to LoRA-fine-tune on --data "
+                                             "(its config and tokenizer; needs --lora-rank); the base run is "
+                                             "left as it is."),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="Rank of the LoRA adapters (with --init-from)."),
+    lora_alpha: float = typer.Option(16, "--lora-alpha", help="LoRA's alpha: the update is scaled by alpha/rank."),
+    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Comma-separated Linear layers to adapt "
+                                               "(default: attn.c_attn,attn.c_proj)."),
 ) -> None:
     """Train a GPT on text (offline), show progress and validation loss, save it, print a sample."""
     if nproc > 1 and not under_launcher():  # start nproc copies of this command under mpiexec
+        with user_errors():  # a setting that cannot run is refused before any rank starts
+            try:
+                recipe = _recipe()
+                recipe.check_parallel(zero, checkpoint_blocks, distributed=True)
+                recipe.mixed_precision(amp, device, zero)
+                recipe.check_lora(init_from, lora_rank, distributed=True, zero=zero)
+            except ValueError as err:  # the recipe's RunError
+                raise TitoError(str(err)) from None
         options = {"data": data, "tokenizer": tokenizer, "config": config, "steps": steps, "device": device,
-                   "out": out, "seed": seed, "threads": threads, "sample-tokens": sample_tokens}
-        flags = [f for f, on in (("--resume", resume), ("--overwrite", overwrite), ("--json", json_output)) if on]
+                   "out": out, "seed": seed, "threads": threads, "sample-tokens": sample_tokens,
+                   "peak-tflops": peak_tflops, "zero": zero, "amp": amp}
+        flags = [f for f, on in (("--resume", resume), ("--overwrite", overwrite), ("--json", json_output),
+                                 ("--checkpoint-blocks", checkpoint_blocks)) if on]
         with user_errors():
             code = launch(nproc, ["-m", "tito", "train", "gpt", "--nproc", str(nproc), *flags,
                                   *[arg for k, v in options.items() if v is not None for arg in (f"--{k}", str(v))]])
@@ -88,7 +115,10 @@ def train_gpt(
         try:
             result = recipe.train(data=data, tokenizer=tokenizer, preset=config, steps=steps, device=device,
                                   resume=resume, overwrite=overwrite, out=out, seed=seed, quiet=json_output,
-                                  sample_tokens=sample_tokens, distributed=nproc > 1)
+                                  sample_tokens=sample_tokens, distributed=nproc > 1, peak_tflops=peak_tflops,
+                                  zero=zero, checkpoint_blocks=checkpoint_blocks, amp=amp, init_from=init_from,
+                                  lora_rank=lora_rank, lora_alpha=lora_alpha,
+                                  lora_targets=lora_targets.split(",") if lora_targets else None)
         except recipe.RunError as err:  # bad options, data, run folder or checkpoint: nothing was written
             raise TitoError(str(err)) from None
     if result.get("rank", 0) != 0:
@@ -96,16 +126,39 @@ def train_gpt(
     if json_output:
         print(json.dumps(result))
         return
-    table = Table(title=f"GPT ({result['preset']}, {result['tokenizer']} tokens) trained in {result['out']}")
+    table = Table(title=f"GPT ({result['preset']}, {result['tokenizer']} tokens) trained in {result['out']}"
+                        + (f", {result['parallel']}" if result.get("parallel") else ""))
     table.add_column("result")
     table.add_column("value", justify="right")
-    for key in ("steps", "parameters", "final_train_loss", "val_loss", "tokens_per_s", "seconds"):
-        value = result[key]
-        table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else f"{value:,}")
+    for label, value in _summary_rows(result):
+        table.add_row(label, value)
     console.print(table)
     if sample_tokens:
         console.print(Panel(escape(result["sample"]), title="sample"))
     console.print(f"more: tito sample --checkpoint {result['out']} --prompt '...'")
+
+
+def _summary_rows(result):
+    """(label, text) rows of a run's summary: losses to 4 places, counts and speeds as integers."""
+    def number(value, fmt="{:,}"):
+        return "-" if value is None else fmt.format(value)
+
+    ranks = " (all ranks)" if result.get("world_size", 1) > 1 else ""
+    mfu = result.get("mfu")
+    return [
+        ("steps", number(result["steps"])), ("parameters", number(result["parameters"])),
+        *([("trainable (LoRA adapters)", number(result["trainable_parameters"])),
+           ("adapters file / base model file", f"{result['lora']['adapters_bytes']:,} / "
+                                               f"{result['lora']['base_bytes']:,} bytes")] if result.get("lora") else []),
+        ("precision", result.get("precision", "fp32")),
+        ("final train loss", number(result["final_train_loss"], "{:.4f}")),
+        ("val loss", number(result["val_loss"], "{:.4f}")),
+        (f"tokens/s, mean over the run{ranks}", number(result.get("tokens_per_s"))),
+        (f"tokens/s, median step{ranks}", number(result.get("tokens_per_s_median"))),
+        ("MFU per device", "-" if mfu is None else f"{mfu:.2%} of {result['peak']}"),
+        (f"peak memory, MiB ({result.get('memory', '-')})", number(result.get("peak_memory_mib"), "{:,.0f}")),
+        ("seconds", number(result["seconds"], "{:,.1f}")),
+    ]
 
 
 def _check_sampling(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:

@@ -176,3 +176,11 @@ def test_rnn_gradcheck_through_time(kind):
     x = tt.randn(2, 3, 2, dtype=np.float64, requires_grad=True)
     state = lambda h: (h, h * 0.5) if kind == "LSTM" else h  # noqa: E731
     assert gradcheck(lambda inp, h: layer(inp, state(h))[0], (x, h0))
+
+
+def test_a_model_with_lora_injected_still_generates_with_its_kv_cache():
+    tt.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    inject_lora(model, targets=["attn.c_attn"], rank=2, alpha=4)
+    out = model.generate(tt.tensor([[1, 2, 3]], dtype=tt.int64), max_new_tokens=4)
+    assert out.shape == (1, 7), f"generate through LoRA layers: expected (1, 7), got {out.shape}"

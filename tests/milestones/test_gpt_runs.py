@@ -189,6 +189,7 @@ def test_a_damaged_run_is_a_one_line_error_for_sample(workdir, what, target, exp
     (["train", "gpt", "--device", "tpu"], "--device tpu: unknown device"),
     (["train", "gpt", "--nproc", "0"], "--nproc must be at least 1"),
     (["train", "gpt", "--sample-tokens", "-1"], "--sample-tokens must be 0 or more"),
+    (["train", "gpt", "--peak-tflops", "0"], "--peak-tflops must be positive"),
 ])
 def test_each_bad_input_is_one_line_and_exit_2(workdir, args, expected):
     (workdir / "short.txt").write_text("too short", encoding="utf-8")
@@ -196,3 +197,14 @@ def test_each_bad_input_is_one_line_and_exit_2(workdir, args, expected):
     (workdir / "mid.txt").write_text("x" * 400, encoding="utf-8")
     one_line_error(tito(*args), expected)
     assert not Path("runs").exists(), "a bad input wrote a run"
+
+
+def test_summary_reports_mean_and_median_speed_mfu_and_memory(workdir):
+    """Speeds are integers (the mean over the whole run, the median step apart); MFU uses the given peak."""
+    result = train("--data", "fox.txt", "--peak-tflops", "0.5")
+    assert isinstance(result["tokens_per_s"], int) and isinstance(result["tokens_per_s_median"], int), result
+    flops = 6 * 2 * 12 * 64**2 + 12 * 2 * 64 * 32 + 6 * 64 * result["vocab_size"]  # tiny: 2 layers, 64 wide, T=32
+    assert result["mfu"] == pytest.approx(result["tokens_per_s"] * flops / 0.5e12, rel=0.01)
+    assert result["peak"] == "0.5 TFLOPS (given)" and result["memory"] == "peak RSS" and result["peak_memory_mib"] > 1
+    table = tito("train", "gpt", *TINY, "--data", "fox.txt", "--out", "runs/b", "--peak-tflops", "0.5").stdout
+    assert "tokens/s, mean over the run" in table and "tokens/s, median step" in table and "MFU" in table, table

@@ -76,6 +76,15 @@ class LoRALinear(Module):
     def out_features(self):
         return self.base.out_features
 
+    @property
+    def weight(self):
+        """The base weight (code that asks a layer for its dtype or device, e.g. a KV cache, still can)."""
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
     def forward(self, x):
         out = self.base(x)
         if self.merged:
