@@ -22,6 +22,8 @@
 #   every rank built the same model, `parameters()` that lists the shards (so a
 #   plain `AdamW` steps them), and checkpoints that do not depend on the world
 #   size (`state_dict()` consolidated, `load_state_dict()` re-sharded);
+# - the options `prefetch` (start the next unit's all-gather early) and
+#   `param_dtype` (gather float16/bfloat16 copies of the float32 shards);
 # - `ShardedOptimizer`: a plain optimizer's parameter groups (GPT's decay and
 #   no-decay) run on the flat shards, with a consolidated `state_dict()`;
 # - `measure_memory(...)`: the bytes held by live arrays, by category.
@@ -38,7 +40,7 @@ import numpy as np
 
 from tinytorch.core.backend import get_xp, to_device
 from tinytorch.core.tensor import Tensor, from_op
-from tinytorch.distributed.process_group import _group
+from tinytorch.distributed.process_group import ReduceOp, _group
 from tinytorch.nn import Module
 
 # %% [markdown]
@@ -102,6 +104,72 @@ class _ShardedBase(Module):
             self._names.setdefault(id(p), name)
         return members
 
+    # -- options: prefetch and mixed precision (the end of the lesson's section 3) --
+    # With either on, each unit's `gather` is replaced by `_gather_unit`. Gathers are recorded per pass
+    # ("forward": inside the wrapper's forward, "backward": after it); the next step, gathering the k-th
+    # unit of a pass issues an async gather of the unit that came (k+1)-th last time. Every rank runs the
+    # same passes, so every rank issues the same collectives in the same order.
+
+    def _options(self, prefetch, param_dtype):
+        """Check the options; with either on, route the units' gathers through _gather_unit."""
+        if param_dtype is not None:
+            param_dtype = np.dtype(param_dtype)
+            if param_dtype.name not in ("float16", "bfloat16"):
+                raise TypeError(f"FullyShardedDataParallel: param_dtype must be float16, bfloat16 or None, "
+                                f"got {param_dtype}")
+            if self.zero_stage != 3:
+                raise ValueError("FullyShardedDataParallel: param_dtype needs zero_stage=3 (under ZeRO-2 the full "
+                                 "float32 buffer is what the parameters are views of); use zero_stage=3")
+        self.prefetch, self.param_dtype = bool(prefetch), param_dtype
+        self._phase, self._seen, self._orders, self._in_flight = None, [], {}, {}
+        if self.prefetch or param_dtype is not None:
+            for unit in self.units:
+                unit.gather = (lambda u: lambda pg: self._gather_unit(u))(unit)
+
+    def _start_pass(self, phase):
+        """A forward ("forward") or what follows it ("backward") starts: keep the last pass's order of gathers."""
+        if self._phase is not None and self._seen:
+            self._orders[self._phase] = self._seen
+        for work, _ in self._in_flight.values():
+            work.wait()  # a prefetch nobody used (e.g. after an eval forward): every rank drops the same one
+        self._phase, self._seen, self._in_flight = phase, [], {}
+
+    def _issue_gather(self, unit, async_op):
+        """All-gather the unit's shards, cast to param_dtype: (Work or None, flat output)."""
+        dtype = self.param_dtype or unit.dtype
+        mine = unit.shard.data.astype(dtype)  # a copy: the shard itself stays float32
+        if unit.full is not None:
+            out = unit.full  # ZeRO-2 refreshes its kept buffer
+        else:
+            out = unit.xp.empty(unit.padded, dtype=dtype)
+        if not async_op:  # a plain all-gather; bfloat16 travels as its 16 bits
+            wire = np.uint16 if dtype.name == "bfloat16" else dtype
+            self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(wire), mine.view(wire))
+            return None, out
+        # Module 11's all_gather has no async_op, its all_reduce does: each rank fills its own slot of a
+        # zero buffer and the ranks sum the bytes as integers, which copies the values bit for bit.
+        out[...] = 0
+        out[unit.rank * unit.shard_size:(unit.rank + 1) * unit.shard_size] = mine
+        return self._pg.all_reduce(out.view(np.uint8), ReduceOp.SUM, async_op=True), out
+
+    def _gather_unit(self, unit):
+        """unit.gather with the options: take a prefetched gather if one was issued, then prefetch the next."""
+        i = self.units.index(unit)
+        if i in self._in_flight:
+            work, out = self._in_flight.pop(i)
+            work.wait()
+        else:
+            _, out = self._issue_gather(unit, async_op=False)
+        order, k = self._orders.get(self._phase, []), len(self._seen)
+        self._seen.append(i)
+        if self.prefetch and k + 1 < len(order) and order[k] == i and order[k + 1] not in self._in_flight:
+            nxt = order[k + 1]  # the unit the last pass gathered next: start its gather now
+            self._in_flight[nxt] = self._issue_gather(self.units[nxt], async_op=True)
+        return unit._views(out)
+
+    def _in_flight_buffers(self):
+        return [out for _, out in getattr(self, "_in_flight", {}).values()]
+
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
         for i, unit in enumerate(self.units):
@@ -144,7 +212,7 @@ class _ShardedBase(Module):
         With rank0_only (the default) only rank 0 gets it; the others get an empty dict."""
         full = {}
         for unit in self.units:
-            for p, view in zip(unit.params, unit.gather(self._pg)):
+            for p, view in zip(unit.params, type(unit).gather(unit, self._pg)):  # float32, never prefetched
                 full[id(p)] = view.copy()
         out = OrderedDict()
         for name, t in self.module._state_tensors().items():

@@ -314,19 +314,25 @@ class FullyShardedDataParallel(_ShardedBase):
     """ZeRO-3 (zero_stage=3) or ZeRO-2 (zero_stage=2) data parallelism with flat per-unit shards.
 
     fsdp = FullyShardedDataParallel(model, units=model.transformer.h); opt = AdamW(fsdp.parameters(), ...).
-    fsdp.parameters() are this rank's shards; state_dict() is consolidated (collective, rank 0 gets it)."""
+    fsdp.parameters() are this rank's shards; state_dict() is consolidated (collective, rank 0 gets it).
+    prefetch=True starts the next unit's all-gather early; param_dtype (float16, bfloat16) gathers low-precision
+    copies of the float32 shards for compute (both are provided code, see the end of section 3)."""
 
-    def __init__(self, module, units=(), zero_stage=3, process_group=None):
+    def __init__(self, module, units=(), zero_stage=3, process_group=None, prefetch=False, param_dtype=None):
         super().__init__()
         members = self._setup(module, units, zero_stage, process_group)
         self.units = [_FlatUnit(m, params, slots, self._pg.rank, self._pg.size, keep_full=zero_stage == 2)
                       for m, params, slots in members]
         for unit in self.units:
             self._hook(unit)
+        self._options(prefetch, param_dtype)
 
     def forward(self, *args, **kwargs):
         self._check_last_backward()
-        return self.module(*args, **kwargs)
+        self._start_pass("forward")
+        out = self.module(*args, **kwargs)
+        self._start_pass("backward")  # the gathers from here on are backward's
+        return out
 
     def _hook(self, unit):
         forward = unit.module.forward  # the module's own (bound) forward
@@ -368,7 +374,7 @@ class FullyShardedDataParallel(_ShardedBase):
     def _comm_buffers(self):
         """The gathered parameters and flat gradients alive right now (for measure_memory)."""
         return [s.data for u in self.units for s in u.signals] + \
-            [u.grad_buffer for u in self.units if u.grad_buffer is not None]
+            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
 
     def _unit_forward(self, unit, forward, *args, **kwargs):
         """Gather the unit, run its forward with its parameters shadowed by signals, free it again."""
@@ -492,12 +498,24 @@ print("FullyShardedDataParallel (ZeRO-2 and ZeRO-3): ok")
 # under DDP and ZeRO-2, 4.60 under ZeRO-1 and 4.57 under ZeRO-3 (the root unit,
 # kept from forward to backward, is gathered once, not twice).
 #
-# Two things PyTorch's FSDP adds that this one leaves out: *prefetch* (start
-# the next unit's all-gather while this one computes: our collectives are
-# synchronous, and on one machine's cores there is nothing to overlap with) and
-# mixed precision (gather bf16 copies of float32 master shards, which halves
-# the traffic). `clip_grad_norm_` over shards also needs one more all-reduce of
-# the squared norms, since each rank sees only its slice.
+# Two options of PyTorch's FSDP come with `provided.py`, since neither changes
+# the idea. **`prefetch=True`** starts unit i+1's all-gather, asynchronously,
+# as unit i is gathered, so the bytes travel while unit i computes. The next
+# unit is the one the previous pass gathered next (forward order in forward,
+# reverse order in backward): the order is recorded in step 1 and prefetching
+# starts at step 2. The price is a second unit's parameters held at once, and
+# here, with module 11's `all_gather` synchronous, the async gather is an
+# async all-reduce of byte views (each rank fills its own slot of a zero
+# buffer), which moves twice the bytes of a ring all-gather. The values are
+# the same bit for bit. **`param_dtype=tt.bfloat16`** (or `float16`; ZeRO-3
+# only) keeps the float32 shards as the masters the optimizer steps, but
+# all-gathers low-precision copies for compute: half the gathered bytes and
+# half the traffic. The gradients arrive in the low precision and are copied
+# into the float32 flat buffer before the reduce-scatter, so the sum over
+# ranks and the step are float32. `tt.autocast` composes with it: its casts of
+# the already low-precision weights do nothing. `clip_grad_norm_` over shards
+# also needs one more all-reduce of the squared norms, since each rank sees
+# only its slice.
 
 # %% [markdown]
 # ## 4. Activation checkpointing

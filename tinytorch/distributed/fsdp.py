@@ -6,7 +6,7 @@ import numpy as np
 from collections import OrderedDict
 from tinytorch.core.backend import get_xp, to_device
 from tinytorch.core.tensor import Tensor, from_op
-from tinytorch.distributed.process_group import _group, ReduceOp
+from tinytorch.distributed.process_group import ReduceOp, _group
 from tinytorch.nn import Module, Parameter
 from tinytorch.optim import AdamW, Optimizer
 from tinytorch.core.autograd import is_grad_enabled
@@ -66,6 +66,72 @@ class _ShardedBase(Module):
             self._names.setdefault(id(p), name)
         return members
 
+    # -- options: prefetch and mixed precision (the end of the lesson's section 3) --
+    # With either on, each unit's `gather` is replaced by `_gather_unit`. Gathers are recorded per pass
+    # ("forward": inside the wrapper's forward, "backward": after it); the next step, gathering the k-th
+    # unit of a pass issues an async gather of the unit that came (k+1)-th last time. Every rank runs the
+    # same passes, so every rank issues the same collectives in the same order.
+
+    def _options(self, prefetch, param_dtype):
+        """Check the options; with either on, route the units' gathers through _gather_unit."""
+        if param_dtype is not None:
+            param_dtype = np.dtype(param_dtype)
+            if param_dtype.name not in ("float16", "bfloat16"):
+                raise TypeError(f"FullyShardedDataParallel: param_dtype must be float16, bfloat16 or None, "
+                                f"got {param_dtype}")
+            if self.zero_stage != 3:
+                raise ValueError("FullyShardedDataParallel: param_dtype needs zero_stage=3 (under ZeRO-2 the full "
+                                 "float32 buffer is what the parameters are views of); use zero_stage=3")
+        self.prefetch, self.param_dtype = bool(prefetch), param_dtype
+        self._phase, self._seen, self._orders, self._in_flight = None, [], {}, {}
+        if self.prefetch or param_dtype is not None:
+            for unit in self.units:
+                unit.gather = (lambda u: lambda pg: self._gather_unit(u))(unit)
+
+    def _start_pass(self, phase):
+        """A forward ("forward") or what follows it ("backward") starts: keep the last pass's order of gathers."""
+        if self._phase is not None and self._seen:
+            self._orders[self._phase] = self._seen
+        for work, _ in self._in_flight.values():
+            work.wait()  # a prefetch nobody used (e.g. after an eval forward): every rank drops the same one
+        self._phase, self._seen, self._in_flight = phase, [], {}
+
+    def _issue_gather(self, unit, async_op):
+        """All-gather the unit's shards, cast to param_dtype: (Work or None, flat output)."""
+        dtype = self.param_dtype or unit.dtype
+        mine = unit.shard.data.astype(dtype)  # a copy: the shard itself stays float32
+        if unit.full is not None:
+            out = unit.full  # ZeRO-2 refreshes its kept buffer
+        else:
+            out = unit.xp.empty(unit.padded, dtype=dtype)
+        if not async_op:  # a plain all-gather; bfloat16 travels as its 16 bits
+            wire = np.uint16 if dtype.name == "bfloat16" else dtype
+            self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(wire), mine.view(wire))
+            return None, out
+        # Module 11's all_gather has no async_op, its all_reduce does: each rank fills its own slot of a
+        # zero buffer and the ranks sum the bytes as integers, which copies the values bit for bit.
+        out[...] = 0
+        out[unit.rank * unit.shard_size:(unit.rank + 1) * unit.shard_size] = mine
+        return self._pg.all_reduce(out.view(np.uint8), ReduceOp.SUM, async_op=True), out
+
+    def _gather_unit(self, unit):
+        """unit.gather with the options: take a prefetched gather if one was issued, then prefetch the next."""
+        i = self.units.index(unit)
+        if i in self._in_flight:
+            work, out = self._in_flight.pop(i)
+            work.wait()
+        else:
+            _, out = self._issue_gather(unit, async_op=False)
+        order, k = self._orders.get(self._phase, []), len(self._seen)
+        self._seen.append(i)
+        if self.prefetch and k + 1 < len(order) and order[k] == i and order[k + 1] not in self._in_flight:
+            nxt = order[k + 1]  # the unit the last pass gathered next: start its gather now
+            self._in_flight[nxt] = self._issue_gather(self.units[nxt], async_op=True)
+        return unit._views(out)
+
+    def _in_flight_buffers(self):
+        return [out for _, out in getattr(self, "_in_flight", {}).values()]
+
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
         for i, unit in enumerate(self.units):
@@ -108,7 +174,7 @@ class _ShardedBase(Module):
         With rank0_only (the default) only rank 0 gets it; the others get an empty dict."""
         full = {}
         for unit in self.units:
-            for p, view in zip(unit.params, unit.gather(self._pg)):
+            for p, view in zip(unit.params, type(unit).gather(unit, self._pg)):  # float32, never prefetched
                 full[id(p)] = view.copy()
         out = OrderedDict()
         for name, t in self.module._state_tensors().items():
@@ -316,19 +382,25 @@ class FullyShardedDataParallel(_ShardedBase):
     """ZeRO-3 (zero_stage=3) or ZeRO-2 (zero_stage=2) data parallelism with flat per-unit shards.
 
     fsdp = FullyShardedDataParallel(model, units=model.transformer.h); opt = AdamW(fsdp.parameters(), ...).
-    fsdp.parameters() are this rank's shards; state_dict() is consolidated (collective, rank 0 gets it)."""
+    fsdp.parameters() are this rank's shards; state_dict() is consolidated (collective, rank 0 gets it).
+    prefetch=True starts the next unit's all-gather early; param_dtype (float16, bfloat16) gathers low-precision
+    copies of the float32 shards for compute (both are provided code, see the end of section 3)."""
 
-    def __init__(self, module, units=(), zero_stage=3, process_group=None):
+    def __init__(self, module, units=(), zero_stage=3, process_group=None, prefetch=False, param_dtype=None):
         super().__init__()
         members = self._setup(module, units, zero_stage, process_group)
         self.units = [_FlatUnit(m, params, slots, self._pg.rank, self._pg.size, keep_full=zero_stage == 2)
                       for m, params, slots in members]
         for unit in self.units:
             self._hook(unit)
+        self._options(prefetch, param_dtype)
 
     def forward(self, *args, **kwargs):
         self._check_last_backward()
-        return self.module(*args, **kwargs)
+        self._start_pass("forward")
+        out = self.module(*args, **kwargs)
+        self._start_pass("backward")  # the gathers from here on are backward's
+        return out
 
     def _hook(self, unit):
         forward = unit.module.forward  # the module's own (bound) forward
@@ -370,7 +442,7 @@ class FullyShardedDataParallel(_ShardedBase):
     def _comm_buffers(self):
         """The gathered parameters and flat gradients alive right now (for measure_memory)."""
         return [s.data for u in self.units for s in u.signals] + \
-            [u.grad_buffer for u in self.units if u.grad_buffer is not None]
+            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
 
     def _unit_forward(self, unit, forward, *args, **kwargs):
         """Gather the unit, run its forward with its parameters shadowed by signals, free it again."""
