@@ -28,18 +28,18 @@ def mpi_missing():
     return None
 
 
-def launch(checks, out_dir, nproc=2, timeout=120):
-    """Run ranks.py's `checks` on `nproc` ranks; returns (exit code, output, seconds)."""
+def launch(checks, out_dir, nproc=2, timeout=120, script="ranks.py"):
+    """Run `script`'s `checks` (ranks.py by default) on `nproc` ranks; returns (exit code, output, seconds)."""
     env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.perf_counter()
     proc = subprocess.run([find_mpiexec(), "-n", str(nproc), sys.executable, "-m", "mpi4py",
-                           str(HERE / "ranks.py"), ",".join(checks), str(out_dir)],
+                           str(HERE / script), ",".join(checks), str(out_dir)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
 
 
-def load_ranks_module():
-    spec = importlib.util.spec_from_file_location("distributed_ranks", HERE / "ranks.py")
+def load_ranks_module(script="ranks.py"):
+    spec = importlib.util.spec_from_file_location(f"distributed_{Path(script).stem}", HERE / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,10 +2,6 @@
 batch, and a rank that raises under ZeRO-3 stops the job with its message. One launch for the numbers."""
 
 import importlib.util
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +17,11 @@ pytestmark = [pytest.mark.distributed,
 
 
 def launch(checks, out_dir, nproc=2, timeout=120):
-    """Run ranks_sharding.py's `checks` on `nproc` ranks; returns (exit code, output, seconds)."""
-    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([_launch.find_mpiexec(), "-n", str(nproc), sys.executable, "-m", "mpi4py",
-                           str(HERE / "ranks_sharding.py"), ",".join(checks), str(out_dir)],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
-    return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
+    return _launch.launch(checks, out_dir, nproc, timeout, script="ranks_sharding.py")
 
 
 def _ranks_module():
-    spec = importlib.util.spec_from_file_location("ranks_sharding", HERE / "ranks_sharding.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _launch.load_ranks_module("ranks_sharding.py")
 
 
 @pytest.fixture(scope="module")
