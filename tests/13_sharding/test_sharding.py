@@ -137,6 +137,8 @@ def test_clip_grad_norm_over_shards_equals_the_whole_model():
         r, part = dist.get_rank(), BATCH // dist.get_world_size()
         loss_of(fsdp, TOKENS[0][r * part:(r + 1) * part]).backward()
         norm = fsdp.clip_grad_norm_(0.1)
+        assert isinstance(norm, tt.Tensor) and norm.shape == (), f"the norm is a 0-d tensor, got {norm!r}"
+        norm = float(norm)
         return norm, [u.shard.grad.numpy().copy() for u in fsdp.units], fsdp
     ranks = ThreadGroup.run(2, rank)
     for norm, _, _ in ranks:

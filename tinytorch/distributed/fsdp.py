@@ -154,19 +154,20 @@ class _ShardedBase(Module):
         """Scale the shards' gradients so that the whole model's gradient norm is at most max_norm.
 
         Collective: each rank holds a slice of the gradient, so the squared norms are summed over ranks
-        (the zero padding adds nothing). Returns the norm before clipping."""
+        (the zero padding adds nothing). Returns the norm before clipping, a 0-d tensor as
+        `clip_grad_norm_` gives; float32 and on the device throughout (no copy, no host read)."""
+        device = self.units[0].shard._device
+        xp = get_xp(device)
         grads = [u.shard.grad.data for u in self.units if u.shard.grad is not None]
-        xp = get_xp(self.units[0].shard._device)
-        total = xp.zeros(1, dtype=np.float64)
+        total = xp.zeros(1, dtype=np.float32)
         for g in grads:
-            total += float((g.astype(np.float64) ** 2).sum())
+            total += xp.vdot(g, g)  # the shard's sum of squares, one BLAS pass
         self._pg.all_reduce(total)
-        norm = float(total[0]) ** 0.5
-        scale = max_norm / (norm + 1e-6)
-        if scale < 1:
-            for g in grads:
-                g *= scale
-        return norm
+        norm = xp.sqrt(total[0])
+        factor = xp.minimum(max_norm / (norm + 1e-6), 1.0)
+        for g in grads:
+            g *= factor
+        return from_op(norm, device)
 
     def state_dict(self, rank0_only=True):
         """The whole model's state dict, as the unwrapped model would give it. Collective: every rank calls it.
