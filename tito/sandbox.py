@@ -240,6 +240,7 @@ class Sandbox:
         self._stop = threading.Event()
         self._namespace = ""              # USERNS: the PID namespace, once its init is found
         self._init = 0
+        self._ended = False               # USERNS: its namespace is gone (its number may be another's now)
         for host, _ in self.writable:
             self.own(host)
 
@@ -327,15 +328,24 @@ class Sandbox:
                     self._init, self._namespace = child, _pid_namespace(child)
                     return
 
+    def _namespace_alive(self) -> bool:
+        """USERNS: whether the sandbox's PID namespace still exists. The kernel reuses a namespace's
+        number as soon as it ends (the next sandbox may get it), so the namespace is known by its
+        init: once init has left it, the kernel has ended every process in it, and it is over for good."""
+        if not self._namespace and not self._ended:
+            self._find_namespace()
+        if self._namespace and _pid_namespace(self._init) != self._namespace:
+            self._namespace, self._ended = "", True
+        return bool(self._namespace)
+
     def processes(self) -> list[int]:
         """Its live processes (zombies are dead already; their parent or the kernel reaps them)."""
         if self.mode == ROOT:
             return [pid for pid in _pids() if _uid_of(pid) == self.uid and not _zombie(pid)]
-        if not self._namespace:
-            self._find_namespace()
-        if not self._namespace:
+        if not self._namespace_alive():
             return []
-        return [pid for pid in _pids() if _pid_namespace(pid) == self._namespace and not _zombie(pid)]
+        found = [pid for pid in _pids() if _pid_namespace(pid) == self._namespace and not _zombie(pid)]
+        return found if self._namespace_alive() else []  # ended during the scan: those may be another's
 
     def watch(self, poll: float = 0.2) -> threading.Thread:
         """Start the watchdog: the whole tree's resident memory over the cap kills the tree (as a
@@ -375,21 +385,13 @@ class Sandbox:
 
     def _kill_namespace(self, seconds: float = 10.0) -> None:
         """SIGKILL the namespace's init (the kernel kills every process in it, then init ends) and
-        wait until the namespace is empty: no process of it left, not even a zombie."""
-        if not self._namespace:
-            self._find_namespace()
-        if not self._namespace:  # never started, or ended: its init's death ended the namespace
-            return
+        wait until init has left it (the kernel reaps every other member of the namespace before that)."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            members = [pid for pid in _pids() if _pid_namespace(pid) == self._namespace]
-            if not members:
-                return
-            for pid in [self._init] if self._init in members else [p for p in members if not _zombie(p)]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        while self._namespace_alive() and time.monotonic() < end:
+            try:
+                os.kill(self._init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             time.sleep(0.02)
 
     def kill(self) -> None:

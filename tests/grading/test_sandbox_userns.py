@@ -239,13 +239,39 @@ def _scenario_files(sandbox, work: Path) -> dict:
     return {"rc": proc.returncode, "out": proc.stdout.strip(), "stderr": proc.stderr[-1000:]}
 
 
+def _scenario_reuse(sandbox, work: Path) -> dict:
+    """A namespace's number is reused by the next sandbox: an ended sandbox must not see or kill it."""
+    def start():
+        box = sandbox.Sandbox(sandbox.Limits(), binds=[])
+        proc = subprocess.Popen(box.command([sys.executable, "-c", "import time; time.sleep(60)"]),
+                                preexec_fn=box.preexec)
+        for _ in range(500):
+            if box.processes():
+                break
+            time.sleep(0.02)
+        return box, proc
+    first, first_proc = start()
+    number = first._namespace
+    first.kill()
+    first_proc.wait()
+    second, second_proc = start()
+    try:
+        seen = first.processes()
+        first.kill()
+        time.sleep(0.2)
+        return {"reused": second._namespace == number, "seen": seen, "alive": second_proc.poll() is None}
+    finally:
+        second.kill()
+        second_proc.wait()
+
+
 def driver(work: Path) -> None:
     sys.path.insert(0, str(REPO))
     from tito import sandbox
 
     results = {"mode": sandbox.mode(), "why": sandbox.why_unavailable()}
     if not results["why"]:
-        for name in ["see", "daemon", "memory", "bomb", "files"]:
+        for name in ["see", "daemon", "memory", "bomb", "files", "reuse"]:
             start = time.monotonic()
             try:
                 results[name] = globals()[f"_scenario_{name}"](sandbox, work)
@@ -385,6 +411,13 @@ def test_files_are_capped(results):
     files = scenario(results, "files")
     assert files["rc"] == 0, files["stderr"]
     assert files["out"] == "EFBIG ok ok ENOSPC", files  # the 3 MiB file; 2 + 3 x 1.9 MiB on a 6 MiB disk
+
+
+def test_an_ended_sandbox_leaves_the_next_one_alone(results):
+    reuse = scenario(results, "reuse")
+    assert reuse["seen"] == [] and reuse["alive"], (
+        f"an ended sandbox took the next sandbox's processes for its own (namespace number reused: "
+        f"{reuse['reused']}): {reuse}")
 
 
 def test_refusal_says_user_namespaces_are_off(tmp_path, monkeypatch):
