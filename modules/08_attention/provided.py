@@ -41,23 +41,50 @@ def _array_namespace(array):
     return namespace_of(array)
 
 
-# Measured on (12, 4, 64, 64) float32 arrays: a row sum as a matrix-vector product runs
-# in BLAS and is ~6x faster than `a.sum(axis=-1)` for rows this short. On a GPU the
-# plain reduction is one kernel and the tricks are slower, so the GPU takes it.
-def _rowwise_sum(a):
-    """a.sum(axis=-1, keepdims=True); on the CPU as a BLAS matrix-vector product."""
-    xp = _array_namespace(a)
-    if xp is not np:
-        return a.sum(axis=-1, keepdims=True)
-    return xp.matmul(a, xp.ones((a.shape[-1], 1), dtype=a.dtype))
+# %% [markdown]
+# ### The softmax's shift, cheaper on the CPU
+#
+# The lesson's `attention_weights` shifts every row of scores by its own
+# maximum. Any shift gives the same softmax as long as no exponent overflows
+# and no row's sum vanishes, and the row maxima are the step's most expensive
+# reduction on a CPU (NumPy reduces a 64-long row ~4x slower than it streams
+# it). `_fast_attention_weights`, which `scaled_dot_product_attention` calls,
+# shifts each (batch, head) block of scores by the block's largest entry: one
+# reduction over long contiguous blocks, and every exponent is ≤ 0. A row
+# whose entries all lie far below its block's maximum would lose precision or
+# underflow to zeros, so every row whose sum comes out below 1e-30 (and every
+# fully masked row) is recomputed with the lesson's exact row shift. Above that
+# sum, each weight is off by at most ~1e-8 (float32's smallest normal number
+# divided by the sum). Measured on (12, 4, 64, 64) causal scores: ~450 µs
+# instead of ~650 µs. A GPU runs the lesson's version.
+
+# %%
+#| export nn.functional
+_VANISHING_ROW_SUM = 1e-30
 
 
-def _rowwise_dot(a, b):
-    """(a * b).sum(axis=-1, keepdims=True); on the CPU without the temporary product array."""
-    xp = _array_namespace(a)
-    if xp is not np:
-        return (a * b).sum(axis=-1, keepdims=True)
-    return xp.einsum("...ij,...ij->...i", a, b)[..., None]
+def _fast_attention_weights(q, k, bias=None):
+    """`attention_weights(q, k, bias)`, on the CPU with one shift per (batch, head) block."""
+    if _array_namespace(q) is not np or q.ndim < 3:
+        return attention_weights(q, k, bias)  # noqa: F821  (the lesson's exercise, same file)
+    scores = np.matmul(q, np.ascontiguousarray(k.swapaxes(-1, -2)))  # (..., Tq, Tk)
+    if bias is not None:
+        scores += bias
+    blocks = scores.reshape(scores.shape[:-2] + (-1,))  # one row per (batch, head): a view
+    shift = blocks.max(axis=-1, keepdims=True)
+    np.copyto(shift, 0, where=shift == -np.inf)  # a fully masked block: e^(-inf - 0) = 0
+    blocks -= shift
+    np.exp(scores, out=scores)
+    total = _row_sum(scores)  # (..., Tq, 1)  # noqa: F821  (module 03's, same file)
+    redo = ~(total[..., 0] > _VANISHING_ROW_SUM)  # vanishing, fully masked or NaN rows
+    if redo.any():
+        rows = np.nonzero(redo)  # index arrays over (..., Tq)
+        row_bias = None if bias is None else np.broadcast_to(bias, scores.shape)[rows][:, None, :]
+        exact = attention_weights(q[rows][:, None, :], k[rows[:-1]], row_bias)  # noqa: F821
+        scores[rows] = exact[:, 0, :]
+        total[rows] = 1.0
+    scores /= total
+    return scores
 
 
 # %% [markdown]

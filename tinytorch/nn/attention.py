@@ -10,7 +10,7 @@ from tinytorch.nn.functional import apply_rotary_emb, scaled_dot_product_attenti
 from tinytorch.nn.layers import Dropout, Linear, Module
 
 
-# %% modules/08_attention/provided.py, cell 11
+# %% modules/08_attention/provided.py, cell 13
 """Attention layers: `CausalSelfAttention`, `MultiHeadAttention`, rotary tables and the KV cache."""
 
 
