@@ -40,13 +40,14 @@ def test_gelu_tanh_blocks_match_torch(device, rng, shape):
     check_grads([("x", ox, tx)])
 
 
+@pytest.mark.parametrize("table_rows", [5, 1 << 16], ids=["one-hot product", "sorted runs"])
 @pytest.mark.parametrize("ids", [[3, 1, 3, 0, 3, 1], [], [-1, 4, 4]], ids=["repeats", "empty", "negative"])
-def test_scatter_add_rows_adds_repeats(ids):
+def test_scatter_add_rows_adds_repeats(ids, table_rows):
     from tinytorch.core.backend import scatter_add
 
     rng = np.random.default_rng(0)
     values = rng.standard_normal((len(ids), 3)).astype(np.float32)
-    ours, expected = np.ones((5, 3), np.float32), np.ones((5, 3), np.float32)
+    ours, expected = np.ones((table_rows, 3), np.float32), np.ones((table_rows, 3), np.float32)
     scatter_add(ours, np.array(ids, dtype=np.int64), values)
     np.add.at(expected, np.array(ids, dtype=np.int64), values)
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6, err_msg="each repeated row must add up once per use")
