@@ -9,7 +9,7 @@ other runs; workers of the two frameworks alternate in `--blocks` blocks, so tha
 other processes hits both alike. Threads: the BLAS/OpenMP environment variables are set to
 --threads before NumPy or PyTorch is imported, and PyTorch also gets torch.set_num_threads.
 Both frameworks start from the same weights and batch. Reports the median time per step over
-all rounds, the ratio TinyTorch/PyTorch and the target (<= 1.5x, printed PASS/FAIL, never
+all rounds, the ratio TinyTorch/PyTorch and the target (<= 1.0x, printed PASS/FAIL, never
 asserted). `--profile` adds where TinyTorch's step spends its time (per phase, and cProfile's
 top functions). Writes JSON to bench/results/mlp-<host>-<date>.json.
 """
@@ -33,7 +33,7 @@ CONFIGS = {  # name: (layer sizes, batch)
     "mlp-64-128-128-10": ((64, 128, 128, 10), 64),
     "mlp-784-512-512-10": ((784, 512, 512, 10), 128),
 }
-TARGET = 1.5
+TARGET = 1.0  # issue 16: the step at PyTorch's speed (the 784-512-512-10 MLP), or faster
 LR = 1e-3
 
 
