@@ -2,13 +2,17 @@
 
 The ranks find each other through MPI (`tinytorch.distributed.init_process_group`). An uncaught
 exception on any rank stops every rank (`python -m mpi4py` calls MPI_Abort), so a job never hangs
-on a crashed rank, and the exit code is non-zero.
+on a crashed rank, and the exit code is non-zero. If tito itself is killed (a timeout, `kill`,
+a closed terminal), the kernel sends mpiexec SIGTERM and mpiexec ends the ranks: none is left
+spinning in a blocking MPI call.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +58,16 @@ def launch(nproc: int, python_args: List[str]) -> int:
     if nproc < 1:
         raise TitoError(f"--nproc must be at least 1, got {nproc}")
     command = [find_mpiexec(), "-n", str(nproc), sys.executable, "-m", "mpi4py", *python_args]
-    return subprocess.call(command, env=rank_environment(nproc))
+    return subprocess.call(command, env=rank_environment(nproc), preexec_fn=_end_with_parent)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent():
+    """In the child, before exec: have the kernel send it SIGTERM when tito dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_command(

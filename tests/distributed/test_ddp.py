@@ -5,8 +5,11 @@ single-process references run here in pytest.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -125,6 +128,38 @@ def test_tito_run_passes_arguments_and_exit_code(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert "rank 0 of 2 ['--lr', '1']" in proc.stdout and "rank 1 of 2" in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode != 0, "a rank's non-zero exit must be the job's"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"  # a zombie is gone
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_killing_tito_run_ends_its_ranks(tmp_path):
+    script = tmp_path / "stuck.py"  # every rank records its pid, then waits in a blocking collective forever
+    script.write_text("import os, sys, time\nimport tinytorch.distributed as dist\ndist.init_process_group()\n"
+                      f"open(os.path.join({str(tmp_path)!r}, f'pid{{dist.get_rank()}}'), 'w').write(str(os.getpid()))\n"
+                      "time.sleep(3600)\n")
+    tito = subprocess.Popen([sys.executable, "-m", "tito", "run", "--nproc", "2", str(script)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_files = [tmp_path / "pid0", tmp_path / "pid1"]
+    deadline = time.monotonic() + 60
+    while not all(f.exists() and f.read_text() for f in pid_files) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ranks = [int(f.read_text()) for f in pid_files]
+    tito.kill()  # SIGKILL: tito gets no chance to clean up; the kernel tells mpiexec
+    tito.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in ranks if _alive(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"ranks {alive} outlived their killed tito run"
 
 
 def test_tito_train_checkpoints_move_between_world_sizes(tmp_path):
