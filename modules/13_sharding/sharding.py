@@ -503,11 +503,10 @@ print("FullyShardedDataParallel (ZeRO-2 and ZeRO-3): ok")
 # as unit i is gathered, so the bytes travel while unit i computes. The next
 # unit is the one the previous pass gathered next (forward order in forward,
 # reverse order in backward): the order is recorded in step 1 and prefetching
-# starts at step 2. The price is a second unit's parameters held at once, and
-# here, with module 11's `all_gather` synchronous, the async gather is an
-# async all-reduce of byte views (each rank fills its own slot of a zero
-# buffer), which moves twice the bytes of a ring all-gather. The values are
-# the same bit for bit. **`param_dtype=tt.bfloat16`** (or `float16`; ZeRO-3
+# starts at step 2. The price is a second unit's parameters held at once; the
+# bytes are a plain all-gather's (module 11's `all_gather(..., async_op=True)`
+# returns a `Work` that the unit's turn waits on), and the values are the same
+# bit for bit. **`param_dtype=tt.bfloat16`** (or `float16`; ZeRO-3
 # only) keeps the float32 shards as the masters the optimizer steps, but
 # all-gathers low-precision copies for compute: half the gathered bytes and
 # half the traffic. The gradients arrive in the low precision and are copied

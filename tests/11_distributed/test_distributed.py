@@ -147,6 +147,9 @@ def test_thread_group_collectives():
         dist.broadcast(b, src=2)
         gathered = [tt.zeros(1) for _ in range(n)]
         dist.all_gather(gathered, tt.tensor([float(rank * 10)]))
+        later = [tt.zeros(1) for _ in range(n)]
+        dist.all_gather(later, tt.tensor([float(rank + 1)]), async_op=True).wait()
+        assert [g.item() for g in later] == [1.0, 2.0, 3.0], "all_gather(async_op=True), then wait()"
         part = tt.zeros(2)
         dist.reduce_scatter(part, [tt.tensor([1.0, 2.0]) * (k + 1) for k in range(n)])
         objects = []

@@ -111,12 +111,17 @@ def check_collectives(out):
     dist.broadcast(b, src=1)
     gathered = [tt.zeros(2) for _ in range(n)]
     dist.all_gather(gathered, tt.tensor([float(rank), float(rank)]))
+    later = [tt.zeros(3) for _ in range(n)]
+    work = dist.all_gather(later, tt.tensor([float(rank)] * 3), async_op=True)  # in flight ...
+    unfilled = float(sum(t.numpy().sum() for t in later))  # ... and the list is filled only at wait()
+    work.wait()
     part = tt.zeros(2)
     dist.reduce_scatter(part, [tt.tensor([1.0, 2.0]) * (rank + 1) for _ in range(n)])
     everyone = []
     dist.all_gather_object(everyone, part.tolist())
     return {"avg": x.numpy(), "max": m.numpy(), "bcast": b.numpy(),
-            "gathered": np.stack([g.numpy() for g in gathered]), "reduce_scatter": np.array(everyone)}
+            "gathered": np.stack([g.numpy() for g in gathered]), "reduce_scatter": np.array(everyone),
+            "async_gathered": np.stack([g.numpy() for g in later]), "async_unfilled": unfilled}
 
 
 def fault(out):

@@ -104,6 +104,8 @@ def test_collectives(two_ranks):
     np.testing.assert_allclose(r["bcast"], [6.0])
     np.testing.assert_allclose(r["gathered"], [[0.0, 0.0], [1.0, 1.0]])
     np.testing.assert_allclose(r["reduce_scatter"], [[3.0, 6.0], [3.0, 6.0]])
+    np.testing.assert_allclose(r["async_gathered"], [[0.0] * 3, [1.0] * 3])  # all_gather(async_op=True)
+    assert r["async_unfilled"] == 0.0, "an async all_gather fills tensor_list at wait(), not before"
 
 
 def test_a_failing_rank_stops_the_job_with_its_error(tmp_path):

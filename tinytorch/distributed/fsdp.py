@@ -104,15 +104,10 @@ class _ShardedBase(Module):
             out = unit.full  # ZeRO-2 refreshes its kept buffer
         else:
             out = unit.xp.empty(unit.padded, dtype=dtype)
-        if not async_op:  # a plain all-gather; bfloat16 travels as its 16 bits
-            wire = np.uint16 if dtype.name == "bfloat16" else dtype
-            self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(wire), mine.view(wire))
-            return None, out
-        # Module 11's all_gather has no async_op, its all_reduce does: each rank fills its own slot of a
-        # zero buffer and the ranks sum the bytes as integers, which copies the values bit for bit.
-        out[...] = 0
-        out[unit.rank * unit.shard_size:(unit.rank + 1) * unit.shard_size] = mine
-        return self._pg.all_reduce(out.view(np.uint8), ReduceOp.SUM, async_op=True), out
+        wire = np.uint16 if dtype.name == "bfloat16" else dtype  # bfloat16 travels as its 16 bits
+        work = self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(wire), mine.view(wire),
+                                   async_op=async_op)
+        return (work if async_op else None), out
 
     def _gather_unit(self, unit):
         """unit.gather with the options: take a prefetched gather if one was issued, then prefetch the next."""

@@ -122,8 +122,9 @@ class SingleProcessGroup:
     def broadcast(self, array, src=0):
         _check_rank(src, 1)
 
-    def all_gather(self, out, array):
+    def all_gather(self, out, array, async_op=False):
         out[...] = array.reshape(out.shape)
+        return _DONE
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
@@ -194,9 +195,10 @@ class MPIGroup:
         host = _host_contiguous(array)
         self._work(self.comm.Ibcast(host, root=src), "broadcast", lambda: _copy_back(host, array))
 
-    def all_gather(self, out, array):
+    def all_gather(self, out, array, async_op=False):
         host_out, host_in = _host_contiguous(out), _host_contiguous(array)
-        self._work(self.comm.Iallgather(host_in, host_out), "all_gather", lambda: _copy_back(host_out, out))
+        return self._work(self.comm.Iallgather(host_in, host_out), "all_gather",
+                          lambda: _copy_back(host_out, out), async_op)
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
@@ -332,10 +334,12 @@ class NCCLGroup:
         kind, ptr = self._dtype(array), array.data.ptr
         self._launch("broadcast", lambda s: self.comm.broadcast(ptr, ptr, array.size, kind, src, s))
 
-    def all_gather(self, out, array):
+    def all_gather(self, out, array, async_op=False):
         kind = self._dtype(array)
         self._dtype(out)
-        self._launch("all_gather", lambda s: self.comm.allGather(array.data.ptr, out.data.ptr, array.size, kind, s))
+        return self._launch("all_gather", lambda s: self.comm.allGather(array.data.ptr, out.data.ptr, array.size,
+                                                                       kind, s),
+                            lambda: (array, out), async_op)  # both stay referenced until the gather is waited on
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
@@ -422,8 +426,8 @@ class AutoGroup:
     def broadcast(self, array, src=0):
         self._for(array).broadcast(array, src)
 
-    def all_gather(self, out, array):
-        self._for(array).all_gather(out, array)
+    def all_gather(self, out, array, async_op=False):
+        return self._for(array).all_gather(out, array, async_op)
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         self._for(array).reduce_scatter(out, array, op)
@@ -549,16 +553,24 @@ def broadcast(tensor, src=0, group=None):
     _group(group).broadcast(_data(tensor, "broadcast"), src)
 
 
-def all_gather(tensor_list, tensor, group=None):
-    """Fill tensor_list[k] with rank k's `tensor` (same shape on every rank)."""
+def all_gather(tensor_list, tensor, group=None, async_op=False):
+    """Fill tensor_list[k] with rank k's `tensor` (same shape on every rank); with async_op=True
+    returns a Work, and tensor_list is filled when its wait() returns."""
     g = _group(group)
     array = _data(tensor, "all_gather")
     if len(tensor_list) != g.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for {g.size} ranks")
     out = _xp_of(array).empty((g.size,) + array.shape, dtype=array.dtype)
-    g.all_gather(out, array)
-    for k, t in enumerate(tensor_list):
-        _data(t, "all_gather")[...] = out[k]
+    gathering = g.all_gather(out, array, async_op=True)
+
+    def fill():
+        gathering.wait()
+        for k, t in enumerate(tensor_list):
+            _data(t, "all_gather")[...] = out[k]
+    work = Work(finish=fill)
+    if async_op:
+        return work
+    work.wait()
 
 
 def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
@@ -669,8 +681,9 @@ class ThreadGroup:
         _check_rank(src, self.size)
         array[...] = self._everyone(array.copy())[src]
 
-    def all_gather(self, out, array):
+    def all_gather(self, out, array, async_op=False):
         out[...] = np.stack(self._everyone(array.copy())).reshape(out.shape)
+        return _DONE
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         full = array.reshape(self.size, -1).copy()
