@@ -142,8 +142,8 @@ class _ShardedBase(Module):
             out = unit.full  # ZeRO-2 refreshes its kept buffer
         else:
             out = unit.xp.empty(unit.padded, dtype=dtype)
-        wire = np.uint16 if dtype.name == "bfloat16" else dtype  # bfloat16 travels as its 16 bits
-        work = self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(wire), mine.view(wire),
+        # a gather only copies: its bytes travel as bytes, which every backend has (NCCL has no bfloat16 here)
+        work = self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(np.uint8), mine.view(np.uint8),
                                    async_op=async_op)
         return (work if async_op else None), out
 
