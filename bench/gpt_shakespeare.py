@@ -48,9 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import gpt_pair  # bench/gpt_pair.py
-from machine import blas_name, cpu_name  # bench/machine.py
-from profile_families import family_table, tinytorch_families, torch_families  # bench/profile_families.py
+from machine import blas_name, cpu_name  # bench/machine.py (imports numpy only when called)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -96,6 +94,9 @@ for var in THREAD_VARS:  # before numpy (and its BLAS) or torch is imported
     os.environ[var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402
+
+import gpt_pair  # noqa: E402  (bench/gpt_pair.py; imports numpy)
+from profile_families import family_table, tinytorch_families, torch_families  # noqa: E402  (bench/)
 
 
 # --- data and schedule, shared by both frameworks -----------------------------------------------

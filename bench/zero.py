@@ -132,7 +132,7 @@ def main():
     for n in [int(x) for x in args.nproc.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "ranks.json"
-            proc = subprocess.run([str(mpiexec), "-n", str(n), sys.executable, __file__, "--ranks", str(out),
+            proc = subprocess.run([str(mpiexec), "-n", str(n), sys.executable, "-m", "mpi4py", __file__, "--ranks", str(out),
                                    "--steps", str(args.steps)], env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"mpiexec -n {n} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")

@@ -437,8 +437,9 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         raise RunError(f"--resume: {data or 'the built-in corpus'} changed since {out} started; restore it, or start "
                        f"a new run")
     tok = _run_tokenizer(out if resume else base_dir) if resume or lora else build_tokenizer(tokenizer, text)
-    if lora and not resume and unknown_characters(tok, text, data):
-        raise unknown_characters(tok, text, data)
+    unknown = unknown_characters(tok, text, data) if lora and not resume else None
+    if unknown:
+        raise unknown
     train_set, val_set = text_datasets(text, tok, preset, data)
 
     tt.manual_seed(seed)

@@ -179,7 +179,7 @@ def scatter_add(target, index, values):
         else:
             np.add.at(target, index, values)
     else:  # cupy.add.at: the kernel of cupyx.scatter_add, which warns on every call in CuPy 14
-        sys.modules["cupy"].add.at(target, index, values)
+        namespace_of(target).add.at(target, index, values)
 
 
 _ONE_HOT_LIMIT = 1 << 17  # table rows x ids up to which the embedding backward is one matrix product
@@ -330,15 +330,19 @@ def check_later(failed, error):
         return
     _pending_checks.append((failed, error))
     if len(_pending_checks) >= _MAX_PENDING_CHECKS:
-        raise_failed_checks()
+        to_host(failed)  # a counted sync, which reads (and raises) every pending check
 
 
 def raise_failed_checks():
-    """Read the pending GPU checks (a sync) and raise the first that failed."""
+    """Read the pending GPU checks in one transfer and raise the first that failed (`to_host`
+    calls it, and counts the sync)."""
     pending = list(_pending_checks)
     _pending_checks.clear()
-    for failed, error in pending:
-        if failed.get():
+    if not pending:
+        return
+    flags = namespace_of(pending[0][0]).stack([failed for failed, _ in pending]).get()
+    for (_, error), failed in zip(pending, flags):
+        if failed:
             raise error()
 
 
@@ -733,7 +737,7 @@ def _device_of(spec):
 def _format_array(array):
     """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
     options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
-    floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"  # ml_dtypes' bfloat16 is kind "V"
+    floating = is_floating(array.dtype)
     finite = array[np.isfinite(array)] if floating else array.reshape(-1)[:0]
     if finite.size and (finite != np.round(finite)).any():
         magnitudes = np.abs(finite[finite != 0])

@@ -304,9 +304,10 @@ print(f"SGD lr=0.019 momentum=0.9:  loss after 100 steps {descend(lambda p: SGD(
 #   like θ. The two bias corrections enter as 1/√(1 − β₂ᵗ) on √v and
 #   lr/(1 − β₁ᵗ) on the step.
 # - Hint 3: `xp.zeros_like(p.data)`; update m and v with `*=` / `+=`;
-#   `xp.maximum(a, b, out=a)` for v_max; `xp.sqrt(v)` is the one new temporary,
-#   then `/=`, `+=` eps, `xp.divide(m, denom, out=denom)`, `*=` the step size,
-#   and `p.data -= denom`.
+#   `xp.maximum(a, b, out=a)` for v_max. One temporary array is enough: make it
+#   once (from g and m) and reuse it with `out=` for g·g, for the square root of
+#   v, and for m divided by that root plus eps, scaled by the step size, before
+#   `p.data -=` it.
 
 # %% nbgrader={"grade": false, "grade_id": "adam", "locked": false, "schema_version": 3, "solution": true}
 #| export

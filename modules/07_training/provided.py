@@ -482,7 +482,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.core.backend import default_generator, gpu_rng_states, seed_gpus, set_gpu_rng_state
+from tinytorch.core.backend import cuda_device_count, default_generator, gpu_rng_states, seed_gpus, set_gpu_rng_state
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
     CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint,
@@ -554,6 +554,8 @@ def _set_states(generators, states):
     for g, s in zip(generators, states):
         g.bit_generator.state = s
     for saved in gpus:
+        if saved["cuda"] >= cuda_device_count():
+            continue  # resumed on the CPU or on fewer GPUs: nothing here draws on that GPU
         try:
             set_gpu_rng_state(saved["cuda"], saved["state"])
         except ValueError as err:

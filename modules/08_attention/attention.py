@@ -64,7 +64,7 @@ from tinytorch.core.backend import DEFAULT_FLOAT, device as _as_device, get_xp, 
 from tinytorch.core.tensor import Tensor, _autocast_op, from_op
 from tinytorch.nn.attention import _AttentionLayer, _check_kv_append
 from tinytorch.nn.functional import (_array_namespace, _fast_attention_weights, _plan_attention, _rotary_pairs,
-                                     _rotary_tables, _row_max, _row_sum,
+                                     _rotary_tables, _row_sum,
                                      dropout_mask)
 
 # %% [markdown]
@@ -174,13 +174,13 @@ test_causal_mask()
 # every e^(−∞ − 0) is 0) and divide by 1 instead of its zero sum.
 #
 # The T×T score arrays are the largest in a transformer, so we compute in
-# place: the scores array becomes the weights, with no extra copies. Three
+# place: the scores array becomes the weights, with no extra copies. Two
 # measured facts on (12, 4, 64, 64) float32 scores: NumPy's reductions over a
 # short last axis pay a fixed cost per row, so module 03's provided `_row_sum`
-# (a BLAS matrix-vector product) is ~4x faster than `.sum(axis=-1)` and
-# `_row_max` (the max across the rows of a transposed copy) ~1.6x faster than
-# `.max(axis=-1)`; and `matmul` is ~1.7x slower when its right operand is a
-# transposed *view* than when it is a contiguous copy.
+# (a BLAS matrix-vector product) is ~4x faster than `.sum(axis=-1)`; and
+# `matmul` is ~1.7x slower when its right operand is a transposed *view* than
+# when it is a contiguous copy. (The row maxima cost the most of all: the
+# package's own CPU path avoids them, see `provided.py`.)
 #
 # ### Exercise 2: `attention_weights(q, k, bias=None)`
 #
@@ -194,8 +194,8 @@ test_causal_mask()
 # - **Hint 2.** P = e^(S − m) / Σ e^(S − m) with m the row max (0 where it is
 #   −∞) and the row sum replaced by 1 where it is 0.
 # - **Hint 3.** `xp.matmul` against a contiguous copy of k with its last two
-#   axes swapped gives (..., Tq, Tk); `_row_max` gives the (..., Tq, 1) maxima;
-#   then `-=`, `xp.exp(a, out=a)`, `_row_sum`, `/=` on that
+#   axes swapped gives (..., Tq, Tk); `max(axis=-1, keepdims=True)` gives
+#   (..., Tq, 1); then `-=`, `xp.exp(a, out=a)`, `_row_sum`, `/=` on that
 #   one array. `xp.copyto(a, value, where=...)` patches the special rows in place
 #   (boolean indexing, `a[mask] = value`, would make a GPU wait: it counts the
 #   matches on the host first).
@@ -209,7 +209,7 @@ def attention_weights(q, k, bias=None):
     scores = xp.matmul(q, xp.ascontiguousarray(k.swapaxes(-1, -2)))  # (..., Tq, Tk)
     if bias is not None:
         scores += bias
-    row_max = _row_max(scores)  # (..., Tq, 1)
+    row_max = scores.max(axis=-1, keepdims=True)  # (..., Tq, 1)
     xp.copyto(row_max, 0, where=row_max == -xp.inf)  # a fully masked row: e^(-inf - 0) = 0, not e^(nan)
     scores -= row_max
     xp.exp(scores, out=scores)

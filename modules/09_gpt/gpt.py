@@ -310,8 +310,11 @@ print("Block: ok")
 # already in the caches (0 without), and `pos` the position ids: `start …
 # start+T−1`, or the caller's explicit `positions` (B, T). Then: embeddings,
 # dropout, the blocks in order (block i with `kv_caches[i]`, or None, and the
-# `positions`), `ln_f` (whichever norm `_norm_layer` made), `lm_head`, and the
-# loss when there are targets. Return `(logits, loss)`.
+# `positions`, run through the provided `self._run_block(block, x, kv_cache,
+# positions)`, which calls the block, or recomputes it in the backward pass
+# when `config.checkpoint_blocks` asks for module 13's activation
+# checkpointing), `ln_f` (whichever norm `_norm_layer` made), `lm_head`, and
+# the loss when there are targets. Return `(logits, loss)`.
 #
 # - Hint 1: the position ids are in `pos`; an `Embedding` accepts a NumPy
 #   array of ids. Tying assigns one `Parameter` to two places.
@@ -322,9 +325,6 @@ print("Block: ok")
 
 # %% nbgrader={"grade": false, "grade_id": "gpt", "locked": false, "schema_version": 3, "solution": true}
 #| export
-from tinytorch.core.autograd import is_grad_enabled
-
-
 class GPT(_GPTBase):
     """GPT-2's decoder-only transformer. forward(idx, targets=None) -> (logits, loss).
 
@@ -362,11 +362,7 @@ class GPT(_GPTBase):
             x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            if self.config.checkpoint_blocks and kv_caches is None and is_grad_enabled():
-                from tinytorch.utils import checkpoint  # module 13: recompute the block in backward
-                x = checkpoint(lambda h, block=block: block(h, positions=positions), x)
-            else:
-                x = block(x, kv_cache=None if kv_caches is None else kv_caches[i], positions=positions)
+            x = self._run_block(block, x, None if kv_caches is None else kv_caches[i], positions)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:

@@ -208,6 +208,7 @@ from typing import Optional
 
 import numpy as np
 
+from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.core.backend import check_later, to_numpy
 from tinytorch.core.tensor import Tensor, gelu
 from tinytorch.models.hf_gpt2 import (
@@ -331,6 +332,14 @@ def _feed_forward(config):
 #| export
 class _GPTBase(Module):
     """Everything of `GPT` but its layers and its forward pass; see the lesson."""
+
+    def _run_block(self, block, x, kv_cache=None, positions=None):
+        """block(x, kv_cache=kv_cache, positions=positions); with `config.checkpoint_blocks`, while
+        training without a cache, through module 13's `checkpoint` (the block is run again in backward)."""
+        if self.config.checkpoint_blocks and kv_cache is None and is_grad_enabled():
+            from tinytorch.utils import checkpoint  # module 13: imported only when asked for
+            return checkpoint(lambda h: block(h, positions=positions), x)
+        return block(x, kv_cache=kv_cache, positions=positions)
 
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02²) weights, zero biases, residual projections scaled by 1/√(2·n_layer)."""

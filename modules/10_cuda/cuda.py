@@ -57,7 +57,7 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.core.amp import (_autocast_dtype, _cast, _GradScalerBase, _is_float_tensor_on, bfloat16)
-from tinytorch.core.backend import float32
+from tinytorch.core.backend import float32, to_host
 from tinytorch.core.tensor import _autocast_state
 from tinytorch.cuda.launch import cuda, device_empty, device_zeros, grid_for, kernel, kernel_array, uses_simulator
 from tinytorch.cuda.raw import CUDA_SOURCES, compile_ptx, nvrtc_unavailable_reason
@@ -122,7 +122,7 @@ print("kernels run in the", "CUDA simulator (CPU)" if uses_simulator() else "GPU
 # ### Exercise 1: `bias_gelu_kernel(x, bias, out)`
 #
 # - **Hint 1.** One element per thread: find the element, guard it, compute, store.
-# - **Hint 2.** i = `cuda.grid(1)`; valid while i < rows · n; v = x[row, col] + bias[col];
+# - **Hint 2.** i = `cuda.grid(1)`; valid while i < rows · n; v = the element plus its column's bias;
 #   out = ½ v (1 + tanh(c (v + 0.044715 v³))) with c = `GELU_C`.
 # - **Hint 3.** Four steps: the index, an `if` on its range, `row, col` from `//` and `%`,
 #   then two or three lines of arithmetic with `math.tanh`. No loops.
@@ -215,8 +215,8 @@ test_bias_gelu()
 # - **Hint 1.** One thread per row: a first loop finds m and s together, a second writes
 #   the outputs.
 # - **Hint 2.** The two update rules above; the output is e^(z − m) / s.
-# - **Hint 3.** row = `cuda.grid(1)`, guarded by the number of rows; `m = -math.inf`,
-#   `s = 0.0`; inside the first loop an `if v > m: ... else: ...`; the second loop uses
+# - **Hint 3.** row = `cuda.grid(1)`, guarded by the number of rows; the running max
+#   starts at minus infinity and the running sum at zero; inside the first loop an `if v > m: ... else: ...`; the second loop uses
 #   `math.exp`.
 
 # %% nbgrader={"grade": false, "grade_id": "softmax-kernel", "locked": false, "schema_version": 3, "solution": true}
@@ -376,7 +376,7 @@ test_layer_norm_kernel()
 # - **Hint 1.** Load (0 past the end), then halve the number of active threads each round
 #   with a barrier after every round, then one atomic add per block.
 # - **Hint 2.** A shared array of THREADS float32 slots; slot t gets x[i] for
-#   i = `cuda.grid(1)`; while stride > 0: if t < stride, add slot t + stride into slot t.
+#   i = `cuda.grid(1)`; as long as the stride is positive, threads t < stride add slot t + stride into slot t.
 # - **Hint 3.** t = `cuda.threadIdx.x`; stride starts at THREADS // 2 and is halved by a
 #   `while` loop with `cuda.syncthreads()` at the end of each round (outside the `if`);
 #   thread 0 calls `cuda.atomic.add`.
@@ -737,8 +737,8 @@ test_autocast()
 #   `update`: the two rules above.
 # - **Hint 2.** Multiply by the float32 of 1/S (as PyTorch does) rather than dividing; a
 #   non-finite check per gradient is `np.isfinite(g).all()` (CuPy arrays accept NumPy's
-#   ufuncs); combine them with `&` and convert to bool once (one host sync, not one per
-#   tensor).
+#   ufuncs); combine them with `&` and read the result on the host once, through
+#   `to_host` (one counted sync, not one per tensor).
 # - **Hint 3.** `update`: any value of `_found_inf` True → S times the backoff factor and a
 #   zero count; otherwise count + 1, and when it reaches the interval, grow S (only if the
 #   grown value still fits a float32, `np.finfo(np.float32).max`) and zero the count.
@@ -767,7 +767,7 @@ class GradScaler(_GradScalerBase):
         for g in self._grads(optimizer):
             finite = finite & np.isfinite(g).all()
             g *= inv_scale
-        self._found_inf[id(optimizer)] = not bool(finite)
+        self._found_inf[id(optimizer)] = not bool(to_host(finite))
         ### END SOLUTION
 
     def step(self, optimizer, *args, **kwargs):

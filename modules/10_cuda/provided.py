@@ -42,7 +42,7 @@ import sys
 
 import numpy as np
 
-from tinytorch.core.backend import cuda_available
+from tinytorch.core.backend import cuda_available, namespace_of
 from tinytorch.core.tensor import Tensor
 
 _SIMULATOR = "NUMBA_ENABLE_CUDASIM"
@@ -142,7 +142,7 @@ def grid_for(shape, block):
 def kernel_array(x, dtype=np.float32):
     """The C-contiguous array a kernel reads: a Tensor's data or an array, in `dtype`, on its device."""
     data = x.data if isinstance(x, Tensor) else x
-    xp = _array_namespace(data)
+    xp = namespace_of(data)
     if xp is np and not uses_simulator():
         raise RuntimeError("a kernel on the GPU needs CuPy arrays; move the data with .to('cuda') first")
     if xp is not np and uses_simulator():
@@ -152,22 +152,14 @@ def kernel_array(x, dtype=np.float32):
 
 def device_empty(x, shape=None, dtype=np.float32):
     """An uninitialised output array beside `x` (same device), for a kernel to fill."""
-    xp = _array_namespace(x)
+    xp = namespace_of(x)
     return xp.empty(x.shape if shape is None else shape, dtype=dtype)
 
 
 def device_zeros(x, shape=None, dtype=np.float32):
     """A zeroed output array beside `x` (same device): for kernels that accumulate with atomics."""
-    xp = _array_namespace(x)
+    xp = namespace_of(x)
     return xp.zeros(x.shape if shape is None else shape, dtype=dtype)
-
-
-def _array_namespace(array):
-    """numpy or cupy, whichever holds `array`."""
-    if isinstance(array, np.ndarray):
-        return np
-    import cupy
-    return cupy
 
 
 # %% [markdown]
@@ -287,9 +279,9 @@ def softmax_cross_entropy_rows(logits, targets, threads=256):
 # ## Mixed-precision plumbing
 #
 # `bfloat16` is not a NumPy dtype; `ml_dtypes` (the package JAX uses) adds it, so the CPU
-# can compute in it (slowly: no BLAS) and the lesson can show its rounding. `_cast` is a
-# differentiable dtype change: its backward turns the gradient back into the input's dtype,
-# so float32 weights always receive float32 gradients.
+# can compute in it (slowly: no BLAS) and the lesson can show its rounding. `_cast` (module
+# 01's, the op behind `Tensor.to(dtype)`) is a differentiable dtype change: its backward turns
+# the gradient back into the input's dtype, so float32 weights always receive float32 gradients.
 
 # %%
 #| export core.amp
@@ -298,8 +290,8 @@ import math
 
 import numpy as np
 
-from tinytorch.core.backend import float16, float32, is_floating
-from tinytorch.core.tensor import Tensor, _autocast_state, from_op  # noqa: F401  (_autocast_state: autocast)
+from tinytorch.core.backend import float16, float32, is_floating, to_host  # noqa: F401  (to_host: GradScaler)
+from tinytorch.core.tensor import Tensor, _autocast_state, _cast  # noqa: F401  (the lesson's names)
 
 try:
     import ml_dtypes
@@ -329,14 +321,6 @@ def _autocast_dtype(device_type, dtype):
 
 def _is_float_tensor_on(x, device_type):
     return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype)
-
-
-def _cast(x, dtype):
-    """x in `dtype`, as an op: the gradient flows back in x's own dtype."""
-    if x.dtype == dtype:
-        return x
-    source = x.dtype
-    return from_op(x.data.astype(dtype), x._device, (x,), lambda g: (g.astype(source),))
 
 
 class _GradScalerBase:

@@ -524,7 +524,7 @@ class GPTForSequenceClassification(Module):
             x = x + gpt.transformer.wpe(np.arange(idx.shape[1]))
         x = gpt.transformer.drop(x)
         for block in gpt.transformer.h:
-            x = block(x)
+            x = gpt._run_block(block, x)
         return gpt.transformer.ln_f(x)
         ### END SOLUTION
 
@@ -741,9 +741,11 @@ print("LoRALinear: ok")
 # - Hint 2: a module `a.b.c` lives in its parent `a.b` under the attribute `c`;
 #   `rpartition(".")` splits the two, and the parent is found by name in
 #   `dict(model.named_modules())` (the root's name is ""). A target that
-#   matched nothing raises the ValueError described above.
-# - Hint 3: freeze first (`model.requires_grad_(False)`), then `setattr(parent,
-#   child, LoRALinear(...))`, so the new adapters are the only things that train.
+#   matched nothing raises the ValueError described above, before the model
+#   changes at all (a typo must not leave it half-adapted).
+# - Hint 3: check, then freeze every parameter of the model, then `setattr` the
+#   parent's child to a new LoRALinear, so the new adapters are the only things
+#   that train.
 #   `merge_lora(model)` merges every not-yet-merged LoRALinear of a model.
 
 # %% nbgrader={"grade": false, "grade_id": "inject-lora", "locked": false, "schema_version": 3, "solution": true}
@@ -759,14 +761,14 @@ def inject_lora(model, targets, rank=8, alpha=16, dropout=0.0):
     modules = list(model.named_modules())
     by_name = dict(modules)
     chosen = [name for name, m in modules if isinstance(m, Linear) and _matches(name, targets)]
+    unmatched = [t for t in targets if not any(_matches(name, [t]) for name in chosen)]
+    if unmatched:  # before anything changes: a typo leaves the model as it was
+        linears = [name for name, m in modules if isinstance(m, Linear)]
+        raise ValueError(f"inject_lora: no Linear layer matches {unmatched}; the Linear layers are {linears}")
     model.requires_grad_(False)
     for name in chosen:
         parent, _, child = name.rpartition(".")
         setattr(by_name[parent], child, LoRALinear(by_name[name], rank, alpha, dropout))
-    unmatched = [t for t in targets if not any(_matches(name, [t]) for name in chosen)]
-    if unmatched:
-        linears = [name for name, m in model.named_modules() if isinstance(m, Linear)]
-        raise ValueError(f"inject_lora: no Linear layer matches {unmatched}; the Linear layers are {linears}")
     return chosen
     ### END SOLUTION
 

@@ -224,13 +224,14 @@ class _FlatUnit:
 # <details><summary>Hint 2</summary>Parameter i lives at
 # `[offsets[i], offsets[i] + sizes[i])` of the flat vector. The all-gather's
 # output is the flat vector reshaped to `(world_size, shard_size)`; its input
-# is `self.shard.data.copy()`. `self._views(flat)` makes the per-parameter
+# is a copy of this rank's shard (under ZeRO-2 the shard is a view of the
+# buffer being written). `self._views(flat)` makes the per-parameter
 # views. The reduce-scatter's output has `shard_size` values.</details>
-# <details><summary>Hint 3</summary>`flatten`: `self.xp.zeros(self.padded,
-# dtype=self.dtype)` and a loop over `zip(arrays, self.offsets, self.sizes)`
-# that assigns `a.reshape(-1)`. `reduce_scatter_grad`: `self.xp.empty(...)`,
-# `pg.reduce_scatter(...)`, then `from_op(mine, self.device)` the first time,
-# `+=` on `.grad.data` after.</details>
+# <details><summary>Hint 3</summary>`flatten`: a zero vector of `padded`
+# entries in the unit's dtype, and a loop over `zip(arrays, self.offsets,
+# self.sizes)` that assigns each flattened array. `reduce_scatter_grad`: an
+# empty output, `pg.reduce_scatter(...)`, then a new leaf tensor on the unit's
+# device the first time, `+=` on `.grad.data` after.</details>
 
 # %% nbgrader={"grade": true, "grade_id": "test-flat-unit", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def _unit_rank(keep_full):
@@ -278,7 +279,7 @@ print("_FlatUnit: ok")
 #
 # `_unit_forward(unit, forward, *args, **kwargs)`:
 #
-# 1. **gather**: `views = unit.gather(self._pg)`;
+# 1. **gather**: the unit's parameter views, from its `gather` over the group;
 # 2. **shadow**: one signal per parameter; set `unit.signals` to the list of
 #    them, mark the unit gathered, and, when grad mode is on, set
 #    `unit.pending` to the number of its parameters (gradients still to come);
@@ -287,7 +288,7 @@ print("_FlatUnit: ok")
 #    *whatever happens*, put the parameters back (`try` / `finally`);
 # 4. **free**: if `self._reshard(unit)` (ZeRO-3, not the root: the root is
 #    needed again at once) or grad mode is off, `self._free(unit)`;
-# 5. return `self._before_backward(unit, out)`: the output read through an
+# 5. return the output passed through `_before_backward` (provided): an
 #    identity op whose backward gathers the unit again if it was freed.
 #
 # `_grad_ready(unit, p, g)` is the other half:
@@ -420,16 +421,16 @@ class FullyShardedDataParallel(_ShardedBase):
 # each slot find its signal (a tied weight has two slots, one signal). The
 # restore goes in a `finally:` so that an exception inside the unit does not
 # leave signals in the model. In `_grad_ready`, parameter i's place in the
-# buffer is `unit.offsets[i]` to `+ unit.sizes[i]`, with i =
-# `unit.index[id(p)]`; `self._free` already does nothing under ZeRO-2.</details>
-# <details><summary>Hint 3</summary>`_unit_forward`: `views = unit.gather(...)`,
+# buffer is `unit.offsets[i]` to `+ unit.sizes[i]`, with i what `unit.index`
+# holds for `id(p)`; `self._free` already does nothing under ZeRO-2.</details>
+# <details><summary>Hint 3</summary>`_unit_forward`: the gathered views,
 # a list comprehension of `self._signal(unit, p, view)`, an `if
 # is_grad_enabled():` for `pending`, a `try:` with a loop of
 # `object.__setattr__` and the call, a `finally:` with the restoring loop,
 # then step 4's condition around a call of `self._free`.
 # `_grad_ready`: an `if ... is None` that allocates, one slice assignment of
-# `g.reshape(-1)`, `pending -= 1`, and an `if unit.pending == 0:` block of
-# three lines.</details>
+# `g.reshape(-1)`, one fewer pending gradient, and a three-line block for the
+# moment none is left.</details>
 
 # %% nbgrader={"grade": true, "grade_id": "test-fsdp", "locked": true, "points": 4, "schema_version": 3, "solution": false}
 CONFIG = dict(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=False)
@@ -534,16 +535,15 @@ print("FullyShardedDataParallel (ZeRO-2 and ZeRO-3): ok")
 # `checkpoint(fn, *args)` returns a tensor equal to `fn(*args)` whose backward
 # does the recomputation:
 #
-# 1. remember the random generator's state
-#    (`default_generator().bit_generator.state`) — dropout must draw the
-#    same mask again;
-# 2. under `no_grad()`, `out = fn(*args)`;
-# 3. return `from_op(out.data, out._device, inputs, checkpoint_backward)`,
-#    where `inputs` are the tensors among `args`;
+# 1. remember the state of the default random generator's bit generator —
+#    dropout must draw the same mask again;
+# 2. call `fn` on the arguments with grad mode off;
+# 3. return one op (`from_op`) holding that output's array, whose inputs are
+#    the tensors among `args` and whose backward is `checkpoint_backward`;
 # 4. `checkpoint_backward(g)`: set the generator to the saved state (and back
 #    afterwards); make each tensor argument a fresh leaf (`detach()`, then
 #    `requires_grad_` as the original); under `enable_grad()` call `fn` again;
-#    run `backward(again, g)` — the engine's, on this small graph; that puts
+#    run the engine's `backward` from that new output with `g` — on this small graph; that puts
 #    the parameters' gradients into their `.grad` and the inputs' into the
 #    fresh leaves; return those leaves' gradient arrays (None where there is
 #    none), one per input.

@@ -98,10 +98,8 @@ def test_split_pattern_covers_every_character(text):
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-@FAST
-@given(st.lists(st.sampled_from(list("abcXYZ019 _'.,!?-\t\n") + ["'s", "'ll", "éß", "日本", "Ω"])).map("".join))
-def test_split_pattern_agrees_with_gpt2s_regex(text):
-    assert regex.findall(SPLIT_PATTERN, text) == regex.findall(GPT2_PATTERN, text)
+def test_split_pattern_is_gpt2s_regex():
+    assert SPLIT_PATTERN == GPT2_PATTERN, "the pre-tokenizer must be GPT-2's pattern (encoder.py), as tiktoken's gpt2"
 
 
 def test_split_pattern_reads_every_unicode_number_as_a_number():

@@ -82,8 +82,3 @@ def test_destroy_then_init_again_in_one_process():
         assert not dist.is_initialized()
         group.close()  # closing twice is harmless
 
-
-def test_tests_start_without_a_process_group():
-    """The suite's autouse fixture tore down what the previous tests made."""
-    assert not dist.is_initialized()
-    dist.init_process_group("single")

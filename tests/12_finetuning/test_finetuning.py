@@ -102,6 +102,14 @@ def test_inject_lora_unknown_target_lists_the_layers():
         inject_lora(GPT(GPTConfig(**SMALL)), ["attn.qkv"])
 
 
+def test_inject_lora_with_a_typo_leaves_the_model_as_it_was():
+    model = GPT(GPTConfig(**SMALL))
+    with pytest.raises(ValueError, match="attn.qkv"):
+        inject_lora(model, ["attn.c_attn", "attn.qkv"])  # one good target, one typo
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()), "no layer may be wrapped"
+    assert all(p.requires_grad for p in model.parameters()), "nothing may be frozen"
+
+
 def test_classifier_pools_the_last_real_token():
     tt.manual_seed(0)
     model = GPTForSequenceClassification(GPT(GPTConfig(**SMALL)), num_labels=3).eval()

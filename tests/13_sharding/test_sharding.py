@@ -55,7 +55,7 @@ def train(stage=None):
         opt.zero_grad()
         losses.append(loss.item())
     state = net.state_dict() if stage is not None else model.state_dict()
-    sizes = [u.numel if hasattr(u, "numel") else sum(u.sizes) for u in getattr(net, "units", [])]
+    sizes = [sum(u.sizes) for u in getattr(net, "units", [])]
     return {k: v.numpy().copy() for k, v in state.items()}, losses, sizes
 
 

@@ -23,13 +23,14 @@ def loss_of(model, tokens):
     return cross_entropy(logits.view(-1, logits.shape[-1]), tt.tensor(tokens[:, 1:], dtype=tt.int64).view(-1))
 
 
-def train(stage=None, world_size=1, rank=0, fail_at=None):
+def train(stage=None, world_size=1, rank=0, fail_at=None, prefetch=False):
     """20 AdamW steps: one process on the whole batch (stage None), or ZeRO-stage on this rank's part."""
     tokens = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (STEPS, BATCH, CONFIG["block_size"] + 1))
     tt.manual_seed(0)
     model = GPT(GPTConfig(**CONFIG))
     model.transformer.wpe.weight.requires_grad_(False)
-    net = model if stage is None else FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=stage)
+    net = model if stage is None else FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=stage,
+                                                                prefetch=prefetch)
     opt = AdamW(net.parameters(), lr=3e-3, weight_decay=0.1)
     part, losses = BATCH // world_size, []
     for step, batch in enumerate(tokens):
@@ -47,12 +48,12 @@ def train(stage=None, world_size=1, rank=0, fail_at=None):
 def check_zero(out):
     rank, n = dist.get_rank(), dist.get_world_size()
     results = {}
-    for stage in (2, 3):
-        state, losses = train(stage, n, rank)
+    for name, stage, prefetch in (("zero2", 2, False), ("zero3", 3, False), ("zero3-prefetch", 3, True)):
+        state, losses = train(stage, n, rank, prefetch=prefetch)  # prefetch: the async all-gather over MPI
         every = dist.get_world_size() * [None]
         dist.all_gather_object(every, losses.tolist())
-        results.update({f"zero{stage}/{k}": v for k, v in state.items()})
-        results[f"zero{stage}/losses"] = np.mean(every, axis=0)  # the global batch's mean loss
+        results.update({f"{name}/{k}": v for k, v in state.items()})
+        results[f"{name}/losses"] = np.mean(every, axis=0)  # the global batch's mean loss
     return results
 
 

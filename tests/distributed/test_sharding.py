@@ -41,6 +41,12 @@ def test_two_mpi_ranks_equal_one_process_with_twice_the_batch(two_ranks, stage):
     assert np.abs(two_ranks[f"zero{stage}/losses"] - losses).max() <= 1e-5
 
 
+def test_prefetch_over_mpi_gives_the_same_numbers_bit_for_bit(two_ranks):
+    names = [k.split("/", 1)[1] for k in two_ranks if k.startswith("zero3/")]
+    for name in names:  # the prefetched gathers (async all_gather on MPI) hold exactly the plain ones' values
+        assert np.array_equal(two_ranks[f"zero3-prefetch/{name}"], two_ranks[f"zero3/{name}"]), name
+
+
 def test_a_rank_that_raises_under_zero3_stops_the_job(tmp_path):
     code, output, seconds = launch(["fault"], tmp_path, timeout=60)
     assert code != 0, "the job must exit non-zero when a rank raises"

@@ -82,6 +82,14 @@ def test_gpu_generator_state_survives_a_checkpoint(fake_gpu, tmp_path):
     np.testing.assert_array_equal(_on_host(tt.rand(5, device="cuda")), expected)
 
 
+def test_a_gpu_runs_checkpoint_resumes_on_the_cpu():
+    cpu_state = np.random.default_rng(7).bit_generator.state
+    gpu_entry = {"cuda": 0, "state": np.zeros(8, np.int8)}  # saved by a run on cuda:0
+    generator = np.random.default_rng(0)
+    _set_states([generator], [cpu_state, gpu_entry])  # this machine has no GPU: its state is not needed
+    assert generator.bit_generator.state == cpu_state
+
+
 def _cuda_trainer(folder, **kwargs):
     tt.manual_seed(0)
     rng = np.random.default_rng(0)

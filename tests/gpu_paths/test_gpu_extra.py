@@ -1,4 +1,5 @@
 """`tito doctor` names the GPU extra that fits the driver; pyproject offers one per CUDA major."""
+import ctypes
 import tomllib
 from pathlib import Path
 
@@ -15,9 +16,17 @@ def test_doctor_picks_the_extra_from_the_driver_cuda_version():
     assert "conflict" not in gpu_extra_for((13, 0), "cupy-cuda13x 14.2.0")
 
 
-def test_driver_version_is_a_pair_or_none():
-    found = cuda_driver_version()
-    assert found is None or (len(found) == 2 and found[0] >= 1)
+def test_driver_version_from_nvidia_smi_when_libcuda_is_missing(tmp_path, monkeypatch):
+    def no_libcuda(name, *args, **kwargs):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(ctypes, "CDLL", no_libcuda)
+    smi = tmp_path / "nvidia-smi"  # the header line nvidia-smi prints
+    smi.write_text("#!/bin/sh\necho '| NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4 |'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cuda_driver_version() == (12, 4)
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed'\n")
+    assert cuda_driver_version() is None, "no version in the output: no driver to name"
 
 
 def test_pyproject_has_a_cupy_and_nccl_pair_per_cuda_major():

@@ -4,8 +4,8 @@ __all__ = ["bfloat16", "LOWER_PRECISION_OPS", "FLOAT32_OPS", "autocast", "GradSc
 
 import math
 import numpy as np
-from tinytorch.core.backend import float16, float32, is_floating
-from tinytorch.core.tensor import Tensor, _autocast_state, from_op
+from tinytorch.core.backend import float16, float32, is_floating, to_host
+from tinytorch.core.tensor import Tensor, _autocast_state, _cast
 
 
 # %% modules/10_cuda/provided.py, cell 9
@@ -41,14 +41,6 @@ def _autocast_dtype(device_type, dtype):
 
 def _is_float_tensor_on(x, device_type):
     return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype)
-
-
-def _cast(x, dtype):
-    """x in `dtype`, as an op: the gradient flows back in x's own dtype."""
-    if x.dtype == dtype:
-        return x
-    source = x.dtype
-    return from_op(x.data.astype(dtype), x._device, (x,), lambda g: (g.astype(source),))
 
 
 class _GradScalerBase:
@@ -185,7 +177,7 @@ class GradScaler(_GradScalerBase):
         for g in self._grads(optimizer):
             finite = finite & np.isfinite(g).all()
             g *= inv_scale
-        self._found_inf[id(optimizer)] = not bool(finite)
+        self._found_inf[id(optimizer)] = not bool(to_host(finite))
 
     def step(self, optimizer, *args, **kwargs):
         """optimizer.step() unless the unscaled gradients hold inf/NaN; returns its result or None."""

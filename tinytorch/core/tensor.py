@@ -361,7 +361,7 @@ def _device_of(spec):
 def _format_array(array):
     """Print numbers as PyTorch does: `1.` for whole floats, else 4 decimals (or 4-digit e-notation)."""
     options = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3)
-    floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"  # ml_dtypes' bfloat16 is kind "V"
+    floating = is_floating(array.dtype)
     finite = array[np.isfinite(array)] if floating else array.reshape(-1)[:0]
     if finite.size and (finite != np.round(finite)).any():
         magnitudes = np.abs(finite[finite != 0])

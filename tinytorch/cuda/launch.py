@@ -18,7 +18,7 @@ import importlib.util
 import os
 import sys
 import numpy as np
-from tinytorch.core.backend import cuda_available
+from tinytorch.core.backend import cuda_available, namespace_of
 from tinytorch.core.tensor import Tensor
 
 
@@ -124,7 +124,7 @@ def grid_for(shape, block):
 def kernel_array(x, dtype=np.float32):
     """The C-contiguous array a kernel reads: a Tensor's data or an array, in `dtype`, on its device."""
     data = x.data if isinstance(x, Tensor) else x
-    xp = _array_namespace(data)
+    xp = namespace_of(data)
     if xp is np and not uses_simulator():
         raise RuntimeError("a kernel on the GPU needs CuPy arrays; move the data with .to('cuda') first")
     if xp is not np and uses_simulator():
@@ -134,19 +134,11 @@ def kernel_array(x, dtype=np.float32):
 
 def device_empty(x, shape=None, dtype=np.float32):
     """An uninitialised output array beside `x` (same device), for a kernel to fill."""
-    xp = _array_namespace(x)
+    xp = namespace_of(x)
     return xp.empty(x.shape if shape is None else shape, dtype=dtype)
 
 
 def device_zeros(x, shape=None, dtype=np.float32):
     """A zeroed output array beside `x` (same device): for kernels that accumulate with atomics."""
-    xp = _array_namespace(x)
+    xp = namespace_of(x)
     return xp.zeros(x.shape if shape is None else shape, dtype=dtype)
-
-
-def _array_namespace(array):
-    """numpy or cupy, whichever holds `array`."""
-    if isinstance(array, np.ndarray):
-        return np
-    import cupy
-    return cupy

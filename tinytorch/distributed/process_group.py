@@ -196,13 +196,13 @@ class MPIGroup:
         self._work(self.comm.Ibcast(host, root=src), "broadcast", lambda: _copy_back(host, array))
 
     def all_gather(self, out, array, async_op=False):
-        host_out, host_in = _host_contiguous(out), _host_contiguous(array)
+        host_out, host_in = _host_buffer(out), _host_contiguous(array)
         return self._work(self.comm.Iallgather(host_in, host_out), "all_gather",
                           lambda: _copy_back(host_out, out), async_op)
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
-        host_out, host_in = _host_contiguous(out), _host_contiguous(array)
+        host_out, host_in = _host_buffer(out), _host_contiguous(array)
 
         def finish():
             if op == ReduceOp.AVG:
@@ -217,7 +217,7 @@ class MPIGroup:
 
     def recv(self, array, src):
         _check_rank(src, self.size)
-        host = _host_contiguous(array)
+        host = _host_buffer(array)
         self._work(self.comm.Irecv(host, source=src), f"recv from rank {src}", lambda: _copy_back(host, array))
 
     def barrier(self):
@@ -235,6 +235,14 @@ def _host_contiguous(array):
     if isinstance(array, np.ndarray) and array.flags.c_contiguous:
         return array
     return np.ascontiguousarray(to_host(array))  # a GPU array: copied (and counted) by the backend
+
+
+def _host_buffer(array):
+    """A C-contiguous NumPy array to receive into: `array` itself when it is one, else an empty one
+    (an output's old values need not travel from the GPU)."""
+    if isinstance(array, np.ndarray) and array.flags.c_contiguous:
+        return array
+    return np.empty(array.shape, dtype=array.dtype)
 
 
 def _copy_back(host, array):

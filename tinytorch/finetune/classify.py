@@ -66,7 +66,7 @@ class GPTForSequenceClassification(Module):
             x = x + gpt.transformer.wpe(np.arange(idx.shape[1]))
         x = gpt.transformer.drop(x)
         for block in gpt.transformer.h:
-            x = block(x)
+            x = gpt._run_block(block, x)
         return gpt.transformer.ln_f(x)
 
     def forward(self, idx, attention_mask=None):

@@ -126,14 +126,14 @@ def inject_lora(model, targets, rank=8, alpha=16, dropout=0.0):
     modules = list(model.named_modules())
     by_name = dict(modules)
     chosen = [name for name, m in modules if isinstance(m, Linear) and _matches(name, targets)]
+    unmatched = [t for t in targets if not any(_matches(name, [t]) for name in chosen)]
+    if unmatched:  # before anything changes: a typo leaves the model as it was
+        linears = [name for name, m in modules if isinstance(m, Linear)]
+        raise ValueError(f"inject_lora: no Linear layer matches {unmatched}; the Linear layers are {linears}")
     model.requires_grad_(False)
     for name in chosen:
         parent, _, child = name.rpartition(".")
         setattr(by_name[parent], child, LoRALinear(by_name[name], rank, alpha, dropout))
-    unmatched = [t for t in targets if not any(_matches(name, [t]) for name in chosen)]
-    if unmatched:
-        linears = [name for name, m in model.named_modules() if isinstance(m, Linear)]
-        raise ValueError(f"inject_lora: no Linear layer matches {unmatched}; the Linear layers are {linears}")
     return chosen
 
 

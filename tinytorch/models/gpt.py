@@ -6,6 +6,7 @@ import dataclasses
 import math
 import numpy as np
 from typing import Optional
+from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.core.backend import check_later, to_numpy
 from tinytorch.core.tensor import Tensor, gelu
 from tinytorch.models.hf_gpt2 import (
@@ -24,7 +25,6 @@ from tinytorch.nn.init import normal_, zeros_
 from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList, RMSNorm
 from tinytorch.optim import AdamW
 from tinytorch.training.efficiency import flops_per_token
-from tinytorch.core.autograd import is_grad_enabled
 
 
 # %% modules/09_gpt/provided.py, cell 8
@@ -134,6 +134,14 @@ def _feed_forward(config):
 # %% modules/09_gpt/provided.py, cell 10
 class _GPTBase(Module):
     """Everything of `GPT` but its layers and its forward pass; see the lesson."""
+
+    def _run_block(self, block, x, kv_cache=None, positions=None):
+        """block(x, kv_cache=kv_cache, positions=positions); with `config.checkpoint_blocks`, while
+        training without a cache, through module 13's `checkpoint` (the block is run again in backward)."""
+        if self.config.checkpoint_blocks and kv_cache is None and is_grad_enabled():
+            from tinytorch.utils import checkpoint  # module 13: imported only when asked for
+            return checkpoint(lambda h: block(h, positions=positions), x)
+        return block(x, kv_cache=kv_cache, positions=positions)
 
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02²) weights, zero biases, residual projections scaled by 1/√(2·n_layer)."""
@@ -363,11 +371,7 @@ class GPT(_GPTBase):
             x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            if self.config.checkpoint_blocks and kv_caches is None and is_grad_enabled():
-                from tinytorch.utils import checkpoint  # module 13: recompute the block in backward
-                x = checkpoint(lambda h, block=block: block(h, positions=positions), x)
-            else:
-                x = block(x, kv_cache=None if kv_caches is None else kv_caches[i], positions=positions)
+            x = self._run_block(block, x, None if kv_caches is None else kv_caches[i], positions)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:

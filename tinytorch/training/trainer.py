@@ -7,7 +7,13 @@ import time
 import warnings
 import numpy as np
 from pathlib import Path
-from tinytorch.core.backend import default_generator, gpu_rng_states, seed_gpus, set_gpu_rng_state
+from tinytorch.core.backend import (
+    cuda_device_count,
+    default_generator,
+    gpu_rng_states,
+    seed_gpus,
+    set_gpu_rng_state,
+)
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
     CheckpointError,
@@ -94,6 +100,8 @@ def _set_states(generators, states):
     for g, s in zip(generators, states):
         g.bit_generator.state = s
     for saved in gpus:
+        if saved["cuda"] >= cuda_device_count():
+            continue  # resumed on the CPU or on fewer GPUs: nothing here draws on that GPU
         try:
             set_gpu_rng_state(saved["cuda"], saved["state"])
         except ValueError as err:
