@@ -179,27 +179,11 @@ def decay_groups(named_params):
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def torch_step(model, x, y, autocast):
-    import torch
+def training_step(model, x, y, autocast, adamw, clip_grad_norm_):
+    """One nanoGPT step (forward in `autocast`, backward, clipping, AdamW), for either framework:
+    `adamw` and `clip_grad_norm_` are that framework's AdamW class and clipping function."""
     params = list(model.parameters())
-    optimizer = torch.optim.AdamW(decay_groups(model.named_parameters()), lr=LR, betas=BETAS)
-
-    def step():
-        with autocast():
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
-    return step
-
-
-def tinytorch_step(model, x, y, autocast):
-    from tinytorch.nn.utils import clip_grad_norm_
-    from tinytorch.optim import AdamW
-    params = list(model.parameters())
-    optimizer = AdamW(decay_groups(model.named_parameters()), lr=LR, betas=BETAS)
+    optimizer = adamw(decay_groups(model.named_parameters()), lr=LR, betas=BETAS)
 
     def step():
         with autocast():
@@ -270,8 +254,10 @@ def gpt_phase(device, precision, model_cfg, batch, steps, warmup):
     sync = synchronizer(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    t_step = torch_step(theirs, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), theirs_ac)
-    o_step = tinytorch_step(ours, tt.tensor(x, device=device), tt.tensor(y, device=device), ours_ac)
+    t_step = training_step(theirs, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), theirs_ac,
+                           torch.optim.AdamW, torch.nn.utils.clip_grad_norm_)
+    o_step = training_step(ours, tt.tensor(x, device=device), tt.tensor(y, device=device), ours_ac,
+                           tt.optim.AdamW, tt.nn.utils.clip_grad_norm_)
     result = {"dtype": dtype, "parity": check, "parity_ok": parity_ok(check, "fp32" if precision == "fp32" else "low"),
               "torch": time_steps(t_step, sync, warmup, steps), "tinytorch": time_steps(o_step, sync, warmup, steps)}
     result["tinytorch"]["host_syncs_per_step"] = host_syncs(o_step)
