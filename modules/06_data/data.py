@@ -1157,9 +1157,10 @@ print(f"{len(line)} characters -> {len(ids)} tokens:", [bpe.token_bytes(i).decod
 #
 # *Bigger than RAM.* An int64 array costs 8 bytes a token: 8 GB for a billion tokens. nanoGPT
 # stores ids once as uint16 on disk (2 bytes; enough for GPT-2's 50,257 ids) and maps the file
-# into memory. The provided `TokenDataset(path_or_array, block_size)` cuts the same windows from
-# such a `np.memmap` (or `np.load(..., mmap_mode="r")`) and widens only the windows of each
-# batch to int64: the operating system reads just the pages a batch touches.
+# into memory. The provided `TokenDataset(path_or_array, block_size)` runs your `__len__`,
+# `__getitem__` and `gather` on such a `np.memmap` (or `np.load(..., mmap_mode="r")`), through an
+# `ids` that reads and widens to int64 only the ids they index: the operating system reads just
+# the pages a batch touches.
 #
 # *Worked example.* Ids `[0..9]` (10 tokens), `T = 3`: 7 windows; window 2 is
 # `x = [2, 3, 4]`, `y = [3, 4, 5]`. `gather([0, 6])` returns `x` of shape `(2, 3)`:

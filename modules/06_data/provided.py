@@ -362,11 +362,31 @@ def _read_text(text_or_path):
     return _read_maybe_gzip(text_or_path).decode("utf-8")
 
 
+class _Int64Reads:
+    """A 1-D array of token ids left where it is (e.g. a `np.memmap`): indexing reads just the ids asked
+    for and returns them as a new int64 array. The lesson's `TextDataset` methods index `self.ids`;
+    through this they read only the windows of a batch."""
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+        self.shape = tokens.shape
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def __getitem__(self, key):
+        return np.array(self.tokens[key], dtype=np.int64)  # a copy: never a view of the file
+
+
 class TokenDataset(Dataset):
     """(x, y) next-token windows, y = x shifted by one, over a 1-D array of token ids that stays where it
     is: a `np.memmap`, an `.npy` opened with `mmap_mode="r"`, or a path (`.npy`, or a raw file of `dtype`
     ids such as nanoGPT's uint16 `train.bin`). Only the windows a batch asks for are read, and only they
-    are widened to int64; the array itself is never copied into RAM."""
+    are widened to int64; the array itself is never copied into RAM.
+
+    The windows are cut by the lesson's `TextDataset` (`__len__`, `__getitem__`, `gather`), run on
+    `self.ids`, which reads `self.tokens` lazily. It is defined later in this file, so it is called
+    rather than subclassed."""
 
     def __init__(self, tokens, block_size, dtype=np.uint16):
         if isinstance(tokens, (str, os.PathLike)):
@@ -380,22 +400,18 @@ class TokenDataset(Dataset):
         if len(tokens) < block_size + 1:
             raise ValueError(f"TokenDataset: {len(tokens)} tokens are fewer than block_size + 1 = {block_size + 1}")
         self.tokens, self.block_size = tokens, block_size
+        self.ids = _Int64Reads(tokens)
 
     def __len__(self):
-        return len(self.tokens) - self.block_size
+        return TextDataset.__len__(self)  # noqa: F821  (the lesson's exercise, same file)
 
     def __getitem__(self, index):
         index = _normalize_index(index, len(self), "TokenDataset")
-        window = np.array(self.tokens[index:index + self.block_size + 1], dtype=np.int64)
-        x, y = window[:-1], window[1:]
-        return from_numpy(x), from_numpy(y)
+        return TextDataset.__getitem__(self, index)  # noqa: F821  (the lesson's exercise, same file)
 
     def gather(self, indices):
         """A batch of windows by one fancy index: [x (B, T), y (B, T)], int64."""
-        rows = np.array(indices, dtype=np.int64).reshape(-1, 1) + np.arange(self.block_size + 1)  # (B, T + 1)
-        windows = np.asarray(self.tokens[rows], dtype=np.int64)  # only these ids are read and widened
-        x, y = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
-        return [from_numpy(x), from_numpy(y)]
+        return TextDataset.gather(self, indices)  # noqa: F821  (the lesson's exercise, same file)
 
 
 def _check_text_dataset(split, val_fraction, block_size):
@@ -567,6 +583,7 @@ def load_cifar10(root, train=True):
 
 # %%
 #| export data.tokenizers
+import functools
 import heapq  # heapq, Counter, defaultdict: used by the lesson's tokenizers below
 import json
 from collections import Counter, defaultdict
@@ -654,8 +671,10 @@ def _gpt2_token_bytes(token, decoder):
         raise ValueError(f"{token!r} is not in GPT-2's byte-to-unicode alphabet (character {err})") from None
 
 
+@functools.lru_cache(maxsize=64)
 def _special_regex(names):
-    """One alternation of the special tokens, longest first: overlapping ones resolve to the longest."""
+    """One alternation of the special tokens (a frozenset), longest first: overlapping ones resolve to the
+    longest. Cached: every `encode` asks for it, and building it costs more than encoding a short text."""
     return _regex.compile("|".join(_regex.escape(s) for s in sorted(names, key=len, reverse=True)))
 
 
@@ -691,13 +710,13 @@ class _BPEBase:
 
     # --- special tokens ------------------------------------------------------------------
     def _special_sets(self, allowed_special, disallowed_special):
-        known = set(self.special_tokens)
-        allowed = known if allowed_special == "all" else set(allowed_special)
+        known = frozenset(self.special_tokens)  # frozensets: the keys of _special_regex's cache
+        allowed = known if allowed_special == "all" else frozenset(allowed_special)
         unknown = allowed - known
         if unknown:
             raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
                              f"tokenizer (it has {sorted(known)})")
-        disallowed = known - allowed if disallowed_special == "all" else set(disallowed_special)
+        disallowed = known - allowed if disallowed_special == "all" else frozenset(disallowed_special)
         return allowed, disallowed
 
     def _encode_text(self, text, allowed, disallowed):
@@ -767,7 +786,8 @@ class _BPEBase:
         if longest < 2:
             return None
         first = max(0, cut - longest + 1)
-        for match in _special_regex(self.special_tokens).finditer(text, first, cut + longest - 1, overlapped=True):
+        special = _special_regex(frozenset(self.special_tokens))
+        for match in special.finditer(text, first, cut + longest - 1, overlapped=True):
             if match.start() < cut < match.end():
                 return match.start()
         return None

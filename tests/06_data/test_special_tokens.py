@@ -53,6 +53,22 @@ def test_special_tokens_survive_save_and_load(tok, tmp_path):
     assert back.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
 
 
+def test_encode_does_not_rebuild_the_special_token_regex(tok, monkeypatch):
+    from tinytorch.data import tokenizers
+
+    text = f"a{EOT}b<|end|>\nc"
+    calls = [lambda: tok.encode("plain"), lambda: tok.encode(text, allowed_special="all"),
+             lambda: tok.encode(text, allowed_special={EOT}, disallowed_special=()),
+             lambda: list(tok.encode_iterable(text.splitlines(keepends=True), allowed_special="all"))]
+    for call in calls:  # the first time may build each pattern
+        call()
+    compiled, compile = [], tokenizers._regex.compile
+    monkeypatch.setattr(tokenizers._regex, "compile", lambda *args, **kw: compiled.append(args) or compile(*args, **kw))
+    for call in calls:
+        call()
+    assert compiled == [], f"encode built its special-token regex again: {compiled}"
+
+
 PIECES = ["In", " the", " beginning", "\n", "\n\n", "  ", " ", "\t", "x²", "'s", ",", "God", "<|end", "oftext|>",
           EOT, "\r\n", "12", " \n", "é"]
 

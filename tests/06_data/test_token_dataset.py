@@ -48,6 +48,36 @@ def test_batches_are_int64_windows(token_file):
     assert np.array_equal((xb.data[:, 1:]), yb.data[:, :-1])
 
 
+def test_windows_are_cut_by_the_lessons_text_dataset(monkeypatch):
+    """One implementation: TokenDataset runs the lesson's TextDataset methods, so a stripped TextDataset
+    stops it too."""
+    from tinytorch.data import datasets
+
+    def stub(name):
+        def not_written(*args):
+            raise NotImplementedError(f"TextDataset.{name}: not written yet")
+        return not_written
+
+    ds = TokenDataset(np.arange(20, dtype=np.uint16), block_size=4)
+    for name, use in (("__len__", len), ("__getitem__", lambda d: d[3]), ("gather", lambda d: d.gather([0, 2]))):
+        with monkeypatch.context() as patch:
+            patch.setattr(datasets.TextDataset, name, stub(name))
+            with pytest.raises(NotImplementedError, match=name):
+                use(ds)
+
+
+def test_windows_are_copies_and_indices_are_checked(tmp_path):
+    np.save(tmp_path / "ids.npy", np.arange(100, dtype=np.int64))
+    ds = TokenDataset(tmp_path / "ids.npy", block_size=4)
+    x, _ = ds[-1]
+    xb, _ = ds.gather([0, 95])
+    assert x.data.tolist() == [95, 96, 97, 98] and xb.data[1].tolist() == [95, 96, 97, 98]
+    assert not np.shares_memory(x.data, ds.tokens) and not np.shares_memory(xb.data, ds.tokens), \
+        "batches are copies, never views of the mapped file"
+    with pytest.raises(IndexError, match="TokenDataset"):
+        ds[len(ds)]
+
+
 def test_bad_inputs_say_what_is_expected():
     with pytest.raises(TypeError, match="1-D integer array"):
         TokenDataset(np.zeros((2, 5), dtype=np.int32), block_size=2)

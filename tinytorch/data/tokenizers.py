@@ -9,6 +9,7 @@ __all__ = [
 ]
 
 
+import functools
 import heapq
 import json
 import numpy as np
@@ -97,8 +98,10 @@ def _gpt2_token_bytes(token, decoder):
         raise ValueError(f"{token!r} is not in GPT-2's byte-to-unicode alphabet (character {err})") from None
 
 
+@functools.lru_cache(maxsize=64)
 def _special_regex(names):
-    """One alternation of the special tokens, longest first: overlapping ones resolve to the longest."""
+    """One alternation of the special tokens (a frozenset), longest first: overlapping ones resolve to the
+    longest. Cached: every `encode` asks for it, and building it costs more than encoding a short text."""
     return _regex.compile("|".join(_regex.escape(s) for s in sorted(names, key=len, reverse=True)))
 
 
@@ -134,13 +137,13 @@ class _BPEBase:
 
     # --- special tokens ------------------------------------------------------------------
     def _special_sets(self, allowed_special, disallowed_special):
-        known = set(self.special_tokens)
-        allowed = known if allowed_special == "all" else set(allowed_special)
+        known = frozenset(self.special_tokens)  # frozensets: the keys of _special_regex's cache
+        allowed = known if allowed_special == "all" else frozenset(allowed_special)
         unknown = allowed - known
         if unknown:
             raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
                              f"tokenizer (it has {sorted(known)})")
-        disallowed = known - allowed if disallowed_special == "all" else set(disallowed_special)
+        disallowed = known - allowed if disallowed_special == "all" else frozenset(disallowed_special)
         return allowed, disallowed
 
     def _encode_text(self, text, allowed, disallowed):
@@ -210,7 +213,8 @@ class _BPEBase:
         if longest < 2:
             return None
         first = max(0, cut - longest + 1)
-        for match in _special_regex(self.special_tokens).finditer(text, first, cut + longest - 1, overlapped=True):
+        special = _special_regex(frozenset(self.special_tokens))
+        for match in special.finditer(text, first, cut + longest - 1, overlapped=True):
             if match.start() < cut < match.end():
                 return match.start()
         return None
