@@ -34,6 +34,7 @@ import tinytorch as tt
 from tinytorch.data import BPETokenizer, CharTokenizer, DataLoader, Subset, TextDataset, kjv_text
 from tinytorch.core.tensor import from_op
 from tinytorch.models import GPT, GPTConfig
+from tinytorch.nn import Module
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.nn.utils import clip_grad_norm_
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
@@ -265,8 +266,9 @@ def text_sha256(text):
 def checkpoint_to_resume(out, saved, model):
     """The newest readable checkpoint of this run, or None (no checkpoint yet: it starts over from step 0).
 
-    Damaged checkpoints are skipped with a warning; one of another run (other run id or shapes,
-    e.g. left behind in a reused folder) is an error, since loading it would train the wrong model."""
+    `model` is what the Trainer saves (for a LoRA run, its adapters alone). Damaged checkpoints are skipped
+    with a warning; one of another run (other run id or shapes, e.g. left behind in a reused folder) is an
+    error, since loading it would train the wrong model."""
     shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
     paths, damaged = list_checkpoints(Path(out) / "checkpoints"), []
     for path in reversed(paths):
@@ -345,9 +347,10 @@ def unknown_characters(tok, text, data):
                      f"them, or train a new base run on text that has them")
 
 
-def lora_model(lora, config, device="cpu", adapters=None):
-    """The base run's GPT (weights checked against their SHA-256) with LoRA injected; adapters: a file to load."""
-    from tinytorch.finetune import inject_lora, load_adapters  # module 12: needed only for LoRA runs
+def lora_model(lora, config):
+    """The base run's GPT (weights checked against their SHA-256, on the CPU) with LoRA injected, adapters at their
+    init: training moves them, `load_run` loads a run's saved ones."""
+    from tinytorch.finetune import inject_lora  # module 12: needed only for LoRA runs
 
     base_file = Path(lora["base"]) / FILES["model"]
     if not base_file.is_file() or file_sha256(base_file) != lora["base_sha256"]:
@@ -359,21 +362,46 @@ def lora_model(lora, config, device="cpu", adapters=None):
         inject_lora(model, lora["targets"], rank=lora["rank"], alpha=lora["alpha"])
     except ValueError as err:  # a target that names no Linear: the message lists them
         raise RunError(f"--lora-targets {','.join(lora['targets'])}: {err}") from None
-    if adapters is not None:
-        load_adapters(model, adapters)
     return model
 
 
 def merged_gpt(model):
-    """A plain GPT with `model`'s LoRA updates folded into its weights: sampling then keeps its KV cache and
-    pays for no adapter branch. Merges `model` in place."""
-    from tinytorch.finetune import merge_lora
+    """`model` made a plain GPT again, in place (PEFT's merge_and_unload): each LoRA update is folded into its base
+    weight and the LoRALinear replaced by that Linear, so sampling pays for no adapter branch, the state_dict has
+    the base run's names, and no second copy of the weights is made. The adapters are gone afterwards."""
+    from tinytorch.finetune import LoRALinear, merge_lora
 
     merge_lora(model)
-    weights = {name.replace(".base.", "."): w for name, w in model.state_dict().items() if ".lora_" not in name}
-    plain = GPT(model.config).to(model.transformer.wte.weight.device)
-    plain.load_state_dict(weights)
-    return plain
+    modules = dict(model.named_modules())
+    for name, module in list(modules.items()):
+        if isinstance(module, LoRALinear):
+            parent, _, child = name.rpartition(".")
+            setattr(modules[parent], child, module.base)
+    return model
+
+
+class _AdaptersOnly(Module):
+    """A LoRA model as the Trainer sees it: the same forward and parameters, but a state_dict (what checkpoints
+    save, and resume with) of the trainable adapters alone, as in the run's final adapters file; the frozen base
+    stays in the base run's model file, which the run checks by SHA-256. Loading checks names and shapes
+    (module 12's load_adapter_state_dict)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def state_dict(self):
+        from tinytorch.finetune import adapter_state_dict
+
+        return {name: p.detach() for name, p in adapter_state_dict(self.model).items()}
+
+    def load_state_dict(self, state_dict):  # always strict: every adapter, no other name, the run's shapes
+        from tinytorch.finetune import load_adapter_state_dict
+
+        return load_adapter_state_dict(self.model, state_dict, source="checkpoint")
 
 
 # ---------------------------------------------------------------- training
@@ -455,9 +483,11 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         model.to(device)
     except (RuntimeError, ValueError) as err:
         raise RunError(f"--device {device}: {err}") from None
-    resume_from = checkpoint_to_resume(out, saved, model) if resume else None
     flops_per_token = model.estimate_flops()  # before sharding: ZeRO-3 leaves the model's own weights empty
     net, optimizer = parallel_model(model, world, zero, p["lr"])
+    if lora:  # checkpoints keep the adapters alone, as the final adapters file does (LoRA runs in one process)
+        net = _AdaptersOnly(net)
+    resume_from = checkpoint_to_resume(out, saved, net) if resume else None
     scheduler = lr_schedule(optimizer, p["warmup"], p["steps"], p["min_lr"])
     if world > 1:  # one shard of every epoch's shuffled order per rank; averaged gradients
         train_loader = DataLoader(train_set, batch_size=p["batch_size"],
@@ -509,6 +539,8 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         tt.save(model.state_dict(), out / FILES["model"])
 
     final = trainer.evaluate()["loss"]
+    parameters = model.num_parameters(non_embedding=False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # counted before the merge drops them
     sample = generate_text(merged_gpt(model) if lora else model, tok, prompt=None, max_new_tokens=sample_tokens,
                            seed=seed, device=device)
     return {
@@ -516,10 +548,10 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         "final_train_loss": history.losses[-1] if history.losses else None,
         "val_loss": final, "initial_loss_estimate": math.log(tok.vocab_size),
         "seconds": round(train_seconds, 1), **speed_report(history.summary(), world, peak, peak_source),
-        "parameters": model.num_parameters(non_embedding=False), "out": str(out), "sample": sample,
+        "parameters": parameters, "out": str(out), "sample": sample,
         "rank": rank, "world_size": world, "parallel": describe_parallel(world, zero, checkpoint_blocks),
         "precision": amp or "fp32",
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable_parameters": trainable,
         **({"lora": {**lora, "adapters_bytes": (out / ADAPTERS).stat().st_size,
                      "base_bytes": (Path(lora["base"]) / FILES["model"]).stat().st_size}} if lora else {}),
     }
@@ -758,14 +790,20 @@ def load_run(path=None, device="cpu"):
         if weights_file is None:
             raise RunError(f"{run_dir} has no model yet (its training stopped before saving one): continue it with "
                            f"`tito train gpt --resume --out {run_dir}`")
-    try:
+    try:  # a LoRA run's files (adapters file, checkpoints) hold its adapters alone
         weights = (tt.load(weights_file) if weights_file.name in (FILES["model"], ADAPTERS)
                    else load_checkpoint(weights_file)["model"])
     except (RuntimeError, OSError, KeyError, TypeError):  # CheckpointError is a RuntimeError
         raise RunError(f"{weights_file}: file is truncated or corrupt: retrain or restore it") from None
-    model = lora_model(lora, GPTConfig.from_dict(saved["gpt"])) if lora else GPT(GPTConfig.from_dict(saved["gpt"]))
+    config = GPTConfig.from_dict(saved["gpt"])
+    model = lora_model(lora, config) if lora else GPT(config)
     try:
-        model.load_state_dict({**model.state_dict(), **weights} if weights_file.name == ADAPTERS else weights)
+        if lora:  # module 12's checks: every adapter present, no unknown name, the shapes of the run's rank
+            from tinytorch.finetune import load_adapter_state_dict
+
+            load_adapter_state_dict(model, weights, source=weights_file)
+        else:
+            model.load_state_dict(weights)
     except (RuntimeError, KeyError, ValueError) as err:
         raise RunError(f"{weights_file} does not fit {run_dir / FILES['config']} "
                        f"({str(err).splitlines()[-1].strip()}): retrain or restore the run") from None

@@ -8,8 +8,9 @@ import pytest
 import tinytorch as tt
 from tinytorch import nn
 from tinytorch.autograd import gradcheck
-from tinytorch.finetune import (GPTForSequenceClassification, LoRALinear, distillation_loss, inject_lora,
-                                last_token_pool, load_adapters, mean_pool, merge_lora, save_adapters, soft_targets)
+from tinytorch.finetune import (GPTForSequenceClassification, LoRALinear, adapter_state_dict, distillation_loss,
+                                inject_lora, last_token_pool, load_adapter_state_dict, load_adapters, mean_pool,
+                                merge_lora, save_adapters, soft_targets)
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn import functional as F
 
@@ -95,6 +96,22 @@ def test_adapter_file_is_small_and_round_trips(tmp_path):
     other, _ = small_classifier(rank=2)
     with pytest.raises(ValueError, match="another rank"):
         load_adapters(other, tmp_path / "adapters.safetensors")
+
+
+def test_load_adapter_state_dict_checks_everything_before_changing_the_model():
+    model, _ = small_classifier()
+    state = {name: p.detach() * 0 + 1 for name, p in adapter_state_dict(model).items()}  # a checkpoint's tensors
+    fresh, _ = small_classifier(seed=1)
+    assert load_adapter_state_dict(fresh, state) is fresh
+    for name, p in adapter_state_dict(fresh).items():
+        assert np.all(p.numpy() == 1), f"{name} was not loaded"
+    before = {name: p.numpy().copy() for name, p in fresh.state_dict().items()}
+    last = list(state)[-1]  # the others fit: a check done while copying would have copied them already
+    bad = {**{name: t * 0 + 2 for name, t in state.items()}, last: state[last][:1]}
+    with pytest.raises(ValueError, match=f"from a checkpoint\\): {last} has shape"):
+        load_adapter_state_dict(fresh, bad, source="from a checkpoint")
+    for name, value in fresh.state_dict().items():
+        assert np.array_equal(value.numpy(), before[name]), f"{name} changed although the state did not fit"
 
 
 def test_inject_lora_unknown_target_lists_the_layers():

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import tinytorch as tt
+from tinytorch.finetune import LoRALinear
+from tinytorch.training.checkpoint import list_checkpoints, load_checkpoint
 from tito.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +66,6 @@ def test_lora_run_keeps_only_adapters_and_leaves_the_base_alone(runs):
 
 def test_sample_loads_base_plus_merged_adapters(runs):
     root, _, _ = runs
-    import tinytorch as tt
-
     base = tt.load(root / "base/model.safetensors")
     adapters = tt.load(root / "lora/adapters.safetensors")
     model, _ = gpt_text.load_run(root / "lora")
@@ -87,7 +88,19 @@ def test_sample_loads_base_plus_merged_adapters(runs):
     assert done.exit_code == 0 and done.stdout.startswith("the "), done.output
 
 
-def test_resume_continues_a_lora_run(runs, tmp_path):
+def test_lora_checkpoints_keep_only_the_adapters(runs):
+    root, _, _ = runs
+    checkpoint = list_checkpoints(root / "lora/checkpoints")[-1]
+    weights = load_checkpoint(checkpoint)["model"]
+    adapters = tt.load(root / "lora/adapters.safetensors")
+    assert sorted(weights) == sorted(adapters), "a LoRA run's checkpoint holds its adapters, not the frozen base"
+    for name, value in adapters.items():
+        assert np.array_equal(weights[name].numpy(), value.numpy()), f"{name}: the last checkpoint is the last step"
+    size, base_size = checkpoint.stat().st_size, (root / "base/model.safetensors").stat().st_size
+    assert size < 0.2 * base_size, f"checkpoint {size} bytes, base model {base_size}: the base must not be in it"
+
+
+def test_resume_continues_a_lora_run_exactly(runs, tmp_path):
     root, _, _ = runs
     shutil.copytree(root / "lora", tmp_path / "lora")
     result = gpt_text.train(data=root / "dog.txt", steps=5, out=tmp_path / "lora", resume=True, quiet=True,
@@ -96,6 +109,56 @@ def test_resume_continues_a_lora_run(runs, tmp_path):
     steps = [r["step"] for r in map(json.loads, (tmp_path / "lora/log.jsonl").read_text().splitlines())
              if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5], "resumed at step 3, not from scratch"
+    straight = gpt_text.train(data=root / "dog.txt", steps=5, out=tmp_path / "straight", init_from=root / "base",
+                              lora_rank=2, quiet=True, sample_tokens=0)
+    assert straight["steps"] == 5
+    resumed, uninterrupted = (tt.load(tmp_path / run / "adapters.safetensors") for run in ("lora", "straight"))
+    for name, value in uninterrupted.items():  # the checkpoint's adapters were loaded, not left at their init
+        np.testing.assert_array_equal(resumed[name].numpy(), value.numpy(), err_msg=name)
+
+
+def test_sample_from_a_lora_checkpoint(runs):
+    root, _, _ = runs
+    from_run, _ = gpt_text.load_run(root / "lora")
+    from_checkpoint, _ = gpt_text.load_run(list_checkpoints(root / "lora/checkpoints")[-1])
+    for name, value in from_run.state_dict().items():
+        np.testing.assert_array_equal(from_checkpoint.state_dict()[name].numpy(), value.numpy(), err_msg=name)
+
+
+def test_load_run_gives_a_plain_gpt_merged_in_place(runs):
+    root, _, _ = runs
+    model, _ = gpt_text.load_run(root / "lora")
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()), "the merge swaps LoRALinear for Linear"
+    assert sorted(model.state_dict()) == sorted(tt.load(root / "base/model.safetensors")), "the base run's names"
+    saved = json.loads((root / "lora/config.json").read_text())
+    lora = gpt_text.lora_model(saved["lora"], gpt_text.GPTConfig.from_dict(saved["gpt"]))
+    assert gpt_text.merged_gpt(lora) is lora, "merged in place: no second model alive"
+
+
+def rewrite_adapters(path, change):
+    """Write back the adapter file at `path` after `change(tensors)`, as a damaged or foreign file would be."""
+    tensors = dict(tt.load(path))
+    change(tensors)
+    tt.save(tensors, path)
+
+
+A_0 = "transformer.h.0.attn.c_attn.lora_A.weight"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda t: t.pop(A_0), f"missing ['{A_0}']"),  # the old load_run took the init's A here, silently
+    (lambda t: t.update({"transformer.h.0.attn.c_q.lora_A.weight": t[A_0]}), "unexpected ['transformer.h.0"),
+    (lambda t: t.update({A_0: t[A_0][:1]}), "was it saved with another rank?"),
+], ids=["missing", "unexpected", "shape"])
+def test_load_run_checks_the_adapters_as_load_adapters_does(runs, tmp_path, change, expected):
+    root, _, _ = runs
+    shutil.copytree(root / "lora", tmp_path / "lora")
+    rewrite_adapters(tmp_path / "lora/adapters.safetensors", change)
+    with pytest.raises(gpt_text.RunError, match="inject the same adapters|another rank") as err:
+        gpt_text.load_run(tmp_path / "lora")
+    assert expected in str(err.value) and "adapters.safetensors" in str(err.value), err.value
+    done = tito("sample", "--checkpoint", tmp_path / "lora", "--max-new-tokens", "2")
+    assert done.exit_code == 2 and expected in done.stderr, done.output
 
 
 def test_sample_refuses_a_changed_base(runs, tmp_path):

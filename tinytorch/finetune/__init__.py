@@ -3,6 +3,7 @@ __all__ = [
     "adapter_state_dict",
     "save_adapters",
     "load_adapters",
+    "load_adapter_state_dict",
     "LoRALinear",
     "inject_lora",
     "merge_lora",

@@ -3,14 +3,16 @@ __all__ = [
     "adapter_state_dict",
     "save_adapters",
     "load_adapters",
+    "load_adapter_state_dict",
     "LoRALinear",
     "inject_lora",
     "merge_lora",
 ]
 
 
+from tinytorch.core.backend import to_device, get_xp
 from tinytorch.core.serialization import load, save
-from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import Tensor
 from tinytorch.nn.init import zeros_
 from tinytorch.nn.layers import Dropout, Linear, Module
 
@@ -31,18 +33,27 @@ def save_adapters(model, path):
 
 def load_adapters(model, path):
     """Copy the tensors of an adapter file into `model` (which must have the same adapters injected)."""
-    saved = load(path, device=next(iter(model.parameters())).device)
+    return load_adapter_state_dict(model, load(path), source=path)
+
+
+def load_adapter_state_dict(model, state, source="state"):
+    """Copy `state` (name -> tensor: an adapter file's, or a checkpoint's) into `model`'s adapters, in place.
+
+    Every trainable tensor of `model` must be in `state`, and every name of `state` must be a parameter
+    of `model` with the same shape; otherwise a ValueError names them (`source` says where `state` came from)."""
     own = dict(model.named_parameters())
-    missing = sorted(set(adapter_state_dict(model)) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
+    missing = sorted(set(adapter_state_dict(model)) - set(state))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"load_adapters({path}): missing {missing}, unexpected {unexpected}; inject the same "
+        raise ValueError(f"load_adapters({source}): missing {missing}, unexpected {unexpected}; inject the same "
                          f"adapters (targets, rank) into the model before loading")
-    for name, value in saved.items():
+    for name, value in state.items():
         if tuple(value.shape) != tuple(own[name].shape):
-            raise ValueError(f"load_adapters({path}): {name} has shape {tuple(value.shape)} in the file and "
+            raise ValueError(f"load_adapters({source}): {name} has shape {tuple(value.shape)} in the file and "
                              f"{tuple(own[name].shape)} in the model; was it saved with another rank?")
-        own[name].data[...] = value.data
+    for name, value in state.items():  # only once all fit: a bad file leaves the model as it was
+        array = value.data if isinstance(value, Tensor) else value
+        own[name].data[...] = to_device(array, own[name]._device)
     return model
 
 
