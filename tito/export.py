@@ -22,7 +22,7 @@ from rich.markup import escape
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
     ModuleFile, find_root, list_assets, list_modules, notebook_path, public_names, read_companion, read_notebook,
-    code_facts, reexported_names, select_modules, sync,
+    code_facts, reexported_names, select_modules, sync, write_atomically,
 )
 
 PACKAGE = "tinytorch"
@@ -295,7 +295,7 @@ def apply(root: Path, files: dict[str, GeneratedFile], changes: Changes) -> None
     for path in changes.added + changes.changed:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(files[path].content())
+        write_atomically(target, files[path].content())  # an interrupted export leaves no half-written file
     for path in changes.removed:
         (root / path).unlink()
     _remove_emptied_dirs(root, changes.removed)

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from tito.errors import TitoError, user_errors
 from tito.notebooks import (
-    STUB_MESSAGE, ModuleFile, find_root, list_modules, notebook_path, read_notebook, select_modules, sync, to_notebook,
+    STUB_MESSAGE, ModuleFile, find_root, list_modules, notebook_path, notebook_inputs, read_notebook, record_synced,
+    select_modules, sync, to_notebook, write_atomically, write_notebook,
 )
 
 console = Console(soft_wrap=True, highlight=False)
@@ -77,7 +78,15 @@ def require_finished_before(root: Path, module: ModuleFile) -> None:
 
 def read_progress(root: Path) -> dict:
     path = root / PROGRESS
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # never start over silently: the next completion would overwrite the record
+        raise TitoError(f"{PROGRESS} is corrupt ({err}); fix it, or delete it to start the record again") from None
+    if not isinstance(progress, dict):
+        raise TitoError(f"{PROGRESS} is corrupt (not a JSON object); fix it, or delete it to start the record again")
+    return progress
 
 
 def record_progress(root: Path, module: ModuleFile, points: int, available: int) -> None:
@@ -88,7 +97,7 @@ def record_progress(root: Path, module: ModuleFile, points: int, available: int)
     }
     path = root / PROGRESS
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(progress, indent=2) + "\n", encoding="utf-8")
+    write_atomically(path, json.dumps(progress, indent=2) + "\n")
 
 
 def _digest(module: ModuleFile) -> str:
@@ -151,8 +160,6 @@ def list_command() -> None:
 @app.command("start")
 def start_command(module: str = typer.Argument(..., help="Module number (01, 1) or folder (01_tensor).")) -> None:
     """Write the module's notebook (.ipynb paired with its .py) and say what to do next."""
-    import nbformat
-
     with user_errors():
         root = find_root()
         chosen = select_modules(root, [module])[0]
@@ -162,7 +169,10 @@ def start_command(module: str = typer.Argument(..., help="Module number (01, 1) 
             done = sync(chosen)
             console.print(f"{ipynb.relative_to(root)} already exists{'; ' + done if done else ''}")
         else:
-            nbformat.write(to_notebook(chosen.path.read_text(encoding="utf-8")), ipynb)
+            text = chosen.path.read_text(encoding="utf-8")
+            notebook = to_notebook(text)
+            write_notebook(notebook, ipynb)
+            record_synced(chosen, text, notebook_inputs(notebook))
             console.print(f"wrote {ipynb.relative_to(root)} (paired with {chosen.path.name})")
         earlier = unfinished_before(root, chosen)
     if earlier is not None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
 import keyword
 import os
 import re
+import stat
+import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,14 +429,25 @@ def _check_exported_code(cell: Cell, where: str) -> None:
     """Exported code must parse and must not edit sys.path (it imports through the package)."""
     facts = code_facts(cell.export_code())
     if facts.error:
-        # export_code drops lines, so point at the cell rather than guess the line.
-        raise TitoError(f"{where}:{cell.line}: exported cell {cell.index} does not parse: {facts.error}")
+        raise TitoError(f"{where}:{_syntax_error_line(cell)}: exported cell {cell.index} does not parse: {facts.error}")
     if facts.sys_path_line is not None:
         line = _source_line_of(cell, facts.sys_path_line, cell.first_line - 1)
         raise TitoError(
             f"{where}:{line}: exported code must not use sys.path; import through the package "
             f"(from tinytorch.core.tensor import Tensor)"
         )
+
+
+def _syntax_error_line(cell: Cell) -> int:
+    """File line of the syntax error in a cell. The cell's own source (directives and solution
+    markers are comments) fails where export_code does, and its lines are the file's."""
+    try:
+        ast.parse(cell.source)
+    except SyntaxError as err:
+        lines = cell.source.splitlines()
+        if err.lineno and err.lineno <= len(lines):
+            return cell.first_line + err.lineno - 1
+    return cell.line
 
 
 def _touches_sys_path(node: ast.AST) -> bool:
@@ -474,30 +489,153 @@ def notebook_path(module: ModuleFile) -> Path:
     return module.path.with_suffix(".ipynb")
 
 
-def sync(module: ModuleFile) -> str:
-    """Bring the .ipynb / .py pair in line (the newer one wins); return what happened."""
-    import jupytext
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data` (str: UTF-8) so that a crash, a full disk or Ctrl-C leaves the old
+    file or the new one, never half of one (a student's module is their work). The file keeps its mode."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data.encode("utf-8") if isinstance(data, str) else data)
+            out.flush()
+            os.fsync(out.fileno())
+        mode = path.stat().st_mode if path.exists() else 0o666 & ~_umask()
+        os.chmod(tmp, stat.S_IMODE(mode))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_notebook(notebook, path: Path) -> None:
+    """nbformat.write, atomically."""
     import nbformat
 
+    text = nbformat.writes(notebook)
+    write_atomically(path, text if text.endswith("\n") else text + "\n")
+
+
+def _read_pair_notebook(module: ModuleFile):
+    """The .ipynb as a notebook; a TitoError (naming it, saying the .py is untouched) if it is not one."""
+    import nbformat
+
+    ipynb, py = notebook_path(module), module.path
+    try:
+        notebook = nbformat.read(ipynb, as_version=4)
+        notebook_inputs(notebook)  # jupytext must be able to read it too
+    except Exception as err:  # malformed JSON, not a notebook, half-saved: nbformat raises many kinds
+        raise TitoError(
+            f"{Path(module.rel).with_suffix('.ipynb').as_posix()}: not a readable notebook ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"{py.name} was left as it is. If Jupyter is saving it, run again; otherwise fix the .ipynb, "
+            f"or delete it to start again from {py.name}"
+        ) from None
+    return notebook
+
+
+def notebook_inputs(notebook) -> str:
+    """What a notebook says, outputs left out: its percent-format text."""
+    import jupytext
+
+    return jupytext.writes(notebook, fmt="py:percent")
+
+
+def _sync_record(module: ModuleFile) -> Path:
+    """`.tito/sync/NN_name[.provided].json`: the hashes of the pair when tito last synced it."""
+    root = module.path.parents[len(Path(module.rel).parts) - 1]
+    return root / ".tito" / "sync" / f"{module.folder}.{module.path.stem}.json"
+
+
+def _read_record(module: ModuleFile) -> dict | None:
+    try:
+        record = json.loads(_sync_record(module).read_text(encoding="utf-8"))
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def record_synced(module: ModuleFile, py_text: str, ipynb_inputs: str) -> None:
+    """Remember the pair as it is now in line, so a later sync can tell which side was edited."""
+    path = _sync_record(module)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({"py": _digest(py_text), "ipynb": _digest(ipynb_inputs)}) + "\n")
+    except OSError:
+        pass  # without the record the next sync keeps a backup of whatever it replaces
+
+
+def _backup(path: Path) -> Path:
+    """Copy `path` beside itself as `name.backup-<time>.ext` before it is replaced."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        backup = path.with_name(f"{path.stem}.backup-{stamp}{'' if n == 1 else f'-{n}'}{path.suffix}")
+        if not backup.exists():
+            break
+    write_atomically(backup, path.read_bytes())
+    return backup
+
+
+def _replace_if_unchanged(path: Path, text: str, seen) -> None:
+    """Write `text` to `path` unless `path` changed since it was read (an editor or Jupyter saved it)."""
+    now = path.stat()
+    if (now.st_mtime_ns, now.st_size) != (seen.st_mtime_ns, seen.st_size):
+        raise TitoError(f"{path.name} changed while tito was syncing it (saved in Jupyter or an editor?); "
+                        f"nothing was overwritten: run the command again")
+    try:
+        write_atomically(path, text)
+    except OSError as err:  # a full disk, a read-only folder: the old file is still there, whole
+        raise TitoError(f"could not write {path.name} ({err.strerror or err}); it was left as it was") from None
+
+
+def sync(module: ModuleFile) -> str:
+    """Bring the .ipynb / .py pair in line; return what happened (one or more lines, or "").
+
+    The side edited since the last sync wins. If both were (or there is no record of the last
+    sync), the newer file wins and the other is first copied to `name.backup-<time>.ext`, and the
+    message says so: a student's edits are never dropped silently.
+    """
     ipynb = notebook_path(module)
     if not ipynb.exists():
         return ""
+    py_seen, ipynb_seen = module.path.stat(), ipynb.stat()
     py_text = module.path.read_text(encoding="utf-8")
-    if ipynb.stat().st_mtime > module.path.stat().st_mtime:
-        text = jupytext.writes(nbformat.read(ipynb, as_version=4), fmt="py:percent")
-        if text != py_text:
-            module.path.write_text(text, encoding="utf-8")
-            return f"updated {module.path.name} from {ipynb.name}"
-        return ""
-    old = nbformat.read(ipynb, as_version=4)
+    old = _read_pair_notebook(module)
+    old_inputs = notebook_inputs(old)
     new = to_notebook(py_text)
-    if jupytext.writes(old, fmt="py:percent") == jupytext.writes(new, fmt="py:percent"):
+    if old_inputs in (py_text, notebook_inputs(new)):
+        record_synced(module, py_text, old_inputs)
         return ""
+    record = _read_record(module)
+    py_edited = record is None or record.get("py") != _digest(py_text)
+    ipynb_edited = record is None or record.get("ipynb") != _digest(old_inputs)
+    if py_edited and ipynb_edited:
+        ipynb_wins = ipynb_seen.st_mtime_ns > py_seen.st_mtime_ns
+    else:
+        ipynb_wins = ipynb_edited
+    loser = module.path if ipynb_wins else ipynb
+    note = ""
+    if py_edited and ipynb_edited:
+        backup = _backup(loser)
+        why = "both changed since the last sync" if record else "they differ and tito has no record of the last sync"
+        note = (f"warning: {module.path.name} and {ipynb.name}: {why}; kept the newer "
+                f"{(ipynb if ipynb_wins else module.path).name}, saved {loser.name} as {backup.name}\n")
+    if ipynb_wins:
+        _replace_if_unchanged(module.path, old_inputs, py_seen)
+        record_synced(module, old_inputs, old_inputs)
+        return f"{note}updated {module.path.name} from {ipynb.name}"
     from jupytext.combine import combine_inputs_with_outputs
 
-    combine_inputs_with_outputs(new, old, fmt="py:percent")
-    nbformat.write(new, ipynb)
-    return f"updated {ipynb.name} from {module.path.name}"
+    combine_inputs_with_outputs(new, old, fmt="py:percent")  # keep the outputs the student has
+    import nbformat
+
+    text = nbformat.writes(new)
+    _replace_if_unchanged(ipynb, text if text.endswith("\n") else text + "\n", ipynb_seen)
+    record_synced(module, py_text, notebook_inputs(new))
+    return f"{note}updated {ipynb.name} from {module.path.name}"
 
 
 # ---------------------------------------------------------------- public names and stripping

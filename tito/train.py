@@ -112,6 +112,7 @@ def train_gpt(
         if threads is not None:
             _set_blas_threads(threads)
         recipe = _recipe()
+        runs_before = set(recipe.run_dirs())
         try:
             result = recipe.train(data=data, tokenizer=tokenizer, preset=config, steps=steps, device=device,
                                   resume=resume, overwrite=overwrite, out=out, seed=seed, quiet=json_output,
@@ -121,6 +122,10 @@ def train_gpt(
                                   lora_targets=lora_targets.split(",") if lora_targets else None)
         except recipe.RunError as err:  # bad options, data, run folder or checkpoint: nothing was written
             raise TitoError(str(err)) from None
+        except KeyboardInterrupt:  # Ctrl-C: checkpoints are written atomically, so the newest one is whole
+            Console(stderr=True, soft_wrap=True, highlight=False).print(
+                f"[yellow]interrupted:[/] {escape(_interrupted(recipe, out, runs_before))}")
+            raise typer.Exit(130) from None
     if result.get("rank", 0) != 0:
         return  # rank 0 reports for all
     if json_output:
@@ -136,6 +141,20 @@ def train_gpt(
     if sample_tokens:
         console.print(Panel(escape(result["sample"]), title="sample"))
     console.print(f"more: tito sample --checkpoint {result['out']} --prompt '...'")
+
+
+def _interrupted(recipe, out: Optional[Path], runs_before: set) -> str:
+    """Where an interrupted run stands: its newest checkpoint and how to resume from it."""
+    from tinytorch.training.checkpoint import list_checkpoints
+
+    started = [out] if out is not None else sorted(set(recipe.run_dirs()) - runs_before)
+    if not started or not (started[0] / "config.json").is_file():
+        return "the run had not started; nothing was written"
+    run = started[0]
+    checkpoints = list_checkpoints(run / "checkpoints")
+    if not checkpoints:
+        return f"{run} has no checkpoint yet (the first is written at the first evaluation); nothing to resume"
+    return f"kept the newest checkpoint, {checkpoints[-1]}; continue with: tito train gpt --resume --out {run}"
 
 
 def _summary_rows(result):

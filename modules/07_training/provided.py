@@ -175,9 +175,16 @@ def list_checkpoints(directory):
     return [p for _, p in sorted(found)]
 
 
-def prune_checkpoints(directory, keep_last):
-    """Delete all but the newest `keep_last` checkpoints."""
-    for old in list_checkpoints(directory)[:-keep_last] if keep_last else []:
+def prune_checkpoints(directory, keep_last, upto=None):
+    """Delete all but the newest `keep_last` checkpoints (of those at or before step `upto`, if given).
+
+    A checkpoint past `upto` is one a resumed run went back behind (it was damaged): it must not
+    count among the kept ones, or pruning would delete the good checkpoints, even the one just written.
+    """
+    found = list_checkpoints(directory)
+    if upto is not None:
+        found = [p for p in found if int(_NAME.match(p.name).group(1)) <= upto]
+    for old in found[:-keep_last] if keep_last else []:
         old.unlink(missing_ok=True)
 
 
@@ -794,7 +801,7 @@ class _TrainerBase:
             path = checkpoint_path(self.checkpoint_dir, self.step)
         save_checkpoint(path, self.state_dict())
         if self.checkpoint_dir is not None and Path(path).parent == self.checkpoint_dir:
-            prune_checkpoints(self.checkpoint_dir, self.keep_last)
+            prune_checkpoints(self.checkpoint_dir, self.keep_last, upto=self.step)
         self._saved_step = self.step
         self._record({"kind": "checkpoint", "step": self.step, "path": str(path),
                       "seconds": round(time.perf_counter() - start, 4)})

@@ -124,6 +124,23 @@ def test_resume_falls_back_past_a_corrupted_newest(parts, tmp_path):
         _trainer(parts, tmp_path).fit(max_steps=8, resume_from=newest)
 
 
+
+def test_pruning_after_resuming_past_damaged_checkpoints_keeps_the_good_ones(parts, tmp_path):
+    """Resumed from step 2 past damaged 4 and 6: those must not count among the kept, or pruning
+    deletes step 2 and the step 3 just written, and the next resume finds nothing readable."""
+    _trainer(parts, tmp_path, checkpoint_every=2, keep_last=3).fit(max_steps=6)
+    for step in (4, 6):
+        damaged = tmp_path / f"ckpt/step_{step:08d}.safetensors"
+        damaged.write_bytes(damaged.read_bytes()[:-100])
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        _trainer(parts, tmp_path, checkpoint_every=1, keep_last=2, resume=True).fit(max_steps=3)
+    names = [p.name for p in list_checkpoints(tmp_path / "ckpt")]
+    assert names[:2] == ["step_00000002.safetensors", "step_00000003.safetensors"], names
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        again = _trainer(parts, tmp_path, resume=True)
+        again.fit(max_steps=3)
+    assert again.step == 3
+
 SCRIPT = textwrap.dedent("""\
     import os, signal, sys
     import numpy as np

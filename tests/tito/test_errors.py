@@ -62,7 +62,7 @@ CASES = {
     ),
     "exported syntax error": (
         OK_HEADER + "\n# %%\n#| export\ndef f(:\n",
-        "modules/03_x/x.py:4: exported cell 2 does not parse",
+        "modules/03_x/x.py:6: exported cell 2 does not parse",  # the line of the error itself
     ),
 }
 

@@ -146,9 +146,16 @@ def list_checkpoints(directory):
     return [p for _, p in sorted(found)]
 
 
-def prune_checkpoints(directory, keep_last):
-    """Delete all but the newest `keep_last` checkpoints."""
-    for old in list_checkpoints(directory)[:-keep_last] if keep_last else []:
+def prune_checkpoints(directory, keep_last, upto=None):
+    """Delete all but the newest `keep_last` checkpoints (of those at or before step `upto`, if given).
+
+    A checkpoint past `upto` is one a resumed run went back behind (it was damaged): it must not
+    count among the kept ones, or pruning would delete the good checkpoints, even the one just written.
+    """
+    found = list_checkpoints(directory)
+    if upto is not None:
+        found = [p for p in found if int(_NAME.match(p.name).group(1)) <= upto]
+    for old in found[:-keep_last] if keep_last else []:
         old.unlink(missing_ok=True)
 
 

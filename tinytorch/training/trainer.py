@@ -339,7 +339,7 @@ class _TrainerBase:
             path = checkpoint_path(self.checkpoint_dir, self.step)
         save_checkpoint(path, self.state_dict())
         if self.checkpoint_dir is not None and Path(path).parent == self.checkpoint_dir:
-            prune_checkpoints(self.checkpoint_dir, self.keep_last)
+            prune_checkpoints(self.checkpoint_dir, self.keep_last, upto=self.step)
         self._saved_step = self.step
         self._record({"kind": "checkpoint", "step": self.step, "path": str(path),
                       "seconds": round(time.perf_counter() - start, 4)})

@@ -1,0 +1,60 @@
+"""Ctrl-C during `tito train gpt`: the newest checkpoint stays whole and tito says where it is."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tinytorch.training import Trainer
+from tinytorch.training.checkpoint import list_checkpoints
+from tito.main import app
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--config", "tiny", "--sample-tokens", "0", "--data", "fox.txt"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder tito takes for the repo (links to modules/ and milestones/), so runs/ lands in tmp_path."""
+    for name in ("modules", "milestones", "pyproject.toml"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "fox.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def ctrl_c_at(monkeypatch, at_step):
+    after_step = Trainer._after_step
+
+    def interrupted(self, end_of_epoch):
+        after_step(self, end_of_epoch)
+        if self.step == at_step:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "_after_step", interrupted)
+
+
+def tito(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_ctrl_c_keeps_the_newest_checkpoint_and_says_how_to_resume(workdir, monkeypatch):
+    first = tito("train", "gpt", *TINY, "--steps", "3", "--out", "runs/a", "--json")
+    assert first.exit_code == 0, first.output
+    saved = Path("runs/a/checkpoints/step_00000003.safetensors")
+    good = saved.read_bytes()
+    ctrl_c_at(monkeypatch, 5)
+    done = tito("train", "gpt", *TINY, "--steps", "10", "--resume", "--out", "runs/a")
+    assert done.exit_code == 130, done.output
+    assert "Traceback" not in done.output
+    assert f"kept the newest checkpoint, {saved}" in done.stderr, done.stderr
+    assert "tito train gpt --resume --out runs/a" in done.stderr
+    assert list_checkpoints("runs/a/checkpoints") == [saved] and saved.read_bytes() == good
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(workdir, monkeypatch):
+    ctrl_c_at(monkeypatch, 2)
+    done = tito("train", "gpt", *TINY, "--steps", "10")
+    assert done.exit_code == 130, done.output
+    assert "runs/gpt has no checkpoint yet" in done.stderr, done.stderr
+    assert json.loads(Path("runs/gpt/config.json").read_text())["preset"] == "tiny"
