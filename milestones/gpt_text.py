@@ -159,9 +159,7 @@ def fixed_val_loader(dataset, batches, batch_size, seed=1234):
 
 
 def write_json(path, obj):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    tt.atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 # ---------------------------------------------------------------- run folders
@@ -235,7 +233,7 @@ def plan_run(out, resume, overwrite):
             raise RunError(f"--resume: {out} holds no run to continue (no {FILES['config']}); drop --resume to "
                            f"start a new run")
         return out, saved
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(path.name != LOCK for path in out.iterdir()):
         if saved is None:
             raise RunError(f"--out {out} is a folder with other files in it, not a run: choose a new or empty folder")
         if not overwrite:
@@ -290,6 +288,9 @@ def checkpoint_to_resume(out, saved, model):
         raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
                        f"({len(paths)} tried): restore one, or start a new run")
     return None
+
+
+LOCK = ".lock"  # held by the run writing the folder (see lock_run_dir)
 
 
 def clear_run(out):
@@ -500,61 +501,68 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     # The run has started: from here on it writes, into its own folder.
     writer = rank == 0  # the other ranks train, and write nothing
     run_id = saved.get("run") if resume else uuid.uuid4().hex
-    if writer and not resume:
-        out = _start_run_dir(out, replacing=saved is not None)
-        tok.save(out / FILES["tokenizer"])
-        write_json(out / FILES["config"], {
-            "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
-            "data": str(data) if data else "kjv (built in)",
-            "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text),
-            **({"lora": lora} if lora else {})})
-    log = _EvalPrinter(quiet)
-    peak, peak_source = peak_flops(device, amp or "fp32", peak_tflops)  # tensor cores' peak under --amp
-    # Under ZeRO, saving is collective (the shards are gathered): every rank takes part, rank 0 writes.
-    saves = writer or zero is not None
-    trainer = _RankTrainer(net, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
-                           clip_grad_norm=None if zero in (2, 3) else 1.0,  # ZeRO-2/3: the optimizer clips (below)
-                           eval_every=p["eval_every"], checkpoint_dir=out / "checkpoints" if saves else None,
-                           checkpoint_every=p["eval_every"] if saves else None, keep_last=2,
-                           seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
-                           callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id},
-                           flops_per_token=flops_per_token, peak_flops=peak, writer=writer)
-    if scaler is not None:
-        use_grad_scaler(trainer, scaler)
-    with amp_block:  # the forward passes (and evaluations) under autocast; backward follows their dtypes
-        history = trainer.fit(max_steps=p["steps"], resume_from=resume_from)
-    train_seconds = time.perf_counter() - start
-    if zero in (2, 3):  # the trained weights are in the shards: gather them into a plain model on rank 0
-        weights = net.state_dict()
-        if writer:
-            model = GPT(config)
-            model.load_state_dict(weights)
-            trainer.model = model.to(device)  # the final evaluation runs on rank 0 alone
-    if not writer:
-        return {"rank": rank, "world_size": world, "steps": trainer.step}
-    if lora:  # the adapters alone; the base stays in its own run
-        from tinytorch.finetune import save_adapters
-        save_adapters(model, out / ADAPTERS)
-    else:
-        tt.save(model.state_dict(), out / FILES["model"])
+    run_lock = None  # rank 0 holds the folder's lock until train returns
+    if writer and resume:
+        run_lock = lock_run_dir(out)
+    try:
+        if writer and not resume:
+            out, run_lock = _start_run_dir(out, replacing=saved is not None)
+            tok.save(out / FILES["tokenizer"])
+            write_json(out / FILES["config"], {
+                "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
+                "data": str(data) if data else "kjv (built in)",
+                "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text),
+                **({"lora": lora} if lora else {})})
+        log = _EvalPrinter(quiet)
+        peak, peak_source = peak_flops(device, amp or "fp32", peak_tflops)  # tensor cores' peak under --amp
+        # Under ZeRO, saving is collective (the shards are gathered): every rank takes part, rank 0 writes.
+        saves = writer or zero is not None
+        trainer = _RankTrainer(net, optimizer, next_token_loss, train_loader, val_loader=val_loader, scheduler=scheduler,
+                               clip_grad_norm=None if zero in (2, 3) else 1.0,  # ZeRO-2/3: the optimizer clips (below)
+                               eval_every=p["eval_every"], checkpoint_dir=out / "checkpoints" if saves else None,
+                               checkpoint_every=p["eval_every"] if saves else None, keep_last=2,
+                               seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
+                               callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id},
+                               flops_per_token=flops_per_token, peak_flops=peak, writer=writer)
+        if scaler is not None:
+            use_grad_scaler(trainer, scaler)
+        with amp_block:  # the forward passes (and evaluations) under autocast; backward follows their dtypes
+            history = trainer.fit(max_steps=p["steps"], resume_from=resume_from)
+        train_seconds = time.perf_counter() - start
+        if zero in (2, 3):  # the trained weights are in the shards: gather them into a plain model on rank 0
+            weights = net.state_dict()
+            if writer:
+                model = GPT(config)
+                model.load_state_dict(weights)
+                trainer.model = model.to(device)  # the final evaluation runs on rank 0 alone
+        if not writer:
+            return {"rank": rank, "world_size": world, "steps": trainer.step}
+        if lora:  # the adapters alone; the base stays in its own run
+            from tinytorch.finetune import save_adapters
+            save_adapters(model, out / ADAPTERS)
+        else:
+            tt.save(model.state_dict(), out / FILES["model"])
 
-    final = trainer.evaluate()["loss"]
-    parameters = model.num_parameters(non_embedding=False)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # counted before the merge drops them
-    sample = generate_text(merged_gpt(model) if lora else model, tok, prompt=None, max_new_tokens=sample_tokens,
-                           seed=seed, device=device)
-    return {
-        "preset": preset, "tokenizer": tokenizer, "vocab_size": tok.vocab_size, "steps": trainer.step,
-        "final_train_loss": history.losses[-1] if history.losses else None,
-        "val_loss": final, "initial_loss_estimate": math.log(tok.vocab_size),
-        "seconds": round(train_seconds, 1), **speed_report(history.summary(), world, peak, peak_source),
-        "parameters": parameters, "out": str(out), "sample": sample,
-        "rank": rank, "world_size": world, "parallel": describe_parallel(world, zero, checkpoint_blocks),
-        "precision": amp or "fp32",
-        "trainable_parameters": trainable,
-        **({"lora": {**lora, "adapters_bytes": (out / ADAPTERS).stat().st_size,
-                     "base_bytes": (Path(lora["base"]) / FILES["model"]).stat().st_size}} if lora else {}),
-    }
+        final = trainer.evaluate()["loss"]
+        parameters = model.num_parameters(non_embedding=False)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # counted before the merge drops them
+        sample = generate_text(merged_gpt(model) if lora else model, tok, prompt=None, max_new_tokens=sample_tokens,
+                               seed=seed, device=device)
+        return {
+            "preset": preset, "tokenizer": tokenizer, "vocab_size": tok.vocab_size, "steps": trainer.step,
+            "final_train_loss": history.losses[-1] if history.losses else None,
+            "val_loss": final, "initial_loss_estimate": math.log(tok.vocab_size),
+            "seconds": round(train_seconds, 1), **speed_report(history.summary(), world, peak, peak_source),
+            "parameters": parameters, "out": str(out), "sample": sample,
+            "rank": rank, "world_size": world, "parallel": describe_parallel(world, zero, checkpoint_blocks),
+            "precision": amp or "fp32",
+            "trainable_parameters": trainable,
+            **({"lora": {**lora, "adapters_bytes": (out / ADAPTERS).stat().st_size,
+                         "base_bytes": (Path(lora["base"]) / FILES["model"]).stat().st_size}} if lora else {}),
+        }
+    finally:  # also on an error: a retry in this process must find the folder free
+        if run_lock is not None:
+            run_lock.close()
 
 
 def check_parallel(zero, checkpoint_blocks, distributed):
@@ -705,13 +713,31 @@ def speed_report(summary, world, peak, peak_source):
 
 
 def _start_run_dir(out, replacing):
-    """The run's folder, made now that the run has started; --overwrite clears the old run only at this point."""
-    if out is None:
-        return new_run_dir()
+    """(the run's folder, its lock): made now that the run has started; --overwrite clears the old run only
+    at this point, once no other run holds the folder."""
+    out = new_run_dir() if out is None else out
     out.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(out)
     if replacing:
         clear_run(out)
-    return out
+    return out, lock
+
+
+def lock_run_dir(out):
+    """An exclusive lock on `out` for as long as the returned file stays open (it closes when the process ends,
+    however it ends): two runs writing one folder would mix their checkpoints and logs. RunError if taken."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    handle = open(out / LOCK, "ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RunError(f"--out {out} is being written by another `tito train gpt` run (it holds {out / LOCK}): "
+                       f"wait for it to end, or choose another --out") from None
+    return handle
 
 
 def _run_tokenizer(out):

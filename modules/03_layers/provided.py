@@ -715,6 +715,7 @@ class ModuleDict(Module):
 """`tinytorch.save` / `tinytorch.load`: state dicts as safetensors files (no pickle), written atomically."""
 import json
 import os
+import stat
 import tempfile
 from collections import OrderedDict
 
@@ -739,6 +740,16 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def _mode_for(path):
+    """The permissions a rewrite of `path` keeps: the file's own, or for a new file 0666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # reading the umask means setting it: put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write(path, data):
@@ -770,6 +781,7 @@ def atomic_write(path, data):
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
+        os.chmod(tmp, _mode_for(path))  # mkstemp made it private (0600); give it the mode open() would
         os.replace(tmp, path)  # readers see the old file or the new one
     except BaseException:
         if handle is not None:

@@ -45,6 +45,20 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
         "a failed save must leave the previous checkpoint untouched"
 
 
+def test_saved_files_get_the_mode_open_would_give_and_keep_their_own(tmp_path):
+    """mkstemp makes its file private (0600): a checkpoint in a shared run folder must not be."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "model.safetensors"
+        tt.save({"a": tt.ones(2)}, path)
+        assert os.stat(path).st_mode & 0o777 == 0o644, oct(os.stat(path).st_mode)
+        os.chmod(path, 0o640)
+        tt.save({"a": tt.zeros(2)}, path)  # a rewrite keeps the mode the owner chose
+        assert os.stat(path).st_mode & 0o777 == 0o640, oct(os.stat(path).st_mode)
+    finally:
+        os.umask(old)
+
+
 def test_non_tensor_values_are_named(tmp_path):
     with pytest.raises(TypeError, match=r"'step'.*int.*not a Tensor"):
         tt.save({"w": tt.ones(1), "step": 5}, tmp_path / "x.safetensors")

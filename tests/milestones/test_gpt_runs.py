@@ -3,6 +3,7 @@ start, resume only from the run's own checkpoints, and every bad input one line 
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,20 @@ def test_summary_reports_mean_and_median_speed_mfu_and_memory(workdir):
     assert result["peak"] == "0.5 TFLOPS (given)" and result["memory"] == "peak RSS" and result["peak_memory_mib"] > 1
     table = tito("train", "gpt", *TINY, "--data", "fox.txt", "--out", "runs/b", "--peak-tflops", "0.5").stdout
     assert "tokens/s, mean over the run" in table and "tokens/s, median step" in table and "MFU" in table, table
+
+
+def test_a_folder_another_run_is_writing_is_refused_and_left_alone(workdir):
+    sys.path.insert(0, str(ROOT / "milestones"))  # milestone scripts are plain files, not a package
+    import gpt_text
+
+    train("--data", "fox.txt", "--out", "runs/mine")
+    before = snapshot("runs/mine")
+    held = gpt_text.lock_run_dir(Path("runs/mine"))  # as a second `tito train gpt` writing runs/mine would
+    try:
+        for extra in (["--resume", "--steps", "4"], ["--overwrite"]):
+            done = tito("train", "gpt", *TINY, "--data", "fox.txt", "--out", "runs/mine", *extra)
+            one_line_error(done, "is being written by another `tito train gpt` run")
+            assert snapshot("runs/mine") == before, f"{extra} wrote into a folder another run holds"
+    finally:
+        held.close()
+    assert train("--data", "fox.txt", "--out", "runs/mine", "--resume", "--steps", "4")["steps"] == 4
