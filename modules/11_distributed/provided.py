@@ -273,7 +273,12 @@ def _xp_of(array):
 
 
 def _gpu_index(local_rank, device_count):
-    """The GPU a rank drives: ranks on one machine take its GPUs in turn (more ranks than GPUs share)."""
+    """The GPU a rank drives, decided here only: local rank k takes GPU k % device_count.
+
+    More ranks on a machine than GPUs wrap around and share GPUs: "auto" then moves their arrays
+    through MPI, while "nccl" refuses to start (NCCL takes one GPU per rank)."""
+    if device_count < 1:
+        raise RuntimeError(f"local rank {local_rank} needs a GPU, but CuPy sees none on this machine")
     return local_rank % device_count
 
 
@@ -413,7 +418,9 @@ class NCCLGroup:
 # MPI when `mpi4py` is installed (a single process otherwise), and cuda tensors
 # through NCCL when CuPy sees a GPU and the NCCL library is there (its
 # communicator is made at the first cuda collective), else through MPI with host
-# copies. Without a launcher
+# copies. That choice is made by all ranks together, at the first cuda
+# collective: NCCL only if every rank can use it, since a rank in NCCL and one in
+# MPI would wait for each other for ever. Without a launcher
 # a script is one process (world size 1), so one training script runs
 # everywhere; `tito run --nproc N script.py` starts N ranks under `mpiexec`.
 
@@ -443,8 +450,10 @@ def _mpi_importable():
 class AutoGroup:
     """The "auto" group: host arrays through MPI (or one process), GPU arrays through NCCL when usable."""
 
-    def __init__(self, timeout=None):
-        self.host = MPIGroup(timeout) if _mpi_importable() else SingleProcessGroup(timeout)
+    def __init__(self, timeout=None, host=None):
+        if host is None:
+            host = MPIGroup(timeout) if _mpi_importable() else SingleProcessGroup(timeout)
+        self.host = host
         self.rank, self.size, self.local_rank = self.host.rank, self.host.size, self.host.local_rank
         self.timeout = self.host.timeout
         self._nccl, self._nccl_ok = None, None
@@ -457,13 +466,23 @@ class AutoGroup:
         """The group that moves `array`: NCCL for a GPU array when usable, else the host group."""
         if namespace_of(array) is np:
             return self.host
-        if self._nccl_ok is None:  # probed once, at the first GPU array
-            self._nccl_ok = _nccl_usable() and _one_gpu_per_rank(self.host)
+        if self._nccl_ok is None:  # decided once, at the first GPU array (a collective: every rank is there)
+            self._nccl_ok = self._every_rank_can(_nccl_usable() and _one_gpu_per_rank(self.host))
         if not self._nccl_ok:  # GPU arrays through MPI, copied to the host and back
             return self.host
         if self._nccl is None:  # every rank reaches its first cuda collective together
             self._nccl = NCCLGroup(self.timeout, host=self.host)
         return self._nccl
+
+    def _every_rank_can(self, can):
+        """True when every rank can: NCCL for all ranks or for none. A rank in NCCL and another in MPI
+        would each wait in a collective the other never calls. Collective: every rank votes, through
+        the host group (an all-reduce with the group's deadline)."""
+        if self.size == 1:
+            return bool(can)
+        votes = np.array([1 if can else 0], dtype=np.int64)
+        self.host.all_reduce(votes, ReduceOp.SUM)
+        return int(votes[0]) == self.size
 
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         return self._for(array).all_reduce(array, op, async_op)
@@ -568,8 +587,16 @@ def get_world_size(group=None):
 
 
 def get_local_rank(group=None):
-    """This rank's index on its machine: its GPU is cuda:local_rank (modulo the machine's GPU count)."""
+    """This rank's index on its machine (`rank_device()` turns it into the GPU this rank drives)."""
     return _group(group).local_rank
+
+
+def rank_device(group=None):
+    """The GPU this rank drives, `cuda:k % G` for local rank k on a machine with G GPUs.
+
+    With more ranks than GPUs, ranks share a GPU (backend "auto" then sends GPU tensors through MPI;
+    "nccl" refuses). A RuntimeError where CuPy sees no GPU."""
+    return device(f"cuda:{_gpu_index(_group(group).local_rank, cuda_device_count())}")
 
 
 def get_backend(group=None):
@@ -771,6 +798,9 @@ class ThreadGroup:
 #   gradient (its bucket would never be reduced);
 # - `no_sync()`, `state_dict()` without a `module.` prefix, and attribute
 #   access that reaches the wrapped model (`ddp.config`).
+#
+# The first check and the attribute access live in `_ModelWrapper`, which
+# module 13's `FullyShardedDataParallel` wraps its model with too.
 
 # %%
 #| export distributed.ddp
@@ -784,21 +814,26 @@ from tinytorch.distributed.process_group import ReduceOp, _group
 from tinytorch.nn import Module
 
 
-class _DataParallelBase(Module):
-    """Checks, the gradient-ready signal and conveniences of DistributedDataParallel (see the lesson)."""
+def _trainable_slots(module):
+    """(owner module, attribute, Parameter) for every place a trainable parameter is read from."""
+    return [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
+            if p is not None and p.requires_grad]
 
-    def __init__(self, module, broadcast_buffers=True, process_group=None):
-        super().__init__()
+
+class _ModelWrapper(Module):
+    """What DistributedDataParallel and module 13's FullyShardedDataParallel share: the wrapped model
+    (its parameters' names, the check that every rank built the same one, rank 0's values everywhere)
+    and attribute access that reaches it."""
+
+    def _wrap(self, module, process_group, broadcast_buffers=True):
         self.module = module
         self._pg = _group(process_group)
-        self._names = {id(p): name for name, p in module.named_parameters()}
+        self._names = {}
+        for name, p in module.named_parameters():
+            self._names.setdefault(id(p), name)
         self._check_same_shapes()
         for t in list(module.parameters()) + (list(module.buffers()) if broadcast_buffers else []):
             self._pg.broadcast(t.data, 0)  # every copy starts from rank 0's values
-        # (module, attribute, Parameter) of every trainable parameter: forward shadows them
-        self._slots = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
-                       if p is not None and p.requires_grad]
-        self.require_backward_grad_sync = True
 
     def _check_same_shapes(self):
         mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters()]
@@ -806,8 +841,24 @@ class _DataParallelBase(Module):
             if theirs != mine:
                 diff = next((f"{a} vs {b}" for a, b in zip(mine, theirs) if a != b),
                             f"{len(mine)} vs {len(theirs)} parameters")
-                raise ValueError(f"DistributedDataParallel: rank {self._pg.rank} and rank {rank} have different "
+                raise ValueError(f"{type(self).__name__}: rank {self._pg.rank} and rank {rank} have different "
                                  f"parameters ({diff}); every rank must build the same model")
+
+    def __getattr__(self, name):
+        modules = self.__dict__.get("_modules", {})
+        if "module" in modules and not name.startswith("_"):
+            return getattr(modules["module"], name)  # ddp.config, ddp.generate(...) reach the model
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+class _DataParallelBase(_ModelWrapper):
+    """Checks, the gradient-ready signal and conveniences of DistributedDataParallel (see the lesson)."""
+
+    def __init__(self, module, broadcast_buffers=True, process_group=None):
+        super().__init__()
+        self._wrap(module, process_group, broadcast_buffers)
+        self._slots = _trainable_slots(module)  # forward shadows each of them
+        self.require_backward_grad_sync = True
 
     def forward(self, *args, **kwargs):
         if not is_grad_enabled():
@@ -855,12 +906,6 @@ class _DataParallelBase(Module):
 
     def load_state_dict(self, state_dict, strict=True):
         return self.module.load_state_dict(state_dict, strict)
-
-    def __getattr__(self, name):
-        modules = self.__dict__.get("_modules", {})
-        if "module" in modules and not name.startswith("_"):
-            return getattr(modules["module"], name)  # ddp.config, ddp.generate(...) reach the model
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 # %% [markdown]

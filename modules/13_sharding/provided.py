@@ -34,14 +34,14 @@
 # %%
 #| export
 """FullyShardedDataParallel: ZeRO-2 and ZeRO-3 with flat per-unit shards of the parameters."""
+import copy
 from collections import OrderedDict
 
 import numpy as np
 
 from tinytorch.core.backend import get_xp, to_device
 from tinytorch.core.tensor import Tensor, from_op
-from tinytorch.distributed.process_group import ReduceOp, _group
-from tinytorch.nn import Module
+from tinytorch.distributed.ddp import _ModelWrapper, _trainable_slots
 
 # %% [markdown]
 # ## Units
@@ -57,8 +57,7 @@ from tinytorch.nn import Module
 #| export
 def _unit_members(module, units):
     """[(unit module, [params], [(owner module, attribute, param)])] for each unit, the root last."""
-    slots = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
-             if p is not None and p.requires_grad]
+    slots = _trainable_slots(module)
     claimed, out = set(), []
     for unit in list(units) + [module]:
         inside = {id(m) for m in unit.modules()}
@@ -76,32 +75,47 @@ def _unit_members(module, units):
     return out
 
 
-class _ShardedBase(Module):
+def _gather_values(unit, pg, values, into_full):
+    """The lesson's `unit.gather(pg)`, run on `values` in place of the shard's (same size; a low-precision
+    copy of the shard, or a slice of optimizer state): one view per parameter of the whole values.
+    into_full=False gathers into a fresh vector even under ZeRO-2 (whose full buffer holds the weights)."""
+    stand_in = copy.copy(unit)
+    stand_in.shard, stand_in.dtype = from_op(values, unit.device), values.dtype
+    if not into_full:
+        stand_in.full = None
+    return type(unit).gather(stand_in, pg)  # the class's: an instance's gather may be _gather_unit
+
+
+class _AsBytes:
+    """The process group that the lesson's gather sees while an option is on: each all-gather travels as
+    bytes (uint8 views: every backend has that type, NCCL has no bfloat16 here), asynchronously if asked;
+    it keeps the Work and the output buffer."""
+
+    def __init__(self, pg, async_op):
+        self.pg, self.async_op, self.work, self.out = pg, async_op, None, None
+
+    def all_gather(self, out, array, async_op=False):
+        self.out = out
+        self.work = self.pg.all_gather(out.view(np.uint8), array.view(np.uint8), async_op=self.async_op)
+        return self.work
+
+
+class _ShardedBase(_ModelWrapper):
     """Checks, parameters() and checkpoints of FullyShardedDataParallel (see the lesson).
 
-    Uses the lesson's attributes: self.units (each with .params, .shard, .gather(), .shard_size,
+    Uses the lesson's attributes: self.units (each with .params, .shard, .gather(), .flatten(), .shard_size,
     .padded) and self.zero_stage."""
 
     def _setup(self, module, units, zero_stage, process_group):
         if zero_stage not in (2, 3):
             raise ValueError(f"FullyShardedDataParallel: zero_stage must be 2 or 3, got {zero_stage!r} "
                              f"(stage 1 is module 11's ZeroRedundancyOptimizer)")
-        self.module, self.zero_stage = module, zero_stage
-        self._pg = _group(process_group)
-        mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in module.named_parameters()]
-        for rank, theirs in enumerate(self._pg.all_gather_object(mine)):
-            if theirs != mine:
-                raise ValueError(f"FullyShardedDataParallel: rank {self._pg.rank} and rank {rank} built different "
-                                 f"models; every rank must build the same one")
-        for t in list(module.parameters()) + list(module.buffers()):
-            self._pg.broadcast(t.data, 0)  # every copy starts from rank 0's values
+        self.zero_stage = zero_stage
+        self._wrap(module, process_group)  # module 11's: same model on every rank, rank 0's values
         members = _unit_members(module, units)
         dtypes = {p.data.dtype for _, params, _ in members for p in params}
         if len(dtypes) > 1:
             raise TypeError(f"FullyShardedDataParallel: one dtype per model expected, got {sorted(map(str, dtypes))}")
-        self._names = {}
-        for name, p in module.named_parameters():
-            self._names.setdefault(id(p), name)
         return members
 
     # -- options: prefetch and mixed precision (the end of the lesson's section 3) --
@@ -130,40 +144,34 @@ class _ShardedBase(Module):
         """A forward ("forward") or what follows it ("backward") starts: keep the last pass's order of gathers."""
         if self._phase is not None and self._seen:
             self._orders[self._phase] = self._seen
-        for work, _ in self._in_flight.values():
+        for work, _, _ in self._in_flight.values():
             work.wait()  # a prefetch nobody used (e.g. after an eval forward): every rank drops the same one
         self._phase, self._seen, self._in_flight = phase, [], {}
 
     def _issue_gather(self, unit, async_op):
-        """All-gather the unit's shards, cast to param_dtype: (Work or None, flat output)."""
-        dtype = self.param_dtype or unit.dtype
-        mine = unit.shard.data.astype(dtype)  # a copy: the shard itself stays float32
-        if unit.full is not None:
-            out = unit.full  # ZeRO-2 refreshes its kept buffer
-        else:
-            out = unit.xp.empty(unit.padded, dtype=dtype)
-        # a gather only copies: its bytes travel as bytes, which every backend has (NCCL has no bfloat16 here)
-        work = self._pg.all_gather(out.reshape(unit.world_size, unit.shard_size).view(np.uint8), mine.view(np.uint8),
-                                   async_op=async_op)
-        return (work if async_op else None), out
+        """The lesson's gather of the unit, cast to param_dtype and sent as bytes: (Work or None, views, output)."""
+        mine = unit.shard.data.astype(self.param_dtype or unit.dtype)  # a copy: the shard itself stays float32
+        group = _AsBytes(self._pg, async_op)
+        views = _gather_values(unit, group, mine, into_full=True)  # ZeRO-2 refreshes its kept buffer
+        return (group.work if async_op else None), views, group.out
 
     def _gather_unit(self, unit):
         """unit.gather with the options: take a prefetched gather if one was issued, then prefetch the next."""
         i = self.units.index(unit)
         if i in self._in_flight:
-            work, out = self._in_flight.pop(i)
+            work, views, _ = self._in_flight.pop(i)
             work.wait()
         else:
-            _, out = self._issue_gather(unit, async_op=False)
+            _, views, _ = self._issue_gather(unit, async_op=False)
         order, k = self._orders.get(self._phase, []), len(self._seen)
         self._seen.append(i)
         if self.prefetch and k + 1 < len(order) and order[k] == i and order[k + 1] not in self._in_flight:
             nxt = order[k + 1]  # the unit the last pass gathered next: start its gather now
             self._in_flight[nxt] = self._issue_gather(self.units[nxt], async_op=True)
-        return unit._views(out)
+        return views
 
     def _in_flight_buffers(self):
-        return [out for _, out in getattr(self, "_in_flight", {}).values()]
+        return [out for _, _, out in getattr(self, "_in_flight", {}).values()]
 
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
@@ -230,22 +238,13 @@ class _ShardedBase(Module):
                 values[id(t)] = source.data if isinstance(source, Tensor) else np.asarray(source)
         in_units = set()
         for unit in self.units:
-            xp = get_xp(unit.shard._device)
-            flat = xp.zeros(unit.padded, dtype=unit.shard.data.dtype)
-            for p, start, size in zip(unit.params, unit.offsets, unit.sizes):
-                in_units.add(id(p))
-                if id(p) in values:
-                    flat[start:start + size] = to_device(values[id(p)], unit.shard._device).reshape(-1)
-            unit.load_flat(flat, self._pg)
+            in_units.update(id(p) for p in unit.params)
+            arrays = [to_device(values[id(p)], unit.device) if id(p) in values else unit.xp.zeros(size, unit.dtype)
+                      for p, size in zip(unit.params, unit.sizes)]  # a key left out (strict=False): zeros
+            unit.load_flat(unit.flatten(arrays), self._pg)
         for t in own.values():
             if id(t) not in in_units and id(t) in values:
                 t.data[...] = to_device(values[id(t)], t._device)
-
-    def __getattr__(self, name):
-        modules = self.__dict__.get("_modules", {})
-        if "module" in modules and not name.startswith("_"):
-            return getattr(modules["module"], name)  # fsdp.config reaches the model
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 # %% [markdown]
 # ## Parameter groups over flat shards: `ShardedOptimizer`
@@ -318,11 +317,6 @@ class ShardedOptimizer(Optimizer):
         self.optim.step()
         return loss
 
-    def _gather_flat(self, unit, shard_array):
-        out = unit.xp.empty(unit.padded, dtype=shard_array.dtype)
-        self._fsdp._pg.all_gather(out.reshape(unit.world_size, unit.shard_size), shard_array.copy())
-        return out
-
     def state_dict(self):
         """The plain optimizer's state dict (parameters numbered across groups). Collective: every rank calls it."""
         full = super().state_dict()  # the groups; the state lives in the inner optimizer
@@ -332,10 +326,12 @@ class ShardedOptimizer(Optimizer):
             if not state:
                 continue
             flat = {k for k, v in state.items() if getattr(v, "shape", None) == (unit.shard_size,)}
-            whole = {k: self._gather_flat(unit, v) if k in flat else v for k, v in state.items()}
-            for p, start, size, shape in zip(unit.params, unit.offsets, unit.sizes, unit.shapes):
-                full["state"][index[id(p)]] = {k: v[start:start + size].reshape(shape).copy() if k in flat else v
-                                               for k, v in whole.items()}
+            # each per-element state array is gathered as the unit's weights are: one view per parameter
+            per_param = {k: _gather_values(unit, self._fsdp._pg, v, into_full=False)
+                         for k, v in state.items() if k in flat}  # in the state's order, the same on every rank
+            for i, p in enumerate(unit.params):
+                full["state"][index[id(p)]] = {k: per_param[k][i].copy() if k in flat else v
+                                               for k, v in state.items()}
         full["state"] = dict(sorted(full["state"].items()))
         return full
 
@@ -356,12 +352,9 @@ class ShardedOptimizer(Optimizer):
                 if not hasattr(value, "shape"):
                     state[key] = value
                     continue
-                flat = unit.xp.zeros(unit.padded, dtype=unit.dtype)
-                for entry, start, size in zip(entries, unit.offsets, unit.sizes):
-                    if entry:
-                        value = entry[key].data if isinstance(entry[key], Tensor) else entry[key]
-                        flat[start:start + size] = to_device(value, unit.device).reshape(-1)
-                state[key] = flat[mine].copy()
+                arrays = [to_device(e[key].data if isinstance(e[key], Tensor) else e[key], unit.device) if e
+                          else unit.xp.zeros(size, unit.dtype) for e, size in zip(entries, unit.sizes)]
+                state[key] = unit.flatten(arrays)[mine].copy()
             self.optim.state[unit.shard] = state
 
 # %% [markdown]

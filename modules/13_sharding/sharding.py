@@ -513,9 +513,12 @@ print("FullyShardedDataParallel (ZeRO-2 and ZeRO-3): ok")
 # half the traffic. The gradients arrive in the low precision and are copied
 # into the float32 flat buffer before the reduce-scatter, so the sum over
 # ranks and the step are float32. `tt.autocast` composes with it: its casts of
-# the already low-precision weights do nothing. `clip_grad_norm_` over shards
-# also needs one more all-reduce of the squared norms, since each rank sees
-# only its slice.
+# the already low-precision weights do nothing. Both options still run your
+# `gather`: they hand it the cast copy of the shard and a process group that
+# sends the bytes (asynchronously, for a prefetch). So do the checkpoints, to
+# gather the optimizer's moments, with your `flatten` to re-shard them.
+# `clip_grad_norm_` over shards also needs one more all-reduce of the squared
+# norms, since each rank sees only its slice.
 
 # %% [markdown]
 # ## 4. Activation checkpointing

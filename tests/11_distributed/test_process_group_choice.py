@@ -5,6 +5,7 @@ import pytest
 import tinytorch as tt
 import tinytorch.distributed as dist
 from tinytorch.core.backend import count_host_syncs
+from tinytorch.distributed import ThreadGroup
 from tinytorch.distributed import process_group as pg
 
 
@@ -63,6 +64,34 @@ def test_auto_sends_gpu_arrays_through_nccl(nccl_usable):
 def test_ranks_share_the_gpus_of_their_machine():
     assert [pg._gpu_index(rank, 1) for rank in range(3)] == [0, 0, 0]
     assert [pg._gpu_index(rank, 2) for rank in range(4)] == [0, 1, 0, 1]
+
+
+def test_rank_device_is_where_a_rank_picks_its_gpu(monkeypatch):
+    monkeypatch.setattr(pg, "cuda_device_count", lambda: 2)
+    picked = ThreadGroup.run(3, lambda: str(dist.rank_device()))  # 3 ranks, 2 GPUs: the third wraps around
+    assert picked == ["cuda:0", "cuda:1", "cuda:0"], picked
+    monkeypatch.setattr(pg, "cuda_device_count", lambda: 0)
+    with pytest.raises(RuntimeError, match="local rank 0 needs a GPU, but CuPy sees none"):
+        dist.rank_device()
+
+
+def _auto_choice():
+    """On a ThreadGroup rank: which group an AutoGroup over it picks for a GPU array, "nccl" or "host"."""
+    host = pg._group(None)
+    chosen = pg.AutoGroup(host=host)._for(_GpuArray([1.0, 2.0]))
+    return "host" if chosen is host else "nccl"
+
+
+@pytest.mark.parametrize("can_use_nccl, expected", [((True, True), "nccl"), ((True, False), "host"),
+                                                    ((False, True), "host"), ((True, True, False), "host")])
+def test_auto_ranks_choose_nccl_together_or_not_at_all(monkeypatch, can_use_nccl, expected):
+    """One rank without NCCL (no library, another machine) must keep every rank off NCCL: a rank in NCCL and
+    one in MPI would each wait in a collective the other never calls."""
+    monkeypatch.setattr(pg, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(pg, "NCCLGroup", _RecordingNCCL)
+    monkeypatch.setattr(pg, "_nccl_usable", lambda: can_use_nccl[pg._group(None).rank])  # each thread rank's own
+    chosen = ThreadGroup.run(len(can_use_nccl), _auto_choice)
+    assert chosen == [expected] * len(can_use_nccl), f"ranks able to use NCCL: {can_use_nccl}; chose {chosen}"
 
 
 def test_host_copy_of_a_gpu_array_goes_through_the_backend():

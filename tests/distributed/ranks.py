@@ -144,7 +144,7 @@ def hang(out):
 def check_nccl(out):
     """DDP of the small GPT on this rank's GPU through NCCL, plus the collectives on cuda tensors."""
     rank, n = dist.get_rank(), dist.get_world_size()
-    device = f"cuda:{dist.get_local_rank()}"
+    device = dist.rank_device()
     x = tt.tensor([float(rank + 1)] * 1000, device=device)
     dist.all_reduce(x)
     b = tt.tensor([float(rank + 5)] * 4, device=device)

@@ -149,6 +149,13 @@ def test_tito_train_zero3_with_checkpointed_blocks_matches_ddp_and_resumes_in_on
     weights = [tt.load(tmp_path / run / "model.safetensors") for run in ("zero3", "ddp")]
     worst = max(float(np.abs(weights[0][k].numpy() - w.numpy()).max()) for k, w in weights[1].items())
     assert worst < 1e-5, f"the consolidated ZeRO-3 weights differ from DDP's by {worst:.3g}"
+    # the consolidated Adam moments: each rank gathers its shards' state keys in the same order (they pair
+    # rank 0's exp_avg with rank 1's exp_avg_sq otherwise, in processes whose set orders differ)
+    saved = [tt.load(sorted((tmp_path / run / "checkpoints").glob("*.safetensors"))[-1]) for run in ("zero3", "ddp")]
+    moments = [k for k in saved[1] if k.startswith("state/optimizer/state/")]
+    assert moments and set(moments) <= set(saved[0]), "ZeRO-3's checkpoint holds the plain optimizer's state"
+    worst = max(float(np.abs(saved[0][k].numpy() - saved[1][k].numpy()).max()) for k in moments)
+    assert worst < 1e-6, f"the consolidated ZeRO-3 optimizer state differs from DDP's by {worst:.3g}"
 
     resumed = _train_gpt(text, tmp_path / "zero3", "--steps", 5, "--resume")  # one process, from the checkpoint
     assert resumed["world_size"] == 1 and resumed["steps"] == 5 and np.isfinite(resumed["final_train_loss"])

@@ -14,6 +14,7 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "get_local_rank",
+    "rank_device",
     "get_backend",
     "barrier",
     "all_reduce",

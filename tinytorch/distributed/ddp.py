@@ -15,21 +15,26 @@ from tinytorch.nn import Module
 
 
 
-class _DataParallelBase(Module):
-    """Checks, the gradient-ready signal and conveniences of DistributedDataParallel (see the lesson)."""
+def _trainable_slots(module):
+    """(owner module, attribute, Parameter) for every place a trainable parameter is read from."""
+    return [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
+            if p is not None and p.requires_grad]
 
-    def __init__(self, module, broadcast_buffers=True, process_group=None):
-        super().__init__()
+
+class _ModelWrapper(Module):
+    """What DistributedDataParallel and module 13's FullyShardedDataParallel share: the wrapped model
+    (its parameters' names, the check that every rank built the same one, rank 0's values everywhere)
+    and attribute access that reaches it."""
+
+    def _wrap(self, module, process_group, broadcast_buffers=True):
         self.module = module
         self._pg = _group(process_group)
-        self._names = {id(p): name for name, p in module.named_parameters()}
+        self._names = {}
+        for name, p in module.named_parameters():
+            self._names.setdefault(id(p), name)
         self._check_same_shapes()
         for t in list(module.parameters()) + (list(module.buffers()) if broadcast_buffers else []):
             self._pg.broadcast(t.data, 0)  # every copy starts from rank 0's values
-        # (module, attribute, Parameter) of every trainable parameter: forward shadows them
-        self._slots = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()
-                       if p is not None and p.requires_grad]
-        self.require_backward_grad_sync = True
 
     def _check_same_shapes(self):
         mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters()]
@@ -37,8 +42,24 @@ class _DataParallelBase(Module):
             if theirs != mine:
                 diff = next((f"{a} vs {b}" for a, b in zip(mine, theirs) if a != b),
                             f"{len(mine)} vs {len(theirs)} parameters")
-                raise ValueError(f"DistributedDataParallel: rank {self._pg.rank} and rank {rank} have different "
+                raise ValueError(f"{type(self).__name__}: rank {self._pg.rank} and rank {rank} have different "
                                  f"parameters ({diff}); every rank must build the same model")
+
+    def __getattr__(self, name):
+        modules = self.__dict__.get("_modules", {})
+        if "module" in modules and not name.startswith("_"):
+            return getattr(modules["module"], name)  # ddp.config, ddp.generate(...) reach the model
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+class _DataParallelBase(_ModelWrapper):
+    """Checks, the gradient-ready signal and conveniences of DistributedDataParallel (see the lesson)."""
+
+    def __init__(self, module, broadcast_buffers=True, process_group=None):
+        super().__init__()
+        self._wrap(module, process_group, broadcast_buffers)
+        self._slots = _trainable_slots(module)  # forward shadows each of them
+        self.require_backward_grad_sync = True
 
     def forward(self, *args, **kwargs):
         if not is_grad_enabled():
@@ -86,12 +107,6 @@ class _DataParallelBase(Module):
 
     def load_state_dict(self, state_dict, strict=True):
         return self.module.load_state_dict(state_dict, strict)
-
-    def __getattr__(self, name):
-        modules = self.__dict__.get("_modules", {})
-        if "module" in modules and not name.startswith("_"):
-            return getattr(modules["module"], name)  # ddp.config, ddp.generate(...) reach the model
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 # %% modules/11_distributed/distributed.py, cell 30

@@ -14,6 +14,7 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "get_local_rank",
+    "rank_device",
     "get_backend",
     "barrier",
     "all_reduce",
@@ -256,7 +257,12 @@ def _xp_of(array):
 
 
 def _gpu_index(local_rank, device_count):
-    """The GPU a rank drives: ranks on one machine take its GPUs in turn (more ranks than GPUs share)."""
+    """The GPU a rank drives, decided here only: local rank k takes GPU k % device_count.
+
+    More ranks on a machine than GPUs wrap around and share GPUs: "auto" then moves their arrays
+    through MPI, while "nccl" refuses to start (NCCL takes one GPU per rank)."""
+    if device_count < 1:
+        raise RuntimeError(f"local rank {local_rank} needs a GPU, but CuPy sees none on this machine")
     return local_rank % device_count
 
 
@@ -406,8 +412,10 @@ def _mpi_importable():
 class AutoGroup:
     """The "auto" group: host arrays through MPI (or one process), GPU arrays through NCCL when usable."""
 
-    def __init__(self, timeout=None):
-        self.host = MPIGroup(timeout) if _mpi_importable() else SingleProcessGroup(timeout)
+    def __init__(self, timeout=None, host=None):
+        if host is None:
+            host = MPIGroup(timeout) if _mpi_importable() else SingleProcessGroup(timeout)
+        self.host = host
         self.rank, self.size, self.local_rank = self.host.rank, self.host.size, self.host.local_rank
         self.timeout = self.host.timeout
         self._nccl, self._nccl_ok = None, None
@@ -420,13 +428,23 @@ class AutoGroup:
         """The group that moves `array`: NCCL for a GPU array when usable, else the host group."""
         if namespace_of(array) is np:
             return self.host
-        if self._nccl_ok is None:  # probed once, at the first GPU array
-            self._nccl_ok = _nccl_usable() and _one_gpu_per_rank(self.host)
+        if self._nccl_ok is None:  # decided once, at the first GPU array (a collective: every rank is there)
+            self._nccl_ok = self._every_rank_can(_nccl_usable() and _one_gpu_per_rank(self.host))
         if not self._nccl_ok:  # GPU arrays through MPI, copied to the host and back
             return self.host
         if self._nccl is None:  # every rank reaches its first cuda collective together
             self._nccl = NCCLGroup(self.timeout, host=self.host)
         return self._nccl
+
+    def _every_rank_can(self, can):
+        """True when every rank can: NCCL for all ranks or for none. A rank in NCCL and another in MPI
+        would each wait in a collective the other never calls. Collective: every rank votes, through
+        the host group (an all-reduce with the group's deadline)."""
+        if self.size == 1:
+            return bool(can)
+        votes = np.array([1 if can else 0], dtype=np.int64)
+        self.host.all_reduce(votes, ReduceOp.SUM)
+        return int(votes[0]) == self.size
 
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         return self._for(array).all_reduce(array, op, async_op)
@@ -531,8 +549,16 @@ def get_world_size(group=None):
 
 
 def get_local_rank(group=None):
-    """This rank's index on its machine: its GPU is cuda:local_rank (modulo the machine's GPU count)."""
+    """This rank's index on its machine (`rank_device()` turns it into the GPU this rank drives)."""
     return _group(group).local_rank
+
+
+def rank_device(group=None):
+    """The GPU this rank drives, `cuda:k % G` for local rank k on a machine with G GPUs.
+
+    With more ranks than GPUs, ranks share a GPU (backend "auto" then sends GPU tensors through MPI;
+    "nccl" refuses). A RuntimeError where CuPy sees no GPU."""
+    return device(f"cuda:{_gpu_index(_group(group).local_rank, cuda_device_count())}")
 
 
 def get_backend(group=None):
