@@ -459,7 +459,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         import tinytorch.distributed as dist
         rank, world = _join_ranks(dist, device)
     if device.startswith("cuda") and world > 1:
-        device = f"cuda:{dist.get_local_rank()}"
+        device = str(dist.rank_device())  # module 11 decides which GPU a rank drives
     quiet = quiet or rank > 0
     text = read_text(data)
     if resume and saved.get("data_sha256") not in (None, text_sha256(text)):
