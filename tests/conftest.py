@@ -45,3 +45,18 @@ def _fresh_process_group():
     process_group = sys.modules.get("tinytorch.distributed.process_group")
     if process_group is not None and process_group.is_initialized():
         process_group.destroy_process_group()
+
+
+FOX = "the quick brown fox jumps over the lazy dog. " * 40  # 1,800 characters: enough for --config tiny
+
+
+@pytest.fixture
+def run_folder(tmp_path, monkeypatch):
+    """A folder tito takes for the repo (links to modules/, milestones/), made the working directory, so
+    that `tito train gpt` puts runs/ under tmp_path; fox.txt in it is a corpus for `--config tiny`."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("modules", "milestones", "pyproject.toml"):
+        (tmp_path / name).symlink_to(os.path.join(root, name))
+    (tmp_path / "fox.txt").write_text(FOX, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

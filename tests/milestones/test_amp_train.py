@@ -14,17 +14,12 @@ from tinytorch.models import GPT
 from tinytorch.training.checkpoint import load_checkpoint
 from tito.main import app
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["train", "gpt", "--config", "tiny", "--steps", "3", "--sample-tokens", "0", "--data", "fox.txt"]
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A folder tito sees as the repo, so runs/ lands in tmp_path; the MFU's peak is recorded, not measured."""
-    for name in ("modules", "milestones", "pyproject.toml"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "fox.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
+def workdir(run_folder, monkeypatch):
+    """conftest's run_folder; the MFU's peak is recorded, not measured."""
     peaks = []
     monkeypatch.setattr(efficiency, "peak_flops", lambda device, dtype, tflops: peaks.append(dtype) or (1e12, "test"))
     return peaks

@@ -19,14 +19,10 @@ TINY = ["--config", "tiny", "--steps", "3", "--sample-tokens", "0"]
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A folder that tito sees as the repo (links to modules/, milestones/), so runs/ lands in tmp_path."""
-    for name in ("modules", "milestones", "pyproject.toml"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "fox.txt").write_text(FOX, encoding="utf-8")
-    (tmp_path / "cat.txt").write_text(CAT, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def workdir(run_folder):
+    """conftest's run_folder, with a second corpus, cat.txt."""
+    (run_folder / "cat.txt").write_text(CAT, encoding="utf-8")
+    return run_folder
 
 
 def tito(*args):

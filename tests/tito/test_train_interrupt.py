@@ -10,18 +10,12 @@ from tinytorch.training import Trainer
 from tinytorch.training.checkpoint import list_checkpoints
 from tito.main import app
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--config", "tiny", "--sample-tokens", "0", "--data", "fox.txt"]
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A folder tito takes for the repo (links to modules/ and milestones/), so runs/ lands in tmp_path."""
-    for name in ("modules", "milestones", "pyproject.toml"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "fox.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def workdir(run_folder):
+    return run_folder
 
 
 def ctrl_c_at(monkeypatch, at_step):
