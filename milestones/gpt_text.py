@@ -488,7 +488,6 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     net, optimizer = parallel_model(model, world, zero, p["lr"])
     if lora:  # checkpoints keep the adapters alone, as the final adapters file does (LoRA runs in one process)
         net = _AdaptersOnly(net)
-    resume_from = checkpoint_to_resume(out, saved, net) if resume else None
     scheduler = lr_schedule(optimizer, p["warmup"], p["steps"], p["min_lr"])
     if world > 1:  # one shard of every epoch's shuffled order per rank; averaged gradients
         train_loader = DataLoader(train_set, batch_size=p["batch_size"],
@@ -503,10 +502,11 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     run_id = saved.get("run") if resume else uuid.uuid4().hex
     run_lock = None  # rank 0 holds the folder's lock until train returns
     if writer and resume:
-        run_lock = lock_run_dir(out)
+        run_lock = lock_run_dir(out, saved)
     try:
+        resume_from = checkpoint_to_resume(out, saved, net) if resume else None  # chosen under the lock
         if writer and not resume:
-            out, run_lock = _start_run_dir(out, replacing=saved is not None)
+            out, run_lock = _start_run_dir(out, saved)
             tok.save(out / FILES["tokenizer"])
             write_json(out / FILES["config"], {
                 "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
@@ -712,20 +712,22 @@ def speed_report(summary, world, peak, peak_source):
             "memory": summary["memory_kind"]}
 
 
-def _start_run_dir(out, replacing):
-    """(the run's folder, its lock): made now that the run has started; --overwrite clears the old run only
-    at this point, once no other run holds the folder."""
+def _start_run_dir(out, saved):
+    """(the run's folder, its lock): made now that the run has started. `saved`: the config of the run that
+    --overwrite replaces (None for a new run), cleared only at this point, under the lock."""
     out = new_run_dir() if out is None else out
     out.mkdir(parents=True, exist_ok=True)
-    lock = lock_run_dir(out)
-    if replacing:
+    lock = lock_run_dir(out, saved)
+    if saved is not None:  # --overwrite: the run it replaces
         clear_run(out)
     return out, lock
 
 
-def lock_run_dir(out):
+def lock_run_dir(out, saved):
     """An exclusive lock on `out` for as long as the returned file stays open (it closes when the process ends,
-    however it ends): two runs writing one folder would mix their checkpoints and logs. RunError if taken."""
+    however it ends): two runs writing one folder would mix their checkpoints and logs. RunError if another run
+    holds it, or if the folder no longer holds the run `saved` (its config as this run's checks read it, None
+    for no run): another run wrote it between those checks and the lock."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system: no lock
@@ -733,10 +735,20 @@ def lock_run_dir(out):
     handle = open(out / LOCK, "ab")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.close()
         raise RunError(f"--out {out} is being written by another `tito train gpt` run (it holds {out / LOCK}): "
                        f"wait for it to end, or choose another --out") from None
+    except OSError as err:  # a file system without locks (some network mounts): train, but say so
+        handle.close()
+        print(f"warning: cannot lock {out / LOCK} ({err.strerror or err}); do not start a second run on "
+              f"{out} while this one trains", file=sys.stderr)
+        return None
+    now = read_run_config(out)
+    if (now or {}).get("run") != (saved or {}).get("run"):
+        handle.close()
+        raise RunError(f"--out {out} changed while this run was starting (another run wrote "
+                       f"{'it' if now is None else describe_run(now)}): check it, then start again")
     return handle
 
 

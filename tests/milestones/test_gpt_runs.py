@@ -213,7 +213,7 @@ def test_a_folder_another_run_is_writing_is_refused_and_left_alone(workdir):
 
     train("--data", "fox.txt", "--out", "runs/mine")
     before = snapshot("runs/mine")
-    held = gpt_text.lock_run_dir(Path("runs/mine"))  # as a second `tito train gpt` writing runs/mine would
+    held = gpt_text.lock_run_dir(Path("runs/mine"), gpt_text.read_run_config(Path("runs/mine")))  # a 2nd run
     try:
         for extra in (["--resume", "--steps", "4"], ["--overwrite"]):
             done = tito("train", "gpt", *TINY, "--data", "fox.txt", "--out", "runs/mine", *extra)
@@ -222,3 +222,23 @@ def test_a_folder_another_run_is_writing_is_refused_and_left_alone(workdir):
     finally:
         held.close()
     assert train("--data", "fox.txt", "--out", "runs/mine", "--resume", "--steps", "4")["steps"] == 4
+
+
+def test_a_run_that_a_folder_no_longer_matches_after_its_checks_stops(workdir, monkeypatch, capsys):
+    """Between a run's checks and its lock, another run may have written the folder: the lock sees it."""
+    sys.path.insert(0, str(ROOT / "milestones"))
+    import gpt_text
+
+    train("--data", "fox.txt", "--out", "runs/mine")
+    with pytest.raises(gpt_text.RunError, match="changed while this run was starting"):
+        gpt_text.lock_run_dir(Path("runs/mine"), None)  # the checks saw no run there
+    other = dict(gpt_text.read_run_config(Path("runs/mine")), run="another run's id")
+    with pytest.raises(gpt_text.RunError, match="changed while this run was starting"):
+        gpt_text.lock_run_dir(Path("runs/mine"), other)
+    gpt_text.lock_run_dir(Path("runs/mine"), gpt_text.read_run_config(Path("runs/mine"))).close()
+
+    def no_locks(handle, how):  # a file system without locks: the run goes on, and says so
+        raise OSError(37, "No locks available")
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    assert gpt_text.lock_run_dir(Path("runs/mine"), gpt_text.read_run_config(Path("runs/mine"))) is None
+    assert "cannot lock" in capsys.readouterr().err
