@@ -462,11 +462,14 @@ class AutoGroup:
     def backend(self):
         return f"cpu:{self.host.backend},cuda:nccl" if self._nccl is not None else self.host.backend
 
-    def _for(self, array):
+    def _for(self, array, collective=True):
         """The group that moves `array`: NCCL for a GPU array when usable, else the host group."""
         if namespace_of(array) is np:
             return self.host
-        if self._nccl_ok is None:  # decided once, at the first GPU array (a collective: every rank is there)
+        if self._nccl_ok is None:
+            if not collective:  # a send or recv: two ranks, so no vote; MPI until a collective has decided
+                return self.host
+            # decided once, at the first GPU collective: every rank calls it, so every rank votes there
             self._nccl_ok = self._every_rank_can(_nccl_usable() and _one_gpu_per_rank(self.host))
         if not self._nccl_ok:  # GPU arrays through MPI, copied to the host and back
             return self.host
@@ -497,10 +500,10 @@ class AutoGroup:
         self._for(array).reduce_scatter(out, array, op)
 
     def send(self, array, dst):
-        self._for(array).send(array, dst)
+        self._for(array, collective=False).send(array, dst)
 
     def recv(self, array, src):
-        self._for(array).recv(array, src)
+        self._for(array, collective=False).recv(array, src)
 
     def barrier(self):
         self.host.barrier()

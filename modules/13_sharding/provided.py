@@ -88,16 +88,24 @@ def _gather_values(unit, pg, values, into_full):
 
 class _AsBytes:
     """The process group that the lesson's gather sees while an option is on: each all-gather travels as
-    bytes (uint8 views: every backend has that type, NCCL has no bfloat16 here), asynchronously if asked;
-    it keeps the Work and the output buffer."""
+    bytes (uint8 views: every backend has that type, NCCL has no bfloat16 here), asynchronously if asked.
+    Everything else (rank, size, ...) is the real group's. As a Work, it waits for all its gathers."""
 
     def __init__(self, pg, async_op):
-        self.pg, self.async_op, self.work, self.out = pg, async_op, None, None
+        self.pg, self.async_op, self.works, self.outs = pg, async_op, [], []
 
     def all_gather(self, out, array, async_op=False):
-        self.out = out
-        self.work = self.pg.all_gather(out.view(np.uint8), array.view(np.uint8), async_op=self.async_op)
-        return self.work
+        work = self.pg.all_gather(out.view(np.uint8), array.view(np.uint8), async_op=self.async_op)
+        self.works.append(work)
+        self.outs.append(out)
+        return work
+
+    def wait(self):
+        for work in self.works:
+            work.wait()
+
+    def __getattr__(self, name):
+        return getattr(self.pg, name)
 
 
 class _ShardedBase(_ModelWrapper):
@@ -153,7 +161,7 @@ class _ShardedBase(_ModelWrapper):
         mine = unit.shard.data.astype(self.param_dtype or unit.dtype)  # a copy: the shard itself stays float32
         group = _AsBytes(self._pg, async_op)
         views = _gather_values(unit, group, mine, into_full=True)  # ZeRO-2 refreshes its kept buffer
-        return (group.work if async_op else None), views, group.out
+        return (group if async_op else None), views, group.outs
 
     def _gather_unit(self, unit):
         """unit.gather with the options: take a prefetched gather if one was issued, then prefetch the next."""
@@ -171,7 +179,7 @@ class _ShardedBase(_ModelWrapper):
         return views
 
     def _in_flight_buffers(self):
-        return [out for _, _, out in getattr(self, "_in_flight", {}).values()]
+        return [out for _, _, outs in getattr(self, "_in_flight", {}).values() for out in outs]
 
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
@@ -231,11 +239,16 @@ class _ShardedBase(_ModelWrapper):
         if strict and (missing or unexpected):
             raise RuntimeError(f"FullyShardedDataParallel.load_state_dict: missing keys {missing[:6]}, "
                                f"unexpected keys {unexpected[:6]}")
-        values = {}
+        values, shapes = {}, {id(t): tuple(t.shape) for t in own.values()}
+        for unit in self.units:  # under ZeRO-3 the model's own tensors are empty: the unit knows their shapes
+            shapes.update((id(p), tuple(shape)) for p, shape in zip(unit.params, unit.shapes))
         for name, t in own.items():
             if name in state_dict:
                 source = state_dict[name]
                 values[id(t)] = source.data if isinstance(source, Tensor) else np.asarray(source)
+                if tuple(values[id(t)].shape) != shapes[id(t)]:  # a transposed weight would load silently
+                    raise RuntimeError(f"FullyShardedDataParallel.load_state_dict: size mismatch for {name}: "
+                                       f"{tuple(values[id(t)].shape)} in the state dict, {shapes[id(t)]} in the model")
         in_units = set()
         for unit in self.units:
             in_units.update(id(p) for p in unit.params)
@@ -354,6 +367,10 @@ class ShardedOptimizer(Optimizer):
                     continue
                 arrays = [to_device(e[key].data if isinstance(e[key], Tensor) else e[key], unit.device) if e
                           else unit.xp.zeros(size, unit.dtype) for e, size in zip(entries, unit.sizes)]
+                for p, e, array, shape in zip(unit.params, entries, arrays, unit.shapes):
+                    if e and tuple(array.shape) != tuple(shape):
+                        raise RuntimeError(f"ShardedOptimizer.load_state_dict: state {key!r} of parameter "
+                                           f"{index[id(p)]} has shape {tuple(array.shape)}, the parameter {tuple(shape)}")
                 state[key] = unit.flatten(arrays)[mine].copy()
             self.optim.state[unit.shard] = state
 

@@ -111,3 +111,32 @@ def test_destroy_then_init_again_in_one_process():
         assert not dist.is_initialized()
         group.close()  # closing twice is harmless
 
+
+
+class _VoteRefusingHost:
+    """A 3-rank host group that records sends and receives and fails any collective."""
+    rank, size, local_rank, timeout, backend = 0, 3, 0, None, "mpi"
+
+    def __init__(self):
+        self.moved = []
+
+    def all_reduce(self, *args, **kwargs):
+        raise AssertionError("a collective (the NCCL vote) ran inside a send or recv")
+
+    def send(self, array, dst):
+        self.moved.append(("send", dst))
+
+    def recv(self, array, src):
+        self.moved.append(("recv", src))
+
+
+def test_a_first_gpu_send_or_recv_does_not_vote(monkeypatch):
+    """send/recv involve two ranks: a vote there would wait for a third rank that is elsewhere."""
+    monkeypatch.setattr(pg, "_nccl_usable", lambda: True)
+    monkeypatch.setattr(pg, "cuda_device_count", lambda: 3)
+    host = _VoteRefusingHost()
+    group = pg.AutoGroup(host=host)
+    group.send(_GpuArray([1.0]), 1)
+    group.recv(_GpuArray([1.0]), 2)
+    assert host.moved == [("send", 1), ("recv", 2)], "undecided, a GPU send/recv goes through MPI"
+    assert group._nccl_ok is None, "only a collective decides on NCCL"

@@ -108,3 +108,41 @@ def test_ranks_that_built_different_models_are_refused_naming_the_parameter():
     with pytest.raises(ValueError, match=r"FullyShardedDataParallel: rank \d and rank \d have different parameters "
                                          r"\(\('transformer.wte.weight'"):
         ThreadGroup.run(2, rank)
+
+
+@pytest.mark.parametrize("options", [{"prefetch": True}, {"param_dtype": tt.bfloat16}])
+def test_a_gather_that_reads_the_group_works_under_the_options(monkeypatch, options):
+    """A student's gather may read pg.size or pg.rank: the group the options hand it has them."""
+    def gather(self, pg):
+        out = self.xp.empty(pg.size * self.shard_size, dtype=self.dtype)
+        pg.all_gather(out.reshape(pg.size, -1), self.shard.data.copy())
+        return self._views(out)
+    monkeypatch.setattr(_FlatUnit, "gather", gather)
+
+    def rank():
+        net = _wrapped(**options)
+        opt = AdamW(net.parameters(), lr=1e-2)
+        _step(net, opt)
+        return [p.numpy().copy() for p in net.parameters()]
+    plain = ThreadGroup.run(2, lambda: [p.numpy().copy() for p in _wrapped().parameters()])
+    stepped = ThreadGroup.run(2, rank)
+    assert len(stepped[0]) == len(plain[0]) and any(
+        not np.array_equal(a, b) for a, b in zip(stepped[0], plain[0])), "the step ran and moved the shards"
+
+
+def test_a_state_dict_of_other_shapes_is_refused_naming_the_key():
+    """A transposed weight has the right size: flattened, it would load silently as other numbers."""
+    def rank():
+        net = _wrapped()
+        bad = dict(INIT, **{"transformer.h.0.attn.c_attn.weight": INIT["transformer.h.0.attn.c_attn.weight"].T})
+        with pytest.raises(RuntimeError, match=r"size mismatch for transformer\.h\.0\.attn\.c_attn\.weight"):
+            net.load_state_dict({k: tt.tensor(v) for k, v in bad.items()})
+        opt = ShardedOptimizer(net, [{"params": list(net.module.parameters())}], AdamW, lr=1e-2)
+        _step(net, opt)
+        state = opt.state_dict()
+        first = next(iter(state["state"]))
+        state["state"][first]["exp_avg"] = state["state"][first]["exp_avg"].reshape(-1)[:-1]
+        with pytest.raises(RuntimeError, match=rf"state 'exp_avg' of parameter {first} has shape"):
+            opt.load_state_dict(state)
+        return True
+    assert ThreadGroup.run(2, rank) == [True, True]
