@@ -507,6 +507,14 @@ def write_atomically(path: Path, data: str | bytes) -> None:
 
 
 def _umask() -> int:
+    """The process's umask: from /proc on Linux, elsewhere by setting it and putting it straight back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -556,6 +564,12 @@ def _read_record(module: ModuleFile) -> dict | None:
         return record if isinstance(record, dict) else None
     except (OSError, ValueError):
         return None
+
+
+def _relative(path: Path, module: ModuleFile) -> str:
+    """`path` as the student would type it, from the course's root."""
+    root = module.path.parents[len(Path(module.rel).parts) - 1]
+    return path.relative_to(root).as_posix()
 
 
 def record_synced(module: ModuleFile, py_text: str, ipynb_inputs: str) -> None:
@@ -624,12 +638,23 @@ def sync(module: ModuleFile) -> str:
         note = (f"warning: {module.path.name} and {ipynb.name}: {why}; kept the newer "
                 f"{(ipynb if ipynb_wins else module.path).name}, saved {loser.name} as {backup.name}\n")
     if ipynb_wins:
+        kept = ""
+        if not note:  # the .py is what gets graded: its last version stays at hand even when only the
+            # notebook changed (e.g. Jupyter saved a copy it had open from before the .py's edit)
+            previous = _sync_record(module).with_suffix(".previous.py")
+            try:
+                write_atomically(previous, py_text)
+            except OSError as err:  # no copy, no replacing: the .py stays as it is
+                raise TitoError(f"could not write {module.path.name}'s previous version to "
+                                f"{_relative(previous, module)} ({err.strerror or err}); {module.path.name} "
+                                f"was left as it was") from None
+            kept = f" (the replaced {module.path.name} is kept as {_relative(previous, module)})"
         _replace_if_unchanged(module.path, old_inputs, py_seen)
         record_synced(module, old_inputs, old_inputs)
-        return f"{note}updated {module.path.name} from {ipynb.name}"
+        return f"{note}updated {module.path.name} from {ipynb.name}{kept}"
     from jupytext.combine import combine_inputs_with_outputs
 
-    combine_inputs_with_outputs(new, old, fmt="py:percent")  # keep the outputs the student has
+    new = combine_inputs_with_outputs(new, old, fmt="py:percent") or new  # keep the student's outputs (it returns a copy)
     import nbformat
 
     text = nbformat.writes(new)

@@ -113,6 +113,7 @@ def train_gpt(
             _set_blas_threads(threads)
         recipe = _recipe()
         runs_before = set(recipe.run_dirs())
+        resumed = out if out is not None or not resume else recipe.newest_run()  # --resume alone: the newest
         try:
             result = recipe.train(data=data, tokenizer=tokenizer, preset=config, steps=steps, device=device,
                                   resume=resume, overwrite=overwrite, out=out, seed=seed, quiet=json_output,
@@ -124,7 +125,7 @@ def train_gpt(
             raise TitoError(str(err)) from None
         except KeyboardInterrupt:  # Ctrl-C: checkpoints are written atomically, so the newest one is whole
             Console(stderr=True, soft_wrap=True, highlight=False).print(
-                f"[yellow]interrupted:[/] {escape(_interrupted(recipe, out, runs_before))}")
+                f"[yellow]interrupted:[/] {escape(_interrupted(recipe, resumed, runs_before))}")
             raise typer.Exit(130) from None
     if result.get("rank", 0) != 0:
         return  # rank 0 reports for all

@@ -135,3 +135,34 @@ def test_a_corrupt_progress_record_is_a_clean_error(course):
     result = course.tito("module", "list")
     assert result.exit_code == 2, result.output
     assert ".tito/progress.json is corrupt" in result.output
+
+
+def test_a_stale_notebook_saved_over_a_py_edit_leaves_the_edit_at_hand(course):
+    """Jupyter had the notebook open from before `tito export` synced a .py edit into it, and saves it
+    (the student clicks "Overwrite"): only the notebook changed since the sync, so it wins; the .py's
+    edit must still be kept somewhere the student is told about."""
+    py, ipynb = started(course)
+    stale = ipynb.read_bytes()  # what Jupyter has open
+    edit_py(py, "SCALE: float = 2.0", "SCALE: float = 3.0  # my py edit")
+    assert course.tito("export", "01").exit_code == 0
+    ipynb.write_bytes(stale)
+    os.utime(ipynb, (py.stat().st_mtime + 5,) * 2)
+    result = course.tito("test", "01")
+    assert "updated tensor.py from tensor.ipynb" in result.output, result.output
+    kept = course.root / ".tito/sync/01_tensor.tensor.previous.py"
+    assert ".tito/sync/01_tensor.tensor.previous.py" in result.output, result.output
+    assert "# my py edit" in kept.read_text() and "# my py edit" not in py.read_text()
+
+
+def test_syncing_a_py_edit_keeps_the_notebooks_outputs(course):
+    py, ipynb = started(course)
+    notebook = nbformat.read(ipynb, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    code[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="my output\n")]
+    nbformat.write(notebook, ipynb)
+    assert course.tito("export", "01").exit_code == 0  # records the pair with the outputs
+    edit_py(py, "SCALE: float = 2.0", "SCALE: float = 3.0")
+    result = course.tito("export", "01")
+    assert "updated tensor.ipynb from tensor.py" in result.output, result.output
+    outputs = [o for c in nbformat.read(ipynb, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    assert any("my output" in o.get("text", "") for o in outputs), "the sync dropped the student's outputs"

@@ -52,3 +52,12 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(work
     assert done.exit_code == 130, done.output
     assert "runs/gpt has no checkpoint yet" in done.stderr, done.stderr
     assert json.loads(Path("runs/gpt/config.json").read_text())["preset"] == "tiny"
+
+
+def test_ctrl_c_in_a_resume_without_out_names_the_resumed_run(workdir, monkeypatch):
+    assert tito("train", "gpt", *TINY, "--steps", "3", "--json").exit_code == 0  # runs/gpt
+    ctrl_c_at(monkeypatch, 5)
+    done = tito("train", "gpt", *TINY, "--steps", "10", "--resume")
+    assert done.exit_code == 130, done.output
+    assert "kept the newest checkpoint, runs/gpt/checkpoints/step_00000003.safetensors" in done.stderr, done.stderr
+    assert "tito train gpt --resume --out runs/gpt" in done.stderr, done.stderr
