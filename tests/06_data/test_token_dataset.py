@@ -83,3 +83,18 @@ def test_bad_inputs_say_what_is_expected():
         TokenDataset(np.zeros((2, 5), dtype=np.int32), block_size=2)
     with pytest.raises(ValueError, match="fewer than block_size"):
         TokenDataset(np.arange(4), block_size=8)
+
+
+def test_a_text_dataset_that_reads_ids_whole_gets_a_clear_error(monkeypatch):
+    """A student's TextDataset may use np.take or other whole-array functions on self.ids: on a file of
+    tokens that would read it all, element by element; TokenDataset says what to do instead."""
+    from tinytorch.data import TextDataset
+
+    def gather_with_take(self, indices):
+        rows = np.asarray(indices)[:, None] + np.arange(self.block_size + 1)
+        return np.take(self.ids, rows)
+    monkeypatch.setattr(TextDataset, "gather", gather_with_take)
+    data = TokenDataset(np.arange(100, dtype=np.uint16), block_size=4)
+    assert data.ids.size == 100 and data.ids.dtype == np.int64 and data.ids.ndim == 1
+    with pytest.raises(TypeError, match="index self.ids with a slice or an index array"):
+        data.gather([0, 5])

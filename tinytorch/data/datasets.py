@@ -71,15 +71,21 @@ class _Int64Reads:
     for and returns them as a new int64 array. The lesson's `TextDataset` methods index `self.ids`;
     through this they read only the windows of a batch."""
 
+    dtype, ndim = np.dtype(np.int64), 1
+
     def __init__(self, tokens):
         self.tokens = tokens
-        self.shape = tokens.shape
+        self.shape, self.size = tokens.shape, tokens.size
 
     def __len__(self):
         return len(self.tokens)
 
     def __getitem__(self, key):
         return np.array(self.tokens[key], dtype=np.int64)  # a copy: never a view of the file
+
+    def __array__(self, dtype=None, copy=None):  # np.take, np.asarray, ...: each would read the whole file
+        raise TypeError(f"TokenDataset: index self.ids with a slice or an index array; it is a file of "
+                        f"{self.size:,} tokens and is never read whole")
 
 
 class TokenDataset(Dataset):
