@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tito.notebooks import strip_solutions
+from tito.verdict import bound_names
 
 
 def nbgrader_meta(cell) -> dict:
@@ -117,8 +118,10 @@ def normalize(released, source, submitted) -> Normalized:
         if cell.cell_type == "code":
             graded = bool(nbgrader_meta(cell).get("grade")) and gid not in solution_ids
             text = mine.source if gid in answers or gid not in source_by_id else source_by_id[gid].source
-            verdict.append({"source": plain_python(text), "grade_id": gid if graded else None,
-                            "grader": gid not in answers})
+            entry = {"source": plain_python(text), "grade_id": gid if graded else None, "grader": gid not in answers}
+            if gid in answers and gid in source_by_id:  # names the student's answer may rebind: the instructor's does
+                entry["theirs"] = sorted(bound_names(plain_python(source_by_id[gid].source)))
+            verdict.append(entry)
         for code in added.get(i, []):
             extra(code)
     return Normalized(notebook, verdict, flags)
