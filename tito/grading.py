@@ -426,6 +426,19 @@ def timed_out_cells(notebook) -> list[str]:
     return found
 
 
+def passed_only_in_the_verdict(notebook, verdict_cells: dict, skip) -> list[str]:
+    """Graded cells that raised in the student's kernel but passed in the verdict's run. The verdict runs
+    the same visible tests (and the hidden ones), so honest code fails both or neither; code that acts
+    differently under the grader, or that forges the verdict's answer, passes only there."""
+    found = []
+    for cell in notebook.cells:
+        gid = grade_id_of(cell)
+        if (gid and gid not in skip and verdict_cells.get(gid, {}).get("passed")
+                and any(o.get("output_type") == "error" for o in cell.get("outputs", []))):
+            found.append(gid)
+    return found
+
+
 def cell_scores(course: Path, module: str, notebook: str, student: str) -> list[dict]:
     with gradebook(course) as gb:
         try:
@@ -677,6 +690,11 @@ def grade_one(job: Job) -> dict:
             result["status"] = "not graded"
             result["reason"] = verdict.get("error", "the grader's run of the tests gave no answer")
         else:
+            kernel_run = nbformat.read(autograded, as_version=4)
+            disagree = passed_only_in_the_verdict(kernel_run, verdict.get("cells", {}), set(timed_out_cells(kernel_run)))
+            if disagree and not verdict.get("tampered"):
+                verdict["tampered"] = (f"{', '.join(disagree)} failed in the student's kernel but passed in the "
+                                       f"grader's run")
             apply_verdict(course, job, name, verdict, autograded)
             # for the instructor (results are never shown to students): why the verdict failed a cell
             result["verdict"] = {gid: c.get("error", "") for gid, c in verdict.get("cells", {}).items()

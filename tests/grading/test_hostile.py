@@ -124,6 +124,9 @@ def _attacks(course: Path, repo: Path) -> dict[str, str]:
                    "            f.write(b'x' * 2**20)\nexcept OSError as e:\n    print('REFUSED', e)",
         "chatty": "import sys\nfor _ in range(50):\n    sys.stdout.write('y' * 2**20)",
         "marker": "# ### BEGIN HIDDEN TESTS\n# a student's own note\n# ### END HIDDEN TESTS",
+        # right only where the grader runs (no IPython): fails the visible tests in its kernel, passes the verdict
+        "twofaced": "_wrong = scale\ndef scale(x, k):\n    import sys\n"
+                    "    return _wrong(x, k) if 'IPython' in sys.modules else x * k",
     }
 
 
@@ -238,8 +241,9 @@ def test_hostile_submissions_gain_nothing_see_nothing_break_nothing(tmp_path):
     for name, full in honest.items():
         assert (results[name]["status"], results[name]["score"]) == ("graded", full), summary
     assert results["wrong"]["status"] == "graded" and results["wrong"]["score"] == 0, summary
-    for name in ("numpy", "thread"):
+    for name in ("numpy", "thread", "twofaced"):
         assert results[name]["status"] == "tampering", summary
+    assert "failed in the student's kernel but passed in the grader's run" in results["twofaced"]["reason"], summary
     assert results["builtins"]["status"] in ("tampering", "kernel hung"), summary  # its own kernel breaks too
     assert results["memhog"]["status"] == "out of memory", summary
     assert results["slowpoke"]["status"] == "timed out" and f"{BUDGET} s in total" in results["slowpoke"]["reason"], \
