@@ -16,6 +16,10 @@ extra thread, no excepthook. An audit hook refuses, as it happens, any change to
 function of those modules or of this script and any swap of a function's code. Tampering
 fails every graded cell from there on and is reported; it never scores.
 
+A graded cell's ==, !=, in and not in go through the grader's referee (the cell is rewritten
+so): the comparison runs as written, then an operand whose == or != ignores its argument (a
+student's object that equals anything, or differs from everything) fails the test.
+
 Everything this script calls once student code has run was bound before (defaults, locals),
 so rebinding a name of this script or of the modules it uses changes nothing here.
 
@@ -31,7 +35,9 @@ import ast
 import builtins
 import importlib
 import importlib.util
+import itertools
 import json
+import operator
 import os
 import signal
 import sys
@@ -42,8 +48,8 @@ from json.encoder import encode_basestring_ascii as _quote  # C: nothing a stude
 _BUILTIN_NAMES = frozenset(dir(builtins))
 _MISSING = object()
 # The modules this script itself relies on: protected like the grader's.
-_OWN = ("builtins", "math", "operator", "json", "json.encoder", "os", "posix", "signal", "sys", "threading",
-        "_thread", "importlib", "ast", "types")
+_OWN = ("builtins", "math", "operator", "itertools", "json", "json.encoder", "os", "posix", "signal", "sys",
+        "threading", "_thread", "importlib", "ast", "types")
 _SYS_DATA = frozenset({"stdout", "stderr", "stdin", "path", "argv", "ps1", "ps2", "last_type", "last_value",
                        "last_traceback", "last_exc", "tracebacklimit", "dont_write_bytecode", "path_importer_cache"})
 
@@ -236,9 +242,180 @@ def _on_alarm(signum, frame):
     raise CellTimeout("the cell ran past its time")
 
 
-def _compiled(source, filename):
+# ---------------------------------------------------------------- the referee of a graded cell's comparisons
+
+_EQUALS_ANYTHING = "the value compared in this test claims to equal anything (its __eq__ ignores its argument)"
+_EQUALS_NOTHING = ("the value compared in this test claims to differ from everything, itself included "
+                   "(its __eq__ or __ne__ ignores its argument)")
+_CONTAINS_ANYTHING = "the container in this test claims to contain anything (its __contains__ ignores its argument)"
+_CONTAINERS = (tuple, list, set, frozenset, dict)
+
+
+def _subclasses(base):
+    """base and every class derived from it so far."""
+    found, todo = set(), [base]
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.add(cls)
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def _referee(numpy, _limit=1000):
+    """(Operand, what the invariants must guard): the grader's stand-in for each operand of a graded
+    cell's ==, !=, in and not in (see _Wrap). The comparison runs as written; then an operand, or an
+    element of a tuple, list, set, dict or object array among them (the first `_limit`), whose == or !=
+    answers without looking at its argument fails the test: one that equals a fresh object of the
+    grader's, or differs from itself. Python's and numpy's own values are not asked (NaN is honest).
+    Made before student code runs; everything it calls is bound here (defaults). Types are known by
+    their id: `kind in {int}` would ask a student's metaclass for its __eq__."""
+    plain = frozenset(map(id, {int, float, complex, bool, str, bytes, type(None), type,
+                               *(_subclasses(numpy.generic) if numpy is not None else ())}))
+    arrays = frozenset(map(id, _subclasses(numpy.ndarray) if numpy is not None else ()))
+    containers = frozenset(map(id, _CONTAINERS))
+
+    class Nothing:
+        """A fresh one per question: nothing honest equals it."""
+        __slots__ = ()
+
+    def says(op, a, b, _type=type, _id=id, _arrays=arrays, _bool=bool, _error=Exception):
+        """What `op(a, b)` answers: True, False, or None (it raised, or an array of mixed answers)."""
+        try:
+            answer = op(a, b)
+            if _id(_type(answer)) in _arrays:
+                return None if answer.size == 0 else True if answer.all() else False if not answer.any() else None
+            return _bool(answer)
+        except _error:  # a value that refuses the comparison claims nothing
+            return None
+
+    def lie(value, _says=says, _nothing=Nothing, _eq=operator.eq, _ne=operator.ne):
+        """Why value's == or != ignores its argument, or "" (four questions: its answers must vary)."""
+        nothing = _nothing()
+        if _says(_eq, value, nothing) is True or _says(_ne, value, nothing) is False:
+            return _EQUALS_ANYTHING
+        if _says(_eq, value, value) is False or _says(_ne, value, value) is True:
+            return _EQUALS_NOTHING
+        return ""
+
+    def hostile(value, _lie=lie, _type=type, _id=id, _plain=plain, _arrays=arrays, _issubclass=issubclass,
+                _bases=_CONTAINERS, _containers=containers, _dict=dict, _islice=itertools.islice, _limit=_limit):
+        """Why value, or an element of it, is no honest operand; "" if none is. Containers are read with
+        their base type's own methods: a subclass cannot hide its elements (it is asked itself too)."""
+        todo, budget = [value], _limit
+        while todo and budget > 0:
+            value = todo.pop()
+            budget -= 1
+            kind = _id(_type(value))
+            if kind in _plain:
+                continue
+            if kind in _arrays:
+                if value.dtype.hasobject:  # its elements compare with their own __eq__
+                    todo.extend(value.flat[:budget].tolist())
+                continue
+            for base in _bases:  # (evil, 72) == (36, 72) asks evil
+                if _issubclass(_type(value), base):
+                    todo.extend(_islice(_dict.items(value) if base is _dict else base.__iter__(value), budget))
+                    break
+            if kind in _containers:
+                continue
+            why = _lie(value)
+            if why:
+                return why
+        return ""
+
+    def compared(op, left, right, _hostile=hostile, _error=AssertionError):
+        """left == right (or !=), refused if an operand ignores the other."""
+        answer = op(left, right)
+        why = _hostile(left) or _hostile(right)
+        if why:
+            raise _error(why)
+        return answer
+
+    def contained(item, container, _hostile=hostile, _says=says, _nothing=Nothing, _type=type, _id=id,
+                  _arrays=arrays, _issubclass=issubclass, _bases=_CONTAINERS, _containers=containers,
+                  _known=plain | arrays | containers, _hasattr=hasattr, _contains=operator.contains,
+                  _error=AssertionError):
+        """item in container, refused if item ignores what it is compared with (`x in (1, 2)` asks x),
+        or so does an element, or the container claims to hold anything."""
+        answer = item in container
+        kind = _type(container)
+        why = _hostile(item)
+        if not why and (_id(kind) in _arrays or _issubclass(kind, _bases)):
+            why = _hostile(container)
+        mine = _id(kind) not in _known and _hasattr(kind, "__contains__")  # (an iterator has none: asking consumes it)
+        if not why and mine and _says(_contains, container, _nothing()) is True:
+            why = _CONTAINS_ANYTHING
+        if why:
+            raise _error(why)
+        return answer
+
+    class Operand:
+        """One operand of a graded cell's comparison, in the grader's hands."""
+        __slots__ = ("value",)
+        __hash__ = None
+
+        def __init__(self, value):
+            self.value = value
+
+        def __eq__(self, other, _compared=compared, _op=operator.eq):
+            return _compared(_op, self.value, other.value)
+
+        def __ne__(self, other, _compared=compared, _op=operator.ne):
+            return _compared(_op, self.value, other.value)
+
+        def __contains__(self, item, _contained=contained):
+            return _contained(item.value, self.value)
+
+        # the order comparisons of a chain (0 < x == y) run as written
+        def __lt__(self, other, _op=operator.lt):
+            return _op(self.value, other.value)
+
+        def __le__(self, other, _op=operator.le):
+            return _op(self.value, other.value)
+
+        def __gt__(self, other, _op=operator.gt):
+            return _op(self.value, other.value)
+
+        def __ge__(self, other, _op=operator.ge):
+            return _op(self.value, other.value)
+
+    return Operand, [Nothing, Operand, says, lie, hostile, compared, contained]
+
+
+class _Wrap(ast.NodeTransformer):
+    """Every operand of a comparison that asks ==, !=, in or not in becomes `name(operand)` (the
+    referee's Operand). A chain keeps its meaning: each operand is still evaluated once, each pair
+    compared in order until one is false. A chain with `is` is left as written (the identity of a
+    wrapped operand is not the operand's); no graded test has one."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        ops = tuple(type(op) for op in node.ops)
+        if any(op in (ast.Eq, ast.NotEq, ast.In, ast.NotIn) for op in ops) and ast.Is not in ops \
+                and ast.IsNot not in ops:
+            node.left = self._wrap(node.left)
+            node.comparators = [self._wrap(c) for c in node.comparators]
+        return node
+
+    def _wrap(self, node):
+        return ast.copy_location(ast.Call(ast.copy_location(ast.Name(self.name, ast.Load()), node), [node], []), node)
+
+
+def _compiled(source, filename, referee=""):
+    """(code, None), or (None, why it does not compile); a graded cell's comparisons go through `referee`
+    (same file name and line numbers: its tracebacks read as written)."""
     try:
-        return compile(source, filename, "exec"), None
+        tree = source
+        if referee:
+            try:
+                tree = ast.fix_missing_locations(_Wrap(referee).visit(ast.parse(source, filename)))
+            except (SyntaxError, ValueError):  # compiled as written below, it fails the same way
+                pass
+        return compile(tree, filename, "exec"), None
     except BaseException as err:  # noqa: BLE001 -- a cell that does not compile fails when run
         return None, err
 
@@ -264,14 +441,19 @@ def run(spec):
     loose = {n for n in loaded if n.split(".")[0] not in trusted}
     loaded[__name__] = sys.modules[__name__]  # this script: "__main__"
     snapshot = _snapshot(loaded, loose | {__name__})
+    # The graded cells' comparisons go through the referee, under a name no cell can guess: guarded
+    # like the grader's own classes and functions.
+    referee, operand, made = "_grader_referee_" + os.urandom(8).hex(), *_referee(loaded.get("numpy"))
+    snapshot[1].extend((cls, dict(vars(cls))) for cls in made if isinstance(cls, type))
     alarms = []
-    sys.addaudithook(_guard(_protected_ids(snapshot), alarms))
+    sys.addaudithook(_guard(_protected_ids(snapshot) | {id(thing) for thing in made}, alarms))
     excepthook = sys.excepthook
     helpers = {alias: sys.modules[name] for alias, name in aliases.items() if name in sys.modules}
     grader_names = set().union(*(bound_names(s) for s in grader_sources)) if grader_sources else set()
     theirs = set().union(*(c.get("theirs", []) for c in cells_spec)) if cells_spec else set()
     plan = [(c.get("grade_id"), bool(c.get("grader")), bound_names(c["source"]) - theirs, _sets_globals(c["source"]),
-             *_compiled(c["source"], f"<cell {i}>")) for i, c in enumerate(cells_spec)]
+             *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else ""))
+            for i, c in enumerate(cells_spec)]
     timeout = spec.get("timeout", 0)
     signal.signal(signal.SIGALRM, _on_alarm)
     # From here on student code runs: only locals bound above are used.
@@ -306,6 +488,7 @@ def run(spec):
         guarded = {**pinned, **helpers}
         view = namespace if shared else dict_(namespace)
         view.update(guarded)
+        view[referee] = operand
         shadows = {name: view.pop(name) for name in shadowable & view.keys()}
         view["__builtins__"] = builtins
         before = dict_(view)
@@ -323,10 +506,11 @@ def run(spec):
                 error = type_(err).__name__
         finally:
             setitimer(timer, 0)
-        tampered = tampered or changed(snapshot, excepthook, alarms)
+        tampered = tampered or changed(snapshot, excepthook, alarms) or (
+            view.get(referee) is not operand and "the grader's referee of comparisons was rebound")
         if not shared:  # what the test cell bound stays bound, as in the notebook
             for name, value in view.items():
-                if name != "__builtins__" and before.get(name, _MISSING) is not value:
+                if name != "__builtins__" and name != referee and before.get(name, _MISSING) is not value:
                     namespace[name] = value
         for name, value in shadows.items():  # the student's own sum() etc., for their later cells
             namespace.setdefault(name, value)

@@ -111,3 +111,95 @@ def test_the_submissions_package_runs_in_its_cells_not_before_the_snapshot(tmp_p
                           {"source": TESTS["test-array"], "grade_id": "test-array", "grader": True}],
                          tmp_path, None, 10, 60)
     assert answer["cells"]["test-array"]["passed"] is False and "numpy.allclose" in answer["tampered"], answer
+
+
+# Results that claim to equal anything (or to differ from everything), against the tests' own comparisons:
+# the verdict runs each graded cell's ==, !=, in and not in through its referee, which refuses them.
+LIARS = ("class Yes:\n    def __eq__(self, other):\n        return True\n"
+         "class No:\n    def __eq__(self, other):\n        return False\n"
+         "    def __ne__(self, other):\n        return True\n"
+         "class Same:\n    def __ne__(self, other):\n        return False\n"
+         "class Holds:\n    def __contains__(self, item):\n        return True\n"
+         "class YesArray:\n    def __eq__(self, other):\n        return np.ones(2, dtype=bool)\n"
+         "class PassesForInt(type):\n    def __eq__(cls, other):\n        return True\n"
+         "    def __hash__(cls):\n        return hash(int)\n"
+         "class Impostor(metaclass=PassesForInt):\n    def __eq__(self, other):\n        return True\n")
+LIES = {  # what f() returns -> a test it passes by that alone
+    "equal": ("Yes()", "assert f() == 6"),
+    "equal-reflected": ("Yes()", "assert 6 == f()"),
+    "type-passing-for-int": ("Impostor()", "assert f() == 6"),
+    "inside-a-tuple": ("(Yes(), 7)", "assert f() == (6, 7)"),
+    "tuple-subclass": ("type('Pair', (tuple,), {})((Yes(), 7))", "assert f() == (6, 7)"),
+    "inside-a-dict": ("{'a': Yes()}", "assert f() == {'a': 6}"),
+    "object-array": ("np.array([Yes(), Yes()], dtype=object)", "assert (f() == np.array([6, 7])).all()"),
+    "array-answer": ("YesArray()", "assert (f() == np.array([6, 7])).all()"),
+    "in": ("Yes()", "assert f() in (6, 7)"),
+    "element-of-a-list": ("[Yes()]", "assert 6 in f()"),
+    "holds-anything": ("Holds()", "assert 6 in f()"),
+    "not-equal": ("No()", "assert f() != 5"),
+    "not-in": ("No()", "assert f() not in (1, 2)"),
+    "if-not-equal": ("Same()", "if f() != 6:\n    raise AssertionError('f() should be 6')"),
+    "in-all-and-a-generator": ("Yes()", "assert all(x == 6 for x in [f()]) and True"),
+    "chained": ("Yes()", "assert 0 < 6 == f() == 6"),
+    "in-a-function": ("Yes()", "def check():\n    assert f() == 6\ncheck()"),
+}
+
+
+def graded(tmp_path, solution: str, tests: dict) -> dict:
+    """The verdict on `tests` (graded cells) after a student cell `solution`; fails if it gave no answer."""
+    answer = run_verdict([{"source": GRADER, "grade_id": None, "grader": True},
+                          {"source": solution, "grade_id": None, "grader": False, "theirs": ["f"]},
+                          *({"source": source, "grade_id": gid, "grader": True} for gid, source in tests.items())],
+                         tmp_path, None, 10, 60)
+    assert "error" not in answer, answer
+    return answer
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_value_that_ignores_what_it_is_compared_with_passes_nothing(tmp_path, lie):
+    result, test = LIES[lie]
+    answer = graded(tmp_path, f"import numpy as np\n{LIARS}def f():\n    return {result}", {"test-f": test})
+    cell = answer["cells"]["test-f"]
+    assert cell["passed"] is False and "claims to" in cell["error"] and not answer["tampered"], (lie, answer)
+
+
+HONEST = {  # each passes with honest values: Python's, numpy's, tinytorch's and the student's own classes
+    "ints": "assert f(3) == 6 and f(3) != 5 and 6 == f(3) and f(3) in (5, 6) and f(3) not in [1, 2]",
+    "floats": "assert f(1.5) == 3.0 and f(float('nan')) != f(float('nan'))",
+    "tuples": "assert (f(1), f(2)) == (2, 4) and [f(1), (f(2),)] == [2, (4,)] and {'a': f(1)} == {'a': 2}",
+    "strings-and-none": "assert f('ab') == 'abab' and f('a') in 'xaay' and None == g() and g() is None",
+    "chained": "assert 0 < f(3) == 6 <= 7 and not (f(1) == 2 == 3) and 1 != f(1) in (2, 3)",
+    "numpy": "a = np.arange(3)\nassert (f(a) == a * 2).all() and (f(a) != a).any() and f(np.float64(2)) == 4\n"
+             "assert np.int64(4) in [f(2)] and f(np.array([np.nan])) != 1 and (f(a.astype(object)) == a * 2).all()",
+    "own-classes": "p = Point(1, 2)\nassert p == Point(1, 2) and p != Point(2, 1) and p in [Point(1, 2)] and p == p\n"
+                   "assert Bare() != Bare() and {p: 1} == {Point(1, 2): 1} and type(p) == Point",
+    "containers": "assert 2 in range(3) and 'k' in {'k': 1}.keys() and 3 in set([f(1), 3]) and [] == []",
+    "tensors": "from tinytorch import Tensor\nt = Tensor([3.0, 3.0])\nassert (t == 3).data.all() and "
+               "not (t != 3).data.any()\nassert Tensor([2.0]) == 2 and t.device == 'cpu'",
+    "line-numbers": "import sys\ntry:\n    assert f(1) == 3\nexcept AssertionError:\n"
+                    "    assert sys.exc_info()[2].tb_lineno == 3",
+}
+HONEST_SOLUTION = ("import numpy as np\ndef f(x):\n    return x * 2\ndef g():\n    return None\n"
+                   "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n"
+                   "    def __eq__(self, other):\n"
+                   "        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)\n"
+                   "    def __hash__(self):\n        return hash((self.x, self.y))\n"
+                   "class Bare:\n    pass\n")
+
+
+def test_honest_values_pass_the_referee(tmp_path):
+    answer = graded(tmp_path, HONEST_SOLUTION, HONEST)
+    failed = {gid: cell["error"] for gid, cell in answer["cells"].items() if not cell["passed"]}
+    assert failed == {} and not answer["tampered"], answer
+    assert graded(tmp_path, HONEST_SOLUTION, {"broken": "assert f(1) == (2"})["cells"]["broken"]["error"] \
+        .startswith("SyntaxError"), "a cell that does not parse fails as written"
+
+
+def test_rebinding_the_referee_is_tampering(tmp_path):
+    """A student's function reaching the test's globals through its frame (to drop the referee) is caught."""
+    unwrap = ("import sys\nclass Yes:\n    def __eq__(self, other):\n        return True\n"
+              "def f():\n    space = sys._getframe(1).f_globals\n"
+              "    for name in [n for n in space if n.startswith('_grader_referee_')]:\n"
+              "        space[name] = lambda value: value\n    return Yes()")
+    answer = graded(tmp_path, unwrap, {"test-f": "assert f() == 6\nassert f() == 6"})
+    assert answer["cells"]["test-f"]["passed"] is False and "referee" in answer["tampered"], answer
