@@ -426,15 +426,20 @@ def timed_out_cells(notebook) -> list[str]:
     return found
 
 
-def passed_only_in_the_verdict(notebook, verdict_cells: dict, skip) -> list[str]:
-    """Graded cells that raised in the student's kernel but passed in the verdict's run. The verdict runs
-    the same visible tests (and the hidden ones), so honest code fails both or neither; code that acts
-    differently under the grader, or that forges the verdict's answer, passes only there."""
+def passed_only_in_the_verdict(notebook, verdict_cells: dict) -> list[str]:
+    """Graded cells that raised in the student's kernel but passed in the verdict's run. Both run the
+    same visible tests, so code that acts differently under the grader, or that forges the verdict's
+    answer, passes only there; honest code may too, rarely (hidden tests moved a shared random state,
+    IPython-only errors, the kernel's larger memory): such a cell scores 0, flagged for a look by hand.
+    Cells from the first one that timed out in the kernel on are left to the verdict (they may fail
+    there only because that cell never finished)."""
     found = []
     for cell in notebook.cells:
+        outputs = cell.get("outputs", [])
+        if any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ENAME for o in outputs):
+            break
         gid = grade_id_of(cell)
-        if (gid and gid not in skip and verdict_cells.get(gid, {}).get("passed")
-                and any(o.get("output_type") == "error" for o in cell.get("outputs", []))):
+        if gid and verdict_cells.get(gid, {}).get("passed") and any(o.get("output_type") == "error" for o in outputs):
             found.append(gid)
     return found
 
@@ -690,11 +695,11 @@ def grade_one(job: Job) -> dict:
             result["status"] = "not graded"
             result["reason"] = verdict.get("error", "the grader's run of the tests gave no answer")
         else:
-            kernel_run = nbformat.read(autograded, as_version=4)
-            disagree = passed_only_in_the_verdict(kernel_run, verdict.get("cells", {}), set(timed_out_cells(kernel_run)))
-            if disagree and not verdict.get("tampered"):
-                verdict["tampered"] = (f"{', '.join(disagree)} failed in the student's kernel but passed in the "
-                                       f"grader's run")
+            # a cell passes only if it passed in both runs
+            for gid in passed_only_in_the_verdict(nbformat.read(autograded, as_version=4), verdict.get("cells", {})):
+                verdict["cells"][gid] = {"passed": False, "error": "failed in the student's kernel"}
+                result["flags"] = [*result.get("flags", []), f"check by hand: {gid} failed in the student's kernel "
+                                                             f"but passed in the grader's run (scored 0)"]
             apply_verdict(course, job, name, verdict, autograded)
             # for the instructor (results are never shown to students): why the verdict failed a cell
             result["verdict"] = {gid: c.get("error", "") for gid, c in verdict.get("cells", {}).items()

@@ -241,9 +241,11 @@ def test_hostile_submissions_gain_nothing_see_nothing_break_nothing(tmp_path):
     for name, full in honest.items():
         assert (results[name]["status"], results[name]["score"]) == ("graded", full), summary
     assert results["wrong"]["status"] == "graded" and results["wrong"]["score"] == 0, summary
-    for name in ("numpy", "thread", "twofaced"):
+    for name in ("numpy", "thread"):
         assert results[name]["status"] == "tampering", summary
-    assert "failed in the student's kernel but passed in the grader's run" in results["twofaced"]["reason"], summary
+    assert results["twofaced"]["status"] == "graded" and results["twofaced"]["score"] == 0, summary
+    assert any("check by hand: test-scale failed in the student's kernel" in flag
+               for flag in results["twofaced"]["flags"]), results["twofaced"]
     assert results["builtins"]["status"] in ("tampering", "kernel hung"), summary  # its own kernel breaks too
     assert results["memhog"]["status"] == "out of memory", summary
     assert results["slowpoke"]["status"] == "timed out" and f"{BUDGET} s in total" in results["slowpoke"]["reason"], \
