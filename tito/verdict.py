@@ -12,8 +12,9 @@ loaded them before any student code ran, and every name the grader's own cells b
 imports, helpers and fixtures), whatever the student's cells rebound since. Around every
 graded cell the grader's invariants are checked: no attribute of builtins or of those
 modules replaced, the test's names not rebound while it ran, no trace/profile function, no
-extra thread, no excepthook. An audit hook refuses, as it happens, any change to a class or
-function of those modules or of this script and any swap of a function's code. Tampering
+other thread with the submission's code on its stack (after a short grace to end), no
+excepthook. An audit hook refuses, as it happens, any change to a class or function of those
+modules or of this script and any swap of a function's code (types.coroutine's flag aside). Tampering
 fails every graded cell from there on and is reported; it never scores.
 
 A graded cell's ==, !=, in and not in go through the grader's referee (the cell is rewritten
@@ -42,6 +43,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import types
 from json.encoder import encode_basestring_ascii as _quote  # C: nothing a student can patch
 
@@ -52,6 +54,13 @@ _OWN = ("builtins", "math", "operator", "itertools", "json", "json.encoder", "os
         "threading", "_thread", "importlib", "ast", "types")
 _SYS_DATA = frozenset({"stdout", "stderr", "stdin", "path", "argv", "ps1", "ps2", "last_type", "last_value",
                        "last_traceback", "last_exc", "tracebacklimit", "dont_write_bytecode", "path_importer_cache"})
+# Hooks a student may set (a distributed lesson reports a rank's failure with threading.excepthook): they
+# run for a thread's or a finalizer's exception, never for a failed assert of a test. sys.excepthook and
+# sys.displayhook stay guarded.
+_THEIR_HOOKS = {"threading": frozenset({"excepthook"}), "sys": frozenset({"unraisablehook"})}
+# Imported before the audit hook: importing asyncio (unittest.mock and tqdm.auto import it) runs
+# types.coroutine, which sets a function's __code__.
+_PRELOADED = ("asyncio", "unittest.mock")
 
 
 def _snapshot(modules, loose=()):
@@ -62,7 +71,8 @@ def _snapshot(modules, loose=()):
     for name, module in modules.items():
         space = dict(vars(module))
         if name in loose:
-            space = {k: v for k, v in space.items() if k not in _SYS_DATA and
+            theirs = _THEIR_HOOKS.get(name, ())
+            space = {k: v for k, v in space.items() if k not in _SYS_DATA and k not in theirs and
                      isinstance(v, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))}
         found[name] = (module, space)
         for value in space.values():
@@ -91,34 +101,75 @@ def _protected_ids(snapshot):
     return ids
 
 
-def _guard(ids, alarms, _events=frozenset({"object.__setattr__", "object.__delattr__"}), _id=id,
-           _refuse=PermissionError):
+def _guard(ids, alarms, _events=frozenset({"object.__setattr__", "object.__delattr__"}), _id=id, _type=type,
+           _function=types.FunctionType, _code=types.CodeType, _coroutine=0x100, _refuse=PermissionError):
     """An audit hook (it cannot be removed): changing a protected function or module, or any
-    function's code, is refused and remembered. Only locals and C calls: nothing to patch."""
+    function's code, is refused and remembered. One code change is not: types.coroutine's (asyncio's
+    import runs it), which sets only the CO_ITERABLE_COROUTINE flag of a function that is not the
+    grader's. Only locals and C calls: nothing to patch."""
 
-    def hook(event, args, _ids=ids, _alarms=alarms, _events=_events, _id=_id, _refuse=_refuse):
-        if event in _events and (args[1] == "__code__" or _id(args[0]) in _ids):
+    def hook(event, args, _ids=ids, _alarms=alarms, _events=_events, _id=_id, _type=_type, _function=_function,
+             _code=_code, _coroutine=_coroutine, _refuse=_refuse):
+        if event not in _events:
+            return
+        if event == "object.__setattr__" and args[1] == "__code__" and _id(args[0]) not in _ids \
+                and _type(args[0]) is _function and _type(args[2]) is _code:
+            old, new = args[0].__code__, args[2]
+            # code == compares the bytecode, constants (by identity, beyond Python's own types), names
+            # and tables: not a student's __eq__
+            if new.co_flags & ~_coroutine == old.co_flags & ~_coroutine and new.replace(co_flags=old.co_flags) == old:
+                return
+        if args[1] == "__code__" or _id(args[0]) in _ids:
             _alarms.append(f"{event[7:]}({args[1]!r}) on a grader's object")
             raise _refuse("the grader's objects are read-only here")
 
     return hook
 
 
-def _thread_count(_active=threading.active_count, _frames=sys._current_frames, _len=len, _max=max):
-    """Python threads running: those started with _thread too, which threading does not count."""
-    return _max(_active(), _len(_frames()))
+def _trusted_code(grader_cells):
+    """(file name prefixes, file names) of the code that is not the submission's: the interpreter's
+    and its site-packages' (frozen modules included), and the grader's own cells."""
+    places = {sys.prefix, sys.base_prefix}
+    prefixes = {os.path.join(p, "") for p in places | {os.path.realpath(p) for p in places}} | {"<frozen "}
+    return tuple(sorted(prefixes)), frozenset(grader_cells)
 
 
-def _changed(snapshot, excepthook, alarms, _sys=sys, _gettrace=sys.gettrace, _getprofile=sys.getprofile,
-             _threads=_thread_count, _modules=sys.modules, _missing=_MISSING, _callable=callable,
+def _stray_thread(trusted, _frames=sys._current_frames, _me=threading.get_ident, _sleep=time.sleep,
+                  _clock=time.monotonic, _grace=1.5, _parked=threading.Condition.wait.__code__, _type=type,
+                  _str=str, _startswith=str.startswith):
+    """Whether a thread besides this one (threading's, or a raw _thread's: all that have a Python frame)
+    has the submission's code on its stack, once such threads had `_grace` seconds to end. A thread
+    running only the library's code (an idle pool worker, tqdm's monitor) does not count, nor one parked
+    in Condition.wait without a timeout (a producer on a full queue): only another thread wakes it.
+    Only locals and C calls; a code object's file name is read as a str of Python's own."""
+    prefixes, cells = trusted
+    deadline = _clock() + _grace
+    while True:
+        me, suspect = _me(), False
+        for ident, frame in _frames().items():
+            if ident == me or frame.f_code is _parked and frame.f_locals.get("timeout", 0) is None:
+                continue
+            while frame is not None and not suspect:
+                name = frame.f_code.co_filename
+                suspect = not (_type(name) is _str and (name in cells or _startswith(name, prefixes)))
+                frame = frame.f_back
+            if suspect:
+                break
+        if not suspect or _clock() > deadline:
+            return suspect
+        _sleep(0.01)
+
+
+def _changed(snapshot, excepthook, alarms, trusted, _sys=sys, _gettrace=sys.gettrace, _getprofile=sys.getprofile,
+             _stray=_stray_thread, _modules=sys.modules, _missing=_MISSING, _callable=callable,
              _isinstance=isinstance, _kinds=(classmethod, staticmethod, property)):
     """"" if the grader's world is as it was, else what changed (only locals and C calls)."""
     if alarms:
         return alarms[0]
     if _gettrace() is not None or _getprofile() is not None:
         return "a trace or profile function was installed"
-    if _threads() != 1:
-        return "a thread was left running"
+    if _stray(trusted):
+        return "a thread running the submission's code was left running"
     if _sys.excepthook is not excepthook:
         return "sys.excepthook was replaced"
     modules, classes = snapshot
@@ -426,7 +477,8 @@ def run(spec):
     grader_sources = [c["source"] for c in cells_spec if c.get("grader")]
     aliases, imported = _grader_imports(grader_sources)
     trusted = set(spec.get("trusted", []))
-    for name in sorted(trusted | imported):
+    graders_code = _trusted_code(f"<cell {i}>" for i, c in enumerate(cells_spec) if c.get("grader"))
+    for name in sorted(trusted | imported) + list(_PRELOADED):
         if not _interpreters(name):  # the submission's package: its code runs in the cells, timed
             continue
         try:
@@ -478,7 +530,7 @@ def run(spec):
             if grader:
                 pinned.update({n: namespace[n] for n in binds if n in namespace})
             continue
-        tampered = tampered or changed(snapshot, excepthook, alarms)
+        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code)
         if tampered:
             cells[gid] = {"passed": False, "error": "not run: " + tampered}
             continue
@@ -506,7 +558,7 @@ def run(spec):
                 error = type_(err).__name__
         finally:
             setitimer(timer, 0)
-        tampered = tampered or changed(snapshot, excepthook, alarms) or (
+        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code) or (
             view.get(referee) is not operand and "the grader's referee of comparisons was rebound")
         if not shared:  # what the test cell bound stays bound, as in the notebook
             for name, value in view.items():
@@ -518,7 +570,7 @@ def run(spec):
         if tampered:
             passed, error = False, "tampering: " + tampered
         cells[gid] = {"passed": passed, "error": error}
-    tampered = tampered or changed(snapshot, excepthook, alarms)
+    tampered = tampered or changed(snapshot, excepthook, alarms, graders_code)
     return cells, tampered
 
 

@@ -48,9 +48,16 @@ ATTACKS = {
     # a thread threading does not count
     "raw-thread": "import _thread, time\ndef _spin():\n    while True:\n        time.sleep(0.01)\n"
                   "_thread.start_new_thread(_spin, ())",
+    # threads running the submission's code, looping or waiting to wake up in a later cell
+    "thread-patching-in-a-loop": "import threading, time, json\ndef _patch():\n    while True:\n"
+                                 "        json.JSONEncoder.encode = lambda self, obj: '{}'\n        time.sleep(0.01)\n"
+                                 "threading.Thread(target=_patch, daemon=True).start()",
+    "thread-waking-later": "import threading\ndef _later():\n    threading.Event().wait(30)\n"
+                           "threading.Thread(target=_later, daemon=True).start()",
+    "excepthook": "import sys\nsys.excepthook = lambda *a: None",
 }
 REPORTED = {"verdict-module", "json-dumps", "json-encoder-class", "code-swap", "late-module",
-            "raw-thread"}
+            "raw-thread", "thread-patching-in-a-loop", "thread-waking-later", "excepthook"}
 
 
 def cells(solution: str) -> list[dict]:
@@ -203,3 +210,51 @@ def test_rebinding_the_referee_is_tampering(tmp_path):
               "        space[name] = lambda value: value\n    return Yes()")
     answer = graded(tmp_path, unwrap, {"test-f": "assert f() == 6\nassert f() == 6"})
     assert answer["cells"]["test-f"]["passed"] is False and "referee" in answer["tampered"], answer
+
+
+# Honest code that the invariants used to call tampering (a whole notebook scored 0).
+LEFT_RUNNING = {  # a thread still alive when a graded cell starts or ends
+    "idle-thread-pool": "from concurrent.futures import ThreadPoolExecutor\npool = ThreadPoolExecutor(2)\n"
+                        "assert pool.submit(pow, 2, 3).result() == 8",
+    "producer-on-a-full-queue": "import queue, threading\nq = queue.Queue(maxsize=1)\n"
+                                "def produce():\n    for i in range(10):\n        q.put(i)\n"
+                                "threading.Thread(target=produce, daemon=True).start()",
+    "finishing-after-the-cell": "import threading, time\ndone = []\n"
+                                "def log(x):\n    time.sleep(0.2)\n    done.append(x)\n"
+                                "def scale(x, k):\n    threading.Thread(target=log, args=(x,)).start()\n"
+                                "    return x * k",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEFT_RUNNING))
+def test_an_honest_thread_left_running_is_no_tampering(tmp_path, case):
+    """A thread waiting in the library's code (an idle pool, a producer parked on a full queue) or
+    ending shortly after the cell runs none of the submission's code behind the test's back."""
+    answer = verdict(tmp_path, "def scale(x, k):\n    return x * k\n" + LEFT_RUNNING[case])
+    assert answer["tampered"] == "" and all(c["passed"] for c in answer["cells"].values()), (case, answer)
+
+
+def test_tqdms_monitor_thread_is_no_tampering(tmp_path):
+    pytest.importorskip("tqdm")
+    answer = verdict(tmp_path, "from tqdm import tqdm\nfor _ in tqdm(range(3)):\n    pass\n"
+                               "def scale(x, k):\n    return x * k")
+    assert answer["tampered"] == "" and all(c["passed"] for c in answer["cells"].values()), answer
+
+
+def test_asyncio_mock_and_coroutine_generators_are_no_tampering(tmp_path):
+    """types.coroutine sets a generator function's __code__ (a flag changes, not the code)."""
+    honest = ("import asyncio, types\nfrom unittest import mock\n"
+              "@types.coroutine\ndef tick():\n    yield\n"
+              "async def twice(x):\n    await tick()\n    return 2 * x\n"
+              "def scale(x, k):\n    return x * k\nassert asyncio.run(twice(3)) == 6")
+    answer = verdict(tmp_path, honest)
+    assert answer["tampered"] == "" and all(c["passed"] for c in answer["cells"].values()), answer
+
+
+def test_thread_and_unraisable_hooks_are_the_students(tmp_path):
+    """A distributed-training lesson reports a rank's failure with threading.excepthook: it cannot
+    turn a failed assert of the main thread into a pass."""
+    honest = ("import sys, threading\nthreading.excepthook = lambda args: None\n"
+              "sys.unraisablehook = lambda unraisable: None\ndef scale(x, k):\n    return x * k")
+    answer = verdict(tmp_path, honest)
+    assert answer["tampered"] == "" and all(c["passed"] for c in answer["cells"].values()), answer
