@@ -141,6 +141,14 @@ def hang(out):
     return {}
 
 
+def hang_object(out):
+    """Rank 1 stops taking part; rank 0's all_gather_object must time out like any collective."""
+    if dist.get_rank() == 1:
+        time.sleep(120)
+    dist.all_gather_object([], {"shapes": [(3, 4)]})
+    return {}
+
+
 def check_nccl(out):
     """DDP of the small GPT on this rank's GPU through NCCL, plus the collectives on cuda tensors."""
     rank, n = dist.get_rank(), dist.get_world_size()
@@ -168,7 +176,7 @@ def check_nccl(out):
 if __name__ == "__main__":
     checks, out_dir = sys.argv[1].split(","), sys.argv[2]
     backend = "nccl" if checks == ["check_nccl"] else "mpi"
-    dist.init_process_group(backend, timeout=2.0 if checks == ["hang"] else None)
+    dist.init_process_group(backend, timeout=2.0 if checks in (["hang"], ["hang_object"]) else None)
     for check in checks:
         results = globals()[check](out_dir)
         if dist.get_rank() == 0:

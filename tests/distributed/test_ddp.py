@@ -121,6 +121,12 @@ def test_a_hanging_rank_times_out(tmp_path):
     assert "DistributedTimeoutError" in output and "2 s" in output, output[-2000:]
 
 
+def test_a_hanging_rank_times_out_in_all_gather_object(tmp_path):
+    code, output, seconds = launch(["hang_object"], tmp_path, timeout=60)
+    assert code != 0 and seconds < 30, f"exit {code} after {seconds:.1f} s"
+    assert "DistributedTimeoutError" in output and "all_gather_object" in output, output[-2000:]
+
+
 def test_tito_run_passes_arguments_and_exit_code(tmp_path):
     script = tmp_path / "hello.py"
     script.write_text("import sys\nimport tinytorch.distributed as dist\ndist.init_process_group()\n"
