@@ -252,8 +252,12 @@ class _ShardedBase(_ModelWrapper):
         in_units = set()
         for unit in self.units:
             in_units.update(id(p) for p in unit.params)
-            arrays = [to_device(values[id(p)], unit.device) if id(p) in values else unit.xp.zeros(size, unit.dtype)
-                      for p, size in zip(unit.params, unit.sizes)]  # a key left out (strict=False): zeros
+            # a key left out (strict=False) keeps its value: gathered from the shards, a collective that every
+            # rank makes alike, since every rank loads the same state dict
+            now = _gather_values(unit, self._pg, unit.shard.data, into_full=False) if any(
+                id(p) not in values for p in unit.params) else None
+            arrays = [to_device(values[id(p)], unit.device) if id(p) in values else now[i].copy()
+                      for i, p in enumerate(unit.params)]
             unit.load_flat(unit.flatten(arrays), self._pg)
         for t in own.values():
             if id(t) not in in_units and id(t) in values:

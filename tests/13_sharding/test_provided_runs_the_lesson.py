@@ -146,3 +146,16 @@ def test_a_state_dict_of_other_shapes_is_refused_naming_the_key():
             opt.load_state_dict(state)
         return True
     assert ThreadGroup.run(2, rank) == [True, True]
+
+
+def test_a_key_left_out_with_strict_false_keeps_its_value():
+    """PyTorch's strict=False loads the keys given and leaves the others as they are (it zeroed them)."""
+    kept, changed = "transformer.h.1.mlp.c_fc.weight", "transformer.h.0.mlp.c_fc.weight"
+
+    def rank():
+        net = _wrapped()
+        net.load_state_dict({changed: tt.tensor(np.full_like(INIT[changed], 0.5))}, strict=False)
+        return {k: v.numpy() for k, v in net.state_dict().items()}  # rank 0 holds the consolidated state
+    after = ThreadGroup.run(2, rank)[0]
+    assert np.array_equal(after[kept], INIT[kept]), "a key left out of the state dict must keep its value"
+    assert (after[changed] == 0.5).all()
