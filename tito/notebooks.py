@@ -520,12 +520,17 @@ def _umask() -> int:
     return mask
 
 
-def write_notebook(notebook, path: Path) -> None:
-    """nbformat.write, atomically."""
+def notebook_text(notebook) -> str:
+    """The .ipynb file's text of `notebook`, ending in a newline as nbformat.write's does."""
     import nbformat
 
     text = nbformat.writes(notebook)
-    write_atomically(path, text if text.endswith("\n") else text + "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_notebook(notebook, path: Path) -> None:
+    """nbformat.write, atomically."""
+    write_atomically(path, notebook_text(notebook))
 
 
 def _read_pair_notebook(module: ModuleFile):
@@ -552,10 +557,14 @@ def notebook_inputs(notebook) -> str:
     return jupytext.writes(notebook, fmt="py:percent")
 
 
+def _course_root(module: ModuleFile) -> Path:
+    """The folder `module.rel` is relative to (the course's, or the repo's, root)."""
+    return module.path.parents[len(Path(module.rel).parts) - 1]
+
+
 def _sync_record(module: ModuleFile) -> Path:
     """`.tito/sync/NN_name[.provided].json`: the hashes of the pair when tito last synced it."""
-    root = module.path.parents[len(Path(module.rel).parts) - 1]
-    return root / ".tito" / "sync" / f"{module.folder}.{module.path.stem}.json"
+    return _course_root(module) / ".tito" / "sync" / f"{module.folder}.{module.path.stem}.json"
 
 
 def _read_record(module: ModuleFile) -> dict | None:
@@ -568,8 +577,7 @@ def _read_record(module: ModuleFile) -> dict | None:
 
 def _relative(path: Path, module: ModuleFile) -> str:
     """`path` as the student would type it, from the course's root."""
-    root = module.path.parents[len(Path(module.rel).parts) - 1]
-    return path.relative_to(root).as_posix()
+    return path.relative_to(_course_root(module)).as_posix()
 
 
 def record_synced(module: ModuleFile, py_text: str, ipynb_inputs: str) -> None:
@@ -655,10 +663,7 @@ def sync(module: ModuleFile) -> str:
     from jupytext.combine import combine_inputs_with_outputs
 
     new = combine_inputs_with_outputs(new, old, fmt="py:percent") or new  # keep the student's outputs (it returns a copy)
-    import nbformat
-
-    text = nbformat.writes(new)
-    _replace_if_unchanged(ipynb, text if text.endswith("\n") else text + "\n", ipynb_seen)
+    _replace_if_unchanged(ipynb, notebook_text(new), ipynb_seen)
     record_synced(module, py_text, notebook_inputs(new))
     return f"{note}updated {ipynb.name} from {module.path.name}"
 

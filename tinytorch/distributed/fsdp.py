@@ -220,7 +220,7 @@ class _ShardedBase(_ModelWrapper):
             # rank makes alike, since every rank loads the same state dict
             now = _gather_values(unit, self._pg, unit.shard.data, into_full=False) if any(
                 id(p) not in values for p in unit.params) else None
-            arrays = [to_device(values[id(p)], unit.device) if id(p) in values else now[i].copy()
+            arrays = [to_device(values[id(p)], unit.device) if id(p) in values else now[i]
                       for i, p in enumerate(unit.params)]
             unit.load_flat(unit.flatten(arrays), self._pg)
         for t in own.values():
