@@ -418,12 +418,12 @@ def build_package(build: Path, modules: list[ModuleFile], own: ModuleFile, own_t
 # ---------------------------------------------------------------- reading what nbgrader did
 
 
+def _timed_out(cell) -> bool:
+    return any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ENAME for o in cell.get("outputs", []))
+
+
 def timed_out_cells(notebook) -> list[str]:
-    found = []
-    for cell in notebook.cells:
-        if any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ENAME for o in cell.get("outputs", [])):
-            found.append(grade_id_of(cell) or f"cell {cell.get('id', '?')}")
-    return found
+    return [grade_id_of(cell) or f"cell {cell.get('id', '?')}" for cell in notebook.cells if _timed_out(cell)]
 
 
 def passed_only_in_the_verdict(notebook, verdict_cells: dict) -> list[str]:
@@ -435,11 +435,11 @@ def passed_only_in_the_verdict(notebook, verdict_cells: dict) -> list[str]:
     there only because that cell never finished)."""
     found = []
     for cell in notebook.cells:
-        outputs = cell.get("outputs", [])
-        if any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ENAME for o in outputs):
+        if _timed_out(cell):
             break
         gid = grade_id_of(cell)
-        if gid and verdict_cells.get(gid, {}).get("passed") and any(o.get("output_type") == "error" for o in outputs):
+        if (gid and verdict_cells.get(gid, {}).get("passed")
+                and any(o.get("output_type") == "error" for o in cell.get("outputs", []))):
             found.append(gid)
     return found
 

@@ -47,8 +47,9 @@ import time
 import types
 from json.encoder import encode_basestring_ascii as _quote  # C: nothing a student can patch
 
-_BUILTIN_NAMES = frozenset(dir(builtins))
+_BUILTIN_NAMES = frozenset(n for n in dir(builtins) if not n.startswith("__"))  # not __name__: the cells' is __main__
 _MISSING = object()
+_INTERPRETER = tuple({os.path.join(os.path.realpath(p), "") for p in (sys.prefix, sys.base_prefix)})
 # The modules this script itself relies on: protected like the grader's.
 _OWN = ("builtins", "math", "operator", "itertools", "json", "json.encoder", "os", "posix", "signal", "sys",
         "threading", "_thread", "importlib", "ast", "types")
@@ -101,15 +102,15 @@ def _protected_ids(snapshot):
     return ids
 
 
-def _guard(ids, alarms, _events=frozenset({"object.__setattr__", "object.__delattr__"}), _id=id, _type=type,
-           _function=types.FunctionType, _code=types.CodeType, _coroutine=0x100, _refuse=PermissionError):
+def _guard(ids, alarms):
     """An audit hook (it cannot be removed): changing a protected function or module, or any
     function's code, is refused and remembered. One code change is not: types.coroutine's (asyncio's
     import runs it), which sets only the CO_ITERABLE_COROUTINE flag of a function that is not the
     grader's. Only locals and C calls: nothing to patch."""
 
-    def hook(event, args, _ids=ids, _alarms=alarms, _events=_events, _id=_id, _type=_type, _function=_function,
-             _code=_code, _coroutine=_coroutine, _refuse=_refuse):
+    def hook(event, args, _ids=ids, _alarms=alarms, _events=frozenset({"object.__setattr__", "object.__delattr__"}),
+             _id=id, _type=type, _function=types.FunctionType, _code=types.CodeType, _coroutine=0x100,
+             _refuse=PermissionError):
         if event not in _events:
             return
         if event == "object.__setattr__" and args[1] == "__code__" and _id(args[0]) not in _ids \
@@ -259,8 +260,7 @@ def _interpreters(name):
     origin = spec.origin if spec.has_location else None
     if not origin:
         return True  # builtin or frozen
-    origin = os.path.realpath(origin)
-    return any(origin.startswith(os.path.realpath(p) + os.sep) for p in {sys.prefix, sys.base_prefix})
+    return _inside_interpreter(origin)
 
 
 def _installed(module):
@@ -268,8 +268,12 @@ def _installed(module):
     where = getattr(module, "__file__", None)
     if not where:
         return True
-    where = os.path.realpath(where)
-    return any(where.startswith(os.path.realpath(p) + os.sep) for p in {sys.prefix, sys.base_prefix})
+    return _inside_interpreter(where)
+
+
+def _inside_interpreter(path):
+    """Whether `path` is a file of the interpreter or its site-packages."""
+    return os.path.realpath(path).startswith(_INTERPRETER)
 
 
 class _Inert:
@@ -384,7 +388,7 @@ def _referee(numpy, _limit=1000):
         return answer
 
     def contained(item, container, _hostile=hostile, _says=says, _nothing=Nothing, _type=type, _id=id,
-                  _arrays=arrays, _issubclass=issubclass, _bases=_CONTAINERS, _containers=containers,
+                  _arrays=arrays, _issubclass=issubclass, _bases=_CONTAINERS,
                   _known=plain | arrays | containers, _hasattr=hasattr, _contains=operator.contains,
                   _error=AssertionError):
         """item in container, refused if item ignores what it is compared with (`x in (1, 2)` asks x),
@@ -501,8 +505,8 @@ def run(spec):
     sys.addaudithook(_guard(_protected_ids(snapshot) | {id(thing) for thing in made}, alarms))
     excepthook = sys.excepthook
     helpers = {alias: sys.modules[name] for alias, name in aliases.items() if name in sys.modules}
-    grader_names = set().union(*(bound_names(s) for s in grader_sources)) if grader_sources else set()
-    theirs = set().union(*(c.get("theirs", []) for c in cells_spec)) if cells_spec else set()
+    grader_names = set().union(*(bound_names(s) for s in grader_sources))
+    theirs = set().union(*(c.get("theirs", []) for c in cells_spec))
     plan = [(c.get("grade_id"), bool(c.get("grader")), bound_names(c["source"]) - theirs, _sets_globals(c["source"]),
              *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else ""))
             for i, c in enumerate(cells_spec)]
@@ -537,9 +541,9 @@ def run(spec):
         # The test reads the grader's names (whatever a student's cell rebound since) from a copy of
         # the namespace, which a function it calls cannot reach through its globals(). A test that
         # sets names in the student's globals itself (`global x`) needs the namespace: it runs there.
-        guarded = {**pinned, **helpers}
         view = namespace if shared else dict_(namespace)
-        view.update(guarded)
+        view.update(pinned)
+        view.update(helpers)
         view[referee] = operand
         shadows = {name: view.pop(name) for name in shadowable & view.keys()}
         view["__builtins__"] = builtins

@@ -37,6 +37,7 @@ def test_a_tidy_submission_is_the_release_with_its_answers():
     graded = [c for c in normal.verdict_cells if c["grade_id"]]
     assert graded == [{"source": source.cells[2].source + "\n", "grade_id": "test-scale", "grader": True}]  # hidden in
     assert [c["grader"] for c in normal.verdict_cells] == [True, False, True]
+    assert normal.verdict_cells[1]["theirs"] == ["scale"], "the names the instructor's answer binds are the student's"
 
 
 def test_edited_metadata_and_extra_cells_are_graded_with_the_release_and_flagged():
@@ -73,3 +74,17 @@ def test_ipython_syntax_becomes_inert_calls_for_the_verdict():
 def test_csv_cells_that_a_spreadsheet_would_run_stay_text():
     assert [csv_safe(v) for v in ["=2+3", "+A1", "-x", "@SUM(A1)", "\tx", "ann", "-2", "3.5", 4]] == \
         ["'=2+3", "'+A1", "'-x", "'@SUM(A1)", "'\tx", "ann", "-2", "3.5", 4]
+
+
+def test_a_cell_that_failed_in_the_kernel_passes_only_if_the_verdict_ran_after_no_timeout():
+    from tito.grading import TIMEOUT_ENAME, passed_only_in_the_verdict
+
+    def graded(gid, *errors):
+        c = cell("assert True", gid, grade=True, locked=True, points=1)
+        c.outputs = [nbformat.v4.new_output("error", ename=e, evalue="", traceback=[]) for e in errors]
+        return c
+    notebook = nbformat.v4.new_notebook(cells=[graded("a"), graded("b", "AssertionError"), graded("c", TIMEOUT_ENAME),
+                                               graded("d", "NameError")])
+    verdict = {gid: {"passed": True} for gid in "abcd"}
+    assert passed_only_in_the_verdict(notebook, verdict) == ["b"], "d follows the kernel's timeout: the verdict's"
+    assert passed_only_in_the_verdict(notebook, {**verdict, "b": {"passed": False}}) == []

@@ -24,7 +24,7 @@ TESTS = {
 YES = "{g: {'passed': True, 'error': ''} for g in obj['cells']}"
 ATTACKS = {
     # the verdict script itself, and json, which it used to write its answer with
-    "verdict-module": "import sys\nv = sys.modules['__main__']\nv._timed = lambda *a, **k: None\n"
+    "verdict-module": "import sys\nv = sys.modules['__main__']\nv._stray_thread = lambda *a, **k: None\n"
                       "v._changed = lambda *a, **k: ''",
     "json-dumps": "import json\n_dumps = json.dumps\n"
                   "def _forge(obj, *a, **k):\n    if isinstance(obj, dict) and 'nonce' in obj:\n"
@@ -184,7 +184,8 @@ HONEST = {  # each passes with honest values: Python's, numpy's, tinytorch's and
     "tensors": "from tinytorch import Tensor\nt = Tensor([3.0, 3.0])\nassert (t == 3).data.all() and "
                "not (t != 3).data.any()\nassert Tensor([2.0]) == 2 and t.device == 'cpu'",
     "line-numbers": "import sys\ntry:\n    assert f(1) == 3\nexcept AssertionError:\n"
-                    "    assert sys.exc_info()[2].tb_lineno == 3",
+                    "    assert sys.exc_info()[2].tb_lineno == 3\nelse:\n    raise AssertionError('f(1) == 3 passed')",
+    "name": "assert __name__ == '__main__', __name__",
 }
 HONEST_SOLUTION = ("import numpy as np\ndef f(x):\n    return x * 2\ndef g():\n    return None\n"
                    "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n"
