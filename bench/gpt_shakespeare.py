@@ -29,7 +29,8 @@ on a throwaway copy of the model (thread pools, allocator, lazy init). ms/iter c
 drawing, forward, backward, clipping, the AdamW and scheduler steps; evaluations are timed apart.
 Threads: OMP/OPENBLAS/MKL/BLIS_NUM_THREADS are set to --threads before NumPy or torch is
 imported, and torch also gets torch.set_num_threads. Writes
-bench/results/gpt_shakespeare-<host>-<date>.json (`-threads-N` appended when --threads is not 2)
+bench/results/gpt_shakespeare-<host>-<date>.json (`-threads-N` appended when --threads is not 2,
+`-split-off` with --split off, `-runN` rather than overwrite a file)
 and prints the tables; the targets (val loss within 0.02 of PyTorch at every evaluation,
 TinyTorch's final val loss <= 1.95, median ms/iter <= 1.1x PyTorch's, forward <= 1.3x and
 backward <= 1.2x, the phases' medians) are printed PASS/FAIL, never asserted.
@@ -48,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import blas_name, cpu_name  # bench/machine.py (imports numpy only when called)
+from machine import blas_name, cpu_name, new_result_path  # bench/machine.py (imports numpy only when called)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -67,6 +68,9 @@ def parse_args():
     p.add_argument("--eval-every", type=int, default=250, help="evaluate every N iterations (and at the end)")
     p.add_argument("--eval-batches", type=int, default=200, help="batches per split per evaluation")
     p.add_argument("--threads", type=int, default=2, help="threads for NumPy's BLAS and PyTorch")
+    p.add_argument("--split", choices=["threads", "off"], default="threads",
+                   help="threads: TinyTorch splits each batch over --threads threads (ThreadedStep, BLAS at "
+                        "one thread in each); off: one thread runs the step, BLAS with --threads threads")
     p.add_argument("--only", choices=["both", "tinytorch", "torch"], default="both")
     p.add_argument("--order", choices=["torch-first", "tinytorch-first"], default="torch-first",
                    help="which framework takes the first turn (each trains in its own process)")
@@ -148,6 +152,14 @@ def decays(name, param, embedding_names):
     if ARGS.groups == "nanogpt":
         return param.ndim >= 2
     return param.ndim >= 2 and name not in embedding_names
+
+
+def next_token_loss(output, targets):
+    """Cross-entropy of GPT's (logits, _) output against (B, T) next tokens: what GPT(x, y) computes."""
+    from tinytorch.nn.functional import cross_entropy
+
+    logits = output[0]
+    return cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
 def peak_rss_mib():
@@ -316,10 +328,18 @@ class TinytorchRunner:
         self.params = list(params.values())
         self.optimizer = AdamW(groups, lr=LR, betas=BETAS, eps=1e-8)
         self.scheduler = make_scheduler(lr_scheduler, self.optimizer)
+        self.threaded = None  # --split threads: the batch split over --threads threads
+        if ARGS.split == "threads" and ARGS.threads > 1:
+            from tinytorch.training import ThreadedStep
+            self.threaded = ThreadedStep(self.model, ARGS.threads)
 
     def step(self, x, y):
         tt = self.tt
         self.model.train()
+        if self.threaded is not None:  # the same step, each half of the batch in its own thread
+            loss = self.threaded(next_token_loss, self.optimizer, [(tt.tensor(x), tt.tensor(y))], GRAD_CLIP)
+            self.scheduler.step()
+            return loss
         _, loss = self.model(tt.tensor(x), tt.tensor(y))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -341,10 +361,20 @@ class TinytorchRunner:
     def phases(self, data, T, steps=20):
         tt = self.tt
         x, y = map(tt.tensor, train_batch(data, 0, T, seed=ARGS.seed + 2))
+        clip = lambda: self.clip(self.params, GRAD_CLIP)  # noqa: E731
+        if self.threaded is not None:  # ThreadedStep's step, taken apart
+            th = self.threaded
+
+            def forward():
+                th.sync()
+                return next_token_loss(th.split_model(x), y)
+            return time_phases(forward, lambda loss: loss.backward(), clip,
+                               lambda: (th.update(self.optimizer), self.optimizer.zero_grad(set_to_none=True)),
+                               steps)
 
         def forward():
             return self.model(x, y)[1]
-        return time_phases(forward, lambda loss: loss.backward(), lambda: self.clip(self.params, GRAD_CLIP),
+        return time_phases(forward, lambda loss: loss.backward(), clip,
                            lambda: (self.optimizer.step(), self.optimizer.zero_grad(set_to_none=True)), steps)
 
     def families(self, data, T, steps=20):
@@ -602,7 +632,8 @@ def main():
                    "warmup_iters": warmup_iters(), "betas": BETAS, "weight_decay": WEIGHT_DECAY,
                    "weight_decay_groups": ARGS.groups, "grad_clip": GRAD_CLIP, "dropout": 0.0, "bias": False,
                    "seed": ARGS.seed, "data": str(ARGS.data), "chars": n_chars, "train_tokens": len(train),
-                   "val_tokens": len(val), "order": frameworks, "warmup_steps": ARGS.warmup},
+                   "val_tokens": len(val), "order": frameworks, "warmup_steps": ARGS.warmup,
+                   "tinytorch_split": ARGS.split},
         "method": "one worker process per framework; they take turns of one evaluation interval, "
                   f"{ARGS.pause} s apart, only one computing at a time; {ARGS.warmup} warm-up steps on a "
                   "throwaway copy first; ms/iter = batch + forward + backward + clip + AdamW + scheduler "
@@ -620,7 +651,8 @@ def main():
     if not ARGS.no_json:
         host = "".join(c if c.isalnum() or c in "-_" else "-" for c in machine["host"]) or "machine"
         threads = "" if ARGS.threads == 2 else f"-threads-{ARGS.threads}"
-        path = Path(ARGS.out) / f"gpt_shakespeare-{host}-{dt.date.today().isoformat()}{threads}.json"
+        split = "-split-off" if ARGS.split == "off" and ARGS.threads > 1 else ""
+        path = new_result_path(ARGS.out, f"gpt_shakespeare-{host}-{dt.date.today().isoformat()}{threads}{split}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {path}")

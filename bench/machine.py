@@ -23,3 +23,12 @@ def blas_name():
         return f"{blas.get('name')} {blas.get('version')}"
     except Exception:  # older numpy: no dict mode
         return "unknown"
+
+
+def new_result_path(out_dir, stem):
+    """out_dir/stem.json, or stem-run2.json, -run3... : a new result never overwrites a recorded one."""
+    path, run = Path(out_dir) / f"{stem}.json", 1
+    while path.exists():
+        run += 1
+        path = Path(out_dir) / f"{stem}-run{run}.json"
+    return path

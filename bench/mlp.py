@@ -25,7 +25,7 @@ import sys
 import timeit
 from pathlib import Path
 
-from machine import blas_name, cpu_name  # bench/machine.py
+from machine import blas_name, cpu_name, new_result_path  # bench/machine.py
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -41,6 +41,10 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="threads for NumPy's BLAS and PyTorch (default: all cores)")
+    p.add_argument("--split", choices=["threads", "off"], default="off",
+                   help="off: one thread runs TinyTorch's step, BLAS with --threads threads; threads: each batch "
+                        "is split over --threads threads (ThreadedStep, BLAS at one thread in each), which is "
+                        "slower for these MLPs (their per-thread arrays are too small; bench/README.md)")
     p.add_argument("--repeat", type=int, default=15, help="timing rounds per framework; the median is reported")
     p.add_argument("--blocks", type=int, default=3, help="alternating worker processes per framework")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per round (autorange)")
@@ -85,7 +89,17 @@ def tinytorch_step(sizes, batch):
         linear.weight.data[...], linear.bias.data[...] = w, b
         modules += [linear] if i == len(layers) - 1 else [linear, nn.ReLU()]
     model = nn.Sequential(*modules)
-    return make_step(model, tt.tensor(x), tt.tensor(y), AdamW(model.parameters(), lr=LR), cross_entropy)
+    x, y, opt = tt.tensor(x), tt.tensor(y), AdamW(model.parameters(), lr=LR)
+    if ARGS.split == "threads" and ARGS.threads > 1:  # the same step, the batch split over the threads
+        from tinytorch.training import ThreadedStep
+
+        threaded = ThreadedStep(model, ARGS.threads)
+
+        def step():
+            return threaded(cross_entropy, opt, [(x, y)])
+        step.model, step.inputs, step.optimizer = model, (x, y), opt
+        return step
+    return make_step(model, x, y, opt, cross_entropy)
 
 
 def torch_step(sizes, batch):
@@ -134,7 +148,7 @@ def run_worker():
 
 def worker_times(framework, config, repeat):
     command = [sys.executable, __file__, "--worker", framework, "--config", config,
-               "--threads", str(ARGS.threads), "--repeat", str(repeat), "--min-time", str(ARGS.min_time)]
+               "--threads", str(ARGS.threads), "--split", ARGS.split, "--repeat", str(repeat), "--min-time", str(ARGS.min_time)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         if framework == "torch" and "No module named 'torch'" in done.stderr:
@@ -216,6 +230,7 @@ def machine_info(load_before, versions):
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "threads": ARGS.threads,
+        "tinytorch_split": ARGS.split,
         "thread_setting": "env " + ",".join(THREAD_VARS) + " before import; torch.set_num_threads; "
                           "one worker process per framework",
         "python": sys.version.split()[0],
@@ -265,7 +280,8 @@ def main():
           f"torch {info['torch']}; threads={ARGS.threads}")
     if not ARGS.no_json:
         host = "".join(c if c.isalnum() or c in "-_" else "-" for c in info["host"]) or "machine"
-        path = Path(ARGS.out) / f"mlp-{host}-{dt.date.today().isoformat()}.json"
+        split = "-split-threads" if ARGS.split == "threads" and ARGS.threads > 1 else ""
+        path = new_result_path(ARGS.out, f"mlp-{host}-{dt.date.today().isoformat()}{split}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")

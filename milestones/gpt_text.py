@@ -38,7 +38,7 @@ from tinytorch.nn import Module
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.nn.utils import clip_grad_norm_
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-from tinytorch.training import Trainer
+from tinytorch.training import Trainer, cpu_count
 from tinytorch.training.efficiency import peak_flops
 from tinytorch.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
@@ -410,7 +410,8 @@ class _AdaptersOnly(Module):
 
 def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resume=False, out=None, seed=0,
           quiet=False, sample_tokens=300, distributed=False, overwrite=False, peak_tflops=None, zero=None,
-          checkpoint_blocks=False, amp=None, init_from=None, lora_rank=None, lora_alpha=16, lora_targets=None):
+          checkpoint_blocks=False, amp=None, init_from=None, lora_rank=None, lora_alpha=16, lora_targets=None,
+          threads=None):
     """Train a GPT on a text; returns the results (losses, time, throughput, a sample, the run folder).
 
     out=None: a new folder runs/gpt, runs/gpt-2, ... (with resume: the newest run). tokenizer and
@@ -424,7 +425,11 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     amp: "bf16" or "fp16" trains under autocast (module 10; fp16 with a GradScaler); weights, gradients,
     optimizer state and checkpoints stay float32.
     init_from + lora_rank: LoRA-fine-tune that finished run's model (its config and tokenizer; base frozen) into a
-    new run that saves the adapters alone and the base model file's SHA-256 (module 12)."""
+    new run that saves the adapters alone and the base model file's SHA-256 (module 12).
+    threads: how many CPU threads share each step's batch (module 07's ThreadedStep) in a one-process run on
+    the CPU; by default 2 where that pays (see step_threads), else 1."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise RunError(f"--threads must be at least 1, got {threads}")
     check_parallel(zero, checkpoint_blocks, distributed)
     check_lora(init_from, lora_rank, distributed, zero)
     for flag, value, known in (("--config", preset, PRESETS), ("--tokenizer", tokenizer, ("char", "bpe"))):
@@ -523,7 +528,8 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
                                checkpoint_every=p["eval_every"] if saves else None, keep_last=2,
                                seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
                                callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id},
-                               flops_per_token=flops_per_token, peak_flops=peak, writer=writer)
+                               flops_per_token=flops_per_token, peak_flops=peak, writer=writer,
+                               threads=step_threads(threads, device, world, p))
         if scaler is not None:
             use_grad_scaler(trainer, scaler)
         with amp_block:  # the forward passes (and evaluations) under autocast; backward follows their dtypes
@@ -555,7 +561,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
             "seconds": round(train_seconds, 1), **speed_report(history.summary(), world, peak, peak_source),
             "parameters": parameters, "out": str(out), "sample": sample,
             "rank": rank, "world_size": world, "parallel": describe_parallel(world, zero, checkpoint_blocks),
-            "precision": amp or "fp32",
+            "precision": amp or "fp32", "threads": trainer.threads,
             "trainable_parameters": trainable,
             **({"lora": {**lora, "adapters_bytes": (out / ADAPTERS).stat().st_size,
                          "base_bytes": (Path(lora["base"]) / FILES["model"]).stat().st_size}} if lora else {}),
@@ -583,6 +589,25 @@ def describe_parallel(world, zero, checkpoint_blocks):
             {None: "DDP", 1: "ZeRO-1 (DDP, optimizer state sharded)", 2: "ZeRO-2 (FSDP, gradients and optimizer "
              "state sharded)", 3: "ZeRO-3 (FSDP, weights, gradients and optimizer state sharded)"}[zero])
     return kind + (", checkpointed blocks" if checkpoint_blocks else "")
+
+
+# Splitting a step's batch over two threads pays only when each thread's arrays are large enough for
+# NumPy's kernels to outlast the hand-overs of Python's lock between the threads. On 2 cores, tito
+# train gpt's tokens/s: small preset (6 x 64 rows x 128 wide = 49 Ki floats per thread) +15 %, tiny
+# (4 x 32 x 64 = 8 Ki) 2.4x slower (bench/README.md).
+SPLIT_MIN_FLOATS = 32 * 1024
+
+
+def step_threads(threads, device, world, p):
+    """How many threads split each step's batch: `threads` in a one-process CPU run, by default 2 where
+    the process may use 2 CPUs and each half batch is large enough (SPLIT_MIN_FLOATS), else 1; always 1
+    on a GPU or with ranks, where the step is already spread out."""
+    if world > 1 or not str(device).startswith("cpu"):
+        return 1
+    if threads is not None:
+        return threads
+    half_batch = p["batch_size"] // 2 * p["block_size"] * p["n_embd"]
+    return 2 if cpu_count() >= 2 and half_batch >= SPLIT_MIN_FLOATS else 1
 
 
 def parallel_model(model, world, zero, lr):

@@ -13,6 +13,7 @@ __all__ = [
     "manual_seed",
     "seed_gpus",
     "default_generator",
+    "thread_generator",
     "generator_for",
     "gpu_rng_states",
     "set_gpu_rng_state",

@@ -61,8 +61,10 @@ def train_gpt(
     out: Optional[Path] = typer.Option(None, help="Run folder (default: a new one, runs/gpt, runs/gpt-2, ...); "
                                                   "one holding another run needs --resume or --overwrite."),
     seed: int = typer.Option(0, help="Seed for the weights and the data order."),
-    threads: Optional[int] = typer.Option(None, help="BLAS threads (default: the library's; 1 is often "
-                                                     "fastest for small models on a busy machine)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads: each step's batch is split over N threads "
+                                          "(BLAS at one thread in each) and BLAS gets N threads elsewhere (default: 2 "
+                                          "on 2+ CPUs for the small and medium configs, else 1 and BLAS's own; with "
+                                          "--nproc or on cuda, BLAS threads only)."),
     sample_tokens: int = typer.Option(300, help="Length of the sample printed at the end (0: none)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object with the results, nothing else."),
     nproc: int = typer.Option(1, "--nproc", help="Data-parallel ranks (MPI processes, or GPUs with "
@@ -120,7 +122,8 @@ def train_gpt(
                                   sample_tokens=sample_tokens, distributed=nproc > 1, peak_tflops=peak_tflops,
                                   zero=zero, checkpoint_blocks=checkpoint_blocks, amp=amp, init_from=init_from,
                                   lora_rank=lora_rank, lora_alpha=lora_alpha,
-                                  lora_targets=lora_targets.split(",") if lora_targets else None)
+                                  lora_targets=lora_targets.split(",") if lora_targets else None,
+                                  threads=threads if nproc == 1 else None)
         except recipe.RunError as err:  # bad options, data, run folder or checkpoint: nothing was written
             raise TitoError(str(err)) from None
         except KeyboardInterrupt:  # Ctrl-C: checkpoints are written atomically, so the newest one is whole
@@ -171,6 +174,7 @@ def _summary_rows(result):
            ("adapters file / base model file", f"{result['lora']['adapters_bytes']:,} / "
                                                f"{result['lora']['base_bytes']:,} bytes")] if result.get("lora") else []),
         ("precision", result.get("precision", "fp32")),
+        ("threads per step", number(result.get("threads"))),
         ("final train loss", number(result["final_train_loss"], "{:.4f}")),
         ("val loss", number(result["val_loss"], "{:.4f}")),
         (f"tokens/s, mean over the run{ranks}", number(result.get("tokens_per_s"))),

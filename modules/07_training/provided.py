@@ -15,7 +15,7 @@
 # # Module 07 — provided code
 #
 # Infrastructure for the training lesson, exported before it. You may read it; you do
-# not edit it. Four parts:
+# not edit it. Five parts:
 #
 # - `tinytorch.training.checkpoint`: the checkpoint *file format*. Nested state (dicts,
 #   lists, tuples, tensors, arrays, generator states) is flattened into arrays plus a
@@ -25,6 +25,8 @@
 #   sparklines and loss plots.
 # - `tinytorch.training.efficiency`: FLOPs per token, device peaks, MFU and peak memory,
 #   which the `Trainer` and `tito train gpt` report.
+# - `tinytorch.training.threads`: `ThreadedStep`, the lesson's training step with each
+#   batch split over CPU threads, so that NumPy keeps more than one core busy.
 # - `_TrainerBase` in `tinytorch.training.trainer`: the `Trainer`'s settings and their
 #   validation, logging, callbacks, evaluation cadence, early-stopping checks, finding
 #   the newest readable checkpoint, and seeding. The lesson's `Trainer` subclasses it
@@ -469,6 +471,311 @@ class PeakMemory:
 
 
 # %% [markdown]
+# ## Two cores for one step
+#
+# NumPy runs each elementwise kernel on one core, and BLAS splits a product over its threads
+# only for the length of that product, so on a 2-core machine a training step leaves one core
+# idle much of the time. NumPy releases Python's lock (the GIL) while a kernel runs: two
+# Python threads, each running the forward and the backward of half the batch, keep both
+# cores busy, taking turns only for the Python between the kernels.
+#
+# `ThreadedStep` runs the lesson's own `train_step` on a *split model*. Calling it cuts the
+# inputs into row blocks, one per thread; thread 0 runs its block through the model, each
+# other thread through a replica whose parameters hold the model's arrays (no copy) but have
+# their own `.grad`. The outputs are joined into one tensor, so the loss is the whole batch's.
+# That tensor's backward hands each block's gradient to its thread, runs the blocks' backward
+# passes at once, and adds the replicas' gradients into the model's. The optimizer's update is
+# split over the threads too, each updating whole parameters. Meanwhile BLAS runs one thread
+# per thread, and each block draws its dropout masks from its own generator, seeded from the
+# default one, so a run does not depend on thread timing.
+#
+# It pays only when each thread's arrays are large: handing the lock over costs tens of
+# microseconds, which a kernel on a few thousand floats does not outlast. Its tests check it
+# against `train_step` on one thread.
+
+# %%
+#| export training.threads
+"""A training step that splits each batch over CPU threads (NumPy kernels release the GIL)."""
+import contextlib
+import copy
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from tinytorch.core.autograd import backward as run_backward, no_grad
+from tinytorch.core.backend import default_generator, thread_generator
+from tinytorch.core.tensor import Tensor, _autocast_state, _grad_mode, from_op  # modes are per thread
+from tinytorch.optim.optimizer import Optimizer
+
+
+def cpu_count():
+    """How many CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class _OneBlasThread:
+    """BLAS at one thread while a threaded step runs: several BLAS threads per training thread fight for cores."""
+
+    def __init__(self):
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            warnings.warn("threadpoolctl is not installed, so BLAS keeps its own threads during a threaded "
+                          "step and may slow it down (pip install threadpoolctl)", RuntimeWarning, stacklevel=3)
+            self._controller = None
+        else:
+            self._controller = ThreadpoolController()
+        self._limiter, self._depth = None, 0  # nested uses keep the outermost limit
+
+    def __enter__(self):
+        if self._depth == 0 and self._controller is not None:
+            self._limiter = self._controller.limit(limits=1, user_api="blas")
+        self._depth += 1
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth == 0 and self._limiter is not None:
+            self._limiter.restore_original_limits()
+            self._limiter = None
+
+
+def _split_rows(value, bounds):
+    """`value` (a tensor, an array, or a tuple/list/dict of them) cut into row blocks [a, b)."""
+    if isinstance(value, (tuple, list)):
+        parts = [_split_rows(v, bounds) for v in value]
+        return [type(value)(p[i] for p in parts) for i in range(len(bounds))]
+    if isinstance(value, dict):
+        parts = {k: _split_rows(v, bounds) for k, v in value.items()}
+        return [{k: p[i] for k, p in parts.items()} for i in range(len(bounds))]
+    return [value[a:b] for a, b in bounds]
+
+
+def _rows(value):
+    """The batch size of `value`: the length of its first tensor or array."""
+    if isinstance(value, (tuple, list)):
+        return _rows(value[0])
+    if isinstance(value, dict):
+        return _rows(next(iter(value.values())))
+    return len(value)
+
+
+class _SplitModel:
+    """The model as `train_step` sees it inside a ThreadedStep: calling it runs the row blocks in the
+    threads and joins their outputs; everything else is the model's."""
+
+    def __init__(self, step):
+        self._step = step
+
+    def __call__(self, inputs):
+        return self._step.forward(inputs)
+
+    def zero_grad(self, set_to_none=True):
+        self._step.model.zero_grad(set_to_none)
+        self._step.clear_replica_grads()
+
+    def __getattr__(self, name):
+        return getattr(self._step.model, name)
+
+
+class _SplitOptimizer:
+    """The optimizer as `train_step` sees it inside a ThreadedStep: `step` updates the parameters in the
+    threads, `zero_grad` clears the replicas' gradients too; everything else is the optimizer's."""
+
+    def __init__(self, step, optimizer):
+        self._step, self._optimizer = step, optimizer
+
+    def step(self, closure=None):
+        if closure is not None:
+            return self._optimizer.step(closure)
+        self._step.update(self._optimizer)
+        return None
+
+    def zero_grad(self, set_to_none=True):
+        self._optimizer.zero_grad(set_to_none)
+        self._step.clear_replica_grads()
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
+
+
+class ThreadedStep:
+    """The lesson's `train_step` with each micro-batch split over `threads` CPU threads (notes above).
+
+    `step = ThreadedStep(model, threads=2)`, then `step(loss_fn, optimizer, micro_batches,
+    clip_grad_norm)` in place of `train_step(model, loss_fn, optimizer, micro_batches,
+    clip_grad_norm)`. `step.split_model(inputs)` is one split forward (its output's backward runs
+    the threads' backward passes); `close()` ends the threads.
+    """
+
+    def __init__(self, model, threads):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        devices = {p._device.type for p in model.parameters()} - {"cpu"}
+        if devices:
+            raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
+                             f"{', '.join(sorted(devices))}: leave threads at 1 on a GPU")
+        self.model, self.threads = model, threads
+        self._replicas = [self._replicate(model) for _ in range(threads - 1)]
+        self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinytorch-step") if threads > 1 else None
+        self._blas = _OneBlasThread() if threads > 1 else contextlib.nullcontext()
+        self.split_model = _SplitModel(self)
+        self._token = Tensor(np.zeros(0, dtype=np.float32), requires_grad=True)  # the joined output's graph input
+
+    @staticmethod
+    def _replicate(model):
+        """A copy of `model` whose parameters and buffers hold the model's own arrays, with no gradients."""
+        tensors = [*model.parameters(), *(b for _, b in model.named_buffers())]
+        replica = copy.deepcopy(model, {id(t.data): t.data for t in tensors})
+        for p in replica.parameters():
+            p.grad = None
+        return replica
+
+    def sync(self):
+        """Before a step: point each replica at the model's current arrays and mode (an optimizer or
+        `load_state_dict` may have rebound them), without gradients."""
+        params = list(self.model.parameters())
+        buffers = [b for _, b in self.model.named_buffers()]
+        for replica in self._replicas:
+            replica.train(self.model.training)
+            for mine, theirs in zip(params, replica.parameters(), strict=True):
+                theirs.data, theirs.requires_grad, theirs.grad = mine.data, mine.requires_grad, None
+            for mine, theirs in zip(buffers, (b for _, b in replica.named_buffers()), strict=True):
+                theirs.data = mine.data
+
+    def _run(self, task, items, generators):
+        """task(item) for each item, the first in this thread and the others in the pool, item i drawing
+        random numbers from generators[i]; every one finishes before this returns (or raises the first error)."""
+        grad_enabled, autocast = _grad_mode.enabled, _autocast_state.run
+
+        def in_caller_modes(item, generator):  # grad mode and autocast are per thread: carry the caller's
+            saved = _grad_mode.enabled, _autocast_state.run
+            _grad_mode.enabled, _autocast_state.run = grad_enabled, autocast
+            try:
+                with thread_generator(generator) if generator is not None else contextlib.nullcontext():
+                    return task(item)
+            finally:
+                _grad_mode.enabled, _autocast_state.run = saved
+
+        futures = [self._pool.submit(in_caller_modes, item, gen) for item, gen in zip(items[1:], generators[1:])]
+        errors, results = [], []
+        try:
+            results.append(in_caller_modes(items[0], generators[0]))
+        except BaseException as err:  # noqa: BLE001 -- re-raised below, once the pool's tasks are done
+            errors.append(err)
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BaseException as err:  # noqa: BLE001
+                errors.append(err)
+        if errors:
+            raise errors[0]
+        return results
+
+    def forward(self, inputs):
+        """The model's output for `inputs`, each row block computed in its own thread and the blocks joined."""
+        rows = _rows(inputs)
+        n = max(1, min(self.threads, rows))
+        edges = [rows * i // n for i in range(n + 1)]
+        bounds = list(zip(edges[:-1], edges[1:]))
+        nets = [self.model, *self._replicas][:n]
+        generators = [None] * n
+        if n > 1:
+            generators = [np.random.default_rng(int(s)) for s in default_generator().integers(2**63 - 1, size=n)]
+        with self._blas:
+            outputs = self._run(lambda job: job[0](job[1]), list(zip(nets, _split_rows(inputs, bounds))), generators)
+        return self._join(outputs, bounds, generators)
+
+    def _join(self, outputs, bounds, generators):
+        """One output from the blocks' outputs: tensors are concatenated along rows; the one tensor with a
+        graph gets a backward that runs the blocks' backward passes in their threads."""
+        first = outputs[0]
+        if isinstance(first, (tuple, list)):
+            joined = [self._join([out[i] for out in outputs], bounds, generators) for i in range(len(first))]
+            if sum(isinstance(t, Tensor) and t.requires_grad for t in joined) > 1:
+                raise ValueError("ThreadedStep: the model's output has more than one tensor with a gradient; "
+                                 "it can backpropagate through one")
+            return type(first)(joined)
+        if not isinstance(first, Tensor):
+            return first  # None, a number...: the first block's
+        data = np.concatenate([out.data for out in outputs]) if len(outputs) > 1 else first.data
+        if not first.requires_grad:
+            return from_op(data, first._device)
+
+        def join_backward(g):
+            def block_backward(job):
+                out, (a, b) = job
+                run_backward(out, g[a:b])
+            with self._blas:
+                self._run(block_backward, list(zip(outputs, bounds)), generators)
+            self.collect_grads()
+            return (None,)
+        return from_op(data, first._device, (self._token,), join_backward)
+
+    def collect_grads(self):
+        """After the backward: add each replica's gradients into the model's and clear them."""
+        with no_grad():
+            params = list(self.model.parameters())
+            for replica in self._replicas:
+                for mine, theirs in zip(params, replica.parameters()):
+                    if theirs.grad is None:
+                        continue
+                    if mine.grad is None:
+                        mine.grad = theirs.grad
+                    else:
+                        mine.grad.data += theirs.grad.data
+                    theirs.grad = None
+
+    def clear_replica_grads(self):
+        for replica in self._replicas:
+            for p in replica.parameters():
+                p.grad = None
+
+    def update(self, optimizer):
+        """`optimizer.step()` with the parameters split over the threads (largest first, each to the least
+        loaded thread); an optimizer with its own `step` runs it as it is."""
+        if self.threads == 1 or type(optimizer).step is not Optimizer.step:
+            optimizer.step()
+            return
+        work = [(p, group) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        work.sort(key=lambda item: -item[0].data.size)
+        parts, loads = [[] for _ in range(self.threads)], [0] * self.threads
+        for p, group in work:
+            i = loads.index(min(loads))
+            parts[i].append((p, group))
+            loads[i] += p.data.size
+            optimizer.state[p]  # noqa: B018 -- its state dict is made here, not by two threads at once
+
+        def run(part):
+            with no_grad():
+                for p, group in part:
+                    optimizer._update(p, p.grad.data, optimizer.state[p], group)
+        parts = [part for part in parts if part] or [[]]
+        with self._blas:
+            self._run(run, parts, [None] * len(parts))
+
+    def __call__(self, loss_fn, optimizer, micro_batches, clip_grad_norm=None):
+        """One optimizer step over `micro_batches` [(inputs, target), ...]: the lesson's `train_step` run on
+        the split model; returns the mean loss."""
+        from tinytorch.training.trainer import train_step  # the lesson's, defined after this file
+
+        with self._blas:
+            self.sync()
+            return train_step(self.split_model, loss_fn, _SplitOptimizer(self, optimizer), micro_batches,
+                              clip_grad_norm)
+
+    def close(self):
+        """End the pool's threads (the step cannot run afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+# %% [markdown]
 # ## The Trainer's base
 #
 # `_TrainerBase` holds what the lesson does not teach: the settings and their checks,
@@ -489,13 +796,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.core.backend import cuda_device_count, default_generator, gpu_rng_states, seed_gpus, set_gpu_rng_state
+from tinytorch.core.backend import (
+    cuda_device_count, default_generator, device as as_device, gpu_rng_states, seed_gpus, set_gpu_rng_state,
+)
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
     CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
 from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
+from tinytorch.training.threads import ThreadedStep
 
 
 class History:
@@ -609,7 +919,7 @@ class _TrainerBase:
                  accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
                  quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
-                 flops_per_token=None, peak_flops=None):
+                 flops_per_token=None, peak_flops=None, threads=1):
         if accum_steps < 1:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
@@ -619,6 +929,11 @@ class _TrainerBase:
         for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        if threads > 1 and as_device(device or _device_of(model)).type != "cpu":
+            raise ValueError(f"threads={threads} splits each batch over CPU threads; on "
+                             f"{as_device(device or _device_of(model))} leave threads at 1")
         if isinstance(early_stopping, dict):
             early_stopping = EarlyStopping(**early_stopping)
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
@@ -639,6 +954,7 @@ class _TrainerBase:
         self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
         # MFU needs the model's FLOPs per token and the device's peak (looked up, or measured on a CPU)
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.threads, self._threaded = threads, None  # the ThreadedStep, made at the first step
         if flops_per_token is not None and peak_flops is None:
             self.peak_flops = peak_flops_of(device or _device_of(model))[0]
         self._memory = PeakMemory(device or _device_of(model))
@@ -709,7 +1025,12 @@ class _TrainerBase:
 
     def _optimizer_step(self, group):
         lr = self.optimizer.param_groups[0]["lr"]
-        loss = train_step(self.model, self.loss_fn, self.optimizer, group, self.clip_grad_norm)
+        if self.threads == 1:
+            loss = train_step(self.model, self.loss_fn, self.optimizer, group, self.clip_grad_norm)
+        else:
+            if self._threaded is None:
+                self._threaded = ThreadedStep(self.model, self.threads)
+            loss = self._threaded(self.loss_fn, self.optimizer, group, self.clip_grad_norm)
         self.step += 1
         logs = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr}
         if not math.isfinite(loss):

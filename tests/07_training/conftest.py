@@ -46,3 +46,9 @@ class Parts:
 @pytest.fixture
 def parts(device):
     return Parts(device)
+
+
+@pytest.fixture
+def cpu_parts():
+    """`parts` on the CPU whatever the test device: splitting a batch over threads is a CPU feature."""
+    return Parts("cpu")

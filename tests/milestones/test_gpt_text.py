@@ -98,3 +98,34 @@ def test_bad_data_is_a_one_line_error(tmp_path, make, expected):
 def test_sample_without_a_run_is_a_clean_error(tmp_path):
     done = tito("sample", "--checkpoint", str(tmp_path))
     assert done.returncode == 2 and "not a run directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_threads_split_the_step_and_train_the_same_model(tmp_path):
+    """--threads 2 splits each batch over two threads (module 07's ThreadedStep): the same run, up to rounding."""
+    data = tmp_path / "fox.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    runs = {n: gpt_text.train(data=data, preset="tiny", steps=12, out=tmp_path / f"run{n}", quiet=True,
+                              sample_tokens=1, threads=n) for n in (1, 2)}
+    assert (runs[1]["threads"], runs[2]["threads"]) == (1, 2)
+    assert runs[2]["final_train_loss"] == pytest.approx(runs[1]["final_train_loss"], rel=1e-4)
+    assert runs[2]["val_loss"] == pytest.approx(runs[1]["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("threads, device, world, preset, cpus, expected", [
+    (None, "cpu", 1, "small", 2, 2),  # large enough halves: split (+15 % on 2 cores)
+    (None, "cpu", 1, "tiny", 2, 1),  # small halves: the hand-overs cost more than they gain
+    (None, "cpu", 1, "small", 1, 1),  # one CPU
+    (3, "cpu", 1, "tiny", 2, 3),  # asked for
+    (4, "cuda", 1, "small", 2, 1),  # the GPU runs the step
+    (4, "cpu", 2, "small", 2, 1),  # ranks already spread it
+])
+def test_step_threads(monkeypatch, threads, device, world, preset, cpus, expected):
+    monkeypatch.setattr(gpt_text, "cpu_count", lambda: cpus)
+    assert gpt_text.step_threads(threads, device, world, gpt_text.PRESETS[preset]) == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_bad_threads_is_a_one_line_error(tmp_path, bad):
+    done = tito("train", "gpt", "--config", "tiny", "--steps", "2", "--threads", bad, "--out", str(tmp_path / "r"))
+    assert done.returncode == 2 and "--threads must be at least 1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

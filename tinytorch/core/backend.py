@@ -13,6 +13,7 @@ __all__ = [
     "manual_seed",
     "seed_gpus",
     "default_generator",
+    "thread_generator",
     "generator_for",
     "gpu_rng_states",
     "set_gpu_rng_state",
@@ -233,9 +234,37 @@ def seed_gpus(seed):
     _gpu_generators.clear()  # redrawn from the new seed on first use
 
 
+class _ThreadGenerator(threading.local):
+    """A generator that replaces the default one in this thread only (see `thread_generator`)."""
+
+    def __init__(self):
+        self.generator = None
+
+
+_thread_generator = _ThreadGenerator()
+
+
 def default_generator():
-    """The NumPy generator that `manual_seed` resets."""
-    return _generator
+    """The NumPy generator that `manual_seed` resets (or this thread's, inside `thread_generator`)."""
+    own = _thread_generator.generator
+    return _generator if own is None else own
+
+
+class thread_generator:
+    """`with thread_generator(gen):` the calling thread draws its CPU random numbers from `gen`.
+
+    Threads that share a model draw their dropout masks from their own generators, so that a
+    run is the same whatever order the threads happen to run in."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def __enter__(self):
+        self.saved, _thread_generator.generator = _thread_generator.generator, self.generator
+        return self.generator
+
+    def __exit__(self, *exc):
+        _thread_generator.generator = self.saved
 
 
 def generator_for(dev):
@@ -243,7 +272,7 @@ def generator_for(dev):
     CuPy generator (numbers made on the GPU, no copy) seeded from `manual_seed`'s seed and N."""
     dev = device(dev)
     if dev.type == "cpu":
-        return _generator
+        return default_generator()
     gen = _gpu_generators.get(dev.index)
     if gen is None:
         cupy = get_xp(dev)

@@ -23,6 +23,8 @@ __all__ = [
     "peak_flops",
     "mfu",
     "PeakMemory",
+    "cpu_count",
+    "ThreadedStep",
     "History",
     "train_step",
     "evaluate",
@@ -34,4 +36,5 @@ __all__ = [
 from .checkpoint import *
 from .progress import *
 from .efficiency import *
+from .threads import *
 from .trainer import *

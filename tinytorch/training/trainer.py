@@ -10,6 +10,7 @@ from pathlib import Path
 from tinytorch.core.backend import (
     cuda_device_count,
     default_generator,
+    device as as_device,
     gpu_rng_states,
     seed_gpus,
     set_gpu_rng_state,
@@ -25,11 +26,12 @@ from tinytorch.training.checkpoint import (
 )
 from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
+from tinytorch.training.threads import ThreadedStep
 from tinytorch.core.autograd import no_grad
 from tinytorch.nn.utils import clip_grad_norm_
 
 
-# %% modules/07_training/provided.py, cell 10
+# %% modules/07_training/provided.py, cell 12
 """The training loop: one step, evaluation, early stopping and the `Trainer`."""
 # The lesson's half of this file (train_step, evaluate, EarlyStopping, Trainer) comes after
 # this provided half; _TrainerBase calls those names at run time, once both halves are loaded.
@@ -134,7 +136,7 @@ def _count(target):
     return len(target), "samples"
 
 
-# %% modules/07_training/provided.py, cell 11
+# %% modules/07_training/provided.py, cell 13
 class _TrainerBase:
     """Everything of the `Trainer` but the loop and the checkpoint state (the lesson writes those).
 
@@ -147,7 +149,7 @@ class _TrainerBase:
                  accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
                  quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
-                 flops_per_token=None, peak_flops=None):
+                 flops_per_token=None, peak_flops=None, threads=1):
         if accum_steps < 1:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
@@ -157,6 +159,11 @@ class _TrainerBase:
         for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        if threads > 1 and as_device(device or _device_of(model)).type != "cpu":
+            raise ValueError(f"threads={threads} splits each batch over CPU threads; on "
+                             f"{as_device(device or _device_of(model))} leave threads at 1")
         if isinstance(early_stopping, dict):
             early_stopping = EarlyStopping(**early_stopping)
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
@@ -177,6 +184,7 @@ class _TrainerBase:
         self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
         # MFU needs the model's FLOPs per token and the device's peak (looked up, or measured on a CPU)
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.threads, self._threaded = threads, None  # the ThreadedStep, made at the first step
         if flops_per_token is not None and peak_flops is None:
             self.peak_flops = peak_flops_of(device or _device_of(model))[0]
         self._memory = PeakMemory(device or _device_of(model))
@@ -247,7 +255,12 @@ class _TrainerBase:
 
     def _optimizer_step(self, group):
         lr = self.optimizer.param_groups[0]["lr"]
-        loss = train_step(self.model, self.loss_fn, self.optimizer, group, self.clip_grad_norm)
+        if self.threads == 1:
+            loss = train_step(self.model, self.loss_fn, self.optimizer, group, self.clip_grad_norm)
+        else:
+            if self._threaded is None:
+                self._threaded = ThreadedStep(self.model, self.threads)
+            loss = self._threaded(self.loss_fn, self.optimizer, group, self.clip_grad_norm)
         self.step += 1
         logs = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr}
         if not math.isfinite(loss):

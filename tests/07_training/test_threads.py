@@ -1,0 +1,271 @@
+"""ThreadedStep: the lesson's train_step with each batch split over CPU threads, checked against it."""
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+from tinytorch import nn
+from tinytorch.core.tensor import _autocast_state
+from tinytorch.training import ThreadedStep, Trainer, train_step
+
+
+
+def params(model):
+    return [p.data.copy() for p in model.parameters()]
+
+
+def batches(n_micro, rows, seed=0):
+    rng = np.random.default_rng(seed)  # as conftest's make_data: 5 features, 3 classes
+    x = rng.standard_normal((n_micro * rows, 5)).astype(np.float32)
+    y = rng.integers(0, 3, n_micro * rows)
+    return [(tt.tensor(x[i * rows:(i + 1) * rows]), tt.tensor(y[i * rows:(i + 1) * rows])) for i in range(n_micro)]
+
+
+@pytest.mark.parametrize("threads, rows", [(2, 8), (2, 7), (3, 8), (4, 2)])
+def test_equals_train_step(threads, rows, cpu_parts):
+    """Same losses and same weights as the lesson's train_step, over accumulation, clipping and AdamW."""
+    parts = cpu_parts
+    model, opt, loss, _, _ = parts(optimizer="adamw", lr=0.05)
+    twin, twin_opt, _, _, _ = parts(optimizer="adamw", lr=0.05)
+    step = ThreadedStep(twin, threads)
+    for i in range(3):
+        micro = batches(2, rows, seed=i)
+        want = train_step(model, loss, opt, micro, clip_grad_norm=0.5)
+        got = step(loss, twin_opt, micro, clip_grad_norm=0.5)
+        assert got == pytest.approx(want, rel=1e-5), f"step {i}: mean loss {got}, train_step gave {want}"
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg="weights after threaded steps != train_step's")
+    step.close()
+
+
+def test_one_row_batches_and_the_gradients_left(cpu_parts):
+    """Fewer rows than threads: only as many shares as rows; the model keeps whole gradients, replicas none."""
+    parts = cpu_parts
+    model, opt, loss, _, _ = parts(lr=0.1)
+    twin, twin_opt, _, _, _ = parts(lr=0.1)
+    step = ThreadedStep(twin, 3)
+    micro = batches(1, 1)
+    assert step(loss, twin_opt, micro) == pytest.approx(train_step(model, loss, opt, micro), rel=1e-6)
+    for a, b in zip(twin.parameters(), model.parameters()):
+        np.testing.assert_allclose(a.grad.data, b.grad.data, rtol=1e-5, atol=1e-7)
+    assert all(p.grad is None for replica in step._replicas for p in replica.parameters())
+
+
+def test_tied_weights_stay_tied_and_match(cpu_parts):
+    """A weight used twice (tied) gets both uses' gradient, as in train_step."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(5, 5, bias=False)
+            self.out = nn.Linear(5, 3)
+            self.out2 = nn.Linear(5, 5, bias=False)
+            self.out2.weight = self.inp.weight
+
+        def forward(self, x):
+            return self.out(self.out2(self.inp(x).relu()))
+
+    tt.manual_seed(0)
+    model = Tied()
+    tt.manual_seed(0)
+    twin = Tied()
+    loss = nn.functional.cross_entropy
+    opt, twin_opt = tt.optim.SGD(model.parameters(), lr=0.1), tt.optim.SGD(twin.parameters(), lr=0.1)
+    step = ThreadedStep(twin, 2)
+    assert step._replicas[0].out2.weight is step._replicas[0].inp.weight, "the replica lost the tie"
+    for i in range(2):
+        micro = batches(1, 8, seed=i)
+        train_step(model, loss, opt, micro)
+        step(loss, twin_opt, micro)
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_replicas_follow_rebound_weights(cpu_parts):
+    """The model's parameters may get new arrays (load_state_dict, an optimizer written another way): the
+    next step computes with those, not with the arrays the replicas were made with."""
+    parts = cpu_parts
+    model, opt, loss, _, _ = parts()
+    twin, twin_opt, _, _, _ = parts(seed=1)
+    step = ThreadedStep(twin, 2)
+    step(loss, twin_opt, batches(1, 8))
+    for mine, theirs in zip(twin.parameters(), model.parameters()):  # new arrays, as load_state_dict may give
+        mine.data = theirs.data.copy()
+    micro = batches(1, 8, seed=5)
+    assert step(loss, twin_opt, micro) == pytest.approx(train_step(model, loss, opt, micro), rel=1e-6)
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_does_not_depend_on_thread_timing(cpu_parts):
+    """Each share draws from its own generator, seeded from the default one: which thread draws its
+    dropout mask first (here forced both ways) changes nothing."""
+    class Late(nn.Module):  # holds back the forward of the thread it names, so the other draws first
+        def __init__(self, late_in_main):
+            super().__init__()
+            self.late_in_main = late_in_main
+
+        def forward(self, x):
+            if (threading.current_thread() is threading.main_thread()) == self.late_in_main:
+                time.sleep(0.05)
+            return x
+
+    runs = []
+    for late_in_main in (True, False):
+        model, opt, loss, _, _ = cpu_parts(dropout=0.5)
+        model = nn.Sequential(Late(late_in_main), *model)
+        opt = tt.optim.SGD(model.parameters(), lr=0.1)
+        tt.manual_seed(7)
+        step = ThreadedStep(model, 2)
+        losses = [step(loss, opt, batches(1, 16, seed=i)) for i in range(2)]
+        runs.append((losses, params(model)))
+        step.close()
+    assert runs[0][0] == runs[1][0], "the order the threads ran in changed the losses"
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_changes_nothing(cpu_parts):
+    model, opt, loss, _, _ = cpu_parts(lr=0.1)
+    before = params(model)
+    step = ThreadedStep(model, 2)
+    value = step(lambda out, t: loss(out, t) * float("nan"), opt, batches(1, 8))
+    assert math.isnan(value)
+    assert all(p.grad is None for p in model.parameters()), "a nan step must leave no gradient behind"
+    for a, b in zip(params(model), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_error_in_any_thread_is_raised_and_the_step_still_works(cpu_parts):
+    model, opt, loss, _, _ = cpu_parts()
+    calls = []
+
+    class FailsInThePool(nn.Module):
+        def forward(self, x):
+            calls.append(threading.current_thread().name)
+            if threading.current_thread() is not threading.main_thread() and len(calls) <= 2:
+                raise ValueError("bad block")
+            return x
+
+    model = nn.Sequential(FailsInThePool(), *model)
+    step = ThreadedStep(model, 2)
+    with pytest.raises(ValueError, match="bad block"):
+        step(loss, opt, batches(1, 8))
+    assert len(calls) == 2, "both blocks ran before the error was raised"
+    assert math.isfinite(step(loss, opt, batches(1, 8)))
+
+
+def test_threads_see_the_callers_grad_and_autocast_modes(cpu_parts):
+    """Grad mode and autocast are per thread: the pool's threads must run in the caller's."""
+    model, opt, loss, _, _ = cpu_parts()
+    seen = []
+
+    def passthrough(name, fn, args, kwargs):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return fn(*args, **kwargs)
+    step = ThreadedStep(model, 2)
+    _autocast_state.run = passthrough
+    try:
+        step(loss, opt, batches(1, 8))
+    finally:
+        _autocast_state.run = None
+    assert True in seen and False in seen, "the pool's thread ran its share without the caller's autocast"
+
+
+def test_an_optimizer_with_its_own_step_is_called_once(cpu_parts):
+    model, _, loss, _, _ = cpu_parts()
+
+    class Counting(tt.optim.SGD):
+        steps = 0
+
+        def step(self, closure=None):
+            Counting.steps += 1
+            return super().step(closure)
+    ThreadedStep(model, 2)(loss, Counting(model.parameters(), lr=0.1), batches(1, 8))
+    assert Counting.steps == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts_are_refused(bad, cpu_parts):
+    model, opt, loss, loader, _ = cpu_parts()
+    with pytest.raises(ValueError, match="threads"):
+        ThreadedStep(model, bad)
+    with pytest.raises(ValueError, match="threads"):
+        Trainer(model, opt, loss, loader, threads=bad, quiet=True)
+
+
+def test_threads_on_a_gpu_are_refused(cpu_parts):
+    model, opt, loss, loader, _ = cpu_parts()
+    with pytest.raises(ValueError, match="CPU threads"):
+        Trainer(model, opt, loss, loader, threads=2, device="cuda", quiet=True)
+
+
+def test_trainer_with_threads_matches_one_thread(cpu_parts):
+    parts = cpu_parts
+    runs = []
+    for threads in (1, 2):
+        model, opt, loss, loader, val = parts(n=48, batch_size=12, optimizer="adamw", lr=0.01)
+        history = Trainer(model, opt, loss, loader, val_loader=val, accum_steps=2, clip_grad_norm=1.0,
+                          threads=threads, quiet=True).fit(epochs=2)
+        runs.append((history.losses, [r["val_loss"] for r in history.eval], params(model)))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+    for a, b in zip(runs[1][2], runs[0][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_any_loss_sees_the_whole_batch(cpu_parts):
+    """The loss is computed on the joined output: a sum, or a mean that skips ignored targets, is the
+    whole batch's, not an average of the blocks'."""
+    for loss in (lambda out, t: nn.functional.cross_entropy(out, t, reduction="sum"),
+                 lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0)):
+        model, opt, _, _, _ = cpu_parts(lr=0.01)
+        twin, twin_opt, _, _, _ = cpu_parts(lr=0.01)
+        micro = batches(1, 9, seed=3)
+        want = train_step(model, loss, opt, micro)
+        got = ThreadedStep(twin, 2)(loss, twin_opt, micro)
+        assert got == pytest.approx(want, rel=1e-5)
+        for a, b in zip(params(twin), params(model)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_split_model_output_keeps_its_structure_and_backpropagates(cpu_parts):
+    """(tensor, None) outputs, as GPT's (logits, loss): joined tensor first, None kept; its backward
+    fills the model's gradients as a plain backward would."""
+    model, _, loss, _, _ = cpu_parts()
+
+    class Pair(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x), None
+    pair = Pair(model)
+    x, y = batches(1, 10)[0]
+    loss(model(x), y).backward()
+    want = [p.grad.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    step = ThreadedStep(pair, 2)
+    out = step.split_model(x)
+    assert out[1] is None and tuple(out[0].shape) == (10, 3)
+    loss(out[0], y).backward()
+    for p, w in zip(model.parameters(), want):
+        np.testing.assert_allclose(p.grad.data, w, rtol=1e-5, atol=1e-7)
+
+
+def test_two_outputs_with_gradients_are_refused(cpu_parts):
+    model, _, _, _, _ = cpu_parts()
+
+    class Two(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x), self.net(x)
+    with pytest.raises(ValueError, match="more than one tensor with a gradient"):
+        ThreadedStep(Two(model), 2).split_model(batches(1, 4)[0][0])
