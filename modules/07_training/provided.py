@@ -620,31 +620,43 @@ class ThreadedStep:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
                              f"{', '.join(sorted(devices))}: leave threads at 1 on a GPU")
         self.model, self.threads = model, threads
-        self._replicas = [self._replicate(model) for _ in range(threads - 1)]
+        self._make_replicas()
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinytorch-step") if threads > 1 else None
         self._blas = _OneBlasThread() if threads > 1 else contextlib.nullcontext()
         self.split_model = _SplitModel(self)
         self._token = Tensor(np.zeros(0, dtype=np.float32), requires_grad=True)  # the joined output's graph input
 
-    @staticmethod
-    def _replicate(model):
-        """A copy of `model` whose parameters and buffers hold the model's own arrays, with no gradients."""
-        tensors = [*model.parameters(), *(b for _, b in model.named_buffers())]
-        replica = copy.deepcopy(model, {id(t.data): t.data for t in tensors})
-        for p in replica.parameters():
-            p.grad = None
-        return replica
+    def _make_replicas(self):
+        """Copies of the model whose parameters and buffers hold the model's own arrays, without gradients;
+        with the tensors of each listed once, in the model's order."""
+        self._params = list(self.model.parameters())
+        self._buffers = [b for _, b in self.model.named_buffers()]
+        self._replicas, self._replica_tensors = [], []
+        for _ in range(self.threads - 1):
+            tensors = self._params + self._buffers
+            replica = copy.deepcopy(self.model, {id(t.data): t.data for t in tensors})
+            self._replicas.append(replica)
+            self._replica_tensors.append((list(replica.parameters()), [b for _, b in replica.named_buffers()]))
+            for p in self._replica_tensors[-1][0]:
+                p.grad = None  # deepcopy copied the model's
+        self._mode = None  # the training mode the replicas were last set to
 
     def sync(self):
         """Before a step: point each replica at the model's current arrays and mode (an optimizer or
-        `load_state_dict` may have rebound them), without gradients."""
-        params = list(self.model.parameters())
-        buffers = [b for _, b in self.model.named_buffers()]
-        for replica in self._replicas:
-            replica.train(self.model.training)
-            for mine, theirs in zip(params, replica.parameters(), strict=True):
+        `load_state_dict` may have rebound them), without gradients. A model whose parameters or buffers
+        changed since (a layer replaced, say) gets new replicas."""
+        params, buffers = list(self.model.parameters()), [b for _, b in self.model.named_buffers()]
+        if len(params) != len(self._params) or any(a is not b for a, b in zip(params, self._params)) \
+                or len(buffers) != len(self._buffers) or any(a is not b for a, b in zip(buffers, self._buffers)):
+            self._make_replicas()
+        if self._mode != self.model.training:
+            for replica in self._replicas:
+                replica.train(self.model.training)
+            self._mode = self.model.training
+        for theirs_params, theirs_buffers in self._replica_tensors:
+            for mine, theirs in zip(params, theirs_params):
                 theirs.data, theirs.requires_grad, theirs.grad = mine.data, mine.requires_grad, None
-            for mine, theirs in zip(buffers, (b for _, b in replica.named_buffers()), strict=True):
+            for mine, theirs in zip(buffers, theirs_buffers):
                 theirs.data = mine.data
 
     def _run(self, task, items, generators):
@@ -717,11 +729,13 @@ class ThreadedStep:
         return from_op(data, first._device, (self._token,), join_backward)
 
     def collect_grads(self):
-        """After the backward: add each replica's gradients into the model's and clear them."""
-        with no_grad():
-            params = list(self.model.parameters())
-            for replica in self._replicas:
-                for mine, theirs in zip(params, replica.parameters()):
+        """After the backward: add each replica's gradients into the model's and clear them; the
+        parameters are split over the threads."""
+        def collect(indices):
+            for i in indices:
+                mine = self._params[i]
+                for theirs_params, _ in self._replica_tensors:
+                    theirs = theirs_params[i]
                     if theirs.grad is None:
                         continue
                     if mine.grad is None:
@@ -729,10 +743,13 @@ class ThreadedStep:
                     else:
                         mine.grad.data += theirs.grad.data
                     theirs.grad = None
+        parts = [range(k, len(self._params), self.threads) for k in range(self.threads)]
+        with no_grad():
+            self._run(collect, parts, [None] * len(parts))
 
     def clear_replica_grads(self):
-        for replica in self._replicas:
-            for p in replica.parameters():
+        for theirs_params, _ in self._replica_tensors:
+            for p in theirs_params:
                 p.grad = None
 
     def update(self, optimizer):

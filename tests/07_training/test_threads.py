@@ -100,6 +100,24 @@ def test_replicas_follow_rebound_weights(cpu_parts):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_replaced_layer_gets_new_replicas(cpu_parts):
+    """Replicas are copies: after a layer of the model is replaced, the next step must not use the old one."""
+    model, opt, loss, _, _ = cpu_parts()
+    twin, twin_opt, _, _, _ = cpu_parts()
+    step = ThreadedStep(twin, 2)
+    step(loss, twin_opt, batches(1, 8))
+    train_step(model, loss, opt, batches(1, 8))
+    tt.manual_seed(3)
+    model.add_module("2", nn.Linear(16, 3))
+    tt.manual_seed(3)
+    twin.add_module("2", nn.Linear(16, 3))
+    opt, twin_opt = tt.optim.SGD(model.parameters(), lr=0.1), tt.optim.SGD(twin.parameters(), lr=0.1)
+    micro = batches(1, 8, seed=1)
+    assert step(loss, twin_opt, micro) == pytest.approx(train_step(model, loss, opt, micro), rel=1e-6)
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_dropout_does_not_depend_on_thread_timing(cpu_parts):
     """Each share draws from its own generator, seeded from the default one: which thread draws its
     dropout mask first (here forced both ways) changes nothing."""
