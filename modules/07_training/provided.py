@@ -544,24 +544,33 @@ class _OneBlasThread:
             self._limiter = None
 
 
+def _batched(value):
+    return isinstance(value, (Tensor, np.ndarray)) and value.ndim > 0
+
+
 def _split_rows(value, bounds):
-    """`value` (a tensor, an array, or a tuple/list/dict of them) cut into row blocks [a, b)."""
+    """`value` (a tensor, an array, or a tuple/list/dict of them) cut into row blocks [a, b); anything
+    else (None, a number, a flag) goes to every block as it is."""
     if isinstance(value, (tuple, list)):
         parts = [_split_rows(v, bounds) for v in value]
         return [type(value)(p[i] for p in parts) for i in range(len(bounds))]
     if isinstance(value, dict):
         parts = {k: _split_rows(v, bounds) for k, v in value.items()}
         return [{k: p[i] for k, p in parts.items()} for i in range(len(bounds))]
+    if not _batched(value):
+        return [value] * len(bounds)
+    if len(value) != bounds[-1][1]:
+        raise ValueError(f"ThreadedStep cuts every tensor of a batch along its first dimension (as PyTorch's "
+                         f"DataParallel), but one has {len(value)} rows and another {bounds[-1][1]}")
     return [value[a:b] for a, b in bounds]
 
 
 def _rows(value):
-    """The batch size of `value`: the length of its first tensor or array."""
-    if isinstance(value, (tuple, list)):
-        return _rows(value[0])
-    if isinstance(value, dict):
-        return _rows(next(iter(value.values())))
-    return len(value)
+    """The batch size of `value`: the length of its first tensor or array (0 when it has none)."""
+    if isinstance(value, (tuple, list, dict)):
+        values = value.values() if isinstance(value, dict) else value
+        return next((_rows(v) for v in values if _rows(v)), 0)
+    return len(value) if _batched(value) else 0
 
 
 class _SplitModel:

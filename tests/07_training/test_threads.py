@@ -287,3 +287,31 @@ def test_two_outputs_with_gradients_are_refused(cpu_parts):
             return self.net(x), self.net(x)
     with pytest.raises(ValueError, match="more than one tensor with a gradient"):
         ThreadedStep(Two(model), 2).split_model(batches(1, 4)[0][0])
+
+
+def test_inputs_with_extras_are_split_by_their_tensors(cpu_parts):
+    """A tuple or dict of inputs is cut along the rows of its tensors; None and numbers go to every block."""
+    model, opt, loss, _, _ = cpu_parts()
+    twin, twin_opt, _, _, _ = cpu_parts()
+
+    class Takes(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, inputs):
+            assert inputs["unused"] is None and inputs["scale"] == 2.0
+            return self.net(inputs["x"]) * inputs["scale"]
+    x, y = batches(1, 8)[0]
+    want = train_step(Takes(model), loss, opt, [({"x": x, "unused": None, "scale": 2.0}, y)])
+    got = ThreadedStep(Takes(twin), 2)(loss, twin_opt, [({"x": x, "unused": None, "scale": 2.0}, y)])
+    assert got == pytest.approx(want, rel=1e-6)
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_tensors_of_different_lengths_in_one_batch_are_refused(cpu_parts):
+    model, _, _, _, _ = cpu_parts()
+    x, _ = batches(1, 8)[0]
+    with pytest.raises(ValueError, match="8 rows and another 5|5 rows and another 8"):
+        ThreadedStep(model, 2).split_model((x, tt.tensor(np.zeros(5, dtype=np.float32))))
