@@ -256,7 +256,9 @@ def _rotary_pairs(head_dim, interleaved):
 import numpy as np  # noqa: F401, F811
 
 from tinytorch.core.autograd import is_grad_enabled
-from tinytorch.core.backend import DEFAULT_FLOAT, device as _as_device, get_xp, resolve_dtype  # noqa: F401, F811
+from tinytorch.core.backend import (  # noqa: F401, F811
+    DEFAULT_FLOAT, check_later, device as _as_device, get_xp, resolve_dtype, to_host,
+)
 from tinytorch.core.tensor import Tensor, from_op  # noqa: F401, F811
 from tinytorch.nn.functional import apply_rotary_emb, scaled_dot_product_attention  # noqa: F401
 from tinytorch.nn.layers import Dropout, Linear, Module
@@ -270,9 +272,14 @@ def _check_positions(positions, T, block_size, device):
     if pos.ndim != 2 or pos.shape[1] != T or pos.dtype.kind not in "iu":
         raise ValueError(f"positions must be integers of shape (B, T) with T = {T} tokens, got "
                          f"{tuple(pos.shape)} of dtype {pos.dtype}")
-    if pos.size and (int(pos.min()) < 0 or (block_size is not None and int(pos.max()) >= block_size)):
-        raise ValueError(f"positions must lie in [0, block_size={block_size}), got {int(pos.min())} .. "
-                         f"{int(pos.max())}")
+    if pos.size:  # read on the host only when it fails: on a GPU at the next sync, not once per layer now
+        def out_of_range():
+            low, high = to_host(pos.min()), to_host(pos.max())
+            return ValueError(f"positions must lie in [0, block_size={block_size}), got {low} .. {high}")
+        failed = pos.min() < 0
+        if block_size is not None:
+            failed = failed | (pos.max() >= block_size)
+        check_later(failed, out_of_range)
     return pos
 
 

@@ -52,3 +52,25 @@ def test_a_training_step_on_the_test_device_makes_no_host_sync(device):
     with count_host_syncs(include_cpu=True) as syncs:
         assert np.isfinite(loss.item())
     assert syncs.count == 1
+
+
+def test_explicit_positions_make_no_host_sync_and_fail_at_the_next_one(fake_gpu):
+    """Explicit positions are checked in the model and again in each RoPE layer: on a GPU each check is
+    queued (check_later), not read back at once; a bad position raises when the caller next reads a value
+    (on the CPU at once: tests/09_gpt/test_llama_style.py)."""
+    import pytest
+
+    tt.manual_seed(0)
+    config = GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, rope=True)
+    model = GPT(config).to("cuda")
+    x = tt.tensor(np.random.default_rng(0).integers(0, 17, (2, 8)), device="cuda")
+    good = tt.tensor(np.tile(np.arange(8), (2, 1)), device="cuda")
+    with count_host_syncs(include_cpu=True) as syncs:
+        logits, _ = model(x, positions=good)
+        logits.sum().backward()
+    assert syncs.count == 0, f"a forward and backward with explicit positions made {syncs.count} host syncs"
+    from tinytorch.nn.attention import _check_positions
+
+    _check_positions(tt.tensor(np.tile(np.arange(1, 9), (2, 1)), device="cuda"), 8, 8, "cuda")  # 8: past the end
+    with pytest.raises(ValueError, match=r"positions must lie in \[0, block_size=8\), got 1 .. 8"):
+        tt.tensor(1.0, device="cuda").item()
