@@ -315,3 +315,25 @@ def test_tensors_of_different_lengths_in_one_batch_are_refused(cpu_parts):
     x, _ = batches(1, 8)[0]
     with pytest.raises(ValueError, match="8 rows and another 5|5 rows and another 8"):
         ThreadedStep(model, 2).split_model((x, tt.tensor(np.zeros(5, dtype=np.float32))))
+
+
+def test_a_threaded_run_with_dropout_resumes_exactly(cpu_parts, tmp_path):
+    """The blocks' generators are drawn from the default one, which checkpoints hold: a resumed threaded
+    run repeats the uninterrupted one bit for bit, dropout included."""
+    from tinytorch.training.progress import read_log
+
+    def trainer(folder, **kwargs):
+        model, opt, loss, loader, val = cpu_parts(n=40, batch_size=8, shuffle=True, optimizer="adamw", lr=0.01,
+                                                  dropout=0.3)
+        return Trainer(model, opt, loss, loader, val_loader=val, accum_steps=2, clip_grad_norm=1.0, eval_every=4,
+                       checkpoint_dir=folder / "ckpt", log_path=folder / "log.jsonl", seed=3, quiet=True,
+                       threads=2, **kwargs)
+
+    def losses(folder):
+        return [(r["kind"], r["step"], r.get("loss"), r.get("val_loss"))
+                for r in read_log(folder / "log.jsonl") if r["kind"] in ("train", "eval")]
+    trainer(tmp_path / "a").fit(max_steps=10)
+    trainer(tmp_path / "b", checkpoint_every=5).fit(max_steps=7)
+    (tmp_path / "b/ckpt/step_00000007.safetensors").unlink()
+    trainer(tmp_path / "b", resume=True).fit(max_steps=10)
+    assert losses(tmp_path / "b") == losses(tmp_path / "a")
