@@ -337,3 +337,19 @@ def test_a_threaded_run_with_dropout_resumes_exactly(cpu_parts, tmp_path):
     (tmp_path / "b/ckpt/step_00000007.safetensors").unlink()
     trainer(tmp_path / "b", resume=True).fit(max_steps=10)
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
+
+
+def test_a_dropped_step_ends_its_threads(cpu_parts):
+    """Nothing the pool keeps may hold the step: once dropped, its executor is collected and its threads end."""
+    import gc
+
+    model, opt, loss, _, _ = cpu_parts()
+    before = {t for t in threading.enumerate() if t.name.startswith("tinytorch-step")}
+    step = ThreadedStep(model, 3)
+    step(loss, opt, batches(1, 9))
+    del step
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while {t for t in threading.enumerate() if t.name.startswith("tinytorch-step")} - before:
+        assert time.monotonic() < deadline, "the pool's threads outlived their ThreadedStep"
+        time.sleep(0.01)
