@@ -277,7 +277,12 @@ def checkpoint_to_resume(out, saved, model):
             continue
         owner = (state.get("config") or {}).get("run")
         theirs = {name: tuple(w.shape) for name, w in state["model"].items()}
-        if theirs != shapes or (saved.get("run") is not None and owner != saved["run"]):
+        ours = saved.get("run") is not None and owner == saved["run"]
+        if theirs != shapes and ours:  # this run's own file, in a layout this code does not write
+            raise RunError(f"--resume: {path} is this run's, but holds {len(theirs)} tensors where the model saves "
+                           f"{len(shapes)}{_layout_hint(theirs, shapes)}; start a new run (or resume it with the "
+                           f"TinyTorch that wrote it)")
+        if theirs != shapes or (saved.get("run") is not None and not ours):
             raise RunError(f"--resume: {path} belongs to another run, not to {out} ({describe_run(saved)}); move it "
                            f"out of {path.parent}, or start a new run")
         if damaged:
@@ -288,6 +293,14 @@ def checkpoint_to_resume(out, saved, model):
         raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
                        f"({len(paths)} tried): restore one, or start a new run")
     return None
+
+
+def _layout_hint(theirs, shapes):
+    """Why a run's own checkpoint may not fit: a LoRA checkpoint from before adapters-only checkpoints."""
+    if set(shapes) < set(theirs):
+        return (" (the whole model: a LoRA run's checkpoints from before they kept the adapters alone, whose "
+                "adapters are in it)")
+    return ""
 
 
 LOCK = ".lock"  # held by the run writing the folder (see lock_run_dir)

@@ -189,3 +189,21 @@ def test_bad_lora_options_are_one_line_errors(runs, monkeypatch, args, expected)
     assert done.exit_code == 2, done.output  # an unexpected exception would be exit code 1
     assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (root / "refused").exists(), "a refused run writes nothing"
+
+
+def test_resuming_from_an_old_whole_model_lora_checkpoint_says_so(runs, tmp_path):
+    """A LoRA run's checkpoint from before adapters-only checkpoints holds the whole model: resuming says
+    that, not that the file belongs to another run."""
+    from tinytorch.training.checkpoint import save_checkpoint
+
+    root, _, _ = runs
+    shutil.copytree(root / "lora", tmp_path / "lora")
+    path = list_checkpoints(tmp_path / "lora/checkpoints")[-1]
+    state = load_checkpoint(path)
+    state["model"] = {**tt.load(root / "base/model.safetensors"), **state["model"]}  # base + adapters, as before
+    save_checkpoint(path, state)
+    with pytest.raises(gpt_text.RunError) as err:
+        gpt_text.train(data=root / "dog.txt", steps=5, out=tmp_path / "lora", resume=True, quiet=True, sample_tokens=0)
+    message = str(err.value)
+    assert "is this run's" in message and "kept the adapters alone" in message, message
+    assert "another run" not in message
