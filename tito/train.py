@@ -38,13 +38,16 @@ def _recipe():
 
 
 def _set_blas_threads(n: int) -> None:
-    """Thread count for NumPy's BLAS; only takes effect before NumPy is first imported."""
+    """Thread count for NumPy's BLAS: through the environment before NumPy is imported, through
+    threadpoolctl once it is (tito called in-process, from a notebook or a test)."""
     if n < 1:
         raise TitoError(f"--threads must be at least 1, got {n}")
-    if "numpy" in sys.modules:
-        raise TitoError("--threads must be set before NumPy is imported (set OPENBLAS_NUM_THREADS instead)")
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(n)
+    if "numpy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n, user_api="blas")
 
 
 @app.command("gpt")

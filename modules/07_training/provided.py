@@ -486,8 +486,10 @@ class PeakMemory:
 # That tensor's backward hands each block's gradient to its thread, runs the blocks' backward
 # passes at once, and adds the replicas' gradients into the model's. The optimizer's update is
 # split over the threads too, each updating whole parameters. Meanwhile BLAS runs one thread
-# per thread, and each block draws its dropout masks from its own generator, seeded from the
-# default one, so a run does not depend on thread timing.
+# per thread. Block 0 draws its dropout masks from the default generator, as one thread would;
+# every other block from its own generator, seeded from the default one's state (read, not
+# drawn from), so a run does not depend on thread timing and resumes exactly. As in PyTorch's
+# `DataParallel`, the replicas share the model's other attributes (training modes, rates).
 #
 # It pays only when each thread's arrays are large: handing the lock over costs tens of
 # microseconds, which a kernel on a few thousand floats does not outlast. Its tests check it
@@ -498,6 +500,7 @@ class PeakMemory:
 """A training step that splits each batch over CPU threads (NumPy kernels release the GIL)."""
 import contextlib
 import copy
+import hashlib
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -507,6 +510,7 @@ import numpy as np
 from tinytorch.core.autograd import backward as run_backward, no_grad
 from tinytorch.core.backend import default_generator, thread_generator
 from tinytorch.core.tensor import Tensor, _autocast_state, _grad_mode, from_op  # modes are per thread
+from tinytorch.nn.module import Module
 from tinytorch.optim.optimizer import Optimizer
 
 
@@ -548,6 +552,21 @@ def _batched(value):
     return isinstance(value, (Tensor, np.ndarray)) and value.ndim > 0
 
 
+_REGISTRIES = ("_parameters", "_buffers", "_modules", "_non_persistent")  # a module's own, never shared
+
+
+def _block_generators(n):
+    """Where each of `n` row blocks draws random numbers: block 0 from the default generator, as one
+    thread would; the others from generators seeded by the default generator's state, read but not
+    drawn from (a model that draws nothing leaves the stream as one thread leaves it, and block 0's
+    draws move the state on, so the next step's seeds differ)."""
+    if n == 1:
+        return [None]
+    state = repr(default_generator().bit_generator.state).encode()
+    seed = int.from_bytes(hashlib.sha256(state).digest()[:16], "little")
+    return [None] + [np.random.default_rng([seed, i]) for i in range(1, n)]
+
+
 def _split_rows(value, bounds):
     """`value` (a tensor, an array, or a tuple/list/dict of them) cut into row blocks [a, b); anything
     else (None, a number, a flag) goes to every block as it is."""
@@ -583,17 +602,13 @@ class _SplitModel:
     def __call__(self, inputs):
         return self._step.forward(inputs)
 
-    def zero_grad(self, set_to_none=True):
-        self._step.model.zero_grad(set_to_none)
-        self._step.clear_replica_grads()
-
     def __getattr__(self, name):
         return getattr(self._step.model, name)
 
 
 class _SplitOptimizer:
     """The optimizer as `train_step` sees it inside a ThreadedStep: `step` updates the parameters in the
-    threads, `zero_grad` clears the replicas' gradients too; everything else is the optimizer's."""
+    threads; everything else is the optimizer's (replicas hold no gradient outside a backward)."""
 
     def __init__(self, step, optimizer):
         self._step, self._optimizer = step, optimizer
@@ -603,10 +618,6 @@ class _SplitOptimizer:
             return self._optimizer.step(closure)
         self._step.update(self._optimizer)
         return None
-
-    def zero_grad(self, set_to_none=True):
-        self._optimizer.zero_grad(set_to_none)
-        self._step.clear_replica_grads()
 
     def __getattr__(self, name):
         return getattr(self._optimizer, name)
@@ -618,7 +629,10 @@ class ThreadedStep:
     `step = ThreadedStep(model, threads=2)`, then `step(loss_fn, optimizer, micro_batches,
     clip_grad_norm)` in place of `train_step(model, loss_fn, optimizer, micro_batches,
     clip_grad_norm)`. `step.split_model(inputs)` is one split forward (its output's backward runs
-    the threads' backward passes); `close()` ends the threads.
+    the threads' backward passes, once: the blocks' graphs are freed, retain_graph or not); `close()`
+    ends the threads. Like PyTorch's DataParallel, the replicas share the model's other attributes
+    (refreshed before each step), and a module that keeps state across batches (running statistics)
+    would see each block apart.
     """
 
     def __init__(self, model, threads):
@@ -629,48 +643,51 @@ class ThreadedStep:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
                              f"{', '.join(sorted(devices))}: leave threads at 1 on a GPU")
         self.model, self.threads = model, threads
-        self._make_replicas()
+        self._make_replicas(list(model.modules()), list(model.parameters()), [b for _, b in model.named_buffers()])
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinytorch-step") if threads > 1 else None
         self._blas = _OneBlasThread() if threads > 1 else contextlib.nullcontext()
         self.split_model = _SplitModel(self)
         self._token = Tensor(np.zeros(0, dtype=np.float32), requires_grad=True)  # the joined output's graph input
 
-    def _make_replicas(self):
-        """Copies of the model whose parameters and buffers hold the model's own arrays, without gradients;
-        with the tensors of each listed once, in the model's order."""
-        self._params = list(self.model.parameters())
-        self._buffers = [b for _, b in self.model.named_buffers()]
-        self._replicas, self._replica_tensors = [], []
+    def _make_replicas(self, modules, params, buffers):
+        """Copies of the model (its `modules`, `params` and `buffers` listed once, in order) whose parameters
+        and buffers hold the model's own arrays, without gradients."""
+        self._modules, self._params, self._buffers = modules, params, buffers
+        self._replica_parts = []  # per replica: (its modules, parameters, buffers), in the model's order
+        self._replicas = []
         for _ in range(self.threads - 1):
-            tensors = self._params + self._buffers
-            replica = copy.deepcopy(self.model, {id(t.data): t.data for t in tensors})
-            self._replicas.append(replica)
-            self._replica_tensors.append((list(replica.parameters()), [b for _, b in replica.named_buffers()]))
-            for p in self._replica_tensors[-1][0]:
+            replica = copy.deepcopy(self.model, {id(t.data): t.data for t in params + buffers})
+            parts = (list(replica.modules()), list(replica.parameters()), [b for _, b in replica.named_buffers()])
+            for p in parts[1]:
                 p.grad = None  # deepcopy copied the model's
-        self._mode = None  # the training mode the replicas were last set to
+            self._replicas.append(replica)
+            self._replica_parts.append(parts)
 
     def sync(self):
-        """Before a step: point each replica at the model's current arrays and mode (an optimizer or
-        `load_state_dict` may have rebound them), without gradients. A model whose parameters or buffers
-        changed since (a layer replaced, say) gets new replicas."""
-        params, buffers = list(self.model.parameters()), [b for _, b in self.model.named_buffers()]
-        if len(params) != len(self._params) or any(a is not b for a, b in zip(params, self._params)) \
-                or len(buffers) != len(self._buffers) or any(a is not b for a, b in zip(buffers, self._buffers)):
-            self._make_replicas()
-        if self._mode != self.model.training:
-            for replica in self._replicas:
-                replica.train(self.model.training)
-            self._mode = self.model.training
-        for theirs_params, theirs_buffers in self._replica_tensors:
-            for mine, theirs in zip(params, theirs_params):
+        """Before a step: give each replica the model's current arrays (an optimizer or `load_state_dict` may
+        have rebound them) and its modules' other attributes (training mode, dropout rate, flags), shared as
+        PyTorch's `replicate` shares them; no gradients. A model whose modules, parameters or buffers are not
+        the ones the replicas were made from (a layer replaced, say) gets new replicas."""
+        modules, params = list(self.model.modules()), list(self.model.parameters())
+        buffers = [b for _, b in self.model.named_buffers()]
+        if any(len(now) != len(then) or any(a is not b for a, b in zip(now, then))
+               for now, then in ((modules, self._modules), (params, self._params), (buffers, self._buffers))):
+            self._make_replicas(modules, params, buffers)
+        for their_modules, their_params, their_buffers in self._replica_parts:
+            for mine, theirs in zip(modules, their_modules):
+                theirs.__dict__.update((k, v) for k, v in mine.__dict__.items()
+                                       if k not in _REGISTRIES and not isinstance(v, (Tensor, Module)))
+            for mine, theirs in zip(params, their_params):
                 theirs.data, theirs.requires_grad, theirs.grad = mine.data, mine.requires_grad, None
-            for mine, theirs in zip(buffers, theirs_buffers):
+            for mine, theirs in zip(buffers, their_buffers):
                 theirs.data = mine.data
 
     def _run(self, task, items, generators):
         """task(item) for each item, the first in this thread and the others in the pool, item i drawing
-        random numbers from generators[i]; every one finishes before this returns (or raises the first error)."""
+        random numbers from generators[i] (None: the default generator); every one finishes before this
+        returns (or raises the first error), even when Ctrl-C interrupts the wait."""
+        if self.threads > 1 and self._pool is None:
+            raise RuntimeError("this ThreadedStep was closed: make a new one")
         grad_enabled, autocast = _grad_mode.enabled, _autocast_state.run
 
         def in_caller_modes(item, generator):  # grad mode and autocast are per thread: carry the caller's
@@ -689,10 +706,14 @@ class ThreadedStep:
         except BaseException as err:  # noqa: BLE001 -- re-raised below, once the pool's tasks are done
             errors.append(err)
         for future in futures:
-            try:
-                results.append(future.result())
-            except BaseException as err:  # noqa: BLE001
-                errors.append(err)
+            while True:
+                try:
+                    results.append(future.result())
+                except BaseException as err:  # noqa: BLE001
+                    errors.append(err)
+                    if not future.done():  # Ctrl-C interrupted the wait, not the task: wait for it still
+                        continue
+                break
         if errors:
             raise errors[0]
         return results
@@ -704,9 +725,7 @@ class ThreadedStep:
         edges = [rows * i // n for i in range(n + 1)]
         bounds = list(zip(edges[:-1], edges[1:]))
         nets = [self.model, *self._replicas][:n]
-        generators = [None] * n
-        if n > 1:
-            generators = [np.random.default_rng(int(s)) for s in default_generator().integers(2**63 - 1, size=n)]
+        generators = _block_generators(n)
         with self._blas:
             outputs = self._run(lambda job: job[0](job[1]), list(zip(nets, _split_rows(inputs, bounds))), generators)
         return self._join(outputs, bounds, generators)
@@ -715,12 +734,15 @@ class ThreadedStep:
         """One output from the blocks' outputs: tensors are concatenated along rows; the one tensor with a
         graph gets a backward that runs the blocks' backward passes in their threads."""
         first = outputs[0]
-        if isinstance(first, (tuple, list)):
-            joined = [self._join([out[i] for out in outputs], bounds, generators) for i in range(len(first))]
+        if isinstance(first, (tuple, list, dict)):
+            keys = list(first) if isinstance(first, dict) else range(len(first))
+            joined = [self._join([out[k] for out in outputs], bounds, generators) for k in keys]
             if sum(isinstance(t, Tensor) and t.requires_grad for t in joined) > 1:
                 raise ValueError("ThreadedStep: the model's output has more than one tensor with a gradient; "
                                  "it can backpropagate through one")
-            return type(first)(joined)
+            if isinstance(first, dict):
+                return type(first)(zip(keys, joined))
+            return type(first)(*joined) if hasattr(first, "_fields") else type(first)(joined)  # a namedtuple
         if not isinstance(first, Tensor):
             return first  # None, a number...: the first block's
         data = np.concatenate([out.data for out in outputs]) if len(outputs) > 1 else first.data
@@ -743,7 +765,7 @@ class ThreadedStep:
         def collect(indices):
             for i in indices:
                 mine = self._params[i]
-                for theirs_params, _ in self._replica_tensors:
+                for _, theirs_params, _ in self._replica_parts:
                     theirs = theirs_params[i]
                     if theirs.grad is None:
                         continue
@@ -755,11 +777,6 @@ class ThreadedStep:
         parts = [range(k, len(self._params), self.threads) for k in range(self.threads)]
         with no_grad():
             self._run(collect, parts, [None] * len(parts))
-
-    def clear_replica_grads(self):
-        for theirs_params, _ in self._replica_tensors:
-            for p in theirs_params:
-                p.grad = None
 
     def update(self, optimizer):
         """`optimizer.step()` with the parameters split over the threads (largest first, each to the least
@@ -997,9 +1014,14 @@ class _TrainerBase:
         self._memory = PeakMemory(self.device or _device_of(self.model))
         self._call("on_fit_start", self)
         self._tick = time.perf_counter()
-        with self._progress(epochs, max_steps) as self._bar:
-            while not self._finished(epochs, max_steps):
-                self._run_epoch(max_steps)
+        try:
+            with self._progress(epochs, max_steps) as self._bar:
+                while not self._finished(epochs, max_steps):
+                    self._run_epoch(max_steps)
+        finally:
+            if self._threaded is not None:  # its threads end with the fit; the next fit makes a new one
+                self._threaded.close()
+                self._threaded = None
         self.history.peak_memory_mib, self.history.memory_kind = self._memory.mib, self._memory.kind
         if self.checkpoint_dir is not None and self._saved_step != self.step:
             self.save_checkpoint()

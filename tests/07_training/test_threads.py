@@ -353,3 +353,135 @@ def test_a_dropped_step_ends_its_threads(cpu_parts):
     while {t for t in threading.enumerate() if t.name.startswith("tinytorch-step")} - before:
         assert time.monotonic() < deadline, "the pool's threads outlived their ThreadedStep"
         time.sleep(0.01)
+
+
+def test_sub_module_modes_and_attributes_reach_the_replicas(cpu_parts):
+    """A Dropout put in eval mode, or given another rate, inside a training model: the replicas follow,
+    as they would in one thread (PyTorch's replicate shares a module's attributes too)."""
+    model, opt, loss, _, _ = cpu_parts(dropout=0.5, lr=0.1)  # Linear, ReLU, Dropout, Linear
+    twin, twin_opt, _, _, _ = cpu_parts(dropout=0.5, lr=0.1)
+    for net in (model, twin):
+        net.train()
+        net[2].eval()  # that Dropout alone: off
+    step = ThreadedStep(twin, 2)
+    micro = batches(1, 8)
+    assert step(loss, twin_opt, micro) == pytest.approx(train_step(model, loss, opt, micro), rel=1e-6)
+    for net in (model, twin):
+        net[2].train()
+        net[2].p = 0.0  # on, but dropping nothing
+    micro = batches(1, 8, seed=2)
+    assert step(loss, twin_opt, micro) == pytest.approx(train_step(model, loss, opt, micro), rel=1e-6)
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dict_and_namedtuple_outputs_are_joined_whole(cpu_parts):
+    from collections import namedtuple
+
+    Out = namedtuple("Out", "logits extra")
+    model, _, _, _, _ = cpu_parts()
+
+    class Wrapped(nn.Module):
+        def __init__(self, net, kind):
+            super().__init__()
+            self.net, self.kind = net, kind
+
+        def forward(self, x):
+            logits = self.net(x)
+            return {"logits": logits, "extra": None} if self.kind == "dict" else Out(logits, None)
+    x, _ = batches(1, 16)[0]
+    for kind in ("dict", "namedtuple"):
+        out = ThreadedStep(Wrapped(model, kind), 2).split_model(x)
+        logits = out["logits"] if kind == "dict" else out.logits
+        assert tuple(logits.shape) == (16, 3), f"{kind}: the blocks' outputs were not all joined"
+        np.testing.assert_allclose(logits.data, model(x).data, rtol=1e-5, atol=1e-6)
+        assert (out["extra"] if kind == "dict" else out.extra) is None
+
+
+def test_ctrl_c_waits_for_the_pool_before_it_is_raised(cpu_parts):
+    """Ctrl-C while the main thread waits for the pool: the pool's block still finishes before the
+    KeyboardInterrupt leaves the step, so no thread keeps writing into the next one."""
+    import os
+    import signal
+
+    model, opt, loss, _, _ = cpu_parts()
+    finished = []
+
+    class SlowInThePool(nn.Module):
+        def forward(self, x):
+            if threading.current_thread() is not threading.main_thread():
+                time.sleep(0.3)
+                finished.append(True)
+            return x
+    model = nn.Sequential(SlowInThePool(), *model)
+    step = ThreadedStep(model, 2)
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real signal: it cuts the wait short
+    with pytest.raises(KeyboardInterrupt):
+        step(loss, opt, batches(1, 8))
+    assert finished == [True], "the step returned while its pool thread was still running"
+
+
+def test_a_closed_step_says_so(cpu_parts):
+    model, opt, loss, _, _ = cpu_parts()
+    step = ThreadedStep(model, 2)
+    step.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        step(loss, opt, batches(1, 8))
+
+
+def test_the_pool_runs_in_the_callers_grad_mode(cpu_parts):
+    model, _, _, _, _ = cpu_parts()
+    seen = []
+
+    class Records(nn.Module):
+        def forward(self, x):
+            seen.append((threading.current_thread() is threading.main_thread(), tt.is_grad_enabled()))
+            return x
+    step = ThreadedStep(nn.Sequential(Records(), *model), 2)
+    with tt.no_grad():
+        out = step.split_model(batches(1, 8)[0][0])
+    assert sorted(seen) == [(False, False), (True, False)], seen
+    assert not out.requires_grad
+
+
+def test_a_nan_in_a_later_micro_batch_leaves_no_gradient(cpu_parts):
+    model, opt, loss, _, _ = cpu_parts(lr=0.1)
+    before = params(model)
+    calls = []
+
+    def second_is_nan(out, t):
+        calls.append(1)
+        return loss(out, t) * (float("nan") if len(calls) == 2 else 1.0)
+    value = ThreadedStep(model, 2)(second_is_nan, opt, batches(2, 8))
+    assert math.isnan(value)
+    assert all(p.grad is None for p in model.parameters()), "the first micro-batch's gradients were left behind"
+    for a, b in zip(params(model), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_leave_the_default_stream_alone_without_dropout(cpu_parts):
+    """A model that draws no random numbers: a split step does not draw from the default generator either,
+    so a loader shuffling from it gives the same order, and the run the same losses, as one thread."""
+    runs = []
+    for threads in (1, 2):
+        tt.manual_seed(5)
+        model, opt, loss, _, _ = cpu_parts(optimizer="adamw", lr=0.01)
+        x = np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32)
+        y = np.random.default_rng(1).integers(0, 3, 24)
+        from tinytorch.data import DataLoader, TensorDataset
+        loader = DataLoader(TensorDataset(tt.tensor(x), tt.tensor(y)), batch_size=8, shuffle=True)
+        runs.append(Trainer(model, opt, loss, loader, threads=threads, quiet=True).fit(epochs=3).losses)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+
+
+def test_fit_ends_its_threads(cpu_parts):
+    model, opt, loss, loader, _ = cpu_parts()
+    before = {t for t in threading.enumerate() if t.name.startswith("tinytorch-step")}
+    trainer = Trainer(model, opt, loss, loader, threads=2, quiet=True)
+    trainer.fit(max_steps=2)
+    deadline = time.monotonic() + 5
+    while {t for t in threading.enumerate() if t.name.startswith("tinytorch-step")} - before:
+        assert time.monotonic() < deadline, "fit returned with its step's threads still running"
+        time.sleep(0.01)
+    trainer.fit(max_steps=4)  # a later fit makes a new pool
+    assert trainer.step == 4

@@ -77,6 +77,29 @@ def test_fp16_steps_through_a_grad_scaler_saved_with_the_optimizer(workdir, logi
     assert all(str(a.dtype) == "float32" for a in state["model"].values())
 
 
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_amp_with_the_step_split_over_threads(workdir, monkeypatch, amp):
+    """--threads 2 runs the split step (module 07's ThreadedStep): autocast reaches the pool's thread, and
+    fp16's GradScaler behind the split optimizer still zeroes and steps."""
+    import threading
+
+    if amp == "bf16":
+        pytest.importorskip("ml_dtypes", reason="bfloat16 on the CPU needs ml_dtypes")
+    in_pool = []
+    forward = GPT.forward
+
+    def recording(self, *args, **kwargs):
+        logits, loss = forward(self, *args, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            in_pool.append(logits.dtype)
+        return logits, loss
+    monkeypatch.setattr(GPT, "forward", recording)
+    result = train("--amp", amp, "--threads", "2", "--out", f"{amp}-threads")
+    assert result["threads"] == 2 and result["precision"] == amp and result["steps"] == 3
+    assert set(in_pool) == {tt.float16 if amp == "fp16" else tt.bfloat16}, f"the pool's forwards ran in {in_pool}"
+    assert result["final_train_loss"] < result["initial_loss_estimate"] + 0.1, result
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--amp", "fp8"], "choose bf16 or fp16"),
     (["--amp", "fp8", "--nproc", "2"], "choose bf16 or fp16"),  # refused before any rank starts

@@ -201,9 +201,14 @@ class _TrainerBase:
         self._memory = PeakMemory(self.device or _device_of(self.model))
         self._call("on_fit_start", self)
         self._tick = time.perf_counter()
-        with self._progress(epochs, max_steps) as self._bar:
-            while not self._finished(epochs, max_steps):
-                self._run_epoch(max_steps)
+        try:
+            with self._progress(epochs, max_steps) as self._bar:
+                while not self._finished(epochs, max_steps):
+                    self._run_epoch(max_steps)
+        finally:
+            if self._threaded is not None:  # its threads end with the fit; the next fit makes a new one
+                self._threaded.close()
+                self._threaded = None
         self.history.peak_memory_mib, self.history.memory_kind = self._memory.mib, self._memory.kind
         if self.checkpoint_dir is not None and self._saved_step != self.step:
             self.save_checkpoint()
