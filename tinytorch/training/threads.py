@@ -63,6 +63,21 @@ def _batched(value):
 _REGISTRIES = ("_parameters", "_buffers", "_modules", "_non_persistent")  # a module's own, never shared
 
 
+def _parts(model):
+    """(modules, parameters, buffers) of `model`, each once, in the order `modules()` and
+    `parameters()` give them: one walk of the module tree."""
+    modules = list(model.modules())
+    found = ([], [])
+    for kind, registry in zip(found, ("_parameters", "_buffers")):
+        seen = set()
+        for module in modules:
+            for t in getattr(module, registry).values():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    kind.append(t)
+    return modules, *found
+
+
 def _block_generators(n):
     """Where each of `n` row blocks draws random numbers: block 0 from the default generator, as one
     thread would; the others from generators seeded by the default generator's state, read but not
@@ -151,7 +166,7 @@ class ThreadedStep:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
                              f"{', '.join(sorted(devices))}: leave threads at 1 on a GPU")
         self.model, self.threads = model, threads
-        self._make_replicas(list(model.modules()), list(model.parameters()), [b for _, b in model.named_buffers()])
+        self._make_replicas(*_parts(model))
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinytorch-step") if threads > 1 else None
         self._blas = _OneBlasThread() if threads > 1 else contextlib.nullcontext()
         self.split_model = _SplitModel(self)
@@ -165,7 +180,7 @@ class ThreadedStep:
         self._replicas = []
         for _ in range(self.threads - 1):
             replica = copy.deepcopy(self.model, {id(t.data): t.data for t in params + buffers})
-            parts = (list(replica.modules()), list(replica.parameters()), [b for _, b in replica.named_buffers()])
+            parts = _parts(replica)
             for p in parts[1]:
                 p.grad = None  # deepcopy copied the model's
             self._replicas.append(replica)
@@ -176,8 +191,7 @@ class ThreadedStep:
         have rebound them) and its modules' other attributes (training mode, dropout rate, flags), shared as
         PyTorch's `replicate` shares them; no gradients. A model whose modules, parameters or buffers are not
         the ones the replicas were made from (a layer replaced, say) gets new replicas."""
-        modules, params = list(self.model.modules()), list(self.model.parameters())
-        buffers = [b for _, b in self.model.named_buffers()]
+        modules, params, buffers = _parts(self.model)
         if any(len(now) != len(then) or any(a is not b for a, b in zip(now, then))
                for now, then in ((modules, self._modules), (params, self._params), (buffers, self._buffers))):
             self._make_replicas(modules, params, buffers)
