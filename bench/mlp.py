@@ -90,16 +90,12 @@ def tinytorch_step(sizes, batch):
         modules += [linear] if i == len(layers) - 1 else [linear, nn.ReLU()]
     model = nn.Sequential(*modules)
     x, y, opt = tt.tensor(x), tt.tensor(y), AdamW(model.parameters(), lr=LR)
+    threaded = None
     if ARGS.split == "threads" and ARGS.threads > 1:  # the same step, the batch split over the threads
         from tinytorch.training import ThreadedStep
 
         threaded = ThreadedStep(model, ARGS.threads)
-
-        def step():
-            return threaded(cross_entropy, opt, [(x, y)])
-        step.model, step.inputs, step.optimizer = model, (x, y), opt
-        return step
-    return make_step(model, x, y, opt, cross_entropy)
+    return make_step(model, x, y, opt, cross_entropy, threaded)
 
 
 def torch_step(sizes, batch):
@@ -119,8 +115,11 @@ def torch_step(sizes, batch):
                      torch.nn.functional.cross_entropy)
 
 
-def make_step(model, x, y, opt, loss_fn):
+def make_step(model, x, y, opt, loss_fn, threaded=None):
+    """One training step as a function; `threaded` (a TinyTorch ThreadedStep) runs it split over threads."""
     def step():
+        if threaded is not None:
+            return threaded(loss_fn, opt, [(x, y)])
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()

@@ -507,7 +507,10 @@ def write_atomically(path: Path, data: str | bytes) -> None:
 
 
 def _umask() -> int:
-    """The process's umask: from /proc on Linux, elsewhere by setting it and putting it straight back."""
+    """The process's umask: from /proc on Linux, elsewhere by setting it and putting it straight back.
+
+    The same as tinytorch.core.serialization's (module 03), on purpose: tito writes a student's files
+    while their tinytorch may not import at all."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:

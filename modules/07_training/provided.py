@@ -514,6 +514,12 @@ from tinytorch.nn.module import Module
 from tinytorch.optim.optimizer import Optimizer
 
 
+def _check_threads(threads):
+    """ValueError unless `threads` is a whole number >= 1 (the Trainer's setting and ThreadedStep's)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+
+
 def cpu_count():
     """How many CPUs this process may run on (its affinity, not the machine's count)."""
     try:
@@ -602,8 +608,10 @@ def _split_rows(value, bounds):
 def _rows(value):
     """The batch size of `value`: the length of its first tensor or array (0 when it has none)."""
     if isinstance(value, (tuple, list, dict)):
-        values = value.values() if isinstance(value, dict) else value
-        return next((_rows(v) for v in values if _rows(v)), 0)
+        for v in value.values() if isinstance(value, dict) else value:
+            if rows := _rows(v):
+                return rows
+        return 0
     return len(value) if _batched(value) else 0
 
 
@@ -651,8 +659,7 @@ class ThreadedStep:
     """
 
     def __init__(self, model, threads):
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        _check_threads(threads)
         devices = {p._device.type for p in model.parameters()} - {"cpu"}
         if devices:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
@@ -862,7 +869,7 @@ from tinytorch.training.checkpoint import (
 )
 from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
-from tinytorch.training.threads import ThreadedStep
+from tinytorch.training.threads import ThreadedStep, _check_threads
 
 
 class History:
@@ -986,11 +993,9 @@ class _TrainerBase:
         for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
-        if threads > 1 and as_device(device or _device_of(model)).type != "cpu":
-            raise ValueError(f"threads={threads} splits each batch over CPU threads; on "
-                             f"{as_device(device or _device_of(model))} leave threads at 1")
+        _check_threads(threads)
+        if threads > 1 and (where := as_device(device or _device_of(model))).type != "cpu":
+            raise ValueError(f"threads={threads} splits each batch over CPU threads; on {where} leave threads at 1")
         if isinstance(early_stopping, dict):
             early_stopping = EarlyStopping(**early_stopping)
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler

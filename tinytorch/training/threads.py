@@ -22,6 +22,12 @@ from tinytorch.optim.optimizer import Optimizer
 
 
 
+def _check_threads(threads):
+    """ValueError unless `threads` is a whole number >= 1 (the Trainer's setting and ThreadedStep's)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+
+
 def cpu_count():
     """How many CPUs this process may run on (its affinity, not the machine's count)."""
     try:
@@ -110,8 +116,10 @@ def _split_rows(value, bounds):
 def _rows(value):
     """The batch size of `value`: the length of its first tensor or array (0 when it has none)."""
     if isinstance(value, (tuple, list, dict)):
-        values = value.values() if isinstance(value, dict) else value
-        return next((_rows(v) for v in values if _rows(v)), 0)
+        for v in value.values() if isinstance(value, dict) else value:
+            if rows := _rows(v):
+                return rows
+        return 0
     return len(value) if _batched(value) else 0
 
 
@@ -159,8 +167,7 @@ class ThreadedStep:
     """
 
     def __init__(self, model, threads):
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        _check_threads(threads)
         devices = {p._device.type for p in model.parameters()} - {"cpu"}
         if devices:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "

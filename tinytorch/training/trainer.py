@@ -26,7 +26,7 @@ from tinytorch.training.checkpoint import (
 )
 from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
-from tinytorch.training.threads import ThreadedStep
+from tinytorch.training.threads import ThreadedStep, _check_threads
 from tinytorch.core.autograd import no_grad
 from tinytorch.nn.utils import clip_grad_norm_
 
@@ -159,11 +159,9 @@ class _TrainerBase:
         for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
-        if threads > 1 and as_device(device or _device_of(model)).type != "cpu":
-            raise ValueError(f"threads={threads} splits each batch over CPU threads; on "
-                             f"{as_device(device or _device_of(model))} leave threads at 1")
+        _check_threads(threads)
+        if threads > 1 and (where := as_device(device or _device_of(model))).type != "cpu":
+            raise ValueError(f"threads={threads} splits each batch over CPU threads; on {where} leave threads at 1")
         if isinstance(early_stopping, dict):
             early_stopping = EarlyStopping(**early_stopping)
         self.model, self.optimizer, self.loss_fn, self.scheduler = model, optimizer, loss_fn, scheduler
