@@ -652,10 +652,10 @@ class ThreadedStep:
     `step = ThreadedStep(model, threads=2)`, then `step(loss_fn, optimizer, micro_batches,
     clip_grad_norm)` in place of `train_step(model, loss_fn, optimizer, micro_batches,
     clip_grad_norm)`. `step.split_model(inputs)` is one split forward (its output's backward runs
-    the threads' backward passes, once: the blocks' graphs are freed, retain_graph or not); `close()`
-    ends the threads. Like PyTorch's DataParallel, the replicas share the model's other attributes
-    (refreshed before each step), and a module that keeps state across batches (running statistics)
-    would see each block apart.
+    the threads' backward passes; retain_graph works as on the model); `close()` ends the threads.
+    Like PyTorch's DataParallel, the replicas share the model's other attributes (refreshed before
+    each step), and a module that keeps state across batches (running statistics) would see each
+    block apart.
     """
 
     def __init__(self, model, threads):
@@ -770,10 +770,10 @@ class ThreadedStep:
         if not first.requires_grad:
             return from_op(data, first._device)
 
-        def join_backward(g):
+        def join_backward(g):  # the blocks' graphs live as long as this function: retain_graph decides
             def block_backward(job):
                 out, (a, b) = job
-                run_backward(out, g[a:b])
+                run_backward(out, g[a:b], retain_graph=True)
             with self._blas:
                 self._run(block_backward, list(zip(outputs, bounds)), generators)
             self.collect_grads()

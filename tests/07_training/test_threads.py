@@ -275,6 +275,26 @@ def test_split_model_output_keeps_its_structure_and_backpropagates(cpu_parts):
         np.testing.assert_allclose(p.grad.data, w, rtol=1e-5, atol=1e-7)
 
 
+def test_split_output_backward_twice_with_retain_graph(cpu_parts):
+    """retain_graph=True keeps the blocks' graphs: a second backward adds the same gradients again, as
+    on the model itself; without it the second backward is refused."""
+    model, _, loss, _, _ = cpu_parts()
+    x, y = batches(1, 10)[0]
+    loss(model(x), y).backward()
+    once = [p.grad.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    step = ThreadedStep(model, 2)
+    total = loss(step.split_model(x), y)
+    total.backward(retain_graph=True)
+    total.backward()
+    for p, w in zip(model.parameters(), once):
+        np.testing.assert_allclose(p.grad.data, 2 * w, rtol=1e-5, atol=1e-7,
+                                   err_msg="two backward passes through the split output != twice one")
+    with pytest.raises(RuntimeError, match="freed"):
+        total.backward()
+    step.close()
+
+
 def test_two_outputs_with_gradients_are_refused(cpu_parts):
     model, _, _, _, _ = cpu_parts()
 
