@@ -195,8 +195,11 @@ def _scatter_add_rows(target, rows, values):
         # few rows (a position table, a character vocabulary): one BLAS product with the one-hot
         # matrix, ~1.6x faster than sorting at 65 rows x 768 ids, ~2x slower at 1,000 rows
         one_hot = (np.arange(target.shape[0])[:, None] == rows[None, :]).astype(values.dtype)
-        target += (one_hot @ values.reshape(rows.size, -1)).reshape(target.shape)
-        return
+        with np.errstate(invalid="ignore"):
+            sums = one_hot @ values.reshape(rows.size, -1)
+        if np.isfinite(sums).all():  # else 0·inf = nan spread an inf or nan to every row: sort instead
+            target += sums.reshape(target.shape)
+            return
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
@@ -1271,6 +1274,7 @@ def _erf(z, xp):
 _SQRT_2_OVER_PI = 0.7978845608028654
 _INV_SQRT_2PI = 0.3989422804014327
 _GELU_CUBIC = _SQRT_2_OVER_PI * 0.044715  # u(x) = √(2/π) x + _GELU_CUBIC x³
+_GELU_SATURATED = 30.0  # |x| past which GELU's s = σ(2u) is exactly 0 or 1, even in float64
 _BLOCK = 1 << 16  # elements per block of a chained elementwise op: its few blocks stay in L2 cache
 
 
@@ -1290,26 +1294,31 @@ def _gelu_tanh(x, data, xp):
     flat = data.reshape(-1)
     s, out = xp.empty_like(flat), xp.empty_like(flat)
     blocks = _blocks(flat.size, xp)
-    for b in blocks:
-        xb, sb = flat[b], s[b]
-        xp.multiply(xb, xb, out=sb)  # (NumPy's x ** 3 would be ~200x slower than multiplying)
-        sb *= _GELU_CUBIC
-        sb += _SQRT_2_OVER_PI
-        sb *= xb  # u
-        xp.tanh(sb, out=sb)
-        sb += 1.0
-        sb *= 0.5  # s
-        xp.multiply(xb, sb, out=out[b])
+    with np.errstate(over="ignore"):  # a huge |x| makes u infinite, and tanh(±inf) = ±1 is right
+        for b in blocks:
+            xb, sb = flat[b], s[b]
+            xp.multiply(xb, xb, out=sb)  # (NumPy's x ** 3 would be ~200x slower than multiplying)
+            sb *= _GELU_CUBIC
+            sb += _SQRT_2_OVER_PI
+            sb *= xb  # u
+            xp.tanh(sb, out=sb)
+            sb += 1.0
+            sb *= 0.5  # s
+            xp.multiply(xb, sb, out=out[b])
 
     def gelu_backward(g):
         g = g.reshape(-1)
         grad, one_minus_s = xp.empty_like(flat), xp.empty_like(flat[blocks[0]])
+        half = flat.dtype.itemsize < 4
         for b in blocks:
             xb, sb, db, rest = flat[b], s[b], grad[b], one_minus_s[:s[b].size]
-            xp.multiply(xb, xb, out=db)
+            # float16's x² overflows at |x| = 256, and inf·(1 - s) = inf·0 = nan. Past |x| = 30, s is
+            # exactly 0 or 1, so x can be clipped there (float32 needs no clip before |x| ~ 1e13)
+            xc = xp.clip(xb, -_GELU_SATURATED, _GELU_SATURATED, out=rest) if half else xb
+            xp.multiply(xc, xc, out=db)
             db *= 6 * _GELU_CUBIC
             db += 2 * _SQRT_2_OVER_PI
-            db *= xb  # 2x u'(x) = 2x √(2/π)(1 + 3·0.044715 x²)
+            db *= xc  # 2x u'(x) = 2x √(2/π)(1 + 3·0.044715 x²)
             xp.subtract(1.0, sb, out=rest)
             db *= rest
             db += 1.0

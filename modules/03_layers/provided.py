@@ -365,7 +365,23 @@ def _normalized_axes(input, normalized_shape):
 
 
 def _row_sum(a, b=None):
-    """Σ over the last axis of a (of a·b when b is given), kept: shape (..., 1)."""
+    """Σ over the last axis of a (of a·b when b is given), kept: shape (..., 1), in a's dtype."""
+    return _row_total(a, b).astype(a.dtype, copy=False)
+
+
+def _row_mean(a, b=None):
+    """Mean over the last axis of a (of a·b when b is given), kept: shape (..., 1), in a's dtype."""
+    total = _row_total(a, b)
+    total *= 1.0 / max(a.shape[-1], 1)
+    return total.astype(a.dtype, copy=False)
+
+
+def _row_total(a, b):
+    """The row sums, float16 and bfloat16 ones in float32 (as NumPy's own reductions add them): a
+    float16 sum passes 65504 long before the mean does."""
+    if a.dtype.itemsize < 4:
+        a = a.astype(np.float32)
+        b = None if b is None else b.astype(np.float32)
     xp = namespace_of(a)
     if xp is not np:
         return (a if b is None else a * b).sum(axis=-1, keepdims=True)
@@ -374,13 +390,6 @@ def _row_sum(a, b=None):
     if hasattr(np, "vecdot"):  # NumPy >= 2.0
         return np.vecdot(a, b)[..., None]
     return np.einsum("...i,...i->...", a, b)[..., None]
-
-
-def _row_mean(a, b=None):
-    """Mean over the last axis of a (of a·b when b is given), kept: shape (..., 1)."""
-    total = _row_sum(a, b)
-    total *= 1.0 / max(a.shape[-1], 1)
-    return total
 
 
 def _check_probability(p):

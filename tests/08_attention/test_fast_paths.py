@@ -56,3 +56,21 @@ def test_large_scores_do_not_overflow(rng):
     fast = _fast_attention_weights(q, k)
     assert np.isfinite(fast).all()
     np.testing.assert_allclose(fast, attention_weights(q, k), atol=1e-6)
+
+
+def test_float16_rows_far_below_their_block_equal_the_lessons(rng):
+    """float16's exponentials flush to 0 some 11 units below the block's maximum, long before a row's
+    sum is under the float32 cutoff: half-precision scores take the lesson's per-row shift."""
+    q, k = scores_inputs(rng, batch=(1, 1), t_q=8, t_k=8, d=16, scale=0.25)
+    bias = np.zeros((8, 8), np.float16)
+    bias[5] = -16.0
+    q, k = q.astype(np.float16), k.astype(np.float16)
+    fast = _fast_attention_weights(q, k, bias)
+    want = attention_weights(q.astype(np.float32), k.astype(np.float32), bias.astype(np.float32))
+    assert fast.dtype == np.float16
+    np.testing.assert_allclose(fast.astype(np.float32), want, atol=3e-3, err_msg="row 5 lost to float16 underflow")
+
+
+def test_no_queries_give_no_weights(rng):
+    q, k = scores_inputs(rng, t_q=0)
+    assert _fast_attention_weights(q, k).shape == (3, 2, 0, 9)

@@ -40,6 +40,18 @@ def test_gelu_tanh_blocks_match_torch(device, rng, shape):
     check_grads([("x", ox, tx)])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_gelu_tanh_gradient_of_huge_inputs_matches_torch(dtype):
+    """Past |x| ~ 10 the gradient is exactly 1 or 0; the x³ term must not overflow into inf·0 = nan
+    (float16's x² overflows at |x| = 256)."""
+    x = np.array([300.0, -300.0, 40.0, -40.0, 3.0, -3.0], dtype=dtype)
+    ox, tx = tt.tensor(x, requires_grad=True), torch.tensor(x.astype(np.float32), requires_grad=True)
+    ox.gelu(approximate="tanh").sum().backward()
+    F.gelu(tx, approximate="tanh").sum().backward()
+    assert ox.grad.data.dtype == dtype
+    np.testing.assert_allclose(ox.grad.data.astype(np.float32), tx.grad.numpy(), rtol=2e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("table_rows", [5, 1 << 16], ids=["one-hot product", "sorted runs"])
 @pytest.mark.parametrize("ids", [[3, 1, 3, 0, 3, 1], [], [-1, 4, 4]], ids=["repeats", "empty", "negative"])
 def test_scatter_add_rows_adds_repeats(ids, table_rows):
@@ -51,6 +63,20 @@ def test_scatter_add_rows_adds_repeats(ids, table_rows):
     scatter_add(ours, np.array(ids, dtype=np.int64), values)
     np.add.at(expected, np.array(ids, dtype=np.int64), values)
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6, err_msg="each repeated row must add up once per use")
+
+
+@pytest.mark.parametrize("table_rows", [5, 1 << 16], ids=["one-hot product", "sorted runs"])
+def test_scatter_add_rows_keeps_a_non_finite_value_in_its_row(table_rows):
+    """An inf in one gradient row stays in that row (0·inf in the one-hot product would be nan everywhere)."""
+    from tinytorch.core.backend import scatter_add
+
+    values = np.ones((4, 3), np.float32)
+    values[0, 0], values[3, 1] = np.inf, np.nan
+    ids = np.array([1, 2, 2, 3], dtype=np.int64)
+    ours, expected = np.zeros((table_rows, 3), np.float32), np.zeros((table_rows, 3), np.float32)
+    scatter_add(ours, ids, values)
+    np.add.at(expected, ids, values)
+    np.testing.assert_array_equal(ours, expected)
 
 
 def test_embedding_backward_matches_torch(device, rng):

@@ -206,8 +206,11 @@ def _scatter_add_rows(target, rows, values):
         # few rows (a position table, a character vocabulary): one BLAS product with the one-hot
         # matrix, ~1.6x faster than sorting at 65 rows x 768 ids, ~2x slower at 1,000 rows
         one_hot = (np.arange(target.shape[0])[:, None] == rows[None, :]).astype(values.dtype)
-        target += (one_hot @ values.reshape(rows.size, -1)).reshape(target.shape)
-        return
+        with np.errstate(invalid="ignore"):
+            sums = one_hot @ values.reshape(rows.size, -1)
+        if np.isfinite(sums).all():  # else 0·inf = nan spread an inf or nan to every row: sort instead
+            target += sums.reshape(target.shape)
+            return
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))

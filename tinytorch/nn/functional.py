@@ -112,7 +112,23 @@ def _normalized_axes(input, normalized_shape):
 
 
 def _row_sum(a, b=None):
-    """Σ over the last axis of a (of a·b when b is given), kept: shape (..., 1)."""
+    """Σ over the last axis of a (of a·b when b is given), kept: shape (..., 1), in a's dtype."""
+    return _row_total(a, b).astype(a.dtype, copy=False)
+
+
+def _row_mean(a, b=None):
+    """Mean over the last axis of a (of a·b when b is given), kept: shape (..., 1), in a's dtype."""
+    total = _row_total(a, b)
+    total *= 1.0 / max(a.shape[-1], 1)
+    return total.astype(a.dtype, copy=False)
+
+
+def _row_total(a, b):
+    """The row sums, float16 and bfloat16 ones in float32 (as NumPy's own reductions add them): a
+    float16 sum passes 65504 long before the mean does."""
+    if a.dtype.itemsize < 4:
+        a = a.astype(np.float32)
+        b = None if b is None else b.astype(np.float32)
     xp = namespace_of(a)
     if xp is not np:
         return (a if b is None else a * b).sum(axis=-1, keepdims=True)
@@ -121,13 +137,6 @@ def _row_sum(a, b=None):
     if hasattr(np, "vecdot"):  # NumPy >= 2.0
         return np.vecdot(a, b)[..., None]
     return np.einsum("...i,...i->...", a, b)[..., None]
-
-
-def _row_mean(a, b=None):
-    """Mean over the last axis of a (of a·b when b is given), kept: shape (..., 1)."""
-    total = _row_sum(a, b)
-    total *= 1.0 / max(a.shape[-1], 1)
-    return total
 
 
 def _check_probability(p):
@@ -642,13 +651,16 @@ def _array_namespace(array):
 
 # %% modules/08_attention/provided.py, cell 5
 _VANISHING_ROW_SUM = 1e-30
+_FAST_SOFTMAX_DTYPES = (np.float32, np.float64)  # half precision takes the lesson's per-row shift
 
 
 def _fast_attention_weights(q, k, bias=None):
     """`attention_weights(q, k, bias)`, on the CPU with one shift per (batch, head) block."""
-    if _array_namespace(q) is not np or q.ndim < 3:
+    if _array_namespace(q) is not np or q.ndim < 3 or q.dtype not in _FAST_SOFTMAX_DTYPES:
         return attention_weights(q, k, bias)  # noqa: F821  (the lesson's exercise, same file)
     scores = np.matmul(q, np.ascontiguousarray(k.swapaxes(-1, -2)))  # (..., Tq, Tk)
+    if scores.size == 0:
+        return scores
     if bias is not None:
         scores += bias
     blocks = scores.reshape(scores.shape[:-2] + (-1,))  # one row per (batch, head): a view
