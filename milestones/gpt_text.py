@@ -542,7 +542,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
                                seed=seed, quiet=quiet, log_path=out / "log.jsonl" if writer else None, device=device,
                                callbacks=[log], config={"preset": preset, "tokenizer": tokenizer, "run": run_id},
                                flops_per_token=flops_per_token, peak_flops=peak, writer=writer,
-                               threads=step_threads(threads, device, world, p))
+                               threads=step_threads(threads, device, world, zero, p))
         if scaler is not None:
             use_grad_scaler(trainer, scaler)
         with amp_block:  # the forward passes (and evaluations) under autocast; backward follows their dtypes
@@ -611,11 +611,12 @@ def describe_parallel(world, zero, checkpoint_blocks):
 SPLIT_MIN_FLOATS = 32 * 1024
 
 
-def step_threads(threads, device, world, p):
+def step_threads(threads, device, world, zero, p):
     """How many threads split each step's batch: `threads` in a one-process CPU run, by default 2 where
     the process may use 2 CPUs and each half batch is large enough (SPLIT_MIN_FLOATS), else 1; always 1
-    on a GPU or with ranks, where the step is already spread out."""
-    if world > 1 or not str(device).startswith("cpu"):
+    on a GPU or with ranks, where the step is already spread out, and under --zero, whose wrapper (DDP,
+    FSDP) holds the model's gradients and parameters itself."""
+    if world > 1 or zero is not None or not str(device).startswith("cpu"):
         return 1
     if threads is not None:
         return threads

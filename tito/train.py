@@ -6,6 +6,7 @@ command-line options into a call and the result into a report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -37,17 +38,32 @@ def _recipe():
     return load_script(root, milestone)
 
 
-def _set_blas_threads(n: int) -> None:
-    """Thread count for NumPy's BLAS: through the environment before NumPy is imported, through
-    threadpoolctl once it is (tito called in-process, from a notebook or a test)."""
+_BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int):
+    """Thread count for NumPy's BLAS while the run lasts: through the environment before NumPy is imported,
+    through threadpoolctl once it is (tito called in-process, from a notebook or a test); both are put back
+    afterwards, so the caller's process keeps its own BLAS threads."""
     if n < 1:
         raise TitoError(f"--threads must be at least 1, got {n}")
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(n)
-    if "numpy" in sys.modules:
-        from threadpoolctl import threadpool_limits
+    saved = {name: os.environ.get(name) for name in _BLAS_VARIABLES}
+    os.environ.update({name: str(n) for name in _BLAS_VARIABLES})
+    try:
+        if "numpy" in sys.modules:
+            from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=n, user_api="blas")
+            with threadpool_limits(limits=n, user_api="blas"):
+                yield
+        else:
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @app.command("gpt")
@@ -67,7 +83,7 @@ def train_gpt(
     threads: Optional[int] = typer.Option(None, help="CPU threads: each step's batch is split over N threads "
                                           "(BLAS at one thread in each) and BLAS gets N threads elsewhere (default: 2 "
                                           "on 2+ CPUs for the small and medium configs, else 1 and BLAS's own; with "
-                                          "--nproc or on cuda, BLAS threads only)."),
+                                          "--nproc, --zero or on cuda, BLAS threads only)."),
     sample_tokens: int = typer.Option(300, help="Length of the sample printed at the end (0: none)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object with the results, nothing else."),
     nproc: int = typer.Option(1, "--nproc", help="Data-parallel ranks (MPI processes, or GPUs with "
@@ -109,13 +125,13 @@ def train_gpt(
             code = launch(nproc, ["-m", "tito", "train", "gpt", "--nproc", str(nproc), *flags,
                                   *[arg for k, v in options.items() if v is not None for arg in (f"--{k}", str(v))]])
         raise typer.Exit(code)
-    with user_errors():
+    with user_errors(), contextlib.ExitStack() as run_scope:
         if nproc < 1:
             raise TitoError(f"--nproc must be at least 1, got {nproc}")
         if sample_tokens < 0:
             raise TitoError(f"--sample-tokens must be 0 or more, got {sample_tokens}")
         if threads is not None:
-            _set_blas_threads(threads)
+            run_scope.enter_context(_blas_threads(threads))
         recipe = _recipe()
         runs_before = set(recipe.run_dirs())
         resumed = out if out is not None or not resume else recipe.newest_run()  # --resume alone: the newest

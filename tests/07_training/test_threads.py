@@ -418,6 +418,61 @@ def test_dict_and_namedtuple_outputs_are_joined_whole(cpu_parts):
         assert (out["extra"] if kind == "dict" else out.extra) is None
 
 
+def test_split_model_follows_the_model_between_steps(cpu_parts):
+    """split_model used on its own (no step around it) sees the model as it is now: its mode and its
+    weights after load_state_dict, not the replicas' state from when they were made."""
+    model, _, _, _, _ = cpu_parts(dropout=0.5)
+    step = ThreadedStep(model, 2)
+    x, _ = batches(1, 8)[0]
+    model.eval()  # dropout off: split output = model output
+    np.testing.assert_allclose(step.split_model(x).data, model(x).data, rtol=1e-6,
+                               err_msg="a replica kept training mode (dropout) after model.eval()")
+    other, _, _, _, _ = cpu_parts(dropout=0.5)
+    for p in other.parameters():
+        p.data = p.data + 1.0
+    model.load_state_dict(other.state_dict())
+    np.testing.assert_allclose(step.split_model(x).data, model(x).data, rtol=1e-6,
+                               err_msg="a replica kept the weights it had before load_state_dict")
+    step.close()
+
+
+def test_outputs_without_rows_are_refused_and_arrays_joined(cpu_parts):
+    """Arrays in the output are joined like tensors; a scalar or lists of different lengths cannot be split
+    by rows and say so instead of returning the first block's."""
+    from collections import namedtuple
+
+    model, _, _, _, _ = cpu_parts()
+    Pair = namedtuple("Pair", "x extra")
+
+    class Outputs(nn.Module):
+        def __init__(self, net, kind):
+            super().__init__()
+            self.net, self.kind = net, kind
+
+        def forward(self, inputs):
+            x = inputs.x if isinstance(inputs, tuple) else inputs
+            logits = self.net(x)
+            return {"array": (logits, logits.data.argmax(axis=1)),
+                    "scalar": (logits, tt.tensor(np.float32(len(x)))),
+                    "per-row list": [logits[i] for i in range(len(x))]}[self.kind]
+    x, _ = batches(1, 5)[0]
+    with tt.no_grad():
+        logits, preds = ThreadedStep(Outputs(model, "array"), 2).split_model(Pair(x, None))
+        assert preds.shape == (5,) and (preds == model(x).data.argmax(axis=1)).all()
+        for kind in ("scalar", "per-row list"):
+            with pytest.raises(ValueError, match="cannot be split"):
+                ThreadedStep(Outputs(model, kind), 2).split_model(x)
+
+
+def test_a_model_that_cannot_be_copied_is_refused_clearly(cpu_parts):
+    """A model holding something deepcopy cannot copy (a lock here; a process group in FSDP) is refused
+    with the reason, not deepcopy's bare error."""
+    model, _, _, _, _ = cpu_parts()
+    model.lock = threading.Lock()
+    with pytest.raises(TypeError, match="cannot be copied .*leave threads at 1"):
+        ThreadedStep(model, 2)
+
+
 def test_ctrl_c_waits_for_the_pool_before_it_is_raised(cpu_parts):
     """Ctrl-C while the main thread waits for the pool: the pool's block still finishes before the
     KeyboardInterrupt leaves the step, so no thread keeps writing into the next one."""

@@ -2,6 +2,7 @@
 start, resume only from the run's own checkpoints, and every bad input one line with exit 2."""
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -242,3 +243,18 @@ def test_a_run_that_a_folder_no_longer_matches_after_its_checks_stops(workdir, m
     monkeypatch.setattr("fcntl.flock", no_locks)
     assert gpt_text.lock_run_dir(Path("runs/mine"), gpt_text.read_run_config(Path("runs/mine"))) is None
     assert "cannot lock" in capsys.readouterr().err
+
+
+def test_threads_in_process_leave_the_callers_blas_alone(workdir, monkeypatch):
+    """`tito train gpt --threads 1` called in-process (a notebook, a test) sets BLAS's threads for the run
+    only: the caller's BLAS threads and environment are what they were before."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        train("--threads", "1", "--out", workdir / "threads-run")
+        after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert after == before, f"BLAS threads {before} before the run, {after} after"
+    assert os.environ.get("OPENBLAS_NUM_THREADS") == "7" and "OMP_NUM_THREADS" not in os.environ

@@ -111,17 +111,19 @@ def test_threads_split_the_step_and_train_the_same_model(tmp_path):
     assert runs[2]["val_loss"] == pytest.approx(runs[1]["val_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("threads, device, world, preset, cpus, expected", [
-    (None, "cpu", 1, "small", 2, 2),  # large enough halves: split (+15 % on 2 cores)
-    (None, "cpu", 1, "tiny", 2, 1),  # small halves: the hand-overs cost more than they gain
-    (None, "cpu", 1, "small", 1, 1),  # one CPU
-    (3, "cpu", 1, "tiny", 2, 3),  # asked for
-    (4, "cuda", 1, "small", 2, 1),  # the GPU runs the step
-    (4, "cpu", 2, "small", 2, 1),  # ranks already spread it
+@pytest.mark.parametrize("threads, device, world, zero, preset, cpus, expected", [
+    (None, "cpu", 1, None, "small", 2, 2),  # large enough halves: split (+15 % on 2 cores)
+    (None, "cpu", 1, None, "tiny", 2, 1),  # small halves: the hand-overs cost more than they gain
+    (None, "cpu", 1, None, "small", 1, 1),  # one CPU
+    (3, "cpu", 1, None, "tiny", 2, 3),  # asked for
+    (4, "cuda", 1, None, "small", 2, 1),  # the GPU runs the step
+    (4, "cpu", 2, None, "small", 2, 1),  # ranks already spread it
+    (None, "cpu", 1, 1, "small", 2, 1),  # --zero in one process: DDP's wrapper, not a model to copy
+    (2, "cpu", 1, 3, "small", 2, 1),  # ... nor FSDP's
 ])
-def test_step_threads(monkeypatch, threads, device, world, preset, cpus, expected):
+def test_step_threads(monkeypatch, threads, device, world, zero, preset, cpus, expected):
     monkeypatch.setattr(gpt_text, "cpu_count", lambda: cpus)
-    assert gpt_text.step_threads(threads, device, world, gpt_text.PRESETS[preset]) == expected
+    assert gpt_text.step_threads(threads, device, world, zero, gpt_text.PRESETS[preset]) == expected
 
 
 @pytest.mark.parametrize("bad", ["0", "-2"])

@@ -101,7 +101,7 @@ def _split_rows(value, bounds):
     else (None, a number, a flag) goes to every block as it is."""
     if isinstance(value, (tuple, list)):
         parts = [_split_rows(v, bounds) for v in value]
-        return [type(value)(p[i] for p in parts) for i in range(len(bounds))]
+        return [_same_kind(value, [p[i] for p in parts]) for i in range(len(bounds))]
     if isinstance(value, dict):
         parts = {k: _split_rows(v, bounds) for k, v in value.items()}
         return [{k: p[i] for k, p in parts.items()} for i in range(len(bounds))]
@@ -111,6 +111,29 @@ def _split_rows(value, bounds):
         raise ValueError(f"ThreadedStep cuts every tensor of a batch along its first dimension (as PyTorch's "
                          f"DataParallel), but one has {len(value)} rows and another {bounds[-1][1]}")
     return [value[a:b] for a, b in bounds]
+
+
+def _same_kind(sequence, items):
+    """`items` as a tuple, list or namedtuple like `sequence`."""
+    return type(sequence)(*items) if hasattr(sequence, "_fields") else type(sequence)(items)
+
+
+def _joinable(out, first):
+    """Whether a block's output `out` can be joined with the first block's: the same kind, the same
+    length for sequences and keys for dicts, and tensors and arrays with rows (not scalars)."""
+    if type(out) is not type(first):
+        return False
+    if isinstance(first, (tuple, list)):
+        return len(out) == len(first)
+    if isinstance(first, dict):
+        return list(out) == list(first)
+    return not isinstance(first, (Tensor, np.ndarray)) or (first.ndim > 0 and out.ndim > 0)
+
+
+def _describe_output(value):
+    if isinstance(value, (Tensor, np.ndarray)):
+        return f"{type(value).__name__} of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} of length {len(value)}"
 
 
 def _rows(value):
@@ -162,8 +185,9 @@ class ThreadedStep:
     clip_grad_norm)`. `step.split_model(inputs)` is one split forward (its output's backward runs
     the threads' backward passes; retain_graph works as on the model); `close()` ends the threads.
     Like PyTorch's DataParallel, the replicas share the model's other attributes (refreshed before
-    each step), and a module that keeps state across batches (running statistics) would see each
-    block apart.
+    each step), a module that keeps state across batches (running statistics) would see each block
+    apart, and every input is cut along its first dimension (a sequence-first input, as a default
+    nn.LSTM's, would be cut along time).
     """
 
     def __init__(self, model, threads):
@@ -186,7 +210,12 @@ class ThreadedStep:
         self._replica_parts = []  # per replica: (its modules, parameters, buffers), in the model's order
         self._replicas = []
         for _ in range(self.threads - 1):
-            replica = copy.deepcopy(self.model, {id(t.data): t.data for t in params + buffers})
+            try:
+                replica = copy.deepcopy(self.model, {id(t.data): t.data for t in params + buffers})
+            except (TypeError, copy.Error) as err:  # a process group, an open file: not a model to copy
+                raise TypeError(f"ThreadedStep runs copies of the model in its threads, but this "
+                                f"{type(self.model).__name__} cannot be copied ({err}); a data-parallel wrapper "
+                                f"(DDP, FSDP) spreads the step itself: leave threads at 1") from None
             parts = _parts(replica)
             for p in parts[1]:
                 p.grad = None  # deepcopy copied the model's
@@ -248,7 +277,9 @@ class ThreadedStep:
         return results
 
     def forward(self, inputs):
-        """The model's output for `inputs`, each row block computed in its own thread and the blocks joined."""
+        """The model's output for `inputs`, each row block computed in its own thread and the blocks joined;
+        the replicas are synced with the model first (its mode, weights and attributes now)."""
+        self.sync()
         rows = _rows(inputs)
         n = max(1, min(self.threads, rows))
         edges = [rows * i // n for i in range(n + 1)]
@@ -263,15 +294,20 @@ class ThreadedStep:
         """One output from the blocks' outputs: tensors are concatenated along rows; the one tensor with a
         graph gets a backward that runs the blocks' backward passes in their threads."""
         first = outputs[0]
+        if len(outputs) > 1 and (isinstance(first, (tuple, list, dict, Tensor, np.ndarray))
+                                 and not all(_joinable(out, first) for out in outputs[1:])):
+            raise ValueError(f"ThreadedStep joins the blocks' outputs along their rows, but they differ in kind or "
+                             f"length, or hold a scalar tensor ({_describe_output(first)}): a model whose output "
+                             f"is not one row per input row cannot be split")
         if isinstance(first, (tuple, list, dict)):
             keys = list(first) if isinstance(first, dict) else range(len(first))
             joined = [self._join([out[k] for out in outputs], bounds, generators) for k in keys]
             if sum(isinstance(t, Tensor) and t.requires_grad for t in joined) > 1:
                 raise ValueError("ThreadedStep: the model's output has more than one tensor with a gradient; "
                                  "it can backpropagate through one")
-            if isinstance(first, dict):
-                return type(first)(zip(keys, joined))
-            return type(first)(*joined) if hasattr(first, "_fields") else type(first)(joined)  # a namedtuple
+            return type(first)(zip(keys, joined)) if isinstance(first, dict) else _same_kind(first, joined)
+        if isinstance(first, np.ndarray):
+            return np.concatenate(outputs) if len(outputs) > 1 else first
         if not isinstance(first, Tensor):
             return first  # None, a number...: the first block's
         data = np.concatenate([out.data for out in outputs]) if len(outputs) > 1 else first.data
@@ -335,8 +371,7 @@ class ThreadedStep:
         the split model; returns the mean loss."""
         from tinytorch.training.trainer import train_step  # the lesson's, defined after this file
 
-        with self._blas:
-            self.sync()
+        with self._blas:  # (each split forward syncs the replicas)
             return train_step(self.split_model, loss_fn, _SplitOptimizer(self, optimizer), micro_batches,
                               clip_grad_norm)
 
