@@ -172,7 +172,7 @@ def namespace_of(array):
 
 def scatter_add(target, index, values):
     """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
-    if isinstance(target, np.ndarray):
+    if _on_host(target):
         if isinstance(index, np.ndarray) and index.ndim == 1 and values.ndim >= 2 \
                 and values.shape[0] == index.shape[0]:
             _scatter_add_rows(target, index, values)
@@ -593,6 +593,14 @@ class Tensor:
     def __rmatmul__(self, other): return matmul(other, self)
     def __neg__(self): return neg(self)
 
+    # x += y: under no_grad (a hand-written weight update) in place on x's array, as PyTorch, so that
+    # every name for x (a model's parameter) sees it; while a graph is recorded, a new tensor, so that
+    # arrays the graph saved are never changed under it
+    def __iadd__(self, other): return _in_place(self, other, "add", "+=")
+    def __isub__(self, other): return _in_place(self, other, "subtract", "-=")
+    def __imul__(self, other): return _in_place(self, other, "multiply", "*=")
+    def __itruediv__(self, other): return _in_place(self, other, "divide", "/=")
+
     def __lt__(self, other): return _compare(self, other, "less")
     def __le__(self, other): return _compare(self, other, "less_equal")
     def __gt__(self, other): return _compare(self, other, "greater")
@@ -632,6 +640,9 @@ class Tensor:
         if self.requires_grad and _grad_mode.enabled:
             raise RuntimeError("in-place assignment to a tensor that requires grad would corrupt its "
                                "graph; build a new tensor with tinytorch.where or masked_fill")
+        if isinstance(value, Tensor) and value.requires_grad and _grad_mode.enabled:
+            raise RuntimeError("tensor[index] = value: value requires grad, but assignment records no graph, so "
+                               "its gradient would be lost; build the tensor with tinytorch.cat, stack or where")
         xp = get_xp(self._device)
         if isinstance(value, Tensor):
             if value._device != self._device:
@@ -965,6 +976,29 @@ def _shape_of(x):
     return tuple(getattr(x, "shape", ()))
 
 
+def _in_place(x, other, ufunc, symbol):
+    """`x symbol other` for the Tensor's in-place operators (see the class)."""
+    if _grad_mode.enabled:
+        return {"add": add, "subtract": sub, "multiply": mul, "divide": div}[ufunc](x, other)
+    xp = get_xp(x._device)
+    if isinstance(other, Tensor):
+        if other._device != x._device:
+            _device_mismatch(x, other, symbol)
+        other = other.data
+    else:
+        other = _constant(other, x, symbol)
+    try:
+        getattr(xp, ufunc)(x.data, other, out=x.data, casting="same_kind")
+    except TypeError:  # NumPy's UFuncTypeError: the result's dtype does not fit x's
+        raise TypeError(f"{symbol} in place: the result of {x.dtype} {symbol[0]} {getattr(other, 'dtype', type(other).__name__)} "
+                        f"cannot be stored in the tensor's {x.dtype} (as in PyTorch); write x = x {symbol[0]} y "
+                        f"for a new tensor") from None
+    except ValueError:
+        raise ValueError(f"{symbol} in place: shape {_shape_of(other)} does not broadcast to the tensor's shape "
+                         f"{tuple(x.shape)} (in place, the result keeps the tensor's shape)") from None
+    return x
+
+
 def _binary(name, fn, x, y):
     """Run an elementwise array function; explain a broadcasting failure with both shapes."""
     try:
@@ -1090,13 +1124,14 @@ def var(x, dim=None, correction=1, keepdim=False):
     xp = get_xp(x._device)
     axes = _dims(dim, x.ndim) if x.ndim else None
     n = _count(x.shape, axes)
+    dof = builtins.max(n - correction, 0)  # no degrees of freedom left: inf or nan, as PyTorch
     centered = x.data - x.data.mean(axis=axes, keepdims=True)
-    out = ((centered * centered).sum(axis=axes, keepdims=keepdim) / (n - correction)).astype(x.dtype)
+    out = ((centered * centered).sum(axis=axes, keepdims=keepdim) / dof).astype(x.dtype)
 
     def var_backward(g):
         if axes is not None and not keepdim:
             g = xp.expand_dims(g, axes)
-        return (g * centered * (2.0 / (n - correction)),)
+        return (g * centered * (2.0 / dof if dof else math.inf),)
     return from_op(out, x._device, (x,), var_backward)
 
 
@@ -1252,7 +1287,15 @@ def clamp(x, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp needs at least one of min and max")
     xp = get_xp(x._device)
-    out = xp.clip(x.data, min, max)
+    min, max = (_clamp_bound(x, bound, name) for bound, name in ((min, "min"), (max, "max")))
+    data = x.data
+    if data.dtype.kind in "biu" and any(isinstance(b, builtins.float) or (hasattr(b, "dtype") and b.dtype.kind == "f")
+                                        for b in (min, max)):
+        data = data.astype(_F32)  # an integer tensor clamped to a float bound: float32, not NumPy's float64
+    out = xp.clip(data, min, max)
+    if out.shape != x.shape:
+        raise ValueError(f"clamp: a bound of shape {_shape_of(min if _shape_of(min) else max)} would enlarge "
+                         f"the tensor's shape {tuple(x.shape)}")
 
     def inside():
         keep = xp.ones(x.shape, dtype=np.bool_)
@@ -1262,6 +1305,18 @@ def clamp(x, min=None, max=None):
             keep &= x.data <= max
         return keep
     return _unary(x, out, inside, "clamp")
+
+
+def _clamp_bound(x, bound, name):
+    """A clamp bound as a number or an array on x's device; a tensor bound carries no gradient."""
+    if not isinstance(bound, Tensor):
+        return None if bound is None else _constant(bound, x, "clamp")
+    if bound.requires_grad and _grad_mode.enabled:
+        raise RuntimeError(f"clamp: {name} is a tensor that requires grad, and clamp passes no gradient to its "
+                           f"bounds; detach it, or write the bound with tinytorch.where")
+    if bound._device != x._device:
+        _device_mismatch(x, bound, "clamp")
+    return bound.data
 
 
 def _erf(z, xp):
@@ -1433,6 +1488,12 @@ def masked_fill(x, mask, value):
     """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
     xp = get_xp(x._device)
     m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)  # CuPy refuses NumPy masks
+    if isinstance(value, Tensor):
+        if value.ndim != 0 or (value.requires_grad and _grad_mode.enabled):
+            raise ValueError(f"masked_fill: value must be a number or a 0-d tensor without grad (got shape "
+                             f"{tuple(value.shape)}{', requires grad' if value.requires_grad else ''}); "
+                             f"for a learned fill, use tinytorch.where(mask, value, x)")
+        value = value.data
     try:
         out = xp.where(m, value, x.data).astype(x.dtype, copy=False)
     except ValueError:

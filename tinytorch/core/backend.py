@@ -183,7 +183,7 @@ def namespace_of(array):
 
 def scatter_add(target, index, values):
     """target[index] += values, adding repeated indices up (unlike `target[index] += values`)."""
-    if isinstance(target, np.ndarray):
+    if _on_host(target):
         if isinstance(index, np.ndarray) and index.ndim == 1 and values.ndim >= 2 \
                 and values.shape[0] == index.shape[0]:
             _scatter_add_rows(target, index, values)
