@@ -148,7 +148,18 @@ def lr_schedule(optimizer, warmup, steps, min_lr):
     """Linear warm-up for `warmup` steps, then cosine decay to `min_lr` (as nanoGPT)."""
     warm = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
     cosine = CosineAnnealingLR(optimizer, T_max=max(steps - warmup, 1), eta_min=min_lr)
-    return SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
+    return PlannedSchedule(optimizer, [warm, cosine], milestones=[warmup])
+
+
+class PlannedSchedule(SequentialLR):
+    """The schedule follows the run's current plan: a checkpoint restores where the run is, not how many
+    steps its cosine had (a run resumed with more --steps would otherwise pass the cosine's end, where the
+    rate climbs back up)."""
+
+    def load_state_dict(self, state_dict):
+        planned = self._schedulers[-1].T_max
+        super().load_state_dict(state_dict)
+        self._schedulers[-1].T_max = planned
 
 
 def fixed_val_loader(dataset, batches, batch_size, seed=1234):
@@ -257,6 +268,20 @@ def resumed_options(out, saved, data, tokenizer, preset):
     return (had_data if data is None else data), saved.get("tokenizer"), saved.get("preset")
 
 
+def resumed_plan(out, saved, steps, seed, amp):
+    """(steps, seed, amp) of the run being resumed: by default the ones it was started with (an option a run
+    saved before runs recorded them does not hold is taken as given). --steps may change the plan: the
+    learning rate then decays over the new count from where the run is, as nanoGPT computes it from the step
+    and its settings (see PlannedSchedule). Another --seed or --amp is an error."""
+    for key, asked in (("seed", seed), ("amp", amp)):
+        if key in saved and asked is not None and asked != saved[key]:
+            had = "off" if saved[key] is None else saved[key]
+            raise RunError(f"--resume: {out} was started with --{key} {had}, not {asked}; resume without --{key}, "
+                           f"or start a new run")
+    return (steps if steps is not None or "steps" not in saved else saved["steps"],
+            saved.get("seed", seed), saved["amp"] if "amp" in saved else amp)
+
+
 def text_sha256(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -308,7 +333,7 @@ LOCK = ".lock"  # held by the run writing the folder (see lock_run_dir)
 
 def clear_run(out):
     """Remove the files of the run in `out` that --overwrite replaces (other files stay)."""
-    for name in [*FILES.values(), "log.jsonl"]:
+    for name in [*FILES.values(), "log.jsonl", ADAPTERS]:  # a LoRA run's adapters too: sample would load them
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
@@ -421,14 +446,15 @@ class _AdaptersOnly(Module):
 # ---------------------------------------------------------------- training
 
 
-def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resume=False, out=None, seed=0,
+def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resume=False, out=None, seed=None,
           quiet=False, sample_tokens=300, distributed=False, overwrite=False, peak_tflops=None, zero=None,
           checkpoint_blocks=False, amp=None, init_from=None, lora_rank=None, lora_alpha=16, lora_targets=None,
           threads=None):
     """Train a GPT on a text; returns the results (losses, time, throughput, a sample, the run folder).
 
-    out=None: a new folder runs/gpt, runs/gpt-2, ... (with resume: the newest run). tokenizer and
-    preset default to char and small for a new run, and to the run's own when resuming.
+    out=None: a new folder runs/gpt, runs/gpt-2, ... (with resume: the newest run). tokenizer, preset,
+    steps, seed (0) and amp default to char, small and the preset's for a new run, and to the run's own
+    when resuming (asking for others is an error).
     distributed=True (under `tito train gpt --nproc N`): data-parallel over the launcher's ranks, each
     with `batch_size` sequences per step; rank 0 alone writes files and prints.
     peak_tflops: the device's peak for the MFU (default: its data sheet's, or a measurement on a CPU).
@@ -452,13 +478,13 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         raise RunError(f"--steps must be at least 1, got {steps}")
     if peak_tflops is not None and not peak_tflops > 0:
         raise RunError(f"--peak-tflops must be positive, got {peak_tflops}: give the device's peak in TFLOPS")
-    amp_block, scaler = mixed_precision(amp, device, zero)
     out, saved = plan_run(out, resume, overwrite)
     lora, base_dir = None, None
     if resume:
         if init_from is not None:
             raise RunError("--resume continues a run with its own base and adapters: leave out --init-from and --lora-*")
         data, tokenizer, preset = resumed_options(out, saved, data, tokenizer, preset)
+        steps, seed, amp = resumed_plan(out, saved, steps, seed, amp)
         lora = saved.get("lora")
     elif init_from is not None:
         base_dir, base_saved = base_run(init_from)
@@ -469,6 +495,8 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         tokenizer, preset = base_saved.get("tokenizer"), base_saved.get("preset")
         lora = {"base": str(base_dir.resolve()), "base_sha256": file_sha256(base_dir / FILES["model"]),
                 "rank": lora_rank, "alpha": lora_alpha, "targets": list(lora_targets or LORA_TARGETS)}
+    seed = 0 if seed is None else seed
+    amp_block, scaler = mixed_precision(amp, device, zero)
     tokenizer, preset = tokenizer or DEFAULTS["tokenizer"], preset or DEFAULTS["preset"]
     p = dict(PRESETS[preset], **({"steps": steps} if steps else {}))
     start = time.perf_counter()
@@ -523,6 +551,8 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         run_lock = lock_run_dir(out, saved)
     try:
         resume_from = checkpoint_to_resume(out, saved, net) if resume else None  # chosen under the lock
+        if writer and resume and saved.get("steps") != p["steps"]:  # a new plan: the next --resume keeps it
+            write_json(out / FILES["config"], dict(saved, steps=p["steps"]))
         if writer and not resume:
             out, run_lock = _start_run_dir(out, saved)
             tok.save(out / FILES["tokenizer"])
@@ -530,6 +560,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
                 "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
                 "data": str(data) if data else "kjv (built in)",
                 "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text),
+                "steps": p["steps"], "seed": seed, "amp": amp,  # what --resume continues with
                 **({"lora": lora} if lora else {})})
         log = _EvalPrinter(quiet)
         peak, peak_source = peak_flops(device, amp or "fp32", peak_tflops)  # tensor cores' peak under --amp

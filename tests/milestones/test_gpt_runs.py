@@ -2,6 +2,7 @@
 start, resume only from the run's own checkpoints, and every bad input one line with exit 2."""
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -258,3 +259,54 @@ def test_threads_in_process_leave_the_callers_blas_alone(workdir, monkeypatch):
         after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert after == before, f"BLAS threads {before} before the run, {after} after"
     assert os.environ.get("OPENBLAS_NUM_THREADS") == "7" and "OMP_NUM_THREADS" not in os.environ
+
+
+def train_lrs(run):
+    rows = [json.loads(line) for line in Path(run, "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in rows if r["kind"] == "train"}
+
+
+def test_resume_keeps_the_runs_plan_and_a_new_plan_replaces_it(workdir, monkeypatch):
+    """--resume without --steps finishes the run's own plan (not the preset's), and a run extended with more
+    --steps follows the new plan, as nanoGPT computes the rate from the step and its settings: from where
+    the run is, the cosine of the new count down to min_lr, instead of climbing back up the old one."""
+    from tinytorch.training import Trainer
+
+    train("--data", "fox.txt", "--out", "runs/a", "--steps", "30")  # tiny warms up for 20 steps, then decays
+    after_step = Trainer._after_step
+
+    def stop_at_33(self, end_of_epoch):
+        after_step(self, end_of_epoch)
+        if self.step == 33:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "_after_step", stop_at_33)
+    assert tito("train", "gpt", *TINY, "--resume", "--out", "runs/a", "--steps", "40").exit_code == 130
+    monkeypatch.setattr(Trainer, "_after_step", after_step)
+    assert json.loads(Path("runs/a/config.json").read_text())["steps"] == 40, "the new plan was not recorded"
+    result = train("--resume", "--out", "runs/a", "--steps", "40")
+    assert result["steps"] == 40
+    monkeypatch.chdir(workdir)
+    lrs = train_lrs("runs/a")
+    later = [lrs[step] for step in range(32, 41)]  # step 31 ran at the rate the checkpoint restored
+    assert all(a >= b for a, b in zip(later, later[1:])), f"the rate climbed after the old plan's end: {later}"
+    cosine = (1 + math.cos(math.pi * (39 - 20) / 20)) / 2  # the rate of step 40: epoch 19 of the new 20-step cosine
+    assert lrs[40] == pytest.approx(2e-4 + (2e-3 - 2e-4) * cosine, rel=1e-4), "not the new plan's rate"
+    done = tito("train", "gpt", "--config", "tiny", "--sample-tokens", "0", "--resume", "--out", "runs/a", "--json")
+    assert done.exit_code == 0 and json.loads(done.stdout)["steps"] == 40, "a resume without --steps kept the plan"
+
+
+@pytest.mark.parametrize("flag, value, expected", [("--seed", "5", "was started with --seed 0, not 5"),
+                                                   ("--amp", "bf16", "was started with --amp off, not bf16")])
+def test_resume_refuses_another_seed_or_precision(workdir, flag, value, expected):
+    train("--data", "fox.txt", "--out", "runs/a")
+    before = snapshot("runs/a")
+    one_line_error(tito("train", "gpt", "--resume", "--out", "runs/a", flag, value), expected)
+    assert snapshot("runs/a") == before
+
+
+def test_overwrite_removes_the_old_runs_adapters(workdir):
+    """A LoRA run's adapters file belongs to the run: `tito sample` would load it into the new run's model."""
+    train("--data", "fox.txt", "--out", "runs/mine")
+    Path("runs/mine/adapters.safetensors").write_bytes(b"old adapters")
+    train("--data", "fox.txt", "--out", "runs/mine", "--overwrite")
+    assert not Path("runs/mine/adapters.safetensors").exists()
