@@ -149,6 +149,13 @@ def train_gpt(
             Console(stderr=True, soft_wrap=True, highlight=False).print(
                 f"[yellow]interrupted:[/] {escape(_interrupted(recipe, resumed, runs_before))}")
             raise typer.Exit(130) from None
+        except OSError as err:  # a write failed (disk full, a file-size cap): writes are atomic, so the last
+            # whole checkpoint is still there
+            where = f" ({err.filename})" if err.filename else ""
+            Console(stderr=True, soft_wrap=True, highlight=False).print(
+                f"[red]error:[/] {escape(err.strerror or str(err))}{escape(where)}; "
+                f"{escape(_interrupted(recipe, resumed, runs_before))}")
+            raise typer.Exit(1) from None
     if result.get("rank", 0) != 0:
         return  # rank 0 reports for all
     if json_output:

@@ -61,3 +61,25 @@ def test_ctrl_c_in_a_resume_without_out_names_the_resumed_run(workdir, monkeypat
     assert done.exit_code == 130, done.output
     assert "kept the newest checkpoint, runs/gpt/checkpoints/step_00000003.safetensors" in done.stderr, done.stderr
     assert "tito train gpt --resume --out runs/gpt" in done.stderr, done.stderr
+
+
+def test_a_failed_write_is_one_line_and_keeps_the_last_checkpoint(workdir, monkeypatch):
+    """A checkpoint that cannot be written (disk full, a file-size cap) ends the run with one line that names
+    the error and the checkpoint to resume from, not a traceback."""
+    import errno
+
+    from tinytorch.training import checkpoint
+
+    first = tito("train", "gpt", *TINY, "--steps", "3", "--out", "runs/a", "--json")
+    assert first.exit_code == 0, first.output
+    saved = Path("runs/a/checkpoints/step_00000003.safetensors")
+    good = saved.read_bytes()
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(checkpoint, "atomic_write", disk_full)
+    done = tito("train", "gpt", *TINY, "--steps", "6", "--resume", "--out", "runs/a")
+    assert done.exit_code == 1, done.output
+    assert "Traceback" not in done.output and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "No space left on device" in done.stderr and f"kept the newest checkpoint, {saved}" in done.stderr
+    assert saved.read_bytes() == good
