@@ -893,11 +893,12 @@ def load_run(path=None, device="cpu"):
                        f"in {run_dir}): pass a folder written by `tito train gpt`")
     lora = saved.get("lora")  # a LoRA run: the base run's model plus this run's adapters, merged
     weights_file = path if path.is_file() else run_dir / (ADAPTERS if lora else FILES["model"])
-    if not weights_file.is_file():  # stopped before the end: its newest checkpoint has the weights
-        weights_file = (list_checkpoints(run_dir / "checkpoints") or [None])[-1]
-        if weights_file is None:
-            raise RunError(f"{run_dir} has no model yet (its training stopped before saving one): continue it with "
-                           f"`tito train gpt --resume --out {run_dir}`")
+    newest = None if path.is_file() else (list_checkpoints(run_dir / "checkpoints") or [None])[-1]
+    if newest is not None and (not weights_file.is_file() or newest.stat().st_mtime > weights_file.stat().st_mtime):
+        weights_file = newest  # stopped before the end, or resumed for more steps after it: the newest weights
+    if not weights_file.is_file():
+        raise RunError(f"{run_dir} has no model yet (its training stopped before saving one): continue it with "
+                       f"`tito train gpt --resume --out {run_dir}`")
     try:  # a LoRA run's files (adapters file, checkpoints) hold its adapters alone
         weights = (tt.load(weights_file) if weights_file.name in (FILES["model"], ADAPTERS)
                    else load_checkpoint(weights_file)["model"])

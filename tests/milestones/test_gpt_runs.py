@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -310,3 +311,30 @@ def test_overwrite_removes_the_old_runs_adapters(workdir):
     Path("runs/mine/adapters.safetensors").write_bytes(b"old adapters")
     train("--data", "fox.txt", "--out", "runs/mine", "--overwrite")
     assert not Path("runs/mine/adapters.safetensors").exists()
+
+
+def test_sample_of_a_run_resumed_past_its_end_uses_the_newer_checkpoint(workdir, monkeypatch):
+    """A finished run resumed for more steps and stopped: its model file is the old end, the newest checkpoint
+    is newer, and sample takes the checkpoint's weights."""
+    from tinytorch.training import Trainer
+    from tinytorch.training.checkpoint import load_checkpoint
+
+    train("--data", "fox.txt", "--out", "runs/a")
+    after_step = Trainer._after_step
+
+    def stop_at_5(self, end_of_epoch):
+        after_step(self, end_of_epoch)
+        if self.step == 5:
+            self.save_checkpoint()  # as an evaluation would
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "_after_step", stop_at_5)
+    assert tito("train", "gpt", *TINY, "--resume", "--out", "runs/a", "--steps", "8").exit_code == 130
+    monkeypatch.setattr(Trainer, "_after_step", after_step)
+    sys.path.insert(0, str(ROOT / "milestones"))
+    import gpt_text
+
+    newest = sorted(Path("runs/a/checkpoints").glob("step_*.safetensors"))[-1]
+    model, _ = gpt_text.load_run("runs/a")
+    want = load_checkpoint(newest)["model"]
+    name = next(iter(want))
+    np.testing.assert_array_equal(model.state_dict()[name].data, want[name], err_msg=f"sample did not use {newest}")
