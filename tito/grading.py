@@ -527,8 +527,10 @@ def run_verdict(cells: list[dict], build: Path, box, timeout: int, budget: float
     return {"error": f"the grader's run of the tests gave no answer (exit {proc.returncode})"}
 
 
-def apply_verdict(course: Path, job, name: str, verdict: dict, autograded: Path) -> None:
-    """The gradebook's scores become the verdict's; feedback says which hidden tests failed."""
+def apply_verdict(course: Path, job, name: str, verdict: dict, autograded: Path, ungraded: str = "") -> None:
+    """The gradebook's scores become the verdict's; feedback says which hidden tests failed. With no verdict
+    (`ungraded`: why), the kernel's scores, which the student's own code produced, count for nothing: every
+    graded cell scores 0, is marked for grading by hand, and its feedback gives the reason."""
     import nbformat
 
     cells = verdict.get("cells", {})
@@ -538,25 +540,34 @@ def apply_verdict(course: Path, job, name: str, verdict: dict, autograded: Path)
         except Exception:  # noqa: BLE001 -- nothing recorded: nothing to override
             return
         for grade in submission.grades:  # tampering anywhere scores nothing anywhere
-            passed = bool(cells.get(grade.name, {}).get("passed")) and not verdict.get("tampered")
+            passed = bool(cells.get(grade.name, {}).get("passed")) and not verdict.get("tampered") and not ungraded
             grade.auto_score = grade.max_score if passed else 0.0
+            if ungraded:
+                grade.needs_manual_grade = True
         gb.db.commit()
     if not autograded.is_file():
         return
     notebook = nbformat.read(autograded, as_version=4)
     for cell in notebook.cells:
         gid = grade_id_of(cell)
-        if gid not in cells or cells[gid].get("passed") or cell.cell_type != "code":
+        if cell.cell_type != "code" or gid is None or (gid not in cells or cells[gid].get("passed")) and not ungraded:
             continue
-        if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            why = verdict.get("tampered") and "tampering: " + verdict["tampered"] or HIDDEN_FAILED
-            cell.outputs.append(nbformat.from_dict({"output_type": "error", "ename": "HiddenTestFailed",
-                                                    "evalue": f"{gid}: {why}", "traceback": [f"{gid}: {why}"]}))
+        if ungraded or not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            why = ungraded and _not_graded(ungraded) or verdict.get("tampered") and "tampering: " + \
+                verdict["tampered"] or HIDDEN_FAILED
+            cell.outputs.append(nbformat.from_dict({"output_type": "error", "ename": "NotGraded" if ungraded else
+                                                    "HiddenTestFailed", "evalue": f"{gid}: {why}",
+                                                    "traceback": [f"{gid}: {why}"]}))
     # nbgrader leaves it read-only (0444), which only root may write over: replace it instead
     tmp = autograded.with_suffix(".tmp")
     nbformat.write(notebook, tmp)
     tmp.chmod(autograded.stat().st_mode)
     tmp.replace(autograded)
+
+
+def _not_graded(status: str) -> str:
+    """What feedback says of a cell the grader could not score (the status only, never the log)."""
+    return "not graded" + ("" if status == "not graded" else f" ({status})") + ": your instructor grades it by hand"
 
 
 # ---------------------------------------------------------------- one submission (runs in its own process)
@@ -690,11 +701,13 @@ def grade_one(job: Job) -> dict:
             result["status"] = "timed out"
             result["reason"] = f"cell(s) {', '.join(timed_out)} ran past {job.timeout} s"
     verdict_run.join()
+    applied = False
     if result["status"] in ("graded", "timed out") and not over_budget:
         if "error" in verdict or not verdict:
             result["status"] = "not graded"
             result["reason"] = verdict.get("error", "the grader's run of the tests gave no answer")
         else:
+            applied = True
             # a cell passes only if it passed in both runs
             for gid in passed_only_in_the_verdict(nbformat.read(autograded, as_version=4), verdict.get("cells", {})):
                 verdict["cells"][gid] = {"passed": False, "error": "failed in the student's kernel"}
@@ -707,6 +720,9 @@ def grade_one(job: Job) -> dict:
             if verdict.get("tampered"):
                 result["status"] = "tampering"
                 result["reason"] = f"the grader's invariants broke ({verdict['tampered']}): scored 0, check by hand"
+    if not applied:  # crashed, hung, out of memory or budget, no answer: nothing the kernel scored stands
+        # (the status only: the reason may quote the log, which may quote hidden tests)
+        apply_verdict(course, job, name, {}, autograded, ungraded=result["status"])
     if export_problem:
         result["reason"] = (export_problem + "; " + result["reason"]).strip("; ")
     result["cells"] = cell_scores(course, job.module, name, job.student)

@@ -125,6 +125,9 @@ def _attacks(course: Path, repo: Path) -> dict[str, str]:
         "chatty": "import sys\nfor _ in range(50):\n    sys.stdout.write('y' * 2**20)",
         "marker": "# ### BEGIN HIDDEN TESTS\n# a student's own note\n# ### END HIDDEN TESTS",
         # right only where the grader runs (no IPython): fails the visible tests in its kernel, passes the verdict
+        # right in its kernel (full marks there), dead in the grader's run: no verdict, so nothing may score
+        "crasher": "import os, sys\nif 'IPython' not in sys.modules:\n    os._exit(1)\n"
+                   "def scale(x, k):\n    return x * k",
         "twofaced": "_wrong = scale\ndef scale(x, k):\n    import sys\n"
                     "    return _wrong(x, k) if 'IPython' in sys.modules else x * k",
     }
@@ -244,6 +247,8 @@ def test_hostile_submissions_gain_nothing_see_nothing_break_nothing(tmp_path):
     for name in ("numpy", "thread"):
         assert results[name]["status"] == "tampering", summary
     assert results["twofaced"]["status"] == "graded" and results["twofaced"]["score"] == 0, summary
+    assert results["crasher"]["status"] == "not graded", summary
+    assert [c["score"] for c in results["crasher"]["cells"]] == [0, 0], results["crasher"]  # not the kernel's 2 + 1
     assert any("check by hand: test-scale failed in the student's kernel" in flag
                for flag in results["twofaced"]["flags"]), results["twofaced"]
     assert results["builtins"]["status"] in ("tampering", "kernel hung"), summary  # its own kernel breaks too
@@ -278,6 +283,8 @@ def test_hostile_submissions_gain_nothing_see_nothing_break_nothing(tmp_path):
     count = int(printed(course, "forkbomb").split("SPAWNED", 1)[1].split()[0])
     assert count < 40, f"{count} processes allowed"
     assert "REFUSED" in printed(course, "bigfile") and "File too large" in printed(course, "bigfile")
+    crasher = (course / "feedback" / "crasher" / "01_fixture" / "fixture.html").read_text()
+    assert "3.0 / 3.0" not in crasher and "your instructor grades it by hand" in crasher
     wrong = (course / "feedback" / "wrong" / "01_fixture" / "fixture.html").read_text()
     assert "scale(2, 3) should be 6" in wrong
     hidden_only = (course / "feedback" / "marker" / "01_fixture" / "fixture.html").read_text()
