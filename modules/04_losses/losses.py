@@ -318,11 +318,20 @@ print("cross-entropy backward: ok")
 # gradient g: aᵢ = ∂L/∂ℓᵢ is g for "sum", g/D for "mean", and for "none" g is
 # itself one number per target, so aᵢ = gᵢ.
 #
+# One batch can have no kept row at all (every target is padding): D = 0. The
+# mean is then 0/0 = nan, as in PyTorch, but the gradient must stay 0, not nan:
+# each row's share is multiplied by its w_tᵢ = 0 afterwards, and 0 · (g/0) =
+# 0 · inf = nan would poison every weight of the model. So the backward's
+# division must give a finite aᵢ when D = 0 (any finite value: it is multiplied
+# by 0). On a GPU, D is a number on the device: `if D == 0` would wait for it,
+# so write the guard as arithmetic.
+#
 # ### Exercise: `_reduce_rows` and its derivative `_row_scale`
 #
 # - Hint 1: one branch per reduction, in both functions.
 # - Hint 2: forward: losses in the target's shape, Σᵢ ℓᵢ, or Σᵢ ℓᵢ / D;
-#   backward: gᵢ, g or g / D.
+#   backward: gᵢ, g or g / D, with a divisor that cannot be 0 (a comparison
+#   is a number too: `D == 0` is 1 exactly when D is 0).
 # - Hint 3: `_reduce_rows` gets (M,) losses and returns `.reshape(shape)`, a sum,
 #   or a sum divided; `_row_scale` gets g of the target's shape ("none", flatten
 #   it to (M,)) or 0-d, and returns an (M,) array or a 0-d one.
@@ -344,7 +353,7 @@ def _row_scale(g, reduction, denominator):
     ### BEGIN SOLUTION
     if reduction == "none":
         return g.reshape(-1)
-    return g / denominator if reduction == "mean" else g
+    return g / (denominator + (denominator == 0)) if reduction == "mean" else g  # D = 0: g / 1, times w_t = 0
     ### END SOLUTION
 
 
@@ -360,6 +369,10 @@ def test_reductions():
     assert np.shape(_row_scale(g, "none", 4.0)) == (4,), "'none': one g per target, flattened to (M,)"
     assert np.isclose(_row_scale(np.float32(2.0), "mean", 4.0), 0.5), "'mean': g / D"
     assert np.isclose(_row_scale(np.float32(2.0), "sum", 4.0), 2.0), "'sum': g itself"
+    with np.errstate(all="ignore"):
+        share = _row_scale(np.float32(2.0), "mean", np.float32(0.0))
+    assert np.isfinite(share), "'mean' with D = 0 (every target ignored): the share must stay finite, or 0 · inf = nan " \
+                               "reaches every weight"
 
 
 test_reductions()

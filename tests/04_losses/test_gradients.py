@@ -147,3 +147,21 @@ def test_fused_cross_entropy_makes_no_float64_and_keeps_no_probabilities(rng, de
     assert len(big) == 1 and np.shares_memory(tt.to_numpy(big[0]), x.numpy()), \
         "only the logits themselves should be (M, C) in the closure"
     assert all(a.dtype != np.float64 for a in arrays), [a.dtype for a in arrays]
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "smoothed", "weighted", "nll_loss"])
+def test_a_batch_with_every_target_ignored_has_zero_gradients(loss, device):
+    """D = 0 (all padding): the mean is 0/0 = nan, as PyTorch's, but the gradient is 0, not nan in every row."""
+    logits = tt.tensor(np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32), requires_grad=True,
+                       device=device)
+    target = tt.tensor(np.full(5, -100), device=device)
+    with np.errstate(all="ignore"):
+        out = {"cross_entropy": lambda: F.cross_entropy(logits, target),
+               "smoothed": lambda: F.cross_entropy(logits, target, label_smoothing=0.2),
+               "weighted": lambda: F.cross_entropy(logits, target, weight=tt.tensor(np.ones(4, np.float32) / 2,
+                                                                                     device=device)),
+               "nll_loss": lambda: F.nll_loss(logits.log_softmax(1), target)}[loss]()
+        out.backward()
+    assert np.isnan(out.item())
+    grad = logits.grad.cpu().numpy()
+    assert not np.isnan(grad).any() and not grad.any(), f"{loss}: gradient {grad} (should be all 0)"

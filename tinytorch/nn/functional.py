@@ -531,7 +531,7 @@ def _row_scale(g, reduction, denominator):
     """dL/d(each target's loss): g per target ('none', flattened), g ('sum'), g / denominator ('mean')."""
     if reduction == "none":
         return g.reshape(-1)
-    return g / denominator if reduction == "mean" else g
+    return g / (denominator + (denominator == 0)) if reduction == "mean" else g  # D = 0: g / 1, times w_t = 0
 
 
 # %% modules/04_losses/losses.py, cell 20
