@@ -13,24 +13,26 @@ def host(t):
     return t.cpu().numpy()
 
 
-def test_a_hand_written_update_under_no_grad_changes_the_parameter(device):
-    """p -= lr * p.grad, PyTorch's manual SGD step: the model's own parameter moves (it used to rebind
-    the name p to a new tensor and leave the model as it was)."""
-    lin = tt.nn.Linear(3, 2).to(device)
-    out = lin(tt.tensor(np.ones((4, 3), np.float32), device=device)).sum()
-    out.backward()
-    before = host(lin.weight).copy()  # on the CPU, host() is the array itself
+def test_a_hand_written_update_under_no_grad_changes_the_parameter(device, rng):
+    """p -= lr * p.grad over a model's parameter list, PyTorch's manual SGD step: the parameters themselves
+    move (it used to rebind the loop's name p to a new tensor and leave the model as it was)."""
+    weight = tt.tensor(rng.standard_normal((2, 3)).astype(np.float32), requires_grad=True, device=device)
+    bias = tt.tensor(np.zeros(2, np.float32), requires_grad=True, device=device)
+    parameters = [weight, bias]  # what model.parameters() hands out: the tensors the model holds
+    x = tt.tensor(np.ones((4, 3), np.float32), device=device)
+    ((x @ weight.T) + bias).sum().backward()
+    before = host(weight).copy()  # on the CPU, host() is the array itself
     with tt.no_grad():
-        for p in lin.parameters():
+        for p in parameters:
             p -= 0.1 * p.grad
-    np.testing.assert_allclose(host(lin.weight), before - 0.1 * host(lin.weight.grad), rtol=1e-6)
+    np.testing.assert_allclose(host(weight), before - 0.1 * host(weight.grad), rtol=1e-6)
     with tt.no_grad():
-        w = lin.weight
+        w = weight
         w *= 2
         w /= 4
         w += 1
-    assert w is lin.weight
-    np.testing.assert_allclose(host(lin.weight), (before - 0.1 * host(lin.weight.grad)) / 2 + 1, rtol=1e-6)
+    assert w is weight
+    np.testing.assert_allclose(host(weight), (before - 0.1 * host(weight.grad)) / 2 + 1, rtol=1e-6)
 
 
 def test_while_a_graph_is_recorded_the_operators_make_new_tensors(device):
