@@ -17,6 +17,19 @@ excepthook. An audit hook refuses, as it happens, any change to a class or funct
 modules or of this script and any swap of a function's code (types.coroutine's flag aside). Tampering
 fails every graded cell from there on and is reported; it never scores.
 
+Every cell runs in one worker thread the grader starts before any student code (_cell_worker): a
+frame of student code has only that loop and threading's bootstrap below it, never the grader's
+bookkeeping (plan, results, nonce, the answer's stdout), which stays in the main thread. The worker
+records each outcome in its own locals after the cell's code has returned; the main thread reads them
+from its frame once it waits again, checking the count of cells it ran and the code and namespace it
+ran (a forged or extra completion is tampering). Frames stay out of reach: the hook refuses, and
+reports, sys._getframe and a traceback's, generator's or coroutine's frame (or a frame's code) in the
+main thread (where a student's finalizer may run), and in any thread sys._current_frames and
+_current_exceptions, gc's lists of objects, referrers and referents, a trace or profile function and
+opening this process's /proc mem (the grader's own stray-thread check is granted its frames once per
+call). A cell past its time gets an exception raised in the worker (PyThreadState_SetAsyncExc); one
+that does not stop within a grace (blocked in C) fails, with every graded cell after it.
+
 A graded cell's ==, !=, in and not in go through the grader's referee (the cell is rewritten
 so): the comparison runs as written, then an operand whose == or != ignores its argument (a
 student's object that equals anything, or differs from everything) fails the test.
@@ -32,8 +45,11 @@ Spec: {"nonce": str, "timeout": seconds per cell, "trusted": [module names], "ce
 Answer: {"nonce", "cells": {grade_id: {"passed": bool, "error": str}}, "tampered": str}.
 """
 
+import _thread
 import ast
 import builtins
+import dis
+import gc
 import importlib
 import importlib.util
 import itertools
@@ -102,29 +118,99 @@ def _protected_ids(snapshot):
     return ids
 
 
-def _guard(ids, alarms):
+_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_code"})
+# Refused in any thread once student code may run: each hands out frames or objects (the grader's among
+# them), or a way to rewrite a running frame's locals.
+_NEVER = frozenset({"sys._current_frames", "sys._current_exceptions", "gc.get_objects", "gc.get_referrers",
+                    "gc.get_referents", "sys.settrace", "sys.setprofile"})
+
+
+def _guard(ids, alarms, gate, main):
     """An audit hook (it cannot be removed): changing a protected function or module, or any
     function's code, is refused and remembered. One code change is not: types.coroutine's (asyncio's
     import runs it), which sets only the CO_ITERABLE_COROUTINE flag of a function that is not the
-    grader's. Only locals and C calls: nothing to patch."""
+    grader's. Once `gate[0]` is set (student code may run) it also refuses, and remembers: in `main`,
+    the grader's thread, any way to a frame (sys._getframe, a traceback's, generator's or coroutine's
+    frame, a frame's code), which a student's finalizer or weakref callback running there would
+    follow (f_back) to the grader's own; in any thread, the calls that list threads' frames or every
+    object (the grader's own sys._current_frames aside, granted once by `gate[1]`; its f_code reads by
+    `gate[2]`), a trace or profile function (it could rewrite the cell worker's locals), and opening
+    this process's memory. Only locals and C calls: nothing to patch."""
+    try:
+        procfs = os.stat("/proc/self").st_dev
+    except OSError:
+        procfs = None
 
     def hook(event, args, _ids=ids, _alarms=alarms, _events=frozenset({"object.__setattr__", "object.__delattr__"}),
              _id=id, _type=type, _function=types.FunctionType, _code=types.CodeType, _coroutine=0x100,
-             _refuse=PermissionError):
-        if event not in _events:
+             _refuse=PermissionError, _gate=gate, _main=main, _me=_thread.get_ident, _never=_NEVER,
+             _watched=_NEVER | {"sys._getframe", "object.__getattr__", "open"}, _frame_attrs=_FRAME_ATTRS,
+             _str=str, _bytes=bytes, _stat=os.stat, _procfs=procfs, _private=0o100600, _error=Exception):
+        if event in _events:
+            if event == "object.__setattr__" and args[1] == "__code__" and _id(args[0]) not in _ids \
+                    and _type(args[0]) is _function and _type(args[2]) is _code:
+                old, new = args[0].__code__, args[2]
+                # code == compares the bytecode, constants (by identity, beyond Python's own types), names
+                # and tables: not a student's __eq__
+                if new.co_flags & ~_coroutine == old.co_flags & ~_coroutine and \
+                        new.replace(co_flags=old.co_flags) == old:
+                    return
+            if args[1] == "__code__" or _id(args[0]) in _ids:
+                _alarms.append(f"{event[7:]}({args[1]!r}) on a grader's object")
+                raise _refuse("the grader's objects are read-only here")
             return
-        if event == "object.__setattr__" and args[1] == "__code__" and _id(args[0]) not in _ids \
-                and _type(args[0]) is _function and _type(args[2]) is _code:
-            old, new = args[0].__code__, args[2]
-            # code == compares the bytecode, constants (by identity, beyond Python's own types), names
-            # and tables: not a student's __eq__
-            if new.co_flags & ~_coroutine == old.co_flags & ~_coroutine and new.replace(co_flags=old.co_flags) == old:
+        if event not in _watched or not _gate[0]:
+            return
+        if event == "open":
+            path = args[0]
+            if _type(path) is _bytes:
+                path = path.decode("utf-8", "surrogateescape")
+            if _type(path) is not _str:
                 return
-        if args[1] == "__code__" or _id(args[0]) in _ids:
-            _alarms.append(f"{event[7:]}({args[1]!r}) on a grader's object")
-            raise _refuse("the grader's objects are read-only here")
+            mem = path.rstrip("/").rsplit("/", 1)[-1] == "mem"
+            try:  # a link to it, say
+                found = _stat(path)
+                mem = mem or found.st_dev == _procfs and found.st_mode == _private
+            except _error:
+                pass
+            if not mem:
+                return
+            why = f"open({path!r}): the process's memory"
+        elif event == "object.__getattr__":
+            if args[1] not in _frame_attrs or _me() != _main or args[1] == "f_code" and _gate[2]:
+                return
+            why = f"{args[1]} read in the grader's thread"
+        elif event == "sys._getframe":
+            if _me() != _main:
+                return  # the cells' own thread: namedtuple, typing, logging and the lessons need it
+            why = "sys._getframe in the grader's thread"
+        elif event == "sys._current_frames" and _gate[1] and _me() == _main:
+            _gate[1] = False  # the grader's own call, once
+            return
+        else:
+            why = "a trace or profile function was installed" if event in ("sys.settrace", "sys.setprofile") \
+                else f"{event} was called"
+        _alarms.append(why)
+        raise _refuse("refused while grading: " + why)
 
     return hook
+
+
+def _threads_frames(gate, _current=sys._current_frames, _enabled=gc.isenabled, _disable=gc.disable,
+                    _enable=gc.enable, _refused=PermissionError):
+    """sys._current_frames() for the grader's thread, {} if refused: granted for this one call, with
+    the collector off (no finalizer of the student's runs here before the hook sees the call)."""
+    was = _enabled()
+    _disable()
+    gate[1] = True
+    try:
+        return _current()
+    except _refused:  # remembered by the hook
+        return {}
+    finally:
+        gate[1] = False
+        if was:
+            _enable()
 
 
 def _trusted_code(grader_cells):
@@ -135,41 +221,47 @@ def _trusted_code(grader_cells):
     return tuple(sorted(prefixes)), frozenset(grader_cells)
 
 
-def _stray_thread(trusted, _frames=sys._current_frames, _me=threading.get_ident, _sleep=time.sleep,
+def _stray_thread(trusted, worker, gate, _frames=_threads_frames, _me=threading.get_ident, _sleep=time.sleep,
                   _clock=time.monotonic, _grace=1.5, _parked=threading.Condition.wait.__code__, _type=type,
                   _str=str, _startswith=str.startswith):
-    """Whether a thread besides this one (threading's, or a raw _thread's: all that have a Python frame)
-    has the submission's code on its stack, once such threads had `_grace` seconds to end. A thread
-    running only the library's code (an idle pool worker, tqdm's monitor) does not count, nor one parked
-    in Condition.wait without a timeout (a producer on a full queue): only another thread wakes it.
-    Only locals and C calls; a code object's file name is read as a str of Python's own."""
+    """Whether a thread besides this one and the grader's cell worker (threading's, or a raw _thread's:
+    all that have a Python frame) has the submission's code on its stack, once such threads had `_grace`
+    seconds to end. A thread running only the library's code (an idle pool worker, tqdm's monitor) does
+    not count, nor one parked in Condition.wait without a timeout (a producer on a full queue): only
+    another thread wakes it. Only locals and C calls; a code object's file name is read as a str of
+    Python's own. The frames' f_code is read under `gate[2]` (the hook refuses it in this thread else)."""
     prefixes, cells = trusted
     deadline = _clock() + _grace
     while True:
         me, suspect = _me(), False
-        for ident, frame in _frames().items():
-            if ident == me or frame.f_code is _parked and frame.f_locals.get("timeout", 0) is None:
-                continue
-            while frame is not None and not suspect:
-                name = frame.f_code.co_filename
-                suspect = not (_type(name) is _str and (name in cells or _startswith(name, prefixes)))
-                frame = frame.f_back
-            if suspect:
-                break
+        gate[2] = True
+        try:
+            for ident, frame in _frames(gate).items():
+                if ident == me or ident == worker or \
+                        frame.f_code is _parked and frame.f_locals.get("timeout", 0) is None:
+                    continue
+                while frame is not None and not suspect:
+                    name = frame.f_code.co_filename
+                    suspect = not (_type(name) is _str and (name in cells or _startswith(name, prefixes)))
+                    frame = frame.f_back
+                if suspect:
+                    break
+        finally:
+            gate[2] = False
         if not suspect or _clock() > deadline:
             return suspect
         _sleep(0.01)
 
 
-def _changed(snapshot, excepthook, alarms, trusted, _sys=sys, _gettrace=sys.gettrace, _getprofile=sys.getprofile,
-             _stray=_stray_thread, _modules=sys.modules, _missing=_MISSING, _callable=callable,
+def _changed(snapshot, excepthook, alarms, trusted, worker, gate, _sys=sys, _gettrace=sys.gettrace,
+             _getprofile=sys.getprofile, _stray=_stray_thread, _modules=sys.modules, _missing=_MISSING, _callable=callable,
              _isinstance=isinstance, _kinds=(classmethod, staticmethod, property)):
     """"" if the grader's world is as it was, else what changed (only locals and C calls)."""
     if alarms:
         return alarms[0]
     if _gettrace() is not None or _getprofile() is not None:
         return "a trace or profile function was installed"
-    if _stray(trusted):
+    if _stray(trusted, worker, gate):
         return "a thread running the submission's code was left running"
     if _sys.excepthook is not excepthook:
         return "sys.excepthook was replaced"
@@ -293,8 +385,118 @@ class CellTimeout(BaseException):
     pass
 
 
+_TIMED_OUT = "CellTimeout: the cell ran past its time"
+_STUCK = "not run: timed out (an earlier cell ran past its time and could not be stopped)"
+_GRACE = 2.0  # seconds a cell has to stop once interrupted
+
+
 def _on_alarm(signum, frame):
-    raise CellTimeout("the cell ran past its time")
+    """SIGALRM does nothing here (a cell's timeout is the grader's thread waiting on the worker)."""
+
+
+def _cell_worker(slot, go, done, ready, _exec=exec, _type=type, _str=str, _base=BaseException,
+                 _timeout=CellTimeout, _timed_out=_TIMED_OUT, _getframe=sys._getframe):
+    """The grader's cell worker, a thread of its own: every cell runs here, one at a time, so a frame
+    of student code has only this function and threading's bootstrap below it, never the grader's
+    bookkeeping. Each `go` hands it slot[0], (code, namespace); it runs it, records the outcome in its
+    own locals (n: how many it ran; passed; error) and releases `done`. The grader's thread reads those
+    locals from this frame (published in `ready`) once it waits again on `go`: a student's code can read
+    them, not rewrite them (no trace function is allowed), and it ends before the outcome is written."""
+    n, extra, passed, error, code, space = 0, 0, False, "", None, None
+    ready.append(_getframe())
+    while True:
+        try:  # an interruption meant for a cell that lands in this loop's own code
+            while True:
+                go.acquire()  # parked: the grader's thread knows this line
+                passed, error = False, _timed_out
+                code, space = slot[0]
+                n += 1
+                try:
+                    _exec(code, space)
+                    passed, error = True, ""
+                except _base as err:  # noqa: BLE001 -- SystemExit, KeyboardInterrupt: a failure too
+                    if _type(err) is _timeout:
+                        error = _timed_out
+                    else:
+                        try:
+                            error = f"{_type(err).__name__}: {_str(err)[:300]}"
+                        except _base:  # noqa: BLE001 -- an exception whose str() raises
+                            error = "an exception whose message could not be read"
+                try:
+                    done.release()
+                except _base:  # noqa: BLE001 -- released by someone else
+                    extra += 1
+        except _base:  # noqa: BLE001 -- the cell's outcome is its timeout; `done` may be released already
+            passed, error = False, _timed_out  # noqa: F841 -- read from this frame by the grader
+
+
+def _parked_line(code, _method="acquire"):
+    """The line on which the cell worker waits for its next cell."""
+    line = None
+    for instruction in dis.get_instructions(code):
+        if isinstance(getattr(instruction, "starts_line", None), int) and instruction.starts_line is not True:
+            line = instruction.starts_line
+        if instruction.argval == _method:
+            return getattr(instruction, "line_number", None) or line
+    raise RuntimeError("the cell worker has no wait")
+
+
+def _start_worker(timeout, alarms, _grace=_GRACE):
+    """(perform(code, namespace) -> (passed, error), or None when the cell could not be stopped; the
+    worker's thread id). Everything perform calls is bound here, before student code runs."""
+    slot, ready, go, done = [None], [], _thread.allocate_lock(), _thread.allocate_lock()
+    go.acquire()
+    done.acquire()
+    worker = threading.Thread(target=_cell_worker, args=(slot, go, done, ready), name="grader-cells", daemon=True)
+    worker.start()
+    wait_line = _parked_line(_cell_worker.__code__)
+    while not ready or ready[0].f_lineno != wait_line:
+        time.sleep(0.001)
+    frame, ident = ready[0], worker.ident
+    try:
+        import ctypes
+
+        raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+            ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+    except BaseException:  # noqa: BLE001 -- no ctypes here: a cell past its time cannot be interrupted
+        raise_in = None
+    sequence = [0]
+
+    def perform(code, space, _slot=slot, _go=go, _done=done, _frame=frame, _line=wait_line, _ident=ident,
+                _raise_in=raise_in, _timeout=CellTimeout, _alarms=alarms, _sequence=sequence, _clock=time.monotonic,
+                _limit=timeout, _grace=_grace, _type=type, _int=int, _str=str, _bool=bool, _min=min,
+                _base=BaseException):
+        _sequence[0] += 1
+        seq = _sequence[0]
+        _slot[0] = (code, space)
+        try:
+            _go.release()
+        except _base:  # noqa: BLE001 -- released by someone else: the worker ran what it should not have
+            _alarms.append("the grader's cell worker was started by someone else")
+        deadline = _clock() + _limit if _limit else None
+        woken = interrupted = False
+        while True:
+            if _frame.f_lineno == _line:
+                here = _frame.f_locals
+                n = here.get("n")
+                if _type(n) is _int and n != seq - 1:
+                    passed, error = here.get("passed"), here.get("error")
+                    if n != seq or here.get("code") is not code or here.get("space") is not space \
+                            or here.get("extra") != 0 or _type(passed) is not _bool or _type(error) is not _str:
+                        _alarms.append("the grader's cell worker ran a cell it was not given, or was signalled "
+                                       "by someone else")
+                        return False, "tampering"
+                    return passed, error
+            now = _clock()
+            if deadline is not None and now >= deadline:
+                if interrupted or _raise_in is None:
+                    return None
+                _raise_in(_ident, _timeout)
+                interrupted, deadline = True, now + _grace
+            wait = 0.0005 if woken else 0.05 if deadline is None else _min(0.05, deadline - now)
+            woken = _done.acquire(True, wait) or woken
+
+    return perform, ident
 
 
 # ---------------------------------------------------------------- the referee of a graded cell's comparisons
@@ -501,40 +703,40 @@ def run(spec):
     # like the grader's own classes and functions.
     referee, operand, made = "_grader_referee_" + os.urandom(8).hex(), *_referee(loaded.get("numpy"))
     snapshot[1].extend((cls, dict(vars(cls))) for cls in made if isinstance(cls, type))
-    alarms = []
-    sys.addaudithook(_guard(_protected_ids(snapshot) | {id(thing) for thing in made}, alarms))
+    alarms, gate, main_thread = [], [False, False, False], threading.get_ident()
+    sys.addaudithook(_guard(_protected_ids(snapshot) | {id(thing) for thing in made}, alarms, gate, main_thread))
     excepthook = sys.excepthook
     helpers = {alias: sys.modules[name] for alias, name in aliases.items() if name in sys.modules}
     grader_names = set().union(*(bound_names(s) for s in grader_sources))
     theirs = set().union(*(c.get("theirs", []) for c in cells_spec))
-    plan = [(c.get("grade_id"), bool(c.get("grader")), bound_names(c["source"]) - theirs, _sets_globals(c["source"]),
-             *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else ""))
-            for i, c in enumerate(cells_spec)]
-    timeout = spec.get("timeout", 0)
+    plan = tuple((c.get("grade_id"), bool(c.get("grader")), frozenset(bound_names(c["source"]) - theirs),
+                  _sets_globals(c["source"]),
+                  *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else ""))
+                 for i, c in enumerate(cells_spec))
     signal.signal(signal.SIGALRM, _on_alarm)
-    # From here on student code runs: only locals bound above are used.
-    changed, setitimer, timer, exec_, dict_, str_, type_ = _changed, signal.setitimer, signal.ITIMER_REAL, exec, dict, \
-        str, type
+    perform, worker = _start_worker(spec.get("timeout", 0), alarms)
+    changed, dict_, str_, type_ = _changed, dict, str, type
     shadowable = _BUILTIN_NAMES - grader_names - theirs  # a lesson may define its own sum() or max()
     # IPython's names, inert: magics (already rewritten into get_ipython() calls by the grader),
     # display() and any hook a student installs do nothing here.
     namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": _Inert, "display": _Inert()}
     pinned = {}  # name -> what the grader's own cells bound it to
-    cells, tampered = {}, ""
+    cells, tampered, stuck = {}, "", False
+    # From here on student code runs (in the worker): only locals bound above are used, and this thread
+    # reaches no frame (the hook refuses it).
+    gate[0] = True
     for gid, grader, binds, shared, code, broken in plan:
+        if stuck:
+            if gid is not None:
+                cells[gid] = {"passed": False, "error": _STUCK}
+            continue
         if gid is None:
             if code is not None:
-                setitimer(timer, timeout)
-                try:
-                    exec_(code, namespace)
-                except BaseException:  # noqa: BLE001 -- a student cell failing is theirs; go on
-                    pass
-                finally:
-                    setitimer(timer, 0)
+                stuck = perform(code, namespace) is None
             if grader:
                 pinned.update({n: namespace[n] for n in binds if n in namespace})
             continue
-        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code)
+        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, worker, gate)
         if tampered:
             cells[gid] = {"passed": False, "error": "not run: " + tampered}
             continue
@@ -548,21 +750,14 @@ def run(spec):
         shadows = {name: view.pop(name) for name in shadowable & view.keys()}
         view["__builtins__"] = builtins
         before = dict_(view)
-        passed, error = True, ""
-        setitimer(timer, timeout)
-        try:
-            if code is None:
-                raise broken
-            exec_(code, view)
-        except BaseException as err:  # noqa: BLE001 -- SystemExit, KeyboardInterrupt: a failure too
-            passed = False
-            try:
-                error = f"{type_(err).__name__}: {str_(err)[:300]}"
-            except BaseException:  # noqa: BLE001 -- an exception whose str() raises
-                error = type_(err).__name__
-        finally:
-            setitimer(timer, 0)
-        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code) or (
+        if code is None:
+            outcome = False, f"{type_(broken).__name__}: {str_(broken)[:300]}"
+        else:
+            outcome = perform(code, view)
+        if outcome is None:  # past its time and not stopped: this cell and the rest fail
+            stuck, outcome = True, (False, _TIMED_OUT)
+        passed, error = outcome
+        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, worker, gate) or (
             view.get(referee) is not operand and "the grader's referee of comparisons was rebound")
         if not shared:  # what the test cell bound stays bound, as in the notebook
             for name, value in view.items():
@@ -574,7 +769,7 @@ def run(spec):
         if tampered:
             passed, error = False, "tampering: " + tampered
         cells[gid] = {"passed": passed, "error": error}
-    tampered = tampered or changed(snapshot, excepthook, alarms, graders_code)
+    tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, worker, gate)
     return cells, tampered
 
 
