@@ -20,15 +20,16 @@ fails every graded cell from there on and is reported; it never scores.
 Every cell runs in one worker thread the grader starts before any student code (_cell_worker): a
 frame of student code has only that loop and threading's bootstrap below it, never the grader's
 bookkeeping (plan, results, nonce, the answer's stdout), which stays in the main thread. The worker
-records each outcome in its own locals after the cell's code has returned; the main thread reads them
-from its frame once it waits again, checking the count of cells it ran and the code and namespace it
-ran (a forged or extra completion is tampering). Frames stay out of reach: the hook refuses, and
-reports, sys._getframe and a traceback's, generator's or coroutine's frame (or a frame's code) in the
-main thread (where a student's finalizer may run), and in any thread sys._current_frames and
-_current_exceptions, gc's lists of objects, referrers and referents, a trace or profile function and
-opening this process's /proc mem (the grader's own stray-thread check is granted its frames once per
-call). A cell past its time gets an exception raised in the worker (PyThreadState_SetAsyncExc); one
-that does not stop within a grace (blocked in C) fails, with every graded cell after it.
+writes each outcome as one record to a pipe after the cell's code has returned; the main thread reads
+it once the worker waits again, checking the count of cells it ran and the code and namespace it ran
+(a forged or extra record is tampering). Frames stay out of reach: the hook refuses sys._getframe and
+a traceback's, generator's or coroutine's frame (or a frame's code) in the main thread, where a
+student's finalizer may run (refused without blame: logging in a __del__ is honest), and refuses and
+reports in any thread sys._current_frames and _current_exceptions, gc's lists of objects, referrers
+and referents, a trace or profile function and opening this process's /proc mem (the grader's own
+stray-thread check is granted its frames once per call). A cell past its time gets an exception raised
+in the worker (PyThreadState_SetAsyncExc); one that does not stop within a grace (blocked in C) fails
+and is left behind, and a new worker runs the cells after it.
 
 A graded cell's ==, !=, in and not in go through the grader's referee (the cell is rewritten
 so): the comparison runs as written, then an operand whose == or != ignores its argument (a
@@ -179,11 +180,12 @@ def _guard(ids, alarms, gate, main):
         elif event == "object.__getattr__":
             if args[1] not in _frame_attrs or _me() != _main or args[1] == "f_code" and _gate[2]:
                 return
-            why = f"{args[1]} read in the grader's thread"
+            # a student's finalizer freed here (logging in __del__, say): refused, not held against them
+            raise _refuse(f"{args[1]} is not readable in the grader's thread")
         elif event == "sys._getframe":
             if _me() != _main:
                 return  # the cells' own thread: namedtuple, typing, logging and the lessons need it
-            why = "sys._getframe in the grader's thread"
+            raise _refuse("sys._getframe is refused in the grader's thread")
         elif event == "sys._current_frames" and _gate[1] and _me() == _main:
             _gate[1] = False  # the grader's own call, once
             return
@@ -221,10 +223,10 @@ def _trusted_code(grader_cells):
     return tuple(sorted(prefixes)), frozenset(grader_cells)
 
 
-def _stray_thread(trusted, worker, gate, _frames=_threads_frames, _me=threading.get_ident, _sleep=time.sleep,
+def _stray_thread(trusted, workers, gate, _frames=_threads_frames, _me=threading.get_ident, _sleep=time.sleep,
                   _clock=time.monotonic, _grace=1.5, _parked=threading.Condition.wait.__code__, _type=type,
                   _str=str, _startswith=str.startswith):
-    """Whether a thread besides this one and the grader's cell worker (threading's, or a raw _thread's:
+    """Whether a thread besides this one and the grader's cell `workers` (threading's, or a raw _thread's:
     all that have a Python frame) has the submission's code on its stack, once such threads had `_grace`
     seconds to end. A thread running only the library's code (an idle pool worker, tqdm's monitor) does
     not count, nor one parked in Condition.wait without a timeout (a producer on a full queue): only
@@ -237,7 +239,7 @@ def _stray_thread(trusted, worker, gate, _frames=_threads_frames, _me=threading.
         gate[2] = True
         try:
             for ident, frame in _frames(gate).items():
-                if ident == me or ident == worker or \
+                if ident == me or ident in workers or \
                         frame.f_code is _parked and frame.f_locals.get("timeout", 0) is None:
                     continue
                 while frame is not None and not suspect:
@@ -253,7 +255,7 @@ def _stray_thread(trusted, worker, gate, _frames=_threads_frames, _me=threading.
         _sleep(0.01)
 
 
-def _changed(snapshot, excepthook, alarms, trusted, worker, gate, _sys=sys, _gettrace=sys.gettrace,
+def _changed(snapshot, excepthook, alarms, trusted, workers, gate, _sys=sys, _gettrace=sys.gettrace,
              _getprofile=sys.getprofile, _stray=_stray_thread, _modules=sys.modules, _missing=_MISSING, _callable=callable,
              _isinstance=isinstance, _kinds=(classmethod, staticmethod, property)):
     """"" if the grader's world is as it was, else what changed (only locals and C calls)."""
@@ -261,7 +263,7 @@ def _changed(snapshot, excepthook, alarms, trusted, worker, gate, _sys=sys, _get
         return alarms[0]
     if _gettrace() is not None or _getprofile() is not None:
         return "a trace or profile function was installed"
-    if _stray(trusted, worker, gate):
+    if _stray(trusted, workers, gate):
         return "a thread running the submission's code was left running"
     if _sys.excepthook is not excepthook:
         return "sys.excepthook was replaced"
@@ -386,23 +388,22 @@ class CellTimeout(BaseException):
 
 
 _TIMED_OUT = "CellTimeout: the cell ran past its time"
-_STUCK = "not run: timed out (an earlier cell ran past its time and could not be stopped)"
 _GRACE = 2.0  # seconds a cell has to stop once interrupted
 
 
 def _on_alarm(signum, frame):
-    """SIGALRM does nothing here (a cell's timeout is the grader's thread waiting on the worker)."""
+    """SIGALRM and SIGINT do nothing here (a cell's timeout is the grader's thread waiting on the worker)."""
 
 
-def _cell_worker(slot, go, done, ready, _exec=exec, _type=type, _str=str, _base=BaseException,
-                 _timeout=CellTimeout, _timed_out=_TIMED_OUT, _getframe=sys._getframe):
+def _cell_worker(slot, go, done, ready, outbox, _exec=exec, _type=type, _str=str, _base=BaseException,
+                 _timeout=CellTimeout, _timed_out=_TIMED_OUT, _getframe=sys._getframe, _write=os.write, _id=id):
     """The grader's cell worker, a thread of its own: every cell runs here, one at a time, so a frame
     of student code has only this function and threading's bootstrap below it, never the grader's
-    bookkeeping. Each `go` hands it slot[0], (code, namespace); it runs it, records the outcome in its
-    own locals (n: how many it ran; passed; error) and releases `done`. The grader's thread reads those
-    locals from this frame (published in `ready`) once it waits again on `go`: a student's code can read
-    them, not rewrite them (no trace function is allowed), and it ends before the outcome is written."""
-    n, extra, passed, error, code, space = 0, 0, False, "", None, None
+    bookkeeping. Each `go` hands it slot[0], (code, namespace); it runs it, then writes one record,
+    "count id(code) id(namespace) passed error-as-hex", to the pipe `outbox` as its last act before it
+    waits again, and releases `done`. The grader's thread reads the pipe once this frame (published in `ready`) waits again: a
+    student's code has ended before its cell's record is written, and a record it forges makes two."""
+    n, extra = 0, 0
     ready.append(_getframe())
     while True:
         try:  # an interruption meant for a cell that lands in this loop's own code
@@ -410,7 +411,7 @@ def _cell_worker(slot, go, done, ready, _exec=exec, _type=type, _str=str, _base=
                 go.acquire()  # parked: the grader's thread knows this line
                 passed, error = False, _timed_out
                 code, space = slot[0]
-                n += 1
+                n, ran = n + 1, b"%d %d" % (_id(code), _id(space))  # what it was handed, for the grader to check
                 try:
                     _exec(code, space)
                     passed, error = True, ""
@@ -422,12 +423,14 @@ def _cell_worker(slot, go, done, ready, _exec=exec, _type=type, _str=str, _base=
                             error = f"{_type(err).__name__}: {_str(err)[:300]}"
                         except _base:  # noqa: BLE001 -- an exception whose str() raises
                             error = "an exception whose message could not be read"
+                code = space = None  # the student's objects go here, in this thread, before the record
+                _write(outbox, b"%d %s %d %s\n" % (n, ran, passed, error.encode("utf-8", "replace").hex().encode()))
                 try:
                     done.release()
                 except _base:  # noqa: BLE001 -- released by someone else
                     extra += 1
-        except _base:  # noqa: BLE001 -- the cell's outcome is its timeout; `done` may be released already
-            passed, error = False, _timed_out  # noqa: F841 -- read from this frame by the grader
+        except _base:  # noqa: BLE001 -- the cell's outcome is its timeout: no record, the grader says so
+            pass
 
 
 def _parked_line(code, _method="acquire"):
@@ -443,11 +446,15 @@ def _parked_line(code, _method="acquire"):
 
 def _start_worker(timeout, alarms, _grace=_GRACE):
     """(perform(code, namespace) -> (passed, error), or None when the cell could not be stopped; the
-    worker's thread id). Everything perform calls is bound here, before student code runs."""
+    worker's thread id). Everything perform calls is bound here, before student code runs (a worker that
+    could not be stopped is left behind, and a new one started the same way)."""
     slot, ready, go, done = [None], [], _thread.allocate_lock(), _thread.allocate_lock()
+    inbox, outbox = os.pipe()
+    os.set_blocking(inbox, False)
     go.acquire()
     done.acquire()
-    worker = threading.Thread(target=_cell_worker, args=(slot, go, done, ready), name="grader-cells", daemon=True)
+    worker = threading.Thread(target=_cell_worker, args=(slot, go, done, ready, outbox), name="grader-cells",
+                              daemon=True)
     worker.start()
     wait_line = _parked_line(_cell_worker.__code__)
     while not ready or ready[0].f_lineno != wait_line:
@@ -458,14 +465,17 @@ def _start_worker(timeout, alarms, _grace=_GRACE):
 
         raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
             ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+        # the same call with NULL takes back an interruption that has not landed yet
+        take_back = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+            ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
     except BaseException:  # noqa: BLE001 -- no ctypes here: a cell past its time cannot be interrupted
-        raise_in = None
+        raise_in = take_back = None
     sequence = [0]
 
     def perform(code, space, _slot=slot, _go=go, _done=done, _frame=frame, _line=wait_line, _ident=ident,
                 _raise_in=raise_in, _timeout=CellTimeout, _alarms=alarms, _sequence=sequence, _clock=time.monotonic,
-                _limit=timeout, _grace=_grace, _type=type, _int=int, _str=str, _bool=bool, _min=min,
-                _base=BaseException):
+                _limit=timeout, _grace=_grace, _min=min, _max=max, _base=BaseException, _inbox=inbox,
+                _read=os.read, _bytes=bytes, _timed_out=_TIMED_OUT, _take_back=take_back, _id=id):
         _sequence[0] += 1
         seq = _sequence[0]
         _slot[0] = (code, space)
@@ -475,25 +485,36 @@ def _start_worker(timeout, alarms, _grace=_GRACE):
             _alarms.append("the grader's cell worker was started by someone else")
         deadline = _clock() + _limit if _limit else None
         woken = interrupted = False
+        received = b""
         while True:
-            if _frame.f_lineno == _line:
-                here = _frame.f_locals
-                n = here.get("n")
-                if _type(n) is _int and n != seq - 1:
-                    passed, error = here.get("passed"), here.get("error")
-                    if n != seq or here.get("code") is not code or here.get("space") is not space \
-                            or here.get("extra") != 0 or _type(passed) is not _bool or _type(error) is not _str:
-                        _alarms.append("the grader's cell worker ran a cell it was not given, or was signalled "
-                                       "by someone else")
-                        return False, "tampering"
-                    return passed, error
+            try:
+                received += _read(_inbox, 65536)
+            except _base:  # noqa: BLE001 -- nothing written yet
+                pass
+            if received.endswith(b"\n") and _frame.f_lineno == _line:  # a record, and the worker waits again
+                if interrupted:  # it finished as it was interrupted: the interruption must not hit the next cell
+                    _take_back(_ident, None)
+                try:
+                    received += _read(_inbox, 65536)
+                except _base:  # noqa: BLE001 -- nothing more: the one record
+                    pass
+                records = received.split(b"\n")[:-1]
+                fields = records[0].split(b" ") if len(records) == 1 else ()
+                if len(fields) != 5 or fields[:3] != [b"%d" % seq, b"%d" % _id(code), b"%d" % _id(space)] \
+                        or fields[3] not in (b"0", b"1"):
+                    _alarms.append("the grader's cell worker reported a cell it was not given, or someone else "
+                                   "wrote its report")
+                    return False, "tampering"
+                return fields[3] == b"1", _bytes.fromhex(fields[4].decode("ascii")).decode("utf-8", "replace")
+            if interrupted and not received and _frame.f_lineno == _line:
+                return False, _timed_out  # stopped by the interruption: the worker waits again, with no record
             now = _clock()
             if deadline is not None and now >= deadline:
                 if interrupted or _raise_in is None:
                     return None
                 _raise_in(_ident, _timeout)
                 interrupted, deadline = True, now + _grace
-            wait = 0.0005 if woken else 0.05 if deadline is None else _min(0.05, deadline - now)
+            wait = 0.0005 if woken else 0.05 if deadline is None else _min(0.05, _max(deadline - now, 0.0005))
             woken = _done.acquire(True, wait) or woken
 
     return perform, ident
@@ -713,30 +734,30 @@ def run(spec):
                   _sets_globals(c["source"]),
                   *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else ""))
                  for i, c in enumerate(cells_spec))
-    signal.signal(signal.SIGALRM, _on_alarm)
-    perform, worker = _start_worker(spec.get("timeout", 0), alarms)
+    signal.signal(signal.SIGALRM, _on_alarm)  # a student's alarm or Ctrl-C signal does nothing here
+    signal.signal(signal.SIGINT, _on_alarm)
+    restart = _start_worker
+    perform, worker = restart(spec.get("timeout", 0), alarms)
+    workers = [worker]  # the grader's workers: the one running cells, and any left stuck in a cell
     changed, dict_, str_, type_ = _changed, dict, str, type
     shadowable = _BUILTIN_NAMES - grader_names - theirs  # a lesson may define its own sum() or max()
     # IPython's names, inert: magics (already rewritten into get_ipython() calls by the grader),
     # display() and any hook a student installs do nothing here.
     namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": _Inert, "display": _Inert()}
     pinned = {}  # name -> what the grader's own cells bound it to
-    cells, tampered, stuck = {}, "", False
+    cells, tampered, timeout = {}, "", spec.get("timeout", 0)
     # From here on student code runs (in the worker): only locals bound above are used, and this thread
     # reaches no frame (the hook refuses it).
     gate[0] = True
     for gid, grader, binds, shared, code, broken in plan:
-        if stuck:
-            if gid is not None:
-                cells[gid] = {"passed": False, "error": _STUCK}
-            continue
         if gid is None:
-            if code is not None:
-                stuck = perform(code, namespace) is None
+            if code is not None and perform(code, namespace) is None:  # stuck past its time (in C): left
+                perform, worker = restart(timeout, alarms)  # behind, a new worker runs the next cells
+                workers.append(worker)
             if grader:
                 pinned.update({n: namespace[n] for n in binds if n in namespace})
             continue
-        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, worker, gate)
+        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, workers, gate)
         if tampered:
             cells[gid] = {"passed": False, "error": "not run: " + tampered}
             continue
@@ -754,10 +775,12 @@ def run(spec):
             outcome = False, f"{type_(broken).__name__}: {str_(broken)[:300]}"
         else:
             outcome = perform(code, view)
-        if outcome is None:  # past its time and not stopped: this cell and the rest fail
-            stuck, outcome = True, (False, _TIMED_OUT)
+        if outcome is None:  # past its time and not stopped: it fails, a new worker runs the next cells
+            perform, worker = restart(timeout, alarms)
+            workers.append(worker)
+            outcome = False, _TIMED_OUT
         passed, error = outcome
-        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, worker, gate) or (
+        tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, workers, gate) or (
             view.get(referee) is not operand and "the grader's referee of comparisons was rebound")
         if not shared:  # what the test cell bound stays bound, as in the notebook
             for name, value in view.items():
@@ -769,7 +792,7 @@ def run(spec):
         if tampered:
             passed, error = False, "tampering: " + tampered
         cells[gid] = {"passed": passed, "error": error}
-    tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, worker, gate)
+    tampered = tampered or changed(snapshot, excepthook, alarms, graders_code, workers, gate)
     return cells, tampered
 
 
