@@ -278,8 +278,7 @@ def resumed_plan(out, saved, steps, seed, amp):
             had = "off" if saved[key] is None else saved[key]
             raise RunError(f"--resume: {out} was started with --{key} {had}, not {asked}; resume without --{key}, "
                            f"or start a new run")
-    return (steps if steps is not None or "steps" not in saved else saved["steps"],
-            saved.get("seed", seed), saved["amp"] if "amp" in saved else amp)
+    return steps if steps is not None else saved.get("steps"), saved.get("seed", seed), saved.get("amp", amp)
 
 
 def text_sha256(text):

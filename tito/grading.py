@@ -548,16 +548,20 @@ def apply_verdict(course: Path, job, name: str, verdict: dict, autograded: Path,
     if not autograded.is_file():
         return
     notebook = nbformat.read(autograded, as_version=4)
+    if ungraded:
+        ename, why = "NotGraded", _not_graded(ungraded)
+    else:
+        ename = "HiddenTestFailed"
+        why = "tampering: " + verdict["tampered"] if verdict.get("tampered") else HIDDEN_FAILED
     for cell in notebook.cells:
         gid = grade_id_of(cell)
-        if cell.cell_type != "code" or gid is None or (gid not in cells or cells[gid].get("passed")) and not ungraded:
+        if cell.cell_type != "code" or gid is None:
             continue
-        if ungraded or not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            why = ungraded and _not_graded(ungraded) or verdict.get("tampered") and "tampering: " + \
-                verdict["tampered"] or HIDDEN_FAILED
-            cell.outputs.append(nbformat.from_dict({"output_type": "error", "ename": "NotGraded" if ungraded else
-                                                    "HiddenTestFailed", "evalue": f"{gid}: {why}",
-                                                    "traceback": [f"{gid}: {why}"]}))
+        if not ungraded and (gid not in cells or cells[gid].get("passed")
+                             or any(o.get("output_type") == "error" for o in cell.get("outputs", []))):
+            continue  # passed, or its failure already shows
+        cell.outputs.append(nbformat.from_dict({"output_type": "error", "ename": ename, "evalue": f"{gid}: {why}",
+                                                "traceback": [f"{gid}: {why}"]}))
     # nbgrader leaves it read-only (0444), which only root may write over: replace it instead
     tmp = autograded.with_suffix(".tmp")
     nbformat.write(notebook, tmp)

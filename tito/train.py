@@ -79,7 +79,8 @@ def train_gpt(
                                                                "started)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: a new one, runs/gpt, runs/gpt-2, ...); "
                                                   "one holding another run needs --resume or --overwrite."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the weights and the data order (default 0; a resumed run keeps its own)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the weights and the data order (default 0; a resumed "
+                                                  "run keeps its own)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads: each step's batch is split over N threads "
                                           "(BLAS at one thread in each) and BLAS gets N threads elsewhere (default: 2 "
                                           "on 2+ CPUs for the small and medium configs, else 1 and BLAS's own; with "

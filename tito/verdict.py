@@ -401,9 +401,10 @@ def _cell_worker(slot, go, done, ready, outbox, _exec=exec, _type=type, _str=str
     of student code has only this function and threading's bootstrap below it, never the grader's
     bookkeeping. Each `go` hands it slot[0], (code, namespace); it runs it, then writes one record,
     "count id(code) id(namespace) passed error-as-hex", to the pipe `outbox` as its last act before it
-    waits again, and releases `done`. The grader's thread reads the pipe once this frame (published in `ready`) waits again: a
-    student's code has ended before its cell's record is written, and a record it forges makes two."""
-    n, extra = 0, 0
+    waits again, and releases `done`. The grader's thread reads the pipe once this frame (published in
+    `ready`) waits again: a student's code has ended before its cell's record is written, and a record it
+    forges makes two."""
+    n = 0
     ready.append(_getframe())
     while True:
         try:  # an interruption meant for a cell that lands in this loop's own code
@@ -427,8 +428,8 @@ def _cell_worker(slot, go, done, ready, outbox, _exec=exec, _type=type, _str=str
                 _write(outbox, b"%d %s %d %s\n" % (n, ran, passed, error.encode("utf-8", "replace").hex().encode()))
                 try:
                     done.release()
-                except _base:  # noqa: BLE001 -- released by someone else
-                    extra += 1
+                except _base:  # noqa: BLE001 -- released by someone else: the pipe says what happened
+                    pass
         except _base:  # noqa: BLE001 -- the cell's outcome is its timeout: no record, the grader says so
             pass
 

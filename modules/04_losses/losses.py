@@ -330,8 +330,8 @@ print("cross-entropy backward: ok")
 #
 # - Hint 1: one branch per reduction, in both functions.
 # - Hint 2: forward: losses in the target's shape, Σᵢ ℓᵢ, or Σᵢ ℓᵢ / D;
-#   backward: gᵢ, g or g / D, with a divisor that cannot be 0 (a comparison
-#   is a number too: `D == 0` is 1 exactly when D is 0).
+#   backward: gᵢ, g or g / D, with a divisor that cannot be 0 and no `if` on
+#   D (see the note above on the GPU).
 # - Hint 3: `_reduce_rows` gets (M,) losses and returns `.reshape(shape)`, a sum,
 #   or a sum divided; `_row_scale` gets g of the target's shape ("none", flatten
 #   it to (M,)) or 0-d, and returns an (M,) array or a 0-d one.

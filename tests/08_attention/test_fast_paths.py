@@ -73,4 +73,4 @@ def test_float16_rows_far_below_their_block_equal_the_lessons(rng):
 
 def test_no_queries_give_no_weights(rng):
     q, k = scores_inputs(rng, t_q=0)
-    assert _fast_attention_weights(q, k).shape == (3, 2, 0, 9)
+    assert _fast_attention_weights(q, k).shape == attention_weights(q, k).shape == (3, 2, 0, 9)

@@ -196,10 +196,10 @@ class Tensor:
     # x += y: under no_grad (a hand-written weight update) in place on x's array, as PyTorch, so that
     # every name for x (a model's parameter) sees it; while a graph is recorded, a new tensor, so that
     # arrays the graph saved are never changed under it
-    def __iadd__(self, other): return _in_place(self, other, "add", "+=")
-    def __isub__(self, other): return _in_place(self, other, "subtract", "-=")
-    def __imul__(self, other): return _in_place(self, other, "multiply", "*=")
-    def __itruediv__(self, other): return _in_place(self, other, "divide", "/=")
+    def __iadd__(self, other): return _in_place(self, other, add, "add", "+=")
+    def __isub__(self, other): return _in_place(self, other, sub, "subtract", "-=")
+    def __imul__(self, other): return _in_place(self, other, mul, "multiply", "*=")
+    def __itruediv__(self, other): return _in_place(self, other, div, "divide", "/=")
 
     def __lt__(self, other): return _compare(self, other, "less")
     def __le__(self, other): return _compare(self, other, "less_equal")
@@ -561,10 +561,11 @@ def _shape_of(x):
     return tuple(getattr(x, "shape", ()))
 
 
-def _in_place(x, other, ufunc, symbol):
-    """`x symbol other` for the Tensor's in-place operators (see the class)."""
+def _in_place(x, other, op, ufunc, symbol):
+    """`x symbol other` for the Tensor's in-place operators (see the class): `op` (the lesson's) while a
+    graph is recorded, else the array function `ufunc` into x's own array."""
     if _grad_mode.enabled:
-        return {"add": add, "subtract": sub, "multiply": mul, "divide": div}[ufunc](x, other)
+        return op(x, other)
     xp = get_xp(x._device)
     if isinstance(other, Tensor):
         if other._device != x._device:
@@ -861,8 +862,8 @@ def clamp(x, min=None, max=None):
         data = data.astype(_F32)  # an integer tensor clamped to a float bound: float32, not NumPy's float64
     out = xp.clip(data, min, max)
     if out.shape != x.shape:
-        raise ValueError(f"clamp: a bound of shape {_shape_of(min if _shape_of(min) else max)} would enlarge "
-                         f"the tensor's shape {tuple(x.shape)}")
+        raise ValueError(f"clamp: bounds of shapes {_shape_of(min)} and {_shape_of(max)} would enlarge the "
+                         f"tensor's shape {tuple(x.shape)}")
 
     def inside():
         keep = xp.ones(x.shape, dtype=np.bool_)
