@@ -100,6 +100,43 @@ class _AutocastState(threading.local):
 _autocast_state = _AutocastState()
 
 
+class _Writes:
+    """In-place writes through the Tensor API (`x[i] = v`, `x += y` under no_grad), by the array that
+    owns the memory, so that views and detached tensors count too. A node whose inputs or output were
+    written after it was recorded would differentiate the new numbers: backward refuses it instead
+    (PyTorch's version counters). A node keeps its tensors alive, so an owner's id cannot be reused
+    between the node's recording and its backward: ids are safe keys."""
+    count = 0
+    last = {}  # id(owner array) -> `count` at its latest write
+    _KEEP = 4096  # past this many owners, forget writes older than the last _KEEP (a bound on memory)
+
+
+def _owner(array):
+    base = getattr(array, "base", None)
+    return array if base is None else base
+
+
+def _wrote(tensor):
+    """Record an in-place write to tensor's memory."""
+    _Writes.count += 1
+    _Writes.last[id(_owner(tensor.data))] = _Writes.count
+    if len(_Writes.last) > 2 * _Writes._KEEP:
+        oldest = _Writes.count - _Writes._KEEP
+        _Writes.last = {key: when for key, when in _Writes.last.items() if when > oldest}
+
+
+def _check_unwritten(node):
+    """Refuse to differentiate `node` if its inputs or output were written in place since it was recorded."""
+    for t in (node, *node._parents):
+        if t is not None and _Writes.last.get(id(_owner(t.data)), 0) > node._seen:
+            what = "its output" if t is node else f"its input of shape {tuple(t.shape)}"
+            op = node._backward_fn.__name__.removesuffix("_backward")
+            raise RuntimeError(
+                f"the gradient of {op}: {what} was changed in place (x[i] = v, or x += y under no_grad) "
+                f"after the op recorded it, so its gradient would use the new numbers; change a copy "
+                f"(x = x.clone()), or make the change before the forward pass or after backward")
+
+
 def _autocast_call(name, fn, *args, **kwargs):
     """fn(*args, **kwargs), in the dtype `autocast` picks for op `name`; a plain call while it is off."""
     run = _autocast_state.run
@@ -134,11 +171,12 @@ def from_op(data, device, inputs=None, backward=None):
             if p is not None and p.requires_grad:
                 out.requires_grad = True
                 out._parents = parents
-                out._backward = backward
+                out._backward_fn = backward
+                out._seen = _Writes.count
                 return out
     out.requires_grad = False
     out._parents = None
-    out._backward = None
+    out._backward_fn = None
     return out
 
 
@@ -146,7 +184,7 @@ def from_op(data, device, inputs=None, backward=None):
 class Tensor:
     """An n-dimensional array on a device, that can record how it was computed."""
 
-    __slots__ = ("data", "requires_grad", "grad", "_parents", "_backward", "_device", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "_parents", "_backward_fn", "_seen", "_device", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -156,7 +194,7 @@ class Tensor:
         self._device = dev
         self.grad = None
         self._parents = None
-        self._backward = None
+        self._backward_fn = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -167,6 +205,19 @@ class Tensor:
     dtype = property(lambda self: self.data.dtype)
     device = property(lambda self: self._device)
     is_leaf = property(lambda self: self._parents is None)
+
+    @property
+    def _backward(self):
+        """The function that sends a gradient back to `_parents`; asking for it checks that nothing it
+        needs was written in place since the op recorded it."""
+        fn = self._backward_fn
+        if fn is not None and self._seen != _Writes.count:
+            _check_unwritten(self)
+        return fn
+
+    @_backward.setter
+    def _backward(self, fn):
+        self._backward_fn = fn
     T = property(lambda self: permute(self, *reversed(range(self.data.ndim))))
 
     def numel(self):
@@ -254,9 +305,10 @@ class Tensor:
         if mask is not None:  # x[mask] = v as a select on the device: nonzero() would sync
             where = mask.reshape(mask.shape + (1,) * (self.ndim - mask.ndim))
             xp.copyto(self.data, value, casting="unsafe", where=where)  # casts as x[i] = v does
-            return
-        index, _ = _index_arrays(index, self._device)
-        self.data[index] = value
+        else:
+            index, _ = _index_arrays(index, self._device)
+            self.data[index] = value
+        _wrote(self)
 
     # --- elementwise -----------------------------------------------------------
     def exp(self): return exp(self)
@@ -279,8 +331,14 @@ class Tensor:
         backward(self, gradient, retain_graph)
 
     def detach(self):
-        """The same numbers, cut from the graph."""
+        """The same numbers (the same memory), cut from the graph."""
         return from_op(self.data, self._device)
+
+    def clone(self):
+        """A copy in new memory, still in the graph: change it in place without touching self."""
+        def clone_backward(g):
+            return (g,)
+        return from_op(self.data.copy(), self._device, (self,), clone_backward)
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not is_floating(self.data.dtype):
@@ -582,6 +640,7 @@ def _in_place(x, other, op, ufunc, symbol):
     except ValueError:
         raise ValueError(f"{symbol} in place: shape {_shape_of(other)} does not broadcast to the tensor's shape "
                          f"{tuple(x.shape)} (in place, the result keeps the tensor's shape)") from None
+    _wrote(x)
     return x
 
 
