@@ -1069,11 +1069,39 @@ def _binary(name, fn, x, y):
 
 
 def _keep_float32(out, ta, tb):
-    """NumPy promotes int/int and int*float to float64; TinyTorch keeps float32 unless asked."""
-    if out.dtype is _F64 and not ((ta is not None and ta.data.dtype is _F64) or
-                                  (tb is not None and tb.data.dtype is _F64)):
-        return out.astype(_F32)
-    return out
+    """Give `out` the dtype PyTorch gives. NumPy promotes int / int and int * float to float64 and lets a
+    0-d array widen the other operand; TinyTorch keeps float32 unless asked, as PyTorch does."""
+    if ta is None or tb is None:  # with a Python number NumPy already agrees, but for int / int
+        if out.dtype is _F64 and not ((ta is not None and ta.data.dtype is _F64) or
+                                      (tb is not None and tb.data.dtype is _F64)):
+            return out.astype(_F32)
+        return out
+    a, b = ta.data, tb.data
+    if a.dtype is b.dtype and out.dtype is a.dtype:  # the usual case
+        return out
+    want = _promoted(a, b)
+    if want.kind != "f" and out.dtype.kind == "f":  # int / int is a float: the default one
+        want = _F32
+    return out if out.dtype == want else out.astype(want)
+
+
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def _promoted(a, b):
+    """PyTorch's result dtype for arrays a and b: a float beats an int of any width (int64 with float16
+    is float16), and a 0-d operand counts only if it is of a higher kind than the other."""
+    if (a.ndim == 0) != (b.ndim == 0):
+        shaped, scalar = (b, a) if a.ndim == 0 else (a, b)
+        if _KIND_RANK.get(scalar.dtype.kind, 3) <= _KIND_RANK.get(shaped.dtype.kind, 3):
+            return shaped.dtype
+        return scalar.dtype
+    ka, kb = _KIND_RANK.get(a.dtype.kind, 3), _KIND_RANK.get(b.dtype.kind, 3)
+    if ka == 2 and kb == 1:
+        return a.dtype
+    if kb == 2 and ka == 1:
+        return b.dtype
+    return np.promote_types(a.dtype, b.dtype)
 
 
 def _dev(ta, tb):

@@ -137,6 +137,15 @@ def test_creation_defaults_to_float32(make, device):
         (lambda d: tt.ones(2, dtype=tt.float16, device=d) + 1.0, tt.float16),
         (lambda d: tt.ones(2, dtype=tt.float16, device=d) + tt.ones(2, device=d), tt.float32),
         (lambda d: tt.ones(2, dtype=tt.float64, device=d) * 2.5, tt.float64),
+        # a 0-d tensor does not widen a float tensor with dimensions (PyTorch), unlike NumPy's 0-d arrays
+        (lambda d: tt.ones(2, device=d) * tt.tensor(2.0, dtype=tt.float64, device=d), tt.float32),
+        (lambda d: tt.tensor(2.0, dtype=tt.float64, device=d) - tt.ones((2, 2), device=d), tt.float32),
+        (lambda d: tt.ones(2, dtype=tt.float16, device=d) * tt.tensor(0.5, device=d), tt.float16),
+        (lambda d: tt.where(tt.tensor([True, False], device=d), tt.ones(2, device=d),
+                            tt.tensor(0.0, dtype=tt.float64, device=d)), tt.float32),
+        # ... but one of a higher kind does, and two 0-d tensors promote as usual
+        (lambda d: tt.tensor([1, 2], device=d) * tt.tensor(2.0, dtype=tt.float64, device=d), tt.float64),
+        (lambda d: tt.tensor(1.0, device=d) * tt.tensor(2.0, dtype=tt.float64, device=d), tt.float64),
         (lambda d: tt.tensor([1, 2], device=d) + tt.ones(2, device=d), tt.float32),
         (lambda d: tt.ones(2, dtype=tt.int32, device=d) + tt.ones(2, dtype=tt.int64, device=d),
          tt.int64),

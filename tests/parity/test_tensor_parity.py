@@ -153,3 +153,29 @@ def test_var_matches_torch_unbiased_default(device):
     a = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
     np.testing.assert_allclose(tt.tensor(a, device=device).var(0).cpu().numpy(),
                                torch.tensor(a).var(0).numpy(), rtol=RTOL, atol=ATOL)
+
+
+PROMOTION_DTYPES = ["float16", "float32", "float64", "int64", "int32", "uint8", "int8", "bool"]
+
+
+@pytest.mark.parametrize("shapes", [((2,), ()), ((), (2,)), ((), ()), ((2,), (2,))])
+def test_result_dtypes_match_pytorch(shapes, device):
+    """Every pair of dtypes, 0-d or not, through add, mul, div and where: PyTorch's result dtype (a 0-d
+    tensor of the same kind does not widen the other; a float beats an int of any width)."""
+    def ours(dtype, shape):
+        return tt.ones(*shape, dtype=getattr(tt, dtype), device=device)
+
+    def theirs(dtype, shape):
+        return torch.ones(shape, dtype=getattr(torch, dtype))
+
+    pick_tt, pick_torch = tt.tensor([True, False], device=device), torch.tensor([True, False])
+    ops = {"add": (tt.add, torch.add), "mul": (tt.mul, torch.mul), "div": (tt.div, torch.div),
+           "where": (lambda a, b: tt.where(pick_tt, a, b), lambda a, b: torch.where(pick_torch, a, b))}
+    wrong = []
+    for a, b in ((a, b) for a in PROMOTION_DTYPES for b in PROMOTION_DTYPES):
+        for name, (op_tt, op_torch) in ops.items():
+            want = str(op_torch(theirs(a, shapes[0]), theirs(b, shapes[1])).dtype).replace("torch.", "")
+            got = op_tt(ours(a, shapes[0]), ours(b, shapes[1])).dtype.name
+            if got != want:
+                wrong.append(f"{name}({a}{list(shapes[0])}, {b}{list(shapes[1])}): {got}, PyTorch {want}")
+    assert not wrong, "\n".join(wrong)
