@@ -333,9 +333,10 @@ def backward(root, gradient=None, retain_graph=False):
         if node._parents is None:  # a leaf
             _accumulate(node, g)
             continue
-        if node._backward is None:
+        rule = node._backward
+        if rule is None:
             raise RuntimeError(_FREED)
-        for parent, parent_grad in zip(node._parents, node._backward(g)):
+        for parent, parent_grad in zip(node._parents, rule(g)):
             if parent_grad is None or parent is None or not parent.requires_grad:
                 continue
             _check_shape(node, parent, parent_grad)
