@@ -40,7 +40,7 @@ from tinytorch.nn.utils import clip_grad_norm_
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from tinytorch.training import Trainer, cpu_count
 from tinytorch.training.efficiency import peak_flops
-from tinytorch.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from tinytorch.training.checkpoint import CheckpointError, ForeignCheckpointError, list_checkpoints, load_checkpoint
 
 # Model shape and training schedule per preset. `small` is nanoGPT's CPU Shakespeare run.
 PRESETS = {
@@ -295,20 +295,23 @@ def checkpoint_to_resume(out, saved, model):
     paths, damaged = list_checkpoints(Path(out) / "checkpoints"), []
     for path in reversed(paths):
         try:
-            state = load_checkpoint(path)
+            state = run_checkpoint(path)
+        except ForeignCheckpointError as err:  # not damage: a file someone put there, which the run would overwrite
+            raise RunError(f"--resume: {err}; move it out of {path.parent}, or start a new run") from None
         except CheckpointError:
             damaged.append(path.name)
             continue
         owner = (state.get("config") or {}).get("run")
         theirs = {name: tuple(w.shape) for name, w in state["model"].items()}
         ours = saved.get("run") is not None and owner == saved["run"]
-        if theirs != shapes and ours:  # this run's own file, in a layout this code does not write
+        mismatch = weights_mismatch(theirs, shapes)
+        if mismatch and ours:  # this run's own file, in a layout this code does not write
             raise RunError(f"--resume: {path} is this run's, but holds {len(theirs)} tensors where the model saves "
-                           f"{len(shapes)}{_layout_hint(theirs, shapes)}; start a new run (or resume it with the "
-                           f"TinyTorch that wrote it)")
-        if theirs != shapes or (saved.get("run") is not None and not ours):
-            raise RunError(f"--resume: {path} belongs to another run, not to {out} ({describe_run(saved)}); move it "
-                           f"out of {path.parent}, or start a new run")
+                           f"{len(shapes)} ({mismatch}){_layout_hint(theirs, shapes)}; start a new run (or resume it "
+                           f"with the TinyTorch that wrote it)")
+        if mismatch or (saved.get("run") is not None and not ours):
+            raise RunError(f"--resume: {path} belongs to another run, not to {out} ({describe_run(saved)}"
+                           f"{'; ' + mismatch if mismatch else ''}); move it out of {path.parent}, or start a new run")
         if damaged:
             print(f"warning: skipped truncated or corrupt {', '.join(damaged)}; resuming from {path.name}",
                   file=sys.stderr)
@@ -316,6 +319,28 @@ def checkpoint_to_resume(out, saved, model):
     if paths:
         raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
                        f"({len(paths)} tried): restore one, or start a new run")
+    return None
+
+
+def run_checkpoint(path):
+    """The state in checkpoint `path`: CheckpointError if it is damaged, ForeignCheckpointError if it is whole but
+    not a checkpoint of a run (no model weights in it)."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ForeignCheckpointError(f"{path} is not a checkpoint of a `tito train gpt` run: it has no 'model' entries")
+    return state
+
+
+def weights_mismatch(theirs, ours):
+    """What differs between a file's tensors and the model's ({name: shape} each), in words; None if nothing."""
+    missing, extra = [n for n in ours if n not in theirs], [n for n in theirs if n not in ours]
+    if missing:
+        return f"it lacks {len(missing)} of the model's tensors, e.g. {missing[0]}"
+    if extra:
+        return f"it has {len(extra)} tensors the model lacks, e.g. {extra[0]}"
+    for name, shape in ours.items():
+        if tuple(theirs[name]) != tuple(shape):
+            return f"parameter {name} has shape {tuple(theirs[name])} in the file, {tuple(shape)} in the model"
     return None
 
 
@@ -891,20 +916,18 @@ def load_run(path=None, device="cpu"):
         raise RunError(f"--checkpoint {path} is not a run directory or one of its checkpoints (no {FILES['config']} "
                        f"in {run_dir}): pass a folder written by `tito train gpt`")
     lora = saved.get("lora")  # a LoRA run: the base run's model plus this run's adapters, merged
-    weights_file = path if path.is_file() else run_dir / (ADAPTERS if lora else FILES["model"])
-    newest = None if path.is_file() else (list_checkpoints(run_dir / "checkpoints") or [None])[-1]
-    if newest is not None and (not weights_file.is_file() or newest.stat().st_mtime > weights_file.stat().st_mtime):
-        weights_file = newest  # stopped before the end, or resumed for more steps after it: the newest weights
-    if not weights_file.is_file():
+    candidates = [path] if path.is_file() else weights_newest_first(run_dir, lora)
+    if not candidates:
         raise RunError(f"{run_dir} has no model yet (its training stopped before saving one): continue it with "
                        f"`tito train gpt --resume --out {run_dir}`")
-    try:  # a LoRA run's files (adapters file, checkpoints) hold its adapters alone
-        weights = (tt.load(weights_file) if weights_file.name in (FILES["model"], ADAPTERS)
-                   else load_checkpoint(weights_file)["model"])
-    except (RuntimeError, OSError, KeyError, TypeError):  # CheckpointError is a RuntimeError
-        raise RunError(f"{weights_file}: file is truncated or corrupt: retrain or restore it") from None
+    weights_file, weights = newest_readable_weights(candidates, run_dir)
     config = GPTConfig.from_dict(saved["gpt"])
     model = lora_model(lora, config) if lora else GPT(config)
+    mismatch = None if lora else weights_mismatch({n: w.shape for n, w in weights.items()},
+                                                  {n: p.shape for n, p in model.state_dict().items()})
+    if mismatch:
+        raise RunError(f"{weights_file} does not fit {run_dir / FILES['config']} ({mismatch}): retrain or restore "
+                       f"the run")
     try:
         if lora:  # module 12's checks: every adapter present, no unknown name, the shapes of the run's rank
             from tinytorch.finetune import load_adapter_state_dict
@@ -927,6 +950,40 @@ def load_run(path=None, device="cpu"):
     except (RuntimeError, ValueError) as err:
         raise RunError(f"--device {device}: {err}") from None
     return model.eval(), tok
+
+
+def weights_newest_first(run_dir, lora):
+    """The files a run's weights may be read from, newest first: the checkpoints written after its final model
+    file (the run stopped before the end, or was resumed for more steps after it), then that file; without one,
+    every checkpoint."""
+    final = run_dir / (ADAPTERS if lora else FILES["model"])
+    checkpoints = list_checkpoints(run_dir / "checkpoints")[::-1]
+    if not final.is_file():
+        return checkpoints
+    return [p for p in checkpoints if p.stat().st_mtime > final.stat().st_mtime] + [final]
+
+
+def newest_readable_weights(candidates, run_dir):
+    """(file, tensors) of the first of `candidates` that can be read (for a LoRA run, its adapters alone). A damaged
+    checkpoint is skipped with a warning, as --resume does, when another candidate follows; a damaged final model
+    file, the one file asked for, or a file that is not a run's is an error that names it."""
+    damaged = []
+    for path in candidates:
+        try:
+            weights = tt.load(path) if path.name in (FILES["model"], ADAPTERS) else run_checkpoint(path)["model"]
+        except ForeignCheckpointError as err:
+            raise RunError(f"{err}: move it out of {path.parent}, or pass --checkpoint with another file") from None
+        except (RuntimeError, OSError, KeyError, TypeError):  # CheckpointError is a RuntimeError
+            if len(candidates) == 1 or path.name in (FILES["model"], ADAPTERS):
+                raise RunError(f"{path}: file is truncated or corrupt: retrain or restore it") from None
+            damaged.append(path.name)
+            continue
+        if damaged:
+            print(f"warning: skipped truncated or corrupt {', '.join(damaged)}; sampling from {path.name}",
+                  file=sys.stderr)
+        return path, weights
+    raise RunError(f"every checkpoint in {run_dir / 'checkpoints'} is truncated or corrupt ({len(damaged)} tried): "
+                   f"restore one, or continue the run with `tito train gpt --resume --out {run_dir}`")
 
 
 def _run_dir_of(path):

@@ -65,10 +65,16 @@ atomic_write_bytes = atomic_write  # the old name of tinytorch's one durable wri
 
 FORMAT = "tinytorch-checkpoint/1"
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
+_TEMP = re.compile(r"^\.step_\d+\.safetensors\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temporary file of a checkpoint
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or corrupted; the message names the file."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """A whole, readable file that is not a checkpoint of what loads it (another format, model, optimizer
+    or data loader); the message says what differs. Not damage: an older checkpoint is no way around it."""
 
 
 def _array_node(array, key, arrays, kind):
@@ -157,8 +163,8 @@ def load_checkpoint(path, device=None):
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {err}") from None
     metadata = _read_metadata(data, path)
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a TinyTorch checkpoint (format {metadata.get('format')!r}, "
-                              f"expected {FORMAT!r})")
+        raise ForeignCheckpointError(f"{path} is not a TinyTorch checkpoint (format {metadata.get('format')!r}, "
+                                     f"expected {FORMAT!r})")
     if _checksum(arrays, metadata["state"]) != metadata.get("sha256"):
         raise CheckpointError(f"checkpoint {path} is corrupted: its SHA-256 does not match the one saved with it")
     return unflatten_state(json.loads(metadata["state"]), arrays, device)
@@ -188,6 +194,15 @@ def prune_checkpoints(directory, keep_last, upto=None):
         found = [p for p in found if int(_NAME.match(p.name).group(1)) <= upto]
     for old in found[:-keep_last] if keep_last else []:
         old.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(directory):
+    """Delete the temporary files of checkpoint saves that were killed (`.step_N.safetensors.XXXX.tmp`, as
+    atomic_write names them) in `directory`; nothing else. Called after a save succeeded: one Trainer writes
+    a checkpoint folder, so no other save is under way there."""
+    for path in Path(directory).iterdir():
+        if _TEMP.match(path.name):
+            path.unlink(missing_ok=True)
 
 
 # %% [markdown]
@@ -900,7 +915,8 @@ from tinytorch.core.backend import (
 )
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
-    CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint,
+    CheckpointError, ForeignCheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints,
+    remove_stale_temp_files, save_checkpoint,
 )
 from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
@@ -961,12 +977,21 @@ def _get_states(generators):
     return [g.bit_generator.state for g in generators] + gpus
 
 
+def _is_gpu_state(state):
+    return isinstance(state, dict) and "cuda" in state
+
+
+def _check_generator_count(generators, states, source="the checkpoint"):
+    saved = sum(not _is_gpu_state(s) for s in states)
+    if saved != len(generators):
+        raise ForeignCheckpointError(f"{source} saved {saved} random generators but this run has {len(generators)}: "
+                                     f"build the DataLoader the same way as the saved run")
+
+
 def _set_states(generators, states):
-    gpus = [s for s in states if isinstance(s, dict) and "cuda" in s]
-    states = [s for s in states if not (isinstance(s, dict) and "cuda" in s)]
-    if len(states) != len(generators):
-        raise CheckpointError(f"the checkpoint saved {len(states)} random generators but this run has "
-                              f"{len(generators)}: build the DataLoader the same way as the saved run")
+    _check_generator_count(generators, states)
+    gpus = [s for s in states if _is_gpu_state(s)]
+    states = [s for s in states if not _is_gpu_state(s)]
     for g, s in zip(generators, states):
         g.bit_generator.state = s
     for saved in gpus:
@@ -976,6 +1001,24 @@ def _set_states(generators, states):
             set_gpu_rng_state(saved["cuda"], saved["state"])
         except ValueError as err:
             raise CheckpointError(str(err)) from None
+
+
+def _check_optimizer_fits(optimizer, saved, path):
+    """ForeignCheckpointError if the optimizer state `saved` in checkpoint `path` is not one of `optimizer`'s
+    layout: another number of parameter groups, or of parameters in a group."""
+    groups, saved_groups = optimizer.param_groups, saved.get("param_groups", [])
+    if len(saved_groups) != len(groups):
+        raise ForeignCheckpointError(f"checkpoint {path}: its optimizer has {len(saved_groups)} parameter groups, "
+                                     f"this Trainer's has {len(groups)}: build the optimizer as the saved run did")
+    for i, (old, new) in enumerate(zip(saved_groups, groups)):
+        if len(old["params"]) != len(new["params"]):
+            raise ForeignCheckpointError(f"checkpoint {path}: its optimizer's parameter group {i} has "
+                                         f"{len(old['params'])} parameters, this Trainer's has {len(new['params'])}")
+    n_params = sum(len(group["params"]) for group in groups)
+    unknown = [i for i in saved.get("state", {}) if not 0 <= int(i) < n_params]
+    if unknown:
+        raise ForeignCheckpointError(f"checkpoint {path}: its optimizer holds state of parameter {unknown[0]}, "
+                                     f"but this Trainer's optimizer has {n_params} parameters")
 
 
 def _to_device(batch, device):
@@ -1011,7 +1054,7 @@ class _TrainerBase:
 
     Settings and their validation, the per-step bookkeeping (scheduler, log, progress,
     callbacks, evaluation and checkpoint cadence), early stopping, choosing the checkpoint
-    to resume from, and seeding.
+    to resume from, checking that a checkpoint fits before it is loaded, and seeding.
     """
 
     def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
@@ -1225,6 +1268,7 @@ class _TrainerBase:
         save_checkpoint(path, self.state_dict())
         if self.checkpoint_dir is not None and Path(path).parent == self.checkpoint_dir:
             prune_checkpoints(self.checkpoint_dir, self.keep_last, upto=self.step)
+            remove_stale_temp_files(self.checkpoint_dir)  # left by saves that were killed
         self._saved_step = self.step
         self._record({"kind": "checkpoint", "step": self.step, "path": str(path),
                       "seconds": round(time.perf_counter() - start, 4)})
@@ -1236,12 +1280,42 @@ class _TrainerBase:
             self.log.truncate_after(self.step)
         self._saved_step, self._started = self.step, True
 
+    def _read_checkpoint(self, path):
+        """The state saved in checkpoint `path`, once it is known to fit this Trainer: restoring changes the
+        model and the optimizer first, and a check failing after that would leave them half overwritten."""
+        state = load_checkpoint(path, self.device)
+        self._check_fits(state, path)
+        return state
+
+    def _check_fits(self, state, path):
+        """ForeignCheckpointError naming what in checkpoint `path` does not fit this Trainer. Everything that
+        loading could still trip over once the model is restored is checked here, before anything changes;
+        the model checks its own names and shapes before it copies any of them."""
+        missing = [key for key in ("model", "optimizer", "scheduler", "trainer", "rng")
+                   if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise ForeignCheckpointError(f"{path} is not a Trainer checkpoint: it has no "
+                                         f"{', '.join(map(repr, missing))} (what Trainer.save_checkpoint writes)")
+        _check_optimizer_fits(self.optimizer, state["optimizer"], path)
+        position = state["trainer"]["batch_in_epoch"]
+        batches = self._batches_per_epoch()
+        if batches is not None and position > batches:
+            raise ForeignCheckpointError(f"checkpoint {path} stopped at batch {position} of an epoch, but this "
+                                         f"train_loader has {batches} batches an epoch: build the DataLoader the "
+                                         f"same way as the saved run")
+        ours = _generators(self.train_loader)
+        for saved in [state["rng"]["now"]] + ([state["rng"]["epoch_start"]] if position else []):
+            _check_generator_count(ours, saved, source=f"checkpoint {path}")
+
     def _resume_latest(self):
-        """Load the newest readable checkpoint; fall back past damaged ones, warning about each."""
+        """Load the newest readable checkpoint; fall back past damaged ones, warning about each (one that
+        does not fit is an error: an older one would not fit either)."""
         paths = list_checkpoints(self.checkpoint_dir)
         for path in reversed(paths):
             try:
                 return self.load_checkpoint(path)
+            except ForeignCheckpointError:
+                raise
             except CheckpointError as err:
                 warnings.warn(f"{err}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=3)
         if paths:

@@ -680,9 +680,11 @@ print("state_dict: ok")
 #
 # ### Exercise: `Trainer.load_checkpoint(path)`
 #
-# Read the file with the provided `load_checkpoint(path, self.device)` (it checks the
-# format and the checksum) and restore everything. After your code, the given
-# `self._after_load()` cuts the metrics log back to the checkpoint's step.
+# The given first line reads the file (`self._read_checkpoint`: the format, the
+# checksum, and whether it fits this Trainer: the optimizer's layout, the data position).
+# It checks everything before you change anything: a checkpoint that does not fit leaves
+# the model and the optimizer as they were. Restore everything from `state`. After your
+# code, the given `self._after_load()` cuts the metrics log back to the checkpoint's step.
 #
 # - Hint 1: the inverse of `state_dict`, then the data position.
 # - Hint 2: `load_state_dict` for the model, the optimizer, the scheduler and early
@@ -702,8 +704,8 @@ class Trainer(_SavingTrainer):
 
     def load_checkpoint(self, path):
         """Restore a checkpoint so that training continues exactly where it stopped."""
+        state = self._read_checkpoint(path)  # provided: the file, checked to fit this Trainer
         ### BEGIN SOLUTION
-        state = load_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:

@@ -3,12 +3,14 @@ __all__ = [
     "atomic_write_bytes",
     "FORMAT",
     "CheckpointError",
+    "ForeignCheckpointError",
     "flatten_state",
     "unflatten_state",
     "load_checkpoint",
     "checkpoint_path",
     "list_checkpoints",
     "prune_checkpoints",
+    "remove_stale_temp_files",
     "save_checkpoint",
 ]
 
@@ -34,10 +36,16 @@ atomic_write_bytes = atomic_write  # the old name of tinytorch's one durable wri
 
 FORMAT = "tinytorch-checkpoint/1"
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
+_TEMP = re.compile(r"^\.step_\d+\.safetensors\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temporary file of a checkpoint
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or corrupted; the message names the file."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """A whole, readable file that is not a checkpoint of what loads it (another format, model, optimizer
+    or data loader); the message says what differs. Not damage: an older checkpoint is no way around it."""
 
 
 def _array_node(array, key, arrays, kind):
@@ -126,8 +134,8 @@ def load_checkpoint(path, device=None):
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {err}") from None
     metadata = _read_metadata(data, path)
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a TinyTorch checkpoint (format {metadata.get('format')!r}, "
-                              f"expected {FORMAT!r})")
+        raise ForeignCheckpointError(f"{path} is not a TinyTorch checkpoint (format {metadata.get('format')!r}, "
+                                     f"expected {FORMAT!r})")
     if _checksum(arrays, metadata["state"]) != metadata.get("sha256"):
         raise CheckpointError(f"checkpoint {path} is corrupted: its SHA-256 does not match the one saved with it")
     return unflatten_state(json.loads(metadata["state"]), arrays, device)
@@ -157,6 +165,15 @@ def prune_checkpoints(directory, keep_last, upto=None):
         found = [p for p in found if int(_NAME.match(p.name).group(1)) <= upto]
     for old in found[:-keep_last] if keep_last else []:
         old.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(directory):
+    """Delete the temporary files of checkpoint saves that were killed (`.step_N.safetensors.XXXX.tmp`, as
+    atomic_write names them) in `directory`; nothing else. Called after a save succeeded: one Trainer writes
+    a checkpoint folder, so no other save is under way there."""
+    for path in Path(directory).iterdir():
+        if _TEMP.match(path.name):
+            path.unlink(missing_ok=True)
 
 
 # %% modules/07_training/training.py, cell 20

@@ -18,10 +18,12 @@ from tinytorch.core.backend import (
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
     CheckpointError,
+    ForeignCheckpointError,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_stale_temp_files,
     save_checkpoint,
 )
 from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
@@ -93,12 +95,21 @@ def _get_states(generators):
     return [g.bit_generator.state for g in generators] + gpus
 
 
+def _is_gpu_state(state):
+    return isinstance(state, dict) and "cuda" in state
+
+
+def _check_generator_count(generators, states, source="the checkpoint"):
+    saved = sum(not _is_gpu_state(s) for s in states)
+    if saved != len(generators):
+        raise ForeignCheckpointError(f"{source} saved {saved} random generators but this run has {len(generators)}: "
+                                     f"build the DataLoader the same way as the saved run")
+
+
 def _set_states(generators, states):
-    gpus = [s for s in states if isinstance(s, dict) and "cuda" in s]
-    states = [s for s in states if not (isinstance(s, dict) and "cuda" in s)]
-    if len(states) != len(generators):
-        raise CheckpointError(f"the checkpoint saved {len(states)} random generators but this run has "
-                              f"{len(generators)}: build the DataLoader the same way as the saved run")
+    _check_generator_count(generators, states)
+    gpus = [s for s in states if _is_gpu_state(s)]
+    states = [s for s in states if not _is_gpu_state(s)]
     for g, s in zip(generators, states):
         g.bit_generator.state = s
     for saved in gpus:
@@ -108,6 +119,24 @@ def _set_states(generators, states):
             set_gpu_rng_state(saved["cuda"], saved["state"])
         except ValueError as err:
             raise CheckpointError(str(err)) from None
+
+
+def _check_optimizer_fits(optimizer, saved, path):
+    """ForeignCheckpointError if the optimizer state `saved` in checkpoint `path` is not one of `optimizer`'s
+    layout: another number of parameter groups, or of parameters in a group."""
+    groups, saved_groups = optimizer.param_groups, saved.get("param_groups", [])
+    if len(saved_groups) != len(groups):
+        raise ForeignCheckpointError(f"checkpoint {path}: its optimizer has {len(saved_groups)} parameter groups, "
+                                     f"this Trainer's has {len(groups)}: build the optimizer as the saved run did")
+    for i, (old, new) in enumerate(zip(saved_groups, groups)):
+        if len(old["params"]) != len(new["params"]):
+            raise ForeignCheckpointError(f"checkpoint {path}: its optimizer's parameter group {i} has "
+                                         f"{len(old['params'])} parameters, this Trainer's has {len(new['params'])}")
+    n_params = sum(len(group["params"]) for group in groups)
+    unknown = [i for i in saved.get("state", {}) if not 0 <= int(i) < n_params]
+    if unknown:
+        raise ForeignCheckpointError(f"checkpoint {path}: its optimizer holds state of parameter {unknown[0]}, "
+                                     f"but this Trainer's optimizer has {n_params} parameters")
 
 
 def _to_device(batch, device):
@@ -142,7 +171,7 @@ class _TrainerBase:
 
     Settings and their validation, the per-step bookkeeping (scheduler, log, progress,
     callbacks, evaluation and checkpoint cadence), early stopping, choosing the checkpoint
-    to resume from, and seeding.
+    to resume from, checking that a checkpoint fits before it is loaded, and seeding.
     """
 
     def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
@@ -356,6 +385,7 @@ class _TrainerBase:
         save_checkpoint(path, self.state_dict())
         if self.checkpoint_dir is not None and Path(path).parent == self.checkpoint_dir:
             prune_checkpoints(self.checkpoint_dir, self.keep_last, upto=self.step)
+            remove_stale_temp_files(self.checkpoint_dir)  # left by saves that were killed
         self._saved_step = self.step
         self._record({"kind": "checkpoint", "step": self.step, "path": str(path),
                       "seconds": round(time.perf_counter() - start, 4)})
@@ -367,12 +397,42 @@ class _TrainerBase:
             self.log.truncate_after(self.step)
         self._saved_step, self._started = self.step, True
 
+    def _read_checkpoint(self, path):
+        """The state saved in checkpoint `path`, once it is known to fit this Trainer: restoring changes the
+        model and the optimizer first, and a check failing after that would leave them half overwritten."""
+        state = load_checkpoint(path, self.device)
+        self._check_fits(state, path)
+        return state
+
+    def _check_fits(self, state, path):
+        """ForeignCheckpointError naming what in checkpoint `path` does not fit this Trainer. Everything that
+        loading could still trip over once the model is restored is checked here, before anything changes;
+        the model checks its own names and shapes before it copies any of them."""
+        missing = [key for key in ("model", "optimizer", "scheduler", "trainer", "rng")
+                   if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise ForeignCheckpointError(f"{path} is not a Trainer checkpoint: it has no "
+                                         f"{', '.join(map(repr, missing))} (what Trainer.save_checkpoint writes)")
+        _check_optimizer_fits(self.optimizer, state["optimizer"], path)
+        position = state["trainer"]["batch_in_epoch"]
+        batches = self._batches_per_epoch()
+        if batches is not None and position > batches:
+            raise ForeignCheckpointError(f"checkpoint {path} stopped at batch {position} of an epoch, but this "
+                                         f"train_loader has {batches} batches an epoch: build the DataLoader the "
+                                         f"same way as the saved run")
+        ours = _generators(self.train_loader)
+        for saved in [state["rng"]["now"]] + ([state["rng"]["epoch_start"]] if position else []):
+            _check_generator_count(ours, saved, source=f"checkpoint {path}")
+
     def _resume_latest(self):
-        """Load the newest readable checkpoint; fall back past damaged ones, warning about each."""
+        """Load the newest readable checkpoint; fall back past damaged ones, warning about each (one that
+        does not fit is an error: an older one would not fit either)."""
         paths = list_checkpoints(self.checkpoint_dir)
         for path in reversed(paths):
             try:
                 return self.load_checkpoint(path)
+            except ForeignCheckpointError:
+                raise
             except CheckpointError as err:
                 warnings.warn(f"{err}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=3)
         if paths:
@@ -514,7 +574,7 @@ class Trainer(_SavingTrainer):
 
     def load_checkpoint(self, path):
         """Restore a checkpoint so that training continues exactly where it stopped."""
-        state = load_checkpoint(path, self.device)
+        state = self._read_checkpoint(path)  # provided: the file, checked to fit this Trainer
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
