@@ -579,7 +579,11 @@ print("GPTForSequenceClassification: ok")
 #
 # **Merging.** After training, W' = W + (α / r)·B·A is an ordinary weight: the
 # adapted layer costs nothing extra at inference. `unmerge` subtracts it again
-# (to keep training, or to swap in another task's adapter).
+# (to keep training, or to swap in another task's adapter). A merged layer's
+# `state_dict` holds W' *and* A, B, so it also records the merge (a
+# `lora_merged` entry): loading it into an unmerged model, whose forward would
+# add B·A a second time, is then an error rather than a wrong model (merge
+# the model first, then load).
 #
 # Worked example: in = out = 2, r = 1, α = 1, W = I, A = (1, 1), B = (1, 0)ᵀ.
 # B·A = ((1, 1), (0, 0)), so x = (1, 2) gives x·Wᵀ = (1, 2) plus the update
@@ -603,6 +607,7 @@ print("GPTForSequenceClassification: ok")
 #| export
 """LoRA: a trainable low-rank update beside a frozen Linear; injection by name; merge for inference."""
 from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import Tensor
 from tinytorch.nn.init import zeros_
 from tinytorch.nn.layers import Dropout, Linear, Module
 
@@ -624,6 +629,20 @@ class LoRALinear(Module):
         zeros_(self.lora_B.weight)  # B = 0: the adapted layer starts as the base layer
         self.lora_dropout = Dropout(dropout)
         self.merged = False
+
+    @property
+    def merged(self):
+        """Whether the update is inside the base weight (forward then skips the adapter)."""
+        return "lora_merged" in self._buffers
+
+    @merged.setter
+    def merged(self, value):
+        # Recorded as a buffer, in state_dict only while merged: a merged model's checkpoint then cannot load
+        # into an unmerged model, which would add its adapters a second time (nor the other way round).
+        if value:
+            self.register_buffer("lora_merged", Tensor([1], device=self.base.weight.device))
+        elif "lora_merged" in self._buffers:
+            del self.lora_merged
 
     @property
     def in_features(self):
@@ -746,7 +765,11 @@ print("LoRALinear: ok")
 # - Hint 3: check, then freeze every parameter of the model, then `setattr` the
 #   parent's child to a new LoRALinear, so the new adapters are the only things
 #   that train.
-#   `merge_lora(model)` merges every not-yet-merged LoRALinear of a model.
+#   `merge_lora(model)` merges every not-yet-merged LoRALinear of a model. It
+#   refuses a layer whose weight is tied to another (a GPT's `lm_head` *is*
+#   `wte`): W += ΔW would change the embedding too. `merge_and_unload(model)`
+#   merges, then puts each base Linear back in its LoRALinear's place: a plain
+#   model again, which `save_pretrained` can write in GPT-2's format.
 
 # %% nbgrader={"grade": false, "grade_id": "inject-lora", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -773,14 +796,43 @@ def inject_lora(model, targets, rank=8, alpha=16, dropout=0.0):
     ### END SOLUTION
 
 
+def _check_untied(model):
+    """Refuse to merge a LoRALinear whose base weight is also another layer's (a GPT's tied lm_head is wte)."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    names = {}  # id(tensor) -> every name it has in the model: a tied weight has several
+    for name, tensor in model._state_tensors().items():
+        names.setdefault(id(tensor), []).append(name)
+    for group in (group for group in names.values() if len(group) > 1):
+        for name in group:
+            owner = modules.get(name.removesuffix(".base.weight")) if name.endswith(".base.weight") else None
+            if isinstance(owner, LoRALinear) and not owner.merged:
+                others = ", ".join(n for n in group if n != name)
+                raise RuntimeError(f"merge_lora: {name} is the same Parameter as {others} (tied weights); merging "
+                                   f"would change that layer too. Keep this adapter unmerged (its forward is "
+                                   f"exact), or adapt a layer whose weight is its own (e.g. a GPT built with "
+                                   f"tie_weights=False)")
+
+
 def merge_lora(model):
     """Merge every LoRALinear of `model` into its base weight (for inference)."""
+    _check_untied(model)  # before any merge: all or nothing
     ### BEGIN SOLUTION
     for m in model.modules():
         if isinstance(m, LoRALinear) and not m.merged:
             m.merge()
     return model
     ### END SOLUTION
+
+
+def merge_and_unload(model):
+    """Merge every adapter, then put each LoRALinear's base Linear back in its place, in place (PEFT's
+    `merge_and_unload`): a plain model again, with the original state_dict names (for `save_pretrained`)."""
+    merge_lora(model)
+    for parent in list(model.modules()):
+        for child, m in list(parent.named_children()):
+            if isinstance(m, LoRALinear):
+                setattr(parent, child, m.base)
+    return model
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-inject-lora", "locked": true, "points": 3, "schema_version": 3, "solution": false}

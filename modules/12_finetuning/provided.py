@@ -205,7 +205,7 @@ def _check_kl_div(input, target, reduction):
 # file holds every parameter whose name contains `lora_` (plus any other
 # parameter that trains, such as a classification head), a tiny fraction of
 # the model. Loading puts them back into a model that has the same adapters
-# injected; a missing or unexpected name is an error that lists them.
+# injected, and not merged; a missing or unexpected name is an error that lists them.
 # `load_adapter_state_dict` does the same from tensors already read (a
 # training checkpoint's adapters).
 
@@ -239,6 +239,10 @@ def load_adapter_state_dict(model, state, source="state"):
 
     Every trainable tensor of `model` must be in `state`, and every name of `state` must be a parameter
     of `model` with the same shape; otherwise a ValueError names them (`source` says where `state` came from)."""
+    merged = [name.rpartition(".")[0] for name, _ in model.named_buffers() if name.endswith("lora_merged")]
+    if merged:  # the weight holds the old adapters' update: new ones would change nothing, and unmerge break it
+        raise ValueError(f"load_adapters({source}): {', '.join(merged)} are merged; unmerge them before loading "
+                         f"other adapters")
     own = dict(model.named_parameters())
     missing = sorted(set(adapter_state_dict(model)) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -118,6 +118,19 @@ def test_save_pretrained_refuses_what_gpt2_cannot_express(overrides, named, tmp_
     assert not (tmp_path / "model.safetensors").exists()
 
 
+def test_save_pretrained_refuses_a_model_with_lora_layers(tmp_path):
+    class Adapted(tt.nn.Module):  # the layout of module 12's LoRALinear: base + lora_A + lora_B
+        def __init__(self, base):
+            super().__init__()
+            self.base, self.lora_A, self.lora_B = base, tt.nn.Linear(8, 2), tt.nn.Linear(2, 24)
+
+    model = make()
+    model.transformer.h[0].attn.c_attn = Adapted(model.transformer.h[0].attn.c_attn)
+    with pytest.raises(ValueError, match=r"LoRA.*transformer\.h\.0\.attn\.c_attn.*merge_and_unload"):
+        model.save_pretrained(tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_unsupported_hf_settings():
     base = {"vocab_size": 10, "n_positions": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
     assert config_from_hf(base)["block_size"] == 8

@@ -10,7 +10,7 @@ from tinytorch import nn
 from tinytorch.autograd import gradcheck
 from tinytorch.finetune import (GPTForSequenceClassification, LoRALinear, adapter_state_dict, distillation_loss,
                                 inject_lora, last_token_pool, load_adapter_state_dict, load_adapters, mean_pool,
-                                merge_lora, save_adapters, soft_targets)
+                                merge_and_unload, merge_lora, save_adapters, soft_targets)
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn import functional as F
 
@@ -209,3 +209,80 @@ def test_a_model_with_lora_injected_still_generates_with_its_kv_cache():
     inject_lora(model, targets=["attn.c_attn"], rank=2, alpha=4)
     out = model.generate(tt.tensor([[1, 2, 3]], dtype=tt.int64), max_new_tokens=4)
     assert out.shape == (1, 7), f"generate through LoRA layers: expected (1, 7), got {out.shape}"
+
+
+def randomized_gpt(targets, seed=0, **config):
+    """A small GPT with LoRA on `targets`, every B random (a fresh adapter would change nothing)."""
+    tt.manual_seed(seed)
+    model = GPT(GPTConfig(**{**SMALL, **config})).eval()
+    inject_lora(model, targets, rank=4, alpha=8)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            nn.init.normal_(m.lora_B.weight, 0.0, 0.1)
+    return model
+
+
+def logits(model, idx=((1, 2, 3, 4, 5),)):
+    return model(tt.tensor(list(idx)))[0].numpy()
+
+
+def test_merge_refuses_a_weight_tied_to_another_layer():
+    model = randomized_gpt(["lm_head"])  # tie_weights: lm_head's weight is transformer.wte's
+    want, wte = logits(model), model.transformer.wte.weight.numpy().copy()
+    with pytest.raises(RuntimeError, match=r"lm_head\.base\.weight.*transformer\.wte\.weight"):
+        merge_lora(model)
+    assert not model.lm_head.merged and np.array_equal(model.transformer.wte.weight.numpy(), wte)
+    np.testing.assert_array_equal(logits(model), want)  # the adapter still works, unmerged
+    with pytest.raises(RuntimeError, match="not merged"):
+        model.lm_head.unmerge()
+    untied = randomized_gpt(["lm_head"], tie_weights=False)  # its own lm_head weight: merging is fine
+    want, wte = logits(untied), untied.transformer.wte.weight.numpy().copy()
+    merge_lora(untied)
+    np.testing.assert_allclose(logits(untied), want, atol=1e-5)
+    assert np.array_equal(untied.transformer.wte.weight.numpy(), wte)
+
+
+def test_a_merged_model_checkpoint_round_trips(tmp_path):
+    model = randomized_gpt(["attn.c_attn", "attn.c_proj"])
+    unmerged_keys = set(model.state_dict())
+    base = model.transformer.h[0].attn.c_attn.base.weight.numpy().copy()
+    want = logits(model)
+    merge_lora(model)
+    tt.save(model.state_dict(), tmp_path / "merged.safetensors")
+    state = tt.load(tmp_path / "merged.safetensors")
+    # Into a model with the adapters not merged: its forward would add them a second time.
+    with pytest.raises(RuntimeError, match="lora_merged"):
+        randomized_gpt(["attn.c_attn", "attn.c_proj"], seed=1).load_state_dict(state)
+    loaded = merge_lora(randomized_gpt(["attn.c_attn", "attn.c_proj"], seed=1))  # merged, like the checkpoint
+    loaded.load_state_dict(state)
+    np.testing.assert_allclose(logits(loaded), want, atol=1e-5)
+    loaded.transformer.h[0].attn.c_attn.unmerge()  # the loaded adapters are the ones inside the weight
+    np.testing.assert_allclose(loaded.transformer.h[0].attn.c_attn.base.weight.numpy(), base, atol=1e-6)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.unmerge()
+    assert set(model.state_dict()) == unmerged_keys, "an unmerged model saves what it always saved"
+    with pytest.raises(RuntimeError, match="lora_merged"):  # nor an unmerged checkpoint into a merged model
+        merge_lora(randomized_gpt(["attn.c_attn", "attn.c_proj"], seed=1)).load_state_dict(model.state_dict())
+
+
+def test_adapters_load_only_into_an_unmerged_model(tmp_path):
+    model = randomized_gpt(["attn.c_attn"])
+    save_adapters(model, tmp_path / "adapters.safetensors")
+    merged = merge_lora(randomized_gpt(["attn.c_attn"], seed=1))
+    with pytest.raises(ValueError, match="merged"):  # new adapters beside a weight that holds the old ones
+        load_adapters(merged, tmp_path / "adapters.safetensors")
+
+
+def test_merge_and_unload_gives_a_plain_gpt_for_save_pretrained(tmp_path):
+    model = randomized_gpt(["attn.c_attn", "attn.c_proj"])
+    want = logits(model)
+    for prepare in (lambda m: m, merge_lora):  # with adapters, merged or not: GPT-2's format has no place for them
+        with pytest.raises(ValueError, match="merge_and_unload"):
+            prepare(model).save_pretrained(tmp_path)
+    assert merge_and_unload(model) is model
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert set(model.state_dict()) == set(GPT(GPTConfig(**SMALL)).state_dict()), "a plain GPT's names"
+    np.testing.assert_allclose(logits(model), want, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    np.testing.assert_allclose(logits(GPT.from_pretrained(tmp_path)), want, atol=1e-5)

@@ -7,6 +7,7 @@ __all__ = [
     "LoRALinear",
     "inject_lora",
     "merge_lora",
+    "merge_and_unload",
     "last_token_pool",
     "mean_pool",
     "GPTForSequenceClassification",

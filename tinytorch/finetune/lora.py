@@ -7,6 +7,7 @@ __all__ = [
     "LoRALinear",
     "inject_lora",
     "merge_lora",
+    "merge_and_unload",
 ]
 
 
@@ -41,6 +42,10 @@ def load_adapter_state_dict(model, state, source="state"):
 
     Every trainable tensor of `model` must be in `state`, and every name of `state` must be a parameter
     of `model` with the same shape; otherwise a ValueError names them (`source` says where `state` came from)."""
+    merged = [name.rpartition(".")[0] for name, _ in model.named_buffers() if name.endswith("lora_merged")]
+    if merged:  # the weight holds the old adapters' update: new ones would change nothing, and unmerge break it
+        raise ValueError(f"load_adapters({source}): {', '.join(merged)} are merged; unmerge them before loading "
+                         f"other adapters")
     own = dict(model.named_parameters())
     missing = sorted(set(adapter_state_dict(model)) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -78,6 +83,20 @@ class LoRALinear(Module):
         zeros_(self.lora_B.weight)  # B = 0: the adapted layer starts as the base layer
         self.lora_dropout = Dropout(dropout)
         self.merged = False
+
+    @property
+    def merged(self):
+        """Whether the update is inside the base weight (forward then skips the adapter)."""
+        return "lora_merged" in self._buffers
+
+    @merged.setter
+    def merged(self, value):
+        # Recorded as a buffer, in state_dict only while merged: a merged model's checkpoint then cannot load
+        # into an unmerged model, which would add its adapters a second time (nor the other way round).
+        if value:
+            self.register_buffer("lora_merged", Tensor([1], device=self.base.weight.device))
+        elif "lora_merged" in self._buffers:
+            del self.lora_merged
 
     @property
     def in_features(self):
@@ -148,9 +167,38 @@ def inject_lora(model, targets, rank=8, alpha=16, dropout=0.0):
     return chosen
 
 
+def _check_untied(model):
+    """Refuse to merge a LoRALinear whose base weight is also another layer's (a GPT's tied lm_head is wte)."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    names = {}  # id(tensor) -> every name it has in the model: a tied weight has several
+    for name, tensor in model._state_tensors().items():
+        names.setdefault(id(tensor), []).append(name)
+    for group in (group for group in names.values() if len(group) > 1):
+        for name in group:
+            owner = modules.get(name.removesuffix(".base.weight")) if name.endswith(".base.weight") else None
+            if isinstance(owner, LoRALinear) and not owner.merged:
+                others = ", ".join(n for n in group if n != name)
+                raise RuntimeError(f"merge_lora: {name} is the same Parameter as {others} (tied weights); merging "
+                                   f"would change that layer too. Keep this adapter unmerged (its forward is "
+                                   f"exact), or adapt a layer whose weight is its own (e.g. a GPT built with "
+                                   f"tie_weights=False)")
+
+
 def merge_lora(model):
     """Merge every LoRALinear of `model` into its base weight (for inference)."""
+    _check_untied(model)  # before any merge: all or nothing
     for m in model.modules():
         if isinstance(m, LoRALinear) and not m.merged:
             m.merge()
+    return model
+
+
+def merge_and_unload(model):
+    """Merge every adapter, then put each LoRALinear's base Linear back in its place, in place (PEFT's
+    `merge_and_unload`): a plain model again, with the original state_dict names (for `save_pretrained`)."""
+    merge_lora(model)
+    for parent in list(model.modules()):
+        for child, m in list(parent.named_children()):
+            if isinstance(m, LoRALinear):
+                setattr(parent, child, m.base)
     return model
