@@ -560,3 +560,30 @@ def test_fit_ends_its_threads(cpu_parts):
         time.sleep(0.01)
     trainer.fit(max_steps=4)  # a later fit makes a new pool
     assert trainer.step == 4
+
+
+def test_a_second_thread_driving_the_same_step_is_refused(cpu_parts):
+    """Two threads running one ThreadedStep at once would mix their replicas' gradients: the second is told."""
+    model, opt, loss, _, _ = cpu_parts()
+    inside, release = threading.Event(), threading.Event()
+
+    class Waits(nn.Module):  # holds the first step inside its forward until the second has tried
+        def forward(self, x):
+            if threading.current_thread().name == "first":
+                inside.set()
+                release.wait(10)
+            return x
+    step = ThreadedStep(nn.Sequential(Waits(), *model), 2)
+    first = threading.Thread(target=step, args=(loss, opt, batches(1, 8)), name="first")
+    first.start()
+    assert inside.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="running a step in another thread"):
+            step(loss, opt, batches(1, 8))
+        with pytest.raises(RuntimeError, match="running a step in another thread"):
+            step.split_model(batches(1, 8)[0][0])
+    finally:
+        release.set()
+        first.join(10)
+    step(loss, opt, batches(1, 8))  # once the first is done, this thread may
+    step.close()

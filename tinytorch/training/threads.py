@@ -6,6 +6,7 @@ import contextlib
 import copy
 import hashlib
 import os
+import threading
 import warnings
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
@@ -202,6 +203,18 @@ class ThreadedStep:
         self._blas = _OneBlasThread() if threads > 1 else contextlib.nullcontext()
         self.split_model = _SplitModel(self)
         self._token = Tensor(np.zeros(0, dtype=np.float32), requires_grad=True)  # the joined output's graph input
+        self._in_use = threading.RLock()  # held by the thread running a step: the replicas are one step's
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Run a step's phase in this thread only (nested phases of the same step are fine)."""
+        if not self._in_use.acquire(blocking=False):
+            raise RuntimeError("this ThreadedStep is running a step in another thread, and its replicas hold "
+                               "one step at a time: make one ThreadedStep per thread")
+        try:
+            yield
+        finally:
+            self._in_use.release()
 
     def _make_replicas(self, modules, params, buffers):
         """Copies of the model (its `modules`, `params` and `buffers` listed once, in order) whose parameters
@@ -279,6 +292,10 @@ class ThreadedStep:
     def forward(self, inputs):
         """The model's output for `inputs`, each row block computed in its own thread and the blocks joined;
         the replicas are synced with the model first (its mode, weights and attributes now)."""
+        with self._exclusive():
+            return self._forward(inputs)
+
+    def _forward(self, inputs):
         self.sync()
         rows = _rows(inputs)
         n = max(1, min(self.threads, rows))
@@ -318,9 +335,9 @@ class ThreadedStep:
             def block_backward(job):
                 out, (a, b) = job
                 run_backward(out, g[a:b], retain_graph=True)
-            with self._blas:
+            with self._exclusive(), self._blas:
                 self._run(block_backward, list(zip(outputs, bounds)), generators)
-            self.collect_grads()
+                self.collect_grads()
             return (None,)
         return from_op(data, first._device, (self._token,), join_backward)
 
@@ -371,7 +388,7 @@ class ThreadedStep:
         the split model; returns the mean loss."""
         from tinytorch.training.trainer import train_step  # the lesson's, defined after this file
 
-        with self._blas:  # (each split forward syncs the replicas)
+        with self._exclusive(), self._blas:  # (each split forward syncs the replicas)
             return train_step(self.split_model, loss_fn, _SplitOptimizer(self, optimizer), micro_batches,
                               clip_grad_norm)
 
