@@ -747,7 +747,9 @@ print("_Bucket: ok")
 # into it has been summed, so that identity's backward *is* the "gradient
 # ready" event: it calls `self._grad_ready(param, g)` with the parameter's
 # whole gradient of this pass, once per parameter, and returns nothing for
-# the engine to add.
+# the engine to add. A second forward before the backward (a siamese loss,
+# `f(ddp(a)) + f(ddp(b))`) reads the same identities, so the engine sums both
+# uses' gradients into each: still once per parameter.
 #
 # Construction builds the buckets: `self.buckets`, one `_Bucket` per group
 # that `assign_buckets` makes of the parameters that require grad (the cap in
@@ -755,8 +757,9 @@ print("_Bucket: ok")
 # `id(param)` to the index of its bucket.
 #
 # Each pass starts from empty buckets: `_start_backward()`, which the base's
-# `forward` calls, sets every bucket's `pending` back to its number of
-# parameters and its `work` to None, and `self._next_bucket` back to 0.
+# `forward` calls (at the pass's first forward), sets every bucket's `pending`
+# back to its number of parameters and its `work` to None, and
+# `self._next_bucket` back to 0.
 #
 # `_grad_ready` is the heart of DDP. For the parameter's bucket:
 #

@@ -174,7 +174,8 @@ class _FlatUnit:
         # ZeRO-2: the shard is a view of the full vector; ZeRO-3: a copy, and the full vector is dropped
         self.shard = Parameter(from_op(flat[mine] if keep_full else flat[mine].copy(), self.device))
         for p, view in zip(params, self._views(flat) if keep_full else [None] * len(params)):
-            p.data = view if view is not None else self.xp.empty((0,), dtype=self.dtype)  # ZeRO-3: nothing at rest
+            # ZeRO-3: nothing at rest, but the parameter's ndim, that optimizer groups built after wrapping read
+            p.data = view if view is not None else self.xp.empty((0,) * max(p.data.ndim, 1), dtype=self.dtype)
         self.signals, self.gathered, self.grad_buffer, self.pending = [], keep_full, None, 0
 
     def _views(self, flat):
@@ -275,7 +276,9 @@ print("_FlatUnit: ok")
 # `self._signal(unit, p, view)` makes one. The engine calls an op's backward
 # once all the gradient into it has been summed, so the signal's backward is
 # the moment "p's gradient of this pass is complete": it calls
-# `self._grad_ready(unit, p, g)`.
+# `self._grad_ready(unit, p, g)`. A unit that runs again before its backward
+# (a block used twice, or two forwards then one backward) gets the same
+# signals back from `self._signal`, so each parameter is still ready once.
 #
 # `_unit_forward(unit, forward, *args, **kwargs)`:
 #
@@ -347,6 +350,13 @@ class FullyShardedDataParallel(_ShardedBase):
         return self.zero_stage == 3 and unit.module is not self.module
 
     def _signal(self, unit, p, view):
+        if is_grad_enabled() and unit.pending == len(unit.params) and unit.signals[0].requires_grad:
+            # the unit runs again before its backward (a block used twice, or two forwards then one backward):
+            # the same signal, so the engine sums p's gradients of both uses and p is still ready once
+            signal = unit.signals[unit.index[id(p)]]
+            signal.data = view
+            return signal
+
         def grad_ready_backward(g):
             self._grad_ready(unit, p, g)
             return (None,)  # _grad_ready keeps the gradient itself

@@ -225,3 +225,57 @@ def test_zero_on_thread_ranks_equals_adamw_and_consolidates_its_state():
         for k, entry in plain_state["state"].items():
             np.testing.assert_allclose(np.asarray(state["state"][k]["exp_avg"]), np.asarray(entry["exp_avg"]),
                                        rtol=1e-6, atol=1e-7)
+
+
+def test_ddp_two_forwards_before_one_backward_on_thread_ranks():
+    """A siamese loss f(ddp(a)) + f(ddp(b)): each parameter is ready once per backward, with both uses' gradient."""
+    nets = _mlp_copies(3)
+    x = tt.randn(8, 5)
+
+    def rank_main(discarded_forward):
+        rank = dist.get_rank()
+        for p in nets[rank].parameters():
+            p.grad = None
+        ddp = dist.DistributedDataParallel(nets[rank], bucket_cap_mb=64 / 2 ** 20)
+        a, b = x[4 * rank:4 * rank + 2], x[4 * rank + 2:4 * rank + 4]
+        if discarded_forward:
+            ddp(a)  # an output nobody differentiates (grad mode on)
+        ((ddp(a) ** 2).mean() + (ddp(b) ** 2).mean()).backward()
+        return [p.grad.numpy().copy() for p in nets[rank].parameters()]
+
+    loss = 0
+    for rank in range(2):
+        for pair in (x[4 * rank:4 * rank + 2], x[4 * rank + 2:4 * rank + 4]):
+            loss = loss + (nets[2](pair) ** 2).mean()
+    (loss / 2).backward()
+    for discarded_forward in (False, True):
+        for grads in dist.ThreadGroup.run(2, rank_main, discarded_forward):
+            for p, g in zip(nets[2].parameters(), grads):
+                np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_ddp_two_forwards_then_accumulation_and_no_sync(device, tokens):
+    plain, wrapped = make_gpt(device), make_gpt(device)
+    ddp = dist.DistributedDataParallel(wrapped, bucket_cap_mb=0.005)
+    halves = (tokens[:2], tokens[2:])
+    for _ in range(2):  # two steps' worth, accumulated: a pass with two forwards, then one with two under no_sync
+        (gpt_loss(plain, halves[0], device) + gpt_loss(plain, halves[1], device)).backward()
+    (gpt_loss(ddp, halves[0], device) + gpt_loss(ddp, halves[1], device)).backward()
+    with ddp.no_sync():
+        (gpt_loss(ddp, halves[0], device) + gpt_loss(ddp, halves[1], device)).backward()
+    for p, q in zip(plain.parameters(), wrapped.parameters()):
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_backward_through_an_earlier_pass_is_a_clear_error(device):
+    ddp = dist.DistributedDataParallel(Sequential(Linear(3, 2)).to(device))
+    x = tt.randn(4, 3, device=device)
+    first = ddp(x).sum()
+    first.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once per backward"):
+        (first + ddp(x).sum()).backward()  # the first graph's gradients were already averaged
+    ddp = dist.DistributedDataParallel(Sequential(Linear(3, 2)).to(device))
+    loss = ddp(x).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once per backward"):
+        loss.backward()

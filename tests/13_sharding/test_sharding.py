@@ -172,6 +172,62 @@ def test_an_unused_parameter_is_reported_at_the_next_forward():
         fsdp(tt.ones(3, 2))
 
 
+
+class _Twice(tt.nn.Module):
+    """A block and a head; `twice` runs the block a second time on its own output (shared weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block, self.head = tt.nn.Linear(4, 4), tt.nn.Linear(4, 1)
+
+    def forward(self, x, twice=False):
+        h = self.block(x)
+        if twice:
+            h = self.block(h.tanh())
+        return self.head(h)
+
+
+def _twice_loss(net, x, how):
+    if how == "block used twice":
+        return (net(x, twice=True) ** 2).mean()
+    return (net(x[:2]) ** 2).mean() + (net(x[2:]) ** 2).mean()  # two forwards, one backward (siamese)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("how", ["block used twice", "two forwards"])
+def test_a_unit_run_twice_before_one_backward_gets_the_gradient_of_both_uses(stage, how):
+    tt.manual_seed(5)
+    init, x = {k: v.numpy().copy() for k, v in _Twice().state_dict().items()}, tt.randn(2, 4, 4)
+    plain = _Twice()
+    plain.load_state_dict(init)
+    for _ in range(2):  # two passes, accumulated
+        ((_twice_loss(plain, x[0], how) + _twice_loss(plain, x[1], how)) / 2).backward()
+
+    def rank():
+        net = _Twice()
+        net.load_state_dict(init)
+        fsdp = FullyShardedDataParallel(net, units=[net.block], zero_stage=stage)
+        for _ in range(2):
+            _twice_loss(fsdp, x[dist.get_rank()], how).backward()
+        return [u.shard.grad.numpy().copy() for u in fsdp.units], measure_memory(fsdp)["buffers"], fsdp
+    ranks = ThreadGroup.run(2, rank)
+    fsdp = ranks[0][2]
+    for i, unit in enumerate(fsdp.units):
+        want = unit.flatten([dict(plain.named_parameters())[fsdp._names[id(p)]].grad.data for p in unit.params])
+        got = np.concatenate([r[0][i] for r in ranks])
+        assert np.allclose(got, want, atol=1e-6), f"ZeRO-{stage}, {how}: unit {i}'s gradient {got} vs {want}"
+    assert all(r[1] == 0 for r in ranks), "after backward nothing stays gathered"
+
+
+def test_zero3_keeps_each_parameters_ndim_for_groups_built_after_wrapping():
+    """PyTorch's advice is to build the optimizer after wrapping; GPT's groups decay the weights with ndim >= 2."""
+    model = make_gpt(INIT)
+    before = [[id(p) for p in g["params"]] for g in model.configure_optimizers(weight_decay=0.1).param_groups]
+    FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=3, process_group=dist.SingleProcessGroup())
+    after = [[id(p) for p in g["params"]] for g in model.configure_optimizers(weight_decay=0.1).param_groups]
+    assert after == before, "ZeRO-3's empty placeholders must keep each parameter's ndim"
+    assert all(p.data.size == 0 for p in model.transformer.h[0].parameters()), "and hold nothing at rest"
+
 # --- activation checkpointing ------------------------------------------------------------------------
 
 def grads_of(checkpoint_blocks):

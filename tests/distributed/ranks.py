@@ -34,7 +34,7 @@ def loss_of(model, tokens):
 
 
 def train_gpt(mode="ddp", world_size=None, rank=None, optimizer="adamw"):
-    """20 steps of a small GPT; mode: plain (one process, whole batch), ddp, no_sync or zero.
+    """20 steps of a small GPT; mode: plain (one process, whole batch), ddp, no_sync, two_forwards or zero.
 
     optimizer="sgd" catches a sum where a mean belongs (Adam's update barely sees the scale)."""
     world_size = dist.get_world_size() if world_size is None else world_size
@@ -55,6 +55,9 @@ def train_gpt(mode="ddp", world_size=None, rank=None, optimizer="adamw"):
             with net.no_sync():
                 (loss_of(net, mine[:half]) / 2).backward()
             (loss_of(net, mine[half:]) / 2).backward()
+        elif mode == "two_forwards":  # a siamese loss: two forwards, one backward
+            half = BATCH // 2
+            ((loss_of(net, mine[:half]) + loss_of(net, mine[half:])) / 2).backward()
         else:
             loss_of(net, mine).backward()
         opt.step()
@@ -66,7 +69,7 @@ def train_gpt(mode="ddp", world_size=None, rank=None, optimizer="adamw"):
 def check_equivalence(out):
     params, _, _ = train_gpt("ddp", optimizer="sgd")
     results = {f"sgd/{k}": v for k, v in params.items()}
-    for mode in ("ddp", "no_sync", "zero"):
+    for mode in ("ddp", "no_sync", "two_forwards", "zero"):
         params, state, buckets = train_gpt(mode)
         results.update({f"{mode}/{k}": v for k, v in params.items()})
         results[f"{mode}/buckets"] = np.array(buckets)

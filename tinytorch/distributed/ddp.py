@@ -59,27 +59,49 @@ class _DataParallelBase(_ModelWrapper):
         super().__init__()
         self._wrap(module, process_group, broadcast_buffers)
         self._slots = _trainable_slots(module)  # forward shadows each of them
+        self._signals, self._ready = None, set()  # this pass's signals; the parameters they have reported
         self.require_backward_grad_sync = True
 
     def forward(self, *args, **kwargs):
         if not is_grad_enabled():
             return self.module(*args, **kwargs)
-        self._check_last_backward()
-        self._start_backward()
-        signals = {}
+        signals = self._signals_of_this_pass()
         try:
             for m, name, p in self._slots:
-                if id(p) not in signals:  # a tied weight gets one signal, read from both places
-                    signals[id(p)] = self._ready_signal(p)
                 object.__setattr__(m, name, signals[id(p)])  # shadows the Parameter for this call only
             return self.module(*args, **kwargs)
         finally:
             for m, name, p in self._slots:
                 object.__setattr__(m, name, p)
 
+    def _signals_of_this_pass(self):
+        """One ready signal per parameter and pass. A second forward before backward (a siamese loss
+        f(ddp(a)) + f(ddp(b))) reads the same signals: the engine sums both uses' gradients into each,
+        so every parameter is still ready once, with its whole gradient, as the buckets count."""
+        again = (self._signals is not None and not self._ready  # no backward since the last forward
+                 and all(self._signals[id(p)].data is p.data for _, _, p in self._slots))  # nor new weights
+        if not again:
+            self._check_last_backward()
+            self._start_backward()
+            self._signals, self._ready = {}, set()
+            for _, _, p in self._slots:
+                if id(p) not in self._signals:  # a tied weight gets one signal, read from both places
+                    self._signals[id(p)] = self._ready_signal(p)
+        return self._signals
+
     def _ready_signal(self, param):
         """Identity on `param`; the engine calls its backward once param's whole gradient of this pass is known."""
+        signals = self._signals
+
         def grad_ready_backward(g):
+            if self.require_backward_grad_sync and (signals is not self._signals or id(param) in self._ready):
+                raise RuntimeError(
+                    f"DistributedDataParallel: {self._names.get(id(param), '?')} got a gradient after this "
+                    f"pass's gradients were averaged (a backward through a graph already used, retain_graph=True, "
+                    f"or through an output of a forward from before the last backward). Gradients are averaged "
+                    f"once per backward: run the forwards of one loss, then one backward; to accumulate over "
+                    f"several backwards, run all but the last inside no_sync()")
+            self._ready.add(id(param))
             self._grad_ready(param, g)
             return (None,)  # _grad_ready stored the gradient itself
         return from_op(param.data, param._device, (param,), grad_ready_backward)
