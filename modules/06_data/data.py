@@ -60,7 +60,8 @@ from tinytorch.core.tensor import Tensor, from_numpy
 from tinytorch.data.dataloader import (Sampler, SequentialSampler, _check_batch_sampler, _check_loader_options,
                                        _check_random_sampler, _numbers_to_batch, _stack_arrays, _stack_tensors,
                                        default_convert)
-from tinytorch.data.dataset import Dataset, Subset, TensorDataset, _normalize_index, _split_lengths, as_generator
+from tinytorch.data.dataset import (Dataset, Subset, TensorDataset, _normalize_index, _split_lengths, as_generator,
+                                    _batch_gather)
 from tinytorch.data.datasets import _check_text_dataset, _read_text, digits, kjv_text
 from tinytorch.data.tokenizers import (SPLIT_PATTERN, _BPEBase, _check_merges, _check_vocab_size, _compile_pattern,
                                        _describe_chars, _id_list, _read_json, _save_json)
@@ -496,7 +497,7 @@ class DataLoader:
         self.generator = generator
         batching = batch_sampler is not None
         self.collate_fn = collate_fn or (default_collate if batching else default_convert)
-        self._gather = getattr(dataset, "gather", None) if batching and collate_fn is None else None
+        self._gather = _batch_gather(dataset) if batching and collate_fn is None else None
 
     def __iter__(self):
         ### BEGIN SOLUTION

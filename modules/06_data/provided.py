@@ -54,6 +54,19 @@ def as_generator(generator=None):
     raise TypeError(f"generator must be None, an int seed or a numpy.random.Generator, got {type(generator).__name__}")
 
 
+def _batch_gather(dataset):
+    """`dataset.gather` (a batch of samples in one indexing op), or None where it would not give what
+    `__getitem__` gives: a subclass that changed `__getitem__` (augmentation, new labels) but kept the
+    parent's `gather` must have each sample through its own `__getitem__`, as PyTorch's DataLoader does."""
+    gather = getattr(dataset, "gather", None)
+    if gather is None or "gather" in getattr(dataset, "__dict__", {}):  # (a Subset's: checked when it was made)
+        return gather
+
+    def owner(name):
+        return next(cls for cls in type(dataset).__mro__ if name in vars(cls))
+    return gather if issubclass(owner("gather"), owner("__getitem__")) else None
+
+
 class Dataset:
     """A map-style dataset: `len(ds)` samples, `ds[i]` is sample i. Subclasses define both."""
 
@@ -96,11 +109,12 @@ class Subset(Dataset):
     def __init__(self, dataset, indices):
         self.dataset = dataset
         self.indices = indices
-        if hasattr(dataset, "gather"):  # keep the one-index fast path of the parent
+        parent_gather = _batch_gather(dataset)
+        if parent_gather is not None:  # keep the one-index fast path of the parent
             positions = np.asarray(indices, dtype=np.int64)
 
             def gather(batch_indices):
-                return dataset.gather(positions[np.asarray(batch_indices, dtype=np.int64)])
+                return parent_gather(positions[np.asarray(batch_indices, dtype=np.int64)])
             self.gather = gather
 
     def __len__(self):
@@ -174,7 +188,7 @@ import numpy as np
 
 from tinytorch.core.backend import get_xp, resolve_dtype
 from tinytorch.core.tensor import Tensor, from_numpy, from_op
-from tinytorch.data.dataset import as_generator
+from tinytorch.data.dataset import _batch_gather, as_generator  # noqa: F401  (_batch_gather: the lesson's DataLoader)
 
 
 class Sampler:
@@ -350,6 +364,9 @@ def _read_maybe_gzip(path, data=None):
         raise ValueError(f"{path}: truncated or corrupt gzip file ({err})") from None
 
 
+_TEXT_FILE_SUFFIXES = {".txt", ".text", ".gz", ".md", ".csv", ".tsv", ".json", ".jsonl"}  # a str ending so is a path
+
+
 def _read_text(text_or_path):
     """A path (Path, or a str naming an existing file; .gz is decompressed) is read; other str is the text."""
     is_path = isinstance(text_or_path, os.PathLike) or (
@@ -358,6 +375,9 @@ def _read_text(text_or_path):
     if not is_path:
         if not isinstance(text_or_path, str):
             raise TypeError(f"TextDataset takes a str or a path, got {type(text_or_path).__name__}")
+        if "\n" not in text_or_path and os.path.splitext(text_or_path)[1].lower() in _TEXT_FILE_SUFFIXES:
+            raise FileNotFoundError(f"TextDataset: there is no file {text_or_path!r} (a str naming a file is read, "
+                                    f"other text is used as the text itself): check the path")
         return text_or_path
     return _read_maybe_gzip(text_or_path).decode("utf-8")
 

@@ -305,3 +305,22 @@ def test_empty_dataset_is_a_clear_error(shuffle):
 def test_single_sample_shuffled_with_drop_last_gives_no_batches():
     loader = DataLoader(Squares(1), batch_size=2, shuffle=True, drop_last=True, generator=0)
     assert len(loader) == 0 and list(loader) == []
+
+
+def test_a_subclass_that_changes_items_is_loaded_through_its_own_getitem():
+    """TensorDataset's gather (one indexing op per batch) gives the parent's items: a subclass that augments in
+    __getitem__ must get its own, also through Subset; a subclass that brings its own gather keeps the fast path."""
+    class Scaled(TensorDataset):
+        def __getitem__(self, index):
+            x, y = super().__getitem__(index)
+            return x * 100, y
+
+    class FastScaled(Scaled):
+        def gather(self, indices):
+            x, y = TensorDataset.gather(self, indices)
+            return x * 100, y
+    for kind in (Scaled, FastScaled):
+        ds = kind(tt.tensor(np.arange(4, dtype=np.float32)), tt.tensor(np.arange(4)))
+        assert next(iter(DataLoader(ds, batch_size=4)))[0].tolist() == [0, 100, 200, 300], kind.__name__
+        assert next(iter(DataLoader(Subset(ds, [3, 1]), batch_size=2)))[0].tolist() == [300, 100], kind.__name__
+    assert DataLoader(ds, batch_size=4)._gather is not None, "a subclass's own gather is still used"

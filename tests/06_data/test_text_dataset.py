@@ -91,3 +91,22 @@ def test_errors(tok, kwargs, message):
 def test_unknown_characters_surface_from_the_tokenizer(tok):
     with pytest.raises(ValueError, match="'!'"):
         TextDataset(TEXT + "!", tok, block_size=4)
+
+
+def test_a_subclass_that_changes_items_is_loaded_through_its_own_getitem(tok):
+    """gather is the parent's fast path for the parent's items: a subclass that changes __getitem__ (new
+    labels, augmentation) gets its own items in every batch, as PyTorch's DataLoader calls __getitem__."""
+    class MaskedTargets(TextDataset):
+        def __getitem__(self, index):
+            x, y = super().__getitem__(index)
+            return x, y * 0 - 1
+    ds = MaskedTargets(TEXT, tok, block_size=4, val_fraction=0.0)
+    _, y = next(iter(DataLoader(ds, batch_size=3)))
+    assert y.data.tolist() == [[-1] * 4] * 3
+
+
+def test_a_missing_file_is_not_taken_for_the_text(tok):
+    """A str naming a file is read and any other str is the text: a mistyped path must not train on its name."""
+    with pytest.raises(FileNotFoundError, match="no file 'data/shakespeare/inptu.txt'"):
+        TextDataset("data/shakespeare/inptu.txt", tok, block_size=2)
+    assert TextDataset("abc.txt def", CharTokenizer("abc.txt def"), block_size=2).ids.size > 0  # text that ends so

@@ -16,7 +16,7 @@ import numpy as np
 from collections.abc import Mapping
 from tinytorch.core.backend import get_xp, resolve_dtype
 from tinytorch.core.tensor import Tensor, from_numpy, from_op
-from tinytorch.data.dataset import as_generator
+from tinytorch.data.dataset import _batch_gather, as_generator
 
 
 # %% modules/06_data/provided.py, cell 5
@@ -231,7 +231,7 @@ class DataLoader:
         self.generator = generator
         batching = batch_sampler is not None
         self.collate_fn = collate_fn or (default_collate if batching else default_convert)
-        self._gather = getattr(dataset, "gather", None) if batching and collate_fn is None else None
+        self._gather = _batch_gather(dataset) if batching and collate_fn is None else None
 
     def __iter__(self):
         if self.batch_sampler is None:

@@ -23,6 +23,19 @@ def as_generator(generator=None):
     raise TypeError(f"generator must be None, an int seed or a numpy.random.Generator, got {type(generator).__name__}")
 
 
+def _batch_gather(dataset):
+    """`dataset.gather` (a batch of samples in one indexing op), or None where it would not give what
+    `__getitem__` gives: a subclass that changed `__getitem__` (augmentation, new labels) but kept the
+    parent's `gather` must have each sample through its own `__getitem__`, as PyTorch's DataLoader does."""
+    gather = getattr(dataset, "gather", None)
+    if gather is None or "gather" in getattr(dataset, "__dict__", {}):  # (a Subset's: checked when it was made)
+        return gather
+
+    def owner(name):
+        return next(cls for cls in type(dataset).__mro__ if name in vars(cls))
+    return gather if issubclass(owner("gather"), owner("__getitem__")) else None
+
+
 class Dataset:
     """A map-style dataset: `len(ds)` samples, `ds[i]` is sample i. Subclasses define both."""
 
@@ -65,11 +78,12 @@ class Subset(Dataset):
     def __init__(self, dataset, indices):
         self.dataset = dataset
         self.indices = indices
-        if hasattr(dataset, "gather"):  # keep the one-index fast path of the parent
+        parent_gather = _batch_gather(dataset)
+        if parent_gather is not None:  # keep the one-index fast path of the parent
             positions = np.asarray(indices, dtype=np.int64)
 
             def gather(batch_indices):
-                return dataset.gather(positions[np.asarray(batch_indices, dtype=np.int64)])
+                return parent_gather(positions[np.asarray(batch_indices, dtype=np.int64)])
             self.gather = gather
 
     def __len__(self):

@@ -54,6 +54,9 @@ def _read_maybe_gzip(path, data=None):
         raise ValueError(f"{path}: truncated or corrupt gzip file ({err})") from None
 
 
+_TEXT_FILE_SUFFIXES = {".txt", ".text", ".gz", ".md", ".csv", ".tsv", ".json", ".jsonl"}  # a str ending so is a path
+
+
 def _read_text(text_or_path):
     """A path (Path, or a str naming an existing file; .gz is decompressed) is read; other str is the text."""
     is_path = isinstance(text_or_path, os.PathLike) or (
@@ -62,6 +65,9 @@ def _read_text(text_or_path):
     if not is_path:
         if not isinstance(text_or_path, str):
             raise TypeError(f"TextDataset takes a str or a path, got {type(text_or_path).__name__}")
+        if "\n" not in text_or_path and os.path.splitext(text_or_path)[1].lower() in _TEXT_FILE_SUFFIXES:
+            raise FileNotFoundError(f"TextDataset: there is no file {text_or_path!r} (a str naming a file is read, "
+                                    f"other text is used as the text itself): check the path")
         return text_or_path
     return _read_maybe_gzip(text_or_path).decode("utf-8")
 
