@@ -168,8 +168,10 @@ from tinytorch.core.tensor import Tensor
 def _check_sampling(max_new_tokens, temperature, top_k, top_p):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
+            or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 means greedy, 1 samples the model's own "
+                         f"distribution), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -412,7 +414,8 @@ class _GPTBase(Module):
         that cost no FLOPs: `wpe`, and `wte` unless it doubles as `lm_head` (tied)."""
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         if non_embedding:
-            params.pop(id(getattr(self.transformer, "wpe", self.transformer.wte).weight), None)
+            if "wpe" in self.transformer:  # (a RoPE model has none)
+                params.pop(id(self.transformer.wpe.weight), None)
             if not self.config.tie_weights:
                 params.pop(id(self.transformer.wte.weight), None)
         return sum(p.numel() for p in params.values())

@@ -133,7 +133,9 @@ def test_generate_restores_mode_and_records_no_graph(device):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": -1.0}, "temperature must be >= 0"),
+    ({"temperature": -1.0}, "temperature must be a number >= 0"),
+    ({"temperature": None}, "temperature must be a number >= 0"),
+    ({"temperature": float("nan")}, "temperature must be a number >= 0"),
     ({"top_k": 0}, "top_k must be a positive int"),
     ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
     ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),

@@ -164,6 +164,14 @@ def test_counts_and_flops():
     assert model.estimate_flops() == model.estimate_flops(seq_len=10), "default context: block_size"
 
 
+def test_rope_models_count_their_tied_head():
+    """Without wpe (RoPE) only wpe's absence changes: the tied wte is still lm_head, a matmul that costs FLOPs."""
+    learned = make("cpu", n_layer=2, n_embd=32, vocab_size=50, block_size=10)
+    rope = make("cpu", n_layer=2, n_embd=32, vocab_size=50, block_size=10, rope=True)
+    assert rope.num_parameters(non_embedding=False) == learned.num_parameters(non_embedding=False) - 10 * 32
+    assert rope.num_parameters() == learned.num_parameters(), "wpe (a lookup) left out of one, absent from the other"
+
+
 def test_config_dict_round_trip():
     config = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=8, rope=True, n_kv_head=1)
     assert GPTConfig.from_dict(config.to_dict()) == config

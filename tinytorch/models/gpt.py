@@ -214,7 +214,8 @@ class _GPTBase(Module):
         that cost no FLOPs: `wpe`, and `wte` unless it doubles as `lm_head` (tied)."""
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         if non_embedding:
-            params.pop(id(getattr(self.transformer, "wpe", self.transformer.wte).weight), None)
+            if "wpe" in self.transformer:  # (a RoPE model has none)
+                params.pop(id(self.transformer.wpe.weight), None)
             if not self.config.tie_weights:
                 params.pop(id(self.transformer.wte.weight), None)
         return sum(p.numel() for p in params.values())
