@@ -71,7 +71,7 @@ import tinytorch as tt
 from tinytorch.core.autograd import gradcheck, no_grad
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op
-from tinytorch.finetune.lora import adapter_state_dict, load_adapters, save_adapters
+from tinytorch.finetune.lora import _check_untied, _MergeFlag, adapter_state_dict, load_adapters, save_adapters
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn import functional as F
 from tinytorch.nn.functional import _check_kl_div, cross_entropy, linear, log_softmax, relu, softmax
@@ -607,12 +607,11 @@ print("GPTForSequenceClassification: ok")
 #| export
 """LoRA: a trainable low-rank update beside a frozen Linear; injection by name; merge for inference."""
 from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import Tensor
 from tinytorch.nn.init import zeros_
 from tinytorch.nn.layers import Dropout, Linear, Module
 
 
-class LoRALinear(Module):
+class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved in state_dict
     """A frozen Linear `base` plus a trainable low-rank update: y = base(x) + (alpha/rank)·B(A(dropout(x)))."""
 
     def __init__(self, base, rank=8, alpha=16, dropout=0.0):
@@ -629,20 +628,6 @@ class LoRALinear(Module):
         zeros_(self.lora_B.weight)  # B = 0: the adapted layer starts as the base layer
         self.lora_dropout = Dropout(dropout)
         self.merged = False
-
-    @property
-    def merged(self):
-        """Whether the update is inside the base weight (forward then skips the adapter)."""
-        return "lora_merged" in self._buffers
-
-    @merged.setter
-    def merged(self, value):
-        # Recorded as a buffer, in state_dict only while merged: a merged model's checkpoint then cannot load
-        # into an unmerged model, which would add its adapters a second time (nor the other way round).
-        if value:
-            self.register_buffer("lora_merged", Tensor([1], device=self.base.weight.device))
-        elif "lora_merged" in self._buffers:
-            del self.lora_merged
 
     @property
     def in_features(self):
@@ -796,23 +781,6 @@ def inject_lora(model, targets, rank=8, alpha=16, dropout=0.0):
     ### END SOLUTION
 
 
-def _check_untied(model):
-    """Refuse to merge a LoRALinear whose base weight is also another layer's (a GPT's tied lm_head is wte)."""
-    modules = dict(model.named_modules(remove_duplicate=False))
-    names = {}  # id(tensor) -> every name it has in the model: a tied weight has several
-    for name, tensor in model._state_tensors().items():
-        names.setdefault(id(tensor), []).append(name)
-    for group in (group for group in names.values() if len(group) > 1):
-        for name in group:
-            owner = modules.get(name.removesuffix(".base.weight")) if name.endswith(".base.weight") else None
-            if isinstance(owner, LoRALinear) and not owner.merged:
-                others = ", ".join(n for n in group if n != name)
-                raise RuntimeError(f"merge_lora: {name} is the same Parameter as {others} (tied weights); merging "
-                                   f"would change that layer too. Keep this adapter unmerged (its forward is "
-                                   f"exact), or adapt a layer whose weight is its own (e.g. a GPT built with "
-                                   f"tie_weights=False)")
-
-
 def merge_lora(model):
     """Merge every LoRALinear of `model` into its base weight (for inference)."""
     _check_untied(model)  # before any merge: all or nothing
@@ -822,17 +790,6 @@ def merge_lora(model):
             m.merge()
     return model
     ### END SOLUTION
-
-
-def merge_and_unload(model):
-    """Merge every adapter, then put each LoRALinear's base Linear back in its place, in place (PEFT's
-    `merge_and_unload`): a plain model again, with the original state_dict names (for `save_pretrained`)."""
-    merge_lora(model)
-    for parent in list(model.modules()):
-        for child, m in list(parent.named_children()):
-            if isinstance(m, LoRALinear):
-                setattr(parent, child, m.base)
-    return model
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-inject-lora", "locked": true, "points": 3, "schema_version": 3, "solution": false}

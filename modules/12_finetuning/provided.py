@@ -216,6 +216,56 @@ from tinytorch.core.serialization import load, save
 from tinytorch.core.tensor import Tensor
 
 
+class _MergeFlag:
+    """LoRALinear's `merged`: whether the update is inside the base weight (forward then skips the adapter).
+    Kept as a buffer, in state_dict only while merged: a merged model's checkpoint then cannot load into an
+    unmerged model, which would add its adapters a second time (nor the other way round)."""
+
+    @property
+    def merged(self):
+        return "lora_merged" in self._buffers
+
+    @merged.setter
+    def merged(self, value):
+        if value:
+            self.register_buffer("lora_merged", Tensor([1], device=self.base.weight.device))
+        elif "lora_merged" in self._buffers:
+            del self.lora_merged
+
+
+def _is_lora(module):
+    """A LoRALinear (the lesson's class, known by its parts: a notebook's own class counts too)."""
+    return hasattr(module, "lora_A") and hasattr(module, "base") and hasattr(module, "merged")
+
+
+def _check_untied(model):
+    """Refuse to merge a LoRALinear whose base weight is also another layer's (a GPT's tied lm_head is wte)."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    names = {}  # id(tensor) -> every name it has in the model: a tied weight has several
+    for name, tensor in model._state_tensors().items():
+        names.setdefault(id(tensor), []).append(name)
+    for group in (group for group in names.values() if len(group) > 1):
+        for name in group:
+            owner = modules.get(name.removesuffix(".base.weight")) if name.endswith(".base.weight") else None
+            if owner is not None and _is_lora(owner) and not owner.merged:
+                others = ", ".join(n for n in group if n != name)
+                raise RuntimeError(f"merge_lora: {name} is the same Parameter as {others} (tied weights); merging "
+                                   f"would change that layer too. Keep this adapter unmerged (its forward is "
+                                   f"exact), or adapt a layer whose weight is its own (e.g. a GPT built with "
+                                   f"tie_weights=False)")
+
+
+def merge_and_unload(model):
+    """Merge every adapter, then put each LoRALinear's base Linear back in its place, in place (PEFT's
+    `merge_and_unload`): a plain model again, with the original state_dict names (for `save_pretrained`)."""
+    merge_lora(model)  # the lesson's, defined after this half of the file
+    for parent in list(model.modules()):
+        for child, m in list(parent.named_children()):
+            if _is_lora(m):
+                setattr(parent, child, m.base)
+    return model
+
+
 def adapter_state_dict(model):
     """The trainable tensors of `model` (after inject_lora: the adapters and any unfrozen head), by name."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
