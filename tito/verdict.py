@@ -33,7 +33,12 @@ and is left behind, and a new worker runs the cells after it.
 
 A graded cell's ==, !=, in and not in go through the grader's referee (the cell is rewritten
 so): the comparison runs as written, then an operand whose == or != ignores its argument (a
-student's object that equals anything, or differs from everything) fails the test.
+student's object that equals anything, or differs from everything) fails the test. NumPy's
+comparisons (np.allclose, isclose, array_equal, array_equiv, numpy.testing's asserts) are replaced,
+before any student code runs, by ones that ask them with honest values only: a value whose class
+answers NumPy's functions or ufuncs itself (__array_function__, __array_ufunc__) fails the test, as
+it does as an operand of a graded cell's ==, !=, in, not in or `-`. CuPy's arrays, imported first
+where installed, are trusted by identity.
 
 Everything this script calls once student code has run was bound before (defaults, locals),
 so rebinding a name of this script or of the modules it uses changes nothing here.
@@ -541,12 +546,13 @@ def _subclasses(base):
     return found
 
 
-def _referee(numpy, _limit=1000):
+def _referee(numpy, numeric_check, _limit=1000):
     """(Operand, what the invariants must guard): the grader's stand-in for each operand of a graded
     cell's ==, !=, in and not in (see _Wrap). The comparison runs as written; then an operand, or an
     element of a tuple, list, set, dict or object array among them (the first `_limit`), whose == or !=
     answers without looking at its argument fails the test: one that equals a fresh object of the
     grader's, or differs from itself. Python's and numpy's own values are not asked (NaN is honest).
+    `numeric_check` (see _honest_values) checks each operand, and (Operand.numeric) each of the cell's `a - b`.
     Made before student code runs; everything it calls is bound here (defaults). Types are known by
     their id: `kind in {int}` would ask a student's metaclass for its __eq__."""
     plain = frozenset(map(id, {int, float, complex, bool, str, bytes, type(None), type,
@@ -578,9 +584,11 @@ def _referee(numpy, _limit=1000):
         return ""
 
     def hostile(value, _lie=lie, _type=type, _id=id, _plain=plain, _arrays=arrays, _issubclass=issubclass,
-                _bases=_CONTAINERS, _containers=containers, _dict=dict, _islice=itertools.islice, _limit=_limit):
+                _bases=_CONTAINERS, _containers=containers, _dict=dict, _islice=itertools.islice, _limit=_limit,
+                _numeric=numeric_check):
         """Why value, or an element of it, is no honest operand; "" if none is. Containers are read with
-        their base type's own methods: a subclass cannot hide its elements (it is asked itself too)."""
+        their base type's own methods: a subclass cannot hide its elements (it is asked itself too). One
+        whose class answers NumPy's ufuncs itself (its == would) is refused by `numeric_check`."""
         todo, budget = [value], _limit
         while todo and budget > 0:
             value = todo.pop()
@@ -598,6 +606,7 @@ def _referee(numpy, _limit=1000):
                     break
             if kind in _containers:
                 continue
+            _numeric(value)
             why = _lie(value)
             if why:
                 return why
@@ -614,10 +623,11 @@ def _referee(numpy, _limit=1000):
     def contained(item, container, _hostile=hostile, _says=says, _nothing=Nothing, _type=type, _id=id,
                   _arrays=arrays, _issubclass=issubclass, _bases=_CONTAINERS,
                   _known=plain | arrays | containers, _hasattr=hasattr, _contains=operator.contains,
-                  _error=AssertionError):
+                  _error=AssertionError, _numeric=numeric_check):
         """item in container, refused if item ignores what it is compared with (`x in (1, 2)` asks x),
-        or so does an element, or the container claims to hold anything."""
+        or so does an element, or the container claims to hold anything, or answers NumPy's ufuncs itself."""
         answer = item in container
+        _numeric(container)
         kind = _type(container)
         why = _hostile(item)
         if not why and (_id(kind) in _arrays or _issubclass(kind, _bases)):
@@ -633,6 +643,7 @@ def _referee(numpy, _limit=1000):
         """One operand of a graded cell's comparison, in the grader's hands."""
         __slots__ = ("value",)
         __hash__ = None
+        numeric = staticmethod(numeric_check)  # `a - b`'s operands: see _Wrap
 
         def __init__(self, value):
             self.value = value
@@ -664,12 +675,14 @@ def _referee(numpy, _limit=1000):
 
 class _Wrap(ast.NodeTransformer):
     """Every operand of a comparison that asks ==, !=, in or not in becomes `name(operand)` (the
-    referee's Operand). A chain keeps its meaning: each operand is still evaluated once, each pair
+    referee's Operand), and every operand of `-`, and argument of a NumPy function called through one
+    of `numpys` (the grader's names for numpy: np.abs(got), np.isfinite(got)), becomes
+    `name.numeric(operand)`. A chain keeps its meaning: each operand is still evaluated once, each pair
     compared in order until one is false. A chain with `is` is left as written (the identity of a
     wrapped operand is not the operand's); no graded test has one."""
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, name, numpys=frozenset()):
+        self.name, self.numpys = name, numpys
 
     def visit_Compare(self, node):
         self.generic_visit(node)
@@ -680,23 +693,187 @@ class _Wrap(ast.NodeTransformer):
             node.comparators = [self._wrap(c) for c in node.comparators]
         return node
 
-    def _wrap(self, node):
-        return ast.copy_location(ast.Call(ast.copy_location(ast.Name(self.name, ast.Load()), node), [node], []), node)
+    def visit_BinOp(self, node):
+        """`a - b` becomes `name.numeric(a) - name.numeric(b)` (np.abs(got - want).max() < tol)."""
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Sub):
+            node.left, node.right = self._wrap(node.left, "numeric"), self._wrap(node.right, "numeric")
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        root = node.func
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if node.func is not root and isinstance(root, ast.Name) and root.id in self.numpys:
+            node.args = [arg if isinstance(arg, ast.Starred) else self._wrap(arg, "numeric") for arg in node.args]
+            for keyword in node.keywords:
+                keyword.value = self._wrap(keyword.value, "numeric")
+        return node
+
+    def _wrap(self, node, method=""):
+        called = ast.copy_location(ast.Name(self.name, ast.Load()), node)
+        if method:
+            called = ast.copy_location(ast.Attribute(called, method, ast.Load()), node)
+        return ast.copy_location(ast.Call(called, [node], []), node)
 
 
-def _compiled(source, filename, referee=""):
+def _compiled(source, filename, referee="", numpys=frozenset()):
     """(code, None), or (None, why it does not compile); a graded cell's comparisons go through `referee`
-    (same file name and line numbers: its tracebacks read as written)."""
+    (same file name and line numbers: its tracebacks read as written; `numpys`: see _Wrap)."""
     try:
         tree = source
         if referee:
             try:
-                tree = ast.fix_missing_locations(_Wrap(referee).visit(ast.parse(source, filename)))
+                tree = ast.fix_missing_locations(_Wrap(referee, numpys).visit(ast.parse(source, filename)))
             except (SyntaxError, ValueError):  # compiled as written below, it fails the same way
                 pass
         return compile(tree, filename, "exec"), None
     except BaseException as err:  # noqa: BLE001 -- a cell that does not compile fails when run
         return None, err
+
+
+# ---------------------------------------------------------------- NumPy's comparisons, asked with honest values
+
+_OVERRIDES_NUMPY = ("the value compared in this test overrides NumPy's functions ({}): it would answer NumPy's "
+                    "comparison itself")
+_TOO_DEEP = "the value compared in this test is nested too deeply to be read"
+# The comparisons graded tests make, by module: each replaced, before student code runs, by one that asks
+# the real function with honest arguments only (_ask_honestly); guarded as that module's own.
+_COMPARISONS = {"numpy": ("allclose", "isclose", "array_equal", "array_equiv"),
+                "numpy.testing": ("assert_allclose", "assert_array_equal", "assert_array_almost_equal",
+                                  "assert_equal", "assert_almost_equal", "assert_approx_equal", "assert_array_less",
+                                  "assert_array_almost_equal_nulp", "assert_array_max_ulp")}
+# Other libraries' arrays that answer NumPy's functions themselves, and honestly: CuPy's on a GPU (np.allclose
+# of cupy arrays is cupy.allclose). Imported before student code where installed, then known by identity.
+_FOREIGN_ARRAYS = (("cupy", "ndarray"),)
+_PROTOCOLS = ("__array_function__", "__array_ufunc__")  # a class's answers to NumPy's functions, ufuncs
+_READ_BY_NUMPY = ("__array__", "__array_interface__", "__array_struct__")  # what NumPy reads an array from
+
+
+def _foreign_arrays(names=_FOREIGN_ARRAYS):
+    """ids of the foreign array types installed here, and of their subclasses so far (imported now)."""
+    ids = set()
+    for module, attr in names:
+        if not _interpreters(module):
+            continue
+        try:
+            ids.update(map(id, _subclasses(getattr(importlib.import_module(module), attr))))
+        except BaseException:  # noqa: BLE001 -- installed but unusable here (no CUDA libraries): none to trust
+            pass
+    return frozenset(ids)
+
+
+def _honest_values(numpy, foreign, _limit=64):
+    """(honest(value), numeric(value), what the invariants must guard), for NumPy's comparisons.
+
+    honest(value) is what a comparison is asked with instead of `value`. Python's and numpy's own
+    values, and `foreign` arrays, are themselves. A value whose class answers NumPy's functions or
+    ufuncs itself (__array_function__, __array_ufunc__: a student's ndarray subclass, say) is refused:
+    np.allclose would return its answer, or `got - want` its zeros. A student's other ndarray subclass
+    is viewed as a plain ndarray (its data, none of its methods: an overridden __sub__ answers nothing).
+    A value NumPy reads an array from (__array__: a Tensor) is read as NumPy would, and what it gives is
+    made honest in turn. Lists, tuples and dicts are rebuilt from their base type's own iteration, their
+    elements made honest; an object array's elements are checked. numeric(value), for a graded cell's
+    operands (see _Wrap), only refuses such a value (or element of a list or tuple), and returns it.
+    Made before student code runs; everything they call is bound here (defaults, no closures). A class's
+    attributes are read from its own dicts along its MRO: no metaclass of the student's is asked."""
+    plain = frozenset(map(id, {int, float, complex, bool, str, bytes, type(None), *_subclasses(numpy.generic)}))
+    arrays = frozenset(map(id, _subclasses(numpy.ndarray)))
+    ndarrays = tuple(vars(numpy.ndarray).get(name) for name in _PROTOCOLS)
+
+    def own(kind, name, _mro=type.__dict__["__mro__"].__get__, _vars=type.__dict__["__dict__"].__get__,
+            _missing=_MISSING):
+        """Class `kind`'s attribute `name` as its classes' own dicts hold it, or _MISSING."""
+        for cls in _mro(kind):
+            found = _vars(cls).get(name, _missing)
+            if found is not _missing:
+                return found
+        return _missing
+
+    def overrides(kind, _own=own, _protocols=_PROTOCOLS, _ndarrays=ndarrays, _missing=_MISSING, _zip=zip):
+        """The first of NumPy's protocols class `kind` answers otherwise than ndarray does, or "" (None
+        declines: a Tensor's __array_ufunc__)."""
+        for name, numpys in _zip(_protocols, _ndarrays):
+            found = _own(kind, name)
+            if found is not _missing and found is not None and found is not numpys:
+                return name
+        return ""
+
+    def inner(value, depth, me, _type=type, _id=id, _known=plain | foreign, _arrays=arrays,
+              _issubclass=issubclass, _ndarray=numpy.ndarray, _view=numpy.ndarray.view, _flat=numpy.ndarray.flat,
+              _asanyarray=numpy.asanyarray, _overrides=overrides, _own=own, _read=_READ_BY_NUMPY,
+              _missing=_MISSING, _sequences=(tuple, list), _dict=dict, _limit=_limit, _error=AssertionError,
+              _message=_OVERRIDES_NUMPY, _too_deep=_TOO_DEEP):
+        """honest(value) at `depth` (me: this function, for its elements)."""
+        kind = _type(value)
+        if _id(kind) in _known:
+            return value
+        if depth > _limit:
+            raise _error(_too_deep)
+        if _id(kind) not in _arrays:
+            for base in _sequences:
+                if _issubclass(kind, base):
+                    return base([me(item, depth + 1, me) for item in base.__iter__(value)])
+            if _issubclass(kind, _dict):
+                return {key: me(item, depth + 1, me) for key, item in _dict.items(value)}
+            why = _overrides(kind)
+            if why:
+                raise _error(_message.format(why))
+            if not _issubclass(kind, _ndarray):
+                for name in _read:
+                    if _own(kind, name) is not _missing:
+                        return me(_asanyarray(value), depth + 1, me)
+                return value  # a number of another kind (Fraction), an iterator: as NumPy reads it
+            value = _view(value, _ndarray)
+        if value.dtype.hasobject:  # its elements are asked in NumPy's ufuncs
+            for item in _flat.__get__(value):
+                me(item, depth + 1, me)
+        return value
+
+    def honest(value, _inner=inner):
+        return _inner(value, 0, _inner)
+
+    def numeric(value, _type=type, _id=id, _known=plain | foreign | arrays, _overrides=overrides,
+                _sequences=(tuple, list), _issubclass=issubclass, _error=AssertionError, _message=_OVERRIDES_NUMPY):
+        """value, refused if its class answers NumPy's functions or ufuncs itself, or so does an element
+        of it as a list or tuple (np.concatenate(steps)); checked by type only: no call of its methods."""
+        kind = _type(value)
+        if _id(kind) in _known:
+            return value
+        items = ()
+        for base in _sequences:
+            if _issubclass(kind, base):
+                items = base.__iter__(value)
+        for item in (value, *items):
+            why = "" if _id(_type(item)) in _known else _overrides(_type(item))
+            if why:
+                raise _error(_message.format(why))
+        return value
+
+    return honest, numeric, [own, overrides, inner, honest, numeric]
+
+
+def _as_is(value):
+    """numeric() where NumPy is not installed: nothing answers NumPy's ufuncs."""
+    return value
+
+
+def _ask_honestly(bound, *args, **kwargs):
+    """A NumPy comparison asked with honest arguments (keywords too): bound is (the real function,
+    honest()). Installed as a method bound to that tuple (neither is settable); only locals."""
+    real, honest = bound
+    return real(*[honest(value) for value in args], **{name: honest(value) for name, value in kwargs.items()})
+
+
+def _ask_comparisons_honestly(modules, honest):
+    """Replace each of _COMPARISONS in `modules` (name -> module) with _ask_honestly bound to it."""
+    for module_name, names in _COMPARISONS.items():
+        module = modules.get(module_name)
+        for name in names if module is not None else ():
+            real = getattr(module, name, None)
+            if callable(real):
+                setattr(module, name, types.MethodType(_ask_honestly, (real, honest)))
 
 
 def run(spec):
@@ -706,13 +883,19 @@ def run(spec):
     aliases, imported = _grader_imports(grader_sources)
     trusted = set(spec.get("trusted", []))
     graders_code = _trusted_code(f"<cell {i}>" for i, c in enumerate(cells_spec) if c.get("grader"))
-    for name in sorted(trusted | imported) + list(_PRELOADED):
+    for name in sorted(trusted | imported) + list(_PRELOADED) + list(_COMPARISONS):
         if not _interpreters(name):  # the submission's package: its code runs in the cells, timed
             continue
         try:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 -- absent here: nothing to pin
             pass
+    # NumPy's comparisons ask honest values only (see _honest_values), from before the snapshot on
+    numpy = sys.modules.get("numpy")
+    numeric, honest_made = _as_is, []
+    if numpy is not None and _installed(numpy):
+        honest, numeric, honest_made = _honest_values(numpy, _foreign_arrays())
+        _ask_comparisons_honestly(sys.modules, honest)
     tops = trusted | {n.split(".")[0] for n in imported} - {"tinytorch"}
     # Everything loaded so far is the grader's (numpy's submodules included); the listed modules
     # wholly, the other modules the tests import (and this script's own) by their functions and classes.
@@ -723,7 +906,8 @@ def run(spec):
     snapshot = _snapshot(loaded, loose | {__name__})
     # The graded cells' comparisons go through the referee, under a name no cell can guess: guarded
     # like the grader's own classes and functions.
-    referee, operand, made = "_grader_referee_" + os.urandom(8).hex(), *_referee(loaded.get("numpy"))
+    referee, operand, made = "_grader_referee_" + os.urandom(8).hex(), *_referee(loaded.get("numpy"), numeric)
+    made += honest_made
     snapshot[1].extend((cls, dict(vars(cls))) for cls in made if isinstance(cls, type))
     alarms, gate, main_thread = [], [False, False, False], threading.get_ident()
     sys.addaudithook(_guard(_protected_ids(snapshot) | {id(thing) for thing in made}, alarms, gate, main_thread))
@@ -731,9 +915,10 @@ def run(spec):
     helpers = {alias: sys.modules[name] for alias, name in aliases.items() if name in sys.modules}
     grader_names = set().union(*(bound_names(s) for s in grader_sources))
     theirs = set().union(*(c.get("theirs", []) for c in cells_spec))
+    numpys = frozenset(alias for alias, name in aliases.items() if name == "numpy")
     plan = tuple((c.get("grade_id"), bool(c.get("grader")), frozenset(bound_names(c["source"]) - theirs),
                   _sets_globals(c["source"]),
-                  *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else ""))
+                  *_compiled(c["source"], f"<cell {i}>", referee if c.get("grade_id") is not None else "", numpys))
                  for i, c in enumerate(cells_spec))
     signal.signal(signal.SIGALRM, _on_alarm)  # a student's alarm or Ctrl-C signal does nothing here
     signal.signal(signal.SIGINT, _on_alarm)

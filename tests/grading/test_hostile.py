@@ -83,6 +83,11 @@ def _attacks(course: Path, repo: Path) -> dict[str, str]:
         "builtins": "import builtins\nbuiltins.isinstance = lambda *a: True",
         "shadow": "def isinstance(*a):\n    return True\nclass np:\n    ndarray = object\n"
                   "    allclose = staticmethod(lambda *a, **k: True)",
+        # an ndarray whose class answers np.allclose itself (its __array_function__)
+        "overrides": "import numpy as np\nclass _Yes(np.ndarray):\n"
+                     "    def __array_function__(self, func, types, args, kwargs):\n        return True\n"
+                     "_wrong = scale\ndef scale(x, k):\n    y = _wrong(x, k)\n"
+                     "    return np.asarray(y).view(_Yes) if isinstance(x, np.ndarray) else y",
         "thread": "import threading, time, numpy\n"
                   "def _patch():\n    while True:\n        numpy.allclose = lambda *a, **k: True\n        time.sleep(0.01)\n"
                   "threading.Thread(target=_patch, daemon=True).start()",

@@ -41,8 +41,11 @@ ATTACKS = {
                                         "    globals()['assert_allclose'] = lambda *a, **k: None\n    return x + k",
     "rebound-from-import": "assert_allclose = lambda *a, **k: None",
     # a library function's code swapped in place (the module's attribute stays the same object)
-    "code-swap": "import numpy as np\nnp.allclose._implementation.__code__ = "
+    # (np.allclose is the grader's honest asker, bound to (numpy's own allclose, ...): see verdict._ask_honestly)
+    "code-swap": "import numpy as np\nnp.allclose.__self__[0]._implementation.__code__ = "
                  "(lambda a, b, rtol=1e-05, atol=1e-08, equal_nan=False: True).__code__",
+    "code-swap-of-the-honest-asker": "import numpy as np\n"
+                                     "np.allclose.__func__.__code__ = (lambda bound, *a, **k: True).__code__",
     # a module the tests import only later
     "late-module": "import numpy.testing\nnumpy.testing.assert_array_equal = lambda *a, **k: None",
     # a thread threading does not count
@@ -56,8 +59,8 @@ ATTACKS = {
                            "threading.Thread(target=_later, daemon=True).start()",
     "excepthook": "import sys\nsys.excepthook = lambda *a: None",
 }
-REPORTED = {"verdict-module", "json-dumps", "json-encoder-class", "code-swap", "late-module",
-            "raw-thread", "thread-patching-in-a-loop", "thread-waking-later", "excepthook"}
+REPORTED = {"verdict-module", "json-dumps", "json-encoder-class", "code-swap", "code-swap-of-the-honest-asker",
+            "late-module", "raw-thread", "thread-patching-in-a-loop", "thread-waking-later", "excepthook"}
 
 
 def cells(solution: str) -> list[dict]:
