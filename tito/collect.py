@@ -6,6 +6,7 @@ would leave the folder are refused, and entries and bytes are capped before anyt
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -230,6 +231,22 @@ def _which_module(name: str, modules: list[ModuleFile]) -> ModuleFile | None:
     return None
 
 
+def _duplicates(path: Path) -> dict[str, str]:
+    """student id -> the refusal, for each student with two entries in the inbox (alice/ and alice.zip):
+    which one is meant is the instructor's call, so neither is collected."""
+    entries: dict[str, list[str]] = {}
+    for entry in sorted(path.iterdir()):
+        mode = entry.lstat().st_mode
+        if entry.name.startswith(".") or stat.S_ISLNK(mode):
+            continue
+        if stat.S_ISDIR(mode):
+            entries.setdefault(grading.student_id(entry.name), []).append(f"{entry.name}/")
+        elif stat.S_ISREG(mode) and entry.suffix.lower() == ".zip":
+            entries.setdefault(grading.student_id(entry.stem), []).append(entry.name)
+    return {sid: f"two submissions for {sid} in this inbox: {' and '.join(names)}; keep one"
+            for sid, names in entries.items() if len(names) > 1}
+
+
 def collect_submissions(course: Path, path: Path, replace: bool) -> tuple[list[str], list[str]]:
     """Import submissions; return (accepted lines, rejected lines)."""
     import nbformat
@@ -240,12 +257,16 @@ def collect_submissions(course: Path, path: Path, replace: bool) -> tuple[list[s
         raise TitoError(f"no generated modules in {course}: run `tito course generate` first")
     expected = ", ".join(f"{grading.notebook_name(m)}.ipynb" for m in modules)
     accepted, rejected = [], []
+    duplicates = _duplicates(path)
+    rejected.extend(duplicates.values())
     for submission in _entries(path):
-        rejected.extend(submission.rejected)
         student = submission.student
+        sid = grading.student_id(student) if student else ""
+        if sid in duplicates:
+            continue
+        rejected.extend(submission.rejected)
         if not student:
             continue
-        sid = grading.student_id(student)
         seen: set[str] = set()
         for name, data in submission.files:
             where = f"{student}/{name}"
@@ -286,12 +307,40 @@ def _store(course: Path, target: Path, data: bytes, replace: bool) -> str:
         backup = course / "tito" / "replaced" / target.relative_to(course / "submitted").parent / f"{stamp}-{target.name}"
         backup.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(target, backup)
+        if (target.parent / "timestamp.txt").is_file():  # when the old one came in, for the record
+            shutil.copy2(target.parent / "timestamp.txt", backup.with_name(f"{stamp}-timestamp.txt"))
         target.write_bytes(data)
+        _stamp(target)
+        _outdate_grade(course, target.parent.parent.name, target.parent.name)
         return f"{rel} (replaced; previous kept in {backup.relative_to(course).as_posix()})"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
-    (target.parent / "timestamp.txt").write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
+    _stamp(target)
     return rel
+
+
+def _stamp(target: Path) -> None:
+    """nbgrader's submission time (lateness): when this notebook was collected."""
+    (target.parent / "timestamp.txt").write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
+
+
+def _outdate_grade(course: Path, sid: str, module: str) -> None:
+    """The old submission's grade is not the new one's: the report says so (and what it was) until
+    autograde runs again, and feedback has no autograded notebook of the old one to render."""
+    job = grading.Job(course, course, sid, module, 0, 0)
+    try:
+        old = json.loads(job.result_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict):
+        score, most = old.get("score"), old.get("max_score")
+        was = f" ({score:g}/{most:g})" if isinstance(score, (int, float)) and isinstance(most, (int, float)) else ""
+        grading.write_result(job, {"student": sid, "module": module, "status": "not graded", "score": None,
+                                   "max_score": None, "tests_edited": [], "cells": [],
+                                   "reason": f"resubmitted after it was {old.get('status')}{was}: autograde it again"})
+    autograded = course / "autograded" / sid / module
+    if autograded.is_dir():
+        shutil.rmtree(autograded)
 
 
 def collect_command(

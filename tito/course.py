@@ -18,6 +18,7 @@ import queue
 import re
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -209,6 +210,19 @@ def build_release(root: Path, out: Path, modules: list[ModuleFile]) -> list[str]
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
 
 
+def check_release_selection(every: list[ModuleFile], chosen: list[ModuleFile]) -> None:
+    """A module builds on every earlier one (its code imports theirs, as in grading): a student copy
+    without them cannot run its tests. Refused rather than added, so a release holds what was asked."""
+    last = max(m.number for m in chosen)
+    missing = [m for m in every if m.number < last and m.folder not in {c.folder for c in chosen}]
+    if missing:
+        needs = ", ".join(m.folder for m in missing)
+        wanted = " ".join(f"{m.number:02d}" for m in sorted([*chosen, *missing], key=lambda m: m.number))
+        raise TitoError(f"{max(chosen, key=lambda m: m.number).folder} builds on {needs}, which the selection "
+                        f"lacks: a student copy needs every module before the last it hands out; release them "
+                        f"together: tito course release --out OUT {wanted}")
+
+
 @app.command("release")
 def release_command(
     out: Path = typer.Option(..., "--out", help="Folder to write the student copy into (must not exist)."),
@@ -218,6 +232,7 @@ def release_command(
     with user_errors():
         root = find_root()
         chosen = _modules(root, modules)
+        check_release_selection(list_modules(root), chosen)
         for module in chosen:
             read_notebook(module)
             check_marker_cells(module)
@@ -269,17 +284,18 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
         worker.start()  # importing nbgrader overlaps with what follows
     # The worker's own deadline is a backstop: the submission's budget is enforced inside it.
     budgets = {m: min(timeout * (_code_cells(course, m) + 2), budget) + 120 for m in {m for _, m in jobs_list}}
-    for student, module in jobs_list:
-        grading.clear_path(grading.Job(course, root, student, module, timeout, memory_mb).result_path())
+    # An earlier result stays until its regrade replaces it (atomically): a run cut short loses no grade.
     todo: queue.Queue = queue.Queue()
     for index, item in enumerate(jobs_list):
         todo.put((index, item))
     results: list[dict | None] = [None] * len(jobs_list)
 
-    def one(worker: grading.Worker, student: str, module: str) -> dict:
+    def one(worker: grading.Worker, student: str, module: str) -> dict | None:
         job = grading.Job(course, root, student, module, timeout, memory_mb)
         start = time.perf_counter()
         problem = worker.grade(student, module, budgets[module])
+        if stop.is_set() and problem:  # we killed it (Ctrl-C): it keeps the result it had
+            return None
         if problem or not job.result_path().is_file() or not _readable_result(job.result_path()):
             result = {"student": student, "module": module, "score": None, "max_score": None, "cells": [],
                       "tests_edited": [], "status": "timed out" if problem.startswith("timed out") else "not graded",
@@ -294,7 +310,7 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
 
     def drain(worker: grading.Worker) -> None:
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     index, (student, module) = todo.get_nowait()
                 except queue.Empty:
@@ -303,15 +319,29 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
         finally:
             worker.close()
 
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=len(workers))
+    futures = [pool.submit(drain, worker) for worker in workers]
     try:
-        with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-            for future in [pool.submit(drain, worker) for worker in workers]:
-                future.result()
-    except BaseException:  # Ctrl-C: the workers run in sessions of their own; stop them
-        for worker in workers:
-            worker.kill()
+        for future in futures:
+            future.result()
+    except BaseException:  # Ctrl-C: the workers run in sessions of their own and never see it; kill them
+        stop.set()        # and take no more jobs (a worker restarted meanwhile is killed on the next round)
+        while not all(future.done() for future in futures):
+            for worker in workers:
+                _kill(worker)
+            time.sleep(0.05)
         raise
+    finally:
+        pool.shutdown()
     return results
+
+
+def _kill(worker: grading.Worker) -> None:
+    try:
+        worker.kill()
+    except (AttributeError, OSError):  # its own thread reaped it between kill's check and its use
+        pass
 
 
 def _readable_result(path: Path) -> dict | None:
@@ -354,12 +384,20 @@ def autograde_command(
         console.print(f"[red]unsandboxed[/]: {escape(sandbox.why_unavailable())}; grading anyway "
                       f"({sandbox.UNSAFE_FLAG})")
 
+    graded = []
+
     def done(result: dict) -> None:
+        graded.append(result)
         console.print(f"{escape(result['student'])} {result['module']}: {_cell_text(result, plain=True)} "
                       f"({result.get('wall_seconds', 0):.1f} s)")
 
     start = time.perf_counter()
-    results = grade_all(course, root, todo, timeout, memory_mb, jobs, done, sandboxed, budget)
+    try:
+        results = grade_all(course, root, todo, timeout, memory_mb, jobs, done, sandboxed, budget)
+    except KeyboardInterrupt:  # grade_all killed the workers; what they finished is written
+        console.print(f"[yellow]interrupted:[/] {len(graded)} of {len(todo)} submission(s) regraded; the others "
+                      f"keep any earlier result (see `tito course report`)")
+        raise typer.Exit(130) from None
     console.print(f"autograded {len(results)} submission(s) in {time.perf_counter() - start:.1f} s")
 
 
@@ -467,11 +505,14 @@ def report_command(
         table.add_row(escape(names[sid]), *[_cell_text(results.get((sid, m))) for m in modules])
     console.print(table)
     for row in rows:
-        if row["status"] not in ("graded", "not submitted") or row["tests_edited"] or row["flags"]:
-            why = row["reason"] or "; ".join(
-                ([f"tests edited: {row['tests_edited']}; graded with the original tests"] if row["tests_edited"] else [])
-                + ([row["flags"]] if row["flags"] else []))
-            console.print(f"{escape(row['student'])} {row['module']}: [red]{row['status']}[/] {escape(why)}")
+        # A graded row may have a reason too (its module did not export: graded as the stripped release).
+        notes = ([row["reason"]] if row["reason"] else []) + (
+            [f"tests edited: {row['tests_edited']}; graded with the original tests"] if row["tests_edited"] else []) + (
+            [row["flags"]] if row["flags"] else [])
+        if row["status"] not in ("graded", "not submitted") or notes:
+            colour = "yellow" if row["status"] == "graded" else "red"
+            console.print(f"{escape(row['student'])} {row['module']}: [{colour}]{row['status']}[/] "
+                          f"{escape('; '.join(notes))}")
     if csv_path:
         with open(csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["student"])

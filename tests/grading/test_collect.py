@@ -250,3 +250,42 @@ def test_folder_caps_are_checked_before_reading(tmp_path, course, collect):
     assert accepted == ["fat/autograd.ipynb -> submitted/fat/02_autograd/autograd.ipynb"]
     assert stored(course, "crowd") == stored(course, "heavy") == []
 
+
+
+def test_two_submissions_for_one_student_in_an_inbox_are_both_refused(tmp_path, course, collect):
+    inbox = tmp_path / "inbox"
+    (inbox / "twice").mkdir(parents=True)
+    (inbox / "twice" / "tensor.ipynb").write_bytes(NOTEBOOK)
+    with zipfile.ZipFile(inbox / "twice.zip", "w") as archive:
+        archive.writestr("tensor.ipynb", nbformat.writes(nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("x = 1")])))
+    accepted, rejected = collect(inbox)
+    assert rejected == ["two submissions for twice in this inbox: twice/ and twice.zip; keep one"]
+    assert accepted == [] and stored(course, "twice") == []
+
+
+def test_replacing_a_graded_submission_marks_its_grade_out_of_date(tmp_path, course, monkeypatch):
+    monkeypatch.chdir(REPO)
+    inbox = tmp_path / "inbox"
+    (inbox / "redo").mkdir(parents=True)
+    (inbox / "redo" / "tensor.ipynb").write_bytes(NOTEBOOK)
+    collect_submissions(course, inbox, replace=False)
+    folder = course / "submitted" / "redo" / "01_tensor"
+    (folder / "timestamp.txt").write_text("2026-01-01T00:00:00+00:00", encoding="utf-8")
+    result = course / "tito" / "results" / "redo" / "01_tensor.json"
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"student": "redo", "module": "01_tensor", "status": "graded", "score": 0,
+                                  "max_score": 25, "reason": "", "tests_edited": [], "cells": []}))
+    (course / "autograded" / "redo" / "01_tensor").mkdir(parents=True)
+
+    (inbox / "redo" / "tensor.ipynb").write_bytes(nbformat.writes(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1")])).encode())
+    accepted, rejected = collect_submissions(course, inbox, replace=True)
+    assert rejected == [] and "(replaced;" in accepted[0]
+    stale = json.loads(result.read_text())
+    assert stale["status"] == "not graded" and stale["score"] is None
+    assert stale["reason"].startswith("resubmitted after it was graded (0/25): autograde it again")
+    assert not (course / "autograded" / "redo" / "01_tensor").exists()  # feedback must not show the old run
+    assert (folder / "timestamp.txt").read_text() > "2026-01-01T00:00:00+00:00"
+    kept = list((course / "tito" / "replaced" / "redo" / "01_tensor").glob("*-timestamp.txt"))
+    assert [p.read_text() for p in kept] == ["2026-01-01T00:00:00+00:00"]  # the first one's time, on record
