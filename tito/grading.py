@@ -348,7 +348,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def student_id(name: str) -> str:
     """A folder- and nbgrader-safe id for a student name ("José Núñez" -> "jose_nunez-1a2b3c")."""
-    name = name.strip()
+    # One spelling per name: macOS file names are often NFD ("e" + combining accent), typed
+    # ones NFC; both must hash to the same id. NFC leaves existing (NFC) ids unchanged.
+    name = unicodedata.normalize("NFC", name.strip())
     if _SAFE_ID.match(name):
         return name
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()

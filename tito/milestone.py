@@ -151,7 +151,7 @@ def module_names(root: Path) -> dict[str, str]:
 def _incomplete(number: str, names: dict[str, str], err: BaseException) -> str:
     label = f"module {number} ({names.get(number, '?')})"
     if isinstance(err, (ImportError, AttributeError, NotImplementedError)):
-        from tito.module import not_complete_message
+        from tito.exercises import not_complete_message
         return not_complete_message(number, names.get(number, "?"))
     return f"{label} fails a quick check ({type(err).__name__}: {err}); run `tito test {number}`"
 

@@ -19,8 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tito.errors import TitoError, user_errors
+from tito.exercises import has_stubs, not_complete_message, points_available, short_name, unfinished_before
 from tito.notebooks import (
-    STUB_MESSAGE, ModuleFile, find_root, list_modules, notebook_path, notebook_inputs, read_notebook, record_synced,
+    ModuleFile, find_root, list_modules, notebook_path, notebook_inputs, read_notebook, record_synced,
     select_modules, sync, to_notebook, write_atomically, write_notebook,
 )
 
@@ -28,43 +29,6 @@ console = Console(soft_wrap=True, highlight=False)
 app = typer.Typer(help="Your modules: list them, start one, complete it.", no_args_is_help=True)
 
 PROGRESS = ".tito/progress.json"
-STUB = "raise NotImplementedError()"
-STUB_MARK = "# YOUR CODE HERE"
-
-
-# ---------------------------------------------------------------- helpers other commands use
-
-
-def not_complete_message(number: int | str, name: str) -> str:
-    """The one wording for "finish module k first"."""
-    number = f"{int(number):02d}"
-    return f"module {number} ({name}) is not complete: `tito module start {number}`"
-
-
-def short_name(module: ModuleFile) -> str:
-    return module.folder.split("_", 1)[1]
-
-
-def is_stub_line(line: str) -> bool:
-    """nbgrader's bare stub, or tito's named one (`raise NotImplementedError("add: not written yet...")`)."""
-    return line == STUB or (line.startswith("raise NotImplementedError(") and STUB_MESSAGE in line)
-
-
-def has_stubs(module: ModuleFile) -> bool:
-    """An exported cell still holds the release's `raise NotImplementedError()` stub."""
-    for _, cell in read_notebook(module).exported_cells():
-        lines = [line.strip() for line in cell.source.splitlines()]
-        if any(a == STUB_MARK and is_stub_line(b) for a, b in zip(lines, lines[1:])):
-            return True
-    return False
-
-
-def unfinished_before(root: Path, module: ModuleFile) -> ModuleFile | None:
-    """The first earlier module whose exercises are still stubs, or None."""
-    for earlier in list_modules(root):
-        if earlier.number < module.number and has_stubs(earlier):
-            return earlier
-    return None
 
 
 def require_finished_before(root: Path, module: ModuleFile) -> None:
@@ -111,10 +75,6 @@ def title(module: ModuleFile) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return short_name(module)
-
-
-def points_available(module: ModuleFile) -> int:
-    return sum(c.nbgrader.get("points", 0) for c in read_notebook(module).cells if c.is_graded)
 
 
 def status(root: Path, module: ModuleFile, progress: dict, files: dict | None = None) -> str:
@@ -192,7 +152,8 @@ def start_command(module: str = typer.Argument(..., help="Module number (01, 1) 
 @app.command("complete")
 def complete_command(
     module: str = typer.Argument(..., help="Module number (01, 1) or folder (01_tensor)."),
-    timeout: float = typer.Option(600, help="Seconds allowed for the module's cells, and again for pytest."),
+    # the same default as `tito test` (tito/testing.py TIMEOUT says why)
+    timeout: float = typer.Option(300, help="Seconds allowed for the module's cells, and again for pytest."),
 ) -> None:
     """Export, test, and record your progress when every graded test passes."""
     from tito import export, testing

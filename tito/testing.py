@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,9 +21,16 @@ from rich.table import Table
 
 from tito import export
 from tito.errors import TitoError, user_errors
-from tito.notebooks import STUB_MESSAGE, ModuleFile, find_root, read_notebook, select_modules
+from tito.exercises import not_complete_message, points_available, short_name, stubs, unfinished_before
+from tito.notebooks import STUB_MESSAGE, ModuleFile, find_root, list_modules, read_notebook, select_modules
 
 console = Console(soft_wrap=True, highlight=False)
+
+# The slowest honest run measured (solutions, 2 busy cores): 09_gpt's pytest folder, ~110 s; every
+# module's cells take under 10 s. 300 s leaves ~3x for a slower machine, and an endless loop costs
+# minutes, not the 10 it did; a timeout says where it stopped and how to allow more.
+TIMEOUT = 300
+SLOW_HINT = "\n  an endless loop? if the code is only slow, pass a larger --timeout"
 
 
 @dataclass
@@ -34,6 +43,7 @@ class PytestFailure:
 @dataclass
 class PytestResult:
     exit_code: int
+    timed_out: bool = False
     passed: int = 0
     failed: int = 0  # failures + errors
     skipped: int = 0
@@ -47,6 +57,7 @@ class ModuleResult:
     graded: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)  # non-graded cells that raised
     problem: str = ""  # the cellrunner itself crashed or timed out
+    stopped: str = ""  # "timed out" or "crashed" when it did
     pytest: PytestResult | None = None
     seconds: float = 0.0
 
@@ -58,18 +69,57 @@ class ModuleResult:
 
 def run_cells(root: Path, module: ModuleFile, timeout: float, result: ModuleResult) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cells.json"
-        command = [sys.executable, "-m", "tito.cellrunner", str(module.path), "--json", str(out)]
-        try:
-            proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout)
+        out, stack = Path(tmp) / "cells.json", Path(tmp) / "stack.txt"
+        command = [sys.executable, "-m", "tito.cellrunner", str(module.path), "--json", str(out),
+                   "--timeout", f"{timeout:g}", "--stack", str(stack)]
+        try:  # the runner stops itself at `timeout`, saying where; this is the backstop
+            proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout + 30)
         except subprocess.TimeoutExpired:
-            result.problem = f"timed out after {timeout:g} s"
-            return
-        if proc.returncode != 0 or not out.exists():
-            result.problem = f"cellrunner exited {proc.returncode}:\n{_tail(proc.stdout + proc.stderr)}"
-            return
-        data = json.loads(out.read_text(encoding="utf-8"))
-    result.graded, result.errors = data["graded"], data["errors"]
+            proc = None
+        data = json.loads(out.read_text(encoding="utf-8")) if out.exists() else None
+        where = stack.read_text(encoding="utf-8", errors="replace") if stack.exists() else ""
+    if data is not None:
+        result.graded, result.errors = data["graded"], data["errors"]
+    running = data.get("running") if data else None  # the cell it was in when it stopped, if it did
+    if proc is None or where:
+        result.stopped, what = "timed out", f"timed out after {timeout:g} s"
+    elif proc.returncode != 0 or data is None or running:
+        result.stopped, what = "crashed", f"cellrunner exited {proc.returncode}"
+    else:
+        return
+    parts = [what + (f" in {_running(running)}" if running else "")]
+    innermost = _innermost(root, where)
+    if innermost:
+        parts.append(f"still running {innermost}")
+    if running and running["graded_after"]:
+        parts.append(f"{running['graded_after']} graded cell(s) after it did not run")
+    if result.stopped == "timed out":
+        result.problem = "; ".join(parts) + SLOW_HINT
+    else:
+        result.problem = "; ".join(parts) + f":\n{_tail(proc.stdout + proc.stderr)}"
+
+
+def _running(cell: dict) -> str:
+    """The cell the runner was in: its grade_id if graded, and where it starts."""
+    name = cell["grade_id"] or f"cell {cell['cell']}"
+    return f"{name} ({cell['module']}:{cell['line']})"
+
+
+_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in (.+)$')
+
+
+def _innermost(root: Path, stack: str) -> str:
+    """The innermost frame of faulthandler's dump that is the student's code (under root, not tito's)."""
+    tito_dir = Path(__file__).resolve().parent
+    for line in stack.splitlines():  # faulthandler lists the most recent call first
+        match = _FRAME.match(line)
+        if not match:
+            continue
+        path = Path(match[1]).resolve()
+        mine = path.is_relative_to(root.resolve()) and "site-packages" not in path.parts
+        if mine and not path.is_relative_to(tito_dir):
+            return f"{path.relative_to(root.resolve()).as_posix()}:{match[2]} in {match[3]}"
+    return ""
 
 
 def run_pytest(root: Path, module: ModuleFile, timeout: float) -> PytestResult | None:
@@ -80,11 +130,17 @@ def run_pytest(root: Path, module: ModuleFile, timeout: float) -> PytestResult |
         return PytestResult(exit_code=-1, output="pytest is not installed here: pip install -e '.[test]'")
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        command = [sys.executable, "-m", "pytest", "-q", f"--junitxml={junit}", str(folder.relative_to(root))]
+        running = Path(tmp) / "running.txt"  # the test in progress, written by the hooks below
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "tito.testing", f"--junitxml={junit}",
+                   str(folder.relative_to(root))]
+        env = {**os.environ, RUNNING_TEST: str(running)}
         try:
-            proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return PytestResult(exit_code=-1, output=f"pytest timed out after {timeout:g} s")
+            test = running.read_text(encoding="utf-8").strip() if running.exists() else ""
+            where = f" in {test}" if test else ""
+            return PytestResult(exit_code=-1, timed_out=True,
+                                output=f"pytest timed out after {timeout:g} s{where}{SLOW_HINT}")
         result = PytestResult(exit_code=proc.returncode, output=proc.stdout + proc.stderr)
         if junit.exists():
             tree = ET.parse(junit).getroot()
@@ -96,6 +152,21 @@ def run_pytest(root: Path, module: ModuleFile, timeout: float) -> PytestResult |
                 result.skipped += skipped
             result.failures = junit_failures(tree)
     return result
+
+
+RUNNING_TEST = "TITO_RUNNING_TEST"
+
+
+# pytest hooks (this module is loaded into the pytest run with `-p tito.testing`): keep the
+# running test's id in a file, so a timeout can say which test hung.
+def pytest_runtest_logstart(nodeid: str, location: tuple) -> None:
+    if os.environ.get(RUNNING_TEST):
+        Path(os.environ[RUNNING_TEST]).write_text(nodeid, encoding="utf-8")
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    if os.environ.get(RUNNING_TEST):
+        Path(os.environ[RUNNING_TEST]).write_text("", encoding="utf-8")
 
 
 def junit_failures(tree: ET.Element) -> list[PytestFailure]:
@@ -123,10 +194,12 @@ def summary_table(results: list[ModuleResult]) -> Table:
         table.add_column(column, justify="left" if column == "module" else "right")
     for r in results:
         passed = [g for g in r.graded if g["passed"]]
-        cells = "crashed" if r.problem else f"{len(passed)}/{len(r.graded)}"
-        points = f"{sum(g['points'] for g in passed)}/{sum(g['points'] for g in r.graded)}"
+        cells = f"{len(passed)}/{graded_cells(r.module)}" + (f" ({r.stopped})" if r.stopped else "")
+        points = f"{sum(g['points'] for g in passed)}/{points_available(r.module)}"  # all, even if some never ran
         if r.pytest is None:
             pytest_text = "no tests/ folder"
+        elif r.pytest.timed_out:
+            pytest_text = "timed out"
         elif r.pytest.exit_code < 0:
             pytest_text = "did not run"
         elif r.pytest.exit_code == 5:
@@ -138,12 +211,46 @@ def summary_table(results: list[ModuleResult]) -> Table:
     return table
 
 
+def graded_cells(module: ModuleFile) -> int:
+    return sum(1 for c in read_notebook(module).cells if c.cell_type == "code" and c.is_graded)
+
+
 def is_stub(failure: dict | None) -> bool:
     return bool(failure) and failure["type"] == "NotImplementedError" and STUB_MESSAGE in failure["message"]
 
 
+def earlier_stubs(module: ModuleFile) -> dict[str, str]:
+    """Unwritten exercises of earlier modules (not also named in this one): name -> where it is."""
+    own = {name for name, _ in stubs(module)}
+    found = {}
+    for earlier in list_modules(find_root(module.path.parent)):
+        if earlier.number < module.number:
+            for name, line in stubs(earlier):
+                if name not in own:
+                    found.setdefault(name, f"{earlier.folder}, not written yet: {earlier.rel}:{line}")
+    return found
+
+
+def print_unfinished_before(root: Path, selected: list[ModuleFile]) -> None:
+    """Say first when a module builds on an earlier one whose exercises are still stubs:
+    its checks then fail at those stubs, at lines of the module under test."""
+    needs: dict[str, tuple[ModuleFile, list[str]]] = {}
+    for module in selected:
+        earlier = unfinished_before(root, module)
+        if earlier is not None:
+            needs.setdefault(earlier.folder, (earlier, []))[1].append(module.folder)
+    for earlier, later in needs.values():
+        names = [name for name, _ in stubs(earlier)]
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        verb, them = ("is", "it") if len(names) == 1 else ("are", "them")
+        console.print(f"[yellow]{', '.join(later)} need{'s' if len(later) == 1 else ''} {earlier.folder} finished "
+                      f"first:[/] {escape(shown)} {verb} not written yet, and checks that use {them} fail below "
+                      f"too; {escape(not_complete_message(earlier.number, short_name(earlier)))}")
+
+
 def print_failures(r: ModuleResult) -> None:
     """One block per failing graded check, then the pytest failures grouped by file."""
+    elsewhere = None  # earlier modules' unwritten exercises, read when first needed
     if r.problem:
         console.print(f"[red]{r.module.rel}[/]: {escape(r.problem)}")
     for g in r.graded:
@@ -155,6 +262,12 @@ def print_failures(r: ModuleResult) -> None:
         console.print(f"  {escape(f['type'])}: {escape(f['message'] or '(no message)')}")
         if f.get("line") and not is_stub(f):
             console.print(f"  [dim]{escape(f['line'])}[/]")
+        if is_stub(f):  # the line above is where this module called it; say where the exercise is
+            if elsewhere is None:
+                elsewhere = earlier_stubs(r.module)
+            name = f["message"].split(":", 1)[0]
+            if name in elsewhere:
+                console.print(f"  [yellow]{escape(name)} is an exercise of {elsewhere[name]}[/]")
     # Example cells that call an exercise not written yet fail for the same reason as its
     # graded check: say so once instead of once per cell.
     stubs = [e for e in r.errors if is_stub(e["failure"])]
@@ -171,7 +284,10 @@ def print_failures(r: ModuleResult) -> None:
 
 
 def print_pytest_failures(result: PytestResult) -> None:
-    if not result.failures:  # pytest itself broke (collection error, timeout): show its end
+    if result.timed_out:
+        console.print(f"\n[red]{escape(result.output)}[/]")
+        return
+    if not result.failures:  # pytest itself broke (collection error): show its end
         console.print(f"\n[red]pytest exited {result.exit_code}[/]")
         console.print(escape(_tail(result.output, 15)))
         return
@@ -199,7 +315,7 @@ def warn_if_stale(root: Path, modules: list[ModuleFile]) -> None:
 def run_tests(
     modules: list[str] = typer.Argument(None, help="Module numbers (01, 1) or folders (01_tensor); none = all."),
     all_modules: bool = typer.Option(False, "--all", help="Test every module (the default)."),
-    timeout: float = typer.Option(600, help="Seconds allowed per module for its cells, and again for pytest."),
+    timeout: float = typer.Option(TIMEOUT, help="Seconds allowed per module for its cells, and again for pytest."),
 ) -> None:
     """Run each module's graded test cells, then its tests/NN_name/ pytest folder."""
     with user_errors():
@@ -212,6 +328,7 @@ def run_tests(
         for module in selected:
             read_notebook(module)  # report broken notebooks cleanly before running anything
         warn_if_stale(root, selected)
+        print_unfinished_before(root, selected)
     results = []
     for module in selected:
         start = time.perf_counter()

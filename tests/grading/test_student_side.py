@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from tito.module import not_complete_message
+from tito.exercises import not_complete_message
 from tito.notebooks import strip_solutions
 
 SOURCE = '''\

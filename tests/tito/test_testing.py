@@ -140,3 +140,78 @@ def test_tito_test_syncs_a_newer_notebook_and_summarizes_failures(course):
     assert "add(1, 2) should be 3" in result.stdout
     assert "tests/01_tensor/test_add.py: 2 failed; first, test_one" in result.stdout, result.stdout
     assert "Traceback" not in result.stdout
+
+
+def test_tito_test_blames_the_unfinished_earlier_module(course):
+    """02's checks stop at 01's stub `add`: say that 01 must be finished first, and where `add` is,
+    not only the line of 02 that called it."""
+    from tests.tito.conftest import TENSOR
+
+    tensor = course.module("01_tensor", strip_solutions(TENSOR))
+    assert course.tito("export").exit_code == 0
+    stub_line = tensor.read_text().splitlines().index(
+        '    raise NotImplementedError("add: not written yet; replace this line with your code")') + 1
+    result = course.subprocess("-m", "tito", "test", "02")
+    out = " ".join(result.stdout.split())
+    assert result.returncode == 1
+    assert "02_autograd needs 01_tensor finished first: add is not written yet" in out, out
+    assert out.index("needs 01_tensor") < out.index("test-gradcheck")  # said at the top
+    assert f"add is an exercise of 01_tensor, not written yet: modules/01_tensor/tensor.py:{stub_line}" in out, out
+
+
+HANGS = f"""\
+# %%
+#| default_exp hangs
+#| export
+def spin(x):
+    while x:
+        pass
+    return x
+
+# %% nbgrader={GRADED % ("test-quick", 1)}
+assert spin(0) == 0
+
+# %% nbgrader={GRADED % ("test-spin", 2)}
+assert spin(1) == 1
+
+# %% nbgrader={GRADED % ("test-after", 4)}
+assert True
+"""
+
+
+def test_tito_test_names_what_was_running_when_it_timed_out(repo):
+    repo.module("01_hangs", HANGS)
+    tests = repo.root / "tests/01_hangs"
+    tests.mkdir(parents=True)
+    (tests / "test_spin.py").write_text("from tinytorch.hangs import spin\n\n"
+                                        "def test_quick():\n    assert spin(0) == 0\n\n"
+                                        "def test_forever():\n    spin(1)\n")
+    assert repo.tito("export").exit_code == 0
+    result = repo.subprocess("-m", "tito", "test", "01", "--timeout", "4")
+    out = " ".join(result.stdout.split())
+    assert result.returncode == 1
+    # the cell and the line that were running, and what did not run
+    assert "timed out after 4 s in test-spin (modules/01_hangs/hangs.py:12)" in out, out
+    assert "still running modules/01_hangs/hangs.py:5 in spin" in out, out
+    assert "1 graded cell(s) after it did not run" in out, out
+    assert "tests/01_hangs/test_spin.py::test_forever" in out, out  # the pytest test that hung
+    assert "timed out" in out and "1/7" in out, out  # points earned of the module's 7
+
+
+def test_tito_test_names_the_cell_that_crashed_the_runner(repo):
+    repo.module("01_exits", f"""\
+# %%
+#| default_exp exits
+
+# %% nbgrader={GRADED % ("test-fine", 1)}
+assert True
+
+# %% nbgrader={GRADED % ("test-exits", 2)}
+import os
+os._exit(3)
+""")
+    result = repo.subprocess("-m", "tito", "test", "01")
+    out = " ".join(result.stdout.split())
+    assert result.returncode == 1
+    assert "cellrunner exited 3 in test-exits (modules/01_exits/exits.py:7)" in out, out
+    assert "1/2 (crashed)" in out and "1/3" in out, out
