@@ -417,7 +417,9 @@ print("reductions: ok")
 # - Hint 3: forward steps: `losses, m, log_sum` from `_cross_entropy_rows(rows,
 #   targets, w_t, xp)`; if ε: a per-row (M,) smoothing weight `keep · ε/C`, the
 #   (M,) sum over classes (via one shifted (M, C) array, `.sum(axis=1)` or
-#   `@ w`), and losses mixed as (1 − ε)·losses + smoothing; D = `w_t.sum()`.
+#   `@ w`), and losses mixed as (1 − ε)·losses + smoothing; then the ignored
+#   rows' losses set to 0 with `xp.where(keep, ...)` (an ignored row may hold
+#   inf or nan logits, and 0·nan is nan, as in `nll_loss`); D = `w_t.sum()`.
 #   Backward `(g) -> (grad,)`: a, the two scales, the (M, C) gradient, the
 #   smoothing column term, `to_input_shape`. Output: `_reduce_rows(...)`.
 
@@ -453,6 +455,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         every_class = log_sum * w_sum - (shifted.sum(axis=1) if w is None else shifted @ w)
         del shifted
         losses = (1 - eps) * losses + smooth * every_class
+    losses = xp.where(keep, losses, 0)  # not w_t · ...: an ignored row may hold inf or nan, and 0 · nan = nan
     denominator = w_t.sum()
 
     def cross_entropy_backward(g):

@@ -438,8 +438,12 @@ print(f"RMSprop lr=0.01: loss after 100 steps {descend(lambda p: RMSprop(p, lr=0
 # provided `LRScheduler` base counts the calls in `last_epoch` (creating the
 # scheduler is epoch 0), keeps each group's starting rate in `base_lrs`, and
 # asks the subclass for the list of rates: `get_lr()`. Our schedules are
-# closed forms of `base_lrs` and `last_epoch` (PyTorch updates most of them
-# recursively; the two agree to rounding).
+# closed forms of `base_lrs` and `last_epoch`. PyTorch updates most of them
+# recursively, from the rate now in the group: the same values for one
+# scheduler, but two schedulers on one optimizer then multiply, while closed
+# forms overwrite each other (and any rate you set by hand). So our
+# `step()` raises if the rate is not the one it set last: put schedules one
+# after another with `SequentialLR`, multiply factors in one `LambdaLR`.
 #
 # | schedule | lr at epoch e |
 # | --- | --- |
@@ -520,13 +524,17 @@ print("CosineAnnealingLR: ok")
 #
 # ### Exercise: `_vector_norm(xp, array, norm_type)`
 #
-# The p-norm of all entries of an array, as a 0-d array: (Σ |aᵢ|ᵖ)^(1/p), and
-# for p = ∞ the largest |aᵢ|.
+# The p-norm of all entries of an array, as a 0-d array of the array's dtype:
+# (Σ |aᵢ|ᵖ)^(1/p); for p = ∞ the largest |aᵢ|, and for p = 0 (where 1/p
+# breaks) the count of nonzero entries, as PyTorch.
 #
-# - Hint 1: three cases: ∞, the common p = 2 (worth a fast path), any other p.
+# - Hint 1: four cases: ∞, 0, the common p = 2 (worth a fast path), any other p.
 # - Hint 2: for p = 2, √(a·a) with a flattened: a dot product does the squares
-#   and the sum in one pass, without an (n,) temporary.
-# - Hint 3: `math.inf`; `xp.abs(...).max()`; `array.ravel()`, `xp.dot`,
+#   and the sum in one pass, without an (n,) temporary. Sums of powers
+#   overflow float16 early (its largest value is 65504, so 1000 entries of 10
+#   already do): sum 2-byte floats in float32, and cast the norm back.
+# - Hint 3: `math.inf`; `xp.abs(...).max()`; `(array != 0).sum()`;
+#   `array.dtype.itemsize`, `.astype(xp.float32)`; `array.ravel()`, `xp.dot`,
 #   `xp.sqrt`; `** norm_type`, `.sum()`, `** (1.0 / norm_type)`.
 
 # %% nbgrader={"grade": false, "grade_id": "vector-norm", "locked": false, "schema_version": 3, "solution": true}
@@ -536,10 +544,15 @@ def _vector_norm(xp, array, norm_type):
     ### BEGIN SOLUTION
     if norm_type == math.inf:
         return xp.abs(array).max()
+    if norm_type == 0:
+        return (array != 0).sum().astype(array.dtype)
+    wide = array.astype(xp.float32) if array.dtype.itemsize < 4 else array  # float16 sums overflow at 65504
     if norm_type == 2.0:
-        flat = array.ravel()
-        return xp.sqrt(xp.dot(flat, flat))
-    return (xp.abs(array) ** norm_type).sum() ** (1.0 / norm_type)
+        flat = wide.ravel()
+        norm = xp.sqrt(xp.dot(flat, flat))
+    else:
+        norm = (xp.abs(wide) ** norm_type).sum() ** (1.0 / norm_type)
+    return norm.astype(array.dtype)
     ### END SOLUTION
 
 
@@ -550,6 +563,10 @@ assert np.isclose(_vector_norm(np, a, 2.0), 5.0), f"2-norm of [3, -4, 0, 0] is 5
 assert np.isclose(_vector_norm(np, a, math.inf), 4.0), "the inf-norm is the largest |entry|, 4"
 assert np.isclose(_vector_norm(np, a, 1.0), 7.0), "the 1-norm adds the |entries|: 7"
 assert _vector_norm(np, a, 2.0).dtype == np.float32, "keep float32"
+assert _vector_norm(np, a, 0.0) == 2.0, "the 0-'norm' counts the nonzero entries: 2"
+half = np.full(1000, 10.0, np.float16)
+assert np.isclose(_vector_norm(np, half, 2.0), 316.2, rtol=1e-3) and _vector_norm(np, half, 2.0).dtype == np.float16, \
+    f"float16: sum in float32 (the squares add up to 1e5 > 65504), return float16; got {_vector_norm(np, half, 2.0)!r}"
 
 # %% [markdown]
 # ### Exercise: `clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False)`
@@ -575,7 +592,9 @@ assert _vector_norm(np, a, 2.0).dtype == np.float32, "keep float32"
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients in place so that their joint p-norm is at most max_norm; return the norm."""
     grads, params = _grads_of(parameters)
+    grads = [g for g in grads if g.size]  # an empty gradient adds nothing to any norm (and has no max)
     norm_type = float(norm_type)
+    max_norm = float(max_norm)  # a number or a 0-d Tensor, as in PyTorch
     if not grads:
         return Tensor(0.0, device=params[0]._device if params else None)
     device = params[0]._device

@@ -91,3 +91,10 @@ def test_bad_label_smoothing_and_non_tensor_target(device):
         F.cross_entropy(z, ints([0, 1], device), label_smoothing=1.5)
     with pytest.raises(TypeError, match="target must be a Tensor, got list"):
         F.cross_entropy(z, [0, 1])
+
+
+@pytest.mark.parametrize("bad", [np.nan, -0.5])
+def test_bce_refuses_nan_probabilities(bad, device):
+    # a NaN would otherwise reach the clamped log as -100 and give a finite loss
+    with pytest.raises(ValueError, match=r"probabilities in .0, 1.*found nan" if np.isnan(bad) else "found -0.5"):
+        F.binary_cross_entropy(t32([0.5, bad], device), t32([0.0, 1.0], device))

@@ -61,6 +61,22 @@ def test_cross_entropy_is_stable_for_huge_logits(device):
     np.testing.assert_allclose(z.grad.numpy(), [[1, 0, -1], [1 / 3 - 1, 1 / 3, 1 / 3], [0, 0, 0]], atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # numpy on the non-finite row
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_ignores_non_finite_ignored_rows(bad, smoothing, device):
+    # an ignored row's loss is masked, not multiplied by 0: 0 * nan would be nan (PyTorch: a finite loss)
+    z = t32([[1.0, 2.0], [bad, 0.0], [0.0, 1.0]], device, requires_grad=True)
+    t = ints([1, -100, 1], device)
+    losses = F.cross_entropy(z, t, reduction="none", label_smoothing=smoothing)
+    np.testing.assert_allclose(losses.numpy()[1], 0.0)
+    loss = F.cross_entropy(z, t, label_smoothing=smoothing)
+    want = np.log1p(np.exp(-1.0)) + smoothing / 2  # each kept row: LSE - z_1, and smoothing adds eps/2
+    np.testing.assert_allclose(loss.item(), want, rtol=1e-6)
+    loss.backward()
+    assert np.isfinite(z.grad.numpy()[[0, 2]]).all()
+
+
 def test_cross_entropy_class_dim_is_one(rng, device):
     """(N, C, d) logits give the same losses as the (N*d, C) rows they contain."""
     z = rng.standard_normal((2, 4, 3)).astype(np.float32)

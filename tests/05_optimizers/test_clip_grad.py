@@ -78,3 +78,37 @@ def test_clip_grad_value(device):
 
 def test_available_as_nn_utils():
     assert tt.nn.utils.clip_grad_norm_ is clip_grad_norm_
+
+
+def test_float16_gradients_are_summed_in_float32(device):
+    # 1000 entries of 10: the squares add up to 1e5, past float16's 65504, but the norm (316) fits
+    p = tt.tensor(np.zeros(1000, np.float16), device=device, requires_grad=True)
+    p.grad = tt.tensor(np.full(1000, 10.0, np.float16), device=device)
+    total = clip_grad_norm_([p], max_norm=1.0)
+    assert total.dtype == np.float16
+    np.testing.assert_allclose(total.item(), 316.25, rtol=1e-3)
+    np.testing.assert_allclose(p.grad.cpu().numpy(), 10.0 / 316.25, rtol=1e-3)
+
+
+def test_norm_type_zero_counts_nonzeros(device):
+    # as PyTorch: each gradient's count of nonzero entries, then the count of nonzero counts
+    params = with_grads(device, [1.0, 0.0, 3.0], [[0.0, 4.0]], [0.0])
+    total = clip_grad_norm_(params, max_norm=1.0, norm_type=0)
+    assert total.item() == 2.0
+    np.testing.assert_allclose(params[0].grad.cpu().numpy(), np.array([1.0, 0.0, 3.0]) / (2 + 1e-6), rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm_type", [0.0, 1.0, 2.0, float("inf")])
+def test_empty_gradients_add_nothing(norm_type, device):
+    params = with_grads(device, np.zeros((0, 3)), [3.0, -4.0])
+    total = clip_grad_norm_(params, max_norm=100.0, norm_type=norm_type)
+    want = {0.0: 1.0, 1.0: 7.0, 2.0: 5.0, float("inf"): 4.0}[norm_type]
+    np.testing.assert_allclose(total.item(), want, rtol=1e-6)
+    assert clip_grad_norm_(params[:1], max_norm=1.0, norm_type=norm_type).item() == 0.0
+
+
+def test_max_norm_may_be_a_tensor(device):
+    params = with_grads(device, [3.0, 4.0])
+    total = clip_grad_norm_(params, max_norm=tt.tensor(0.5, device=device))
+    assert total.item() == 5.0
+    np.testing.assert_allclose(params[0].grad.cpu().numpy(), [0.3, 0.4], rtol=1e-5)

@@ -54,6 +54,8 @@ def test_generators_are_accepted(device):
     opt = SGD((p for p in params), lr=0.1)
     got = opt.param_groups[0]["params"]
     assert len(got) == 2 and all(a is b for a, b in zip(got, params))
+    groups = SGD(({"params": [p], "lr": 0.5 * i} for i, p in enumerate(params, 1)), lr=0.1).param_groups
+    assert [g["lr"] for g in groups] == [0.5, 1.0] and groups[1]["params"][0] is params[1]
 
 
 # --- bad input ---------------------------------------------------------------------

@@ -117,3 +117,43 @@ def test_state_dict_resume(build, device):
 def test_base_class_needs_get_lr(device):
     with pytest.raises(NotImplementedError, match="get_lr"):
         LRScheduler(optimizer(device))
+
+
+def test_two_schedulers_on_one_optimizer_are_refused(device):
+    # PyTorch chains them (each multiplies the current rate); our closed forms would overwrite each other
+    opt = optimizer(device)
+    warm = LinearLR(opt, start_factor=0.5, total_iters=3)
+    StepLR(opt, step_size=2)  # sets epoch 0's rate, 0.1, over the warm-up's 0.05
+    opt.step()
+    with pytest.raises(RuntimeError, match=r"LinearLR.*param_groups\[0\]\['lr'\].*SequentialLR.*LambdaLR"):
+        warm.step()
+
+
+def test_a_changed_rate_is_not_overwritten_silently(device):
+    opt = optimizer(device)
+    sched = StepLR(opt, step_size=3)
+    opt.param_groups[0]["lr"] = 0.05
+    with pytest.raises(RuntimeError, match="base_lrs"):
+        sched.step()
+    sched.base_lrs = [0.05]  # the way to rescale a closed-form schedule
+    opt.param_groups[0]["lr"] = sched.get_last_lr()[0]
+    trace(sched, 3)
+    assert np.isclose(opt.param_groups[0]["lr"], 0.005)
+
+
+def test_resume_in_any_order_sets_the_saved_rate(device):
+    opt = optimizer(device, (1.0,))
+    sched = CosineAnnealingLR(opt, T_max=8)
+    trace(sched, 3)
+    opt2 = optimizer(device, (1.0,))
+    opt2.load_state_dict(opt.state_dict())  # the optimizer first, then a new scheduler over it
+    sched2 = CosineAnnealingLR(opt2, T_max=8)
+    sched2.load_state_dict(sched.state_dict())
+    assert opt2.param_groups[0]["lr"] == sched2.get_last_lr()[0] == opt.param_groups[0]["lr"]
+    np.testing.assert_array_equal(trace(sched2, 4), trace(sched, 4))
+
+
+@pytest.mark.parametrize("start", [0.5, 1.0])
+def test_linear_lr_with_no_iterations_stays_at_start_factor(start, device):
+    sched = LinearLR(optimizer(device, (1.0,)), start_factor=start, end_factor=0.8, total_iters=0)
+    np.testing.assert_allclose(trace(sched, 3)[:, 0], [start] * 3)  # as PyTorch

@@ -140,3 +140,31 @@ def test_modules_against_torch_modules(rng, device):
     ours = losses.BCEWithLogitsLoss(pos_weight=tt.tensor(w, device=device))
     theirs = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(w))
     compare(ours, theirs, [x, rng.uniform(0, 1, (6, 4)).astype(np.float32)], [True, False], device, rng)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # numpy on the non-finite row
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("weighted, smoothing", [(False, 0.0), (True, 0.1)])
+def test_cross_entropy_non_finite_ignored_row(bad, weighted, smoothing, device):
+    z = np.array([[1.0, 2.0, 0.5], [bad, 0.0, bad], [0.0, 1.0, -1.0]], np.float32)
+    t = np.array([0, -100, 2])
+    w = np.array([0.5, 2.0, 1.0], np.float32) if weighted else None
+    ours = tt.tensor(z, device=device, requires_grad=True)
+    theirs = torch.tensor(z, requires_grad=True)
+    out = F.cross_entropy(ours, tt.tensor(t, device=device), weight=None if w is None else tt.tensor(w, device=device),
+                          label_smoothing=smoothing)
+    ref = TF.cross_entropy(theirs, torch.tensor(t), weight=None if w is None else torch.tensor(w),
+                           label_smoothing=smoothing)
+    np.testing.assert_allclose(out.item(), ref.item(), rtol=RTOL, atol=ATOL)
+    out.backward()
+    ref.backward()
+    kept = [0, 2]  # PyTorch's gradient of the ignored row is nan too
+    np.testing.assert_allclose(ours.grad.cpu().numpy()[kept], theirs.grad.numpy()[kept], rtol=RTOL, atol=ATOL)
+
+
+def test_bce_nan_input_is_refused_as_in_pytorch(device):
+    p, y = np.array([np.nan, 0.5], np.float32), np.array([0.0, 1.0], np.float32)
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
+        TF.binary_cross_entropy(torch.tensor(p), torch.tensor(y))
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        F.binary_cross_entropy(tt.tensor(p, device=device), tt.tensor(y, device=device))

@@ -132,3 +132,37 @@ def test_state_dict_layout_matches_pytorch(device):
     assert set(ours["state"][0]) == set(theirs["state"][0])
     np.testing.assert_allclose(tt.tensor(ours["state"][0]["exp_avg_sq"]).cpu().numpy(),
                                theirs["state"][0]["exp_avg_sq"].numpy(), rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm_type", [0.0, 2.0, 3.0])
+def test_clip_grad_norm_float16_and_norm_zero_match_pytorch(norm_type, device):
+    grads = [np.full(1000, 10.0, np.float16), np.array([0.0, -3.0, 0.5], np.float16), np.zeros(2, np.float16)]
+    ours = [tt.tensor(np.zeros_like(g), device=device, requires_grad=True) for g in grads]
+    theirs = [torch.zeros(g.shape, dtype=torch.float16, requires_grad=True) for g in grads]
+    for a, b, g in zip(ours, theirs, grads):
+        a.grad, b.grad = tt.tensor(g, device=device), torch.tensor(g)
+    total = clip_grad_norm_(ours, 1.0, norm_type=norm_type)
+    ref_total = torch.nn.utils.clip_grad_norm_(theirs, 1.0, norm_type=norm_type)
+    assert total.dtype == tt.float16
+    np.testing.assert_allclose(total.item(), ref_total.item(), rtol=1e-3)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), rtol=2e-3, atol=1e-4)
+
+
+def test_resume_with_the_optimizer_loaded_first_matches_pytorch(device):
+    def run(opt_cls, sched_mod, param):
+        opt = opt_cls([param()], lr=1.0)
+        sched = sched_mod.CosineAnnealingLR(opt, T_max=8)
+        for _ in range(3):
+            opt.step()
+            sched.step()
+        opt2 = opt_cls([param()], lr=1.0)
+        opt2.load_state_dict(opt.state_dict())
+        sched2 = sched_mod.CosineAnnealingLR(opt2, T_max=8)
+        sched2.load_state_dict(sched.state_dict())
+        return opt2.param_groups[0]["lr"], sched2.get_last_lr()
+
+    ours = run(SGD, ours_sched, lambda: tt.tensor([0.0], device=device, requires_grad=True))
+    theirs = run(T.SGD, T.lr_scheduler, lambda: torch.zeros(1, requires_grad=True))
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=RTOL)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=RTOL)

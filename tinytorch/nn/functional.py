@@ -469,10 +469,10 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     xp = get_xp(input._device)
     w = _elementwise_weight(weight, input, "weight", name)
     p, y = input.data, target.data.astype(input.dtype, copy=False)
-    if ((p < 0) | (p > 1)).any():
-        raise ValueError(f"{name}: input must hold probabilities in [0, 1], found values from "
-                         f"{float(p.min()):g} to {float(p.max()):g}; for logits use "
-                         f"binary_cross_entropy_with_logits")
+    outside = ~((p >= 0) & (p <= 1))  # written so that nan counts as outside
+    if outside.any():
+        raise ValueError(f"{name}: input must hold probabilities in [0, 1], found {float(p[outside][0]):g}; "
+                         f"for logits use binary_cross_entropy_with_logits")
     log_p, log_not_p = _log_clamped(p, xp), _log_clamped(1 - p, xp)
     loss = -(y * log_p + (1 - y) * log_not_p)
 
@@ -564,6 +564,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         every_class = log_sum * w_sum - (shifted.sum(axis=1) if w is None else shifted @ w)
         del shifted
         losses = (1 - eps) * losses + smooth * every_class
+    losses = xp.where(keep, losses, 0)  # not w_t · ...: an ignored row may hold inf or nan, and 0 · nan = nan
     denominator = w_t.sum()
 
     def cross_entropy_backward(g):

@@ -32,17 +32,24 @@ def _vector_norm(xp, array, norm_type):
     """The p-norm of all entries of `array` (p = inf: the largest |entry|), as a 0-d array."""
     if norm_type == math.inf:
         return xp.abs(array).max()
+    if norm_type == 0:
+        return (array != 0).sum().astype(array.dtype)
+    wide = array.astype(xp.float32) if array.dtype.itemsize < 4 else array  # float16 sums overflow at 65504
     if norm_type == 2.0:
-        flat = array.ravel()
-        return xp.sqrt(xp.dot(flat, flat))
-    return (xp.abs(array) ** norm_type).sum() ** (1.0 / norm_type)
+        flat = wide.ravel()
+        norm = xp.sqrt(xp.dot(flat, flat))
+    else:
+        norm = (xp.abs(wide) ** norm_type).sum() ** (1.0 / norm_type)
+    return norm.astype(array.dtype)
 
 
 # %% modules/05_optimizers/optimizers.py, cell 24
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients in place so that their joint p-norm is at most max_norm; return the norm."""
     grads, params = _grads_of(parameters)
+    grads = [g for g in grads if g.size]  # an empty gradient adds nothing to any norm (and has no max)
     norm_type = float(norm_type)
+    max_norm = float(max_norm)  # a number or a 0-d Tensor, as in PyTorch
     if not grads:
         return Tensor(0.0, device=params[0]._device if params else None)
     device = params[0]._device

@@ -25,15 +25,30 @@ class LRScheduler:
                                f"a scheduler with last_epoch={last_epoch}")
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
-        self.step()  # epoch last_epoch + 1 (0 for a fresh run): sets the first learning rate
+        self._advance()  # epoch last_epoch + 1 (0 for a fresh run): sets the first learning rate
 
     def get_lr(self):
         raise NotImplementedError(f"{type(self).__name__} must define get_lr")
 
     def step(self):
         """Advance one epoch (or batch) and write the new learning rates into the groups."""
+        self._check_rate_is_ours()
+        self._advance()
+
+    def _advance(self):  # without the check: SequentialLR drives its schedulers through this
         self.last_epoch += 1
         self._apply(self.get_lr())
+
+    def _check_rate_is_ours(self):
+        """RuntimeError if a group's lr is not the one this scheduler set last: overwriting it would lose it."""
+        for i, (group, ours) in enumerate(zip(self.optimizer.param_groups, self._last_lr)):
+            if group["lr"] != ours:
+                raise RuntimeError(
+                    f"{type(self).__name__}.step(): param_groups[{i}]['lr'] is {group['lr']}, but this scheduler "
+                    f"set {ours}: another scheduler or your code changed it. This scheduler computes the rate "
+                    f"from the epoch and would overwrite the change (PyTorch's schedulers chain instead), so use "
+                    f"one scheduler per optimizer: SequentialLR for one schedule after another, LambdaLR for a "
+                    f"product of factors; to rescale this schedule, change its base_lrs")
 
     def _apply(self, lrs):
         for group, lr in zip(self.optimizer.param_groups, lrs):
@@ -50,6 +65,7 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
+        self._apply(self._last_lr)  # resume at the saved rate, whether or not the optimizer was loaded first
 
 
 class StepLR(LRScheduler):
@@ -96,7 +112,8 @@ class LinearLR(LRScheduler):
 
     def get_lr(self):
         done = min(self.total_iters, self.last_epoch)
-        factor = self.start_factor + (self.end_factor - self.start_factor) * done / self.total_iters
+        progress = done / self.total_iters if self.total_iters else 0.0  # no iterations: start_factor, as PyTorch
+        factor = self.start_factor + (self.end_factor - self.start_factor) * progress
         return [base * factor for base in self.base_lrs]
 
 
@@ -118,16 +135,17 @@ class SequentialLR(LRScheduler):
             group["lr"] = group["initial_lr"]
         first = self._schedulers[bisect_right(self._milestones, 0)]
         first.last_epoch = -1
-        first.step()
+        first._advance()
         self._last_lr = first.get_last_lr()
 
     def step(self):
+        self._check_rate_is_ours()  # the schedulers it runs share the rate with it, and are not checked
         self.last_epoch += 1
         i = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[i]
         if i > 0 and self._milestones[i - 1] == self.last_epoch:
-            scheduler.last_epoch = -1  # restart: its step() below is its epoch 0
-        scheduler.step()
+            scheduler.last_epoch = -1  # restart: its _advance() below is its epoch 0
+        scheduler._advance()
         self._last_lr = scheduler.get_last_lr()
 
     def state_dict(self):
@@ -140,6 +158,7 @@ class SequentialLR(LRScheduler):
         for scheduler, saved in zip(self._schedulers, state.pop("_schedulers")):
             scheduler.load_state_dict(saved)
         self.__dict__.update(state)
+        self._apply(self._last_lr)
 
 
 # %% modules/05_optimizers/optimizers.py, cell 18

@@ -4,6 +4,7 @@ __all__ = ["Optimizer", "RMSprop", "SGD", "Adam", "AdamW"]
 
 import copy
 from collections import defaultdict
+from collections.abc import Iterator
 from tinytorch.core.autograd import enable_grad, no_grad
 from tinytorch.core.backend import get_xp, to_device
 from tinytorch.core.tensor import Tensor, from_op
@@ -96,6 +97,8 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param tensor -> {"step": ..., "exp_avg": array, ...}
         self.param_groups = []
+        if isinstance(params, Iterator):
+            params = list(params)  # a generator can be read once: look at its items, then keep them
         if isinstance(params, (list, tuple)) and params and all(isinstance(g, dict) for g in params):
             groups = list(params)
         else:
