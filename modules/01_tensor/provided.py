@@ -466,6 +466,7 @@ import builtins
 import functools
 import math
 import threading
+import weakref
 from collections import namedtuple
 
 import numpy as np
@@ -500,34 +501,57 @@ _autocast_state = _AutocastState()
 
 
 class _Writes:
-    """In-place writes through the Tensor API (`x[i] = v`, `x += y` under no_grad), by the array that
-    owns the memory, so that views and detached tensors count too. A node whose inputs or output were
-    written after it was recorded would differentiate the new numbers: backward refuses it instead
-    (PyTorch's version counters). A node keeps its tensors alive, so an owner's id cannot be reused
-    between the node's recording and its backward: ids are safe keys."""
+    """In-place writes through the Tensor API (`x[i] = v`, `x += y` under no_grad, an optimizer's step),
+    by the array that owns the memory, so that views and detached tensors count too. A node whose inputs
+    or output were written after it was recorded would differentiate the new numbers: backward refuses it
+    instead (PyTorch's version counters). Each entry holds a weak reference to its array, so an id reused
+    by a new array is not taken for the old one, and entries of arrays that are gone are dropped."""
     count = 0
-    last = {}  # id(owner array) -> `count` at its latest write
-    _KEEP = 4096  # past this many owners, forget writes older than the last _KEEP (a bound on memory)
+    last = {}  # id(owner array) -> (weak reference to it, `count` at its latest write)
+    prune_at = 1024  # drop the dead entries when there are this many (then twice the live ones)
+    lock = threading.Lock()  # writes may come from several threads (ThreadedStep, data loaders)
 
 
 def _owner(array):
+    """The array that owns `array`'s memory; `array` itself when that owner takes no weak reference
+    (bytes under np.frombuffer)."""
     base = getattr(array, "base", None)
-    return array if base is None else base
+    if base is None:
+        return array
+    try:
+        weakref.ref(base)
+        return base
+    except TypeError:
+        return array
 
 
 def _wrote(tensor):
     """Record an in-place write to tensor's memory."""
-    _Writes.count += 1
-    _Writes.last[id(_owner(tensor.data))] = _Writes.count
-    if len(_Writes.last) > 2 * _Writes._KEEP:
-        oldest = _Writes.count - _Writes._KEEP
-        _Writes.last = {key: when for key, when in _Writes.last.items() if when > oldest}
+    owner = _owner(tensor.data)
+    try:
+        ref = weakref.ref(owner)
+    except TypeError:  # an array type without weak references: trust the id
+        ref = None
+    with _Writes.lock:
+        _Writes.count += 1
+        _Writes.last[id(owner)] = (ref, _Writes.count)
+        if len(_Writes.last) >= _Writes.prune_at:
+            _Writes.last = {key: (ref, when) for key, (ref, when) in _Writes.last.items()
+                            if ref is None or ref() is not None}
+            _Writes.prune_at = builtins.max(1024, 2 * len(_Writes.last))
+
+
+def _written_since(array, moment):
+    """Was `array`'s memory written through a tensor after write number `moment`?"""
+    owner = _owner(array)
+    ref, when = _Writes.last.get(id(owner), (None, 0))
+    return when > moment and (ref is None or ref() is owner)
 
 
 def _check_unwritten(node):
     """Refuse to differentiate `node` if its inputs or output were written in place since it was recorded."""
     for t in (node, *node._parents):
-        if t is not None and _Writes.last.get(id(_owner(t.data)), 0) > node._seen:
+        if t is not None and _written_since(t.data, node._seen):
             what = "its output" if t is node else f"its input of shape {tuple(t.shape)}"
             op = node._backward_fn.__name__.removesuffix("_backward")
             raise RuntimeError(

@@ -282,11 +282,11 @@ print("topological_order: ok")
 #
 # **Saved arrays must not change.** A rule reads arrays kept from the forward pass (`mul`'s
 # other operand, `exp`'s output). Write into one between forward and backward (`x[0] = 5`,
-# or `w -= ...` under `no_grad`) and the rule would differentiate the new numbers, a wrong
-# gradient with no error. So each in-place write through a tensor is counted, per block of
-# memory (views and detached tensors share it), and reading `node._backward` (provided)
-# raises if the node's inputs or output were written since it was recorded, as PyTorch's
-# version counters do. Change a `.clone()` instead.
+# `w -= ...` under `no_grad`, an optimizer's `step()`) and the rule would differentiate
+# the new numbers, a wrong gradient with no error. So each in-place write through a tensor
+# is counted, per block of memory (views and detached tensors share it), and reading
+# `node._backward` (provided) raises if the node's inputs or output were written since it
+# was recorded, as PyTorch's version counters do. Change a `.clone()` instead.
 #
 # **Accumulating into a leaf** (`_accumulate`): the first time, `.grad` becomes a new
 # `Tensor` holding a **copy** of `g` in the leaf's dtype. A copy, because `g` may be a

@@ -525,7 +525,7 @@ import numpy as np
 
 from tinytorch.core.autograd import backward as run_backward, no_grad
 from tinytorch.core.backend import default_generator, thread_generator
-from tinytorch.core.tensor import Tensor, _autocast_state, _grad_mode, from_op  # modes are per thread
+from tinytorch.core.tensor import Tensor, _autocast_state, _grad_mode, _wrote, from_op  # modes are per thread
 from tinytorch.nn.module import Module
 from tinytorch.optim.optimizer import Optimizer
 
@@ -886,6 +886,7 @@ class ThreadedStep:
             with no_grad():
                 for p, group in part:
                     optimizer._update(p, p.grad.data, optimizer.state[p], group)
+                    _wrote(p)  # as Optimizer.step
         parts = [part for part in parts if part] or [[]]
         with self._blas:
             self._run(run, parts, [None] * len(parts))

@@ -266,3 +266,15 @@ def test_load_state_dict_mismatch(device):
         SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1).load_state_dict(sd)
     with pytest.raises(ValueError, match="group 0 has 2 parameters"):
         SGD(params[:1], lr=0.1).load_state_dict(sd)
+
+
+def test_a_step_between_forward_and_backward_is_refused(device):
+    """The optimizer changes the weights in place: a graph recorded before its step cannot differentiate them
+    (PyTorch raises too); backward says so instead of using the new weights."""
+    w = tt.tensor([1.0, 2.0], device=device, requires_grad=True)
+    opt = tt.optim.SGD([w], lr=0.1)
+    (w * w).sum().backward()
+    loss = (w * w * w).sum()
+    opt.step()
+    with pytest.raises(RuntimeError, match="changed in place"):
+        loss.backward()

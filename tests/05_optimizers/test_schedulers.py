@@ -157,3 +157,26 @@ def test_resume_in_any_order_sets_the_saved_rate(device):
 def test_linear_lr_with_no_iterations_stays_at_start_factor(start, device):
     sched = LinearLR(optimizer(device, (1.0,)), start_factor=start, end_factor=0.8, total_iters=0)
     np.testing.assert_allclose(trace(sched, 3)[:, 0], [start] * 3)  # as PyTorch
+
+
+def test_a_rate_the_optimizer_loaded_is_not_taken_for_another_schedulers(device):
+    """Resuming the optimizer alone (a checkpoint saved without a scheduler): its rate is a checkpoint's, and
+    the scheduler goes on with its own schedule instead of refusing."""
+    opt = optimizer(device, (1.0,))
+    trace(CosineAnnealingLR(opt, T_max=8), 3)
+    opt2 = optimizer(device, (1.0,))
+    sched2 = CosineAnnealingLR(opt2, T_max=8)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == sched2.get_last_lr()[0]
+    opt2.param_groups[0]["lr"] = 0.5  # a change by hand after that is still refused
+    with pytest.raises(RuntimeError, match="base_lrs"):
+        sched2.step()
+
+
+def test_a_nan_rate_is_not_a_change(device):
+    opt = optimizer(device)
+    sched = LambdaLR(opt, lambda epoch: math.nan if epoch >= 1 else 1.0)
+    sched.step()
+    sched.step()  # nan != nan, but nothing changed the rate
+    assert math.isnan(opt.param_groups[0]["lr"])

@@ -40,9 +40,12 @@ class LRScheduler:
         self._apply(self.get_lr())
 
     def _check_rate_is_ours(self):
-        """RuntimeError if a group's lr is not the one this scheduler set last: overwriting it would lose it."""
+        """RuntimeError if a group's lr is not the one this scheduler set last: overwriting it would lose it.
+        A rate the optimizer's load_state_dict restored since is a checkpoint's: this scheduler goes on."""
+        if getattr(self.optimizer, "_loads", 0) != self._loads_seen:
+            return
         for i, (group, ours) in enumerate(zip(self.optimizer.param_groups, self._last_lr)):
-            if group["lr"] != ours:
+            if group["lr"] != ours and not (math.isnan(group["lr"]) and math.isnan(ours)):
                 raise RuntimeError(
                     f"{type(self).__name__}.step(): param_groups[{i}]['lr'] is {group['lr']}, but this scheduler "
                     f"set {ours}: another scheduler or your code changed it. This scheduler computes the rate "
@@ -53,7 +56,12 @@ class LRScheduler:
     def _apply(self, lrs):
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self._remember([group["lr"] for group in self.optimizer.param_groups])
+
+    def _remember(self, lrs):
+        """`lrs` are the rates this scheduler set last (and the optimizer's load count they were set at)."""
+        self._last_lr = list(lrs)
+        self._loads_seen = getattr(self.optimizer, "_loads", 0)
 
     def get_last_lr(self):
         """The learning rates the last `step()` set, one per group."""
@@ -136,7 +144,7 @@ class SequentialLR(LRScheduler):
         first = self._schedulers[bisect_right(self._milestones, 0)]
         first.last_epoch = -1
         first._advance()
-        self._last_lr = first.get_last_lr()
+        self._remember(first.get_last_lr())
 
     def step(self):
         self._check_rate_is_ours()  # the schedulers it runs share the rate with it, and are not checked
@@ -146,7 +154,7 @@ class SequentialLR(LRScheduler):
         if i > 0 and self._milestones[i - 1] == self.last_epoch:
             scheduler.last_epoch = -1  # restart: its _advance() below is its epoch 0
         scheduler._advance()
-        self._last_lr = scheduler.get_last_lr()
+        self._remember(scheduler.get_last_lr())
 
     def state_dict(self):
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}

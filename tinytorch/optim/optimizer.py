@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from tinytorch.core.autograd import enable_grad, no_grad
 from tinytorch.core.backend import get_xp, to_device
-from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.core.tensor import Tensor, _wrote, from_op
 
 
 # %% modules/05_optimizers/provided.py, cell 4
@@ -144,6 +144,7 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is not None:
                         self._update(p, p.grad.data, self.state[p], group)
+                        _wrote(p)  # a graph that saved p before this step can no longer differentiate it
         return loss
 
     def _update(self, p, grad, state, group):
@@ -181,6 +182,7 @@ class Optimizer:
         self.param_groups = [{**copy.deepcopy({k: v for k, v in old.items() if k != "params"}),
                               "params": new["params"]}
                              for old, new in zip(saved, self.param_groups)]
+        self._loads = getattr(self, "_loads", 0) + 1  # a scheduler tells a loaded rate from another one's
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
