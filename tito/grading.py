@@ -762,7 +762,8 @@ def write_result(job: Job, result: dict) -> None:
     if path.parent.exists() and not path.parent.is_dir():
         clear_path(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clear_path(path)
+    if path.is_dir() and not path.is_symlink():  # a folder where the file belongs; a file is replaced whole below
+        clear_path(path)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)

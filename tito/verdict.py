@@ -84,6 +84,9 @@ _THEIR_HOOKS = {"threading": frozenset({"excepthook"}), "sys": frozenset({"unrai
 # Imported before the audit hook: importing asyncio (unittest.mock and tqdm.auto import it) runs
 # types.coroutine, which sets a function's __code__.
 _PRELOADED = ("asyncio", "unittest.mock")
+# NumPy's own array subclasses that `import numpy` does not load: imported first, so that _honest_values
+# counts them as NumPy's (a masked array keeps its mask) and not as a student's subclass
+_NUMPYS_OWN = ("numpy.ma",)
 
 
 def _snapshot(modules, loose=()):
@@ -883,7 +886,7 @@ def run(spec):
     aliases, imported = _grader_imports(grader_sources)
     trusted = set(spec.get("trusted", []))
     graders_code = _trusted_code(f"<cell {i}>" for i, c in enumerate(cells_spec) if c.get("grader"))
-    for name in sorted(trusted | imported) + list(_PRELOADED) + list(_COMPARISONS):
+    for name in sorted(trusted | imported) + list(_PRELOADED) + list(_COMPARISONS) + list(_NUMPYS_OWN):
         if not _interpreters(name):  # the submission's package: its code runs in the cells, timed
             continue
         try:

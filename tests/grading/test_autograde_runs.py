@@ -137,3 +137,17 @@ def test_report_shows_why_a_graded_score_is_low(tmp_path, capsys):
     course_cli.report_command(course=course, csv_path=None)
     assert "dora 01_tensor: graded export failed: modules/01_tensor/tensor.py:12: does not parse" in \
         " ".join(capsys.readouterr().out.split())
+
+
+def test_a_result_write_cut_short_keeps_the_old_result(tmp_path, monkeypatch):
+    """The new result is written beside the old one and swapped in whole: a worker killed while writing
+    leaves the student's earlier grade, not nothing."""
+    old = old_result(tmp_path, "erin")
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Path, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        grading.write_result(grading.Job(tmp_path, REPO, "erin", "01_tensor", 5, 0), {**old, "score": 0})
+    monkeypatch.undo()
+    assert result_of(tmp_path, "erin") == old

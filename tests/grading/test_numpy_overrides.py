@@ -119,6 +119,8 @@ HONEST = {  # each passes with honest values, and an honest wrong answer fails a
     "honest-subclasses": "assert np.allclose(f(np.matrix([[1.0, 2.0]])), [[2, 4]])\n"
                          "assert np.allclose(f(Plain([1.0, 2.0])), [2, 4]) and np.abs(Plain([2.0]) - 2).max() == 0",
     "object-arrays": "assert np.array_equal(f(np.array([1, 'a'], dtype=object)), np.array([2, 'aa'], dtype=object))",
+    "masked-arrays": "m = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])\n"
+                     "np.testing.assert_allclose(f(m), np.ma.masked_array([2.0, 0.0, 6.0], mask=[False, True, False]))",
     "differences": "assert abs(f(1.5) - 3) < 1e-9 and np.abs(f(np.ones(2)) - 2).max() == 0 and (f(3) - 1) == 5",
 }
 HONEST_SOLUTION = ("import numpy as np\ndef f(x):\n    return x * 2\n"
