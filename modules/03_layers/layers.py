@@ -378,6 +378,7 @@ class Module(_ModuleAPI):
         """`self.name = value`: Parameters and Modules are registered; buffers are updated."""
         if "_parameters" not in self.__dict__:  # before Module.__init__ made the registries
             return self._early_setattr(name, value)
+        self._check_kind_kept(name, value)  # provided: a registered name keeps its kind (or becomes None)
         ### BEGIN SOLUTION
         if isinstance(value, Parameter):
             self._modules.pop(name, None)

@@ -114,6 +114,19 @@ class _ModuleAPI:
                                  f"ran: call super().__init__() first in {type(self).__name__}.__init__")
         object.__setattr__(self, name, value)
 
+    def _check_kind_kept(self, name, value):
+        """TypeError for a value that would silently unregister `name` (as PyTorch): a registered parameter
+        takes a Parameter or None, a registered sub-module a Module, a Parameter or None (`layer.weight =
+        Tensor(w)` left the weight out of parameters(), state_dict() and the optimizer)."""
+        if value is None:
+            return
+        if name in self._parameters and not isinstance(value, Parameter):
+            raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} (a Parameter or None "
+                            f"expected): wrap it, Parameter(value), or copy into it, {name}.data[...] = ...")
+        if name in self._modules and not isinstance(value, (_ModuleAPI, Parameter)):
+            raise TypeError(f"cannot assign {type(value).__name__} as child module {name!r} (a Module or None "
+                            f"expected)")
+
     def __delattr__(self, name):
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(name, None)

@@ -59,7 +59,8 @@ import tinytorch as tt
 from tinytorch.core.amp import (_autocast_dtype, _cast, _GradScalerBase, _is_float_tensor_on, bfloat16)
 from tinytorch.core.backend import float32, to_host
 from tinytorch.core.tensor import _autocast_state
-from tinytorch.cuda.launch import cuda, device_empty, device_zeros, grid_for, kernel, kernel_array, uses_simulator
+from tinytorch.cuda.launch import (cuda, device_empty, device_zeros, grid_for, kernel, kernel_array, check_row_vectors,
+                                   uses_simulator)
 from tinytorch.cuda.raw import CUDA_SOURCES, compile_ptx, nvrtc_unavailable_reason
 
 print("kernels run in the", "CUDA simulator (CPU)" if uses_simulator() else "GPU")
@@ -150,6 +151,7 @@ def bias_gelu_kernel(x, bias, out):
 def bias_gelu(x, bias):
     """gelu(x + bias), tanh form, for x (rows, n) and bias (n,), in one fused kernel."""
     x, bias = kernel_array(x), kernel_array(bias)
+    check_row_vectors("bias_gelu", x, bias=bias)
     out = device_empty(x)
     bias_gelu_kernel[grid_for(x.size, THREADS), THREADS](x, bias, out)
     return out
@@ -201,6 +203,9 @@ test_bias_gelu()
 # - if v > m: every term in s was scaled by e^(−m) and must now be scaled by e^(−v), so
 #   s ← s · e^(m − v) + 1 (the 1 is v's own term, e^(v − v)), then m ← v.
 #
+# One edge: a masked position holds −∞, and it may come first, while m is still −∞. Its
+# term e^(−∞) is 0, but e^(v − m) computes e^(−∞ − (−∞)) = e^(NaN): a −∞ must add nothing.
+#
 # *Worked example,* z = [1, 3, 2]: start m = −∞, s = 0. v = 1 > m: s = 0 · e^(−∞) + 1 = 1,
 # m = 1. v = 3 > m: s = 1 · e^(1 − 3) + 1 = 1.135, m = 3. v = 2 ≤ m: s = 1.135 + e^(−1) =
 # 1.503. The outputs are e^(z − 3) / 1.503 = [0.090, 0.665, 0.245].
@@ -216,8 +221,8 @@ test_bias_gelu()
 #   the outputs.
 # - **Hint 2.** The two update rules above; the output is e^(z − m) / s.
 # - **Hint 3.** row = `cuda.grid(1)`, guarded by the number of rows; the running max
-#   starts at minus infinity and the running sum at zero; inside the first loop an `if v > m: ... else: ...`; the second loop uses
-#   `math.exp`.
+#   starts at minus infinity and the running sum at zero; inside the first loop an `if v > m: ...`
+#   and a second branch for the other values that leaves −∞ out; the second loop uses `math.exp`.
 
 # %% nbgrader={"grade": false, "grade_id": "softmax-kernel", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -234,7 +239,7 @@ def softmax_kernel(x, out):
             if v > m:
                 s = s * math.exp(m - v) + 1.0
                 m = v
-            else:
+            elif v > -math.inf:  # a masked -inf adds e^-inf = 0 (and -inf - -inf would be NaN)
                 s += math.exp(v - m)
         for c in range(x.shape[1]):
             out[row, c] = math.exp(x[row, c] - m) / s
@@ -266,6 +271,9 @@ def test_softmax_kernel():
     got = softmax_rows(big)
     assert np.isfinite(got).all(), "large logits overflowed: subtract the running max before exponentiating"
     assert np.allclose(got, reference_softmax(big), atol=1e-6), "rows of large or equal values are wrong"
+    masked = np.array([[-np.inf, 1.0, 2.0], [1.0, -np.inf, 2.0]], np.float32)
+    assert np.allclose(softmax_rows(masked), reference_softmax(masked), atol=1e-6), \
+        "a masked -inf (first in row 0) must get 0 and add nothing to the sum, not NaN"
     ### BEGIN HIDDEN TESTS
     falling = np.array([[5.0, 4.0, 3.0, 2.0, 1.0]], np.float32)  # the max comes first: only the else-branch
     assert np.allclose(softmax_rows(falling), reference_softmax(falling), atol=1e-6), "a row whose max is first"
@@ -324,6 +332,7 @@ def layer_norm_kernel(x, weight, bias, eps, out):
 def layer_norm_rows(x, weight, bias, eps=1e-5):
     """LayerNorm over the last axis of a 2-D array, by `layer_norm_kernel`."""
     x, weight, bias = kernel_array(x), kernel_array(weight), kernel_array(bias)
+    check_row_vectors("layer_norm_rows", x, weight=weight, bias=bias)
     out = device_empty(x)
     layer_norm_kernel[grid_for(x.shape[0], THREADS), THREADS](x, weight, bias, np.float32(eps), out)
     return out

@@ -150,6 +150,17 @@ def kernel_array(x, dtype=np.float32):
     return xp.ascontiguousarray(data, dtype=dtype)
 
 
+def check_row_vectors(name, x, **vectors):
+    """Refuse arrays a row-wise kernel would read out of bounds: x must be 2-D, and each vector (a bias,
+    a weight) one entry per column of x; a GPU thread would read past a short one without an error."""
+    if x.ndim != 2:
+        raise ValueError(f"{name}: x must be 2-D (rows, columns), got shape {tuple(x.shape)}")
+    for vector_name, vector in vectors.items():
+        if vector.shape != (x.shape[1],):
+            raise ValueError(f"{name}: {vector_name} has shape {tuple(vector.shape)}, but x has {x.shape[1]} "
+                             f"columns: one entry per column expected")
+
+
 def device_empty(x, shape=None, dtype=np.float32):
     """An uninitialised output array beside `x` (same device), for a kernel to fill."""
     xp = namespace_of(x)
@@ -172,7 +183,9 @@ import math
 
 import numpy as np
 
-from tinytorch.cuda.launch import cuda, device_empty, device_zeros, grid_for, kernel, kernel_array  # noqa: F401
+from tinytorch.cuda.launch import (  # noqa: F401
+    check_row_vectors, cuda, device_empty, device_zeros, grid_for, kernel, kernel_array,
+)
 
 
 # %% [markdown]
@@ -320,7 +333,9 @@ def _autocast_dtype(device_type, dtype):
 
 
 def _is_float_tensor_on(x, device_type):
-    return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype)
+    """A tensor autocast casts: floating, on its device, and not float64 (PyTorch leaves float64 alone)."""
+    return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype) \
+        and x.dtype != np.float64
 
 
 class _GradScalerBase:
@@ -383,6 +398,9 @@ class _GradScalerBase:
     def _grads(self, optimizer):
         """The gradient arrays of every parameter of `optimizer` that has one; float16 ones are refused."""
         grads = [p.grad.data for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:  # nothing to check for inf: update() would grow the scale on no evidence (PyTorch raises too)
+            raise RuntimeError("GradScaler: no parameter of this optimizer has a gradient; call "
+                               "scaler.scale(loss).backward() before unscale_() or step()")
         for g in grads:
             if g.dtype == float16:
                 raise ValueError("GradScaler: a float16 gradient cannot be unscaled safely; keep the weights "

@@ -74,8 +74,15 @@ def test_reassignment_moves_between_registries():
     m = nn.Linear(2, 2)
     m.bias = None
     assert [n for n, _ in m.named_parameters()] == ["weight"] and m.bias is None
-    m.weight = nn.Linear(1, 1)
+    with pytest.raises(TypeError, match="cannot assign Linear as parameter 'weight'"):
+        m.weight = nn.Linear(1, 1)  # as PyTorch: a registered parameter takes a Parameter or None
+    with pytest.raises(TypeError, match="cannot assign Tensor as parameter 'weight'"):
+        m.weight = tt.ones(2, 2)  # (a plain tensor here left the weight out of parameters() and state_dict())
+    del m.weight
+    m.weight = nn.Linear(1, 1)  # once the name is free, it may become a module
     assert "weight" in m._modules and "weight" not in m._parameters
+    with pytest.raises(TypeError, match="as child module 'weight'"):
+        m.weight = tt.ones(1)
     del m.weight
     assert not hasattr(m, "weight") and not list(m.named_modules())[1:]
     m.register_buffer("stat", tt.ones(2))

@@ -123,6 +123,15 @@ def test_autocast_leaves_tensors_of_another_device_type_alone():
         assert (w @ w).dtype == tt.float32, "autocast('cuda') must not cast cpu tensors"
 
 
+def test_autocast_leaves_float64_alone():
+    """As torch.autocast: float64 tensors (a gradcheck, a float64 model) are not cast to low precision."""
+    layer = tt.nn.Linear(4, 3, dtype=tt.float64)
+    x = tt.randn(2, 4, dtype=tt.float64)
+    with tt.autocast("cpu"):
+        assert layer(x).dtype == tt.float64 and (x @ x.T).dtype == tt.float64
+        assert F.mse_loss(x, x).dtype == tt.float64
+
+
 def test_autocast_arguments_are_checked():
     with pytest.raises(ValueError, match="device_type"):
         tt.autocast("tpu")
@@ -193,6 +202,8 @@ def test_grad_scaler_refuses_misuse():
     scaler = tt.amp.GradScaler()
     with pytest.raises(RuntimeError, match="no inf checks"):
         scaler.update()
+    with pytest.raises(RuntimeError, match="no parameter of this optimizer has a gradient"):
+        scaler.step(opt)  # backward forgotten: update() would grow the scale on no evidence (torch raises too)
     scaler.scale(w.sum()).backward()
     scaler.unscale_(opt)
     with pytest.raises(RuntimeError, match="already called"):

@@ -60,6 +60,7 @@ def test_softmax_rows_equals_softmax_including_large_logits(rng, put):
     x = (rng.standard_normal((8, 16)) * 4).astype(np.float32)
     x[0] += 1000.0  # would overflow without the running max
     x[1, ::-1].sort()  # the max comes first: only the no-rescale branch
+    x[2, 0] = x[3, 5] = -np.inf  # masked positions, one before any finite value
     out = host(kernels.softmax_rows(put(x)))
     np.testing.assert_allclose(out, tt.softmax(tt.tensor(x), dim=-1).data, atol=1e-6)
     np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-6)
@@ -94,3 +95,12 @@ def test_tiled_matmul_equals_numpy(m, k, n, rng, put):
 def test_tiled_matmul_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="cannot be multiplied"):
         kernels.matmul_tiled(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+
+
+def test_row_vectors_of_the_wrong_length_are_refused(rng, put):
+    """A bias or weight shorter than a row would be read out of bounds by a GPU thread, silently."""
+    x = put(rng.standard_normal((3, 4)).astype(np.float32))
+    with pytest.raises(ValueError, match="bias_gelu: bias has shape \\(5,\\), but x has 4 columns"):
+        kernels.bias_gelu(x, put(np.zeros(5, np.float32)))
+    with pytest.raises(ValueError, match="layer_norm_rows: weight has shape \\(3,\\)"):
+        kernels.layer_norm_rows(x, put(np.ones(3, np.float32)), put(np.zeros(4, np.float32)))

@@ -40,7 +40,9 @@ def _autocast_dtype(device_type, dtype):
 
 
 def _is_float_tensor_on(x, device_type):
-    return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype)
+    """A tensor autocast casts: floating, on its device, and not float64 (PyTorch leaves float64 alone)."""
+    return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype) \
+        and x.dtype != np.float64
 
 
 class _GradScalerBase:
@@ -103,6 +105,9 @@ class _GradScalerBase:
     def _grads(self, optimizer):
         """The gradient arrays of every parameter of `optimizer` that has one; float16 ones are refused."""
         grads = [p.grad.data for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:  # nothing to check for inf: update() would grow the scale on no evidence (PyTorch raises too)
+            raise RuntimeError("GradScaler: no parameter of this optimizer has a gradient; call "
+                               "scaler.scale(loss).backward() before unscale_() or step()")
         for g in grads:
             if g.dtype == float16:
                 raise ValueError("GradScaler: a float16 gradient cannot be unscaled safely; keep the weights "

@@ -7,6 +7,7 @@ __all__ = [
     "kernel",
     "grid_for",
     "kernel_array",
+    "check_row_vectors",
     "device_empty",
     "device_zeros",
     "THREADS",

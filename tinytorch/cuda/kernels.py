@@ -18,7 +18,15 @@ __all__ = [
 
 import math
 import numpy as np
-from tinytorch.cuda.launch import cuda, device_empty, device_zeros, grid_for, kernel, kernel_array
+from tinytorch.cuda.launch import (
+    check_row_vectors,
+    cuda,
+    device_empty,
+    device_zeros,
+    grid_for,
+    kernel,
+    kernel_array,
+)
 
 
 # %% modules/10_cuda/provided.py, cell 5
@@ -45,6 +53,7 @@ def bias_gelu_kernel(x, bias, out):
 def bias_gelu(x, bias):
     """gelu(x + bias), tanh form, for x (rows, n) and bias (n,), in one fused kernel."""
     x, bias = kernel_array(x), kernel_array(bias)
+    check_row_vectors("bias_gelu", x, bias=bias)
     out = device_empty(x)
     bias_gelu_kernel[grid_for(x.size, THREADS), THREADS](x, bias, out)
     return out
@@ -63,7 +72,7 @@ def softmax_kernel(x, out):
             if v > m:
                 s = s * math.exp(m - v) + 1.0
                 m = v
-            else:
+            elif v > -math.inf:  # a masked -inf adds e^-inf = 0 (and -inf - -inf would be NaN)
                 s += math.exp(v - m)
         for c in range(x.shape[1]):
             out[row, c] = math.exp(x[row, c] - m) / s
@@ -100,6 +109,7 @@ def layer_norm_kernel(x, weight, bias, eps, out):
 def layer_norm_rows(x, weight, bias, eps=1e-5):
     """LayerNorm over the last axis of a 2-D array, by `layer_norm_kernel`."""
     x, weight, bias = kernel_array(x), kernel_array(weight), kernel_array(bias)
+    check_row_vectors("layer_norm_rows", x, weight=weight, bias=bias)
     out = device_empty(x)
     layer_norm_kernel[grid_for(x.shape[0], THREADS), THREADS](x, weight, bias, np.float32(eps), out)
     return out

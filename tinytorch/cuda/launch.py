@@ -7,6 +7,7 @@ __all__ = [
     "kernel",
     "grid_for",
     "kernel_array",
+    "check_row_vectors",
     "device_empty",
     "device_zeros",
 ]
@@ -130,6 +131,17 @@ def kernel_array(x, dtype=np.float32):
     if xp is not np and uses_simulator():
         raise RuntimeError("the CUDA simulator runs on NumPy arrays; this is a CuPy array (use .cpu())")
     return xp.ascontiguousarray(data, dtype=dtype)
+
+
+def check_row_vectors(name, x, **vectors):
+    """Refuse arrays a row-wise kernel would read out of bounds: x must be 2-D, and each vector (a bias,
+    a weight) one entry per column of x; a GPU thread would read past a short one without an error."""
+    if x.ndim != 2:
+        raise ValueError(f"{name}: x must be 2-D (rows, columns), got shape {tuple(x.shape)}")
+    for vector_name, vector in vectors.items():
+        if vector.shape != (x.shape[1],):
+            raise ValueError(f"{name}: {vector_name} has shape {tuple(vector.shape)}, but x has {x.shape[1]} "
+                             f"columns: one entry per column expected")
 
 
 def device_empty(x, shape=None, dtype=np.float32):
