@@ -71,6 +71,7 @@ import tinytorch as tt
 from tinytorch.core.autograd import gradcheck, no_grad
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.finetune.distill import _argument_tuples, _check_distillation
 from tinytorch.finetune.lora import _check_untied, _MergeFlag, adapter_state_dict, load_adapters, save_adapters
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn import functional as F
@@ -967,8 +968,7 @@ def distillation_loss(student_logits, teacher_logits, target=None, temperature=2
 
     Logits are (B, classes); without `target` only the soft term is returned.
     """
-    if temperature <= 0 or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"distillation_loss: need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
+    _check_distillation(student_logits, teacher_logits, temperature, alpha)  # provided: (B, classes) each; T > 0
     ### BEGIN SOLUTION
     T = float(temperature)
     p_teacher = softmax(teacher_logits.detach() / T, -1)  # a fixed target: no gradient to the teacher
@@ -1027,8 +1027,8 @@ print("distillation_loss: ok")
 #
 # ### Exercise: `distill`
 # One pass over `batches`, each `(inputs, labels)` with `inputs` a tuple of the
-# models' arguments (labels may be None); one optimizer step per batch; return
-# the list of losses (floats).
+# models' arguments (the given first line makes a lone tensor a 1-tuple; labels
+# may be None); one optimizer step per batch; return the list of losses (floats).
 #
 # - Hint 1: per batch: the teacher's logits, the student's, the loss, a step.
 # - Hint 2: `soft_targets(teacher, *inputs)`; `student(*inputs)`; then
@@ -1038,8 +1038,9 @@ print("distillation_loss: ok")
 # %% nbgrader={"grade": false, "grade_id": "distill", "locked": false, "schema_version": 3, "solution": true}
 #| export finetune.distill
 def distill(student, teacher, batches, optimizer, temperature=2.0, alpha=0.5):
-    """Train `student` for one pass over `batches` of (inputs, labels) on the teacher's soft targets."""
+    """One pass over `batches` of (inputs: a tuple of arguments or a tensor, labels), on the teacher's soft targets."""
     losses = []
+    batches = _argument_tuples(batches)  # provided: a lone tensor of inputs becomes a 1-tuple
     ### BEGIN SOLUTION
     for inputs, labels in batches:
         z_teacher = soft_targets(teacher, *inputs)

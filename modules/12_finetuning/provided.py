@@ -128,6 +128,9 @@ class _RNNBase(Module):
             layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
             raise ValueError(f"{name} expects input of shape {layout} or (T, input_size) with input_size="
                              f"{self.input_size}, got {tuple(input.shape)}")
+        steps = input.shape[1] if input.ndim == 3 and self.batch_first else input.shape[0]
+        if steps == 0:
+            raise ValueError(f"{name}: the input has no time steps (shape {tuple(input.shape)})")
         if input.ndim == 2:
             return input.unsqueeze(1), True
         return (input.transpose(0, 1) if self.batch_first else input), False
@@ -140,6 +143,9 @@ class _RNNBase(Module):
             z = zeros(self.num_layers, batch, self.hidden_size, dtype=like.dtype, device=like.device)
             parts = (z,) * n
         else:
+            if self.mode != "LSTM" and not isinstance(hx, Tensor):
+                raise TypeError(f"{name}: h_0 must be a Tensor (an (h_0, c_0) pair is an LSTM's state), "
+                                f"got {type(hx).__name__}")
             parts = tuple(hx) if self.mode == "LSTM" else (hx,)
             if len(parts) != n:
                 raise ValueError(f"{name}: the initial state is (h_0, c_0) for an LSTM and h_0 otherwise")
@@ -307,3 +313,33 @@ def load_adapter_state_dict(model, state, source="state"):
         array = value.data if isinstance(value, Tensor) else value
         own[name].data[...] = to_device(array, own[name]._device)
     return model
+
+
+# %% [markdown]
+# ## Distillation's checks
+#
+# `distillation_loss` averages its KL term over rows ("batchmean"), so it takes
+# (B, classes) logits: a sequence model's (B, T, V) are flattened to (B·T, V)
+# first, or the term would be summed over time. `distill` takes each batch's
+# inputs as a tuple of the models' arguments, and a lone tensor (a DataLoader's
+# `(x, y)`) as the one argument.
+
+# %%
+#| export finetune.distill
+def _check_distillation(student_logits, teacher_logits, temperature, alpha):
+    """ValueError unless temperature > 0, 0 <= alpha <= 1, and both logits are (B, classes), of one shape."""
+    if temperature <= 0 or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"distillation_loss: need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
+    for name, z in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if z.ndim != 2:
+            raise ValueError(f"distillation_loss: {name} must be (B, classes), got shape {tuple(z.shape)}; "
+                             f"flatten a sequence model's (B, T, V) logits with .reshape(-1, V) first")
+    if tuple(student_logits.shape) != tuple(teacher_logits.shape):
+        raise ValueError(f"distillation_loss: student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+
+
+def _argument_tuples(batches):
+    """Each (inputs, labels) of `batches`, inputs as a tuple of the models' arguments (a lone tensor: one)."""
+    for arguments, labels in batches:
+        yield (tuple(arguments) if isinstance(arguments, (tuple, list)) else (arguments,)), labels

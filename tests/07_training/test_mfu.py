@@ -32,6 +32,9 @@ def test_flops_per_token_matches_a_hand_count(n_layer, n_embd, seq_len, vocab):
 
 def test_mfu_is_model_flops_over_peak():
     assert mfu(tokens_per_s=1000, flops_per_token=2e6, peak=1e10) == pytest.approx(0.2)
+    for bad in ((1e10, "data sheet"), None, 0.0):  # peak_flops's pair, an unknown peak
+        with pytest.raises(TypeError, match=r"peak_flops\(\.\.\.\)\[0\]"):
+            mfu(1000, 2e6, bad)
 
 
 def test_peak_flops_override_table_and_measurement(monkeypatch):
@@ -44,9 +47,10 @@ def test_peak_flops_override_table_and_measurement(monkeypatch):
                                   ("NVIDIA H100 PCIe", "bf16", 756e12), ("NVIDIA A100-SXM4-80GB", "fp32", 19.5e12)):
         monkeypatch.setattr(efficiency, "gpu_name", lambda dev, name=name: name)
         assert peak_flops("cuda", dtype)[0] == expected, name
-    monkeypatch.setattr(efficiency, "gpu_name", lambda dev: "Tesla T4")
-    flops, source = peak_flops("cuda", "fp32")
-    assert flops is None and "--peak-tflops" in source
+    for unknown in ("Tesla T4", "NVIDIA H100 NVL", "NVIDIA H200 NVL"):  # NVL boards run at other clocks than SXM
+        monkeypatch.setattr(efficiency, "gpu_name", lambda dev, name=unknown: name)
+        flops, source = peak_flops("cuda", "bf16")
+        assert flops is None and "--peak-tflops" in source, unknown
 
 
 def test_peak_memory_keeps_the_pools_maximum():

@@ -183,6 +183,35 @@ def test_distillation_loss_temperature_and_mix():
         distillation_loss(zs, zt, temperature=0.0)
 
 
+def test_distillation_takes_a_loaders_batches_and_refuses_sequence_logits():
+    """distill's batches as a DataLoader gives them, (x, y) with x one tensor, train as (x,) does; (B, T, V)
+    logits are refused (batchmean would sum over time) and named."""
+    from tinytorch.finetune.distill import distill
+    rng = np.random.default_rng(0)
+    x, y = tt.tensor(rng.standard_normal((4, 3)).astype(np.float32)), tt.tensor([0, 1, 1, 0])
+    runs = []
+    for batch in ((x, y), ((x,), y)):
+        tt.manual_seed(0)
+        student, teacher = nn.Linear(3, 2), nn.Linear(3, 2)
+        runs.append(distill(student, teacher, [batch], tt.optim.SGD(student.parameters(), lr=0.1)))
+    assert runs[0] == runs[1]
+    z = tt.randn(2, 3, 5)
+    with pytest.raises(ValueError, match=r"student_logits must be \(B, classes\), got shape \(2, 3, 5\)"):
+        distillation_loss(z, z)
+    with pytest.raises(ValueError, match="differ in shape"):
+        distillation_loss(tt.randn(2, 5), tt.randn(2, 4))
+
+
+def test_recurrent_layers_name_a_wrong_state_or_an_empty_sequence():
+    gru, lstm = nn.GRU(2, 3, batch_first=True), nn.LSTM(2, 3, batch_first=True)
+    x = tt.randn(4, 5, 2)
+    with pytest.raises(TypeError, match="h_0 must be a Tensor"):
+        gru(x, (tt.zeros(1, 4, 3), tt.zeros(1, 4, 3)))  # an LSTM's (h_0, c_0) passed to a GRU
+    for layer in (gru, lstm):
+        with pytest.raises(ValueError, match="no time steps"):
+            layer(tt.randn(4, 0, 2))
+
+
 def test_soft_targets_run_the_teacher_in_eval_without_graph():
     tt.manual_seed(0)
     teacher = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2)).train()

@@ -8,15 +8,15 @@ __all__ = [
     "LoRALinear",
     "inject_lora",
     "merge_lora",
-    "last_token_pool",
-    "mean_pool",
-    "GPTForSequenceClassification",
     "distillation_loss",
     "soft_targets",
     "distill",
+    "last_token_pool",
+    "mean_pool",
+    "GPTForSequenceClassification",
 ]
 
 
 from .lora import *
-from .classify import *
 from .distill import *
+from .classify import *

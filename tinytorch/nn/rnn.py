@@ -88,6 +88,9 @@ class _RNNBase(Module):
             layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
             raise ValueError(f"{name} expects input of shape {layout} or (T, input_size) with input_size="
                              f"{self.input_size}, got {tuple(input.shape)}")
+        steps = input.shape[1] if input.ndim == 3 and self.batch_first else input.shape[0]
+        if steps == 0:
+            raise ValueError(f"{name}: the input has no time steps (shape {tuple(input.shape)})")
         if input.ndim == 2:
             return input.unsqueeze(1), True
         return (input.transpose(0, 1) if self.batch_first else input), False
@@ -100,6 +103,9 @@ class _RNNBase(Module):
             z = zeros(self.num_layers, batch, self.hidden_size, dtype=like.dtype, device=like.device)
             parts = (z,) * n
         else:
+            if self.mode != "LSTM" and not isinstance(hx, Tensor):
+                raise TypeError(f"{name}: h_0 must be a Tensor (an (h_0, c_0) pair is an LSTM's state), "
+                                f"got {type(hx).__name__}")
             parts = tuple(hx) if self.mode == "LSTM" else (hx,)
             if len(parts) != n:
                 raise ValueError(f"{name}: the initial state is (h_0, c_0) for an LSTM and h_0 otherwise")

@@ -11,6 +11,7 @@ __all__ = [
 
 
 import sys
+import numbers
 import time
 import numpy as np
 from tinytorch.core.backend import device as as_device, get_xp
@@ -78,7 +79,7 @@ def peak_flops(device="cpu", dtype="fp32", tflops=None):
             _MEASURED["cpu"] = measure_peak_flops()
         return _MEASURED["cpu"], "measured matmul"
     name = gpu_name(dev)
-    key = next((k for k in PEAK_TFLOPS if k in name), None)
+    key = None if "NVL" in name else next((k for k in PEAK_TFLOPS if k in name), None)  # NVL boards: other clocks
     if key is None or dtype not in PEAK_TFLOPS[key]:
         return None, f"no peak known for {name} in {dtype}: give it from the data sheet (--peak-tflops)"
     return PEAK_TFLOPS[key][dtype] * 1e12, f"{key} {dtype} data sheet"
@@ -86,6 +87,9 @@ def peak_flops(device="cpu", dtype="fp32", tflops=None):
 
 def mfu(tokens_per_s, flops_per_token, peak):
     """The fraction of the device's peak FLOP/s that the model's own FLOPs use."""
+    if isinstance(peak, bool) or not isinstance(peak, numbers.Real) or not peak > 0:
+        raise TypeError(f"mfu: peak must be the device's FLOP/s, a number > 0 (peak_flops(...)[0], which is None "
+                        f"when the peak is unknown), got {peak!r}")
     return tokens_per_s * flops_per_token / peak
 
 
