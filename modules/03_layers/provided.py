@@ -670,6 +670,28 @@ class ModuleList(_ModuleSequence):
     def __setitem__(self, index, module):
         setattr(self, str(_position(index, len(self), "ModuleList")), module)
 
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index if isinstance(index, slice) else _position(index, len(self), "ModuleList")]
+        self._renumber(modules)
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+
+    def pop(self, index=-1):
+        module = self[index]
+        del self[index]
+        return module
+
+    def _renumber(self, modules):
+        """Register `modules` again as "0", "1", ... (after one was removed or inserted), as PyTorch does."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+
     def extend(self, modules):
         for module in modules:
             self.append(module)

@@ -50,6 +50,7 @@
 # `_autocast_state` is module 01's hook: linear, matmul and attention consult it.
 
 # %%
+import functools
 import math
 import time
 
@@ -656,6 +657,13 @@ class autocast:
         _autocast_state.run = self._outer
         ### END SOLUTION
         return False
+
+    def __call__(self, fn):
+        """As a decorator, as torch.autocast: each call of `fn` runs under a policy like this one."""
+        def under_autocast(*args, **kwargs):
+            with autocast(self.device_type, self.fast_dtype, self.enabled):
+                return fn(*args, **kwargs)
+        return functools.wraps(fn)(under_autocast)
 
     def _run(self, name, fn, args, kwargs):
         """Call `fn` with its floating tensors cast to the dtype this policy gives op `name`."""

@@ -299,6 +299,7 @@ def softmax_cross_entropy_rows(logits, targets, threads=256):
 # %%
 #| export core.amp
 """Mixed precision: the bfloat16 dtype, a differentiable cast, and GradScaler's bookkeeping."""
+import functools  # noqa: F401  (the lesson's autocast as a decorator)
 import math
 
 import numpy as np

@@ -274,6 +274,13 @@ def test_module_list_and_dict():
     assert isinstance(layers[1], nn.ReLU) and len(layers[0:2]) == 2
     empty = nn.ModuleList()
     assert len(empty) == 0 and list(empty.parameters()) == []
+    del layers[0]  # as a Python list (and PyTorch): the rest renumbered from 0
+    assert [type(m).__name__ for m in layers] == ["ReLU", "Linear"] and list(layers._modules) == ["0", "1"]
+    layers.insert(0, nn.Tanh())
+    assert [n for n, _ in layers.named_parameters()] == ["2.weight", "2.bias"]
+    assert isinstance(layers.pop(), nn.Linear) and len(layers) == 2 and list(layers.parameters()) == []
+    del layers[:]
+    assert len(layers) == 0
     heads = nn.ModuleDict({"a": nn.Linear(1, 1), "b": nn.Identity()})
     heads["c"] = nn.Linear(1, 2)
     assert list(heads) == ["a", "b", "c"] and "c" in heads and len(heads) == 3

@@ -123,6 +123,18 @@ def test_autocast_leaves_tensors_of_another_device_type_alone():
         assert (w @ w).dtype == tt.float32, "autocast('cuda') must not cast cpu tensors"
 
 
+def test_autocast_as_a_decorator():
+    """@autocast(...) on a function, as torch.autocast: each call runs under the policy, and only the call."""
+    layer = tt.nn.Linear(4, 3)
+
+    @tt.autocast("cpu")
+    def forward(x):
+        """the model's forward"""
+        return layer(x)
+    assert forward(tt.randn(2, 4)).dtype == tt.bfloat16 and forward.__doc__ == "the model's forward"
+    assert layer(tt.randn(2, 4)).dtype == tt.float32
+
+
 def test_autocast_leaves_float64_alone():
     """As torch.autocast: float64 tensors (a gradcheck, a float64 model) are not cast to low precision."""
     layer = tt.nn.Linear(4, 3, dtype=tt.float64)

@@ -2,6 +2,7 @@
 __all__ = ["bfloat16", "LOWER_PRECISION_OPS", "FLOAT32_OPS", "autocast", "GradScaler"]
 
 
+import functools
 import math
 import numpy as np
 from tinytorch.core.backend import float16, float32, is_floating, to_host
@@ -143,6 +144,13 @@ class autocast:
     def __exit__(self, *exc_info):
         _autocast_state.run = self._outer
         return False
+
+    def __call__(self, fn):
+        """As a decorator, as torch.autocast: each call of `fn` runs under a policy like this one."""
+        def under_autocast(*args, **kwargs):
+            with autocast(self.device_type, self.fast_dtype, self.enabled):
+                return fn(*args, **kwargs)
+        return functools.wraps(fn)(under_autocast)
 
     def _run(self, name, fn, args, kwargs):
         """Call `fn` with its floating tensors cast to the dtype this policy gives op `name`."""
