@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from tito.errors import TitoError
-from tito.notebooks import Cell, ModuleFile, find_root, read_notebook
+from tito.notebooks import Cell, ModuleFile, find_root, read_notebook, write_atomically
 
 
 def run_cell(cell: Cell, namespace: dict, filename: str) -> dict | None:
@@ -47,7 +47,7 @@ def describe_failure(err: BaseException, filename: str) -> dict:
     }
 
 
-def run_module(path: Path, output: Path | None = None) -> dict:
+def run_module(path: Path, output: Path) -> dict:
     root = find_root(path.parent)
     rel = path.resolve().relative_to(root).as_posix()
     notebook = read_notebook(ModuleFile(0, path.parent.name, path.resolve(), rel))
@@ -56,11 +56,10 @@ def run_module(path: Path, output: Path | None = None) -> dict:
     graded, errors = [], []
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
     for n, cell in enumerate(code_cells):
-        if output is not None:  # so far, and the cell about to run: what a timeout or crash reports
-            running = {"cell": cell.index, "module": rel, "line": cell.line,
-                       "grade_id": cell.nbgrader["grade_id"] if cell.is_graded else None,
-                       "graded_after": sum(c.is_graded for c in code_cells[n + 1:])}
-            write_results(output, {"module": rel, "graded": graded, "errors": errors, "running": running})
+        running = {"cell": cell.index, "module": rel, "line": cell.line,  # what a timeout or crash reports
+                   "grade_id": cell.nbgrader["grade_id"] if cell.is_graded else None,
+                   "graded_after": sum(c.is_graded for c in code_cells[n + 1:])}
+        write_results(output, {"module": rel, "graded": graded, "errors": errors, "running": running})
         start = time.perf_counter()
         try:
             failure = run_cell(cell, namespace, str(path.resolve()))
@@ -85,9 +84,7 @@ def run_module(path: Path, output: Path | None = None) -> dict:
 
 
 def write_results(output: Path, results: dict) -> None:
-    part = output.with_name(output.name + ".part")  # never a half-written file, even if stopped mid-write
-    part.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    os.replace(part, output)
+    write_atomically(output, json.dumps(results, indent=2) + "\n")  # never half a file, even if stopped
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,6 @@ would leave the folder are refused, and entries and bytes are capped before anyt
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -328,11 +327,8 @@ def _outdate_grade(course: Path, sid: str, module: str) -> None:
     """The old submission's grade is not the new one's: the report says so (and what it was) until
     autograde runs again, and feedback has no autograded notebook of the old one to render."""
     job = grading.Job(course, course, sid, module, 0, 0)
-    try:
-        old = json.loads(job.result_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        old = None
-    if isinstance(old, dict):
+    old = grading.read_result(job.result_path())
+    if old is not None:
         score, most = old.get("score"), old.get("max_score")
         was = f" ({score:g}/{most:g})" if isinstance(score, (int, float)) and isinstance(most, (int, float)) else ""
         grading.write_result(job, {"student": sid, "module": module, "status": "not graded", "score": None,

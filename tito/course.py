@@ -292,16 +292,15 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
 
     def one(worker: grading.Worker, student: str, module: str) -> dict | None:
         job = grading.Job(course, root, student, module, timeout, memory_mb)
-        start = time.perf_counter()
+        start, before = time.perf_counter(), _version(job.result_path())
         problem = worker.grade(student, module, budgets[module])
         if stop.is_set() and problem:  # we killed it (Ctrl-C): it keeps the result it had
             return None
-        if problem or not job.result_path().is_file() or not _readable_result(job.result_path()):
+        result = None if problem or _version(job.result_path()) == before else grading.read_result(job.result_path())
+        if result is None:  # (an earlier run's result, still there, is not this run's)
             result = {"student": student, "module": module, "score": None, "max_score": None, "cells": [],
                       "tests_edited": [], "status": "timed out" if problem.startswith("timed out") else "not graded",
                       "reason": problem or "the grader wrote no result"}
-        else:
-            result = _readable_result(job.result_path())
         result["wall_seconds"] = round(time.perf_counter() - start, 2)
         grading.write_result(job, result)
         if on_done:
@@ -329,7 +328,7 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
         stop.set()        # and take no more jobs (a worker restarted meanwhile is killed on the next round)
         while not all(future.done() for future in futures):
             for worker in workers:
-                _kill(worker)
+                worker.kill()
             time.sleep(0.05)
         raise
     finally:
@@ -337,19 +336,13 @@ def grade_all(course: Path, root: Path, jobs_list: list[tuple[str, str]], timeou
     return results
 
 
-def _kill(worker: grading.Worker) -> None:
+def _version(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (write_result replaces it whole: a new inode), or None."""
     try:
-        worker.kill()
-    except (AttributeError, OSError):  # its own thread reaped it between kill's check and its use
-        pass
-
-
-def _readable_result(path: Path) -> dict | None:
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = path.stat()
+    except OSError:
         return None
-    return result if isinstance(result, dict) and {"student", "module", "status"} <= result.keys() else None
+    return info.st_ino, info.st_mtime_ns
 
 
 UNSAFE_OPTION = typer.Option(False, "--unsafe-no-sandbox",
@@ -432,7 +425,7 @@ def collect_results(course: Path) -> tuple[list[str], dict[str, str], dict[tuple
             names[student.id] = student.first_name or student.id
         results = {}
         for path in sorted((course / grading.RESULTS).glob("*/*.json")):
-            result = _readable_result(path)
+            result = grading.read_result(path)
             if result is None:  # one broken record must not stop the report
                 result = {"student": path.parent.name, "module": path.stem, "status": "not graded", "score": None,
                           "max_score": None, "tests_edited": [],

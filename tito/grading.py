@@ -757,13 +757,22 @@ def clear_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def read_result(path: Path) -> dict | None:
+    """The result stored at `path`, or None if there is none, or it is not one tito wrote."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and {"student", "module", "status"} <= result.keys() else None
+
+
 def write_result(job: Job, result: dict) -> None:
     path = job.result_path()
     if path.parent.exists() and not path.parent.is_dir():
         clear_path(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir() and not path.is_symlink():  # a folder where the file belongs; a file is replaced whole below
-        clear_path(path)
+        shutil.rmtree(path)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -868,12 +877,13 @@ class Worker:
                 return ""
 
     def kill(self) -> None:
-        if self.proc is not None:
+        proc = self.proc  # once: autograde's Ctrl-C kills from another thread than the one reaping it
+        if proc is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its kernel, in a session of its own, exits
-            except ProcessLookupError:                    # when it sees its parent gone
+                os.killpg(proc.pid, signal.SIGKILL)  # its kernel, in a session of its own, exits
+            except ProcessLookupError:               # when it sees its parent gone
                 pass
-            self.proc.wait()
+            proc.wait()
             self.proc = None
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from tito import export
 from tito.errors import TitoError, user_errors
 from tito.exercises import not_complete_message, points_available, short_name, stubs, unfinished_before
 from tito.notebooks import STUB_MESSAGE, ModuleFile, find_root, list_modules, read_notebook, select_modules
+from tito.running_test import RUNNING_TEST
 
 console = Console(soft_wrap=True, highlight=False)
 
@@ -130,8 +131,8 @@ def run_pytest(root: Path, module: ModuleFile, timeout: float) -> PytestResult |
         return PytestResult(exit_code=-1, output="pytest is not installed here: pip install -e '.[test]'")
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        running = Path(tmp) / "running.txt"  # the test in progress, written by the hooks below
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "tito.testing", f"--junitxml={junit}",
+        running = Path(tmp) / "running.txt"  # the test in progress (tito/running_test.py)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "tito.running_test", f"--junitxml={junit}",
                    str(folder.relative_to(root))]
         env = {**os.environ, RUNNING_TEST: str(running)}
         try:
@@ -154,19 +155,6 @@ def run_pytest(root: Path, module: ModuleFile, timeout: float) -> PytestResult |
     return result
 
 
-RUNNING_TEST = "TITO_RUNNING_TEST"
-
-
-# pytest hooks (this module is loaded into the pytest run with `-p tito.testing`): keep the
-# running test's id in a file, so a timeout can say which test hung.
-def pytest_runtest_logstart(nodeid: str, location: tuple) -> None:
-    if os.environ.get(RUNNING_TEST):
-        Path(os.environ[RUNNING_TEST]).write_text(nodeid, encoding="utf-8")
-
-
-def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
-    if os.environ.get(RUNNING_TEST):
-        Path(os.environ[RUNNING_TEST]).write_text("", encoding="utf-8")
 
 
 def junit_failures(tree: ET.Element) -> list[PytestFailure]:

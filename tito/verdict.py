@@ -926,7 +926,8 @@ def run(spec):
     signal.signal(signal.SIGALRM, _on_alarm)  # a student's alarm or Ctrl-C signal does nothing here
     signal.signal(signal.SIGINT, _on_alarm)
     restart = _start_worker
-    perform, worker = restart(spec.get("timeout", 0), alarms)
+    timeout = spec.get("timeout", 0)
+    perform, worker = restart(timeout, alarms)
     workers = [worker]  # the grader's workers: the one running cells, and any left stuck in a cell
     changed, dict_, str_, type_ = _changed, dict, str, type
     shadowable = _BUILTIN_NAMES - grader_names - theirs  # a lesson may define its own sum() or max()
@@ -934,7 +935,7 @@ def run(spec):
     # display() and any hook a student installs do nothing here.
     namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": _Inert, "display": _Inert()}
     pinned = {}  # name -> what the grader's own cells bound it to
-    cells, tampered, timeout = {}, "", spec.get("timeout", 0)
+    cells, tampered = {}, ""
     # From here on student code runs (in the worker): only locals bound above are used, and this thread
     # reaches no frame (the hook refuses it).
     gate[0] = True
