@@ -83,6 +83,15 @@ def test_a_rerun_cut_short_keeps_every_result_it_did_not_replace(tmp_path, monke
     assert result_of(tmp_path, "cat")["score"] == 7  # never reached: the old grade stays
 
 
+def test_a_worker_that_writes_nothing_is_not_credited_with_the_old_result(tmp_path, monkeypatch):
+    """An earlier result stays on disk during a re-run: a grader that answers without writing one must not
+    pass it off as this run's."""
+    old_result(tmp_path, "dan")
+    fake_workers(monkeypatch, lambda worker, student, module: "")
+    (result,) = course_cli.grade_all(tmp_path, REPO, [("dan", "01_tensor")], 5, 0, 1)
+    assert result["status"] == "not graded" and result["reason"] == "the grader wrote no result"
+
+
 def test_one_ctrl_c_stops_autograde_promptly(tmp_path, monkeypatch):
     students = [f"s{n}" for n in range(8)]
     for student in students[:2]:

@@ -219,9 +219,11 @@ def test_a_finalizer_using_frames_in_the_graders_thread_is_not_tampering(tmp_pat
 
 
 def test_an_interrupt_of_the_graders_thread_changes_nothing(tmp_path):
-    solution = "import _thread, os, signal\n_thread.interrupt_main()\nos.kill(os.getpid(), signal.SIGINT)\n" + WRONG
+    """A right answer that also interrupts the grader's thread: every cell is graded as usual."""
+    solution = ("import _thread, os, signal\n_thread.interrupt_main()\nos.kill(os.getpid(), signal.SIGINT)\n"
+                "def scale(x, k):\n    return x * k\n")
     answer = verdict(tmp_path, cells(solution))
-    assert [gid for gid, cell in answer["cells"].items() if cell["passed"]] == [], answer
+    assert answer["tampered"] == "" and all(cell["passed"] for cell in answer["cells"].values()), answer
 
 
 # ---------------------------------------------------------------- end to end, in the sandbox
