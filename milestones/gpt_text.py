@@ -661,7 +661,7 @@ def describe_parallel(world, zero, checkpoint_blocks):
 
 # Splitting a step's batch over two threads pays only when each thread's arrays are large enough for
 # NumPy's kernels to outlast the hand-overs of Python's lock between the threads. On 2 cores, tito
-# train gpt's tokens/s: small preset (6 x 64 rows x 128 wide = 49 Ki floats per thread) +15 %, tiny
+# train gpt's tokens/s: small preset (6 x 64 rows x 128 wide = 48 Ki floats per thread) +15 %, tiny
 # (4 x 32 x 64 = 8 Ki) 2.4x slower (bench/README.md).
 SPLIT_MIN_FLOATS = 32 * 1024
 

@@ -555,8 +555,8 @@ def _check_unwritten(node):
             what = "its output" if t is node else f"its input of shape {tuple(t.shape)}"
             op = node._backward_fn.__name__.removesuffix("_backward")
             raise RuntimeError(
-                f"the gradient of {op}: {what} was changed in place (x[i] = v, or x += y under no_grad) "
-                f"after the op recorded it, so its gradient would use the new numbers; change a copy "
+                f"the gradient of {op}: {what} was changed in place (x[i] = v, x += y under no_grad, an optimizer's "
+                f"step) after the op recorded it, so its gradient would use the new numbers; change a copy "
                 f"(x = x.clone()), or make the change before the forward pass or after backward")
 
 
@@ -838,8 +838,8 @@ class Tensor:
             extras.append(f"device='{self._device}'")
         if array.dtype.name not in ("float32", "int64", "bool"):
             extras.append(f"dtype={array.dtype.name}")
-        if self._backward is not None:
-            name = self._backward.__name__.replace("_backward", "").title().replace("_", "")
+        if self._backward_fn is not None:  # (the function's name only: no check of the saved arrays)
+            name = self._backward_fn.__name__.replace("_backward", "").title().replace("_", "")
             extras.append(f"grad_fn=<{name}Backward>")
         elif self.requires_grad:
             extras.append("requires_grad=True")

@@ -91,7 +91,7 @@ def _seed(root, gradient):
 def _check_shape(node, parent, grad):
     """A backward rule must return a gradient of its input's shape; name the rule if not."""
     if grad.shape != parent.data.shape:
-        raise RuntimeError(f"{node._backward.__name__} returned a gradient of shape {tuple(grad.shape)} "
+        raise RuntimeError(f"{node._backward_fn.__name__} returned a gradient of shape {tuple(grad.shape)} "
                            f"for an input of shape {tuple(parent.shape)}")
 
 

@@ -418,8 +418,8 @@ print("reductions: ok")
 #   targets, w_t, xp)`; if ε: a per-row (M,) smoothing weight `keep · ε/C`, the
 #   (M,) sum over classes (via one shifted (M, C) array, `.sum(axis=1)` or
 #   `@ w`), and losses mixed as (1 − ε)·losses + smoothing; then the ignored
-#   rows' losses set to 0 with `xp.where(keep, ...)` (an ignored row may hold
-#   inf or nan logits, and 0·nan is nan, as in `nll_loss`); D = `w_t.sum()`.
+#   rows' losses masked to 0 as `nll_loss` masks them (an ignored row may hold
+#   inf or nan logits, and 0·nan is nan); D = `w_t.sum()`.
 #   Backward `(g) -> (grad,)`: a, the two scales, the (M, C) gradient, the
 #   smoothing column term, `to_input_shape`. Output: `_reduce_rows(...)`.
 

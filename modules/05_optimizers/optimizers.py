@@ -533,7 +533,7 @@ print("CosineAnnealingLR: ok")
 #   and the sum in one pass, without an (n,) temporary. Sums of powers
 #   overflow float16 early (its largest value is 65504, so 1000 entries of 10
 #   already do): sum 2-byte floats in float32, and cast the norm back.
-# - Hint 3: `math.inf`; `xp.abs(...).max()`; `(array != 0).sum()`;
+# - Hint 3: `math.inf`; `xp.abs(...).max()`; a comparison and `.sum()` for p = 0;
 #   `array.dtype.itemsize`, `.astype(xp.float32)`; `array.ravel()`, `xp.dot`,
 #   `xp.sqrt`; `** norm_type`, `.sum()`, `** (1.0 / norm_type)`.
 

@@ -62,9 +62,10 @@ def _batch_gather(dataset):
     if gather is None or "gather" in getattr(dataset, "__dict__", {}):  # (a Subset's: checked when it was made)
         return gather
 
-    def owner(name):
-        return next(cls for cls in type(dataset).__mro__ if name in vars(cls))
-    return gather if issubclass(owner("gather"), owner("__getitem__")) else None
+    def owner(name):  # (None: a wrapper that hands `gather` on from another object, by __getattr__)
+        return next((cls for cls in type(dataset).__mro__ if name in vars(cls)), None)
+    gathers, gets = owner("gather"), owner("__getitem__")
+    return gather if gathers is not None and gets is not None and issubclass(gathers, gets) else None
 
 
 class Dataset:

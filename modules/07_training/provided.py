@@ -397,6 +397,8 @@ from tinytorch.core.backend import device as as_device, get_xp
 # Dense peak TFLOPS of a GPU (no 2:4 sparsity) from the data sheets: tensor-core bf16/fp16, and
 # plain fp32 (TF32 off). The first key found in the device's name is used: specific names first.
 PEAK_TFLOPS = {
+    "H100 NVL": {},  # NVL boards run at other clocks than SXM: no figure here, give --peak-tflops
+    "H200 NVL": {},
     "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0},
     "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},  # SXM
     "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
@@ -451,7 +453,7 @@ def peak_flops(device="cpu", dtype="fp32", tflops=None):
             _MEASURED["cpu"] = measure_peak_flops()
         return _MEASURED["cpu"], "measured matmul"
     name = gpu_name(dev)
-    key = None if "NVL" in name else next((k for k in PEAK_TFLOPS if k in name), None)  # NVL boards: other clocks
+    key = next((k for k in PEAK_TFLOPS if k in name), None)
     if key is None or dtype not in PEAK_TFLOPS[key]:
         return None, f"no peak known for {name} in {dtype}: give it from the data sheet (--peak-tflops)"
     return PEAK_TFLOPS[key][dtype] * 1e12, f"{key} {dtype} data sheet"

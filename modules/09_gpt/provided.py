@@ -493,16 +493,14 @@ class _GPTBase(Module):
         if problems:
             raise ValueError(f"save_pretrained writes GPT-2's format, which has no {', '.join(problems)}; save "
                              f"this model with tinytorch.save(model.state_dict(), path) and config.to_dict()")
-        state = self.state_dict()
-        adapted = sorted({name.split(".base.")[0].split(".lora_")[0] for name in state if ".base." in name
-                          or ".lora_" in name})  # module 12's LoRALinear: base + lora_A/lora_B (+ lora_merged)
-        if adapted:
+        adapted = sorted(name for name, m in self.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base"))
+        if adapted:  # module 12's LoRALinear layers
             raise ValueError(f"save_pretrained: GPT-2's format has no place for the LoRA adapters on "
                              f"{', '.join(adapted)}; fold them into plain Linear layers first with "
                              f"tinytorch.finetune.merge_and_unload(model), or save the adapters alone with "
                              f"save_adapters(model, path)")
         tensors = {}
-        for name, tensor in state.items():
+        for name, tensor in self.state_dict().items():
             if name == "lm_head.weight" and self.config.tie_weights:
                 continue  # tied: GPT-2 checkpoints store the shared matrix once, as wte
             hf_name, array = tinytorch_to_hf(name, to_numpy(tensor.data))

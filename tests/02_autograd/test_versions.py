@@ -58,6 +58,7 @@ def test_an_output_changed_under_no_grad_is_refused(device):
     y = x.exp()
     with tt.no_grad():
         y += 1
+    assert "ExpBackward" in repr(y)  # printing it asks nothing of the saved arrays
     refused(y.sum(), op="exp")
 
 
@@ -129,10 +130,12 @@ def test_a_new_array_that_reuses_an_old_id_is_not_taken_for_it(device):
     for _ in range(50):  # a freed array's id is soon reused: try until it is
         scratch = tt.zeros(3, device=device)
         scratch[0] = 1.0
-        freed = id(scratch.data)
-        del scratch
+        array = scratch.data
+        freed = id(array)
+        del scratch, array
         b.data = b.data.copy()
         if id(b.data) == freed:
             break
+    assert id(b.data) == freed, "no id was reused: the case was not reached"
     loss.backward()  # no write touched b's numbers: no error
     np.testing.assert_allclose(host(w.grad), [1.0, 2.0, 3.0])

@@ -123,22 +123,24 @@ def test_two_schedulers_on_one_optimizer_are_refused(device):
     # PyTorch chains them (each multiplies the current rate); our closed forms would overwrite each other
     opt = optimizer(device)
     warm = LinearLR(opt, start_factor=0.5, total_iters=3)
-    StepLR(opt, step_size=2)  # sets epoch 0's rate, 0.1, over the warm-up's 0.05
+    cosine = CosineAnnealingLR(opt, T_max=4)  # sets epoch 0's rate, 0.1, over the warm-up's 0.05
     opt.step()
     with pytest.raises(RuntimeError, match=r"LinearLR.*param_groups\[0\]\['lr'\].*SequentialLR.*LambdaLR"):
         warm.step()
+    cosine.step()  # the rate is the one it set: it goes on
+    assert np.isclose(opt.param_groups[0]["lr"], 0.1 * (1 + math.cos(math.pi / 4)) / 2)
 
 
 def test_a_changed_rate_is_not_overwritten_silently(device):
     opt = optimizer(device)
-    sched = StepLR(opt, step_size=3)
+    sched = CosineAnnealingLR(opt, T_max=4)
     opt.param_groups[0]["lr"] = 0.05
     with pytest.raises(RuntimeError, match="base_lrs"):
         sched.step()
     sched.base_lrs = [0.05]  # the way to rescale a closed-form schedule
     opt.param_groups[0]["lr"] = sched.get_last_lr()[0]
     trace(sched, 3)
-    assert np.isclose(opt.param_groups[0]["lr"], 0.005)
+    assert np.isclose(opt.param_groups[0]["lr"], 0.05 * (1 + math.cos(math.pi * 3 / 4)) / 2)
 
 
 def test_resume_in_any_order_sets_the_saved_rate(device):

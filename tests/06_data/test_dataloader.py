@@ -324,3 +324,23 @@ def test_a_subclass_that_changes_items_is_loaded_through_its_own_getitem():
         assert next(iter(DataLoader(ds, batch_size=4)))[0].tolist() == [0, 100, 200, 300], kind.__name__
         assert next(iter(DataLoader(Subset(ds, [3, 1]), batch_size=2)))[0].tolist() == [300, 100], kind.__name__
     assert DataLoader(ds, batch_size=4)._gather is not None, "a subclass's own gather is still used"
+
+
+def test_a_wrapper_that_forwards_attributes_is_loaded_item_by_item():
+    """A wrapper whose __getattr__ hands on its inner dataset's gather: gather is not its own, so each
+    sample goes through the wrapper's __getitem__."""
+    class Wrapped(Dataset):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __getitem__(self, index):
+            x, y = self.inner[index]
+            return x + 1, y
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+    inner = TensorDataset(tt.tensor(np.arange(3, dtype=np.float32)), tt.tensor(np.arange(3)))
+    assert next(iter(DataLoader(Wrapped(inner), batch_size=3)))[0].tolist() == [1, 2, 3]

@@ -55,7 +55,7 @@ def test_a_checkpoint_that_does_not_fit_leaves_model_and_optimizer_untouched(par
 
 
 def test_a_checkpoint_of_something_else_says_so(parts, tmp_path):
-    model, opt, loss, loader, _ = parts()
+    model, opt, loss, loader, _ = parts(n=64, batch_size=8, shuffle=True, optimizer="adamw", seed=1)
     trainer = Trainer(model, opt, loss, loader, quiet=True)
     other = save_checkpoint(tmp_path / "other.safetensors", {"weights": np.ones(3, dtype=np.float32)})
     with pytest.raises(ForeignCheckpointError, match="other.safetensors is not a Trainer checkpoint: it has no "
@@ -65,6 +65,8 @@ def test_a_checkpoint_of_something_else_says_so(parts, tmp_path):
     tt.save(model.state_dict(), foreign)  # a valid safetensors file, but weights alone
     with pytest.raises(ForeignCheckpointError, match="foreign.safetensors is not a TinyTorch checkpoint"):
         trainer.load_checkpoint(foreign)
+    trainer.load_checkpoint(_saved_mid_epoch(parts, tmp_path / "ckpt"))  # a checkpoint that fits loads
+    assert trainer.step == 3
 
 
 def test_a_foreign_checkpoint_is_not_skipped_as_damaged_by_resume(parts, tmp_path):

@@ -205,6 +205,7 @@ def test_distillation_takes_a_loaders_batches_and_refuses_sequence_logits():
 def test_recurrent_layers_name_a_wrong_state_or_an_empty_sequence():
     gru, lstm = nn.GRU(2, 3, batch_first=True), nn.LSTM(2, 3, batch_first=True)
     x = tt.randn(4, 5, 2)
+    assert gru(x)[0].shape == lstm(x)[0].shape == (4, 5, 3)  # a right state and sequence run the cells
     with pytest.raises(TypeError, match="h_0 must be a Tensor"):
         gru(x, (tt.zeros(1, 4, 3), tt.zeros(1, 4, 3)))  # an LSTM's (h_0, c_0) passed to a GRU
     for layer in (gru, lstm):

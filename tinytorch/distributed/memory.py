@@ -57,7 +57,7 @@ def _graph_arrays(loss):
             continue
         visited.add(id(node))
         yield node.data
-        for cell in getattr(node._backward, "__closure__", None) or ():
+        for cell in getattr(node._backward_fn, "__closure__", None) or ():
             try:
                 yield from _arrays(cell.cell_contents)
             except ValueError:  # an empty cell

@@ -97,6 +97,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param tensor -> {"step": ..., "exp_avg": array, ...}
         self.param_groups = []
+        self._loads = 0  # load_state_dict calls: a scheduler tells a loaded rate from another one's
         if isinstance(params, Iterator):
             params = list(params)  # a generator can be read once: look at its items, then keep them
         if isinstance(params, (list, tuple)) and params and all(isinstance(g, dict) for g in params):
@@ -182,7 +183,7 @@ class Optimizer:
         self.param_groups = [{**copy.deepcopy({k: v for k, v in old.items() if k != "params"}),
                               "params": new["params"]}
                              for old, new in zip(saved, self.param_groups)]
-        self._loads = getattr(self, "_loads", 0) + 1  # a scheduler tells a loaded rate from another one's
+        self._loads += 1
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
