@@ -1064,12 +1064,7 @@ def _in_place(x, other, op, ufunc, symbol):
     if _grad_mode.enabled:
         return op(x, other)
     xp = get_xp(x._device)
-    if isinstance(other, Tensor):
-        if other._device != x._device:
-            _device_mismatch(x, other, symbol)
-        other = other.data
-    else:
-        other = _constant(other, x, symbol)
+    other = _operands(x, other, symbol)[3]  # an array on x's device, or a number
     try:
         getattr(xp, ufunc)(x.data, other, out=x.data, casting="same_kind")
     except TypeError:  # NumPy's UFuncTypeError: the result's dtype does not fit x's

@@ -1027,24 +1027,6 @@ def _set_states(generators, states):
             raise CheckpointError(str(err)) from None
 
 
-def _check_optimizer_fits(optimizer, saved, path):
-    """ForeignCheckpointError if the optimizer state `saved` in checkpoint `path` is not one of `optimizer`'s
-    layout: another number of parameter groups, or of parameters in a group."""
-    groups, saved_groups = optimizer.param_groups, saved.get("param_groups", [])
-    if len(saved_groups) != len(groups):
-        raise ForeignCheckpointError(f"checkpoint {path}: its optimizer has {len(saved_groups)} parameter groups, "
-                                     f"this Trainer's has {len(groups)}: build the optimizer as the saved run did")
-    for i, (old, new) in enumerate(zip(saved_groups, groups)):
-        if len(old["params"]) != len(new["params"]):
-            raise ForeignCheckpointError(f"checkpoint {path}: its optimizer's parameter group {i} has "
-                                         f"{len(old['params'])} parameters, this Trainer's has {len(new['params'])}")
-    n_params = sum(len(group["params"]) for group in groups)
-    unknown = [i for i in saved.get("state", {}) if not 0 <= int(i) < n_params]
-    if unknown:
-        raise ForeignCheckpointError(f"checkpoint {path}: its optimizer holds state of parameter {unknown[0]}, "
-                                     f"but this Trainer's optimizer has {n_params} parameters")
-
-
 def _to_device(batch, device):
     if device is None:
         return batch
@@ -1320,7 +1302,10 @@ class _TrainerBase:
         if missing:
             raise ForeignCheckpointError(f"{path} is not a Trainer checkpoint: it has no "
                                          f"{', '.join(map(repr, missing))} (what Trainer.save_checkpoint writes)")
-        _check_optimizer_fits(self.optimizer, state["optimizer"], path)
+        try:
+            self.optimizer._check_state_dict(state["optimizer"])
+        except ValueError as err:
+            raise ForeignCheckpointError(f"checkpoint {path}: {err}: build the optimizer as the saved run did") from None
         position = state["trainer"]["batch_in_epoch"]
         batches = self._batches_per_epoch()
         if batches is not None and position > batches:

@@ -31,7 +31,7 @@ def _fewer_batches(parts):
 
 
 @pytest.mark.parametrize("build, expected", [
-    (_two_groups, "its optimizer has 1 parameter groups, this Trainer.s has 2"),
+    (_two_groups, "loaded state dict has 1 parameter groups, this optimizer has 2"),
     (_fewer_batches, "batch 3 of an epoch"),
 ])
 def test_a_checkpoint_that_does_not_fit_leaves_model_and_optimizer_untouched(parts, tmp_path, build, expected):

@@ -164,17 +164,29 @@ class Optimizer:
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
-        """Restore groups and state saved by `state_dict()` into this optimizer's parameters."""
-        saved = state_dict["param_groups"]
+    def _check_state_dict(self, state_dict):
+        """ValueError if `state_dict` is not of this optimizer's layout: another number of parameter groups,
+        of parameters in a group, or state of a parameter it does not have. Nothing is changed."""
+        saved = state_dict.get("param_groups", [])
         if len(saved) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved)} parameter groups, this optimizer "
                              f"has {len(self.param_groups)}")
-        by_index = {}
         for i, (old, new) in enumerate(zip(saved, self.param_groups)):
             if len(old["params"]) != len(new["params"]):
                 raise ValueError(f"loaded parameter group {i} has {len(old['params'])} parameters, "
                                  f"this optimizer's has {len(new['params'])}")
+        n_params = sum(len(group["params"]) for group in self.param_groups)
+        unknown = [i for i in state_dict.get("state", {}) if not 0 <= int(i) < n_params]
+        if unknown:
+            raise ValueError(f"loaded state dict holds state of parameter {unknown[0]}, but this optimizer "
+                             f"has {n_params} parameters")
+
+    def load_state_dict(self, state_dict):
+        """Restore groups and state saved by `state_dict()` into this optimizer's parameters."""
+        self._check_state_dict(state_dict)
+        saved = state_dict["param_groups"]
+        by_index = {}
+        for old, new in zip(saved, self.param_groups):
             by_index.update(zip(old["params"], new["params"]))
         self.state = defaultdict(dict)
         for i, entries in state_dict["state"].items():
