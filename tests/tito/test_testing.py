@@ -1,6 +1,7 @@
 """The cellrunner, `tito test`, `tito doctor` and strip_solutions."""
 
 import json
+import re
 
 from tito.notebooks import strip_solutions
 
@@ -192,7 +193,7 @@ def test_tito_test_names_what_was_running_when_it_timed_out(repo):
     assert result.returncode == 1
     # the cell and the line that were running, and what did not run
     assert "timed out after 4 s in test-spin (modules/01_hangs/hangs.py:12)" in out, out
-    assert "still running modules/01_hangs/hangs.py:5 in spin" in out, out
+    assert re.search(r"still running modules/01_hangs/hangs\.py:[56] in spin", out), out  # either line of the loop
     assert "1 graded cell(s) after it did not run" in out, out
     assert "tests/01_hangs/test_spin.py::test_forever" in out, out  # the pytest test that hung
     assert "(timed out)" in out and "1/7" in out, out  # the summary row: cells so far, points of the module's 7
