@@ -36,6 +36,7 @@ from tinytorch.core.tensor import from_op
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn import Module
 from tinytorch.nn.functional import cross_entropy
+from tinytorch.nn.module import _compare_state_dicts
 from tinytorch.nn.utils import clip_grad_norm_
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from tinytorch.training import Trainer, cpu_count
@@ -291,31 +292,29 @@ def checkpoint_to_resume(out, saved, model):
     `model` is what the Trainer saves (for a LoRA run, its adapters alone). Damaged checkpoints are skipped
     with a warning; one of another run (other run id or shapes, e.g. left behind in a reused folder) is an
     error, since loading it would train the wrong model."""
-    shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-    paths, damaged = list_checkpoints(Path(out) / "checkpoints"), []
-    for path in reversed(paths):
+    own = model.state_dict()
+    paths = list_checkpoints(Path(out) / "checkpoints")
+
+    def read(path):  # the checks run before the warning says the run resumes from `path`
         try:
             state = run_checkpoint(path)
         except ForeignCheckpointError as err:  # not damage: a file someone put there, which the run would overwrite
             raise RunError(f"--resume: {err}; move it out of {path.parent}, or start a new run") from None
-        except CheckpointError:
-            damaged.append(path.name)
-            continue
         owner = (state.get("config") or {}).get("run")
-        theirs = {name: tuple(w.shape) for name, w in state["model"].items()}
+        theirs = state["model"]
         ours = saved.get("run") is not None and owner == saved["run"]
-        mismatch = weights_mismatch(theirs, shapes)
+        mismatch = weights_mismatch(theirs, own)
         if mismatch and ours:  # this run's own file, in a layout this code does not write
             raise RunError(f"--resume: {path} is this run's, but holds {len(theirs)} tensors where the model saves "
-                           f"{len(shapes)} ({mismatch}){_layout_hint(theirs, shapes)}; start a new run (or resume it "
+                           f"{len(own)} ({mismatch}){_layout_hint(theirs, own)}; start a new run (or resume it "
                            f"with the TinyTorch that wrote it)")
         if mismatch or (saved.get("run") is not None and not ours):
             raise RunError(f"--resume: {path} belongs to another run, not to {out} ({describe_run(saved)}"
                            f"{'; ' + mismatch if mismatch else ''}); move it out of {path.parent}, or start a new run")
-        if damaged:
-            print(f"warning: skipped truncated or corrupt {', '.join(damaged)}; resuming from {path.name}",
-                  file=sys.stderr)
-        return path
+
+    found = first_readable(paths[::-1], read, "resuming")
+    if found is not None:
+        return found[0]
     if paths:
         raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
                        f"({len(paths)} tried): restore one, or start a new run")
@@ -331,16 +330,34 @@ def run_checkpoint(path):
     return state
 
 
+def first_readable(candidates, read, doing, damage=CheckpointError):
+    """(path, read(path)) for the first of `candidates` (newest first) that `read` reads without a `damage`
+    error, or None if each one is damaged. Skipped files are named in a warning that says which file the run
+    is `doing` (e.g. "resuming") from; any other error of `read` stops the search."""
+    damaged = []
+    for path in candidates:
+        try:
+            value = read(path)
+        except damage:
+            damaged.append(path.name)
+            continue
+        if damaged:
+            print(f"warning: skipped truncated or corrupt {', '.join(damaged)}; {doing} from {path.name}",
+                  file=sys.stderr)
+        return path, value
+    return None
+
+
 def weights_mismatch(theirs, ours):
-    """What differs between a file's tensors and the model's ({name: shape} each), in words; None if nothing."""
-    missing, extra = [n for n in ours if n not in theirs], [n for n in theirs if n not in ours]
+    """What differs between a file's tensors and the model's ({name: tensor} each), in words; None if nothing."""
+    missing, extra, misshaped = _compare_state_dicts(ours, theirs)  # module 03's check of load_state_dict
     if missing:
         return f"it lacks {len(missing)} of the model's tensors, e.g. {missing[0]}"
     if extra:
         return f"it has {len(extra)} tensors the model lacks, e.g. {extra[0]}"
-    for name, shape in ours.items():
-        if tuple(theirs[name]) != tuple(shape):
-            return f"parameter {name} has shape {tuple(theirs[name])} in the file, {tuple(shape)} in the model"
+    if misshaped:
+        name, got, want = misshaped[0]
+        return f"parameter {name} has shape {got} in the file, {want} in the model"
     return None
 
 
@@ -923,8 +940,7 @@ def load_run(path=None, device="cpu"):
     weights_file, weights = newest_readable_weights(candidates, run_dir)
     config = GPTConfig.from_dict(saved["gpt"])
     model = lora_model(lora, config) if lora else GPT(config)
-    mismatch = None if lora else weights_mismatch({n: w.shape for n, w in weights.items()},
-                                                  {n: p.shape for n, p in model.state_dict().items()})
+    mismatch = None if lora else weights_mismatch(weights, model.state_dict())
     if mismatch:
         raise RunError(f"{weights_file} does not fit {run_dir / FILES['config']} ({mismatch}): retrain or restore "
                        f"the run")
@@ -967,23 +983,24 @@ def newest_readable_weights(candidates, run_dir):
     """(file, tensors) of the first of `candidates` that can be read (for a LoRA run, its adapters alone). A damaged
     checkpoint is skipped with a warning, as --resume does, when another candidate follows; a damaged final model
     file, the one file asked for, or a file that is not a run's is an error that names it."""
-    damaged = []
-    for path in candidates:
+    damage = (RuntimeError, OSError, KeyError, TypeError)  # CheckpointError is a RuntimeError
+
+    def read(path):
+        final = path.name in (FILES["model"], ADAPTERS)
         try:
-            weights = tt.load(path) if path.name in (FILES["model"], ADAPTERS) else run_checkpoint(path)["model"]
+            return tt.load(path) if final else run_checkpoint(path)["model"]
         except ForeignCheckpointError as err:
             raise RunError(f"{err}: move it out of {path.parent}, or pass --checkpoint with another file") from None
-        except (RuntimeError, OSError, KeyError, TypeError):  # CheckpointError is a RuntimeError
-            if len(candidates) == 1 or path.name in (FILES["model"], ADAPTERS):
+        except damage:
+            if len(candidates) == 1 or final:
                 raise RunError(f"{path}: file is truncated or corrupt: retrain or restore it") from None
-            damaged.append(path.name)
-            continue
-        if damaged:
-            print(f"warning: skipped truncated or corrupt {', '.join(damaged)}; sampling from {path.name}",
-                  file=sys.stderr)
-        return path, weights
-    raise RunError(f"every checkpoint in {run_dir / 'checkpoints'} is truncated or corrupt ({len(damaged)} tried): "
-                   f"restore one, or continue the run with `tito train gpt --resume --out {run_dir}`")
+            raise  # skipped: an older candidate is tried
+
+    found = first_readable(candidates, read, "sampling", damage)
+    if found is None:
+        raise RunError(f"every checkpoint in {run_dir / 'checkpoints'} is truncated or corrupt ({len(candidates)} "
+                       f"tried): restore one, or continue the run with `tito train gpt --resume --out {run_dir}`")
+    return found
 
 
 def _run_dir_of(path):

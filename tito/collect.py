@@ -55,18 +55,26 @@ class _Refused(Exception):
     """The whole submission is refused; the message says why and what to do."""
 
 
-def _entries(path: Path) -> Iterator[Submission]:
+def _list_inbox(path: Path) -> list[tuple[Path, int]]:
+    """(entry, lstat mode) of each visible entry of the inbox, listed once: the duplicate check and the
+    reading must see the same entries, though submissions may land or leave while collect runs."""
+    # lstat: a link is judged as a link, never followed
+    return [(entry, entry.lstat().st_mode) for entry in sorted(path.iterdir()) if not entry.name.startswith(".")]
+
+
+def _is_zip(entry: Path, mode: int) -> bool:
+    return stat.S_ISREG(mode) and entry.suffix.lower() == ".zip"
+
+
+def _entries(path: Path, inbox: list[tuple[Path, int]]) -> Iterator[Submission]:
     """One Submission per student folder or zip, read one at a time so memory holds one student's caps."""
-    for entry in sorted(path.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        mode = entry.lstat().st_mode  # lstat: a link is judged as a link, never followed
+    for entry, mode in inbox:
         if stat.S_ISLNK(mode):
             yield Submission("", rejected=[f"{entry.name}: a symbolic link; collect never follows links: "
                                            f"copy the submission itself into {path}"])
         elif stat.S_ISDIR(mode):
             yield _read_folder(entry)
-        elif stat.S_ISREG(mode) and entry.suffix.lower() == ".zip":
+        elif _is_zip(entry, mode):
             yield _read_zip(entry)
         else:
             yield Submission("", rejected=[f"{entry.name}: not a student folder or .zip; "
@@ -230,17 +238,14 @@ def _which_module(name: str, modules: list[ModuleFile]) -> ModuleFile | None:
     return None
 
 
-def _duplicates(path: Path) -> dict[str, str]:
+def _duplicates(inbox: list[tuple[Path, int]]) -> dict[str, str]:
     """student id -> the refusal, for each student with two entries in the inbox (alice/ and alice.zip):
     which one is meant is the instructor's call, so neither is collected."""
     entries: dict[str, list[str]] = {}
-    for entry in sorted(path.iterdir()):
-        mode = entry.lstat().st_mode
-        if entry.name.startswith(".") or stat.S_ISLNK(mode):
-            continue
-        if stat.S_ISDIR(mode):
+    for entry, mode in inbox:
+        if stat.S_ISDIR(mode):  # lstat's mode: a link is neither a folder nor a zip
             entries.setdefault(grading.student_id(entry.name), []).append(f"{entry.name}/")
-        elif stat.S_ISREG(mode) and entry.suffix.lower() == ".zip":
+        elif _is_zip(entry, mode):
             entries.setdefault(grading.student_id(entry.stem), []).append(entry.name)
     return {sid: f"two submissions for {sid} in this inbox: {' and '.join(names)}; keep one"
             for sid, names in entries.items() if len(names) > 1}
@@ -256,9 +261,10 @@ def collect_submissions(course: Path, path: Path, replace: bool) -> tuple[list[s
         raise TitoError(f"no generated modules in {course}: run `tito course generate` first")
     expected = ", ".join(f"{grading.notebook_name(m)}.ipynb" for m in modules)
     accepted, rejected = [], []
-    duplicates = _duplicates(path)
+    inbox = _list_inbox(path)
+    duplicates = _duplicates(inbox)
     rejected.extend(duplicates.values())
-    for submission in _entries(path):
+    for submission in _entries(path, inbox):
         student = submission.student
         sid = grading.student_id(student) if student else ""
         if sid in duplicates:

@@ -289,3 +289,27 @@ def test_replacing_a_graded_submission_marks_its_grade_out_of_date(tmp_path, cou
     assert (folder / "timestamp.txt").read_text() > "2026-01-01T00:00:00+00:00"
     kept = list((course / "tito" / "replaced" / "redo" / "01_tensor").glob("*-timestamp.txt"))
     assert [p.read_text() for p in kept] == ["2026-01-01T00:00:00+00:00"]  # the first one's time, on record
+
+
+def test_a_submission_arriving_while_collect_runs_waits_for_the_next_run(tmp_path, course, collect, monkeypatch):
+    """collect lists the inbox once: a student's second submission that lands after the listing is left for
+    the next run, never collected on top of the first one that the duplicate check had passed alone."""
+    inbox = tmp_path / "inbox"
+    (inbox / "late").mkdir(parents=True)
+    (inbox / "late" / "tensor.ipynb").write_bytes(NOTEBOOK)
+    listed, arrived = Path.iterdir, []
+
+    def iterdir(self):
+        entries = list(listed(self))
+        if self == inbox and not arrived:  # late.zip lands just after the inbox was first listed
+            with zipfile.ZipFile(inbox / "late.zip", "w") as archive:
+                archive.writestr("tensor.ipynb", nbformat.writes(nbformat.v4.new_notebook(cells=[
+                    nbformat.v4.new_code_cell("x = 2")])))
+            arrived.append(self)
+        return iter(entries)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    accepted, rejected = collect(inbox)
+    assert arrived, "the inbox was not listed with Path.iterdir: this test no longer simulates the race"
+    assert rejected == [], rejected
+    assert accepted == ["late/tensor.ipynb -> submitted/late/01_tensor/tensor.ipynb"]
