@@ -57,7 +57,8 @@ import time
 import numpy as np
 
 import tinytorch as tt
-from tinytorch.core.amp import (_autocast_dtype, _cast, _GradScalerBase, _is_float_tensor_on, bfloat16)
+from tinytorch.core.amp import (_autocast_dtype, _cast, _GradScalerBase, _is_float_tensor_on, _with_policy,
+                                bfloat16)
 from tinytorch.core.backend import float32, to_host
 from tinytorch.core.tensor import _autocast_state
 from tinytorch.cuda.launch import (cuda, device_empty, device_zeros, grid_for, kernel, kernel_array, check_row_vectors,
@@ -610,15 +611,18 @@ for name, source in CUDA_SOURCES.items():
 # Module 01's `_autocast_call(name, fn, *args)` is the hook: `matmul` (and the `@` operator),
 # `linear`, `scaled_dot_product_attention` and the four losses call their function through it
 # (the decorator `@_autocast_op(name)` on their `def`), and it hands the call to
-# `_autocast_state.run` whenever that is set. `autocast` sets it while it is active. On the
-# CPU, bfloat16 comes from `ml_dtypes` (NumPy has none); it is slow (no BLAS) but shows the
-# rounding exactly.
+# `_autocast_state.run` whenever that is set. `autocast` sets it while it is active. As in
+# PyTorch, each device type has its own policy: a `cuda` block inside a `cpu` block leaves the
+# cpu policy on. The provided `_with_policy(hook, device_type, run)` returns a new hook that
+# sends each op to the policy of its tensors' device type, with `device_type`'s policy set to
+# `run` (`None`: off for that device type only). On the CPU, bfloat16 comes from `ml_dtypes`
+# (NumPy has none); it is slow (no BLAS) but shows the rounding exactly.
 #
 # ### Exercise 6: `autocast(device_type, dtype)`
 #
-# `__enter__` installs `self._run` as `_autocast_state.run` (or turns autocast off when
-# `enabled=False`), remembering what was there; `__exit__` puts that back, so that blocks
-# nest. `_run(name, fn, args, kwargs)` applies the policy to one call.
+# `__enter__` installs the hook with `self._run` as this device type's policy (or with none
+# when `enabled=False`), remembering the hook that was there; `__exit__` puts that back, so
+# that blocks nest. `_run(name, fn, args, kwargs)` applies the policy to one call.
 #
 # - **Hint 1.** Choose the target dtype from the two op lists (or call `fn` untouched), cast
 #   the floating tensors of this device type, call, and give a low-precision op's output the
@@ -626,9 +630,10 @@ for name, source in CUDA_SOURCES.items():
 # - **Hint 2.** `_cast(x, dtype)` is the differentiable cast; `_is_float_tensor_on(x,
 #   self.device_type)` tells which arguments to cast; keyword arguments are cast like
 #   positional ones.
-# - **Hint 3.** Enter: save `_autocast_state.run`, then set it. `_run`: an `if`/`elif`/`else`
-#   on `name` gives the target; a small helper casts one argument; comprehensions cast `args`
-#   and `kwargs`; the result of a low-precision op goes through `_cast` once more.
+# - **Hint 3.** Enter: save `_autocast_state.run`, then set it to what `_with_policy` makes
+#   of it. `_run`: an `if`/`elif`/`else` on `name` gives the target; a small helper casts one
+#   argument; comprehensions cast `args` and `kwargs`; the result of a low-precision op goes
+#   through `_cast` once more.
 
 # %% nbgrader={"grade": false, "grade_id": "autocast", "locked": false, "schema_version": 3, "solution": true}
 #| export core.amp
@@ -648,7 +653,7 @@ class autocast:
     def __enter__(self):
         ### BEGIN SOLUTION
         self._outer = _autocast_state.run
-        _autocast_state.run = self._run if self.enabled else None
+        _autocast_state.run = _with_policy(self._outer, self.device_type, self._run if self.enabled else None)
         ### END SOLUTION
         return self
 

@@ -40,6 +40,29 @@ def _autocast_dtype(device_type, dtype):
     raise TypeError(f"autocast: dtype must be float16 or bfloat16, got {name}")
 
 
+class _PerDeviceType:
+    """Module 01's autocast hook while some device type has a policy. PyTorch keeps one autocast state per
+    device type, so each op runs under the policy of the device type its tensors are on. A hook is never
+    changed, only replaced, so a block restores exactly what it found, and a thread handed it (ThreadedStep)
+    gets every device type's policy."""
+
+    def __init__(self, runs):
+        self.runs = runs  # device type -> run(name, fn, args, kwargs)
+
+    def __call__(self, name, fn, args, kwargs):
+        tensors = (x for x in (*args, *kwargs.values()) if isinstance(x, Tensor))
+        run = self.runs.get(next((x._device.type for x in tensors), None))
+        return fn(*args, **kwargs) if run is None else run(name, fn, args, kwargs)
+
+
+def _with_policy(hook, device_type, run):
+    """The autocast hook `hook` with `device_type`'s policy set to `run` (None: off for that device type
+    only); None when no device type has a policy left."""
+    runs = {**getattr(hook, "runs", {}), device_type: run}
+    runs = {kind: r for kind, r in runs.items() if r is not None}
+    return _PerDeviceType(runs) if runs else None
+
+
 def _is_float_tensor_on(x, device_type):
     """A tensor autocast casts: floating, on its device, and not float64 (PyTorch leaves float64 alone)."""
     return isinstance(x, Tensor) and x._device.type == device_type and is_floating(x.dtype) \
@@ -138,7 +161,7 @@ class autocast:
 
     def __enter__(self):
         self._outer = _autocast_state.run
-        _autocast_state.run = self._run if self.enabled else None
+        _autocast_state.run = _with_policy(self._outer, self.device_type, self._run if self.enabled else None)
         return self
 
     def __exit__(self, *exc_info):
