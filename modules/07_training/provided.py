@@ -380,8 +380,11 @@ class TrainingProgress:
 # $$\text{MFU} = \frac{\text{tokens/s} \cdot (6N + 12\,L\,C\,T)}{\text{peak FLOP/s}}$$
 #
 # where $N$ counts the weights used in matmuls, $L$ the layers, $C$ the width and $T$ the
-# context. Peaks come from the GPU data sheets (dense, no sparsity), or, on a CPU, from
-# timing one float32 matmul here. Peak memory on cuda is the most CuPy's memory pool held.
+# context. The peak is that of the dtype the matmuls run in: under mixed precision (module
+# 10's autocast) a GPU's 16-bit tensor cores do ~15x the float32 FLOP/s, so dividing by the
+# float32 peak would overstate the MFU ~15x. Peaks come from the GPU data sheets (dense, no
+# sparsity), or, on a CPU, from timing one matmul in that dtype here. Peak memory on cuda is
+# the most CuPy's memory pool held.
 
 # %%
 #| export training.efficiency
@@ -393,6 +396,7 @@ import time
 import numpy as np
 
 from tinytorch.core.backend import device as as_device, get_xp
+from tinytorch.core.tensor import from_op
 
 # Dense peak TFLOPS of a GPU (no 2:4 sparsity) from the data sheets: tensor-core bf16/fp16, and
 # plain fp32 (TF32 off). The first key found in the device's name is used: specific names first.
@@ -424,9 +428,12 @@ def gpu_name(device):
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def measure_peak_flops(seconds=0.2, n=512):
-    """FLOP/s of a float32 (n, n) matmul on the CPU, the best of repeats for `seconds`: a reachable peak."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+def measure_peak_flops(seconds=0.2, n=None, dtype="float32"):
+    """FLOP/s of an (n, n) matmul in `dtype` on the CPU, the best of repeats for `seconds`: a reachable peak."""
+    dtype = np.dtype(dtype)
+    if n is None:  # NumPy has no BLAS for 16-bit floats (~100x slower): a smaller matrix keeps this short
+        n = 512 if dtype == np.float32 else 128
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32).astype(dtype)
     a @ a  # wakes the BLAS threads
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -437,21 +444,45 @@ def measure_peak_flops(seconds=0.2, n=512):
 
 
 _MEASURED = {}
+_PEAK_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the table's names: NumPy's
+
+
+def peak_dtype(dtype):
+    """The peak table's name (fp32, bf16 or fp16) of `dtype`: one of those names, or that dtype itself."""
+    if isinstance(dtype, str) and dtype in _PEAK_DTYPES:
+        return dtype
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # not a dtype at all
+        name = None
+    key = next((key for key, numpy_name in _PEAK_DTYPES.items() if numpy_name == name), None)
+    if key is None:
+        raise ValueError(f"no peak FLOP/s for dtype {dtype!r}: matmuls run in fp32, bf16 or fp16 "
+                         f"(tinytorch.float32, bfloat16, float16)")
+    return key
+
+
+def matmul_dtype(device):
+    """The dtype a float32 matmul on `device` runs in here and now: low precision inside an autocast block."""
+    dev = as_device(device)
+    x = from_op(get_xp(dev).ones((1, 1), dtype=np.float32), dev)
+    return (x @ x).dtype  # `@` asks module 01's autocast hook, as the model's matmuls do
 
 
 def peak_flops(device="cpu", dtype="fp32", tflops=None):
-    """(peak FLOP/s or None, where it comes from) for `device` computing in `dtype` (fp32, bf16, fp16).
+    """(peak FLOP/s or None, where it comes from) for `device` computing in `dtype` (fp32, bf16, fp16, or
+    the dtype itself).
 
-    `tflops` overrides; else a GPU's data-sheet peak, or a CPU's measured float32 matmul speed."""
+    `tflops` overrides; else a GPU's data-sheet peak, or a CPU's measured matmul speed in that dtype."""
     if tflops is not None:
         if not tflops > 0:
             raise ValueError(f"peak TFLOPS must be positive, got {tflops}")
         return tflops * 1e12, "given"
-    dev = as_device(device)
-    if dev.type == "cpu":  # measured once per process
-        if "cpu" not in _MEASURED:
-            _MEASURED["cpu"] = measure_peak_flops()
-        return _MEASURED["cpu"], "measured matmul"
+    dtype, dev = peak_dtype(dtype), as_device(device)
+    if dev.type == "cpu":  # measured once per process and dtype
+        if dtype not in _MEASURED:
+            _MEASURED[dtype] = measure_peak_flops(dtype=_PEAK_DTYPES[dtype])
+        return _MEASURED[dtype], f"measured {dtype} matmul"
     name = gpu_name(dev)
     key = next((k for k in PEAK_TFLOPS if k in name), None)
     if key is None or dtype not in PEAK_TFLOPS[key]:
@@ -942,7 +973,7 @@ from tinytorch.training.checkpoint import (
     CheckpointError, ForeignCheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints,
     remove_stale_temp_files, save_checkpoint,
 )
-from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
+from tinytorch.training.efficiency import PeakMemory, matmul_dtype, mfu, peak_dtype, peak_flops as peak_flops_of
 from tinytorch.training.progress import JsonlLog, TrainingProgress
 from tinytorch.training.threads import ThreadedStep, _check_threads
 
@@ -1067,7 +1098,7 @@ class _TrainerBase:
                  accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
                  quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
-                 flops_per_token=None, peak_flops=None, threads=1):
+                 flops_per_token=None, peak_flops=None, threads=1, compute_dtype=None):
         if accum_steps < 1:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
@@ -1078,6 +1109,7 @@ class _TrainerBase:
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
         _check_threads(threads)
+        compute_dtype = peak_dtype(compute_dtype) if compute_dtype is not None else None
         if threads > 1 and (where := as_device(device or _device_of(model))).type != "cpu":
             raise ValueError(f"threads={threads} splits each batch over CPU threads; on {where} leave threads at 1")
         if isinstance(early_stopping, dict):
@@ -1099,10 +1131,9 @@ class _TrainerBase:
         self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
         self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
         # MFU needs the model's FLOPs per token and the device's peak (looked up, or measured on a CPU)
-        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.flops_per_token, self.compute_dtype, self._given_peak = flops_per_token, compute_dtype, peak_flops
         self.threads, self._threaded = threads, None  # the ThreadedStep, made at the first step
-        if flops_per_token is not None and peak_flops is None:
-            self.peak_flops = peak_flops_of(device or _device_of(model))[0]
+        self.peak_flops = self._peak_flops()
         self._memory = PeakMemory(device or _device_of(model))
 
     # ---------------------------------------------------------------- running
@@ -1113,6 +1144,7 @@ class _TrainerBase:
             raise ValueError("fit needs epochs=... or max_steps=... (or both)")
         self._start(resume_from)
         self.should_stop, self.history = False, History()
+        self.peak_flops = self._peak_flops()  # again: an autocast around fit() changes the matmuls' dtype
         self.history.flops_per_token, self.history.peak_flops = self.flops_per_token, self.peak_flops
         self._memory = PeakMemory(self.device or _device_of(self.model))
         self._call("on_fit_start", self)
@@ -1130,6 +1162,15 @@ class _TrainerBase:
             self.save_checkpoint()
         self._call("on_fit_end", self, self.history)
         return self.history
+
+    def _peak_flops(self):
+        """The given peak, else (with flops_per_token) the device's peak in the dtype the matmuls run in:
+        compute_dtype, or what autocast makes of a matmul here (an autocast inside the loss function or the
+        model's forward is not visible here: compute_dtype names it)."""
+        if self._given_peak is not None or self.flops_per_token is None:
+            return self._given_peak
+        device = self.device or _device_of(self.model)
+        return peak_flops_of(device, self.compute_dtype or matmul_dtype(device))[0]
 
     def _start(self, resume_from):
         if resume_from is not None:

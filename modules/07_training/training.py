@@ -809,7 +809,9 @@ print("loss", sparkline(history.losses, width=50), [p.name for p in list_checkpo
 # counts the evaluations and saves, and the median step apart: the two differ as much
 # as evaluation costs. Given the model's FLOPs per token, `Trainer(flops_per_token=...)`
 # also logs the MFU, the share of the device's peak FLOP/s the model uses (module 09's
-# GPT knows its FLOPs). Measured here, with the step time of the run above
+# GPT knows its FLOPs). The peak is that of the dtype the matmuls run in: float32, or a
+# 16-bit dtype under module 10's mixed precision when `fit` runs inside `autocast` (or
+# `compute_dtype=` names it). Measured here, with the step time of the run above
 # (evaluations and saves included):
 
 # %%

@@ -22,6 +22,8 @@ __all__ = [
     "flops_per_token",
     "gpu_name",
     "measure_peak_flops",
+    "peak_dtype",
+    "matmul_dtype",
     "peak_flops",
     "mfu",
     "PeakMemory",

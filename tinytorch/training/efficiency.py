@@ -4,6 +4,8 @@ __all__ = [
     "flops_per_token",
     "gpu_name",
     "measure_peak_flops",
+    "peak_dtype",
+    "matmul_dtype",
     "peak_flops",
     "mfu",
     "PeakMemory",
@@ -15,6 +17,7 @@ import numbers
 import time
 import numpy as np
 from tinytorch.core.backend import device as as_device, get_xp
+from tinytorch.core.tensor import from_op
 
 
 # %% modules/07_training/provided.py, cell 8
@@ -52,9 +55,12 @@ def gpu_name(device):
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def measure_peak_flops(seconds=0.2, n=512):
-    """FLOP/s of a float32 (n, n) matmul on the CPU, the best of repeats for `seconds`: a reachable peak."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+def measure_peak_flops(seconds=0.2, n=None, dtype="float32"):
+    """FLOP/s of an (n, n) matmul in `dtype` on the CPU, the best of repeats for `seconds`: a reachable peak."""
+    dtype = np.dtype(dtype)
+    if n is None:  # NumPy has no BLAS for 16-bit floats (~100x slower): a smaller matrix keeps this short
+        n = 512 if dtype == np.float32 else 128
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32).astype(dtype)
     a @ a  # wakes the BLAS threads
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -65,21 +71,45 @@ def measure_peak_flops(seconds=0.2, n=512):
 
 
 _MEASURED = {}
+_PEAK_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the table's names: NumPy's
+
+
+def peak_dtype(dtype):
+    """The peak table's name (fp32, bf16 or fp16) of `dtype`: one of those names, or that dtype itself."""
+    if isinstance(dtype, str) and dtype in _PEAK_DTYPES:
+        return dtype
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # not a dtype at all
+        name = None
+    key = next((key for key, numpy_name in _PEAK_DTYPES.items() if numpy_name == name), None)
+    if key is None:
+        raise ValueError(f"no peak FLOP/s for dtype {dtype!r}: matmuls run in fp32, bf16 or fp16 "
+                         f"(tinytorch.float32, bfloat16, float16)")
+    return key
+
+
+def matmul_dtype(device):
+    """The dtype a float32 matmul on `device` runs in here and now: low precision inside an autocast block."""
+    dev = as_device(device)
+    x = from_op(get_xp(dev).ones((1, 1), dtype=np.float32), dev)
+    return (x @ x).dtype  # `@` asks module 01's autocast hook, as the model's matmuls do
 
 
 def peak_flops(device="cpu", dtype="fp32", tflops=None):
-    """(peak FLOP/s or None, where it comes from) for `device` computing in `dtype` (fp32, bf16, fp16).
+    """(peak FLOP/s or None, where it comes from) for `device` computing in `dtype` (fp32, bf16, fp16, or
+    the dtype itself).
 
-    `tflops` overrides; else a GPU's data-sheet peak, or a CPU's measured float32 matmul speed."""
+    `tflops` overrides; else a GPU's data-sheet peak, or a CPU's measured matmul speed in that dtype."""
     if tflops is not None:
         if not tflops > 0:
             raise ValueError(f"peak TFLOPS must be positive, got {tflops}")
         return tflops * 1e12, "given"
-    dev = as_device(device)
-    if dev.type == "cpu":  # measured once per process
-        if "cpu" not in _MEASURED:
-            _MEASURED["cpu"] = measure_peak_flops()
-        return _MEASURED["cpu"], "measured matmul"
+    dtype, dev = peak_dtype(dtype), as_device(device)
+    if dev.type == "cpu":  # measured once per process and dtype
+        if dtype not in _MEASURED:
+            _MEASURED[dtype] = measure_peak_flops(dtype=_PEAK_DTYPES[dtype])
+        return _MEASURED[dtype], f"measured {dtype} matmul"
     name = gpu_name(dev)
     key = next((k for k in PEAK_TFLOPS if k in name), None)
     if key is None or dtype not in PEAK_TFLOPS[key]:

@@ -26,7 +26,13 @@ from tinytorch.training.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from tinytorch.training.efficiency import PeakMemory, mfu, peak_flops as peak_flops_of
+from tinytorch.training.efficiency import (
+    PeakMemory,
+    matmul_dtype,
+    mfu,
+    peak_dtype,
+    peak_flops as peak_flops_of,
+)
 from tinytorch.training.progress import JsonlLog, TrainingProgress
 from tinytorch.training.threads import ThreadedStep, _check_threads
 from tinytorch.core.autograd import no_grad
@@ -160,7 +166,7 @@ class _TrainerBase:
                  accum_steps=1, clip_grad_norm=None, eval_every=None, metrics=None, early_stopping=None,
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
                  quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
-                 flops_per_token=None, peak_flops=None, threads=1):
+                 flops_per_token=None, peak_flops=None, threads=1, compute_dtype=None):
         if accum_steps < 1:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
@@ -171,6 +177,7 @@ class _TrainerBase:
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
         _check_threads(threads)
+        compute_dtype = peak_dtype(compute_dtype) if compute_dtype is not None else None
         if threads > 1 and (where := as_device(device or _device_of(model))).type != "cpu":
             raise ValueError(f"threads={threads} splits each batch over CPU threads; on {where} leave threads at 1")
         if isinstance(early_stopping, dict):
@@ -192,10 +199,9 @@ class _TrainerBase:
         self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
         self._bar, self._tick = TrainingProgress(quiet=True), time.perf_counter()
         # MFU needs the model's FLOPs per token and the device's peak (looked up, or measured on a CPU)
-        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.flops_per_token, self.compute_dtype, self._given_peak = flops_per_token, compute_dtype, peak_flops
         self.threads, self._threaded = threads, None  # the ThreadedStep, made at the first step
-        if flops_per_token is not None and peak_flops is None:
-            self.peak_flops = peak_flops_of(device or _device_of(model))[0]
+        self.peak_flops = self._peak_flops()
         self._memory = PeakMemory(device or _device_of(model))
 
     # ---------------------------------------------------------------- running
@@ -206,6 +212,7 @@ class _TrainerBase:
             raise ValueError("fit needs epochs=... or max_steps=... (or both)")
         self._start(resume_from)
         self.should_stop, self.history = False, History()
+        self.peak_flops = self._peak_flops()  # again: an autocast around fit() changes the matmuls' dtype
         self.history.flops_per_token, self.history.peak_flops = self.flops_per_token, self.peak_flops
         self._memory = PeakMemory(self.device or _device_of(self.model))
         self._call("on_fit_start", self)
@@ -223,6 +230,15 @@ class _TrainerBase:
             self.save_checkpoint()
         self._call("on_fit_end", self, self.history)
         return self.history
+
+    def _peak_flops(self):
+        """The given peak, else (with flops_per_token) the device's peak in the dtype the matmuls run in:
+        compute_dtype, or what autocast makes of a matmul here (an autocast inside the loss function or the
+        model's forward is not visible here: compute_dtype names it)."""
+        if self._given_peak is not None or self.flops_per_token is None:
+            return self._given_peak
+        device = self.device or _device_of(self.model)
+        return peak_flops_of(device, self.compute_dtype or matmul_dtype(device))[0]
 
     def _start(self, resume_from):
         if resume_from is not None:
