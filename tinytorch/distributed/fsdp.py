@@ -435,6 +435,8 @@ class FullyShardedDataParallel(_ShardedBase):
             return signal
 
         def grad_ready_backward(g):
+            if unit.pending == 0:  # another backward through a retained graph: every signal's gradient is due again
+                unit.pending = len(unit.signals)
             self._grad_ready(unit, p, g)
             return (None,)  # _grad_ready keeps the gradient itself
         return from_op(view, p._device, (p,), grad_ready_backward)
