@@ -1138,7 +1138,11 @@ def _xp_add(x, y): return x + y
 def _xp_sub(x, y): return x - y
 def _xp_mul(x, y): return x * y
 def _xp_div(x, y): return x / y
-def _xp_pow(x, y): return x ** y
+
+
+def _xp_pow(x, y):
+    with np.errstate(all="ignore"):  # 0 ** -1 = inf and (-2) ** 0.5 = nan are results, as in PyTorch
+        return x ** y
 
 
 def neg(a):
@@ -1188,6 +1192,13 @@ def _dims(dim, ndim):
     return tuple(sorted(out))
 
 
+def _reduce_axes(dim, ndim):
+    """The axes a reduction (sum, mean, var) runs over: None for all of them. As in PyTorch, an empty
+    `dim` (() or []) means all too (NumPy's axis=() reduces nothing), and so does any dim of a 0-d tensor."""
+    axes = _dims(dim, ndim)
+    return axes if axes and ndim else None
+
+
 def _shape_arg(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
 
@@ -1229,7 +1240,7 @@ def var(x, dim=None, correction=1, keepdim=False):
     """Variance with Bessel's correction by default (divide by N - 1), as PyTorch."""
     _require_float(x, "var")
     xp = get_xp(x._device)
-    axes = _dims(dim, x.ndim) if x.ndim else None
+    axes = _reduce_axes(dim, x.ndim)
     n = _count(x.shape, axes)
     dof = builtins.max(n - correction, 0)  # no degrees of freedom left: inf or nan, as PyTorch
     centered = x.data - x.data.mean(axis=axes, keepdims=True)
@@ -1395,11 +1406,13 @@ def clamp(x, min=None, max=None):
         raise ValueError("clamp needs at least one of min and max")
     xp = get_xp(x._device)
     min, max = (_clamp_bound(x, bound, name) for bound, name in ((min, "min"), (max, "max")))
-    data = x.data
-    if data.dtype.kind in "biu" and any(isinstance(b, builtins.float) or (hasattr(b, "dtype") and b.dtype.kind == "f")
-                                        for b in (min, max)):
-        data = data.astype(_F32)  # an integer tensor clamped to a float bound: float32, not NumPy's float64
-    out = xp.clip(data, min, max)
+    want = x.data.dtype  # PyTorch's dtype, as in a binary op: a 0-d bound widens x only to a higher kind
+    for bound in (min, max):
+        if hasattr(bound, "dtype"):  # `_promoted` reads only ndim and dtype: an empty stand-in for x
+            want = _promoted(np.empty((0,) * x.ndim, want), bound)
+    if want.kind in "biu" and any(isinstance(b, builtins.float) for b in (min, max)):
+        want = _F32  # an integer tensor clamped to a Python float: float32, not NumPy's float64
+    out = xp.clip(x.data, min, max).astype(want, copy=False)
     if out.shape != x.shape:
         raise ValueError(f"clamp: bounds of shapes {_shape_of(min)} and {_shape_of(max)} would enlarge the "
                          f"tensor's shape {tuple(x.shape)}")
@@ -1593,7 +1606,7 @@ def where(condition, x, y):
 
 def masked_fill(x, mask, value):
     """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
-    xp = get_xp(x._device)
+    xp = get_xp(_same_device([x] + [t for t in (mask, value) if isinstance(t, Tensor)], "masked_fill"))
     m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)  # CuPy refuses NumPy masks
     if isinstance(value, Tensor):
         if value.ndim != 0 or (value.requires_grad and _grad_mode.enabled):

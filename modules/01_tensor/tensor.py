@@ -48,15 +48,14 @@
 
 # %%
 import builtins
-import math
 
 import numpy as np
 
 from tinytorch.core.backend import get_xp, scatter_add
 from tinytorch.core.tensor import (
     MinMax, Tensor, _autocast_op, _binary, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
-    _index_arrays, _keep_float32, _needs, _operands, _require_float, _shape_arg, _xp_add, _xp_div,
-    _xp_mul, _xp_pow, _xp_sub, from_op, tensor,
+    _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float, _shape_arg, _xp_add,
+    _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor,
 )
 
 # %% [markdown]
@@ -180,6 +179,10 @@ print("unbroadcast: ok")
 # | a / b | g / b | -g · a / b² = -g · out / b |
 # | aᵇ | g · b · aᵇ⁻¹ | g · aᵇ · ln a = g · out · ln a |
 #
+# Where the formulas meet 0 · ∞ or ln 0, PyTorch's convention: dL/da = 0 wherever b = 0
+# (a⁰ is flat, even at a = 0), and dL/db = 0 wherever a = 0 and b ≥ 0. Elsewhere inf and
+# nan are results (0⁻¹ = inf, ln(-2) = nan), so `np.errstate(all="ignore")` silences NumPy.
+#
 # Then each gradient is unbroadcast to its operand's shape. Worked example:
 # a = 3, b = 4, out = a · b = 12; with g = 1, dL/da = 4 and dL/db = 3.
 # For division, a = 3, b = 4: out = 0.75, dL/da = 0.25, dL/db = -0.75 / 4 = -0.1875.
@@ -193,8 +196,8 @@ print("unbroadcast: ok")
 # - Hint 2: an operand that is a plain number, or a tensor without `requires_grad`,
 #   gets `None`; every other gradient goes through `unbroadcast` to that operand's shape
 #   (`x.shape` works for arrays; for a plain number `np.shape(x)` is `()`, but such an
-#   operand never needs a gradient). In `pow`, the exponent may be a plain number, so
-#   its logarithm needs `math.log` when `np.isscalar` says so, `xp.log` otherwise.
+#   operand never needs a gradient). In `pow`, either operand may be a plain number: turn
+#   one into an array with `xp.asarray` (in `out`'s dtype for the base's logarithm).
 # - Hint 3: three steps: `out` from `_binary` with the matching `_xp_` function,
 #   passed through `_keep_float32`; a closure named `<op>_backward(g)` returning a
 #   pair; `from_op` with `out`, the device `_dev` finds, both operands, and the closure.
@@ -261,9 +264,17 @@ def pow(a, b):
 
     def pow_backward(g):
         xp = get_xp(_dev(ta, tb))
-        return (unbroadcast(g * y * x ** (y - 1), x.shape) if _needs(ta) else None,
-                unbroadcast(g * out * (math.log(x) if np.isscalar(x) else xp.log(x)), y.shape)
-                if _needs(tb) else None)
+        da = db = None
+        with np.errstate(all="ignore"):  # 0 ** -1 = inf, log(-2) = nan: results, as in PyTorch
+            if _needs(ta):
+                da = g * y * x ** (y - 1)
+                if not np.isscalar(y) or y == 0:  # a ** 0 is flat in a, even at a = 0 (0 · inf above)
+                    da = xp.where(xp.asarray(y) == 0, 0, da)
+                da = unbroadcast(da, x.shape)
+            if _needs(tb):  # 0 ** b is flat in b for b >= 0 (x may be a number: log it in out's dtype)
+                ln_x = xp.log(xp.asarray(x, dtype=out.dtype))
+                db = unbroadcast(g * xp.where((x == 0) & (y >= 0), 0, out * ln_x), y.shape)
+        return da, db
     return from_op(out, _dev(ta, tb), (ta, tb), pow_backward)
     ### END SOLUTION
 
@@ -439,8 +450,9 @@ print("matmul: ok")
 # takes the max for stability; accuracy takes the argmax.
 #
 # *Arguments, as in PyTorch.* `dim` may be an int, a tuple, or `None` (all
-# dimensions); negative dims count from the end. `_dims(dim, ndim)` (provided) turns it
-# into a sorted tuple of non-negative axes, or `None`. `keepdim=True` keeps each
+# dimensions); negative dims count from the end. `_reduce_axes(dim, ndim)` (provided) turns it
+# into a sorted tuple of non-negative axes, or `None` for all of them (as in PyTorch, an
+# empty `dim=()` means all too, where NumPy would reduce nothing). `keepdim=True` keeps each
 # reduced dimension as size 1, so the result still broadcasts against the input.
 #
 # *The math of `sum`.* Each input element contributes once to one output element,
@@ -468,7 +480,7 @@ print("matmul: ok")
 def sum(x, dim=None, keepdim=False):
     """Sum over `dim` (all dimensions when None)."""
     xp = get_xp(x._device)
-    axes = _dims(dim, x.ndim) if x.ndim else None
+    axes = _reduce_axes(dim, x.ndim)
     ### BEGIN SOLUTION
     out = x.data.sum(axis=axes, keepdims=keepdim)
 
@@ -486,7 +498,7 @@ def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
     ### BEGIN SOLUTION
     _require_float(x, "mean")
-    n = _count(x.shape, _dims(dim, x.ndim) if x.ndim else None)
+    n = _count(x.shape, _reduce_axes(dim, x.ndim))
     return div(sum(x, dim, keepdim), n)
     ### END SOLUTION
 
@@ -536,7 +548,8 @@ print("sum, mean: ok")
 # One function serves both: `pick` is `xp.max` or `xp.min`, `arg` is `xp.argmax` or
 # `xp.argmin`.
 #
-# - Hint 1: full reduction: compare every element with the result; with a `dim`:
+# - Hint 1: full reduction: compare every element with the result (a NaN anywhere makes
+#   the result NaN, and NaN != NaN, yet PyTorch counts the NaNs as winners); with a `dim`:
 #   find the winning index per slice, gather the values there.
 # - Hint 2: full reduction's gradient is `mask · g / (number of winners)`. With a
 #   `dim`, keep the index with its axis (size 1) so it broadcasts: an element gets `g`
@@ -557,7 +570,7 @@ def _extreme(x, dim, keepdim, pick, arg):
         out = xp.asarray(pick(x.data))
 
         def extreme_backward(g):
-            hit = x.data == out
+            hit = (x.data == out) | xp.isnan(x.data)  # any NaN makes the result NaN: the NaNs won
             return (hit * (g / hit.sum(dtype=x.dtype)),)
         return from_op(out, x._device, (x,), extreme_backward)
     (axis,) = _dims(dim, x.ndim)

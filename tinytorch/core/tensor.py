@@ -722,7 +722,11 @@ def _xp_add(x, y): return x + y
 def _xp_sub(x, y): return x - y
 def _xp_mul(x, y): return x * y
 def _xp_div(x, y): return x / y
-def _xp_pow(x, y): return x ** y
+
+
+def _xp_pow(x, y):
+    with np.errstate(all="ignore"):  # 0 ** -1 = inf and (-2) ** 0.5 = nan are results, as in PyTorch
+        return x ** y
 
 
 def neg(a):
@@ -772,6 +776,13 @@ def _dims(dim, ndim):
     return tuple(sorted(out))
 
 
+def _reduce_axes(dim, ndim):
+    """The axes a reduction (sum, mean, var) runs over: None for all of them. As in PyTorch, an empty
+    `dim` (() or []) means all too (NumPy's axis=() reduces nothing), and so does any dim of a 0-d tensor."""
+    axes = _dims(dim, ndim)
+    return axes if axes and ndim else None
+
+
 def _shape_arg(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
 
@@ -805,7 +816,7 @@ def var(x, dim=None, correction=1, keepdim=False):
     """Variance with Bessel's correction by default (divide by N - 1), as PyTorch."""
     _require_float(x, "var")
     xp = get_xp(x._device)
-    axes = _dims(dim, x.ndim) if x.ndim else None
+    axes = _reduce_axes(dim, x.ndim)
     n = _count(x.shape, axes)
     dof = builtins.max(n - correction, 0)  # no degrees of freedom left: inf or nan, as PyTorch
     centered = x.data - x.data.mean(axis=axes, keepdims=True)
@@ -962,11 +973,13 @@ def clamp(x, min=None, max=None):
         raise ValueError("clamp needs at least one of min and max")
     xp = get_xp(x._device)
     min, max = (_clamp_bound(x, bound, name) for bound, name in ((min, "min"), (max, "max")))
-    data = x.data
-    if data.dtype.kind in "biu" and any(isinstance(b, builtins.float) or (hasattr(b, "dtype") and b.dtype.kind == "f")
-                                        for b in (min, max)):
-        data = data.astype(_F32)  # an integer tensor clamped to a float bound: float32, not NumPy's float64
-    out = xp.clip(data, min, max)
+    want = x.data.dtype  # PyTorch's dtype, as in a binary op: a 0-d bound widens x only to a higher kind
+    for bound in (min, max):
+        if hasattr(bound, "dtype"):  # `_promoted` reads only ndim and dtype: an empty stand-in for x
+            want = _promoted(np.empty((0,) * x.ndim, want), bound)
+    if want.kind in "biu" and any(isinstance(b, builtins.float) for b in (min, max)):
+        want = _F32  # an integer tensor clamped to a Python float: float32, not NumPy's float64
+    out = xp.clip(x.data, min, max).astype(want, copy=False)
     if out.shape != x.shape:
         raise ValueError(f"clamp: bounds of shapes {_shape_of(min)} and {_shape_of(max)} would enlarge the "
                          f"tensor's shape {tuple(x.shape)}")
@@ -1153,7 +1166,7 @@ def where(condition, x, y):
 
 def masked_fill(x, mask, value):
     """x with `value` where `mask` is True (mask broadcasts to x's shape)."""
-    xp = get_xp(x._device)
+    xp = get_xp(_same_device([x] + [t for t in (mask, value) if isinstance(t, Tensor)], "masked_fill"))
     m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)  # CuPy refuses NumPy masks
     if isinstance(value, Tensor):
         if value.ndim != 0 or (value.requires_grad and _grad_mode.enabled):
@@ -1258,9 +1271,17 @@ def pow(a, b):
 
     def pow_backward(g):
         xp = get_xp(_dev(ta, tb))
-        return (unbroadcast(g * y * x ** (y - 1), x.shape) if _needs(ta) else None,
-                unbroadcast(g * out * (math.log(x) if np.isscalar(x) else xp.log(x)), y.shape)
-                if _needs(tb) else None)
+        da = db = None
+        with np.errstate(all="ignore"):  # 0 ** -1 = inf, log(-2) = nan: results, as in PyTorch
+            if _needs(ta):
+                da = g * y * x ** (y - 1)
+                if not np.isscalar(y) or y == 0:  # a ** 0 is flat in a, even at a = 0 (0 · inf above)
+                    da = xp.where(xp.asarray(y) == 0, 0, da)
+                da = unbroadcast(da, x.shape)
+            if _needs(tb):  # 0 ** b is flat in b for b >= 0 (x may be a number: log it in out's dtype)
+                ln_x = xp.log(xp.asarray(x, dtype=out.dtype))
+                db = unbroadcast(g * xp.where((x == 0) & (y >= 0), 0, out * ln_x), y.shape)
+        return da, db
     return from_op(out, _dev(ta, tb), (ta, tb), pow_backward)
 
 
@@ -1289,7 +1310,7 @@ def matmul(a, b):
 def sum(x, dim=None, keepdim=False):
     """Sum over `dim` (all dimensions when None)."""
     xp = get_xp(x._device)
-    axes = _dims(dim, x.ndim) if x.ndim else None
+    axes = _reduce_axes(dim, x.ndim)
     out = x.data.sum(axis=axes, keepdims=keepdim)
 
     def sum_backward(g):
@@ -1304,7 +1325,7 @@ def sum(x, dim=None, keepdim=False):
 def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
     _require_float(x, "mean")
-    n = _count(x.shape, _dims(dim, x.ndim) if x.ndim else None)
+    n = _count(x.shape, _reduce_axes(dim, x.ndim))
     return div(sum(x, dim, keepdim), n)
 
 
@@ -1316,7 +1337,7 @@ def _extreme(x, dim, keepdim, pick, arg):
         out = xp.asarray(pick(x.data))
 
         def extreme_backward(g):
-            hit = x.data == out
+            hit = (x.data == out) | xp.isnan(x.data)  # any NaN makes the result NaN: the NaNs won
             return (hit * (g / hit.sum(dtype=x.dtype)),)
         return from_op(out, x._device, (x,), extreme_backward)
     (axis,) = _dims(dim, x.ndim)
