@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -263,10 +264,24 @@ def resumed_options(out, saved, data, tokenizer, preset):
     if "data_path" not in saved:  # a run saved before runs recorded their data: take --data on trust
         return data, saved.get("tokenizer"), saved.get("preset")
     had_data = saved["data_path"]
-    if data is not None and (had_data is None or Path(data).resolve() != Path(had_data)):
+    if data is None and had_data is not None and not Path(had_data).exists():
+        raise RunError(f"--resume: {out} was trained on {had_data}, which is gone (moved or renamed?): pass --data "
+                       f"NEWPATH, the same text (its SHA-256 is checked), or start a new run")
+    if data_moved(saved, data) and saved.get("data_sha256") is None:  # nothing to check another path's text by
         raise RunError(f"--resume: {out} was trained on {saved.get('data')}, not {data}; resume without --data, "
                        f"or start a new run")
     return (had_data if data is None else data), saved.get("tokenizer"), saved.get("preset")
+
+
+def data_moved(saved, data):
+    """Whether --data names another file than the one the resumed run recorded (its text may still be the same)."""
+    return data is not None and "data_path" in saved and (
+        saved["data_path"] is None or Path(data).resolve() != Path(saved["data_path"]))
+
+
+def data_record(data):
+    """How a run's config.json records its text (`data` None: the built-in corpus)."""
+    return {"data": str(data) if data else "kjv (built in)", "data_path": str(Path(data).resolve()) if data else None}
 
 
 def resumed_plan(out, saved, steps, seed, amp):
@@ -319,6 +334,11 @@ def checkpoint_to_resume(out, saved, model):
         raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
                        f"({len(paths)} tried): restore one, or start a new run")
     return None
+
+
+def checkpoint_step(path):
+    """The step of checkpoint `path`, from its name (step_00000006.safetensors), which orders a run's checkpoints."""
+    return int(Path(path).stem.rpartition("_")[2])
 
 
 def run_checkpoint(path):
@@ -374,7 +394,7 @@ LOCK = ".lock"  # held by the run writing the folder (see lock_run_dir)
 
 def clear_run(out):
     """Remove the files of the run in `out` that --overwrite replaces (other files stay)."""
-    for name in [*FILES.values(), "log.jsonl", ADAPTERS]:  # a LoRA run's adapters too: sample would load them
+    for name in [*FILES.values(), "log.jsonl", ADAPTERS, BASE_COPY]:  # a LoRA run's too: sample would load them
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
@@ -383,6 +403,7 @@ def clear_run(out):
 
 LORA_TARGETS = ("attn.c_attn", "attn.c_proj")  # attention's qkv and output projections, as in the LoRA paper
 ADAPTERS = "adapters.safetensors"
+BASE_COPY = "base_model.safetensors"  # a LoRA run's own hard link (or copy) of its base run's model file
 
 
 def check_lora(init_from, lora_rank, distributed=False, zero=None):
@@ -410,11 +431,11 @@ def base_run(init_from):
     """(folder, saved config) of the finished run --init-from names, or a RunError."""
     base = Path(init_from)
     saved = read_run_config(base) if base.is_dir() else None
+    if saved is not None and "lora" in saved:  # before the model file check: a LoRA run has none
+        raise RunError(f"--init-from {base} is itself a LoRA run: fine-tune its base run, {saved['lora']['base']}")
     if saved is None or not (base / FILES["model"]).is_file():
         raise RunError(f"--init-from {base} is not a finished run (it needs {FILES['config']} and {FILES['model']}): "
                        f"pass a run folder whose `tito train gpt` completed")
-    if "lora" in saved:
-        raise RunError(f"--init-from {base} is itself a LoRA run: fine-tune its base run, {saved['lora']['base']}")
     return base, saved
 
 
@@ -427,17 +448,42 @@ def unknown_characters(tok, text, data):
                      f"them, or train a new base run on text that has them")
 
 
-def lora_model(lora, config):
-    """The base run's GPT (weights checked against their SHA-256, on the CPU) with LoRA injected, adapters at their
-    init: training moves them, `load_run` loads a run's saved ones."""
+def base_weights(lora, run_dir=None):
+    """The file with a LoRA run's base weights: the run's own link to them (BASE_COPY in `run_dir`, made when it
+    started), else the base run's model file; only one whose SHA-256 is the one the run recorded."""
+    base_file = Path(lora["base"]) / FILES["model"]
+    for path in ([Path(run_dir) / BASE_COPY] if run_dir is not None else []) + [base_file]:
+        if path.is_file() and file_sha256(path) == lora["base_sha256"]:
+            return path
+    raise RunError(f"the base model {base_file} changed or is gone since this LoRA run was trained: restore it "
+                   f"(SHA-256 {lora['base_sha256'][:12]}...), or fine-tune again")
+
+
+def keep_base(lora, out):
+    """Give LoRA run `out` its own hard link to the base weights (a copy where the file system has no links), unless
+    it has one. The base run may then be resumed or --overwrite-n: it writes a new model file (atomically: a new
+    inode) and the link keeps the weights this run was trained on, with no second copy on disk until then."""
+    own = out / BASE_COPY
+    if own.is_file():
+        return
+    source = Path(lora["base"]) / FILES["model"]
+    try:
+        os.link(source, own)
+    except OSError:  # e.g. another file system
+        tt.atomic_write(own, lambda tmp: shutil.copyfile(source, tmp))
+    if file_sha256(own) != lora["base_sha256"]:  # the base run was rewritten since this run read it
+        own.unlink()
+        raise RunError(f"the base model {source} changed while this LoRA run started: start it again")
+
+
+def lora_model(lora, config, run_dir=None):
+    """The GPT of LoRA run `run_dir` (None: one not yet started) with LoRA injected, adapters at their init: training
+    moves them, `load_run` loads a run's saved ones. Its base weights are checked against their SHA-256 (see
+    base_weights) and loaded on the CPU."""
     from tinytorch.finetune import inject_lora  # module 12: needed only for LoRA runs
 
-    base_file = Path(lora["base"]) / FILES["model"]
-    if not base_file.is_file() or file_sha256(base_file) != lora["base_sha256"]:
-        raise RunError(f"the base model {base_file} changed or is gone since this LoRA run was trained: restore it "
-                       f"(SHA-256 {lora['base_sha256'][:12]}...), or fine-tune again")
     model = GPT(config)
-    model.load_state_dict(tt.load(base_file))
+    model.load_state_dict(tt.load(base_weights(lora, run_dir)))
     try:
         inject_lora(model, lora["targets"], rank=lora["rank"], alpha=lora["alpha"])
     except ValueError as err:  # a target that names no Linear: the message lists them
@@ -463,7 +509,7 @@ def merged_gpt(model):
 class _AdaptersOnly(Module):
     """A LoRA model as the Trainer sees it: the same forward and parameters, but a state_dict (what checkpoints
     save, and resume with) of the trainable adapters alone, as in the run's final adapters file; the frozen base
-    stays in the base run's model file, which the run checks by SHA-256. Loading checks names and shapes
+    stays in the base run's model file (linked as BASE_COPY), which the run checks by SHA-256. Loading checks names and shapes
     (module 12's load_adapter_state_dict)."""
 
     def __init__(self, model):
@@ -505,7 +551,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     amp: "bf16" or "fp16" trains under autocast (module 10; fp16 with a GradScaler); weights, gradients,
     optimizer state and checkpoints stay float32.
     init_from + lora_rank: LoRA-fine-tune that finished run's model (its config and tokenizer; base frozen) into a
-    new run that saves the adapters alone and the base model file's SHA-256 (module 12).
+    new run that saves the adapters alone, the base model file's SHA-256 and a hard link to that file (module 12).
     threads: how many CPU threads share each step's batch (module 07's ThreadedStep) in a one-process run on
     the CPU; by default 2 where that pays (see step_threads), else 1."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -549,7 +595,11 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         device = str(dist.rank_device())  # module 11 decides which GPU a rank drives
     quiet = quiet or rank > 0
     text = read_text(data)
+    moved = resume and data_moved(saved, data)  # accepted when its text is the run's: the run records the new path
     if resume and saved.get("data_sha256") not in (None, text_sha256(text)):
+        if moved:
+            raise RunError(f"--resume: {out} was trained on {saved.get('data')}, not {data} (another text): resume "
+                           f"on the run's own text, or start a new run")
         raise RunError(f"--resume: {data or 'the built-in corpus'} changed since {out} started; restore it, or start "
                        f"a new run")
     tok = _run_tokenizer(out if resume else base_dir) if resume or lora else build_tokenizer(tokenizer, text)
@@ -564,7 +614,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
                        checkpoint_blocks=checkpoint_blocks)
     if lora:  # the base run's shape and weights, with LoRA injected (A seeded above, B zero)
         config = GPTConfig.from_dict(dict((saved if resume else base_saved)["gpt"], checkpoint_blocks=checkpoint_blocks))
-        model = lora_model(lora, config)
+        model = lora_model(lora, config, out if resume else None)
     else:
         model = GPT(config)
     try:  # the device is checked here, before anything is written
@@ -592,17 +642,24 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
         run_lock = lock_run_dir(out, saved)
     try:
         resume_from = checkpoint_to_resume(out, saved, net) if resume else None  # chosen under the lock
-        if writer and resume and saved.get("steps") != p["steps"]:  # a new plan: the next --resume keeps it
-            write_json(out / FILES["config"], dict(saved, steps=p["steps"]))
+        done = checkpoint_step(resume_from) if resume_from else 0
+        if p["steps"] < done:  # checked before anything is written: a shorter plan cannot undo steps
+            raise RunError(f"--resume: {out} is already at step {done}: pass --steps above {done} to train further "
+                           f"(or sample it: `tito sample --checkpoint {out}`)")
+        if writer and resume:  # a new plan, or the text's new path: the next --resume keeps it
+            now = dict(saved, steps=p["steps"], **(data_record(data) if moved else {}))
+            if now != saved:
+                write_json(out / FILES["config"], now)
         if writer and not resume:
             out, run_lock = _start_run_dir(out, saved)
             tok.save(out / FILES["tokenizer"])
             write_json(out / FILES["config"], {
                 "gpt": config.to_dict(), "tokenizer": tokenizer, "preset": preset, "run": run_id,
-                "data": str(data) if data else "kjv (built in)",
-                "data_path": str(Path(data).resolve()) if data else None, "data_sha256": text_sha256(text),
+                **data_record(data), "data_sha256": text_sha256(text),
                 "steps": p["steps"], "seed": seed, "amp": amp,  # what --resume continues with
                 **({"lora": lora} if lora else {})})
+        if writer and lora:  # its own link to the base weights, made once (a LoRA run from before gets one here)
+            keep_base(lora, out)
         log = _EvalPrinter(quiet)
         peak, peak_source = peak_flops(device, amp or "fp32", peak_tflops)  # tensor cores' peak under --amp
         # Under ZeRO, saving is collective (the shards are gathered): every rank takes part, rank 0 writes.
@@ -649,7 +706,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
             "precision": amp or "fp32", "threads": trainer.threads,
             "trainable_parameters": trainable,
             **({"lora": {**lora, "adapters_bytes": (out / ADAPTERS).stat().st_size,
-                         "base_bytes": (Path(lora["base"]) / FILES["model"]).stat().st_size}} if lora else {}),
+                         "base_bytes": (out / BASE_COPY).stat().st_size}} if lora else {}),
         }
     finally:  # also on an error: a retry in this process must find the folder free
         if run_lock is not None:
@@ -932,6 +989,9 @@ def load_run(path=None, device="cpu"):
     if saved is None:
         raise RunError(f"--checkpoint {path} is not a run directory or one of its checkpoints (no {FILES['config']} "
                        f"in {run_dir}): pass a folder written by `tito train gpt`")
+    if path.is_file() and path.name not in (FILES["model"], ADAPTERS) and path.parent.name != "checkpoints":
+        raise RunError(f"--checkpoint {path} is neither the run's model nor one of its checkpoints: pass the run "
+                       f"folder ({run_dir}) or a checkpoint")
     lora = saved.get("lora")  # a LoRA run: the base run's model plus this run's adapters, merged
     candidates = [path] if path.is_file() else weights_newest_first(run_dir, lora)
     if not candidates:
@@ -939,7 +999,7 @@ def load_run(path=None, device="cpu"):
                        f"`tito train gpt --resume --out {run_dir}`")
     weights_file, weights = newest_readable_weights(candidates, run_dir)
     config = GPTConfig.from_dict(saved["gpt"])
-    model = lora_model(lora, config) if lora else GPT(config)
+    model = lora_model(lora, config, run_dir) if lora else GPT(config)
     mismatch = None if lora else weights_mismatch(weights, model.state_dict())
     if mismatch:
         raise RunError(f"{weights_file} does not fit {run_dir / FILES['config']} ({mismatch}): retrain or restore "

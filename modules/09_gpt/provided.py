@@ -118,6 +118,26 @@ def config_to_hf(config):
     }
 
 
+_GPT2_SHAPE_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")  # config_from_hf needs them
+
+
+def _read_gpt2_config(config_path):
+    """A GPT-2 config.json as a dict; a ValueError naming the file if it is not JSON, or lacks the model's shape."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path!r} is not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{config_path!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path!r} holds a {type(config).__name__}, not a JSON object: it is not a GPT-2 config")
+    missing = [key for key in _GPT2_SHAPE_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"{config_path!r} lacks {', '.join(missing)}: it is not a GPT-2 config.json")
+    return config
+
+
 def read_gpt2_checkpoint(path):
     """(config dict, {name: NumPy array}) from a GPT-2 directory; the causal-mask buffers are dropped."""
     config_path, weights_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
@@ -127,8 +147,7 @@ def read_gpt2_checkpoint(path):
             hint = " (sharded checkpoints are not supported)" if sharded else ""
             raise FileNotFoundError(f"{path!r} is not a GPT-2 checkpoint directory: {os.path.basename(needed)} "
                                     f"is missing{hint}")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = _read_gpt2_config(config_path)
     try:
         arrays = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as err:

@@ -54,3 +54,17 @@ def test_first_readable_of_only_damaged_files_is_none_and_other_errors_stop_it(c
     with pytest.raises(KeyError):  # not damage unless the caller says so
         gpt_text.first_readable(paths, lambda path: {}[path], "sampling")
     assert gpt_text.first_readable(paths, lambda path: {}[path], "sampling", damage=KeyError) is None
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-link", "no-links-copy"])
+def test_keep_base_gives_a_lora_run_its_own_base_weights(tmp_path, monkeypatch, links):
+    base, run = tmp_path / "base", tmp_path / "lora"
+    base.mkdir(), run.mkdir()
+    (base / gpt_text.FILES["model"]).write_bytes(b"weights")
+    lora = {"base": str(base), "base_sha256": gpt_text.file_sha256(base / gpt_text.FILES["model"])}
+    if not links:  # a file system without hard links: an atomic copy instead
+        monkeypatch.setattr(gpt_text.os, "link", lambda *a: (_ for _ in ()).throw(OSError("no links here")))
+    gpt_text.keep_base(lora, run)
+    tt.atomic_write(base / gpt_text.FILES["model"], b"other")  # the base run rewritten, as tt.save does
+    assert gpt_text.base_weights(lora, run) == run / gpt_text.BASE_COPY
+    assert (run / gpt_text.BASE_COPY).read_bytes() == b"weights"
