@@ -167,9 +167,21 @@ def junit_failures(tree: ET.Element) -> list[PytestFailure]:
         if problem is None:
             continue
         file = case.get("file") or (case.get("classname") or "").replace(".", "/") + ".py"
-        text = (problem.get("message") or problem.text or "").strip()
-        found.append(PytestFailure(file, case.get("name", "?"), text.splitlines()[0] if text else "(no message)"))
+        text = problem.get("message") or problem.text or ""
+        found.append(PytestFailure(file, case.get("name", "?"), headline(text)))
     return found
+
+
+def headline(message: str) -> str:
+    """The first line of a failure's message that says something. NumPy's assert_allclose starts with a bare
+    "AssertionError: " and puts what differs on the next lines: those are joined on."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    head, said = lines[0], lines[0].partition(":")[2].strip()
+    if said or len(lines) == 1:
+        return head
+    return f"{head} {'; '.join(lines[1:4])}"
 
 
 def _tail(text: str, lines: int = 30) -> str:

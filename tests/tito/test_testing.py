@@ -3,6 +3,9 @@
 import json
 import re
 
+import pytest
+
+from tito import testing
 from tito.notebooks import strip_solutions
 
 GRADED = '{"grade": true, "grade_id": "%s", "locked": true, "points": %d, "schema_version": 3, "solution": false}'
@@ -216,3 +219,17 @@ os._exit(3)
     assert result.returncode == 1
     assert "cellrunner exited 3 in test-exits (modules/01_exits/exits.py:7)" in out, out
     assert "1/2 (crashed)" in out and "1/3" in out, out
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("AssertionError: \nNot equal to tolerance rtol=1e-07, atol=0\n\nMismatched elements: 1 / 3 (33.3%)\n"
+     "Max absolute difference among violations: 1.\n ACTUAL: array([1., 2., 4.])",
+     "AssertionError: Not equal to tolerance rtol=1e-07, atol=0; Mismatched elements: 1 / 3 (33.3%); "
+     "Max absolute difference among violations: 1."),
+    ("AssertionError: add(2, 3) should be 5\nassert 4 == 5", "AssertionError: add(2, 3) should be 5"),
+    ("AssertionError: ", "AssertionError:"),
+    ("  \n", "(no message)"),
+])
+def test_a_pytest_failure_is_shown_by_the_line_that_says_what_failed(message, shown):
+    """assert_allclose's message starts with a bare 'AssertionError: ': the student saw nothing after it."""
+    assert testing.headline(message) == shown
