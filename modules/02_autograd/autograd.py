@@ -386,6 +386,15 @@ def test_backward():
     backward(s, retain_graph=True)
     backward(s)
     assert np.allclose(x.grad.data, 6.0), f"retain_graph=True allows a second pass: expected 6s, got {x.grad}"
+
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    q = Tensor([3.0, 4.0], requires_grad=True)
+    backward((p + q).sum())  # add hands the same g array to both leaves
+    backward((p * 2.0).sum())  # reaches p only
+    assert q.grad.tolist() == [1.0, 1.0], \
+        f"q.grad must stay [1, 1] after a backward that reaches only p, got {q.grad.tolist()}: " \
+        f"p.grad and q.grad share one array; _accumulate must store a copy of g the first time"
+    assert p.grad.tolist() == [3.0, 3.0], f"p.grad = 1 + 2 = 3 per entry, got {p.grad.tolist()}"
     ### BEGIN HIDDEN TESTS
     w = Tensor([1.0, 2.0, 3.0], requires_grad=True)
     backward((w[[0, 0, 2]] * 1.0).sum())
@@ -463,6 +472,11 @@ def test_numerical_gradient():
     m = np.array([[1.0, 2.0], [3.0, 4.0]])
     g = numerical_gradient(lambda: float(m[0, 1] * m[1, 0]), m)
     assert g.shape == (2, 2) and np.allclose(g, [[0, 3], [2, 0]], atol=1e-6), f"2-D input: got {g}"
+    three = np.array([3.0])
+    g = numerical_gradient(lambda: float(three[0] ** 2), three, eps=0.1)
+    assert abs(g[0] - 6.0) < 1e-9, \
+        f"x^2 at 3 with eps=0.1: the central difference (3.1^2 - 2.9^2) / 0.2 gives exactly 6, got {g[0]} " \
+        f"(6.1 or 5.9 come from a one-sided difference such as (f(x + eps) - f(x)) / eps)"
     ### BEGIN HIDDEN TESTS
     assert np.allclose(numerical_gradient(lambda: float(np.sin(values).sum()), values), np.cos(values), atol=1e-6)
     ### END HIDDEN TESTS
@@ -559,6 +573,12 @@ def test_gradcheck():
         raise AssertionError("gradcheck must catch a wrong gradient")
     assert gradcheck(wrong, (x,), raise_exception=False) is False, "raise_exception=False returns False"
     assert x.grad is None, "gradcheck works on float64 copies and leaves the inputs' .grad alone"
+
+    def ignores_g(a):  # forward 2a, but the backward returns 2 instead of 2 * g
+        return from_op(a.data * 2.0, a._device, (a,), lambda g: (np.full(g.shape, 2.0),))
+    assert gradcheck(ignores_g, (x,), raise_exception=False) is False, \
+        "gradcheck passed a backward that ignores its incoming gradient g: weight the output with the " \
+        "random vector _projection(out), since with all-ones weights g is 1 everywhere and 2 looks like 2 * g"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a: a.sum(dim=0), (x,)), "sum over a dim"
     ### END HIDDEN TESTS

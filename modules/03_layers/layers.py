@@ -523,6 +523,11 @@ assert [n for n, _ in tree.named_parameters(recurse=False)] == ["bias"], "recurs
 assert [n for n, _ in tree.named_buffers()] == ["first.steps", "inner.second.steps"], \
     f"buffers are found the same way, got {[n for n, _ in tree.named_buffers()]}"
 assert [n for n, _ in tree.named_parameters(prefix="model")][0] == "model.bias", "prefix starts every name"
+tied = Tree()
+tied.inner.second.weight = tied.first.weight  # one Parameter in two modules (tied weights)
+params = [n for n, _ in tied.named_parameters()]
+assert params == ["bias", "first.weight"], \
+    f"a Parameter registered in two modules is yielded once, under its first name; got {params}"
 shared = Pair()
 tree.first, tree.inner.second = shared, shared
 names = [n for n, _ in tree.named_modules()]
@@ -550,6 +555,16 @@ assert tree.bias.item() == 3.0 and weight.data.sum() == 14.0, "strict=False load
 shared = Pair()
 tree.first, tree.inner.second = shared, shared
 assert "inner.second.weight" in tree.state_dict(), "a shared module keeps every name in the state dict"
+a, b = Pair(), Pair()
+b.load_state_dict(a.state_dict())
+a.weight.data += 1.0  # an in-place update of a, as an optimizer step does
+assert b.weight.data.tolist() == [[1.0, 2.0]], \
+    f"updating a after b.load_state_dict(a.state_dict()) changed b to {b.weight.data.tolist()}: " \
+    f"the two models share one array; load_state_dict must copy the numbers into b's own array"
+b.load_state_dict({"weight": np.zeros((1, 2)), "steps": np.zeros(1)})  # float64 arrays
+assert b.weight.dtype == np.float32 and b.weight.data.tolist() == [[0.0, 0.0]], \
+    f"loading float64 arrays must keep the float32 parameter (the numbers are cast on the way in), " \
+    f"got {b.weight.dtype} {b.weight.data.tolist()}"
 
 # %% [markdown]
 # What the provided half of `Module` adds on top, all through your walks:
@@ -1012,7 +1027,7 @@ gx, gw, gb = out._backward(np.ones((2, 4), dtype=np.float32))
 assert np.shape(gb) == (4,) and np.allclose(gb, 2), f"dL/dbias sums g over the rows: [2, 2, 2, 2], got {gb}"
 assert np.shape(gw) == (4,) and np.allclose(gw, y.data.sum(axis=0), atol=1e-5), f"dL/dweight = Σ g·x̂, got {gw}"
 assert np.shape(gx) == (2, 4) and np.allclose(gx.sum(axis=1), 0, atol=1e-5), \
-    "dL/dx sums to 0 over each row (shift invariance)"
+    f"dL/dx sums to 0 over each row (adding a constant to a row changes nothing), got row sums {np.sum(gx, axis=1)}"
 assert gradcheck(lambda a, c, d: layer_norm(a, 4, c, d), (x, w, b)), "layer_norm's gradients"
 x3 = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)
 assert gradcheck(lambda a: layer_norm(a, (3, 4)), (x3,)), "gradients over two normalized dims"
@@ -1137,6 +1152,9 @@ assert y.shape == (2, 2), f"rms_norm keeps the shape, got {y.shape}"
 assert np.allclose(y.data[0], [3 / np.sqrt(12.5), 4 / np.sqrt(12.5)], atol=1e-5), \
     f"[3, 4]: mean square 12.5 -> [3, 4]/√12.5 = [0.849, 1.131], got {y.data[0]}"
 assert np.allclose(y.data[1], [1, 1], atol=1e-5), f"[1, 1] is already of rms 1 (no centring!), got {y.data[1]}"
+big_eps = rms_norm(Tensor([[3.0, 4.0]]), 2, eps=3.5).data
+assert np.allclose(big_eps, [[0.75, 1.0]], atol=1e-6), \
+    f"eps goes under the root: rms = √(12.5 + 3.5) = 4, so [3, 4] -> [0.75, 1], got {big_eps.tolist()}"
 w = Parameter([2.0, 0.5])
 out = rms_norm(x, (2,), w, eps=1e-6)
 assert out._parents is not None and len(out._parents) == 2 and out._parents[0] is x, \

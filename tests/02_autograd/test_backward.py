@@ -63,6 +63,16 @@ def test_tensor_used_twice_accumulates_within_graph(device):
     assert x.grad.tolist() == [16.0]
 
 
+def test_leaves_given_the_same_gradient_array_do_not_share_grad(device):
+    # add passes one g array to both parents: each leaf's first .grad must be its own copy
+    x = tt.tensor([1.0, 2.0], device=device, requires_grad=True)
+    y = tt.tensor([3.0, 4.0], device=device, requires_grad=True)
+    (x + y).sum().backward()
+    (x * 2).sum().backward()  # reaches x only
+    assert x.grad.tolist() == [3.0, 3.0]
+    assert y.grad.tolist() == [1.0, 1.0], "y.grad changed with x.grad: they share one array"
+
+
 def test_retain_graph_allows_second_backward(device):
     x = tt.tensor([1.0, 2.0], device=device, requires_grad=True)
     y = (x * x).sum()

@@ -11,6 +11,8 @@ from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
 import tinytorch as tt
 from tinytorch.autograd import GradcheckError, gradcheck
+from tinytorch.core.autograd import numerical_gradient
+from tinytorch.core.tensor import from_op
 
 FAST = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -256,6 +258,25 @@ def test_gradcheck_catches_missing_gradient_term(device):
     x = tt.tensor([1.0, 2.0, 7.25], dtype=tt.float64, device=device, requires_grad=True)
     with pytest.raises(GradcheckError):
         gradcheck(lambda t: t * t.detach(), (x,))  # analytic grad misses one x
+
+
+def test_gradcheck_catches_backward_that_ignores_incoming_gradient(device):
+    # with all-ones output weights g is 1 everywhere, so a constant backward would look right
+    x = tt.tensor(np.linspace(-1.0, 1.0, 6).reshape(2, 3), dtype=tt.float64, device=device, requires_grad=True)
+
+    def ignores_g(t):  # forward 2t, backward 2 instead of 2 * g
+        return from_op(t.data * 2.0, t._device, (t,), lambda g: (g * 0 + 2.0,))
+
+    assert gradcheck(lambda t: t * 2.0, (x,)) is True
+    with pytest.raises(GradcheckError):
+        gradcheck(ignores_g, (x,))
+
+
+def test_numerical_gradient_is_central_difference():
+    # for x^2 the central difference is exact at any eps; one-sided ones give 6 +- eps
+    x = np.array([3.0])
+    assert numerical_gradient(lambda: float(x[0] ** 2), x, eps=0.1)[0] == pytest.approx(6.0, abs=1e-9)
+    assert x.tolist() == [3.0]
 
 
 def test_gradcheck_error_names_worst_element(device):

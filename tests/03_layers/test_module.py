@@ -177,6 +177,18 @@ def test_state_dict_round_trip_nested_with_buffers(device):
     assert (src.head.weight.data == 0).all()
 
 
+def test_load_state_dict_copies_into_own_arrays_and_keeps_dtype(device):
+    src, dst = nn.Linear(2, 2, device=device), nn.Linear(2, 2, device=device)
+    before = dst.weight.data
+    dst.load_state_dict(src.state_dict())
+    assert dst.weight.data is before, "the numbers are copied in, not the array rebound"
+    src.weight.data[...] = 5.0  # an optimizer step on src must not move dst
+    assert not (dst.weight.numpy() == 5.0).any()
+    dst.load_state_dict({"weight": np.zeros((2, 2)), "bias": np.zeros(2)})  # float64, as torch: cast in
+    assert dst.weight.dtype == tt.float32 and dst.bias.dtype == tt.float32
+    assert dst.weight.numpy().tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
 def test_load_state_dict_reports_every_problem_by_name():
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     sd = model.state_dict()
