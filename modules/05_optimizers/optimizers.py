@@ -383,9 +383,13 @@ def test_adam():
          "AdamW shrinks θ by (1 - lr*wd) = 0.999 first, then steps by 0.1"),
         (lambda p: Adam(p, lr=0.1, weight_decay=1.0), [0.0], [0.9],
          "Adam's L2 decay is added to the gradient (g = θ = 1), so the first step is still lr"),
+        (lambda p: Adam(p, lr=0.1, betas=(0.9, 0.5), amsgrad=True), [1.0, 0.0],
+         [0.9, 0.9 - 0.1 / 0.19 * 0.09 / np.sqrt(0.5 / 0.75)],
+         "AMSGrad: g = 0 halves v from 0.5 to 0.25, but the step must divide by the root of v_max = 0.5"),
     ]:
         got = _steps(make, grads)
-        assert len(got) == len(want) and np.allclose(got, want, atol=1e-6), f"{why}: expected {want}, got {got}"
+        assert len(got) == len(want) and np.allclose(got, want, atol=1e-6), \
+            f"{why}: expected {np.round(want, 6).tolist()}, got {np.round(got, 6).tolist()}"
     p = tt.tensor([1.0, 1.0], requires_grad=True)
     opt = Adam([p], lr=0.1, amsgrad=True)
     for g in ([1.0, 1.0], [0.01, 0.01]):
@@ -800,6 +804,12 @@ assert opt.param_groups[0]["lr"] < 1e-6, f"after warmup + cosine the lr ends at 
 assert losses[-1] < 0.5 * losses[0], f"the loss should at least halve: {losses[0]:.3f} -> {losses[-1]:.3f}"
 train_accuracy = (model(tt.tensor(points)).argmax(dim=1).numpy() == labels).mean()
 assert train_accuracy > 0.9, f"an MLP fits XOR: train accuracy should exceed 90%, got {train_accuracy:.1%}"
+# the gradients here stay below max_norm = 1, so the run above never clips: max_norm = 0 must zero them
+frozen, _ = train(nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2)), tt.tensor(points),
+                  tt.tensor(labels), steps=20, warmup=5, max_norm=0.0)
+assert max(frozen) - min(frozen) < 1e-3, (
+    f"with max_norm = 0 the clip zeroes every gradient, so AdamW only decays the weights and the loss "
+    f"stays put; it went {frozen[0]:.4f} -> {frozen[-1]:.4f}: clip after backward() and before opt.step()")
 print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_accuracy:.1%}")
 
 # %% [markdown]

@@ -247,6 +247,10 @@ def test_random_sampler():
     first = list(RandomSampler(range(20)))
     tt.manual_seed(0)
     assert first == list(RandomSampler(range(20))), "generator=None: tt.manual_seed makes the order repeat"
+    sampler = RandomSampler(range(20))
+    epochs = [list(sampler), list(sampler)]
+    assert epochs[0] != epochs[1], ("generator=None: each epoch must reshuffle with a fresh seed "
+                                    f"(as_generator(None)), but epochs 0 and 1 both gave {epochs[0]}")
     ### BEGIN HIDDEN TESTS
     assert list(RandomSampler(range(1), generator=0)) == [0], "one sample: one index"
     ### END HIDDEN TESTS
@@ -314,6 +318,8 @@ def test_batch_sampler():
     assert got == [[0, 1, 2], [3, 4, 5]], f"6 = 2 x 3: nothing to drop; got {got}"
     assert len(BatchSampler(range(10), 3, False)) == 4, "len with a partial batch: ceil(10 / 3) = 4"
     assert len(BatchSampler(range(10), 3, True)) == 3, "len with drop_last: 10 // 3 = 3"
+    got = len(BatchSampler(range(9), 3, False))
+    assert got == 3, f"len without a partial batch: ceil(9 / 3) = 3 (no empty last batch), got {got}"
     assert len(BatchSampler(range(2), 5, True)) == 0, "fewer samples than one batch with drop_last: 0 batches"
     shuffled = list(BatchSampler(RandomSampler(range(7), generator=1), 7, False))
     assert len(shuffled) == 1 and sorted(shuffled[0]) == list(range(7)), f"one batch holding a permutation; got {shuffled}"
@@ -548,6 +554,9 @@ def test_dataloader():
     assert batches[0][0].shape == (3, 2), f"a batch of x has shape (3, 2), got {batches[0][0].shape}"
     shuffled = sum([b[1].data.tolist() for b in DataLoader(data, batch_size=3, shuffle=True, generator=0)], [])
     assert sorted(shuffled) == list(range(7)) and shuffled != list(range(7)), f"shuffle: a permutation, got {shuffled}"
+    want = list(RandomSampler(range(7), generator=0))
+    assert shuffled == want, f"shuffle with generator=0: hand the loader's generator to RandomSampler, so the order is " \
+        f"{want} as from RandomSampler(..., generator=0); got {shuffled}"
     assert len(list(DataLoader(data, batch_size=3, drop_last=True))) == 2, "drop_last drops the batch [6]"
     general = [b[1].data.tolist() for b in DataLoader(Squares(), batch_size=2)]
     assert general == [[0, 1], [4, 9], [16]], f"no gather: fetch each sample, then default_collate; got {general}"

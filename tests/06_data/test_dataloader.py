@@ -99,8 +99,9 @@ def test_random_sampler_of_empty_data_is_an_error():
 ])
 def test_batch_sampler(n, size, drop_last, expected):
     sampler = BatchSampler(SequentialSampler(range(n)), size, drop_last)
-    assert list(sampler) == expected
-    assert len(sampler) == len(expected)
+    assert list(sampler) == expected, f"{n} indices in batches of {size} (drop_last={drop_last})"
+    assert len(sampler) == len(expected), \
+        f"len(BatchSampler) for {n} indices, batch_size {size}, drop_last={drop_last}: ceil or floor of {n}/{size}"
 
 
 @pytest.mark.parametrize("size", [0, -2, 1.5, True, None])
@@ -215,12 +216,15 @@ def test_general_path_collates_structures():
 def test_shuffle_reproducible_by_seed_and_generator(device):
     ds = tensor_ds(40, device)
     one = labels(DataLoader(ds, batch_size=8, shuffle=True, generator=0))
-    assert one == labels(DataLoader(ds, batch_size=8, shuffle=True, generator=0))
-    assert one != labels(DataLoader(ds, batch_size=8, shuffle=True, generator=1))
+    assert one == labels(DataLoader(ds, batch_size=8, shuffle=True, generator=0)), \
+        "generator=0 twice must give the same order: the loader must hand its generator to RandomSampler"
+    assert one != labels(DataLoader(ds, batch_size=8, shuffle=True, generator=1)), \
+        "generator=0 and generator=1 gave the same order: the loader must use the generator it is given"
     assert sorted(sum(one, [])) == list(range(40)), "each sample exactly once per epoch"
     loader = DataLoader(ds, batch_size=8, shuffle=True, generator=np.random.default_rng(5))
     again = DataLoader(ds, batch_size=8, shuffle=True, generator=np.random.default_rng(5))
-    assert [labels(loader), labels(loader)] == [labels(again), labels(again)]
+    assert [labels(loader), labels(loader)] == [labels(again), labels(again)], \
+        "two loaders on equally seeded Generators must give the same two epochs"
     assert labels(loader) != labels(loader), "a new order every epoch"
 
 
@@ -231,8 +235,11 @@ def test_shuffle_reproducible_by_manual_seed(device):
     first_run = [labels(loader), labels(loader)]
     tt.manual_seed(123)
     loader = DataLoader(ds, batch_size=8, shuffle=True)
-    assert [labels(loader), labels(loader)] == first_run
-    assert first_run[0] != first_run[1]
+    assert [labels(loader), labels(loader)] == first_run, \
+        "generator=None: the same tt.manual_seed must repeat the same epochs"
+    assert first_run[0] != first_run[1], \
+        "each epoch must reshuffle: with generator=None every epoch draws a fresh seed " \
+        "(as_generator(None)), but epochs 0 and 1 gave the same order"
 
 
 def test_fast_path_gives_the_same_batches_as_collate(device):
