@@ -896,9 +896,16 @@ group.log.clear()
 with ddp.no_sync():
     (ddp(inputs) ** 2).mean().backward()
 assert group.log == [], f"inside no_sync nothing is all-reduced; log: {group.log}"
+for (name, p), e in zip(net.named_parameters(), expected):
+    assert np.allclose(p.grad.numpy(), 2 * e, atol=1e-6), (
+        f"{name}: inside no_sync _grad_ready must still accumulate g into the bucket (only the all-reduce is "
+        f"skipped): after 2 backwards expected twice the one-pass gradient, got {p.grad.numpy().ravel()[:3]}... "
+        f"instead of {2 * e.ravel()[:3]}...")
 ### BEGIN HIDDEN TESTS
 (ddp(inputs) ** 2).mean().backward()
 assert len([e for e in group.log if e[0] == "launch"]) == len(sizes), "the next backward outside no_sync syncs again"
+assert all(np.allclose(p.grad.numpy(), 3 * e, atol=1e-5) for p, e in zip(net.parameters(), expected)), (
+    "the syncing backward after no_sync must keep the accumulated gradients: expected 3x the one-pass gradient")
 ### END HIDDEN TESTS
 print("DistributedDataParallel._grad_ready: ok")
 
@@ -1130,10 +1137,11 @@ grads = [[np.random.default_rng(100 + 10 * k + i).standard_normal(s).astype(np.f
           for i, s in enumerate(shapes)] for k in range(3)]
 
 
-def _train(make_optimizer):
+def _train(make_optimizer, lr_schedule=(0.1, 0.1, 0.1)):
     params = [tt.tensor(v, requires_grad=True) for v in inits]
     opt = make_optimizer(params)
-    for step_grads in grads:  # the same (already averaged) gradients on every rank, as DDP leaves them
+    for lr, step_grads in zip(lr_schedule, grads):  # the same (averaged) gradients on every rank, as after DDP
+        opt.param_groups[0]["lr"] = lr  # what a learning-rate schedule does
         for p, g in zip(params, step_grads):
             p.grad = tt.tensor(g)
         opt.step()
@@ -1155,6 +1163,15 @@ for rank, (params, _) in enumerate(ranks):
         assert got.shape == want.shape, f"rank {rank}: parameter {i} has shape {got.shape}, expected {want.shape}"
         assert np.allclose(got, want, atol=1e-5), (
             f"rank {rank}: parameter {i} differs from plain AdamW after 3 steps (stepped only your share? gathered?)")
+# a schedule sets lr to 0 for the last step: that step must leave every weight as it was
+two_steps, _ = _train(lambda ps: AdamW(ps, lr=0.1, weight_decay=0.1), lr_schedule=(0.1, 0.1))
+lr_zero = ThreadGroup.run(2, lambda: _train(
+    lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1), (0.1, 0.1, 0.0))[0])
+for rank, params in enumerate(lr_zero):
+    for i, (got, want) in enumerate(zip(params, two_steps)):
+        assert np.allclose(got, want, atol=1e-6), (
+            f"rank {rank}: parameter {i} moved in a step with param_groups[0]['lr'] = 0; step() must first copy "
+            f"each group's settings (lr, ...) into self.optim's matching group, or schedules are ignored")
 ### BEGIN HIDDEN TESTS
 alone, _ = _train(lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1))
 assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(alone, expected)), "world size 1: ZeRO equals AdamW"

@@ -142,14 +142,12 @@ def test_rnn_cell():
     rng = np.random.default_rng(0)
     gi, h = tt.tensor(rng.standard_normal((3, 4))), tt.tensor(rng.standard_normal((3, 4)))
     w, b = tt.tensor(rng.standard_normal((4, 4))), tt.tensor(rng.standard_normal(4))
-    want = np.tanh(gi.numpy() + h.numpy() @ w.numpy().T + b.numpy())
-    assert np.allclose(rnn_cell(gi, h, w, b).numpy(), want, atol=1e-5), "expected tanh(gi + h W_hhᵀ + b_hh)"
-    ### BEGIN HIDDEN TESTS
     pre = gi.numpy() + h.numpy() @ w.numpy().T + b.numpy()
+    assert np.allclose(rnn_cell(gi, h, w, b).numpy(), np.tanh(pre), atol=1e-5), "expected tanh(gi + h W_hhᵀ + b_hh)"
+    ### BEGIN HIDDEN TESTS
     assert np.allclose(rnn_cell(gi, h, w, b, "relu").numpy(), np.maximum(pre, 0), atol=1e-5), \
         "nonlinearity='relu' applies max(0, ·) instead of tanh"
-    assert np.allclose(rnn_cell(gi, h, w).numpy(), np.tanh(gi.numpy() + h.numpy() @ w.numpy().T), atol=1e-5), \
-        "bias_hh=None means no bias"
+    assert np.allclose(rnn_cell(gi, h, w).numpy(), np.tanh(pre - b.numpy()), atol=1e-5), "bias_hh=None means no bias"
     ### END HIDDEN TESTS
 
 
@@ -174,8 +172,10 @@ print("rnn_cell: ok")
 # h' = o ⊙ tanh(c')
 #
 # Along c the Jacobian is just f: when the forget gate is near 1, the gradient
-# travels back many steps unchanged. Worked example, H = 1, all pre-activations
-# 0 and c = 1: i = f = o = ½, g = 0, so c' = ½ and h' = ½·tanh(½) = 0.231.
+# travels back many steps unchanged. Worked example, H = 1, pre-activations
+# (0.5, −1, 2, 1.5) and c = 1: i = σ(0.5) = 0.622, f = σ(−1) = 0.269,
+# g = tanh(2) = 0.964, o = σ(1.5) = 0.818, so c' = 0.269 + 0.622·0.964 = 0.869
+# and h' = 0.818·tanh(0.869) = 0.573.
 #
 # ### Exercise: `lstm_cell`
 # Return `(h', c')`, both (B, H).
@@ -200,20 +200,13 @@ def lstm_cell(gi, h, c, weight_hh, bias_hh=None):
 
 # %% nbgrader={"grade": true, "grade_id": "test-lstm-cell", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def test_lstm_cell():
-    out = lstm_cell(tt.zeros(1, 4), tt.zeros(1, 1), tt.ones(1, 1), tt.zeros(4, 1))
+    out = lstm_cell(tt.tensor([[0.5, -1.0, 2.0, 1.5]]), tt.zeros(1, 1), tt.ones(1, 1), tt.zeros(4, 1))  # c = 1
     assert isinstance(out, tuple) and len(out) == 2, "lstm_cell returns the pair (h', c')"
     h1, c1 = out
     assert h1.shape == (1, 1) and c1.shape == (1, 1), f"h' and c' are (B, H) = (1, 1), got {h1.shape}, {c1.shape}"
-    assert abs(c1.item() - 0.5) < 1e-6 and abs(h1.item() - 0.5 * np.tanh(0.5)) < 1e-6, \
-        f"worked example: expected c' = 0.5, h' = 0.231, got {c1.item():.4f}, {h1.item():.4f}"
-    gi = tt.tensor([[0.0, 5.0, 0.0, 0.0]])  # forget gate wide open: c' ≈ c + i·g = 1 + 0
-    assert abs(lstm_cell(gi, tt.zeros(1, 1), tt.ones(1, 1), tt.zeros(4, 1))[1].item() - 0.9933) < 1e-3, \
-        "the gate order is i, f, g, o: the second chunk is the forget gate"
-    ### BEGIN HIDDEN TESTS
-    gi = tt.tensor([[0.0, 0.0, 0.0, -30.0]])
-    assert abs(lstm_cell(gi, tt.zeros(1, 1), tt.ones(1, 1), tt.zeros(4, 1))[0].item()) < 1e-6, \
-        "the fourth chunk is the output gate o: h' = o * tanh(c')"
-    ### END HIDDEN TESTS
+    assert abs(c1.item() - 0.8690) < 1e-4 and abs(h1.item() - 0.5730) < 1e-4, (
+        f"worked example: expected c' = 0.869, h' = 0.573, got {c1.item():.4f}, {h1.item():.4f}; the four chunks are, "
+        f"in order, i, f, g, o: σ, σ, tanh, σ")
 
 
 test_lstm_cell()
@@ -351,8 +344,7 @@ def test_rnn_layers():
     x = tt.randn(2, 4, 3, requires_grad=True)
     out, (h_n, c_n) = lstm(x)
     assert out.shape == (2, 4, 5) and h_n.shape == (2, 2, 5) and c_n.shape == (2, 2, 5), \
-        f"batch_first LSTM: output (B, T, H) = (2, 4, 5), h_n and c_n (L, B, H) = (2, 2, 5); got {out.shape}, " \
-        f"{h_n.shape}, {c_n.shape}"
+        f"batch_first LSTM: output (B, T, H) = (2, 4, 5), h_n and c_n (L, B, H) = (2, 2, 5); got {out.shape}, {h_n.shape}, {c_n.shape}"
     assert np.allclose(out.numpy()[:, -1], h_n.numpy()[-1], atol=1e-6), "the last output is the top layer's h_n"
     out.sum().backward()
     assert x.grad is not None and lstm.weight_hh_l0.grad is not None, "gradients flow back through time"
@@ -479,6 +471,14 @@ def mean_pool(hidden, attention_mask):
     ### END SOLUTION
 
 
+# %% nbgrader={"grade": true, "grade_id": "test-mean-pool", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+hidden = tt.tensor(np.arange(16, dtype=np.float32).reshape(2, 4, 2))  # row 0's real tokens: (0, 1) and (2, 3)
+pooled = mean_pool(hidden, [[1, 1, 0, 0], [1, 1, 1, 1]])
+assert pooled.shape == (2, 2) and np.allclose(pooled.numpy(), [[1, 2], [11, 12]]), (
+    f"expected [[1, 2], [11, 12]]: each row's mean over its real tokens (÷ the mask's sum, not ÷ T), got {pooled.tolist()}")
+print("mean_pool: ok")
+
+
 # %% [markdown]
 # ### Exercise: `GPTForSequenceClassification`
 # The classifier runs the GPT's body (module 09: token embeddings, plus the
@@ -586,9 +586,10 @@ print("GPTForSequenceClassification: ok")
 # add B·A a second time, is then an error rather than a wrong model (merge
 # the model first, then load).
 #
-# Worked example: in = out = 2, r = 1, α = 1, W = I, A = (1, 1), B = (1, 0)ᵀ.
-# B·A = ((1, 1), (0, 0)), so x = (1, 2) gives x·Wᵀ = (1, 2) plus the update
-# (3, 0): y = (4, 2). Merged, W' = ((2, 1), (0, 1)), and x·W'ᵀ = (4, 2) too.
+# Worked example: in = out = 2, r = 1, α = 2 (so α / r = 2), W = I, A = (1, 1),
+# B = (1, 0)ᵀ. B·A = ((1, 1), (0, 0)), so x = (1, 2) gives x·Wᵀ = (1, 2) plus
+# the update 2·(3, 0): y = (7, 2). Merged, W' = I + 2·B·A = ((3, 2), (0, 1)),
+# and x·W'ᵀ = (7, 2) too.
 #
 # ### Exercise: `LoRALinear.forward`, `merge`, `unmerge`
 # The constructor is written: it freezes the wrapped `base` Linear, makes
@@ -689,19 +690,19 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
 def test_lora_linear():
     base = Linear(2, 2, bias=False)
     base.weight.data[...] = np.eye(2, dtype=np.float32)
-    lora = LoRALinear(base, rank=1, alpha=1)
+    lora = LoRALinear(base, rank=1, alpha=2)  # scaling alpha / rank = 2
     x = tt.tensor([[1.0, 2.0]])
     start = lora(x)
     assert isinstance(start, Tensor) and start.shape == (1, 2), f"forward keeps (B, out) = (1, 2), got {start!r}"
     assert start.tolist() == [[1.0, 2.0]], "B starts at zero: a fresh adapter leaves the output unchanged"
     lora.lora_A.weight.data[...] = [[1.0, 1.0]]
     lora.lora_B.weight.data[...] = [[1.0], [0.0]]
-    assert np.allclose(lora(x).numpy(), [[4.0, 2.0]]), f"worked example: expected (4, 2), got {lora(x).tolist()}"
+    assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), f"worked example: (1, 2) + (α/r)·(3, 0) = (7, 2), got {lora(x).tolist()}"
     lora(x).sum().backward()
     assert lora.lora_B.weight.grad is not None and base.weight.grad is None, "only the adapter trains"
     lora.merge()
-    assert np.allclose(base.weight.numpy(), [[2.0, 1.0], [0.0, 1.0]]), "merge adds (alpha/r)·B·A to the weight"
-    assert np.allclose(lora(x).numpy(), [[4.0, 2.0]]), "merged: the same output, from the base alone"
+    assert np.allclose(base.weight.numpy(), [[3.0, 2.0], [0.0, 1.0]]), "merge adds (alpha/r)·B·A: ((3, 2), (0, 1))"
+    assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), "merged: the same output, from the base alone"
     lora.unmerge()
     assert np.allclose(base.weight.numpy(), np.eye(2)), "unmerge restores the weight"
     ### BEGIN HIDDEN TESTS
@@ -711,7 +712,7 @@ def test_lora_linear():
     xs, w0 = tt.randn(5, 16), big.base.weight.numpy().copy()
     before = big(xs).numpy()
     big.merge()
-    assert np.abs(big(xs).numpy() - before).max() < 1e-5, "merged output equals the unmerged one"
+    assert np.abs(big(xs).numpy() - before).max() < 1e-5, "merged output = unmerged (both scale B·A by alpha/rank)"
     big.unmerge()
     assert np.abs(big.base.weight.numpy() - w0).max() < 1e-6, "merge then unmerge gives the weight back"
     try:
@@ -1009,6 +1010,9 @@ def test_distillation_loss():
     assert abs(soft.item() - want) < 1e-4, f"no target: T²·KL batchmean = {want:.4f}, got {soft.item():.4f}"
     soft.backward()
     assert z.grad is not None and teacher.grad is None, "the gradient reaches the student, never the teacher"
+    soft = soft_targets(dropout := Dropout(0.5), tt.ones(2, 3, requires_grad=True))  # a teacher in training mode
+    assert soft.tolist() == [[1.0] * 3] * 2 and not soft.requires_grad and dropout.training, (
+        f"soft_targets: the teacher in eval mode (no dropout: x = 1s back, got {soft.tolist()}), no_grad, mode restored")
     ### BEGIN HIDDEN TESTS
     mixed = distillation_loss(z, teacher, y, temperature=2.0, alpha=0.3)
     assert abs(mixed.item() - (0.3 * want + 0.7 * ce)) < 1e-4, "alpha weighs the soft term, 1 - alpha the hard one"

@@ -242,9 +242,11 @@ def _unit_rank(keep_full):
     unit = _FlatUnit(None, params, [], pg.rank, pg.size, keep_full)
     shard = unit.shard.numpy().copy()
     whole = [v.copy() for v in unit.gather(pg)]
-    unit.reduce_scatter_grad(pg, unit.flatten([np.full((2, 3), pg.rank + 1.0, np.float32),
-                                               np.full(4, 2.0 * (pg.rank + 1), np.float32)]))
-    return shard, whole, unit.shard.grad.numpy().copy()
+    flat_grad = unit.flatten([np.full((2, 3), pg.rank + 1.0, np.float32), np.full(4, 2.0 * (pg.rank + 1), np.float32)])
+    unit.reduce_scatter_grad(pg, flat_grad)
+    once = unit.shard.grad.numpy().copy()
+    unit.reduce_scatter_grad(pg, flat_grad)  # a second micro-batch before the step: gradient accumulation
+    return shard, whole, once, unit.shard.grad.numpy().copy()
 
 
 for keep in (False, True):
@@ -253,12 +255,13 @@ for keep in (False, True):
     assert all(s.shape == (4,) for s in shards), f"10 values on 3 ranks: shards of 4, got {[s.shape for s in shards]}"
     assert np.concatenate(shards).tolist() == list(range(6)) + [10.0, 11.0, 12.0, 13.0, 0.0, 0.0], (
         f"the shards, end to end, are the flat vector padded with zeros: got {np.concatenate(shards)}")
-    for rank, (_, whole, grad) in enumerate(ranks):
+    for rank, (_, whole, grad, twice) in enumerate(ranks):
         assert [w.shape for w in whole] == [(2, 3), (4,)], f"gather returns each parameter in its own shape, got {[w.shape for w in whole]}"
         assert whole[1].tolist() == [10.0, 11.0, 12.0, 13.0], f"rank {rank}: gathered {whole[1]}, expected [10, 11, 12, 13]"
         expected = np.array([2.0] * 6 + [4.0] * 4 + [0.0, 0.0], np.float32)[rank * 4:(rank + 1) * 4]
         assert grad.shape == (4,) and np.allclose(grad, expected), (
             f"rank {rank}: shard gradient {grad}, expected the average over ranks {expected} (averaged, not summed?)")
+        assert np.allclose(twice, 2 * expected), f"rank {rank}: a 2nd call adds to shard.grad: expected {2 * expected}, got {twice}"
 print("_FlatUnit: ok")
 
 # %% [markdown]
@@ -469,8 +472,7 @@ def _train(stage=None):
     opt = AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
     losses = []
     for batch in TOKENS:
-        part = len(batch) // n
-        loss = _loss(net, batch[r * part:(r + 1) * part])
+        loss = _loss(net, np.array_split(batch, n)[r])
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -625,8 +627,7 @@ def _grads(checkpointed):
     for block in model.transformer.h:
         h = _checkpoint(block, h) if checkpointed else block(h)
     (h * h).mean().backward()
-    grads = {name: p.grad.numpy().copy() for name, p in model.transformer.h.named_parameters()}
-    return dict(grads, input=x.grad.numpy().copy())
+    return dict({n: p.grad.numpy().copy() for n, p in model.transformer.h.named_parameters()}, input=x.grad.numpy().copy())
 
 
 x = tt.randn(2, 3, requires_grad=True)
@@ -724,14 +725,15 @@ assert (got["params"], got["grads"], got["optimizer"]) == (4000, 4000, 8000), f"
 z3 = predict_memory(1000, 4, "zero3")
 assert (z3["params"], z3["grads"], z3["optimizer"]) == (1000, 1000, 2000), f"ZeRO-3 on 4 ranks: a quarter each, got {z3}"
 z2 = predict_memory(1000, 4, "zero2")
-assert (z2["params"], z2["grads"], z2["optimizer"]) == (4000, 1000, 2000), f"ZeRO-2 keeps the weights whole: got {z2}"
+assert (z2["params"], z2["grads"], z2["optimizer"]) == (4000, 1000, 2000), f"ZeRO-2 shards grads and Adam, not weights: {z2}"
 z1 = predict_memory(1000, 4, "zero1", activation_bytes=7)
 assert (z1["params"], z1["grads"], z1["optimizer"], z1["activations"]) == (4000, 4000, 2000, 7), f"ZeRO-1: got {z1}"
 six = GPTConfig(vocab_size=32, block_size=16, n_layer=6, n_head=2, n_embd=32)
 full, kept = gpt_activation_bytes(six, 2, 16), gpt_activation_bytes(six, 2, 16, checkpoint=True)
 assert full == 4 * (2 * 6 * (26 * 16 * 32 + 2 * 16 * 16 + 2 * 16) + 2 * (4 * 16 * 32 + 16 * 32) + 16 * 32), (
     f"gpt_activation_bytes: 6 blocks of 26·T·C + H·T·T + 2·T values per sequence, plus the rest; got {full}")
-assert kept < full / 2, f"checkpointing should keep far less: {kept} vs {full} bytes"
+assert kept == 4 * (2 * 6 * 16 * 32 + 2 * (4 * 16 * 32 + 16 * 32) + 16 * 32), (
+    f"checkpoint=True: each of the 6 blocks keeps just its (B, T, C) input, plus the rest: expected 47104 bytes, got {kept}")
 print("predict_memory: ok")
 
 # %% [markdown]

@@ -64,8 +64,10 @@ def test_no_sync_accumulates_and_the_next_backward_syncs(device, tokens):
     with ddp.no_sync():
         (gpt_loss(ddp, tokens[:2], device) / 2).backward()
     (gpt_loss(ddp, tokens[2:], device) / 2).backward()
-    for p, q in zip(plain.parameters(), wrapped.parameters()):
-        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-5, atol=1e-7)
+    for (name, p), q in zip(plain.named_parameters(), wrapped.parameters()):
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-5, atol=1e-7, err_msg=(
+            f"{name}: a backward under no_sync() then one outside must give the gradient of both halves "
+            "(no_sync must still accumulate .grad; only the all-reduce is skipped)"))
 
 
 def test_unused_parameter_is_a_clear_error(device):

@@ -151,8 +151,10 @@ def test_mean_pool_leaves_padding_out():
     hidden = tt.randn(2, 4, 3, requires_grad=True)
     mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1]])
     pooled = mean_pool(hidden, mask).numpy()
-    np.testing.assert_allclose(pooled[0], hidden.numpy()[0, :2].mean(0), atol=1e-6)
-    np.testing.assert_allclose(pooled[1], hidden.numpy()[1].mean(0), atol=1e-6)
+    np.testing.assert_allclose(pooled[0], hidden.numpy()[0, :2].mean(0), atol=1e-6, err_msg=(
+        "mean_pool, row 0 has 2 real tokens of 4: the mean of those 2 (sum / mask count, not / T)"))
+    np.testing.assert_allclose(pooled[1], hidden.numpy()[1].mean(0), atol=1e-6, err_msg=(
+        "mean_pool, row 1 has no padding: the mean over all 4 tokens"))
     assert gradcheck(lambda h: mean_pool(h, mask), (hidden,))
 
 

@@ -39,7 +39,7 @@ def mean_pool(hidden, attention_mask):
     return (hidden * weights).sum(1)
 
 
-# %% modules/12_finetuning/finetuning.py, cell 23
+# %% modules/12_finetuning/finetuning.py, cell 24
 class GPTForSequenceClassification(Module):
     """A GPT body + last-real-token pooling + a Linear head `score` (C -> num_labels).
 

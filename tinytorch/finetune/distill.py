@@ -26,7 +26,7 @@ def _argument_tuples(batches):
         yield (tuple(arguments) if isinstance(arguments, (tuple, list)) else (arguments,)), labels
 
 
-# %% modules/12_finetuning/finetuning.py, cell 37
+# %% modules/12_finetuning/finetuning.py, cell 38
 """Knowledge distillation: the Hinton loss, and the teacher's soft targets computed without a graph."""
 
 
@@ -56,7 +56,7 @@ def soft_targets(teacher, *inputs):
         teacher.train(was_training)
 
 
-# %% modules/12_finetuning/finetuning.py, cell 40
+# %% modules/12_finetuning/finetuning.py, cell 41
 def distill(student, teacher, batches, optimizer, temperature=2.0, alpha=0.5):
     """One pass over `batches` of (inputs: a tuple of arguments or a tensor, labels), on the teacher's soft targets."""
     losses = []

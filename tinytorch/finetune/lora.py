@@ -112,7 +112,7 @@ def load_adapter_state_dict(model, state, source="state"):
     return model
 
 
-# %% modules/12_finetuning/finetuning.py, cell 26
+# %% modules/12_finetuning/finetuning.py, cell 27
 """LoRA: a trainable low-rank update beside a frozen Linear; injection by name; merge for inference."""
 
 
@@ -181,7 +181,7 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
         return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
 
 
-# %% modules/12_finetuning/finetuning.py, cell 29
+# %% modules/12_finetuning/finetuning.py, cell 30
 def _matches(name, targets):
     return any(name == t or name.endswith("." + t) for t in targets)
 

@@ -920,7 +920,7 @@ def _check_kl_div(input, target, reduction):
         raise RuntimeError(f"kl_div: input is on {input.device} and target on {target.device}; move one of them")
 
 
-# %% modules/12_finetuning/finetuning.py, cell 34
+# %% modules/12_finetuning/finetuning.py, cell 35
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """KL(target ‖ exp(input)) pointwise, PyTorch's F.kl_div: input holds log-probabilities."""
     _check_kl_div(input, target, reduction)
