@@ -805,7 +805,8 @@ def test_causal_self_attention():
     assert np.allclose(attn(tensor(later)).data[:, :-1], y.data[:, :-1], atol=1e-6), "a token must not see later ones"
     for config in ({}, {"n_kv_head": 2}, {"n_kv_head": 1, "rope": True}, {"window": 3, "rope": True}):
         error = decode_matches_full(**config)
-        assert error < 1e-5, f"{config}: decoding with the KV cache differs from the full forward by {error:.1e}"
+        layer = "CausalSelfAttention(n_embd=16, n_head=4, block_size=10" + "".join(f", {k}={v}" for k, v in config.items())
+        assert error < 1e-5, f"{layer}): decoding with the KV cache differs from the full forward by {error:.1e}"
 
 
 test_causal_self_attention()

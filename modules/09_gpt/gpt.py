@@ -789,10 +789,14 @@ def test_generate_tokens():
     tt.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=29, block_size=8, n_layer=2, n_head=2, n_embd=16))
     prompt = tt.tensor([[1, 2, 3], [4, 5, 6]])
-    seen = []
+    seen, modes = [], []
     forward = model.forward
-    model.forward = lambda idx, targets=None, kv_caches=None: seen.append(idx.shape[1]) or forward(idx, targets,
-                                                                                                   kv_caches)
+
+    def spy(idx, targets=None, kv_caches=None):  # records how many tokens the model is fed, and in which mode
+        seen.append(idx.shape[1])
+        modes.append(model.training)
+        return forward(idx, targets, kv_caches)
+    model.forward = spy
     out = generate_tokens(model, prompt, 8, temperature=0)
     assert out.shape == (2, 11), f"prompt (2, 3) + 8 new tokens -> (2, 11), got {tuple(out.shape)}"
     assert seen == [3, 1, 1, 1, 1, 1, 8, 8], \
@@ -809,7 +813,12 @@ def test_generate_tokens():
     assert stopped.shape == (1, end), \
         f"generation ends once the row produced the stop id {stop}: expected {out.numpy()[0, :end]}, got {stopped[0]}"
     model.train()
+    model.forward, modes[:] = spy, []
     generate_tokens(model, prompt, 2)
+    del model.forward
+    assert modes == [False, False], \
+        f"generate_tokens must put the model in eval mode (model.eval(): no dropout) while it generates, even when " \
+        f"called on a model in training mode; its forward calls saw model.training = {modes}"
     assert model.training, "the mode is restored after generation"
     ### BEGIN HIDDEN TESTS
     a = generate_tokens(model, prompt, 6, top_k=5, seed=3).numpy()

@@ -62,7 +62,7 @@ from tinytorch.core.amp import (_autocast_dtype, _cast, _GradScalerBase, _is_flo
 from tinytorch.core.backend import float32, to_host
 from tinytorch.core.tensor import _autocast_state
 from tinytorch.cuda.launch import (cuda, device_empty, device_zeros, grid_for, kernel, kernel_array, check_row_vectors,
-                                   uses_simulator)
+                                   _simulated_atomic_adds, uses_simulator)
 from tinytorch.cuda.raw import CUDA_SOURCES, compile_ptx, nvrtc_unavailable_reason
 
 print("kernels run in the", "CUDA simulator (CPU)" if uses_simulator() else "GPU")
@@ -429,6 +429,12 @@ def test_sum_kernel():
     assert out[0] == 36, f"1 + 2 + ... + 8 = 36, got {out[0]}"
     ones = sum_all(np.ones(70, np.float32))  # 5 blocks, the last one partly empty
     assert ones[0] == 70, f"70 ones over 5 blocks: 70, got {ones[0]} (every block must add its part, once)"
+    with _simulated_atomic_adds() as adds:  # None on a GPU
+        sum_all(np.ones(70, np.float32))
+    assert adds is None or len(adds) == 5, \
+        f"70 values in 5 blocks: thread 0 of each block adds the block's sum with cuda.atomic.add, 5 atomic adds; " \
+        f"got {len(adds)}. On a GPU blocks run at the same time: two blocks doing out[0] += ... can both read the " \
+        f"old total, and one block's part is lost (the simulator runs blocks one by one, so the sum cannot show it)"
     rng = np.random.default_rng(3)
     x = rng.standard_normal(37).astype(np.float32)
     assert abs(sum_all(x)[0] - x.sum()) < 1e-4, "37 random values: the sum differs from NumPy's"
@@ -836,8 +842,8 @@ def test_grad_scaler():
     w = tt.nn.Parameter(np.ones(3, np.float32))
     opt = tt.optim.SGD([w], lr=0.1)
     scaler = GradScaler(init_scale=4.0, growth_interval=2)
-    scales, weights = [], []
-    for step, planted in enumerate([False, False, True, False]):
+    scales, weights = [], [w.data.copy()]
+    for step, planted in enumerate([False, False, False, True, False], start=1):
         opt.zero_grad()
         loss = (w * tt.tensor([1.0, 2.0, 3.0])).sum()
         scaled = scaler.scale(loss)
@@ -845,14 +851,23 @@ def test_grad_scaler():
         scaled.backward()
         if planted:
             w.grad[0] = np.inf
+        if step == 5:
+            scaler.unscale_(opt)  # as before clipping: step() must not unscale a second time
         scaler.step(opt)
+        assert not planted or np.array_equal(w.data, weights[-1]), \
+            f"step {step} has an inf gradient: step() must skip optimizer.step(); weights {weights[-1]} became {w.data}"
         scaler.update()
         scales.append(scaler.get_scale())
         weights.append(w.data.copy())
-    assert np.allclose(weights[0], [0.9, 0.8, 0.7]), f"step 1: the unscaled gradient [1, 2, 3] is used, got {weights[0]}"
-    assert scales == [4.0, 8.0, 4.0, 4.0], f"scales after each update: expected [4, 8, 4, 4], got {scales}"
-    assert np.allclose(weights[2], weights[1]), "the overflowing step must be skipped: weights unchanged"
-    assert np.allclose(weights[3], weights[1] - 0.1 * np.array([1, 2, 3])), "after a skip, training goes on"
+    sgd = 0.1 * np.array([1.0, 2.0, 3.0])  # one SGD step on the true gradient [1, 2, 3]
+    assert np.allclose(weights[1], weights[0] - sgd), \
+        f"step 1: step() unscales, so SGD sees the gradient [1, 2, 3]: expected [0.9, 0.8, 0.7], got {weights[1]}"
+    assert scales == [4.0, 8.0, 8.0, 4.0, 4.0], \
+        f"scales after each update: expected [4, 8, 8, 4, 4] (growth_interval=2: grow after 2 clean steps in a row; " \
+        f"an overflow halves the scale and restarts that count), got {scales}"
+    assert np.allclose(weights[5], weights[4] - sgd), \
+        f"step 5 called scaler.unscale_(opt) before scaler.step(opt), as for clipping: step() must not unscale " \
+        f"again; expected one SGD step on [1, 2, 3], {weights[4] - sgd}, got {weights[5]}"
     ### BEGIN HIDDEN TESTS
     s = GradScaler(init_scale=2.0 ** 127, growth_factor=4.0, growth_interval=1)
     opt.zero_grad()

@@ -132,6 +132,14 @@ def test_generate_restores_mode_and_records_no_graph(device):
     assert not model.training
 
 
+def test_generate_from_training_mode_uses_no_dropout(device):
+    model = make(device, dropout=0.5)
+    train_mode = [model.generate(prompt(device), 8, temperature=0).numpy() for _ in range(3)]
+    model.eval()
+    want = model.generate(prompt(device), 8, temperature=0).numpy()
+    assert all(np.array_equal(got, want) for got in train_mode), "greedy generation with dropout must not vary"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"temperature": -1.0}, "temperature must be a number >= 0"),
     ({"temperature": None}, "temperature must be a number >= 0"),

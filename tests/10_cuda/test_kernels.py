@@ -8,7 +8,7 @@ import tinytorch as tt
 pytest.importorskip("numba", reason="module 10's kernels need numba-cuda: pip install 'tinytorch[kernels]'")
 
 from tinytorch.cuda import kernels  # noqa: E402
-from tinytorch.cuda.launch import grid_for, kernel_array, uses_simulator  # noqa: E402
+from tinytorch.cuda.launch import grid_for, kernel_array, _simulated_atomic_adds, uses_simulator  # noqa: E402
 
 
 @pytest.fixture
@@ -85,6 +85,9 @@ def test_sum_all_adds_every_block_once(n, rng, put):
     assert out.shape == (1,)
     assert abs(out[0] - x.sum(dtype=np.float64)) < 1e-4
     assert host(kernels.sum_all(put(np.ones(n, np.float32))))[0] == n
+    with _simulated_atomic_adds() as adds:
+        kernels.sum_all(put(x))
+    assert adds is None or adds == [0] * grid_for(n, kernels.THREADS), "one atomic add per block, blocks race"
 
 
 @pytest.mark.parametrize("m,k,n", [(6, 10, 7), (1, 5, 3), (8, 8, 8)])

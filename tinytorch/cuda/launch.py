@@ -13,6 +13,7 @@ __all__ = [
 ]
 
 
+import contextlib
 import functools
 import importlib.machinery
 import importlib.util
@@ -154,3 +155,26 @@ def device_zeros(x, shape=None, dtype=np.float32):
     """A zeroed output array beside `x` (same device): for kernels that accumulate with atomics."""
     xp = namespace_of(x)
     return xp.zeros(x.shape if shape is None else shape, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _simulated_atomic_adds():
+    """The indices of the `cuda.atomic.add` calls simulated kernels make inside the block: a list, or None on a GPU.
+
+    The simulator runs blocks one after another, so blocks that combine with a plain `out[0] += v`
+    sum correctly there and lose updates only on a GPU; counting the atomics tells them apart.
+    """
+    if not uses_simulator():
+        yield None
+        return
+    from numba.cuda.simulator.kernelapi import FakeCUDAAtomic
+    calls, add = [], FakeCUDAAtomic.add
+
+    def counted(self, array, index, val):
+        calls.append(index)
+        return add(self, array, index, val)
+    FakeCUDAAtomic.add = counted
+    try:
+        yield calls
+    finally:
+        FakeCUDAAtomic.add = add
