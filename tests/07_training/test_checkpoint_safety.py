@@ -115,3 +115,20 @@ def test_a_damaged_checkpoint_is_still_a_checkpoint_error(parts, tmp_path):
     with pytest.raises(CheckpointError, match="truncated or corrupt") as raised:
         Trainer(model, opt, loss, loader, quiet=True).load_checkpoint(path)
     assert not isinstance(raised.value, ForeignCheckpointError)
+
+
+@pytest.mark.parametrize("state", [None, '{"__tensor__": "no such array"}', "not json"])
+def test_a_checkpoint_with_a_forged_state_is_a_checkpoint_error(tmp_path, state):
+    """A header that claims the format but holds no state, or one no save writes (its SHA-256 matching): the
+    file is damaged, not a KeyError or a JSONDecodeError from deep inside the loader."""
+    import safetensors.numpy
+
+    from tinytorch.training.checkpoint import FORMAT, _checksum, load_checkpoint
+    arrays = {"a": np.zeros(2, dtype=np.float32)}
+    metadata = {"format": FORMAT}
+    if state is not None:
+        metadata.update(state=state, sha256=_checksum(arrays, state))
+    path = tmp_path / "forged.safetensors"
+    path.write_bytes(safetensors.numpy.save(arrays, metadata=metadata))
+    with pytest.raises(CheckpointError, match="forged.safetensors"):
+        load_checkpoint(path)

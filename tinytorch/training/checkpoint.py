@@ -136,9 +136,13 @@ def load_checkpoint(path, device=None):
     if metadata.get("format") != FORMAT:
         raise ForeignCheckpointError(f"{path} is not a TinyTorch checkpoint (format {metadata.get('format')!r}, "
                                      f"expected {FORMAT!r})")
-    if _checksum(arrays, metadata["state"]) != metadata.get("sha256"):
+    tree = metadata.get("state")
+    if not isinstance(tree, str) or _checksum(arrays, tree) != metadata.get("sha256"):
         raise CheckpointError(f"checkpoint {path} is corrupted: its SHA-256 does not match the one saved with it")
-    return unflatten_state(json.loads(metadata["state"]), arrays, device)
+    try:  # a matching SHA-256 but a state no save_checkpoint writes: a forged or foreign-built file
+        return unflatten_state(json.loads(tree), arrays, device)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"checkpoint {path} holds a state this TinyTorch cannot read ({err!r})") from None
 
 
 def checkpoint_path(directory, step):
