@@ -198,6 +198,8 @@ def test_sgd():
         (lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.5), [1.0, 1.0], [0.9, 0.76],
          "dampening: no (1 - τ) on step 1 (b = 1), then b = 0.9*1 + 0.5*1 = 1.4"),
         (lambda p: SGD(p, lr=0.1, maximize=True), [0.5], [1.05], "maximize climbs: 1 + 0.05"),
+        (lambda p: SGD(p, lr=0.1, weight_decay=0.5, maximize=True), [0.1], [0.96],
+         "maximize negates g before weight decay adds 0.5*θ (decay still shrinks θ): g = -0.1 + 0.5 = 0.4"),
     ]:
         got = _steps(make, grads)
         assert len(got) == len(want) and np.allclose(got, want), f"{why}: expected {want}, got {got}"
@@ -383,6 +385,8 @@ def test_adam():
          "AdamW shrinks θ by (1 - lr*wd) = 0.999 first, then steps by 0.1"),
         (lambda p: Adam(p, lr=0.1, weight_decay=1.0), [0.0], [0.9],
          "Adam's L2 decay is added to the gradient (g = θ = 1), so the first step is still lr"),
+        (lambda p: Adam(p, lr=0.1, weight_decay=0.5, maximize=True), [0.1], [0.9],
+         "maximize negates g before the L2 decay is added (decay still shrinks θ): g = -0.1 + 0.5 > 0, a step down"),
         (lambda p: Adam(p, lr=0.1, betas=(0.9, 0.5), amsgrad=True), [1.0, 0.0],
          [0.9, 0.9 - 0.1 / 0.19 * 0.09 / np.sqrt(0.5 / 0.75)],
          "AMSGrad: g = 0 halves v from 0.5 to 0.25, but the step must divide by the root of v_max = 0.5"),
@@ -810,6 +814,13 @@ frozen, _ = train(nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2)), 
 assert max(frozen) - min(frozen) < 1e-3, (
     f"with max_norm = 0 the clip zeroes every gradient, so AdamW only decays the weights and the loss "
     f"stays put; it went {frozen[0]:.4f} -> {frozen[-1]:.4f}: clip after backward() and before opt.step()")
+first = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
+start = first[0].weight.data.copy()
+train(first, tt.tensor(points), tt.tensor(labels), steps=1, warmup=10)
+moved = np.abs(first[0].weight.data - start).max()
+assert 0.0049 < moved < 0.0051, (
+    f"the first step must use the warmup's first lr, 0.1 * 0.05 = 0.005 (AdamW's first step moves a weight by "
+    f"about lr), but a weight moved {moved:.5f}: step the schedule after opt.step(), not before")
 print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_accuracy:.1%}")
 
 # %% [markdown]

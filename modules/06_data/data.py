@@ -1247,10 +1247,12 @@ def test_text_dataset():
     assert len(batch) == 2 and batch[0].shape == (2, 3), f"gather gives [x (B, T), y (B, T)], got {batch!r}"
     assert batch[0].data.tolist() == [[0, 1, 2], [6, 7, 8]], f"x rows of windows 0 and 6, got {batch[0].data}"
     assert batch[1].data.tolist() == [[1, 2, 3], [7, 8, 9]], f"y = x shifted by one, got {batch[1].data}"
-    train = TextDataset("0123456789" * 2, DigitTokenizer(), block_size=2, val_fraction=0.25)
-    val = TextDataset("0123456789" * 2, DigitTokenizer(), block_size=2, split="val", val_fraction=0.25)
-    assert train.ids.tolist() == list(range(10)) + [0, 1, 2, 3, 4], f"train: the first 15 of 20 tokens, got {train.ids}"
-    assert val.ids.tolist() == [5, 6, 7, 8, 9], f"val: the last int(20 * 0.25) = 5 tokens, got {val.ids}"
+    text = "0123456789" * 3 + "0"  # 31 tokens
+    train = TextDataset(text, DigitTokenizer(), block_size=2, val_fraction=0.1)
+    val = TextDataset(text, DigitTokenizer(), block_size=2, split="val", val_fraction=0.1)
+    assert train.ids.tolist() == list(range(10)) * 2 + list(range(8)), \
+        f"train: the first 31 - floor(31 * 0.1) = 28 tokens (int(31 * 0.9) = 27 rounds down), got {len(train.ids)}"
+    assert val.ids.tolist() == [8, 9, 0], f"val: the last floor(31 * 0.1) = 3 tokens, got {val.ids}"
     ### BEGIN HIDDEN TESTS
     xb, yb = next(iter(DataLoader(ds, batch_size=7)))
     assert xb.shape == (7, 3) and yb.data[:, -1].tolist() == [3, 4, 5, 6, 7, 8, 9], "the loader's fast path"

@@ -177,6 +177,13 @@ def test_bce_with_logits_is_stable(device):
     np.testing.assert_allclose(x.grad.numpy(), [0.0, -1.0, 1.0, 0.0], atol=1e-6)
 
 
+def test_bce_with_logits_keeps_tiny_losses(device):
+    """A confident right answer (x = 40, y = 1) costs softplus(-40) = log1p(e^-40) = 4.248e-18, as in
+    PyTorch; log(1 + e^-40) would round to log(1) = 0."""
+    loss = F.binary_cross_entropy_with_logits(t32([40.0], device), t32([1.0], device))
+    np.testing.assert_allclose(loss.item(), 4.248354e-18, rtol=1e-5)
+
+
 def test_bce_clamps_log_at_minus_100(device):
     p = t32([0.0, 1.0, 1.0], device, requires_grad=True)
     y = t32([1.0, 0.0, 1.0], device)

@@ -76,6 +76,9 @@ CASES = [
      lambda p, gs: ref_sgd(p, gs, 0.1, 0.9, weight_decay=0.01, nesterov=True)),
     ("sgd-maximize", lambda ps: SGD(ps, lr=0.1, momentum=0.5, maximize=True),
      lambda p, gs: ref_sgd(p, gs, 0.1, 0.5, maximize=True)),
+    # maximize negates the gradient before weight decay is added: the decay still shrinks the weights
+    ("sgd-maximize-wd", lambda ps: SGD(ps, lr=0.1, momentum=0.5, weight_decay=0.5, maximize=True),
+     lambda p, gs: ref_sgd(p, gs, 0.1, 0.5, weight_decay=0.5, maximize=True)),
     ("adam", lambda ps: Adam(ps, lr=0.01), lambda p, gs: ref_adam(p, gs, 0.01)),
     ("adam-l2", lambda ps: Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
      lambda p, gs: ref_adam(p, gs, 0.01, (0.8, 0.99), 1e-6, 0.1)),
@@ -83,6 +86,8 @@ CASES = [
     ("adam-amsgrad", lambda ps: Adam(ps, lr=0.01, betas=(0.9, 0.5), amsgrad=True),
      lambda p, gs: ref_adam(p, gs, 0.01, (0.9, 0.5), amsgrad=True)),
     ("adam-maximize", lambda ps: Adam(ps, lr=0.01, maximize=True), lambda p, gs: ref_adam(p, gs, 0.01, maximize=True)),
+    ("adam-maximize-wd", lambda ps: Adam(ps, lr=0.01, weight_decay=0.5, maximize=True),
+     lambda p, gs: ref_adam(p, gs, 0.01, weight_decay=0.5, maximize=True)),
     ("adamw", lambda ps: AdamW(ps, lr=0.01, weight_decay=0.1),
      lambda p, gs: ref_adam(p, gs, 0.01, weight_decay=0.1, decoupled=True)),
     ("adamw-amsgrad", lambda ps: AdamW(ps, lr=0.01, amsgrad=True),
