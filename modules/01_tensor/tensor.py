@@ -311,7 +311,16 @@ def test_arithmetic():
     e = pow(2, tensor([3.0], requires_grad=True))
     _, gb = e._backward(np.ones(1, dtype=np.float32))
     assert np.allclose(e.data, 8) and np.allclose(gb, 8 * np.log(2)), f"d(2^b)/db = 2^b ln 2, got {gb}"
+    ga, _ = pow(tensor([0.0, 2.0], requires_grad=True), 0)._backward(np.ones(2, dtype=np.float32))
+    assert np.array_equal(ga, [0, 0]), \
+        f"a ** 0 is flat in a, even at a = 0: d/da = [0, 0], got {ga} (0 · 0⁻¹ = 0 · inf = nan)"
+    _, gb = pow(tensor([0.0, 2.0]), tensor([2.0, 3.0], requires_grad=True))._backward(np.ones(2, dtype=np.float32))
+    assert np.allclose(gb, [0, 8 * np.log(2)]), \
+        f"0 ** b is flat in b for b >= 0: d/db of [0, 2] ** [2, 3] is [0, 8 ln 2], got {gb} (0 · ln 0 = nan)"
     assert mul(a, 2).dtype == np.float32 and add(2, a).tolist()[0] == [3, 4, 5], "numbers work on either side"
+    for op in (add, sub, mul, div, pow):
+        dtype = op(a, np.float64(2)).dtype
+        assert dtype == np.float32, f"{op.__name__}: float32 with a NumPy float64 number stays float32, got {dtype}"
     assert div(tensor([1, 2]), tensor([2, 4])).dtype == np.float32, "int / int gives float32, not float64"
     _, gc = mul(a, tensor([1.0, 2.0, 3.0]))._backward(ones)
     assert gc is None, "an operand that does not require grad gets None from the backward"
@@ -420,6 +429,11 @@ def test_matmul():
     assert gv.shape == (3,) and gb.shape == (3, 4), f"1-D left operand: grads (3,) and (3, 4), got {gv.shape}, {gb.shape}"
     assert np.allclose(gv, B.sum(axis=1), atol=1e-5) and np.allclose(gb, np.outer(v, np.ones(4)), atol=1e-5), \
         "1-D left operand: gradients wrong"
+    out = matmul(tensor([1.0, 2.0], requires_grad=True), tensor(np.arange(24, dtype=np.float32).reshape(3, 2, 4)))
+    gu, _ = out._backward(np.ones((3, 4), dtype=np.float32))
+    assert np.allclose(gu, [114, 162]), \
+        f"(2,) @ (3, 2, 4) is (3, 4); with g = ones, the vector's grad sums b's rows over the batch and columns: " \
+        f"[114, 162], got {gu}: g (3, 4) must become (3, 1, 4), its size-1 axis at -2, not (1, 3, 4)"
     out = matmul(tensor(A, requires_grad=True), tensor(v, requires_grad=True))
     ga, gv = out._backward(np.ones(2, dtype=np.float32))
     assert out.shape == (2,) and ga.shape == (2, 3) and gv.shape == (3,), "1-D right operand: shapes wrong"
@@ -715,6 +729,11 @@ def test_shape_ops():
     (g,) = p._backward(p.data)
     assert g.shape == (2, 3, 4) and np.allclose(g, x.data), "permute's backward applies the inverse permutation"
     assert permute(x, (1, 2, 0)).shape == (3, 4, 2), "dims may be given as one tuple"
+    G = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    (g,) = permute(x, -1, 0, 1)._backward(G)  # -1 is dim 2: the same permutation as (2, 0, 1)
+    assert g.shape == (2, 3, 4) and np.array_equal(g, np.moveaxis(G, 0, -1)), \
+        f"permute(x, -1, 0, 1): -1 means dim 2, so the backward must undo (2, 0, 1) and x.grad[0, 0, 1] " \
+        f"is G[1, 0, 0] = 6; got a grad of shape {g.shape}: make the dims non-negative before inverting them"
     ### BEGIN HIDDEN TESTS
     assert permute(x, -1, 0, 1).shape == (4, 2, 3), "negative dims"
     ### END HIDDEN TESTS

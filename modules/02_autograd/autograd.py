@@ -395,6 +395,11 @@ def test_backward():
         f"q.grad must stay [1, 1] after a backward that reaches only p, got {q.grad.tolist()}: " \
         f"p.grad and q.grad share one array; _accumulate must store a copy of g the first time"
     assert p.grad.tolist() == [3.0, 3.0], f"p.grad = 1 + 2 = 3 per entry, got {p.grad.tolist()}"
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    backward((w * Tensor(np.array([3.0, 4.0]))).sum())  # a float64 operand: g reaches w as float64
+    assert w.grad.dtype == np.float32, \
+        f"a float32 leaf gets a float32 .grad even when g arrives as float64, got {w.grad.dtype}: " \
+        f"_accumulate's first copy takes the leaf's dtype"
     ### BEGIN HIDDEN TESTS
     w = Tensor([1.0, 2.0, 3.0], requires_grad=True)
     backward((w[[0, 0, 2]] * 1.0).sum())
@@ -579,6 +584,12 @@ def test_gradcheck():
     assert gradcheck(ignores_g, (x,), raise_exception=False) is False, \
         "gradcheck passed a backward that ignores its incoming gradient g: weight the output with the " \
         "random vector _projection(out), since with all-ones weights g is 1 everywhere and 2 looks like 2 * g"
+
+    def half(a):  # the scalar loss Σ a², with a backward claiming g·a (the true one is 2·g·a)
+        return from_op((a.data ** 2).sum(), a._device, (a,), lambda g: (g * a.data,))
+    assert gradcheck(half, (Tensor([1.0, 2.0, 3.0], requires_grad=True),), raise_exception=False) is False, \
+        "gradcheck passed a gradient half the true one (analytic below numeric): a difference fails " \
+        "in either direction, so compare |analytic - numeric| with the tolerance"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a: a.sum(dim=0), (x,)), "sum over a dim"
     ### END HIDDEN TESTS

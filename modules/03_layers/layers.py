@@ -220,7 +220,9 @@ for name, fill, bound in cases:
     assert abs(w.data.std() - bound / math.sqrt(3)) < 0.02 * bound, f"{name}: std should be bound/√3"
 for name, fill, std in [("xavier_normal_", lambda: xavier_normal_(w, gain=2.0), 2 * math.sqrt(2 / 768)),
                         ("kaiming_normal_(relu)", lambda: kaiming_normal_(w, nonlinearity="relu"),
-                         math.sqrt(2 / 512))]:
+                         math.sqrt(2 / 512)),
+                        ("kaiming_normal_(relu, fan_out)",  # fan_out = 256 rows: std √(2/256), not √(2/512)
+                         lambda: kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), math.sqrt(2 / 256))]:
     assert fill() is w and abs(w.data.std() - std) < 0.02 * std, \
         f"{name}: std should be {std:.4f}, got {w.data.std():.4f}"
     assert abs(w.data.mean()) < 0.05 * std, f"{name}: mean 0"
@@ -488,6 +490,7 @@ class Tree(Module):
 
 # %% nbgrader={"grade": true, "grade_id": "test-module-registration", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 pair = Pair()
+assert pair.training is True, f"a new Module starts in training mode (training = True), got {pair.training}"
 assert list(pair._parameters) == ["weight"], f"a Parameter goes in _parameters, got {list(pair._parameters)}"
 assert "scale" not in pair._parameters and pair.scale == 2.0, "a plain attribute stays plain (and readable)"
 tree = Tree()

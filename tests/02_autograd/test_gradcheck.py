@@ -103,6 +103,7 @@ OPS = [
     ("view", lambda a: a.view(6, 4), [(2, 3, 4)], ""),
     ("transpose", lambda a: a.transpose(0, 2), [(2, 3, 4)], ""),
     ("permute", lambda a: a.permute(1, 2, 0), [(2, 3, 4)], ""),
+    ("permute_neg", lambda a: a.permute(-1, 0, 1), [(2, 3, 4)], ""),
     ("T", lambda a: a.T, [(3, 4)], ""),
     ("squeeze", lambda a: a.squeeze(1), [(3, 1, 4)], ""),
     ("squeeze_all", lambda a: a.squeeze(), [(3, 1, 4)], ""),

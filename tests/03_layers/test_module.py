@@ -126,8 +126,11 @@ def test_parameter_type_and_repr():
 def test_train_eval_switches_every_dropout(device):
     net = Net(device)
     x = tt.randn(8, 4, device=device)
-    assert all(m.training for m in net.modules())
-    assert net.eval() is net and not any(m.training for m in net.modules())
+    def named(training):  # the modules whose flag is `training`
+        return [name or "(the model)" for name, m in net.named_modules() if m.training == training]
+    assert not named(False), f"a new model is in training mode, but these modules are not: {named(False)}"
+    assert net.eval() is net, "eval() returns the module itself"
+    assert not named(True), f"eval() must switch every sub-module; still training: {named(True)}"
     tt.manual_seed(0)
     a, b = net(x), net(x)
     np.testing.assert_array_equal(a.numpy(), b.numpy())  # eval: deterministic
