@@ -178,6 +178,12 @@ def test_train_step():
         "a nan loss must not change the weights (no optimizer step)"
     assert all(p.grad is None for p in model.parameters()), \
         "a nan loss in the 2nd micro-batch must clear the gradients the 1st one left: zero_grad() before returning"
+    model, opt, x, y = _tiny_regression()
+    before = [p.data.copy() for p in model.parameters()]
+    train_step(model, mse, opt, [(x, y)], clip_grad_norm=0.0)
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters())), \
+        "clip_grad_norm=0.0 is a limit too: it clips the gradient to norm 0, so SGD leaves the weights as they " \
+        "were (only None means no clipping)"
     ### BEGIN HIDDEN TESTS
     model, opt, x, y = _tiny_regression()
     before = [p.data.copy() for p in model.parameters()]
@@ -656,9 +662,11 @@ def test_state_dict():
     state = trainer.state_dict()
     keys = {"model", "optimizer", "scheduler", "trainer", "rng", "config"}
     assert isinstance(state, dict) and set(state) == keys, f"state_dict needs the keys {sorted(keys)}"
-    assert state["trainer"] == {"step": 4, "epoch": 1, "batch_in_epoch": 2,
-                                "early_stopping": {"best": None, "bad_evals": 0}}, \
-        f"at step 4 the trainer is in epoch 1 after micro-batch 2, got {state['trainer']}"
+    want = {"step": 4, "epoch": 1, "batch_in_epoch": 2, "early_stopping": {"best": None, "bad_evals": 0}}
+    for key in want:  # step 4 is in epoch 1 after micro-batch 2; early stopping saves its own state_dict()
+        assert state["trainer"].get(key) == want[key], \
+            f"state['trainer'][{key!r}] at step 4 should be {want[key]}, got {state['trainer'].get(key, 'no such key')}"
+    assert state["trainer"] == want, f"state['trainer'] holds exactly {sorted(want)}, got {sorted(state['trainer'])}"
     assert state["scheduler"] == sched.state_dict(), "save the scheduler's state_dict"
     assert sorted(state["model"]) == sorted(model.state_dict()), "save the model's state_dict"
     assert state["optimizer"]["state"].keys() == opt.state_dict()["state"].keys(), "save the optimizer's state_dict"

@@ -414,6 +414,12 @@ def test_scaled_dot_product_attention():
     assert gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, is_causal=True), small), "causal backward"
     assert gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b[:, :1], c[:, :1], enable_gqa=True),
                      small), "GQA backward: a shared head's gradient sums over the query heads of its group"
+
+    def dropped(a, b, c):
+        tt.manual_seed(5)  # the same dropout mask at every evaluation
+        return scaled_dot_product_attention(a, b, c, dropout_p=0.5, is_causal=True)
+    assert gradcheck(dropped, small, raise_exception=False), \
+        "dropout backward: out = (P ⊙ keep) V, so pass the same keep mask to attention_backward"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, is_causal=True, window=2), small)
     tt.manual_seed(0)
@@ -803,6 +809,10 @@ def test_causal_self_attention():
     later = x.data.copy()
     later[:, -1] += 1
     assert np.allclose(attn(tensor(later)).data[:, :-1], y.data[:, :-1], atol=1e-6), "a token must not see later ones"
+    drop = CausalSelfAttention(n_embd=16, n_head=4, block_size=8, dropout=0.5).eval()
+    drop.load_state_dict(attn.state_dict())
+    assert np.allclose(drop(x).data, y.data, atol=1e-6), \
+        "in eval mode (model.eval()) attention has no dropout: pass dropout_p = 0 unless self.training"
     for config in ({}, {"n_kv_head": 2}, {"n_kv_head": 1, "rope": True}, {"window": 3, "rope": True}):
         error = decode_matches_full(**config)
         layer = "CausalSelfAttention(n_embd=16, n_head=4, block_size=10" + "".join(f", {k}={v}" for k, v in config.items())

@@ -244,6 +244,10 @@ def test_block():
     assert np.allclose(block(x).numpy(), x.numpy()), "with zero sub-layer outputs a block is the identity (residuals)"
     rope = Block(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=8, rope=True))
     assert rope.attn.c_attn.weight.shape == (16, 8), "pass n_kv_head on: 4 query heads + 2 (k, v) heads of size 2"
+    x3 = tt.randn(1, 3, 8)
+    moved = rope(x3, positions=np.array([[0, 1, 5]])).numpy() - rope(x3).numpy()
+    assert np.abs(moved[0, -1]).max() > 1e-3, "pass positions on to attn: with RoPE, moving the last token " \
+        "from position 2 to 5 must change its output, but the block gave the same"
     ### BEGIN HIDDEN TESTS
     block = Block(config)
     with tt.no_grad():
@@ -596,7 +600,11 @@ def test_top_k_filter():
     assert np.array_equal(z[0], [2.0, 1.0, 0.5, -1.0]), "do not modify the input array"
     ties = top_k_filter(np.array([1.0, 5.0, 1.0, 0.0]), 2)
     assert np.array_equal(ties, [1.0, 5.0, 1.0, -np.inf]), f"ties with the k-th largest are kept, got {ties}"
-    assert np.array_equal(top_k_filter(z, 9), z), "k >= V keeps everything"
+    try:  # nanoGPT and Hugging Face clamp k to V
+        kept_all = top_k_filter(z, 9)
+    except (IndexError, ValueError) as error:
+        raise AssertionError(f"k=9 > V=4 must keep every logit (like k = V), not fail: {error}") from None
+    assert np.array_equal(kept_all, z), f"k >= V keeps everything, got {kept_all}"
     ### BEGIN HIDDEN TESTS
     big = np.random.default_rng(0).standard_normal((3, 50))
     assert (np.isfinite(top_k_filter(big, 7)).sum(axis=-1) == 7).all(), "exactly k kept without ties"
@@ -690,10 +698,13 @@ def test_sample_next_token():
         assert draws.shape == (20000,), f"one id per row: shape (20000,), got {draws.shape}"
         assert draws.dtype.kind in "iu" and 0 <= draws.min() and draws.max() < 4, f"ids in 0..3, got {draws[:8]}"
         return np.bincount(draws, minlength=4) / draws.size
+    order = " (divide by the temperature first, then filter: softmax(z/2) needs 3 tokens to reach 0.8)"
     for kwargs, p in (({}, [0.609, 0.224, 0.136, 0.030]), ({"temperature": 0.5}, [0.842, 0.114, 0.042, 0.002]),
-                      ({"top_k": 2}, [0.731, 0.269, 0, 0]), ({"top_p": 0.9}, [0.628, 0.231, 0.140, 0])):
+                      ({"top_k": 2}, [0.731, 0.269, 0, 0]), ({"top_p": 0.9}, [0.628, 0.231, 0.140, 0]),
+                      ({"temperature": 2.0, "top_p": 0.8}, [0.481, 0.292, 0.227, 0])):
         freq = frequencies(**kwargs)
-        assert np.allclose(freq, p, atol=0.015), f"{kwargs or 'temperature 1'}: expected about {p}, drew {freq}"
+        assert np.allclose(freq, p, atol=0.015), \
+            f"{kwargs or 'temperature 1'}: expected about {p}, drew {freq}" + order * (len(kwargs) > 1)
     ### BEGIN HIDDEN TESTS
     one = sample_next_token(z[:1], top_k=1, rng=rng)
     assert list(one) == [0], "top_k=1 always picks the argmax"
@@ -792,15 +803,18 @@ def test_generate_tokens():
     seen, modes = [], []
     forward = model.forward
 
-    def spy(idx, targets=None, kv_caches=None):  # records how many tokens the model is fed, and in which mode
-        seen.append(idx.shape[1])
+    def spy(idx, targets=None, kv_caches=None):  # records the tokens the model is fed, and in which mode
+        seen.append(idx.numpy())
         modes.append(model.training)
         return forward(idx, targets, kv_caches)
     model.forward = spy
     out = generate_tokens(model, prompt, 8, temperature=0)
     assert out.shape == (2, 11), f"prompt (2, 3) + 8 new tokens -> (2, 11), got {tuple(out.shape)}"
-    assert seen == [3, 1, 1, 1, 1, 1, 8, 8], \
-        f"with the cache: prefill 3 tokens, then 1 per step, then the last 8 past block_size; the model saw {seen}"
+    lengths = [s.shape[1] for s in seen]
+    assert lengths == [3, 1, 1, 1, 1, 1, 8, 8], \
+        f"with the cache: prefill 3 tokens, then 1 per step, then the last 8 past block_size; the model saw {lengths}"
+    assert np.array_equal(seen[6], out.numpy()[:, 1:9]), "past block_size, crop to the LAST 8 tokens " \
+        f"(tokens 1-8 of the 9 so far): expected the model to see\n{out.numpy()[:, 1:9]}\ngot\n{seen[6]}"
     del model.forward
     assert np.array_equal(out.numpy()[:, :3], prompt.numpy()), "the output starts with the prompt"
     first = model(prompt)[0].numpy()[:, -1].argmax(axis=-1)
@@ -812,6 +826,10 @@ def test_generate_tokens():
     stopped = generate_tokens(model, prompt[:1], 8, temperature=0, stop=stop).numpy()
     assert stopped.shape == (1, end), \
         f"generation ends once the row produced the stop id {stop}: expected {out.numpy()[0, :end]}, got {stopped[0]}"
+    both, want = generate_tokens(model, prompt, 8, temperature=0, stop=stop).numpy(), out.numpy().copy()
+    want[0, end:] = stop  # row 0 stopped: it repeats its stop id while row 1 goes on
+    assert np.array_equal(both, want[:, :both.shape[1]]), \
+        f"a row that produced the stop id {stop} repeats it; expected\n{want[:, :both.shape[1]]}\ngot\n{both}"
     model.train()
     model.forward, modes[:] = spy, []
     generate_tokens(model, prompt, 2)
@@ -820,6 +838,8 @@ def test_generate_tokens():
         f"generate_tokens must put the model in eval mode (model.eval(): no dropout) while it generates, even when " \
         f"called on a model in training mode; its forward calls saw model.training = {modes}"
     assert model.training, "the mode is restored after generation"
+    generate_tokens(model.eval(), prompt, 1)
+    assert not model.training, "restore the caller's mode: a model in eval mode stays in eval mode"
     ### BEGIN HIDDEN TESTS
     a = generate_tokens(model, prompt, 6, top_k=5, seed=3).numpy()
     b = generate_tokens(model, prompt, 6, top_k=5, seed=3, use_cache=False).numpy()

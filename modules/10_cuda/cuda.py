@@ -355,6 +355,11 @@ def test_layer_norm_kernel():
     w, b = rng.standard_normal(16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
     assert np.allclose(layer_norm_rows(x, w, b), reference_layer_norm(x, w, b, 1e-5), atol=1e-5), \
         "8 x 16 rows differ from LayerNorm (biased variance, weight and bias applied)"
+    ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
+    tiny = layer_norm_rows(np.array([[0.0, 0.001, 0.002, 0.003]], np.float32), ones, zeros)
+    assert np.allclose(tiny, [[-0.4472, -0.1491, 0.1491, 0.4472]], atol=1e-4), \
+        f"variance 1.25e-6 next to eps 1e-5: divide by sqrt(var + eps), eps INSIDE the root; expected " \
+        f"[-0.4472, -0.1491, 0.1491, 0.4472], got {tiny}"
     ### BEGIN HIDDEN TESTS
     shifted = (x + 1000).astype(np.float32)
     assert np.allclose(layer_norm_rows(shifted, w, b), reference_layer_norm(x, w, b, 1e-5), atol=2e-3), \
@@ -868,6 +873,13 @@ def test_grad_scaler():
     assert np.allclose(weights[5], weights[4] - sgd), \
         f"step 5 called scaler.unscale_(opt) before scaler.step(opt), as for clipping: step() must not unscale " \
         f"again; expected one SGD step on [1, 2, 3], {weights[4] - sgd}, got {weights[5]}"
+    a, b = tt.nn.Parameter(np.ones(2, np.float32)), tt.nn.Parameter(np.ones(1, np.float32))
+    two, opt2 = GradScaler(init_scale=4.0), tt.optim.SGD([a, b], lr=0.1)
+    a.grad, b.grad = tt.tensor([np.inf, 1.0]), tt.tensor([4.0])  # only the FIRST parameter overflows
+    two.step(opt2)
+    two.update()
+    assert b.data[0] == 1.0 and two.get_scale() == 2.0, "an inf in any gradient, here only the first " \
+        f"parameter's, skips the step and halves the scale 4 -> 2; got b = {b.data}, scale {two.get_scale()}"
     ### BEGIN HIDDEN TESTS
     s = GradScaler(init_scale=2.0 ** 127, growth_factor=4.0, growth_interval=1)
     opt.zero_grad()

@@ -475,24 +475,42 @@ def test_a_model_that_cannot_be_copied_is_refused_clearly(cpu_parts):
 
 def test_ctrl_c_waits_for_the_pool_before_it_is_raised(cpu_parts):
     """Ctrl-C while the main thread waits for the pool: the pool's block still finishes before the
-    KeyboardInterrupt leaves the step, so no thread keeps writing into the next one."""
+    KeyboardInterrupt leaves the step, so no thread keeps writing into the next one. Events, not a timer,
+    order it: the signal goes once both blocks ran their forward, and the pool's block waits until the
+    signal arrived (a timer could fire after the whole step on a loaded machine: DID NOT RAISE)."""
     import os
     import signal
 
     model, opt, loss, _, _ = cpu_parts()
-    finished = []
+    main_done, pool_inside, delivered, finished = threading.Event(), threading.Event(), threading.Event(), []
 
-    class SlowInThePool(nn.Module):
+    class Last(nn.Module):  # the model's last layer: after it the main thread waits for the pool
         def forward(self, x):
-            if threading.current_thread() is not threading.main_thread():
-                time.sleep(0.3)
+            if threading.current_thread() is threading.main_thread():
+                main_done.set()
+            else:
+                pool_inside.set()
+                delivered.wait(10)
+                time.sleep(0.1)  # still running after Ctrl-C: the step must wait for it
                 finished.append(True)
             return x
-    model = nn.Sequential(SlowInThePool(), *model)
-    step = ThreadedStep(model, 2)
-    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real signal: it cuts the wait short
-    with pytest.raises(KeyboardInterrupt):
-        step(loss, opt, batches(1, 8))
+
+    def ctrl_c():
+        if main_done.wait(10) and pool_inside.wait(10):
+            time.sleep(0.05)  # most likely the main thread waits for the pool by now (before is fine too)
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal: it cuts the wait short
+
+    def on_sigint(signum, frame):
+        delivered.set()
+        raise KeyboardInterrupt
+    step = ThreadedStep(nn.Sequential(*model, Last()), 2)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        threading.Thread(target=ctrl_c, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            step(loss, opt, batches(1, 8))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert finished == [True], "the step returned while its pool thread was still running"
 
 
