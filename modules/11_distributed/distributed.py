@@ -553,6 +553,10 @@ samplers[0].set_epoch(4)
 assert list(samplers[0]) == shards[0], "the order depends only on (seed, epoch): set_epoch(4) twice, same shard"
 samplers[0].set_epoch(5)
 assert list(samplers[0]) != shards[0], "a new epoch must give a new order"
+other = DistributedSampler(data, num_replicas=3, rank=0, seed=2)
+other.set_epoch(4)
+assert list(other) != shards[0], \
+    f"set_epoch seeds the order with (seed, epoch): seeds 1 and 2 gave the same epoch-4 order {shards[0]}"
 plain = DistributedSampler(data, num_replicas=3, rank=1, shuffle=False)
 assert list(plain) == [1, 4, 7], f"shuffle=False: rank 1 of 3 takes 1, 4, 7; got {list(plain)}"
 ### BEGIN HIDDEN TESTS

@@ -57,22 +57,21 @@
 # classifier to `tinytorch/finetune/classify.py` and the distillation loss to
 # `tinytorch/finetune/distill.py`. The companion `provided.py` exports first:
 # `_RNNBase` (PyTorch's parameter names and init, the checks, and the loop over
-# layers and time that calls your cell), `_check_kl_div` (argument checks), and
-# `save_adapters` / `load_adapters` (the adapters alone, as safetensors). The
-# cell below imports them with the layers this lesson builds on.
+# layers and time that calls your cell), the argument checks (`_check_mask`,
+# `_check_lora`, `_check_kl_div`), and `save_adapters` / `load_adapters` (the
+# adapters alone, as safetensors; `_adapter_file_sizes` measures such a file).
+# The cell below imports what the lesson uses, with the layers it builds on.
 
 # %%
-import os
-import tempfile
-
 import numpy as np
 
 import tinytorch as tt
 from tinytorch.core.autograd import gradcheck, no_grad
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.finetune.classify import _check_mask
 from tinytorch.finetune.distill import _argument_tuples, _check_distillation
-from tinytorch.finetune.lora import _check_untied, _MergeFlag, adapter_state_dict, load_adapters, save_adapters
+from tinytorch.finetune.lora import _adapter_file_sizes, _check_lora, _check_untied, _MergeFlag, adapter_state_dict
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn import functional as F
 from tinytorch.nn.functional import _check_kl_div, cross_entropy, linear, log_softmax, relu, softmax
@@ -260,10 +259,10 @@ def test_gru_cell():
     closed = gru_cell(tt.tensor([[-30.0, 0.0, 0.0]]), tt.ones(1, 1), tt.zeros(3, 1), tt.tensor([0.0, 0.0, 2.0]))
     assert abs(closed.item() - 0.5) < 1e-5, \
         "r multiplies n_h = (h W_hhᵀ + b_hh)'s third chunk, after the bias: expected 0.5 when r = 0"
-    ### BEGIN HIDDEN TESTS
-    opened = gru_cell(tt.tensor([[30.0, 0.0, 0.0]]), tt.ones(1, 1), tt.zeros(3, 1), tt.tensor([0.0, 0.0, 2.0]))
-    assert abs(opened.item() - (0.5 * np.tanh(2.0) + 0.5)) < 1e-5, "n = tanh(n_x + r * n_h)"
-    ### END HIDDEN TESTS
+    half = gru_cell(tt.tensor([[0.0, 0.0, 1.0]]), tt.ones(1, 1), tt.tensor([[0.0], [0.0], [1.0]])).item()  # r = ½
+    assert abs(half - 0.9526) < 1e-4, f"n = tanh(n_x + r·n_h) = tanh(1 + ½·1): r scales n_h alone; expected 0.9526, got {half:.4f}"
+    kept = gru_cell(tt.tensor([[0.0, 1.0, 0.5]]), tt.ones(1, 1), tt.zeros(3, 1)).item()  # z = σ(1), n = tanh(0.5)
+    assert abs(kept - 0.8553) < 1e-4, f"h' = (1 − z)·n + z·h: z = 0.731 keeps most of h = 1, so 0.8553; got {kept:.4f}"
 
 
 test_gru_cell()
@@ -407,19 +406,9 @@ import numpy as np
 from tinytorch.core.tensor import Tensor
 
 
-def _check_mask(hidden, attention_mask):
-    mask = np.asarray(attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask)
-    if mask.shape != tuple(hidden.shape[:2]):
-        raise ValueError(f"attention_mask of shape {mask.shape} must be (B, T) = {tuple(hidden.shape[:2])}")
-    if (mask.sum(axis=1) < 1).any() or (np.diff(mask.astype(np.int64), axis=1) > 0).any():
-        raise ValueError("attention_mask must be right-padded (1s, then 0s) with at least one real token per row; "
-                         "pad on the right: a causal model lets real tokens see left padding")
-    return mask
-
-
 def last_token_pool(hidden, attention_mask):
     """(B, T, C) hidden states -> (B, C): each row's state at its last real (mask 1) position."""
-    mask = _check_mask(hidden, attention_mask)
+    mask = _check_mask(hidden, attention_mask)  # provided: the mask as an array, (B, T) and right-padded
     ### BEGIN SOLUTION
     last = mask.sum(axis=1).astype(np.int64) - 1  # (B,)
     return hidden[np.arange(hidden.shape[0]), last]  # (B, C)
@@ -549,9 +538,10 @@ def test_classifier():
     alone = clf(tt.tensor([[1, 2, 3]]))
     assert np.allclose(alone.numpy()[0], logits.numpy()[0], atol=1e-5), \
         "right padding changes nothing: row 0 alone (no mask) gives the same logits"
+    hidden = clf.hidden_states(idx)  # a fresh ln_f (weight 1, bias 0) leaves each token's C features mean 0, std 1
+    assert hidden.shape == (2, 4, 8) and np.allclose(hidden.numpy().std(-1), 1, atol=0.1), \
+        f"hidden_states is (B, T, C) = (2, 4, 8), ending with ln_f; got {hidden.shape}, std {hidden.numpy().std(-1).ravel().round(2)}"
     ### BEGIN HIDDEN TESTS
-    hidden = clf.hidden_states(idx)
-    assert hidden.shape == (2, 4, 8), "hidden_states is (B, T, C)"
     assert np.allclose(clf.score(hidden[:, -1]).numpy()[1], logits.numpy()[1], atol=1e-5), "score(pooled state)"
     clf.pooling = "mean"
     assert np.allclose(clf(idx).numpy(), clf.score(hidden.mean(1)).numpy(), atol=1e-5), "pooling='mean'"
@@ -618,10 +608,7 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
 
     def __init__(self, base, rank=8, alpha=16, dropout=0.0):
         super().__init__()
-        if not isinstance(base, Linear):
-            raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
+        _check_lora(base, rank)  # provided: a Linear, and a positive int rank
         self.base = base.requires_grad_(False)  # the pretrained weight stays as it is
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
         device = base.weight.device
@@ -694,17 +681,23 @@ def test_lora_linear():
     x = tt.tensor([[1.0, 2.0]])
     start = lora(x)
     assert isinstance(start, Tensor) and start.shape == (1, 2), f"forward keeps (B, out) = (1, 2), got {start!r}"
-    assert start.tolist() == [[1.0, 2.0]], "B starts at zero: a fresh adapter leaves the output unchanged"
+    assert start.tolist() == [[1.0, 2.0]], f"B starts at zero: a fresh adapter gives x·Wᵀ = (1, 2), got {start.tolist()}"
     lora.lora_A.weight.data[...] = [[1.0, 1.0]]
     lora.lora_B.weight.data[...] = [[1.0], [0.0]]
     assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), f"worked example: (1, 2) + (α/r)·(3, 0) = (7, 2), got {lora(x).tolist()}"
     lora(x).sum().backward()
     assert lora.lora_B.weight.grad is not None and base.weight.grad is None, "only the adapter trains"
     lora.merge()
-    assert np.allclose(base.weight.numpy(), [[3.0, 2.0], [0.0, 1.0]]), "merge adds (alpha/r)·B·A: ((3, 2), (0, 1))"
-    assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), "merged: the same output, from the base alone"
+    assert np.allclose(base.weight.numpy(), [[3.0, 2.0], [0.0, 1.0]]), \
+        f"merge adds (alpha/r)·B·A: W' = ((3, 2), (0, 1)), got {base.weight.tolist()}"
+    assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), f"merged: (7, 2) from the base alone, got {lora(x).tolist()}"
     lora.unmerge()
-    assert np.allclose(base.weight.numpy(), np.eye(2)), "unmerge restores the weight"
+    assert np.allclose(base.weight.numpy(), np.eye(2)), f"unmerge restores W = I, got {base.weight.tolist()}"
+    wide = LoRALinear(Linear(4, 16), rank=2, alpha=2, dropout=0.5)
+    wide.lora_B.weight.data[...] = 1.0  # every output then reads the same sum of A·dropout(x)
+    update = (wide(tt.ones(1, 4)) - wide.base(tt.ones(1, 4))).numpy()
+    assert np.ptp(update) < 1e-5, f"dropout acts on x, before A (not on B·A's output): with B all 1s, all 16 outputs " \
+        f"get the same update, got the values {np.unique(update.round(3))}"
     ### BEGIN HIDDEN TESTS
     tt.manual_seed(1)
     big = LoRALinear(Linear(16, 8), rank=4, alpha=8)
@@ -829,14 +822,10 @@ print("inject_lora: ok")
 # `save_adapters` writes only the parameters that train.
 
 # %%
-with tempfile.TemporaryDirectory() as folder:
-    tt.manual_seed(0)
-    demo = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=64))
-    inject_lora(demo, ["attn.c_attn", "attn.c_proj"], rank=4, alpha=8)
-    tt.save(demo.state_dict(), os.path.join(folder, "full.safetensors"))
-    save_adapters(demo, os.path.join(folder, "adapters.safetensors"))
-    full, small = (os.path.getsize(os.path.join(folder, f)) for f in ("full.safetensors", "adapters.safetensors"))
-    load_adapters(demo, os.path.join(folder, "adapters.safetensors"))
+tt.manual_seed(0)
+demo = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=64))
+inject_lora(demo, ["attn.c_attn", "attn.c_proj"], rank=4, alpha=8)
+full, small = _adapter_file_sizes(demo)  # provided: tt.save(state_dict) vs save_adapters (then load_adapters), in bytes
 print(f"trainable {demo.num_parameters(trainable_only=True):,} of {demo.num_parameters(non_embedding=False):,}; "
       f"adapter file {small:,} bytes, {small / full:.1%} of the model's {full:,}; {len(adapter_state_dict(demo))} tensors")
 
@@ -911,6 +900,8 @@ def test_kl_div():
     assert isinstance(kl, Tensor) and kl.shape == (), f"batchmean gives a scalar Tensor, got {kl!r}"
     assert abs(kl.item() - 0.1438) < 1e-4, f"worked example: expected 0.1438, got {kl.item():.4f}"
     assert kl_div(log_q, p, reduction="none").shape == (1, 2), "reduction='none' keeps the input's shape"
+    mean = kl_div(log_q, p, reduction="mean").item()
+    assert abs(mean - 0.0719) < 1e-4, f"'mean' divides by the element count 2, not the batch size 1: 0.0719; got {mean:.4f}"
     assert abs(kl_div(log_q, p.log(), reduction="sum", log_target=True).item() - 0.1438) < 1e-4, \
         "log_target=True: the target holds log-probabilities"
     kl.backward()
@@ -1002,6 +993,8 @@ def test_distillation_loss():
     assert isinstance(same, Tensor) and same.shape == (), f"the loss is a scalar Tensor, got {same!r}"
     ce = cross_entropy(z, y).item()
     assert abs(same.item() - 0.75 * ce) < 1e-5, "identical logits: KL = 0, so the loss is (1 - alpha)·CE"
+    ignored = distillation_loss(z, z, y, alpha=0.0, ignore_index=2).item()  # row 1's label is 2: left out
+    assert abs(ignored - 0.2413) < 1e-4, f"ignore_index=2 goes to cross_entropy: row 0's CE alone, 0.2413; got {ignored:.4f}"
     teacher = tt.tensor([[0.0, 0.0, 4.0], [1.0, 1.0, 1.0]], requires_grad=True)
     soft = distillation_loss(z, teacher, temperature=2.0)
     p = np.exp(teacher.numpy() / 2) / np.exp(teacher.numpy() / 2).sum(1, keepdims=True)
@@ -1013,6 +1006,8 @@ def test_distillation_loss():
     soft = soft_targets(dropout := Dropout(0.5), tt.ones(2, 3, requires_grad=True))  # a teacher in training mode
     assert soft.tolist() == [[1.0] * 3] * 2 and not soft.requires_grad and dropout.training, (
         f"soft_targets: the teacher in eval mode (no dropout: x = 1s back, got {soft.tolist()}), no_grad, mode restored")
+    soft_targets(dropout.eval(), tt.ones(1, 3))
+    assert not dropout.training, "soft_targets restores the caller's mode: a teacher in eval mode stays in eval mode"
     ### BEGIN HIDDEN TESTS
     mixed = distillation_loss(z, teacher, y, temperature=2.0, alpha=0.3)
     assert abs(mixed.item() - (0.3 * want + 0.7 * ce)) < 1e-4, "alpha weighs the soft term, 1 - alpha the hard one"
@@ -1094,7 +1089,7 @@ def test_distill():
     student = GRUClassifier(8, 16, 2)
     losses = distill(student, teacher, [(inputs, labels)] * 30, tt.optim.AdamW(student.parameters(), lr=3e-2))
     assert isinstance(losses, list) and len(losses) == 30, "one loss per batch, as a list"
-    assert losses[-1] < losses[0] / 2, f"the distillation loss should fall, got {losses[0]:.3f} -> {losses[-1]:.3f}"
+    assert losses[-1] < losses[0] / 2, f"the distillation loss should at least halve in 30 steps, got {losses[0]:.3f} -> {losses[-1]:.3f}"
     accuracy = (soft_targets(student, *inputs).numpy().argmax(1) == labels.numpy()).mean()
     print(f"student (GRU) train accuracy after distillation: {accuracy:.2f}")
     assert accuracy > 0.9, "the student learns the task from the teacher"

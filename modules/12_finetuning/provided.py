@@ -23,7 +23,8 @@
 #   init, the input checks, and the loop over layers and time steps that calls
 #   the lesson's cell once per step.
 # - `save_adapters` / `load_adapters`: the LoRA weights alone, in a safetensors file.
-# - `_check_kl_div`: the argument checks of `F.kl_div`.
+# - `_check_mask`, `_check_lora`, `_check_kl_div`: the argument checks of the
+#   pooling functions, of `LoRALinear` and of `F.kl_div`.
 
 # %%
 #| default_exp nn.rnn
@@ -188,6 +189,29 @@ class _RNNBase(Module):
         return f"{self.input_size}, {self.hidden_size}{extra}"
 
 # %% [markdown]
+# ## Checks of the attention mask
+#
+# The pooling functions take a right-padded 0/1 mask (B, T), as a Tensor or an
+# array: 1s, then 0s, at least one real token per row.
+
+# %%
+#| export finetune.classify
+import numpy as np
+
+from tinytorch.core.tensor import Tensor
+
+
+def _check_mask(hidden, attention_mask):
+    """The mask as an array; ValueError unless it is (B, T) like `hidden` and right-padded."""
+    mask = np.asarray(attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask)
+    if mask.shape != tuple(hidden.shape[:2]):
+        raise ValueError(f"attention_mask of shape {mask.shape} must be (B, T) = {tuple(hidden.shape[:2])}")
+    if (mask.sum(axis=1) < 1).any() or (np.diff(mask.astype(np.int64), axis=1) > 0).any():
+        raise ValueError("attention_mask must be right-padded (1s, then 0s) with at least one real token per row; "
+                         "pad on the right: a causal model lets real tokens see left padding")
+    return mask
+
+# %% [markdown]
 # ## Checks of `F.kl_div`
 
 # %%
@@ -217,9 +241,21 @@ def _check_kl_div(input, target, reduction):
 
 # %%
 #| export finetune.lora
+import os
+import tempfile
+
 from tinytorch.core.backend import to_device
 from tinytorch.core.serialization import load, save
 from tinytorch.core.tensor import Tensor
+from tinytorch.nn.layers import Linear
+
+
+def _check_lora(base, rank):
+    """LoRALinear's arguments: TypeError unless `base` is a Linear, ValueError unless `rank` is a positive int."""
+    if not isinstance(base, Linear):
+        raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
 
 
 class _MergeFlag:
@@ -288,6 +324,17 @@ def save_adapters(model, path):
 def load_adapters(model, path):
     """Copy the tensors of an adapter file into `model` (which must have the same adapters injected)."""
     return load_adapter_state_dict(model, load(path), source=path)
+
+
+def _adapter_file_sizes(model):
+    """(bytes of the whole model's safetensors file, bytes of its adapter file), written to a temporary folder;
+    the adapter file is loaded back into `model`, as a round trip."""
+    with tempfile.TemporaryDirectory() as folder:
+        full, adapters = os.path.join(folder, "full.safetensors"), os.path.join(folder, "adapters.safetensors")
+        save(model.state_dict(), full)
+        save_adapters(model, adapters)
+        load_adapters(model, adapters)
+        return os.path.getsize(full), os.path.getsize(adapters)
 
 
 def load_adapter_state_dict(model, state, source="state"):

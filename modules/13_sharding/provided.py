@@ -181,6 +181,11 @@ class _ShardedBase(_ModelWrapper):
     def _in_flight_buffers(self):
         return [out for _, _, outs in getattr(self, "_in_flight", {}).values() for out in outs]
 
+    def _comm_buffers(self):
+        """The gathered parameters and flat gradients alive right now (for measure_memory)."""
+        return [s.data for u in self.units for s in u.signals] + \
+            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
+
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
         for i, unit in enumerate(self.units):

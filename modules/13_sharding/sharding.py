@@ -387,11 +387,6 @@ class FullyShardedDataParallel(_ShardedBase):
             return out
         return from_op(out.data, out._device, (out,), gather_again_backward)
 
-    def _comm_buffers(self):
-        """The gathered parameters and flat gradients alive right now (for measure_memory)."""
-        return [s.data for u in self.units for s in u.signals] + \
-            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
-
     def _unit_forward(self, unit, forward, *args, **kwargs):
         """Gather the unit, run its forward with its parameters shadowed by signals, free it again."""
         ### BEGIN SOLUTION
@@ -477,15 +472,19 @@ def _train(stage=None):
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
+    with tt.no_grad():  # an evaluation forward: no backward will come to free the units
+        _loss(net, TOKENS[0])
     state = net.state_dict() if stage is not None else model.state_dict()
-    return {k: v.numpy().copy() for k, v in state.items()}, losses, [u.shard.data.size for u in getattr(net, "units", [])]
+    return {k: v.numpy().copy() for k, v in state.items()}, losses, [u.gathered for u in getattr(net, "units", [])]
 
 
 expected, expected_losses = _train()[:2]
 for stage in (3, 2):
     ranks = ThreadGroup.run(2, _train, stage)
-    state, _, shard_sizes = ranks[0]
-    assert len(shard_sizes) == 3, f"ZeRO-{stage}: 2 blocks + the root should make 3 units, got {len(shard_sizes)}"
+    state, _, gathered = ranks[0]
+    assert len(gathered) == 3, f"ZeRO-{stage}: 2 blocks + the root should make 3 units, got {len(gathered)}"
+    assert stage == 2 or not any(gathered), ("ZeRO-3: a forward under no_grad frees each unit right after it, the "
+                                             f"root too (no backward will); units still gathered: {gathered}")
     assert set(state) == set(expected), f"ZeRO-{stage}: state_dict() must have the model's keys, got {sorted(state)[:4]}..."
     for name, want in expected.items():
         assert state[name].shape == want.shape, f"ZeRO-{stage}: {name} has shape {state[name].shape}, expected {want.shape}"
@@ -631,10 +630,14 @@ def _grads(checkpointed):
 
 
 x = tt.randn(2, 3, requires_grad=True)
-y = _checkpoint(lambda t: (t * t).sum(dim=1), x)
+y = _checkpoint(lambda t: (t * t).sum(dim=1) + tt.rand(1), x)  # fn draws one random number
 assert y is not None and y.shape == (2,), f"checkpoint returns fn's output, shape (2,), got {getattr(y, 'shape', y)}"
-y.sum().backward()
-assert x.grad is not None and np.allclose(x.grad.numpy(), 2 * x.numpy()), "d/dx sum(x²) = 2x through checkpoint"
+total, drawn = y.sum(), tt.rand(1).item()
+with tt.no_grad():  # backward may run under no_grad: the recomputation must still record its graph
+    total.backward()
+assert x.grad is not None and np.allclose(x.grad.numpy(), 2 * x.numpy()), \
+    "d/dx sum(x²) = 2x through checkpoint, also when backward runs under no_grad (recompute under enable_grad)"
+assert tt.rand(1).item() != drawn, "after the recomputation, put the generator back: the next draw repeated an old one"
 plain, ckpt = _grads(False), _grads(True)
 for name, g in plain.items():
     worst = float(np.abs(ckpt[name] - g).max())
@@ -719,19 +722,15 @@ def predict_memory(n_params, world_size, strategy, activation_bytes=0):
 # a lookup, and a returned dict of four entries.</details>
 
 # %% nbgrader={"grade": true, "grade_id": "test-predict-memory", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-got = predict_memory(1000, 4, "ddp")
-assert got is not None and set(got) == {"params", "grads", "optimizer", "activations"}, f"four categories, got {got}"
-assert (got["params"], got["grads"], got["optimizer"]) == (4000, 4000, 8000), f"DDP keeps everything: got {got}"
-z3 = predict_memory(1000, 4, "zero3")
-assert (z3["params"], z3["grads"], z3["optimizer"]) == (1000, 1000, 2000), f"ZeRO-3 on 4 ranks: a quarter each, got {z3}"
-z2 = predict_memory(1000, 4, "zero2")
-assert (z2["params"], z2["grads"], z2["optimizer"]) == (4000, 1000, 2000), f"ZeRO-2 shards grads and Adam, not weights: {z2}"
-z1 = predict_memory(1000, 4, "zero1", activation_bytes=7)
-assert (z1["params"], z1["grads"], z1["optimizer"], z1["activations"]) == (4000, 4000, 2000, 7), f"ZeRO-1: got {z1}"
+for strategy, want, why in (("ddp", (4000, 4000, 8000), "keeps all"), ("zero1", (4000, 4000, 2000), "shards Adam"),
+                            ("zero2", (4000, 1000, 2000), "+ grads"), ("zero3", (1000, 1000, 2000), "+ weights")):
+    got = predict_memory(1000, 4, strategy, activation_bytes=7)  # 1000 parameters on 4 ranks; activations as given
+    assert got == dict(zip(("params", "grads", "optimizer", "activations"), want + (7,))), \
+        f"{strategy} ({why}): expected (params, grads, optimizer, activations) = {want + (7,)}, got {got}"
 six = GPTConfig(vocab_size=32, block_size=16, n_layer=6, n_head=2, n_embd=32)
 full, kept = gpt_activation_bytes(six, 2, 16), gpt_activation_bytes(six, 2, 16, checkpoint=True)
 assert full == 4 * (2 * 6 * (26 * 16 * 32 + 2 * 16 * 16 + 2 * 16) + 2 * (4 * 16 * 32 + 16 * 32) + 16 * 32), (
-    f"gpt_activation_bytes: 6 blocks of 26·T·C + H·T·T + 2·T values per sequence, plus the rest; got {full}")
+    f"gpt_activation_bytes: 6 blocks of 26·T·C + H·T·T + 2·T values per sequence, plus the rest: 687616 bytes, got {full}")
 assert kept == 4 * (2 * 6 * 16 * 32 + 2 * (4 * 16 * 32 + 16 * 32) + 16 * 32), (
     f"checkpoint=True: each of the 6 blocks keeps just its (B, T, C) input, plus the rest: expected 47104 bytes, got {kept}")
 print("predict_memory: ok")

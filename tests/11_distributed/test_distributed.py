@@ -281,3 +281,12 @@ def test_ddp_backward_through_an_earlier_pass_is_a_clear_error(device):
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="once per backward"):
         loss.backward()
+
+
+def test_distributed_sampler_epoch_order_depends_on_the_seed():
+    orders = []
+    for seed in (0, 1):
+        sampler = dist.DistributedSampler(list(range(8)), num_replicas=2, rank=0, seed=seed)
+        sampler.set_epoch(1)
+        orders.append(list(sampler))
+    assert orders[0] != orders[1], f"seeds 0 and 1 gave the same epoch-1 order {orders[0]}"

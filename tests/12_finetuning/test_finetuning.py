@@ -318,3 +318,49 @@ def test_merge_and_unload_gives_a_plain_gpt_for_save_pretrained(tmp_path):
     np.testing.assert_allclose(logits(model), want, atol=1e-5)
     model.save_pretrained(tmp_path)
     np.testing.assert_allclose(logits(GPT.from_pretrained(tmp_path)), want, atol=1e-5)
+
+
+def test_gru_cell_where_the_update_and_reset_gates_matter():
+    """z ≠ ½ and r ≠ 1, so (1 − z)·n + z·h and n = tanh(n_x + r·n_h) are pinned (values from torch.nn.GRUCell)."""
+    from tinytorch.nn.rnn import gru_cell
+    h = tt.ones(1, 1)
+    assert gru_cell(tt.tensor([[0.0, 1.0, 0.5]]), h, tt.zeros(3, 1)).item() == pytest.approx(0.8553, abs=1e-4)
+    assert gru_cell(tt.tensor([[0.0, 0.0, 1.0]]), h, tt.tensor([[0.0], [0.0], [1.0]])).item() == \
+        pytest.approx(0.9526, abs=1e-4)
+
+
+def test_kl_div_mean_divides_by_the_element_count():
+    x = tt.tensor(np.log(np.array([[0.2, 0.8], [0.5, 0.5]], np.float32)))
+    t = tt.tensor([[0.5, 0.5], [0.9, 0.1]])
+    assert F.kl_div(x, t, reduction="mean").item() == pytest.approx(0.1478, abs=1e-4)  # torch's value
+    assert F.kl_div(x, t, reduction="batchmean").item() == pytest.approx(0.2956, abs=1e-4)
+
+
+def test_distillation_loss_passes_ignore_index_to_the_hard_term():
+    z = tt.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, 3.0]])
+    loss = distillation_loss(z, z, tt.tensor([0, 2]), alpha=0.0, ignore_index=2)
+    assert loss.item() == pytest.approx(0.2413, abs=1e-4)  # torch's cross_entropy(ignore_index=2): row 0 alone
+
+
+def test_hidden_states_end_with_the_final_norm():
+    """The GPT's own logits are lm_head(ln_f(blocks)): hidden_states must be what lm_head reads."""
+    tt.manual_seed(0)
+    clf = GPTForSequenceClassification(GPT(GPTConfig(**SMALL)), num_labels=2).eval()
+    idx = tt.tensor([[1, 2, 3, 4]])
+    logits = clf.gpt(idx)[0].numpy()
+    np.testing.assert_allclose(clf.gpt.lm_head(clf.hidden_states(idx)).numpy(), logits, atol=1e-5)
+
+
+def test_lora_dropout_acts_on_the_input_not_on_the_update():
+    lora = LoRALinear(nn.Linear(4, 16), rank=2, alpha=2, dropout=0.5)
+    lora.lora_B.weight.data[...] = 1.0  # every output reads the same A·dropout(x)
+    for seed in range(5):
+        tt.manual_seed(seed)
+        update = (lora(tt.ones(3, 4)) - lora.base(tt.ones(3, 4))).numpy()
+        assert np.ptp(update, axis=1).max() < 1e-5, f"seed {seed}: outputs of one row differ: {update}"
+
+
+def test_soft_targets_keep_an_eval_teacher_in_eval():
+    teacher = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).eval()
+    soft_targets(teacher, tt.ones(1, 2))
+    assert not teacher.training

@@ -323,3 +323,23 @@ def test_checkpointing_halves_the_activations_of_a_six_block_gpt():
     assert kept <= 0.5 * plain, f"checkpoint_blocks keeps {kept} B of activations, plain {plain} B"
     predicted = gpt_activation_bytes(six, 2, 16, checkpoint=True)
     assert abs(kept - predicted) <= 0.1 * predicted, f"checkpointed: predicted {predicted}, measured {kept}"
+
+
+def test_zero3_frees_every_unit_after_a_forward_under_no_grad():
+    """No backward follows an evaluation forward, so the root unit too is freed right after it."""
+    def rank():
+        model = make_gpt(INIT)
+        fsdp = FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=3)
+        with tt.no_grad():
+            loss_of(fsdp, TOKENS[0][:6])
+        return [u.gathered for u in fsdp.units], measure_memory(fsdp)["buffers"]
+    for gathered, live in ThreadGroup.run(2, rank):
+        assert gathered == [False] * 3 and live == 0, f"still gathered: {gathered}, {live} B alive"
+
+
+def test_checkpoint_backward_under_no_grad_still_recomputes_with_a_graph():
+    x = tt.randn(2, 3, requires_grad=True)
+    total = checkpoint(lambda t: t * t, x).sum()
+    with tt.no_grad():
+        total.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy(), rtol=1e-6)

@@ -145,6 +145,11 @@ class _ShardedBase(_ModelWrapper):
     def _in_flight_buffers(self):
         return [out for _, _, outs in getattr(self, "_in_flight", {}).values() for out in outs]
 
+    def _comm_buffers(self):
+        """The gathered parameters and flat gradients alive right now (for measure_memory)."""
+        return [s.data for u in self.units for s in u.signals] + \
+            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
+
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
         for i, unit in enumerate(self.units):
@@ -460,11 +465,6 @@ class FullyShardedDataParallel(_ShardedBase):
         if not isinstance(out, Tensor) or not out.requires_grad:
             return out
         return from_op(out.data, out._device, (out,), gather_again_backward)
-
-    def _comm_buffers(self):
-        """The gathered parameters and flat gradients alive right now (for measure_memory)."""
-        return [s.data for u in self.units for s in u.signals] + \
-            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
 
     def _unit_forward(self, unit, forward, *args, **kwargs):
         """Gather the unit, run its forward with its parameters shadowed by signals, free it again."""

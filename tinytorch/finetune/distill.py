@@ -6,7 +6,7 @@ from tinytorch.core.autograd import no_grad
 from tinytorch.nn.functional import cross_entropy, kl_div, log_softmax, softmax
 
 
-# %% modules/12_finetuning/provided.py, cell 11
+# %% modules/12_finetuning/provided.py, cell 13
 def _check_distillation(student_logits, teacher_logits, temperature, alpha):
     """ValueError unless temperature > 0, 0 <= alpha <= 1, and both logits are (B, classes), of one shape."""
     if temperature <= 0 or not 0.0 <= alpha <= 1.0:

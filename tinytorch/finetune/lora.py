@@ -11,14 +11,24 @@ __all__ = [
 ]
 
 
+import os
+import tempfile
 from tinytorch.core.backend import to_device, get_xp
 from tinytorch.core.serialization import load, save
 from tinytorch.core.tensor import Tensor
+from tinytorch.nn.layers import Linear, Dropout, Module
 from tinytorch.nn.init import zeros_
-from tinytorch.nn.layers import Dropout, Linear, Module
 
 
-# %% modules/12_finetuning/provided.py, cell 9
+# %% modules/12_finetuning/provided.py, cell 11
+def _check_lora(base, rank):
+    """LoRALinear's arguments: TypeError unless `base` is a Linear, ValueError unless `rank` is a positive int."""
+    if not isinstance(base, Linear):
+        raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
+
+
 class _MergeFlag:
     """LoRALinear's `merged`: whether the update is inside the base weight (forward then skips the adapter).
     Kept as a buffer, in state_dict only while merged: a merged model's checkpoint then cannot load into an
@@ -87,6 +97,17 @@ def load_adapters(model, path):
     return load_adapter_state_dict(model, load(path), source=path)
 
 
+def _adapter_file_sizes(model):
+    """(bytes of the whole model's safetensors file, bytes of its adapter file), written to a temporary folder;
+    the adapter file is loaded back into `model`, as a round trip."""
+    with tempfile.TemporaryDirectory() as folder:
+        full, adapters = os.path.join(folder, "full.safetensors"), os.path.join(folder, "adapters.safetensors")
+        save(model.state_dict(), full)
+        save_adapters(model, adapters)
+        load_adapters(model, adapters)
+        return os.path.getsize(full), os.path.getsize(adapters)
+
+
 def load_adapter_state_dict(model, state, source="state"):
     """Copy `state` (name -> tensor: an adapter file's, or a checkpoint's) into `model`'s adapters, in place.
 
@@ -121,10 +142,7 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
 
     def __init__(self, base, rank=8, alpha=16, dropout=0.0):
         super().__init__()
-        if not isinstance(base, Linear):
-            raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
+        _check_lora(base, rank)  # provided: a Linear, and a positive int rank
         self.base = base.requires_grad_(False)  # the pretrained weight stays as it is
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
         device = base.weight.device

@@ -906,7 +906,7 @@ def apply_rotary_emb(x, cos, sin, interleaved=False):
     return from_op(out, x._device, (x,), apply_rotary_emb_backward)
 
 
-# %% modules/12_finetuning/provided.py, cell 7
+# %% modules/12_finetuning/provided.py, cell 9
 def _check_kl_div(input, target, reduction):
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError(f"kl_div expects two Tensors, got {type(input).__name__} and {type(target).__name__}")
