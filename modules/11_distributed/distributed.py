@@ -68,8 +68,8 @@ import numpy as np
 import tinytorch as tt
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import from_op
-from tinytorch.distributed import (ReduceOp, ThreadGroup, Work, all_reduce, get_rank, get_world_size,
-                                   recv, send)
+from tinytorch.distributed import (DistributedTimeoutError, ReduceOp, ThreadGroup, Work, all_reduce, get_rank,
+                                   get_world_size, recv, send)
 from tinytorch.distributed.ddp import _DataParallelBase
 from tinytorch.distributed.zero import _ShardedCheckpoints
 from tinytorch.nn import Linear, Sequential
@@ -295,6 +295,10 @@ for n_ranks, length in ((2, 4), (3, 3), (3, 7), (4, 2)):
         assert np.allclose(got[a:b], total[a:b]), (
             f"{n_ranks} ranks, length {length}: after reduce-scatter rank {rank} must hold the full sum of chunk "
             f"{k} = {total[a:b]}, got {got[a:b]}")
+peers = _RecordingPeers()  # rank 0 of 4
+_ring_reduce_scatter([tt.ones(2) for _ in range(4)], 0, peers)
+sends = [c for c in peers.calls if c[0] == "send"]
+assert len(sends) == 3, f"reduce-scatter on 4 ranks: n - 1 = 3 steps, one send each; rank 0 sent {len(sends)} times"
 print("_ring_reduce_scatter: ok")
 
 # %% [markdown]
@@ -559,6 +563,9 @@ assert list(other) != shards[0], \
     f"set_epoch seeds the order with (seed, epoch): seeds 1 and 2 gave the same epoch-4 order {shards[0]}"
 plain = DistributedSampler(data, num_replicas=3, rank=1, shuffle=False)
 assert list(plain) == [1, 4, 7], f"shuffle=False: rank 1 of 3 takes 1, 4, 7; got {list(plain)}"
+cut = [list(DistributedSampler(range(10), num_replicas=3, rank=r, shuffle=False, drop_last=True)) for r in range(3)]
+assert cut == [[0, 3, 6], [1, 4, 7], [2, 5, 8]], \
+    f"drop_last=True: 10 items on 3 ranks are cut to 9, so [[0, 3, 6], [1, 4, 7], [2, 5, 8]]; got {cut}"
 ### BEGIN HIDDEN TESTS
 again = DistributedSampler(data, num_replicas=3, rank=0, seed=1)
 assert list(again) != list(again), "without set_epoch the generator advances: a new order each pass"
@@ -632,7 +639,8 @@ def assign_buckets(params, cap_bytes):
 ps = [tt.zeros(n) for n in (10, 20, 30, 40)]  # float32: 40, 80, 120, 160 bytes
 names = {id(p): i for i, p in enumerate(ps)}
 got = assign_buckets(ps, cap_bytes=200)
-assert got is not None and len(got) == 3, f"cap 200 bytes: expected 3 buckets, got {got}"
+assert got is not None and len(got) == 3, \
+    f"cap 200 bytes: expected 3 buckets, got buckets of {got and [[p.data.nbytes for p in b] for b in got]} bytes"
 got = [[names[id(p)] for p in b] for b in got]
 assert got == [[3], [2, 1], [0]], f"reverse order, at most 200 bytes per bucket: expected [[3], [2, 1], [0]], got {got}"
 got = [[names[id(p)] for p in b] for b in assign_buckets(ps, cap_bytes=100)]
@@ -728,6 +736,8 @@ bucket.accumulate(b, np.array([1.0, 2.0, 3.0], dtype=np.float32))
 assert b.grad is not None, "accumulate must set param.grad the first time"
 assert b.grad.shape == (3,) and b.grad.tolist() == [1.0, 2.0, 3.0], f"b.grad should be [1, 2, 3], got {b.grad}"
 assert np.shares_memory(b.grad.data, bucket.buffer), "param.grad must be a view into the bucket's buffer (no copy)"
+dtypes = [str(_Bucket([tt.zeros(2, dtype=d)]).buffer.dtype) for d in (tt.float32, tt.float64)]
+assert dtypes == ["float32", "float64"], f"the buffer takes its parameters' dtype: float32 and float64 gave {dtypes}"
 assert bucket.buffer.tolist() == [0.0] * 6 + [1.0, 2.0, 3.0], f"b's values belong at the end of the buffer: {bucket.buffer}"
 bucket.accumulate(b, np.ones(3, dtype=np.float32))
 assert b.grad.tolist() == [2.0, 3.0, 4.0], f"a second gradient is added: expected [2, 3, 4], got {b.grad.tolist()}"
@@ -905,6 +915,9 @@ for (name, p), e in zip(net.named_parameters(), expected):
         f"{name}: inside no_sync _grad_ready must still accumulate g into the bucket (only the all-reduce is "
         f"skipped): after 2 backwards expected twice the one-pass gradient, got {p.grad.numpy().ravel()[:3]}... "
         f"instead of {2 * e.ravel()[:3]}...")
+one_mib = DistributedDataParallel(Linear(500, 500), bucket_cap_mb=1, process_group=_RecordingGroup())
+assert len(one_mib.buckets) == 1, (f"bucket_cap_mb counts MiB (2**20 bytes): Linear(500, 500)'s 1,002,000 bytes "
+                                   f"fit one 1-MiB bucket, got {len(one_mib.buckets)} buckets")
 ### BEGIN HIDDEN TESTS
 (ddp(inputs) ** 2).mean().backward()
 assert len([e for e in group.log if e[0] == "launch"]) == len(sizes), "the next backward outside no_sync syncs again"
@@ -925,20 +938,30 @@ for net in nets[1:]:
 batch = tt.randn(8, 4)
 
 
-def _ddp_rank():
-    rank = get_rank()
-    ddp = DistributedDataParallel(nets[rank], bucket_cap_mb=100 / 2 ** 20)
-    (ddp(batch[rank * 4:(rank + 1) * 4]) ** 2).mean().backward()
-    return [p.grad.numpy() for p in nets[rank].parameters()]
+def _ddp_rank(frozen):
+    rank, net = get_rank(), nets[get_rank()]
+    net[0].requires_grad_(not frozen)
+    ddp, steps = DistributedDataParallel(net, bucket_cap_mb=100 / 2 ** 20), []
+    for _ in range(2):  # two steps, with zero_grad() (grads back to None) in between
+        net.zero_grad()
+        (ddp(batch[rank * 4:(rank + 1) * 4]) ** 2).mean().backward()
+        steps.append({name: p.grad.numpy().copy() for name, p in net.named_parameters() if p.requires_grad})
+    return steps
 
 
-per_rank = ThreadGroup.run(2, _ddp_rank)
 (nets[2](batch) ** 2).mean().backward()
-for rank, grads in enumerate(per_rank):
-    for (name, p), g in zip(nets[2].named_parameters(), grads):
-        assert g.shape == p.grad.shape, f"rank {rank}: {name}.grad has shape {g.shape}, expected {p.grad.shape}"
-        assert np.allclose(g, p.grad.numpy(), atol=1e-6), (
-            f"rank {rank}: {name}.grad differs from the whole-batch gradient (averaged, not summed?)")
+whole = {name: p.grad.numpy() for name, p in nets[2].named_parameters()}
+hints = ("averaged over the ranks?", "after zero_grad() a pass's first gradient must replace the bucket's old values",
+         "DDP buckets only the parameters that require grad")
+for frozen in (False, True):
+    for rank, steps in enumerate(ThreadGroup.run(2, _ddp_rank, frozen)):
+        for step, grads in enumerate(steps):
+            for name, g in grads.items():
+                want = whole[name]
+                assert g.shape == want.shape, f"rank {rank}: {name}.grad has shape {g.shape}, not {want.shape}"
+                assert np.allclose(g, want, atol=1e-6), (
+                    f"{'layer 0 frozen, ' if frozen else ''}step {step + 1}, rank {rank}: {name}.grad starts "
+                    f"{g.ravel()[:3]}, the whole-batch gradient {want.ravel()[:3]} ({hints[2 if frozen else step]})")
 print("DDP on 2 ranks = one process on the whole batch: ok")
 
 # %% [markdown]
@@ -1176,6 +1199,15 @@ for rank, params in enumerate(lr_zero):
         assert np.allclose(got, want, atol=1e-6), (
             f"rank {rank}: parameter {i} moved in a step with param_groups[0]['lr'] = 0; step() must first copy "
             f"each group's settings (lr, ...) into self.optim's matching group, or schedules are ignored")
+want, _ = _train(lambda ps: AdamW(ps[:2], lr=0.1, weight_decay=0.1))  # 3 ranks, 2 parameters: rank 2 owns none
+try:
+    three = ThreadGroup.run(3, lambda: _train(lambda ps: ZeroRedundancyOptimizer(ps[:2], lr=0.1, weight_decay=0.1))[0],
+                            timeout=5)
+except DistributedTimeoutError as err:
+    raise AssertionError(f"3 ranks, 2 parameters: rank 2 owns nothing, but every rank must join the all-gather ({err})")
+for rank, params in enumerate(three):
+    assert all(np.allclose(g, w, atol=1e-5) for g, w in zip(params, want)), \
+        f"3 ranks, 2 parameters: rank {rank} differs from plain AdamW"
 ### BEGIN HIDDEN TESTS
 alone, _ = _train(lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1))
 assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(alone, expected)), "world size 1: ZeRO equals AdamW"

@@ -167,6 +167,11 @@ def _check_rank(rank, size):
         raise ValueError(f"rank {rank} is out of range for a world of size {size}")
 
 
+def _ranks(ranks):
+    """'rank 2' or 'ranks 0, 1', for messages."""
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
 # %%
 #| export
 def _import_mpi():
@@ -734,6 +739,17 @@ class ThreadGroup:
                 if hasattr(err, "add_note"):  # Python 3.11+
                     err.add_note(f"(raised on rank {rank} of {n} in ThreadGroup.run)")
                 raise err  # the rank's own exception: a failed assert reads as itself
+        # No rank raised on its own, yet some have no result: a collective's barrier timed out on them, or they
+        # never returned. Fail loudly instead of returning None for them.
+        stuck = [r for r in range(n) if errors[r] is not None]
+        running = [r for r in range(n) if threads[r].is_alive()]
+        if stuck or running:
+            done = [r for r in range(n) if r not in stuck + running]
+            why = [f"{_ranks(stuck)} waited more than {timeout:g} s in a collective"] if stuck else []
+            why += [f"{_ranks(running)} had not returned after {timeout + 5:g} s"] if running else []
+            why += [f"{_ranks(done)} returned without joining it"] if stuck and done else []
+            raise DistributedTimeoutError(f"ThreadGroup.run: {'; '.join(why)}. Every rank must call the same "
+                                          f"collectives, in the same order")
         return results
 
     def send(self, array, dst):
@@ -923,6 +939,11 @@ class _DataParallelBase(_ModelWrapper):
     def _check_last_backward(self):
         started = any(b.pending < len(b.params) for b in self.buckets)
         if self.require_backward_grad_sync and started and self._next_bucket < len(self.buckets):
+            frozen = [self._names.get(id(p), "?") for b in self.buckets for p in b.params if not p.requires_grad]
+            if frozen:  # a frozen parameter never gets a gradient, so its bucket never completes
+                raise RuntimeError(f"DistributedDataParallel: the buckets hold parameters that do not require grad "
+                                   f"({frozen[:8]}), so the buckets from theirs on were never averaged. Bucket only "
+                                   f"the parameters that require grad, and freeze layers before wrapping the model")
             missing = [self._names.get(id(p), "?") for b in self.buckets[self._next_bucket:]
                        for p in b.params][:8]
             raise RuntimeError(f"DistributedDataParallel: the last backward gave no gradient to some parameters "

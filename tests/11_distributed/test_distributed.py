@@ -2,6 +2,8 @@
 
 The checks with real ranks (MPI) are in tests/distributed/ (marker `distributed`)."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -290,3 +292,113 @@ def test_distributed_sampler_epoch_order_depends_on_the_seed():
         sampler.set_epoch(1)
         orders.append(list(sampler))
     assert orders[0] != orders[1], f"seeds 0 and 1 gave the same epoch-1 order {orders[0]}"
+
+
+def test_thread_group_collective_that_a_rank_skips_is_a_timeout_naming_the_ranks():
+    def rank_main():
+        t = tt.ones(2)
+        if dist.get_rank() == 0:
+            dist.all_reduce(t)  # rank 1 never joins it
+        return t.tolist()
+
+    with pytest.raises(dist.DistributedTimeoutError, match=r"rank 0 waited .* rank 1 returned"):
+        dist.ThreadGroup.run(2, rank_main, timeout=0.5)
+
+
+def test_thread_group_rank_that_never_returns_is_a_timeout():
+    release = threading.Event()
+
+    def rank_main():
+        if dist.get_rank() == 1:
+            release.wait(10)  # busy far past the deadline, in no collective
+        return dist.get_rank()
+
+    try:
+        with pytest.raises(dist.DistributedTimeoutError, match=r"rank 1 had not returned"):
+            dist.ThreadGroup.run(2, rank_main, timeout=0.1)
+    finally:
+        release.set()
+
+
+def test_ddp_layer_frozen_after_wrapping_is_a_clear_error(device):
+    net = Sequential(Linear(3, 2), Linear(2, 2)).to(device)
+    ddp = dist.DistributedDataParallel(net)
+    x = tt.randn(4, 3, device=device)
+    net[0].requires_grad_(False)
+    ddp(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"do not require grad \(\['0.bias', '0.weight'\]\)"):
+        ddp(x)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_ddp_second_step_after_zero_grad_and_a_frozen_layer_on_thread_ranks(frozen):
+    nets = _mlp_copies(3)
+    x = tt.randn(4, 5)
+    (nets[2](x) ** 2).mean().backward()
+
+    def rank_main():
+        net = nets[dist.get_rank()]
+        net[0].requires_grad_(not frozen)
+        ddp = dist.DistributedDataParallel(net, bucket_cap_mb=64 / 2 ** 20)
+        steps = []
+        for _ in range(2):
+            net.zero_grad()  # grads back to None: the next pass's first gradient replaces the bucket's values
+            (ddp(x[2 * dist.get_rank():2 * dist.get_rank() + 2]) ** 2).mean().backward()
+            steps.append([None if p.grad is None else p.grad.numpy().copy() for p in net.parameters()])
+        return steps
+
+    for steps in dist.ThreadGroup.run(2, rank_main):
+        for step, grads in enumerate(steps):
+            for i, (p, g) in enumerate(zip(nets[2].parameters(), grads)):
+                if frozen and i < 2:
+                    assert g is None, "a frozen parameter gets no gradient"
+                else:
+                    np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-7,
+                                               err_msg=f"step {step + 1} (after zero_grad), parameter {i}")
+
+
+def test_distributed_sampler_drop_last_matches_torch():
+    pytest.importorskip("torch")
+    from torch.utils.data import DistributedSampler as TorchSampler
+    for drop_last in (False, True):
+        kw = dict(num_replicas=3, shuffle=False, drop_last=drop_last)
+        ours = [list(dist.DistributedSampler(list(range(10)), rank=r, **kw)) for r in range(3)]
+        theirs = [list(TorchSampler(list(range(10)), rank=r, **kw)) for r in range(3)]
+        assert ours == theirs, f"drop_last={drop_last}"
+    assert ours == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+
+
+def test_zero_rank_that_owns_nothing_still_gathers():
+    inits = [np.arange(3, dtype=np.float32), np.arange(2, dtype=np.float32)]
+
+    def train(make):
+        params = [tt.tensor(v, requires_grad=True) for v in inits]
+        opt = make(params)
+        for p in params:
+            p.grad = tt.tensor(np.ones_like(p.numpy()))
+        opt.step()
+        return getattr(opt, "optim", opt) is None, [p.numpy() for p in params]
+
+    _, expected = train(lambda ps: AdamW(ps, lr=0.1))
+    results = dist.ThreadGroup.run(3, train, lambda ps: dist.ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1),
+                                   timeout=5.0)
+    assert [owns_nothing for owns_nothing, _ in results] == [False, False, True]
+    for rank, (_, params) in enumerate(results):
+        for got, want in zip(params, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"rank {rank}")
+
+
+def test_ddp_grads_keep_the_dtype_and_the_cap_is_in_mebibytes(device):
+    ddp = dist.DistributedDataParallel(Sequential(Linear(500, 500)).to(device), bucket_cap_mb=1)
+    assert len(ddp.buckets) == 1, "1,002,000 bytes fit one 1-MiB (2**20 bytes) bucket"
+    ddp(tt.randn(2, 500, device=device)).sum().backward()
+    assert {p.grad.dtype for p in ddp.module.parameters()} == {tt.float32}
+
+
+def test_ring_all_reduce_sends_two_n_minus_one_chunks_per_rank(monkeypatch):
+    sends = []
+    original = dist.ThreadGroup.send
+    monkeypatch.setattr(dist.ThreadGroup, "send", lambda self, array, dst: (sends.append(self.rank),
+                                                                             original(self, array, dst)))
+    dist.ThreadGroup.run(3, lambda: ring_all_reduce(tt.ones(6)).tolist())
+    assert sorted(sends) == [0] * 4 + [1] * 4 + [2] * 4, "2(n - 1) = 4 sends per rank"

@@ -109,6 +109,11 @@ class _DataParallelBase(_ModelWrapper):
     def _check_last_backward(self):
         started = any(b.pending < len(b.params) for b in self.buckets)
         if self.require_backward_grad_sync and started and self._next_bucket < len(self.buckets):
+            frozen = [self._names.get(id(p), "?") for b in self.buckets for p in b.params if not p.requires_grad]
+            if frozen:  # a frozen parameter never gets a gradient, so its bucket never completes
+                raise RuntimeError(f"DistributedDataParallel: the buckets hold parameters that do not require grad "
+                                   f"({frozen[:8]}), so the buckets from theirs on were never averaged. Bucket only "
+                                   f"the parameters that require grad, and freeze layers before wrapping the model")
             missing = [self._names.get(id(p), "?") for b in self.buckets[self._next_bucket:]
                        for p in b.params][:8]
             raise RuntimeError(f"DistributedDataParallel: the last backward gave no gradient to some parameters "

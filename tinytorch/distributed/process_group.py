@@ -152,6 +152,11 @@ def _check_rank(rank, size):
         raise ValueError(f"rank {rank} is out of range for a world of size {size}")
 
 
+def _ranks(ranks):
+    """'rank 2' or 'ranks 0, 1', for messages."""
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
 # %% modules/11_distributed/provided.py, cell 7
 def _import_mpi():
     try:
@@ -682,6 +687,17 @@ class ThreadGroup:
                 if hasattr(err, "add_note"):  # Python 3.11+
                     err.add_note(f"(raised on rank {rank} of {n} in ThreadGroup.run)")
                 raise err  # the rank's own exception: a failed assert reads as itself
+        # No rank raised on its own, yet some have no result: a collective's barrier timed out on them, or they
+        # never returned. Fail loudly instead of returning None for them.
+        stuck = [r for r in range(n) if errors[r] is not None]
+        running = [r for r in range(n) if threads[r].is_alive()]
+        if stuck or running:
+            done = [r for r in range(n) if r not in stuck + running]
+            why = [f"{_ranks(stuck)} waited more than {timeout:g} s in a collective"] if stuck else []
+            why += [f"{_ranks(running)} had not returned after {timeout + 5:g} s"] if running else []
+            why += [f"{_ranks(done)} returned without joining it"] if stuck and done else []
+            raise DistributedTimeoutError(f"ThreadGroup.run: {'; '.join(why)}. Every rank must call the same "
+                                          f"collectives, in the same order")
         return results
 
     def send(self, array, dst):
