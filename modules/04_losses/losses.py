@@ -797,6 +797,8 @@ assert np.allclose(losses[1:4], want, atol=2e-4), \
     f"losses after steps 1-3: expected {want}, got {np.round(losses[1:4], 4).tolist()}; " \
     "clear w.grad and b.grad before each backward(), which adds to the old gradients"
 assert losses[-1] < 0.05, f"separable clouds: the loss should fall below 0.05, got {losses[-1]:.4f}"
+assert np.isclose(b.item(), -0.0205, atol=2e-3), f"after 100 steps b is -0.0205 (as in torch), got {b.item():.4f}: " \
+    "gradient descent moves b as well as w"
 assert (((X @ w + b).data > 0) == (Y.data > 0.5)).all(), "every point ends on the correct side"
 print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 

@@ -549,7 +549,8 @@ def test_dataloader():
     data = TensorDataset(tt.tensor(np.arange(14.0).reshape(7, 2)), tt.tensor(np.arange(7)))
     loader = DataLoader(data, batch_size=3)
     batches = list(loader)
-    assert len(batches) == 3 and len(loader) == 3, f"7 samples in batches of 3: 3 batches, got {len(batches)}"
+    assert len(batches) == 3 and len(loader) == 3, \
+        f"7 samples in batches of 3: 3 batches, got {len(batches)} batches and len(loader) = {len(loader)}"
     assert [b[1].data.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]], "without shuffle: in order"
     assert batches[0][0].shape == (3, 2), f"a batch of x has shape (3, 2), got {batches[0][0].shape}"
     shuffled = sum([b[1].data.tolist() for b in DataLoader(data, batch_size=3, shuffle=True, generator=0)], [])
@@ -558,10 +559,15 @@ def test_dataloader():
     assert shuffled == want, f"shuffle with generator=0: hand the loader's generator to RandomSampler, so the order is " \
         f"{want} as from RandomSampler(..., generator=0); got {shuffled}"
     assert len(list(DataLoader(data, batch_size=3, drop_last=True))) == 2, "drop_last drops the batch [6]"
+    none = len(DataLoader(data, batch_size=8, drop_last=True))
+    assert none == 0, f"7 samples, batch_size=8, drop_last: no batch, so len(loader) is 0 (the batch sampler's); got {none}"
     general = [b[1].data.tolist() for b in DataLoader(Squares(), batch_size=2)]
     assert general == [[0, 1], [4, 9], [16]], f"no gather: fetch each sample, then default_collate; got {general}"
     assert list(DataLoader(Squares(), batch_size=2, collate_fn=len)) == [2, 2, 1], "collate_fn gets the list of samples"
     assert list(DataLoader(Squares(), batch_size=None))[3] == (3, 9), "batch_size=None: samples one by one"
+    item = next(iter(DataLoader([np.ones(2, np.float32)], batch_size=None)))
+    assert isinstance(item, tt.Tensor), "batch_size=None: each sample still goes through collate_fn (default_convert " \
+        f"turns an array into a Tensor, as in torch); got {type(item).__name__}"
     assert list(DataLoader(Squares(), sampler=[4, 1], batch_size=2, collate_fn=list)) == [[(4, 16), (1, 1)]], \
         "a sampler you pass decides the order"
     assert list(DataLoader(Squares(), batch_sampler=[[2], [0, 1]], collate_fn=len)) == [1, 2], "batch_sampler: its groups"
@@ -1126,8 +1132,19 @@ def test_bpe_tokenizer():
     assert BPETokenizer([(97, 98), (256, 99)]).encode("abc") == [257], "merges chain: ab, then (ab, c)"
     assert tok.decode(ids) == "aaabdaaabac", "decode joins the tokens' bytes"
     assert tok.decode([0xE6]) == "\ufffd", "half a UTF-8 character decodes as U+FFFD (errors='replace')"
+    e_acute = tok.decode([0xC3, 0xA9])
+    assert e_acute == "é", f"é is the two bytes C3 A9: join all the bytes, then decode once; got {e_acute!r}"
+    words = BPETokenizer([(32, 32)]).encode_ordinary("a    b")
+    assert words == [97, 256, 32, 32, 98], \
+        f"encode_ordinary splits the text into words ('a', '   ', ' b') and merges inside each; got {words}"
+    files = BPETokenizer.from_vocab_and_merges({0: b"ab", **{b + 1: bytes([b]) for b in range(256)}}, [(b"a", b"b")])
+    assert files.encode_ordinary("abc") == [0, 100], "a vocabulary with ids of its own (ab = 0, byte b = b + 1): " \
+        f"take each word's ids from self._word_ids; got {files.encode_ordinary('abc')}"
     trained = BPETokenizer().train("aaabdaaabac", vocab_size=258)
     assert trained.merges == [(97, 97), (97, 98)], f"train on the worked example, got {trained.merges}"
+    freq = BPETokenizer().train("xyxyxy ab ab ab ab", vocab_size=257).merges
+    assert freq == [(32, 97)], "' ab' occurs 4 times: its pairs count 4 and beat xy (3, all in one word); " \
+        f"count each word times its frequency; got {freq}"
     text = "low lower lowest, low low!"
     trained = BPETokenizer().train(text, vocab_size=262)
     assert trained.vocab_size == 262, f"vocab_size 262 = 256 bytes + 6 merges, got {trained.vocab_size}"
@@ -1244,7 +1261,8 @@ def test_text_dataset():
     assert x.dtype == np.int64, f"ids are int64, got {x.dtype}"
     assert ds[-1][1].data.tolist() == [7, 8, 9], "negative indices count from the end"
     batch = ds.gather([0, 6])
-    assert len(batch) == 2 and batch[0].shape == (2, 3), f"gather gives [x (B, T), y (B, T)], got {batch!r}"
+    assert type(batch) is list and len(batch) == 2 and batch[0].shape == (2, 3), \
+        f"gather gives a list [x (B, T), y (B, T)], as default_collate does; got a {type(batch).__name__}: {batch!r}"
     assert batch[0].data.tolist() == [[0, 1, 2], [6, 7, 8]], f"x rows of windows 0 and 6, got {batch[0].data}"
     assert batch[1].data.tolist() == [[1, 2, 3], [7, 8, 9]], f"y = x shifted by one, got {batch[1].data}"
     text = "0123456789" * 3 + "0"  # 31 tokens

@@ -60,6 +60,7 @@ def test_gather_matches_items(tok):
     fast = list(DataLoader(ds, batch_size=7, shuffle=True, generator=0))
     slow = list(DataLoader(ds, batch_size=7, shuffle=True, generator=0, collate_fn=default_collate))
     assert all(np.array_equal(a.data, b.data) for fb, sb in zip(fast, slow) for a, b in zip(fb, sb))
+    assert all(type(fb) is type(sb) is list for fb, sb in zip(fast, slow)), "gather's batches are lists, as collated ones"
 
 
 def test_reads_paths_and_gzip(tmp_path, tok):

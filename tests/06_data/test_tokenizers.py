@@ -147,6 +147,11 @@ def test_training_stops_when_no_pairs_remain():
     assert tok.encode("ab ab") == [tok.vocab.index(b"ab"), tok.vocab.index(b" ab")]
 
 
+def test_training_counts_each_word_with_its_frequency():
+    # " ab" x4 gives (32, 97) and (97, 98) a count of 4 each; xy occurs 3 times, all in one word
+    assert BPETokenizer().train("xyxyxy ab ab ab ab", vocab_size=257).merges == [(32, 97)]
+
+
 def test_merges_never_cross_words(bpe):
     for token in bpe.vocab[256:]:
         text = token.decode("utf-8", errors="replace")
@@ -174,6 +179,21 @@ def test_untrained_bpe_is_plain_utf8_bytes():
     assert tok.vocab_size == 256
     assert tok.encode("hé") == list("hé".encode())
     assert tok.decode(list("日本".encode())) == "日本"
+
+
+def test_encode_ordinary_merges_inside_words_only():
+    # "a    b" splits into "a", "   ", " b": the run of spaces leaves one space to the next word
+    assert BPETokenizer([(32, 32)]).encode_ordinary("a    b") == [97, 256, 32, 32, 98]
+
+
+def test_encode_ordinary_uses_a_vocabulary_s_own_ids():
+    tok = BPETokenizer.from_vocab_and_merges({0: b"ab", **{b + 1: bytes([b]) for b in range(256)}}, [(b"a", b"b")])
+    assert tok.encode_ordinary("abc") == [0, 100] and tok.decode([0, 100]) == "abc"
+
+
+def test_decode_joins_bytes_across_tokens():
+    tok = BPETokenizer([(97, 0xC3)])  # "aé" as tokens [a+C3, A9]: é is split between two tokens
+    assert tok.encode("aé") == [256, 0xA9] and tok.decode([256, 0xA9]) == "aé"
 
 
 def test_bpe_compresses_training_text(bpe):
