@@ -314,9 +314,9 @@ def test_arithmetic():
     ga, _ = pow(tensor([0.0, 2.0], requires_grad=True), 0)._backward(np.ones(2, dtype=np.float32))
     assert np.array_equal(ga, [0, 0]), \
         f"a ** 0 is flat in a, even at a = 0: d/da = [0, 0], got {ga} (0 · 0⁻¹ = 0 · inf = nan)"
-    _, gb = pow(tensor([0.0, 2.0]), tensor([2.0, 3.0], requires_grad=True))._backward(np.ones(2, dtype=np.float32))
-    assert np.allclose(gb, [0, 8 * np.log(2)]), \
-        f"0 ** b is flat in b for b >= 0: d/db of [0, 2] ** [2, 3] is [0, 8 ln 2], got {gb} (0 · ln 0 = nan)"
+    _, gb = pow(tensor([0.0, 0.0, 2.0]), tensor([0.0, 2.0, 3.0], requires_grad=True))._backward(ones[0])
+    assert np.allclose(gb, [0, 0, 8 * np.log(2)]), f"0 ** b is flat in b for b >= 0, b = 0 included: " \
+        f"d/db of [0, 0, 2] ** [0, 2, 3] is [0, 0, 8 ln 2], got {gb} (0 ** 0 · ln 0 = -inf, 0 · ln 0 = nan)"
     assert mul(a, 2).dtype == np.float32 and add(2, a).tolist()[0] == [3, 4, 5], "numbers work on either side"
     for op in (add, sub, mul, div, pow):
         dtype = op(a, np.float64(2)).dtype
@@ -538,6 +538,13 @@ def test_sum_mean():
     (g,) = m._parents[0]._backward(g_sum)
     assert g.shape == (2, 3) and np.allclose(g, 0.5), f"mean over 2 rows: gradient 1/2 everywhere, got {g}"
     assert mean(x).shape == () and np.isclose(mean(x).item(), 3.5), "mean of all elements is 3.5"
+    m = mean(x, dim=(0, 1)).item()
+    assert np.isclose(m, 3.5), f"mean over dims (0, 1) divides the sum 21 by 2*3 = 6 elements: 3.5, got {m}"
+    try:
+        m = mean(tensor([1, 2]))
+    except RuntimeError:
+        m = None
+    assert m is None, f"mean of an integer tensor must raise RuntimeError, as in PyTorch; got {m}"
     ### BEGIN HIDDEN TESTS
     (g,) = sum(x, dim=(0, 1), keepdim=True)._backward(np.ones((1, 1), dtype=np.float32))
     assert g.shape == (2, 3), "tuple dims with keepdim"
@@ -721,8 +728,10 @@ def test_shape_ops():
     t = transpose(x, 0, 2)
     assert t.shape == (4, 3, 2), f"transpose(0, 2) of (2, 3, 4) is (4, 3, 2), got {t.shape}"
     assert t.data[3, 1, 0] == x.data[0, 1, 3], "transpose must swap the two indices"
-    (g,) = t._backward(t.data)
-    assert g.shape == (2, 3, 4) and np.allclose(g, x.data), "transpose's backward swaps back"
+    u = transpose(x, 0, 1)  # on 3 dims g.T would reverse all three
+    (g,) = u._backward(u.data)
+    assert g.shape == (2, 3, 4) and np.array_equal(g, x.data), \
+        f"transpose(x, 0, 1)'s backward swaps dims 0 and 1 back (only those): shape (2, 3, 4), got {g.shape}"
     p = permute(x, 2, 0, 1)
     assert p.shape == (4, 2, 3), f"permute(2, 0, 1) of (2, 3, 4) is (4, 2, 3), got {p.shape}"
     assert p.data[3, 1, 2] == x.data[1, 2, 3], "out[i, j, k] = x[j, k, i] for dims (2, 0, 1)"

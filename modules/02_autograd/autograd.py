@@ -143,6 +143,8 @@ def test_no_grad():
             raise KeyError("boom")
     except KeyError:
         pass
+    else:
+        raise AssertionError("a KeyError raised inside no_grad() vanished: __exit__ must not return True (swallow it)")
     assert is_grad_enabled(), "grad mode is restored even when the block raises"
 
     @no_grad()

@@ -208,7 +208,7 @@ assert fans == (36, 72), f"(8, 4, 3, 3): fan_in = 4*3*3 = 36, fan_out = 8*3*3 = 
 assert _calculate_fan_in_and_fan_out(Parameter(np.zeros((30, 20)))) == (20, 30), "a Linear weight (out, in) has fans (in, out)"
 manual_seed(0)
 w = Parameter(np.zeros((256, 512), dtype=np.float32))
-cases = [("xavier_uniform_", lambda: xavier_uniform_(w), math.sqrt(6 / 768)),
+cases = [("xavier_uniform_(gain=3)", lambda: xavier_uniform_(w, gain=3.0), 3 * math.sqrt(6 / 768)),
          ("kaiming_uniform_(a=√5)", lambda: kaiming_uniform_(w, a=math.sqrt(5)), 1 / math.sqrt(512)),
          ("kaiming_uniform_(relu, fan_out)", lambda: kaiming_uniform_(w, mode="fan_out", nonlinearity="relu"),
           math.sqrt(6 / 256))]
@@ -222,7 +222,8 @@ for name, fill, std in [("xavier_normal_", lambda: xavier_normal_(w, gain=2.0), 
                         ("kaiming_normal_(relu)", lambda: kaiming_normal_(w, nonlinearity="relu"),
                          math.sqrt(2 / 512)),
                         ("kaiming_normal_(relu, fan_out)",  # fan_out = 256 rows: std √(2/256), not √(2/512)
-                         lambda: kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), math.sqrt(2 / 256))]:
+                         lambda: kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), math.sqrt(2 / 256)),
+                        ("kaiming_normal_(a=√5), gain √(2/6)", lambda: kaiming_normal_(w, a=math.sqrt(5)), math.sqrt(1 / 3 / 512))]:
     assert fill() is w and abs(w.data.std() - std) < 0.02 * std, \
         f"{name}: std should be {std:.4f}, got {w.data.std():.4f}"
     assert abs(w.data.mean()) < 0.05 * std, f"{name}: mean 0"
@@ -552,6 +553,8 @@ weight = tree.inner.second.weight
 result = tree.load_state_dict({k: np.full(v.shape, 7.0, dtype=np.float32) for k, v in state.items()})
 assert tree.inner.second.weight is weight, "load_state_dict keeps the Parameter objects (optimizers hold them)"
 assert weight.data.sum() == 14.0, f"load_state_dict copies the numbers in: weight should be [[7, 7]], got {weight.data}"
+steps = tree.first.steps.item()
+assert steps == 7.0, f"load_state_dict loads buffers too (they are in the state dict): first.steps 7, got {steps}"
 assert tuple(result) == ([], []), f"a complete state dict: nothing missing or unexpected, got {result}"
 tree.load_state_dict({"bias": Tensor([3.0])}, strict=False)
 assert tree.bias.item() == 3.0 and weight.data.sum() == 14.0, "strict=False loads what is there, leaves the rest"
@@ -668,6 +671,12 @@ assert np.shape(gx) == (4, 5, 2), f"grad_input must have the input's shape (4, 5
 assert np.allclose(gw, 20) and np.allclose(gb, 20), "weight and bias grads sum over all 4*5 rows"
 _, _, none_grad = linear(x, w, Tensor([0.0, 0.0, 1.0]))._backward(np.ones((1, 3), dtype=np.float32))
 assert none_grad is None, "a bias that does not require grad gets None"
+_, gw, _ = linear(Tensor([[1.0, 2.0]]), w, b)._backward(np.ones((1, 3), dtype=np.float32))
+assert gw is not None and np.allclose(gw, [[1, 2]] * 3), \
+    f"a first layer's input (data) needs no grad, its weight does: dL/dW = [[1, 2]] in every row, got {gw}"
+gx, gw, _ = linear(x, Tensor(w.data), b)._backward(np.ones((1, 3), dtype=np.float32))
+assert gw is None and gx is not None and np.allclose(gx, [[2, 2]]), \
+    f"a frozen weight (requires_grad=False) gets None, x still gets dL/dx = [[2, 2]]: got gx {gx}, gw {gw}"
 ### BEGIN HIDDEN TESTS
 rng = np.random.default_rng(0)
 xs, ws, bs = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((3, 4), (2, 4), (2,)))
@@ -725,6 +734,8 @@ assert layer.weight.shape == (3, 64) and layer.bias.shape == (3,), \
 for name, p in layer.named_parameters():
     top = float(np.abs(p.data).max())
     assert 0 < top <= 1 / 8, f"{name} must lie in U(-1/√64, 1/√64) = U(-0.125, 0.125), max |{name}| = {top}"
+top = float(np.abs(layer.weight.data).max())  # 192 draws from U(-0.125, 0.125)
+assert top > 0.1, f"weight fills U(-0.125, 0.125) (kaiming_uniform_ with a = √5), yet max |weight| is {top:.3f}"
 assert Linear(2, 3, bias=False).bias is None, "bias=False: no bias parameter"
 y = layer(Tensor(np.ones((5, 64), dtype=np.float32)))
 assert y.shape == (5, 3), f"Linear(64, 3) maps (5, 64) to (5, 3), got {y.shape}"

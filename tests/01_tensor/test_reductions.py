@@ -101,6 +101,8 @@ def test_reductions_on_int_tensor(device):
     assert x.sum().item() == 10 and x.sum().dtype == tt.int64
     assert x.max().item() == 4
     assert x.argmax().item() == 3
+    with pytest.raises(RuntimeError, match="floating-point"):  # as torch: an integer mean has no dtype
+        x.mean()
 
 
 @pytest.mark.parametrize(

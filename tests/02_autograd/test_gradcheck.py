@@ -102,6 +102,7 @@ OPS = [
     ("reshape", lambda a: a.reshape(4, -1), [(2, 3, 4)], ""),
     ("view", lambda a: a.view(6, 4), [(2, 3, 4)], ""),
     ("transpose", lambda a: a.transpose(0, 2), [(2, 3, 4)], ""),
+    ("transpose_01", lambda a: a.transpose(0, 1), [(2, 3, 4)], ""),  # on 3 dims, g.T is not the inverse
     ("permute", lambda a: a.permute(1, 2, 0), [(2, 3, 4)], ""),
     ("permute_neg", lambda a: a.permute(-1, 0, 1), [(2, 3, 4)], ""),
     ("T", lambda a: a.T, [(3, 4)], ""),

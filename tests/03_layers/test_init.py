@@ -49,6 +49,7 @@ def test_uniform_and_normal_statistics(device):
     (lambda t: init.kaiming_uniform_(t, nonlinearity="relu", mode="fan_out"), math.sqrt(2 / 300), math.sqrt(6 / 300)),
     (lambda t: init.kaiming_normal_(t, nonlinearity="relu"), math.sqrt(2 / 400), None),
     (lambda t: init.kaiming_normal_(t, nonlinearity="relu", mode="fan_out"), math.sqrt(2 / 300), None),
+    (lambda t: init.kaiming_normal_(t, a=math.sqrt(5)), 1 / math.sqrt(3 * 400), None),  # leaky_relu gain uses a
     (lambda t: init.xavier_normal_(t), math.sqrt(2 / 700), None),
 ])
 def test_scaled_initialisers(fill, std, bound):

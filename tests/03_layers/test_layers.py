@@ -31,6 +31,21 @@ def test_linear_gradcheck(device, rng):
     assert gradcheck(lambda a, c: F.linear(a, c), (x, w))
 
 
+def test_linear_grads_only_what_requires_grad(device):
+    """A first layer (data input) still trains its weight; a frozen layer still passes dL/dx back."""
+    x = tt.tensor([[1.0, 2.0]], device=device)
+    layer = nn.Linear(2, 3, device=device)
+    layer(x).sum().backward()
+    assert x.grad is None and layer.weight.grad is not None, "the input needs no grad, the weight does"
+    np.testing.assert_allclose(layer.weight.grad.cpu().numpy(), [[1, 2]] * 3)
+    layer.zero_grad()
+    layer.weight.requires_grad_(False)
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert layer.weight.grad is None and x.grad is not None, "a frozen weight gets none, the input does"
+    np.testing.assert_allclose(x.grad.cpu().numpy(), layer.weight.cpu().numpy().sum(axis=0)[None], rtol=1e-6)
+
+
 def test_linear_errors_name_shapes(device):
     layer = nn.Linear(3, 2, device=device)
     with pytest.raises(RuntimeError, match=r"\(4, 5\).*in_features=3"):
