@@ -39,10 +39,9 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.data import CharTokenizer, DataLoader, TextDataset, kjv_text
-from tinytorch.finetune import GPTForSequenceClassification, distillation_loss, inject_lora, last_token_pool, \
+from tinytorch.finetune import GPTForSequenceClassification, GRUClassifier, distillation_loss, inject_lora, \
     soft_targets
 from tinytorch.models import GPT, GPTConfig
-from tinytorch.nn import GRU, Embedding, Linear, Module
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.optim import AdamW
 from tinytorch.optim.lr_scheduler import CosineAnnealingLR
@@ -121,20 +120,6 @@ def batches(data, batch, steps, seed):
 
 
 # ---------------------------------------------------------------- models
-
-
-class GRUClassifier(Module):
-    """Character embeddings -> GRU -> the state at the last real character -> Linear."""
-
-    def __init__(self, vocab_size, embed, hidden, num_labels=2):
-        super().__init__()
-        self.embed = Embedding(vocab_size, embed)
-        self.rnn = GRU(embed, hidden, batch_first=True)
-        self.head = Linear(hidden, num_labels)
-
-    def forward(self, idx, attention_mask):
-        output, _ = self.rnn(self.embed(idx))  # (B, T, H)
-        return self.head(last_token_pool(output, attention_mask))  # (B, 2)
 
 
 def pretrain(text, tok, chars, steps, seed):

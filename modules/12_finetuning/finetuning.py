@@ -59,7 +59,9 @@
 # `_RNNBase` (PyTorch's parameter names and init, the checks, and the loop over
 # layers and time that calls your cell), the argument checks (`_check_mask`,
 # `_check_lora`, `_check_kl_div`), and `save_adapters` / `load_adapters` (the
-# adapters alone, as safetensors; `_adapter_file_sizes` measures such a file).
+# adapters alone, as safetensors; `_adapter_report` measures such a file), and
+# for the distillation demo a small GRU student, `GRUClassifier`, and
+# `_fine_tune`, the plain supervised loop that trains its teacher.
 # The cell below imports what the lesson uses, with the layers it builds on.
 
 # %%
@@ -67,16 +69,12 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.core.autograd import gradcheck, no_grad
-from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import Tensor, from_op
+from tinytorch.core.tensor import Tensor
 from tinytorch.finetune.classify import _check_mask
-from tinytorch.finetune.distill import _argument_tuples, _check_distillation
-from tinytorch.finetune.lora import _adapter_file_sizes, _check_lora, _check_untied, _MergeFlag, adapter_state_dict
+from tinytorch.finetune.distill import GRUClassifier, _argument_tuples, _check_distillation, _fine_tune
+from tinytorch.finetune.lora import _adapter_report, _check_lora, _check_untied, _MergeFlag
 from tinytorch.models import GPT, GPTConfig
-from tinytorch.nn import functional as F
 from tinytorch.nn.functional import _check_kl_div, cross_entropy, linear, log_softmax, relu, softmax
-from tinytorch.nn.init import zeros_
-from tinytorch.nn.layers import Dropout, Linear, Module
 from tinytorch.nn.rnn import _RNNBase
 
 # %% [markdown]
@@ -337,23 +335,31 @@ class GRU(_RNNBase):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-rnn-layers", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+def _by_hand(layer, x, state):
+    """(output, final state) of a one-layer `layer`, stepping its graded cell with the layer's own weights."""
+    cell = {"RNN_TANH": rnn_cell, "RNN_RELU": lambda *a: rnn_cell(*a, "relu"), "LSTM": lstm_cell, "GRU": gru_cell}
+    outputs = []
+    for t in range(x.shape[0]):
+        gi = linear(x[t], layer.weight_ih_l0, layer.bias_ih_l0)
+        state = cell[layer.mode](gi, *state, layer.weight_hh_l0, layer.bias_hh_l0)
+        state = state if isinstance(state, tuple) else (state,)
+        outputs.append(state[0].numpy())
+    return [np.stack(outputs)] + [s.numpy() for s in state]
+
+
 def test_rnn_layers():
     tt.manual_seed(0)
-    lstm = LSTM(3, 5, num_layers=2, batch_first=True)
-    x = tt.randn(2, 4, 3, requires_grad=True)
-    out, (h_n, c_n) = lstm(x)
-    assert out.shape == (2, 4, 5) and h_n.shape == (2, 2, 5) and c_n.shape == (2, 2, 5), \
-        f"batch_first LSTM: output (B, T, H) = (2, 4, 5), h_n and c_n (L, B, H) = (2, 2, 5); got {out.shape}, {h_n.shape}, {c_n.shape}"
-    assert np.allclose(out.numpy()[:, -1], h_n.numpy()[-1], atol=1e-6), "the last output is the top layer's h_n"
-    out.sum().backward()
-    assert x.grad is not None and lstm.weight_hh_l0.grad is not None, "gradients flow back through time"
-    gru_out, gru_h = GRU(3, 5)(tt.randn(4, 2, 3))
-    assert gru_out.shape == (4, 2, 5) and gru_h.shape == (1, 2, 5), "GRU: output (T, B, H), h_n (1, B, H)"
-    ### BEGIN HIDDEN TESTS
-    rnn_out, rnn_h = RNN(3, 5, nonlinearity="relu")(tt.randn(4, 3))
-    assert rnn_out.shape == (4, 5) and rnn_h.shape == (1, 5), "unbatched input (T, I) gives (T, H) and (L, H)"
-    assert (rnn_out.numpy() >= 0).all(), "nonlinearity='relu' gives non-negative outputs"
-    ### END HIDDEN TESTS
+    x, c0 = tt.randn(3, 2, 4), tt.randn(1, 2, 5)  # T = 3 steps, batch 2, from a nonzero state (h0, c0)
+    for layer in (RNN(4, 5), RNN(4, 5, nonlinearity="relu"), LSTM(4, 5), GRU(4, 5)):
+        h0, lstm = tt.randn(1, 2, 5, requires_grad=True), isinstance(layer, LSTM)
+        out, final = layer(x, (h0, c0) if lstm else h0)
+        got = [out.numpy()] + [f.numpy()[0] for f in (final if lstm else (final,))]
+        worst = max(float(np.abs(g - w).max()) for g, w in zip(got, _by_hand(layer, x, (h0[0], c0[0])[:1 + lstm])))
+        assert worst < 1e-5, (f"{type(layer).__name__}._cell: expected your cell on the state's parts in order ((h,), "
+                              f"or (h, c) for the LSTM), with bias_hh and the RNN's nonlinearity, returning the new "
+                              f"state in the same form; the layer differs from stepping the cell by hand by {worst:.3g}")
+        out.sum().backward()
+        assert h0.grad is not None, f"{type(layer).__name__}: the gradient flows back through time to h_0 (no detach)"
 
 
 test_rnn_layers()
@@ -425,10 +431,6 @@ def test_last_token_pool():
     pooled.sum().backward()
     assert hidden.grad is not None and hidden.grad.numpy()[0, 3].sum() == 0 and hidden.grad.numpy()[0, 2].sum() == 3, \
         "the gradient reaches only the pooled positions"
-    ### BEGIN HIDDEN TESTS
-    one = last_token_pool(tt.ones(3, 5, 2), np.array([[1, 0, 0, 0, 0]] * 3))
-    assert one.shape == (3, 2), "a mask given as a NumPy array works too"
-    ### END HIDDEN TESTS
 
 
 test_last_token_pool()
@@ -531,17 +533,23 @@ class GPTForSequenceClassification(Module):
 # %% nbgrader={"grade": true, "grade_id": "test-classifier", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_classifier():
     tt.manual_seed(0)
-    clf = GPTForSequenceClassification(GPT(GPTConfig(vocab_size=9, block_size=6, n_layer=1, n_head=2, n_embd=8)), 3)
-    idx = tt.tensor([[1, 2, 3, 0], [4, 5, 6, 7]])
+    gpt = GPT(GPTConfig(vocab_size=9, block_size=6, n_layer=1, n_head=2, n_embd=8, dropout=0.5))
+    clf, idx = GPTForSequenceClassification(gpt, 3), tt.tensor([[1, 2, 3, 0], [4, 5, 6, 7]])
+    tt.manual_seed(1)
+    hidden = clf.hidden_states(idx)  # in training mode: the same dropout masks as GPT.forward draws
+    tt.manual_seed(1)
+    worst = float(np.abs(gpt.lm_head(hidden).numpy() - gpt(idx)[0].numpy()).max())
+    assert hidden.shape == (2, 4, 8) and worst < 1e-5, (
+        f"hidden_states is GPT.forward up to ln_f (wte, wpe at positions 0 … T−1, drop, the blocks, ln_f), (B, T, C) "
+        f"= (2, 4, 8): got {tuple(hidden.shape)}, and lm_head(hidden) off the GPT's logits by {worst:.3g}")
+    clf.eval()
     logits = clf(idx, [[1, 1, 1, 0], [1, 1, 1, 1]])
     assert isinstance(logits, Tensor) and logits.shape == (2, 3), f"logits are (B, num_labels) = (2, 3), got {logits!r}"
     alone = clf(tt.tensor([[1, 2, 3]]))
     assert np.allclose(alone.numpy()[0], logits.numpy()[0], atol=1e-5), \
         "right padding changes nothing: row 0 alone (no mask) gives the same logits"
-    hidden = clf.hidden_states(idx)  # a fresh ln_f (weight 1, bias 0) leaves each token's C features mean 0, std 1
-    assert hidden.shape == (2, 4, 8) and np.allclose(hidden.numpy().std(-1), 1, atol=0.1), \
-        f"hidden_states is (B, T, C) = (2, 4, 8), ending with ln_f; got {hidden.shape}, std {hidden.numpy().std(-1).ravel().round(2)}"
     ### BEGIN HIDDEN TESTS
+    hidden = clf.hidden_states(idx)
     assert np.allclose(clf.score(hidden[:, -1]).numpy()[1], logits.numpy()[1], atol=1e-5), "score(pooled state)"
     clf.pooling = "mean"
     assert np.allclose(clf(idx).numpy(), clf.score(hidden.mean(1)).numpy(), atol=1e-5), "pooling='mean'"
@@ -674,6 +682,15 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-lora-linear", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+def _raises(error, call, why):
+    """The `error` that call() must raise; AssertionError(why) if it raises none."""
+    try:
+        call()
+    except error as err:
+        return err
+    raise AssertionError(why)
+
+
 def test_lora_linear():
     base = Linear(2, 2, bias=False)
     base.weight.data[...] = np.eye(2, dtype=np.float32)
@@ -691,6 +708,7 @@ def test_lora_linear():
     assert np.allclose(base.weight.numpy(), [[3.0, 2.0], [0.0, 1.0]]), \
         f"merge adds (alpha/r)·B·A: W' = ((3, 2), (0, 1)), got {base.weight.tolist()}"
     assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), f"merged: (7, 2) from the base alone, got {lora(x).tolist()}"
+    _raises(RuntimeError, lora.merge, "merge on a merged layer must raise RuntimeError: it would add B·A a second time")
     lora.unmerge()
     assert np.allclose(base.weight.numpy(), np.eye(2)), f"unmerge restores W = I, got {base.weight.tolist()}"
     wide = LoRALinear(Linear(4, 16), rank=2, alpha=2, dropout=0.5)
@@ -708,12 +726,7 @@ def test_lora_linear():
     assert np.abs(big(xs).numpy() - before).max() < 1e-5, "merged output = unmerged (both scale B·A by alpha/rank)"
     big.unmerge()
     assert np.abs(big.base.weight.numpy() - w0).max() < 1e-6, "merge then unmerge gives the weight back"
-    try:
-        big.unmerge()
-    except RuntimeError:
-        pass
-    else:
-        raise AssertionError("unmerge of an unmerged layer must raise RuntimeError")
+    _raises(RuntimeError, big.unmerge, "unmerge of an unmerged layer must raise RuntimeError")
     ### END HIDDEN TESTS
 
 
@@ -799,13 +812,16 @@ def test_inject_lora():
     assert trainable == {f"transformer.h.{i}.attn.c_attn.lora_{ab}.weight" for i in (0, 1) for ab in "AB"}, \
         f"only the adapters train, got {sorted(trainable)}"
     assert gpt.num_parameters(trainable_only=True) == 2 * 2 * (16 + 48), "r·(in + out) per adapted layer"
+    merge_lora(gpt)
+    assert all(b.attn.c_attn.merged for b in gpt.transformer.h), \
+        "merge_lora merges every LoRALinear of the model, also those inside its blocks: expected both c_attn merged"
+    merge_lora(gpt)  # a second call must skip the layers already merged (merging one twice raises)
     ### BEGIN HIDDEN TESTS
-    try:
-        inject_lora(gpt, ["attn.qkv"])
-    except ValueError as err:
-        assert "c_proj" in str(err), "the error lists the Linear layers there are"
-    else:
-        raise AssertionError("a target that matches no Linear must raise ValueError")
+    fresh = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    err = _raises(ValueError, lambda: inject_lora(fresh, ["attn.c_attn", "attn.qkv"]), "a target matching no Linear raises")
+    assert "c_proj" in str(err), "the error lists the Linear layers there are"
+    assert not any(isinstance(m, LoRALinear) for m in fresh.modules()) and all(p.requires_grad for p in fresh.parameters()), \
+        "a typo must leave the model as it was (nothing frozen, nothing replaced): check all targets first"
     ### END HIDDEN TESTS
 
 
@@ -825,9 +841,7 @@ print("inject_lora: ok")
 tt.manual_seed(0)
 demo = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=64))
 inject_lora(demo, ["attn.c_attn", "attn.c_proj"], rank=4, alpha=8)
-full, small = _adapter_file_sizes(demo)  # provided: tt.save(state_dict) vs save_adapters (then load_adapters), in bytes
-print(f"trainable {demo.num_parameters(trainable_only=True):,} of {demo.num_parameters(non_embedding=False):,}; "
-      f"adapter file {small:,} bytes, {small / full:.1%} of the model's {full:,}; {len(adapter_state_dict(demo))} tensors")
+print(_adapter_report(demo))  # provided: trainable parameters; save_adapters' file against tt.save(state_dict)
 
 # %% [markdown]
 # ## 7. Knowledge distillation
@@ -1058,18 +1072,6 @@ def distill(student, teacher, batches, optimizer, temperature=2.0, alpha=0.5):
 # teacher; a GRU student learns from its soft targets.
 
 # %% nbgrader={"grade": true, "grade_id": "test-distill", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-class GRUClassifier(Module):
-    def __init__(self, vocab_size, hidden, num_labels):
-        super().__init__()
-        self.embed = tt.nn.Embedding(vocab_size, hidden)
-        self.rnn = GRU(hidden, hidden, batch_first=True)
-        self.head = Linear(hidden, num_labels)
-
-    def forward(self, idx, attention_mask):
-        output, _ = self.rnn(self.embed(idx))  # (B, T, H)
-        return self.head(last_token_pool(output, attention_mask))
-
-
 def test_distill():
     rng = np.random.default_rng(0)
     tokens = rng.integers(2, 8, (64, 8))
@@ -1077,22 +1079,20 @@ def test_distill():
     labels = tt.tensor((tokens == 1).any(axis=1).astype(np.int64))
     inputs = (tt.tensor(tokens), np.ones_like(tokens))
     tt.manual_seed(0)
-    teacher = GPTForSequenceClassification(GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16)), 2)
+    teacher = GPTForSequenceClassification(GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.2)), 2)
     inject_lora(teacher, ["attn.c_attn"], rank=2, alpha=4)
     teacher.score.requires_grad_(True)
-    opt = tt.optim.AdamW([p for p in teacher.parameters() if p.requires_grad], lr=3e-2)
-    for _ in range(30):  # the teacher: LoRA fine-tuning on the labels
-        loss = cross_entropy(teacher(*inputs), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    student = GRUClassifier(8, 16, 2)
+    _fine_tune(teacher, inputs, labels, steps=30, lr=3e-2)  # provided: 30 AdamW steps on the labels
+    student = GRUClassifier(8, 16, 16, 2)  # provided: embeddings, a GRU, last_token_pool, a Linear head
     losses = distill(student, teacher, [(inputs, labels)] * 30, tt.optim.AdamW(student.parameters(), lr=3e-2))
-    assert isinstance(losses, list) and len(losses) == 30, "one loss per batch, as a list"
     assert losses[-1] < losses[0] / 2, f"the distillation loss should at least halve in 30 steps, got {losses[0]:.3f} -> {losses[-1]:.3f}"
     accuracy = (soft_targets(student, *inputs).numpy().argmax(1) == labels.numpy()).mean()
-    print(f"student (GRU) train accuracy after distillation: {accuracy:.2f}")
-    assert accuracy > 0.9, "the student learns the task from the teacher"
+    assert accuracy > 0.9, f"the student learns the task from the teacher: expected train accuracy > 0.9, got {accuracy:.2f}"
+    teacher.train()  # a teacher left in training mode: with lr = 0, the same batch must give the same loss
+    same = distill(student, teacher, [(inputs, labels)] * 3, tt.optim.SGD(student.parameters(), lr=0.0))
+    assert len(same) == 3 and max(same) - min(same) < 1e-6, (
+        f"distill: expected one loss per batch, the teacher's targets from soft_targets (eval mode, no dropout), so "
+        f"lr=0 on one batch gives one loss 3 times; got {same}")
 
 
 test_distill()

@@ -337,6 +337,14 @@ def _adapter_file_sizes(model):
         return os.path.getsize(full), os.path.getsize(adapters)
 
 
+def _adapter_report(model):
+    """One line on what an adapted `model` trains and stores: its trainable parameters and adapter file's size."""
+    full, small = _adapter_file_sizes(model)
+    return (f"trainable {model.num_parameters(trainable_only=True):,} of {model.num_parameters(non_embedding=False):,}; "
+            f"adapter file {small:,} bytes, {small / full:.1%} of the model's {full:,}; "
+            f"{len(adapter_state_dict(model))} tensors")
+
+
 def load_adapter_state_dict(model, state, source="state"):
     """Copy `state` (name -> tensor: an adapter file's, or a checkpoint's) into `model`'s adapters, in place.
 
@@ -370,9 +378,20 @@ def load_adapter_state_dict(model, state, source="state"):
 # first, or the term would be summed over time. `distill` takes each batch's
 # inputs as a tuple of the models' arguments, and a lone tensor (a DataLoader's
 # `(x, y)`) as the one argument.
+#
+# For the lesson's demo: `GRUClassifier`, the small recurrent student (token
+# embeddings, a GRU, the state at the last real token, a Linear head), and
+# `_fine_tune`, module 07's supervised loop that trains the teacher on the labels.
 
 # %%
 #| export finetune.distill
+from tinytorch.finetune.classify import last_token_pool
+from tinytorch.nn.functional import cross_entropy
+from tinytorch.nn.layers import Embedding, Linear, Module
+from tinytorch.nn.rnn import GRU
+from tinytorch.optim import AdamW
+
+
 def _check_distillation(student_logits, teacher_logits, temperature, alpha):
     """ValueError unless temperature > 0, 0 <= alpha <= 1, and both logits are (B, classes), of one shape."""
     if temperature <= 0 or not 0.0 <= alpha <= 1.0:
@@ -390,3 +409,29 @@ def _argument_tuples(batches):
     """Each (inputs, labels) of `batches`, inputs as a tuple of the models' arguments (a lone tensor: one)."""
     for arguments, labels in batches:
         yield (tuple(arguments) if isinstance(arguments, (tuple, list)) else (arguments,)), labels
+
+
+class GRUClassifier(Module):
+    """Token embeddings -> GRU -> the state at the last real token -> Linear: a small student for distillation."""
+
+    def __init__(self, vocab_size, embed, hidden, num_labels=2):
+        super().__init__()
+        self.embed = Embedding(vocab_size, embed)
+        self.rnn = GRU(embed, hidden, batch_first=True)
+        self.head = Linear(hidden, num_labels)
+
+    def forward(self, idx, attention_mask):
+        output, _ = self.rnn(self.embed(idx))  # (B, T, H)
+        return self.head(last_token_pool(output, attention_mask))  # (B, num_labels)
+
+
+def _fine_tune(model, inputs, labels, steps, lr):
+    """`steps` AdamW steps of cross-entropy on one batch (`inputs`: a tuple of the model's arguments), on the
+    model's trainable parameters only; returns the model."""
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        loss = cross_entropy(model(*inputs), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model

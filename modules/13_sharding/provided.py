@@ -26,7 +26,10 @@
 #   `param_dtype` (gather float16/bfloat16 copies of the float32 shards);
 # - `ShardedOptimizer`: a plain optimizer's parameter groups (GPT's decay and
 #   no-decay) run on the flat shards, with a consolidated `state_dict()`;
-# - `measure_memory(...)`: the bytes held by live arrays, by category.
+# - `measure_memory(...)`: the bytes held by live arrays, by category, and
+#   `_measure_strategy(...)`, which measures one rank of a small GPT's training;
+# - `_MPIRules(pg)`: a process group that refuses, on thread ranks too, what MPI
+#   refuses: an all-gather that sends from the buffer it receives into.
 
 # %%
 #| default_exp distributed.fsdp
@@ -103,6 +106,23 @@ class _AsBytes:
     def wait(self):
         for work in self.works:
             work.wait()
+
+    def __getattr__(self, name):
+        return getattr(self.pg, name)
+
+
+class _MPIRules:
+    """`pg`, except that an all-gather whose input is (a view of) its output raises, as MPI's does ("Buffers
+    must not be aliased"): thread ranks copy the input first, so they would not notice."""
+
+    def __init__(self, pg):
+        self.pg = pg
+
+    def all_gather(self, out, array, async_op=False):
+        if np.may_share_memory(out, array):
+            raise ValueError("all_gather: the array sent shares memory with the output buffer (under ZeRO-2 the "
+                             "shard is a view of the full buffer); MPI refuses aliased buffers: send a copy")
+        return self.pg.all_gather(out, array, async_op=async_op)
 
     def __getattr__(self, name):
         return getattr(self.pg, name)
@@ -398,6 +418,8 @@ class ShardedOptimizer(Optimizer):
 # %%
 #| export distributed.memory
 """Per-rank memory: the lesson's prediction, and the bytes that live arrays really hold."""
+import numpy as np
+
 from tinytorch.core.tensor import Tensor  # noqa: F811  (this cell exports to its own file)
 
 
@@ -468,6 +490,33 @@ def measure_memory(model, optimizer=None, loss=None):
     out["buffers"] = counter.add_all(model._comm_buffers() if hasattr(model, "_comm_buffers") else [])
     out["activations"] = counter.add_all(_graph_arrays(loss)) if loss is not None else 0
     return out
+
+
+def _measure_strategy(config, batch, strategy):
+    """One rank's measured (params, grads, optimizer) bytes after an AdamW step, and activation bytes between a
+    forward and its backward, for a GPT of `config` on `batch` sequences under "ddp", "zero1", "zero2" or "zero3"."""
+    from tinytorch.distributed.ddp import DistributedDataParallel
+    from tinytorch.distributed.fsdp import FullyShardedDataParallel
+    from tinytorch.distributed.zero import ZeroRedundancyOptimizer
+    from tinytorch.models import GPT
+    from tinytorch.optim import AdamW
+    model = GPT(config)
+    if strategy in ("zero2", "zero3"):
+        net = FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=int(strategy[-1]))
+        opt = AdamW(net.parameters(), lr=1e-3)
+    else:
+        net = DistributedDataParallel(model)
+        opt = (ZeroRedundancyOptimizer(model.parameters(), lr=1e-3) if strategy == "zero1"
+               else AdamW(model.parameters(), lr=1e-3))
+    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (batch, config.block_size + 1))
+    idx, targets = Tensor(tokens[:, :-1]), Tensor(tokens[:, 1:])
+    net(idx, targets)[1].backward()  # GPT's own loss: cross-entropy on the next tokens
+    opt.step()
+    static = measure_memory(net, opt)
+    loss = net(idx, targets)[1]
+    activations = measure_memory(net, opt, loss)["activations"]
+    loss.backward()
+    return static["params"], static["grads"], static["optimizer"], activations
 
 
 def cuda_pool_bytes():

@@ -52,8 +52,10 @@
 # `reduce_scatter(out, array, op)`. From `provided.py`: `_ShardedBase`, which
 # assigns parameters to units, checks that all ranks built the same model,
 # lists the shards as the parameters an optimizer steps, and turns shards into a
-# consolidated checkpoint and back; and `measure_memory`, which counts the bytes
-# that live arrays hold.
+# consolidated checkpoint and back; `measure_memory`, which counts the bytes
+# that live arrays hold; and `_MPIRules(pg)`, a process group that refuses, as
+# MPI does, an all-gather that sends from the buffer it receives into (thread
+# ranks copy everything, so they would not notice).
 
 # %%
 #| default_exp distributed.fsdp
@@ -63,10 +65,9 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.distributed import ThreadGroup, get_rank, get_world_size
-from tinytorch.distributed.fsdp import _ShardedBase
-from tinytorch.distributed.memory import measure_memory
+from tinytorch.distributed.fsdp import _MPIRules, _ShardedBase
+from tinytorch.distributed.memory import _measure_strategy, measure_memory
 from tinytorch.models import GPT, GPTConfig
-from tinytorch.nn.functional import cross_entropy
 from tinytorch.optim import AdamW
 
 print("two thread ranks:", ThreadGroup.run(2, lambda: (get_rank(), get_world_size())))
@@ -236,7 +237,7 @@ class _FlatUnit:
 
 # %% nbgrader={"grade": true, "grade_id": "test-flat-unit", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def _unit_rank(keep_full):
-    pg = tt.distributed.process_group._group(None)
+    pg = _MPIRules(tt.distributed.process_group._group(None))  # provided: refuses aliased buffers, as MPI does
     params = [tt.nn.Parameter(tt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))),
               tt.nn.Parameter(tt.tensor([10.0, 11.0, 12.0, 13.0]))]
     unit = _FlatUnit(None, params, [], pg.rank, pg.size, keep_full)
@@ -252,15 +253,17 @@ def _unit_rank(keep_full):
 for keep in (False, True):
     ranks = ThreadGroup.run(3, _unit_rank, keep)
     shards = [r[0] for r in ranks]
-    assert all(s.shape == (4,) for s in shards), f"10 values on 3 ranks: shards of 4, got {[s.shape for s in shards]}"
+    assert all(s.shape == (4,) and s.dtype == np.float32 for s in shards), \
+        f"10 float32 values on 3 ranks: float32 shards of 4, got {[(s.shape, s.dtype.name) for s in shards]}"
     assert np.concatenate(shards).tolist() == list(range(6)) + [10.0, 11.0, 12.0, 13.0, 0.0, 0.0], (
         f"the shards, end to end, are the flat vector padded with zeros: got {np.concatenate(shards)}")
     for rank, (_, whole, grad, twice) in enumerate(ranks):
         assert [w.shape for w in whole] == [(2, 3), (4,)], f"gather returns each parameter in its own shape, got {[w.shape for w in whole]}"
         assert whole[1].tolist() == [10.0, 11.0, 12.0, 13.0], f"rank {rank}: gathered {whole[1]}, expected [10, 11, 12, 13]"
         expected = np.array([2.0] * 6 + [4.0] * 4 + [0.0, 0.0], np.float32)[rank * 4:(rank + 1) * 4]
-        assert grad.shape == (4,) and np.allclose(grad, expected), (
-            f"rank {rank}: shard gradient {grad}, expected the average over ranks {expected} (averaged, not summed?)")
+        assert grad.shape == (4,) and grad.dtype == np.float32 and np.allclose(grad, expected), (
+            f"rank {rank}: shard gradient {grad} ({grad.dtype}), expected the average over ranks {expected} in the "
+            f"unit's float32 (averaged, not summed?)")
         assert np.allclose(twice, 2 * expected), f"rank {rank}: a 2nd call adds to shard.grad: expected {2 * expected}, got {twice}"
 print("_FlatUnit: ok")
 
@@ -448,8 +451,7 @@ TOKENS = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (3, 8, CONFI
 
 
 def _loss(model, tokens):
-    logits, _ = model(tt.tensor(tokens[:, :-1], dtype=tt.int64))
-    return cross_entropy(logits.view(-1, logits.shape[-1]), tt.tensor(tokens[:, 1:], dtype=tt.int64).view(-1))
+    return model(tt.tensor(tokens[:, :-1]), tt.tensor(tokens[:, 1:]))[1]  # GPT's cross-entropy on the next tokens
 
 
 tt.manual_seed(0)
@@ -472,17 +474,22 @@ def _train(stage=None):
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
+    units = getattr(net, "units", [])
+    held = measure_memory(net)["buffers"] if stage == 3 else 0  # gathered parameters and flat gradients still alive
     with tt.no_grad():  # an evaluation forward: no backward will come to free the units
         _loss(net, TOKENS[0])
+    restored = all(getattr(owner, name) is p for u in units for owner, name, p in u.slots)
     state = net.state_dict() if stage is not None else model.state_dict()
-    return {k: v.numpy().copy() for k, v in state.items()}, losses, [u.gathered for u in getattr(net, "units", [])]
+    return {k: v.numpy().copy() for k, v in state.items()}, losses, [u.gathered for u in units], held, restored
 
 
 expected, expected_losses = _train()[:2]
 for stage in (3, 2):
     ranks = ThreadGroup.run(2, _train, stage)
-    state, _, gathered = ranks[0]
-    assert len(gathered) == 3, f"ZeRO-{stage}: 2 blocks + the root should make 3 units, got {len(gathered)}"
+    state, _, gathered, held, restored = ranks[0]
+    assert held == 0, f"ZeRO-3: after backward, _grad_ready frees each unit and drops its flat gradient; {held} B still held"
+    assert restored, (f"ZeRO-{stage}: after a unit's forward each module must hold its own Parameter again (put back "
+                      f"in a finally:); a signal was left in its place")
     assert stage == 2 or not any(gathered), ("ZeRO-3: a forward under no_grad frees each unit right after it, the "
                                              f"root too (no backward will); units still gathered: {gathered}")
     assert set(state) == set(expected), f"ZeRO-{stage}: state_dict() must have the model's keys, got {sorted(state)[:4]}..."
@@ -490,7 +497,6 @@ for stage in (3, 2):
         assert state[name].shape == want.shape, f"ZeRO-{stage}: {name} has shape {state[name].shape}, expected {want.shape}"
         worst = float(np.abs(state[name] - want).max())
         assert worst < 1e-5, f"ZeRO-{stage} on 2 ranks: {name} differs from one process by {worst:.3g} after 3 steps"
-    assert all(len(losses) == 3 for _, losses, _ in ranks), "every rank took 3 steps"
     assert ranks[1][0] == {}, "state_dict() is consolidated on rank 0 only"
 ### BEGIN HIDDEN TESTS
 ranks = ThreadGroup.run(4, _train, 3)
@@ -739,35 +745,15 @@ print("predict_memory: ok")
 # ### Predicted against measured
 #
 # `measure_memory(model, optimizer, loss)` (provided) counts the bytes live
-# arrays hold. We take the static parts after a step (Adam's state exists,
-# the gradients are still there) and the activations between a forward and its
-# backward, for a small GPT, each strategy at world sizes 1, 2 and 4 (ranks as
-# threads). Sharded numbers are means over the ranks.
+# arrays hold. `_measure_strategy(config, batch, strategy)` (provided) trains a
+# small GPT one step on one rank and takes the static parts after the step
+# (Adam's state exists, the gradients are still there) and the activations
+# between a forward and its backward. We run it for each strategy at world
+# sizes 1, 2 and 4 (ranks as threads). Sharded numbers are means over the ranks.
 
 # %%
-from tinytorch.distributed import DistributedDataParallel, ZeroRedundancyOptimizer  # noqa: E402
-
 TABLE_CONFIG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False)
 BATCH = 2
-
-
-def _memory_rank(strategy, checkpointed=False):
-    model = GPT(GPTConfig(**dict(TABLE_CONFIG.to_dict(), checkpoint_blocks=checkpointed)))
-    if strategy in ("zero2", "zero3"):
-        net = FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=int(strategy[-1]))
-        opt = AdamW(net.parameters(), lr=1e-3)
-    else:
-        net = DistributedDataParallel(model)
-        opt = (ZeroRedundancyOptimizer(model.parameters(), lr=1e-3) if strategy == "zero1"
-               else AdamW(model.parameters(), lr=1e-3))
-    tokens = np.random.default_rng(0).integers(0, 32, (BATCH, 17))
-    _loss(net, tokens).backward()
-    opt.step()
-    static = measure_memory(net, opt)
-    loss = _loss(net, tokens)
-    activations = measure_memory(net, opt, loss)["activations"]
-    loss.backward()
-    return static["params"], static["grads"], static["optimizer"], activations
 
 
 def memory_table(sizes=(1, 2, 4), strategies=("ddp", "zero1", "zero2", "zero3")):
@@ -775,7 +761,7 @@ def memory_table(sizes=(1, 2, 4), strategies=("ddp", "zero1", "zero2", "zero3"))
     rows = []
     for n in sizes:
         for strategy in strategies:
-            measured = np.mean(ThreadGroup.run(n, _memory_rank, strategy), axis=0)
+            measured = np.mean(ThreadGroup.run(n, _measure_strategy, TABLE_CONFIG, BATCH, strategy), axis=0)
             act = gpt_activation_bytes(TABLE_CONFIG, BATCH, 16)
             predicted = predict_memory(n_params, n, strategy, act)
             rows.append((n, strategy, [predicted[k] for k in ("params", "grads", "optimizer", "activations")],

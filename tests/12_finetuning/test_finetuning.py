@@ -364,3 +364,54 @@ def test_soft_targets_keep_an_eval_teacher_in_eval():
     teacher = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).eval()
     soft_targets(teacher, tt.ones(1, 2))
     assert not teacher.training
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_recurrent_layers_match_torch_from_a_nonzero_state(kind):
+    """Twin of test-rnn-layers: each layer's _cell passes h (and c), bias_hh, and returns the state in order."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, h0, c0 = (rng.standard_normal(shape).astype(np.float32) for shape in ((3, 2, 4), (1, 2, 5), (1, 2, 5)))
+    ours, theirs = getattr(nn, kind)(4, 5), getattr(torch.nn, kind)(4, 5)
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            getattr(theirs, name).copy_(torch.tensor(p.numpy()))
+    oh = tt.tensor(h0, requires_grad=True)
+    out, final = ours(tt.tensor(x), (oh, tt.tensor(c0)) if kind == "LSTM" else oh)
+    th = torch.tensor(h0, requires_grad=True)
+    ref, ref_final = theirs(torch.tensor(x), (th, torch.tensor(c0)) if kind == "LSTM" else th)
+    pairs = zip([out, *final] if kind == "LSTM" else [out, final], [ref, *ref_final] if kind == "LSTM" else [ref, ref_final])
+    for what, (o, r) in zip(["output", "h_n", "c_n"], pairs):
+        np.testing.assert_allclose(o.numpy(), r.detach().numpy(), atol=1e-5, err_msg=f"{kind} {what}")
+    out.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(oh.grad.numpy(), th.grad.numpy(), atol=1e-5, err_msg=f"{kind}: d output / d h_0")
+
+
+def test_distill_takes_the_teachers_targets_in_eval_mode():
+    """Twin of test-distill: a dropout teacher left in training mode gives one loss for one batch at lr=0."""
+    from tinytorch.finetune import distill
+    tt.manual_seed(0)
+    student, teacher = nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5))
+    losses = distill(student, teacher, [(tt.randn(8, 4), None)] * 3, tt.optim.SGD(student.parameters(), lr=0.0))
+    assert max(losses) - min(losses) < 1e-6, losses
+    assert teacher.training, "the teacher's mode is restored"
+
+
+def test_merging_a_merged_layer_raises():
+    """Twin of test-lora-linear: a second merge would add B·A twice."""
+    lora = LoRALinear(nn.Linear(3, 2), rank=1)
+    lora.merge()
+    with pytest.raises(RuntimeError, match="already merged"):
+        lora.merge()
+
+
+def test_hidden_states_draw_the_gpts_dropout_masks_in_training_mode():
+    """Twin of test-classifier: hidden_states is GPT.forward's body, embedding dropout included."""
+    tt.manual_seed(0)
+    clf = GPTForSequenceClassification(GPT(GPTConfig(**SMALL, dropout=0.5)), num_labels=2)
+    idx = tt.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    tt.manual_seed(1)
+    hidden = clf.hidden_states(idx)
+    tt.manual_seed(1)
+    np.testing.assert_allclose(clf.gpt.lm_head(hidden).numpy(), clf.gpt(idx)[0].numpy(), atol=1e-5)

@@ -343,3 +343,37 @@ def test_checkpoint_backward_under_no_grad_still_recomputes_with_a_graph():
     with tt.no_grad():
         total.backward()
     np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy(), rtol=1e-6)
+
+
+def _zero2_unit_rank():
+    """One ZeRO-2 _FlatUnit of a float32 (2, 3) and (4,) parameter: its shard, gather and gradient."""
+    from tinytorch.distributed.fsdp import _FlatUnit, _MPIRules
+    pg = _MPIRules(tt.distributed.process_group._group(None))  # refuses an all-gather from its own output
+    params = [tt.nn.Parameter(tt.zeros(2, 3)), tt.nn.Parameter(tt.zeros(4))]
+    unit = _FlatUnit(None, params, [], pg.rank, pg.size, keep_full=True)
+    unit.gather(pg)  # the shard is a view of unit.full: sending it uncopied is MPI's "Buffers must not be aliased"
+    unit.reduce_scatter_grad(pg, unit.flatten([np.ones((2, 3), np.float32), np.ones(4, np.float32)]))
+    return unit.shard.data.dtype, unit.shard.grad.data.dtype
+
+
+def test_flat_unit_gathers_a_copy_and_keeps_float32():
+    """Twin of test-flat-unit: no aliased all-gather under ZeRO-2; the shard and its gradient stay float32."""
+    assert ThreadGroup.run(2, _zero2_unit_rank) == [(np.float32, np.float32)] * 2
+
+
+def test_mpi_rules_refuse_an_aliased_all_gather():
+    from tinytorch.distributed.fsdp import _MPIRules
+    out = np.zeros((1, 3), np.float32)
+    with pytest.raises(ValueError, match="shares memory"):
+        _MPIRules(tt.distributed.process_group._group(None)).all_gather(out, out[0])
+
+
+def test_unit_forward_puts_the_parameters_back():
+    """Twin of test-fsdp: after a unit's forward every module holds its own Parameter again, not a signal."""
+    def rank():
+        model = make_gpt(INIT)
+        fsdp = FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=3)
+        loss_of(fsdp, TOKENS[0][:6]).backward()
+        return [getattr(owner, name) is p for u in fsdp.units for owner, name, p in u.slots]
+    for restored in ThreadGroup.run(2, rank):
+        assert all(restored), f"{restored.count(False)} attributes still hold a signal"

@@ -72,6 +72,23 @@ class _AsBytes:
         return getattr(self.pg, name)
 
 
+class _MPIRules:
+    """`pg`, except that an all-gather whose input is (a view of) its output raises, as MPI's does ("Buffers
+    must not be aliased"): thread ranks copy the input first, so they would not notice."""
+
+    def __init__(self, pg):
+        self.pg = pg
+
+    def all_gather(self, out, array, async_op=False):
+        if np.may_share_memory(out, array):
+            raise ValueError("all_gather: the array sent shares memory with the output buffer (under ZeRO-2 the "
+                             "shard is a view of the full buffer); MPI refuses aliased buffers: send a copy")
+        return self.pg.all_gather(out, array, async_op=async_op)
+
+    def __getattr__(self, name):
+        return getattr(self.pg, name)
+
+
 class _ShardedBase(_ModelWrapper):
     """Checks, parameters() and checkpoints of FullyShardedDataParallel (see the lesson).
 

@@ -9,11 +9,13 @@ __all__ = [
 ]
 
 
+import numpy as np
 from tinytorch.core.tensor import Tensor
 
 
 # %% modules/13_sharding/provided.py, cell 9
 """Per-rank memory: the lesson's prediction, and the bytes that live arrays really hold."""
+
 
 
 class _Counter:
@@ -83,6 +85,33 @@ def measure_memory(model, optimizer=None, loss=None):
     out["buffers"] = counter.add_all(model._comm_buffers() if hasattr(model, "_comm_buffers") else [])
     out["activations"] = counter.add_all(_graph_arrays(loss)) if loss is not None else 0
     return out
+
+
+def _measure_strategy(config, batch, strategy):
+    """One rank's measured (params, grads, optimizer) bytes after an AdamW step, and activation bytes between a
+    forward and its backward, for a GPT of `config` on `batch` sequences under "ddp", "zero1", "zero2" or "zero3"."""
+    from tinytorch.distributed.ddp import DistributedDataParallel
+    from tinytorch.distributed.fsdp import FullyShardedDataParallel
+    from tinytorch.distributed.zero import ZeroRedundancyOptimizer
+    from tinytorch.models import GPT
+    from tinytorch.optim import AdamW
+    model = GPT(config)
+    if strategy in ("zero2", "zero3"):
+        net = FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=int(strategy[-1]))
+        opt = AdamW(net.parameters(), lr=1e-3)
+    else:
+        net = DistributedDataParallel(model)
+        opt = (ZeroRedundancyOptimizer(model.parameters(), lr=1e-3) if strategy == "zero1"
+               else AdamW(model.parameters(), lr=1e-3))
+    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (batch, config.block_size + 1))
+    idx, targets = Tensor(tokens[:, :-1]), Tensor(tokens[:, 1:])
+    net(idx, targets)[1].backward()  # GPT's own loss: cross-entropy on the next tokens
+    opt.step()
+    static = measure_memory(net, opt)
+    loss = net(idx, targets)[1]
+    activations = measure_memory(net, opt, loss)["activations"]
+    loss.backward()
+    return static["params"], static["grads"], static["optimizer"], activations
 
 
 def cuda_pool_bytes():

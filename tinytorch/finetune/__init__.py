@@ -11,6 +11,7 @@ __all__ = [
     "LoRALinear",
     "inject_lora",
     "merge_lora",
+    "GRUClassifier",
     "distillation_loss",
     "soft_targets",
     "distill",

@@ -108,6 +108,14 @@ def _adapter_file_sizes(model):
         return os.path.getsize(full), os.path.getsize(adapters)
 
 
+def _adapter_report(model):
+    """One line on what an adapted `model` trains and stores: its trainable parameters and adapter file's size."""
+    full, small = _adapter_file_sizes(model)
+    return (f"trainable {model.num_parameters(trainable_only=True):,} of {model.num_parameters(non_embedding=False):,}; "
+            f"adapter file {small:,} bytes, {small / full:.1%} of the model's {full:,}; "
+            f"{len(adapter_state_dict(model))} tensors")
+
+
 def load_adapter_state_dict(model, state, source="state"):
     """Copy `state` (name -> tensor: an adapter file's, or a checkpoint's) into `model`'s adapters, in place.
 
