@@ -57,6 +57,7 @@ from tinytorch.nn.utils import clip_grad_norm_
 # `_validate_early_stopping`, which checks `EarlyStopping`'s arguments.
 
 # %%
+import io
 import json
 import tempfile
 import time
@@ -178,6 +179,10 @@ def test_train_step():
         "a nan loss must not change the weights (no optimizer step)"
     assert all(p.grad is None for p in model.parameters()), \
         "a nan loss in the 2nd micro-batch must clear the gradients the 1st one left: zero_grad() before returning"
+    worse = train_step(model, lambda out, t: mse(out, t) * math.inf, opt, [(x, y)])
+    kept = all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters()))
+    assert worse == math.inf and kept, ("an inf loss must be handled like nan (test math.isfinite, not only isnan): "
+                                        f"return inf, with no step; got {worse}, weights {'kept' if kept else 'changed'}")
     model, opt, x, y = _tiny_regression()
     before = [p.data.copy() for p in model.parameters()]
     train_step(model, mse, opt, [(x, y)], clip_grad_norm=0.0)
@@ -580,6 +585,13 @@ def test_save_checkpoint():
             assert _load_error(path), "a damaged weight must be caught: store the SHA-256 of arrays and tree"
     finally:
         atomic_write = real_write
+    buffer = io.BytesIO()
+    try:  # like tt.save, `path` may be an open binary file: write to it and return it
+        back = save_checkpoint(buffer, state)
+    except TypeError as err:
+        back = err
+    assert back is buffer, f"save_checkpoint(io.BytesIO(), state) must return that buffer (not a Path), got {back!r}"
+    assert load_checkpoint(io.BytesIO(buffer.getvalue()))["optimizer"] == state["optimizer"], "write into the buffer"
 
 
 test_save_checkpoint()
@@ -674,6 +686,13 @@ def test_state_dict():
         "rng holds the generators' states now and at the start of the epoch"
     assert state["config"] == {"accum_steps": 2, "clip_grad_norm": None, "seed": 3, "name": "test"}, \
         f"config: accum_steps, clip_grad_norm, seed and the user's config, got {state['config']}"
+    try:
+        bare = _SavingTrainer(*_parts(), quiet=True).state_dict()
+    except AttributeError as err:
+        raise AssertionError(f"a Trainer without a scheduler or early stopping: save None for each instead of "
+                             f"calling their state_dict(); state_dict raised {err!r}") from None
+    got = (bare["scheduler"], bare["trainer"]["early_stopping"])
+    assert got == (None, None), f"no scheduler, no early stopping: save None for each, got {got}"
 
 
 test_state_dict()

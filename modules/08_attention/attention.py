@@ -317,6 +317,10 @@ def test_attention_backward():
     _, _, d_v, d_s = attention_backward(d_o, q, k, v, p, keep)
     assert np.allclose(d_v, [[0.24], [0.0]]), f"with dropout, dV = (P ⊙ keep)ᵀ dO, got {d_v}"
     assert np.allclose(d_s, [[0.2112, -0.2112]], atol=1e-4), f"with dropout, dP = (dO Vᵀ) ⊙ keep; dS = {d_s}"
+    p2 = np.array([[0.12, 0.88], [0.5, 0.5]], np.float32)  # two queries: each row subtracts its own row sum
+    d_s = attention_backward(np.ones((2, 1), np.float32), np.repeat(q, 2, 0), k, v, p2)[3]
+    assert np.allclose(d_s, [[0.1056, -0.1056], [0.25, -0.25]], atol=1e-4), \
+        f"2 queries: dS = [[0.1056, -0.1056], [0.25, -0.25]] (rowsum of shape (Tq, 1), one per query), got {d_s}"
 
 
 test_attention_backward()
@@ -399,9 +403,14 @@ def test_scaled_dot_product_attention():
     q, k, v = (tensor(rng.standard_normal((2, 4, 5, 8))) for _ in range(3))
     out = scaled_dot_product_attention(q, k, v)
     assert out.shape == (2, 4, 5, 8), f"(B, H, Tq, D) in, (B, H, Tq, Dv) out; got {out.shape}"
-    s = q.data @ k.data.swapaxes(-1, -2) / np.sqrt(8)
-    p = np.exp(s - s.max(-1, keepdims=True))
-    assert np.allclose(out.data, p / p.sum(-1, keepdims=True) @ v.data), "out = softmax(q kᵀ / √D) v"
+    s = q.data @ k.data.swapaxes(-1, -2)
+
+    def softmax_v(s):  # softmax(s) v in NumPy
+        p = np.exp(s - s.max(-1, keepdims=True))
+        return p / p.sum(-1, keepdims=True) @ v.data
+    assert np.allclose(out.data, softmax_v(s / np.sqrt(8))), "out = softmax(q kᵀ / √D) v"
+    off = np.abs(scaled_dot_product_attention(q, k, v, scale=0.1).data - softmax_v(s * 0.1)).max()
+    assert off < 1e-5, f"scale=0.1 replaces 1/√D: expected softmax(q kᵀ · 0.1) v, got an output off by up to {off:.3g}"
     first = scaled_dot_product_attention(q, k, v, is_causal=True).data[:, :, 0]
     assert np.allclose(first, v.data[:, :, 0]), "causal: the first query sees only the first key, so it outputs v[0]"
     k2, v2 = tensor(k.data[:, :2]), tensor(v.data[:, :2])
@@ -685,6 +694,9 @@ def test_kv_cache():
     cache = KVCache(batch_size=1, n_kv_head=2, max_len=5, head_dim=3)
     assert cache.keys.shape == (1, 2, 5, 3) and cache.length == 0, "preallocate (B, n_kv_head, max_len, head_dim)"
     assert cache.values.dtype == np.float32, f"float32 by default, got {cache.values.dtype}"
+    half = KVCache(1, 2, 5, 3, dtype=tt.float16)
+    assert (half.keys.dtype, half.values.dtype) == (np.float16, np.float16), \
+        f"KVCache(..., dtype=tt.float16) stores keys and values as float16, got {half.keys.dtype}, {half.values.dtype}"
     keys, values = cache.update(tensor(np.ones((1, 2, 2, 3))), tensor(np.full((1, 2, 2, 3), 2.0)))
     assert cache.length == 2, f"after 2 tokens, length is 2, got {cache.length}"
     assert keys.shape == (1, 2, 2, 3), f"update returns all keys so far, (1, 2, 2, 3); got {keys.shape}"

@@ -82,6 +82,12 @@ def test_a_damaged_checkpoint_raises_naming_the_file(tmp_path, damage):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_state_dict_without_a_scheduler_or_early_stopping_saves_none(parts):
+    model, opt, loss, loader, _ = parts(n=16, batch_size=8)
+    state = Trainer(model, opt, loss, loader, quiet=True).state_dict()
+    assert state["scheduler"] is None and state["trainer"]["early_stopping"] is None
+
+
 def test_keep_last(parts, tmp_path):
     model, opt, loss, loader, _ = parts(n=32, batch_size=8)
     Trainer(model, opt, loss, loader, checkpoint_dir=tmp_path, checkpoint_every=1, keep_last=2,

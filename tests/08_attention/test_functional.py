@@ -23,6 +23,21 @@ def test_gradcheck_qkv(kwargs, device, rng):
     assert gradcheck(lambda q, k, v: sdpa(q, k, v, **kwargs), leaves(device, rng, *QKV))
 
 
+@pytest.mark.parametrize("scale", [None, 0.1, 2.0])
+def test_scale_matches_torch(scale, device, rng):
+    """scale= replaces 1/sqrt(D) in the forward and the backward (gradcheck alone passes a forward that ignores it)."""
+    torch = pytest.importorskip("torch")
+    q, k, v = leaves(device, rng, *QKV)
+    ref = [torch.tensor(t.numpy(), requires_grad=True) for t in (q, k, v)]
+    want = torch.nn.functional.scaled_dot_product_attention(*ref, is_causal=True, scale=scale)
+    (want * want).sum().backward()  # a non-uniform upstream gradient
+    out = sdpa(q, k, v, is_causal=True, scale=scale)
+    (out * out).sum().backward()
+    np.testing.assert_allclose(out.numpy(), want.detach().numpy(), atol=1e-5)
+    for t, r in zip((q, k, v), ref):
+        np.testing.assert_allclose(t.grad.numpy(), r.grad.numpy(), atol=1e-5)
+
+
 def test_gradcheck_bool_mask(device, rng):
     mask = rng.random((2, 1, 4, 4)) > 0.4
     mask[..., 1] = True

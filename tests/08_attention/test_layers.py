@@ -147,6 +147,13 @@ def test_length_errors_name_both_numbers(device):
         attn(tt.randn(1, 4, 8, device=device))
 
 
+@pytest.mark.parametrize("dtype", [tt.float16, tt.float64])
+def test_cache_stores_the_dtype_it_is_given(dtype, device):
+    cache = KVCache(1, 2, 4, 3, dtype=dtype, device=device)
+    assert cache.keys.dtype == cache.values.dtype == dtype
+    assert cache.nbytes == 2 * (1 * 2 * 4 * 3) * np.dtype(dtype).itemsize
+
+
 def test_cache_refuses_gradients_and_wrong_shapes(device):
     attn = make(device)
     cache = attn.new_kv_cache(batch_size=1)
