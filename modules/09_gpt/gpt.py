@@ -62,9 +62,9 @@ from tinytorch.core.tensor import Tensor
 from tinytorch.models.gpt import GPTConfig, _GPTBase, _feed_forward, _norm_layer, gelu_new
 from tinytorch.models.sampling import _check_sampling, _prompt_array, _softmax
 from tinytorch.nn import functional as F
-from tinytorch.nn.attention import CausalSelfAttention
+from tinytorch.nn.attention import CausalSelfAttention, rope_tables
 from tinytorch.nn.functional import cross_entropy
-from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
+from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList, RMSNorm
 
 # %% [markdown]
 # ## 1. The shape of a GPT
@@ -144,7 +144,8 @@ def test_mlp():
     assert sorted(no_bias.state_dict()) == ["c_fc.weight", "c_proj.weight"], "bias=False: Linear layers without bias"
     ### BEGIN HIDDEN TESTS
     drop = MLP(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=6, dropout=0.5))
-    assert (drop(tt.ones(4, 8, 6)).numpy() == 0).any(), "the output goes through Dropout(config.dropout)"
+    share = (drop(tt.ones(4, 8, 6)).numpy() == 0).mean()
+    assert 0.35 < share < 0.65, f"dropout=0.5: Dropout(config.dropout) zeroes about half the outputs, got {share:.0%}"
     ### END HIDDEN TESTS
 
 
@@ -242,6 +243,15 @@ def test_block():
         layer.weight.data[...] = 0
         layer.bias.data[...] = 0
     assert np.allclose(block(x).numpy(), x.numpy()), "with zero sub-layer outputs a block is the identity (residuals)"
+    assert block.ln_1 is not block.ln_2, "ln_1 and ln_2 must be two norm layers, each with its own weights"
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, rope=True, rope_base=5e5, window=3,
+                    bias=False)
+    odd = Block(cfg)
+    assert odd.attn.window == 3, f"pass config.window on to attn: expected window 3, got {odd.attn.window}"
+    assert np.allclose(odd.attn.rope_cos.numpy(), rope_tables(8, 4, base=5e5)[0].numpy()), \
+        "pass config.rope_base on to attn: rope_base=5e5 must give rope_tables(8, 4, base=5e5), got other tables"
+    biases = [name for name in odd.state_dict() if name.endswith("bias")]
+    assert not biases, f"bias=False: pass config.bias on, so that no layer has a bias; got {biases}"
     rope = Block(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=8, rope=True))
     assert rope.attn.c_attn.weight.shape == (16, 8), "pass n_kv_head on: 4 query heads + 2 (k, v) heads of size 2"
     x3 = tt.randn(1, 3, 8)
@@ -382,6 +392,12 @@ def test_gpt():
     names = set(model.state_dict())
     assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.1.mlp.c_fc.weight",
             "transformer.ln_f.weight", "lm_head.weight"} <= names, f"GPT-2's names expected, got {sorted(names)}"
+    outside = {name for name in names if ".h." not in name}
+    assert outside == {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight",
+                       "transformer.ln_f.bias", "lm_head.weight"}, \
+        f"outside the blocks: wte, wpe, ln_f and an lm_head without bias, got {sorted(outside)}"
+    assert model.transformer.wpe.weight.shape == (16, 32), \
+        f"wpe has one row per position: (block_size, n_embd) = (16, 32), got {model.transformer.wpe.weight.shape}"
     assert model.lm_head.weight is model.transformer.wte.weight, "tie_weights: lm_head.weight IS wte.weight"
     idx = tt.tensor(np.random.default_rng(0).integers(0, 65, (3, 10)))
     logits, loss = model(idx)
@@ -400,7 +416,15 @@ def test_gpt():
     assert abs(partial.item() - only_kept.item()) < 1e-5, "targets equal to -1 are ignored (ignore_index=-1)"
     loss.backward()
     assert model.transformer.wpe.weight.grad is not None, "the loss must reach wpe (add it to the token embeddings)"
-    rope = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=4, n_embd=32, rope=True, tie_weights=False))
+    drop = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=4, n_embd=32, dropout=0.5))
+    drop(idx[:1], targets[:1])[1].backward()
+    share = (drop.transformer.wpe.weight.grad.numpy()[:10] == 0).mean()
+    assert share > 0.3, "dropout=0.5 applies to wte(idx) + wpe(pos), so about half of wpe's gradient is zero " \
+        f"(dropped) with one sequence; got {share:.0%} zero (dropout before adding wpe?)"
+    rope = GPT(GPTConfig.llama_style(vocab_size=65, block_size=16, n_layer=1, n_head=4, n_embd=32, layer_norm_eps=1e-6))
+    ln_f = rope.transformer.ln_f
+    assert isinstance(ln_f, RMSNorm) and ln_f.eps == 1e-6, \
+        f"ln_f follows the config like the blocks' norms: expected RMSNorm with eps 1e-6, got {ln_f}"
     assert "transformer.wpe.weight" not in rope.state_dict() and rope(idx)[0].shape == (3, 10, 65), \
         "rope=True: no wpe table, and the forward pass works without it"
     assert rope.lm_head.weight is not rope.transformer.wte.weight, "tie_weights=False: two separate matrices"
@@ -617,13 +641,15 @@ print("top_k_filter: ok")
 # %% nbgrader={"grade": true, "grade_id": "test-top-p-filter", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_top_p_filter():
     z = np.log(np.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
-    out = top_p_filter(z, 0.7)
+    out = top_p_filter(z + 3, 0.7)  # raw logits: softmax gives the probabilities back
     assert np.shape(out) == z.shape, f"same shape in and out, got {np.shape(out)}"
     kept = np.isfinite(out)
-    assert np.array_equal(kept[0], [True, True, False, False]), \
-        f"p=0.7: 0.5 alone is not enough, 0.5+0.3 is; keep tokens 0 and 1, got {kept[0]}"
+    assert np.array_equal(kept[0], [True, True, False, False]), "p=0.7 on logits log([0.5, 0.3, 0.15, 0.05]) + 3 " \
+        f"(softmax them: exp alone is no probability): 0.5 alone is not enough, 0.5+0.3 is; keep 0 and 1, got {kept[0]}"
     assert np.array_equal(kept[1], [False, False, True, True]), f"rows are independent and unsorted: {kept[1]}"
-    assert np.allclose(out[kept], z[kept]), "kept logits are unchanged"
+    assert np.allclose(out[kept], z[kept] + 3), "kept logits are unchanged"
+    kept = np.isfinite(top_p_filter(np.log([0.5, 0.25, 0.125, 0.125]), 0.5))
+    assert kept.sum() == 1, f"p=0.5 and probabilities [0.5, 0.25, ...]: 0.5 already reaches p, keep 1 token, got {kept}"
     assert np.array_equal(np.isfinite(top_p_filter(z, 0.4))[0], [True, False, False, False]), \
         "p=0.4 < 0.5: the most likely token alone suffices"
     assert np.isfinite(top_p_filter(z, 1e-9)).sum() == 2, "the most likely token is always kept"

@@ -431,7 +431,8 @@ def sum_all(x):
 def test_sum_kernel():
     out = sum_all(np.arange(1, 9, dtype=np.float32))
     assert out.shape == (1,), f"the sum lands in a 1-element array, got shape {out.shape}"
-    assert out[0] == 36, f"1 + 2 + ... + 8 = 36, got {out[0]}"
+    assert out[0] == 36, f"1 + 2 + ... + 8 = 36, got {out[0]}: a thread read partial[] before the others wrote " \
+        "it? Each round of shared-memory writes needs a cuda.syncthreads() before any thread reads them"
     ones = sum_all(np.ones(70, np.float32))  # 5 blocks, the last one partly empty
     assert ones[0] == 70, f"70 ones over 5 blocks: 70, got {ones[0]} (every block must add its part, once)"
     with _simulated_atomic_adds() as adds:  # None on a GPU
@@ -711,6 +712,8 @@ def test_autocast():
         with autocast("cpu", enabled=False):
             assert layer(x).dtype == float32, "autocast(enabled=False) inside turns it off"
         assert layer(x).dtype == bfloat16, "leaving the inner block restores the outer policy"
+        with autocast("cuda", enabled=False):
+            assert layer(x).dtype == bfloat16, "a cuda block leaves the cpu policy on (pass the outer hook on)"
     assert layer(x).dtype == float32, "after the block every op is float32 again"
     assert layer.weight.dtype == float32, "the weights stay float32 (the master copy)"
     assert np.allclose(y.data.astype(np.float32), layer(x).data, atol=0.05), "bfloat16 result far from float32's"
@@ -721,13 +724,17 @@ def test_autocast():
     seen = []
     with autocast("cpu", dtype=bfloat16):
         _autocast_call("cross_entropy", lambda t: seen.append(t.dtype) or t, _cast(x, bfloat16))
-    assert seen == [float32], f"losses run in float32 under autocast: the loss saw {seen}"
+        _autocast_call("linear", lambda t, weight: seen.append(weight.dtype) or t, x, weight=layer.weight)
+    assert seen[0] == float32, f"losses run in float32 under autocast: the loss saw {seen[0]}"
+    assert seen[1] == bfloat16, f"keyword arguments are cast too: linear(x, weight=w) saw a {seen[1]} weight"
     ### BEGIN HIDDEN TESTS
     try:
         with autocast("cpu"):
             raise KeyError("boom")
     except KeyError:
         pass
+    else:
+        raise AssertionError("an exception inside `with autocast(...)` must propagate: __exit__ swallowed KeyError")
     assert _autocast_state.run is None, "an exception inside the block must still restore the state"
     with autocast("cpu", dtype=tt.float16):
         assert layer(x).dtype == tt.float16, "float16 is the other low dtype"
@@ -880,6 +887,18 @@ def test_grad_scaler():
     two.update()
     assert b.data[0] == 1.0 and two.get_scale() == 2.0, "an inf in any gradient, here only the first " \
         f"parameter's, skips the step and halves the scale 4 -> 2; got b = {b.data}, scale {two.get_scale()}"
+    opt_a, opt_b = tt.optim.SGD([a], lr=0.1), tt.optim.SGD([b], lr=0.1)
+    a.grad, b.grad = tt.tensor([np.inf, 1.0]), tt.tensor([4.0])  # scale 2: b's true gradient is 2
+    two.step(opt_a)
+    two.step(opt_b)
+    assert np.allclose(b.data, [0.8]), "two optimizers, an inf only in A's gradients: step(A) skips, step(B) " \
+        f"must still step B (each optimizer's own inf check): expected b = [0.8], got {b.data}"
+    try:
+        two.step(opt_b)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a second step(B) before update() must raise RuntimeError: step() records B in _stepped")
     ### BEGIN HIDDEN TESTS
     s = GradScaler(init_scale=2.0 ** 127, growth_factor=4.0, growth_interval=1)
     opt.zero_grad()

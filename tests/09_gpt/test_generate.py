@@ -162,3 +162,11 @@ def test_empty_prompt_and_bad_ids(device):
         model.generate(np.zeros((1, 0), dtype=np.int64), 2)
     with pytest.raises(IndexError, match="token id 40"):
         model.generate([[1, 40]], 2)
+
+
+def test_top_p_stops_as_soon_as_the_mass_reaches_p():
+    # Hugging Face's TopPLogitsWarper keeps the smallest set whose mass is >= p: [0.5] alone at p = 0.5
+    z = np.log(np.array([0.5, 0.25, 0.125, 0.125]))
+    assert np.array_equal(np.isfinite(top_p_filter(z, 0.5)), [True, False, False, False])
+    assert np.array_equal(np.isfinite(top_p_filter(z, 0.75)), [True, True, False, False])
+    assert np.array_equal(np.isfinite(top_p_filter(z + 3, 0.6)), [True, True, False, False]), "softmax, not exp"

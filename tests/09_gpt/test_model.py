@@ -245,3 +245,26 @@ def test_gradcheck_loss_wrt_parameters(which, device):
         assert gradcheck(loss_of, (original,), atol=1e-6, rtol=1e-4)
     finally:
         _swap_in(places, original)
+
+
+def test_block_passes_rope_base_and_window_to_attention(device):
+    from tinytorch.nn.attention import rope_tables
+    tt.manual_seed(0)
+    block = Block(GPTConfig(**{**TINY, "n_layer": 1, "rope": True, "rope_base": 5e5, "window": 2})).to(device)
+    assert block.attn.window == 2
+    np.testing.assert_allclose(block.attn.rope_cos.numpy(), rope_tables(12, 4, base=5e5)[0].numpy())
+    x = np.random.default_rng(0).standard_normal((1, 6, 16)).astype(np.float32)
+    x2 = x.copy()
+    x2[0, 0] *= -1  # token 0 lies outside token 5's window of 2
+    out, out2 = (block(tt.tensor(v, device=device)).numpy() for v in (x, x2))
+    np.testing.assert_allclose(out[0, -1], out2[0, -1], atol=1e-6)
+
+
+def test_dropout_rate_is_p_and_applies_after_adding_wpe(device):
+    model = make(device, n_layer=1, dropout=0.5)
+    dropped = (model.transformer.h[0].mlp(tt.ones(64, 8, 16, device=device)).numpy() == 0).mean()
+    assert 0.45 < dropped < 0.55, f"the MLP's Dropout(config.dropout) zeroed {dropped:.0%}, expected ~50%"
+    idx = tokens((1, 10), device)
+    model(idx, idx)[1].backward()
+    zero = (model.transformer.wpe.weight.grad.numpy()[:10] == 0).mean()  # nanoGPT: drop(wte(idx) + wpe(pos))
+    assert 0.35 < zero < 0.65, f"dropout after wte + wpe zeroes ~half of wpe's gradient (B=1), got {zero:.0%}"

@@ -230,3 +230,38 @@ def test_grad_scaler_refuses_misuse():
     off = tt.amp.GradScaler(enabled=False)
     loss = w.sum()
     assert off.scale(loss) is loss and off.get_scale() == 1.0
+
+
+@pytest.mark.parity
+def test_keyword_arguments_are_cast_like_positional_ones(rng):
+    torch = pytest.importorskip("torch")
+    from tinytorch.core.tensor import _autocast_call
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in [(2, 4), (3, 4), (3,)])
+    seen = []
+    with tt.autocast("cpu", dtype=BF16):
+        _autocast_call("linear", lambda t, weight, bias: seen.append((weight.dtype, bias.dtype)) or t,
+                       tt.tensor(x), weight=tt.tensor(w), bias=tt.tensor(b))
+        ours = F.linear(tt.tensor(x), weight=tt.tensor(w), bias=tt.tensor(b))
+    assert seen == [(BF16, BF16)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theirs = torch.nn.functional.linear(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b))
+    assert ours.dtype == BF16 and theirs.dtype == torch.bfloat16
+    np.testing.assert_array_equal(ours.data.astype(np.float32), theirs.float().numpy())
+
+
+@pytest.mark.parity
+def test_grad_scaler_skips_only_the_optimizer_whose_gradients_overflowed():
+    torch = pytest.importorskip("torch")
+    result = {}
+    for lib in (torch, tt):
+        a, b = (lib.nn.Parameter(lib.tensor(np.ones(2, np.float32))) for _ in range(2))
+        opt_a, opt_b = lib.optim.SGD([a], lr=0.1), lib.optim.SGD([b], lr=0.1)
+        scaler = lib.amp.GradScaler("cpu", init_scale=4.0)
+        scaler.scale(lib.tensor(1.0))
+        a.grad, b.grad = lib.tensor([float("inf"), 4.0]), lib.tensor([4.0, 4.0])
+        scaler.step(opt_a)
+        scaler.step(opt_b)
+        scaler.update()
+        result[lib.__name__] = (a.detach().numpy().tolist(), b.detach().numpy().tolist(), scaler.get_scale())
+    assert result["tinytorch"] == result["torch"], result
+    assert result["torch"][1] == pytest.approx([0.9, 0.9]) and result["torch"][2] == 2.0  # B stepped, scale halved
