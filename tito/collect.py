@@ -69,16 +69,23 @@ def _is_zip(entry: Path, mode: int) -> bool:
 def _entries(path: Path, inbox: list[tuple[Path, int]]) -> Iterator[Submission]:
     """One Submission per student folder or zip, read one at a time so memory holds one student's caps."""
     for entry, mode in inbox:
-        if stat.S_ISLNK(mode):
-            yield Submission("", rejected=[f"{entry.name}: a symbolic link; collect never follows links: "
-                                           f"copy the submission itself into {path}"])
-        elif stat.S_ISDIR(mode):
-            yield _read_folder(entry)
-        elif _is_zip(entry, mode):
-            yield _read_zip(entry)
-        else:
-            yield Submission("", rejected=[f"{entry.name}: not a student folder or .zip; "
-                                           "expected PATH/<student>/ or PATH/<student>.zip"])
+        try:
+            yield _read_entry(path, entry, mode)
+        except FileNotFoundError:  # listed, then moved or deleted before (or while) it was read
+            yield Submission("", rejected=[f"{entry.name}: left the inbox while collect ran; nothing of it was "
+                                           "collected: run collect again once it is back"])
+
+
+def _read_entry(path: Path, entry: Path, mode: int) -> Submission:
+    if stat.S_ISLNK(mode):
+        return Submission("", rejected=[f"{entry.name}: a symbolic link; collect never follows links: "
+                                        f"copy the submission itself into {path}"])
+    if stat.S_ISDIR(mode):
+        return _read_folder(entry)
+    if _is_zip(entry, mode):
+        return _read_zip(entry)
+    return Submission("", rejected=[f"{entry.name}: not a student folder or .zip; "
+                                    "expected PATH/<student>/ or PATH/<student>.zip"])
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
@@ -169,6 +176,8 @@ def _read_zip(archive: Path) -> Submission:
                     _read_member(opened, member, found, archive.name)
     except _Refused as why:
         return Submission(archive.stem, rejected=[f"{archive.name}: {why}"])
+    except FileNotFoundError:  # gone, not corrupt: _entries says so
+        raise
     except Exception as err:  # zipfile raises many types (BadZipFile, zlib.error, EOFError, ...): all mean corrupt
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
         return Submission(archive.stem, rejected=[f"{archive.name}: not a readable zip ({reason}); "

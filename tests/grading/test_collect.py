@@ -6,6 +6,7 @@ nothing outside the submission is read. Marker `grading`; needs the `grade` extr
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -313,3 +314,30 @@ def test_a_submission_arriving_while_collect_runs_waits_for_the_next_run(tmp_pat
     assert arrived, "the inbox was not listed with Path.iterdir: this test no longer simulates the race"
     assert rejected == [], rejected
     assert accepted == ["late/tensor.ipynb -> submitted/late/01_tensor/tensor.ipynb"]
+
+
+@pytest.mark.parametrize("gone", ["late", "late.zip"])
+def test_a_submission_leaving_while_collect_runs_is_named_not_a_traceback(tmp_path, course, collect, monkeypatch,
+                                                                           gone):
+    """An entry listed, then moved away before it is read: a clear line, and the others are still collected."""
+    import tito.collect
+
+    inbox = tmp_path / "inbox"
+    for student in ("early", "late"):
+        (inbox / student).mkdir(parents=True)
+        (inbox / student / "tensor.ipynb").write_bytes(NOTEBOOK)
+    if gone.endswith(".zip"):
+        shutil.make_archive(str(inbox / "late"), "zip", inbox / "late")
+        shutil.rmtree(inbox / "late")
+    listed = tito.collect._list_inbox
+
+    def list_then_remove(path):
+        entries = listed(path)
+        target = inbox / gone
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        return entries
+
+    monkeypatch.setattr(tito.collect, "_list_inbox", list_then_remove)
+    accepted, rejected = collect(inbox)
+    assert len(accepted) == 1 and accepted[0].startswith("early/tensor.ipynb -> submitted/early/"), accepted
+    assert len(rejected) == 1 and rejected[0].startswith(f"{gone}: left the inbox while collect ran"), rejected
