@@ -302,7 +302,8 @@ def text_sha256(text):
 
 
 def checkpoint_to_resume(out, saved, model):
-    """The newest readable checkpoint of this run, or None (no checkpoint yet: it starts over from step 0).
+    """(path, step) of the newest readable checkpoint of this run, or None (no checkpoint yet: it starts over from
+    step 0).
 
     `model` is what the Trainer saves (for a LoRA run, its adapters alone). Damaged checkpoints are skipped
     with a warning; one of another run (other run id or shapes, e.g. left behind in a reused folder) is an
@@ -326,19 +327,15 @@ def checkpoint_to_resume(out, saved, model):
         if mismatch or (saved.get("run") is not None and not ours):
             raise RunError(f"--resume: {path} belongs to another run, not to {out} ({describe_run(saved)}"
                            f"{'; ' + mismatch if mismatch else ''}); move it out of {path.parent}, or start a new run")
+        return (state.get("trainer") or {}).get("step", 0)  # a file without it is refused when the Trainer loads it
 
     found = first_readable(paths[::-1], read, "resuming")
     if found is not None:
-        return found[0]
+        return found
     if paths:
         raise RunError(f"--resume: every checkpoint in {Path(out) / 'checkpoints'} is truncated or corrupt "
                        f"({len(paths)} tried): restore one, or start a new run")
     return None
-
-
-def checkpoint_step(path):
-    """The step of checkpoint `path`, from its name (step_00000006.safetensors), which orders a run's checkpoints."""
-    return int(Path(path).stem.rpartition("_")[2])
 
 
 def run_checkpoint(path):
@@ -641,8 +638,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     if writer and resume:
         run_lock = lock_run_dir(out, saved)
     try:
-        resume_from = checkpoint_to_resume(out, saved, net) if resume else None  # chosen under the lock
-        done = checkpoint_step(resume_from) if resume_from else 0
+        resume_from, done = (checkpoint_to_resume(out, saved, net) if resume else None) or (None, 0)  # under the lock
         if p["steps"] < done:  # checked before anything is written: a shorter plan cannot undo steps
             raise RunError(f"--resume: {out} is already at step {done}: pass --steps above {done} to train further "
                            f"(or sample it: `tito sample --checkpoint {out}`)")

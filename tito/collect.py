@@ -58,8 +58,15 @@ class _Refused(Exception):
 def _list_inbox(path: Path) -> list[tuple[Path, int]]:
     """(entry, lstat mode) of each visible entry of the inbox, listed once: the duplicate check and the
     reading must see the same entries, though submissions may land or leave while collect runs."""
-    # lstat: a link is judged as a link, never followed
-    return [(entry, entry.lstat().st_mode) for entry in sorted(path.iterdir()) if not entry.name.startswith(".")]
+    listed = []
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        try:
+            listed.append((entry, entry.lstat().st_mode))  # lstat: a link is judged as a link, never followed
+        except FileNotFoundError:  # gone between the listing and lstat: left for the next run, as one arriving now
+            continue
+    return listed
 
 
 def _is_zip(entry: Path, mode: int) -> bool:

@@ -178,8 +178,8 @@ def headline(message: str) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if not lines:
         return "(no message)"
-    head, said = lines[0], lines[0].partition(":")[2].strip()
-    if said or len(lines) == 1:
+    head = lines[0]
+    if not head.endswith(":") or len(lines) == 1:  # only a bare label ("AssertionError:") says nothing
         return head
     return f"{head} {'; '.join(lines[1:4])}"
 

@@ -341,3 +341,22 @@ def test_a_submission_leaving_while_collect_runs_is_named_not_a_traceback(tmp_pa
     accepted, rejected = collect(inbox)
     assert len(accepted) == 1 and accepted[0].startswith("early/tensor.ipynb -> submitted/early/"), accepted
     assert len(rejected) == 1 and rejected[0].startswith(f"{gone}: left the inbox while collect ran"), rejected
+
+
+def test_an_entry_gone_before_it_is_looked_at_is_skipped(tmp_path, course, collect, monkeypatch):
+    """Listed by iterdir, gone by the time collect lstat's it: left alone, as one arriving after the listing."""
+    inbox = tmp_path / "inbox"
+    for student in ("stays", "gone"):
+        (inbox / student).mkdir(parents=True)
+        (inbox / student / "tensor.ipynb").write_bytes(NOTEBOOK)
+    lstat = Path.lstat
+
+    def vanishing(self, *args, **kwargs):
+        if self == inbox / "gone":
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return lstat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "lstat", vanishing)
+    accepted, rejected = collect(inbox)
+    assert len(accepted) == 1 and accepted[0].startswith("stays/tensor.ipynb -> submitted/stays/"), accepted
+    assert rejected == [], rejected

@@ -228,6 +228,7 @@ os._exit(3)
      "Max absolute difference among violations: 1."),
     ("AssertionError: add(2, 3) should be 5\nassert 4 == 5", "AssertionError: add(2, 3) should be 5"),
     ("AssertionError: ", "AssertionError:"),
+    ("assert 3 == 5\n +  where 3 = add(2, 2)", "assert 3 == 5"),  # a plain assert keeps its one line
     ("  \n", "(no message)"),
 ])
 def test_a_pytest_failure_is_shown_by_the_line_that_says_what_failed(message, shown):
