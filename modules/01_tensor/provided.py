@@ -1412,7 +1412,9 @@ def clamp(x, min=None, max=None):
             want = _promoted(np.empty((0,) * x.ndim, want), bound)
     if want.kind in "biu" and any(isinstance(b, builtins.float) for b in (min, max)):
         want = _F32  # an integer tensor clamped to a Python float: float32, not NumPy's float64
-    out = xp.clip(x.data, min, max).astype(want, copy=False)
+    # clip in `want` itself: NumPy would clip in a wider type (float64 for an int64 tensor and a float bound)
+    out = xp.clip(x.data.astype(want, copy=False),
+                  *(b.astype(want, copy=False) if hasattr(b, "dtype") else b for b in (min, max)))
     if out.shape != x.shape:
         raise ValueError(f"clamp: bounds of shapes {_shape_of(min)} and {_shape_of(max)} would enlarge the "
                          f"tensor's shape {tuple(x.shape)}")

@@ -53,7 +53,7 @@ import numpy as np
 
 from tinytorch.core.backend import get_xp, scatter_add
 from tinytorch.core.tensor import (
-    MinMax, Tensor, _autocast_op, _binary, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
+    MinMax, _autocast_op, _binary, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
     _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float, _shape_arg, _xp_add,
     _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor,
 )

@@ -390,6 +390,7 @@ from tinytorch.nn.functional import cross_entropy
 from tinytorch.nn.layers import Embedding, Linear, Module
 from tinytorch.nn.rnn import GRU
 from tinytorch.optim import AdamW
+from tinytorch.training.trainer import train_step
 
 
 def _check_distillation(student_logits, teacher_logits, temperature, alpha):
@@ -429,9 +430,6 @@ def _fine_tune(model, inputs, labels, steps, lr):
     """`steps` AdamW steps of cross-entropy on one batch (`inputs`: a tuple of the model's arguments), on the
     model's trainable parameters only; returns the model."""
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for _ in range(steps):
-        loss = cross_entropy(model(*inputs), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    for _ in range(steps):  # module 07's step, on the one batch
+        train_step(lambda arguments: model(*arguments), cross_entropy, optimizer, [(inputs, labels)])
     return model

@@ -8,9 +8,9 @@ import pytest
 
 import tinytorch as tt
 import tinytorch.distributed as dist
-from tinytorch.distributed import DistributedDataParallel, ThreadGroup
+from tinytorch.distributed import ThreadGroup
 from tinytorch.distributed.fsdp import FullyShardedDataParallel, shard_bounds
-from tinytorch.distributed.memory import gpt_activation_bytes, measure_memory, predict_memory
+from tinytorch.distributed.memory import _measure_strategy, gpt_activation_bytes, measure_memory, predict_memory
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.optim import AdamW
@@ -280,22 +280,9 @@ MEM = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, dr
 
 
 def memory_of(strategy, checkpoint_blocks=False, config=MEM):
-    model = GPT(GPTConfig(**dict(config.to_dict(), checkpoint_blocks=checkpoint_blocks)))
-    if strategy in ("zero2", "zero3"):
-        net = FullyShardedDataParallel(model, units=model.transformer.h, zero_stage=int(strategy[-1]))
-        opt = AdamW(net.parameters(), lr=1e-3)
-    else:
-        net = DistributedDataParallel(model)
-        opt = (dist.ZeroRedundancyOptimizer(model.parameters(), lr=1e-3) if strategy == "zero1"
-               else AdamW(model.parameters(), lr=1e-3))
-    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (2, config.block_size + 1))
-    loss_of(net, tokens).backward()
-    opt.step()
-    measured = measure_memory(net, opt)
-    loss = loss_of(net, tokens)
-    measured["activations"] = measure_memory(net, opt, loss)["activations"]
-    loss.backward()
-    return measured
+    """One rank's measured bytes by part, through the provided measurement the lesson uses."""
+    parts = _measure_strategy(GPTConfig(**dict(config.to_dict(), checkpoint_blocks=checkpoint_blocks)), 2, strategy)
+    return dict(zip(("params", "grads", "optimizer", "activations"), parts))
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 4])

@@ -7,6 +7,7 @@ from tinytorch.nn.functional import cross_entropy, kl_div, log_softmax, softmax
 from tinytorch.nn.layers import Embedding, Linear, Module
 from tinytorch.nn.rnn import GRU
 from tinytorch.optim import AdamW
+from tinytorch.training.trainer import train_step
 from tinytorch.core.autograd import no_grad
 
 
@@ -48,11 +49,8 @@ def _fine_tune(model, inputs, labels, steps, lr):
     """`steps` AdamW steps of cross-entropy on one batch (`inputs`: a tuple of the model's arguments), on the
     model's trainable parameters only; returns the model."""
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for _ in range(steps):
-        loss = cross_entropy(model(*inputs), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    for _ in range(steps):  # module 07's step, on the one batch
+        train_step(lambda arguments: model(*arguments), cross_entropy, optimizer, [(inputs, labels)])
     return model
 
 
