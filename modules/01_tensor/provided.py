@@ -895,8 +895,8 @@ def _to_array(data, dtype):
         data = data.data
     if hasattr(data, "__cuda_array_interface__"):  # already a CuPy array
         array = data.astype(dtype) if dtype is not None else data.copy()
-    elif isinstance(data, np.ndarray):
-        array = data.astype(dtype) if dtype is not None else data.copy()
+    elif isinstance(data, (np.ndarray, np.generic)):  # a NumPy scalar keeps its dtype too, as in PyTorch
+        array = np.array(data, dtype=dtype)
     else:
         try:
             array = np.array(data, dtype=dtype)

@@ -14,6 +14,14 @@ def test_numpy_cpu():
     np.testing.assert_array_equal(a, [[1.0, 2.0]])
 
 
+@pytest.mark.parametrize("scalar, dtype", [(np.float64(1.5), np.float64), (np.float32(1.5), np.float32),
+                                           (np.int32(2), np.int32), (np.bool_(True), np.bool_), (1.5, np.float32)])
+def test_tensor_of_a_numpy_scalar_keeps_its_dtype(scalar, dtype):
+    """As torch.tensor(np.float64(1.5)) is float64: only Python floats mean float32."""
+    t = tt.tensor(scalar)
+    assert t.shape == () and t.dtype == dtype and t.item() == scalar
+
+
 def test_item(device):
     f = tt.tensor([2.5], device=device).item()
     i = tt.tensor(3, device=device).item()
