@@ -30,7 +30,8 @@ drawing, forward, backward, clipping, the AdamW and scheduler steps; evaluations
 Threads: OMP/OPENBLAS/MKL/BLIS_NUM_THREADS are set to --threads before NumPy or torch is
 imported, and torch also gets torch.set_num_threads. Writes
 bench/results/gpt_shakespeare-<host>-<date>.json (`-threads-N` appended when --threads is not 2,
-`-split-off` with --split off, `-runN` rather than overwrite a file)
+`-split-off` with --split off, `-fused-tinytorch` / `-fused-both` with --fused, `-runN` rather than
+overwrite a file)
 and prints the tables; the targets (val loss within 0.02 of PyTorch at every evaluation,
 TinyTorch's final val loss <= 1.95, median ms/iter <= 1.1x PyTorch's, forward <= 1.3x and
 backward <= 1.2x, the phases' medians) are printed PASS/FAIL, never asserted.
@@ -71,6 +72,9 @@ def parse_args():
     p.add_argument("--split", choices=["threads", "off"], default="threads",
                    help="threads: TinyTorch splits each batch over --threads threads (ThreadedStep, BLAS at "
                         "one thread in each); off: one thread runs the step, BLAS with --threads threads")
+    p.add_argument("--fused", choices=["off", "tinytorch", "both"], default="off",
+                   help="AdamW(fused=True) for TinyTorch (its numba kernel, `pip install 'tinytorch[fused]'`), or for "
+                        "both frameworks (PyTorch's own fused CPU kernel); off: both run their default update")
     p.add_argument("--only", choices=["both", "tinytorch", "torch"], default="both")
     p.add_argument("--order", choices=["torch-first", "tinytorch-first"], default="torch-first",
                    help="which framework takes the first turn (each trains in its own process)")
@@ -265,7 +269,8 @@ class TorchRunner:
                   {"params": [p for n, p in params.items() if not decays(n, p, embeddings)],
                    "weight_decay": 0.0}]
         self.params = list(params.values())
-        self.optimizer = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=1e-8)  # for-loop AdamW: CPU default
+        self.optimizer = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=1e-8,  # default: for-loop on a CPU
+                                           fused=ARGS.fused == "both" or None)
         self.scheduler = make_scheduler(torch.optim.lr_scheduler, self.optimizer)
 
     def step(self, x, y):
@@ -326,7 +331,7 @@ class TinytorchRunner:
                   {"params": [p for n, p in params.items() if not decays(n, p, embeddings)],
                    "weight_decay": 0.0}]
         self.params = list(params.values())
-        self.optimizer = AdamW(groups, lr=LR, betas=BETAS, eps=1e-8)
+        self.optimizer = AdamW(groups, lr=LR, betas=BETAS, eps=1e-8, fused=ARGS.fused != "off")
         self.scheduler = make_scheduler(lr_scheduler, self.optimizer)
         self.threaded = None  # --split threads: the batch split over --threads threads
         if ARGS.split == "threads" and ARGS.threads > 1:
@@ -633,7 +638,7 @@ def main():
                    "weight_decay_groups": ARGS.groups, "grad_clip": GRAD_CLIP, "dropout": 0.0, "bias": False,
                    "seed": ARGS.seed, "data": str(ARGS.data), "chars": n_chars, "train_tokens": len(train),
                    "val_tokens": len(val), "order": frameworks, "warmup_steps": ARGS.warmup,
-                   "tinytorch_split": ARGS.split},
+                   "tinytorch_split": ARGS.split, "adamw_fused": ARGS.fused},
         "method": "one worker process per framework; they take turns of one evaluation interval, "
                   f"{ARGS.pause} s apart, only one computing at a time; {ARGS.warmup} warm-up steps on a "
                   "throwaway copy first; ms/iter = batch + forward + backward + clip + AdamW + scheduler "
@@ -652,7 +657,8 @@ def main():
         host = "".join(c if c.isalnum() or c in "-_" else "-" for c in machine["host"]) or "machine"
         threads = "" if ARGS.threads == 2 else f"-threads-{ARGS.threads}"
         split = "-split-off" if ARGS.split == "off" and ARGS.threads > 1 else ""
-        path = new_result_path(ARGS.out, f"gpt_shakespeare-{host}-{dt.date.today().isoformat()}{threads}{split}")
+        fused = "" if ARGS.fused == "off" else f"-fused-{ARGS.fused}"
+        path = new_result_path(ARGS.out, f"gpt_shakespeare-{host}-{dt.date.today().isoformat()}{threads}{split}{fused}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {path}")

@@ -45,6 +45,9 @@ def parse_args():
                    help="off: one thread runs TinyTorch's step, BLAS with --threads threads; threads: each batch "
                         "is split over --threads threads (ThreadedStep, BLAS at one thread in each), which is "
                         "slower for these MLPs (their per-thread arrays are too small; bench/README.md)")
+    p.add_argument("--fused", choices=["off", "tinytorch", "both"], default="off",
+                   help="AdamW(fused=True) for TinyTorch (its numba kernel, `pip install 'tinytorch[fused]'`), or for "
+                        "both frameworks (PyTorch's own fused CPU kernel); off: both run their default update")
     p.add_argument("--repeat", type=int, default=15, help="timing rounds per framework; the median is reported")
     p.add_argument("--blocks", type=int, default=3, help="alternating worker processes per framework")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per round (autorange)")
@@ -89,7 +92,8 @@ def tinytorch_step(sizes, batch):
         linear.weight.data[...], linear.bias.data[...] = w, b
         modules += [linear] if i == len(layers) - 1 else [linear, nn.ReLU()]
     model = nn.Sequential(*modules)
-    x, y, opt = tt.tensor(x), tt.tensor(y), AdamW(model.parameters(), lr=LR)
+    x, y, opt = tt.tensor(x), tt.tensor(y), AdamW(model.parameters(), lr=LR,
+                                                             fused=ARGS.fused != "off")
     threaded = None
     if ARGS.split == "threads" and ARGS.threads > 1:  # the same step, the batch split over the threads
         from tinytorch.training import ThreadedStep
@@ -111,7 +115,8 @@ def torch_step(sizes, batch):
             linear.bias.copy_(torch.from_numpy(b))
         modules += [linear] if i == len(layers) - 1 else [linear, torch.nn.ReLU()]
     model = torch.nn.Sequential(*modules)
-    return make_step(model, torch.tensor(x), torch.tensor(y), torch.optim.AdamW(model.parameters(), lr=LR),
+    return make_step(model, torch.tensor(x), torch.tensor(y), torch.optim.AdamW(model.parameters(), lr=LR,
+                                                                                    fused=ARGS.fused == "both" or None),
                      torch.nn.functional.cross_entropy)
 
 
@@ -147,7 +152,7 @@ def run_worker():
 
 def worker_times(framework, config, repeat):
     command = [sys.executable, __file__, "--worker", framework, "--config", config,
-               "--threads", str(ARGS.threads), "--split", ARGS.split, "--repeat", str(repeat), "--min-time", str(ARGS.min_time)]
+               "--threads", str(ARGS.threads), "--split", ARGS.split, "--fused", ARGS.fused, "--repeat", str(repeat), "--min-time", str(ARGS.min_time)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         if framework == "torch" and "No module named 'torch'" in done.stderr:
@@ -230,6 +235,7 @@ def machine_info(load_before, versions):
         "cores": os.cpu_count(),
         "threads": ARGS.threads,
         "tinytorch_split": ARGS.split,
+        "adamw_fused": ARGS.fused,
         "thread_setting": "env " + ",".join(THREAD_VARS) + " before import; torch.set_num_threads; "
                           "one worker process per framework",
         "python": sys.version.split()[0],
@@ -280,7 +286,8 @@ def main():
     if not ARGS.no_json:
         host = "".join(c if c.isalnum() or c in "-_" else "-" for c in info["host"]) or "machine"
         split = "-split-threads" if ARGS.split == "threads" and ARGS.threads > 1 else ""
-        path = new_result_path(ARGS.out, f"mlp-{host}-{dt.date.today().isoformat()}{split}")
+        fused = "" if ARGS.fused == "off" else f"-fused-{ARGS.fused}"
+        path = new_result_path(ARGS.out, f"mlp-{host}-{dt.date.today().isoformat()}{split}{fused}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")

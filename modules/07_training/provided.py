@@ -926,7 +926,7 @@ class ThreadedStep:
         def run(part):
             with no_grad():
                 for p, group in part:
-                    optimizer._update(p, p.grad.data, optimizer.state[p], group)
+                    optimizer._update_one(p, p.grad.data, optimizer.state[p], group)
                     _wrote(p)  # as Optimizer.step
         parts = [part for part in parts if part] or [[]]
         with self._blas:

@@ -1,5 +1,6 @@
 """ThreadedStep: the lesson's train_step with each batch split over CPU threads, checked against it."""
 
+import importlib.util
 import math
 import threading
 import time
@@ -39,6 +40,32 @@ def test_equals_train_step(threads, rows, cpu_parts):
         assert got == pytest.approx(want, rel=1e-5), f"step {i}: mean loss {got}, train_step gave {want}"
     for a, b in zip(params(twin), params(model)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg="weights after threaded steps != train_step's")
+    step.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="fused=True needs numba")
+def test_fused_adamw_updates_in_the_threads_as_the_lessons(cpu_parts, monkeypatch):
+    """The threads' share of AdamW runs the fused kernel (it releases Python's lock): same weights."""
+    import tinytorch.optim.optimizer as optimizer_module
+
+    fused_threads, kernel = set(), optimizer_module._fused_adam_update
+
+    def counted(*args):
+        fused_threads.add(threading.get_ident())
+        return kernel(*args)
+    monkeypatch.setattr(optimizer_module, "_fused_adam_update", counted)
+    model, _, loss, _, _ = cpu_parts(optimizer="adamw", lr=0.05)
+    twin, _, _, _, _ = cpu_parts(optimizer="adamw", lr=0.05)
+    opt, twin_opt = tt.optim.AdamW(model.parameters(), lr=0.05), tt.optim.AdamW(twin.parameters(), lr=0.05, fused=True)
+    step = ThreadedStep(twin, 2)
+    for i in range(3):
+        micro = batches(1, 8, seed=i)
+        train_step(model, loss, opt, micro)
+        step(loss, twin_opt, micro)
+    for a, b in zip(params(twin), params(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg="fused AdamW in the threads != the lesson's")
+    assert all(twin_opt.state[p]["step"] == 3 for p in twin.parameters())
+    assert len(fused_threads) == 2, "both threads' parameters go through the fused kernel"
     step.close()
 
 

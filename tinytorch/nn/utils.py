@@ -8,7 +8,7 @@ from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op
 
 
-# %% modules/05_optimizers/provided.py, cell 10
+# %% modules/05_optimizers/provided.py, cell 12
 """Gradient utilities: clip_grad_norm_, clip_grad_value_."""
 
 

@@ -14,5 +14,6 @@ __all__ = [
 ]
 
 
+from .fused import *
 from .optimizer import *
 from .lr_scheduler import *

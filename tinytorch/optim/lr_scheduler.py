@@ -6,7 +6,7 @@ import math
 from bisect import bisect_right
 
 
-# %% modules/05_optimizers/provided.py, cell 8
+# %% modules/05_optimizers/provided.py, cell 10
 """Learning-rate schedules: each `step()` writes a new `lr` into the optimizer's groups."""
 
 

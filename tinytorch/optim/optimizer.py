@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from tinytorch.core.autograd import enable_grad, no_grad
 from tinytorch.core.backend import get_xp, to_device
 from tinytorch.core.tensor import Tensor, _wrote, from_op
+from tinytorch.optim.fused import _check_fused, _fused_adam_update
 
 
-# %% modules/05_optimizers/provided.py, cell 4
+# %% modules/05_optimizers/provided.py, cell 6
 """Optimizers: the `Optimizer` base (param groups, state, state_dict), SGD, Adam, AdamW, RMSprop."""
 
 
@@ -134,6 +135,8 @@ class Optimizer:
                 else:
                     p.grad.data.fill(0)
 
+    fused = False  # Adam(..., fused=True) sets it: its update then runs as one compiled pass (optim.fused)
+
     def step(self, closure=None):
         """Update every parameter that has a gradient; `closure` re-evaluates the loss first."""
         loss = None
@@ -144,9 +147,14 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, self.state[p], group)
+                        self._update_one(p, p.grad.data, self.state[p], group)
                         _wrote(p)  # a graph that saved p before this step can no longer differentiate it
         return loss
+
+    def _update_one(self, p, grad, state, group):
+        """The subclass's `_update`, or the fused kernel where the optimizer was made with fused=True."""
+        if not (self.fused and _fused_adam_update(p, grad, state, group)):
+            self._update(p, grad, state, group)
 
     def _update(self, p, grad, state, group):
         """Change `p.data` in place, given its gradient array, its state dict and its group."""
@@ -205,7 +213,7 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-# %% modules/05_optimizers/provided.py, cell 6
+# %% modules/05_optimizers/provided.py, cell 8
 class RMSprop(Optimizer):
     """RMSprop with optional momentum and centering (PyTorch's update rule)."""
 
@@ -240,10 +248,10 @@ class RMSprop(Optimizer):
         if group["centered"]:
             grad_avg = state["grad_avg"]
             grad_avg += (1 - alpha) * (grad - grad_avg)
-            avg = square_avg - grad_avg * grad_avg
+            avg = xp.subtract(square_avg, grad_avg * grad_avg, out=xp.empty_like(square_avg))
             avg = xp.sqrt(avg, out=avg)
         else:
-            avg = xp.sqrt(square_avg)
+            avg = xp.sqrt(square_avg, out=xp.empty_like(square_avg))  # an array even for a 0-d parameter
         avg += group["eps"]
         if momentum > 0:
             buf = state["momentum_buffer"]
@@ -288,11 +296,12 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015), with optional L2 or decoupled weight decay and AMSGrad."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
-                 *, maximize=False, decoupled_weight_decay=False):
+                 *, maximize=False, decoupled_weight_decay=False, fused=None):
         _check_adam_options(lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
+        self.fused = _check_fused(fused, self)  # provided: the same update as one compiled pass
 
     def _update(self, p, grad, state, group):
         xp = get_xp(p._device)
@@ -313,7 +322,8 @@ class Adam(Optimizer):
             else:
                 grad = grad + weight_decay * p.data
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        scratch = grad - m  # the one temporary of the update, reused at each line below
+        scratch = xp.subtract(grad, m, out=xp.empty_like(m))  # the one temporary, reused below (an array
+        # even for a 0-d parameter, where grad - m would be a NumPy scalar that out= cannot write into)
         scratch *= 1 - beta1
         m += scratch  # m + (1 - β1)(g - m)
         v *= beta2
@@ -335,6 +345,6 @@ class AdamW(Adam):
     """Adam with decoupled weight decay: θ ← θ·(1 − lr·wd) before each Adam step."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 *, maximize=False):
+                 *, maximize=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, fused=fused)
