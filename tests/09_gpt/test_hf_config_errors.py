@@ -17,3 +17,10 @@ def test_a_bad_config_json_is_a_value_error_naming_the_file(tmp_path, text, expe
     with pytest.raises(ValueError) as err:
         GPT.from_pretrained(tmp_path)
     assert str(tmp_path / "config.json") in str(err.value) and expected in str(err.value), str(err.value)
+
+
+def test_config_from_hf_names_the_missing_keys():
+    from tinytorch.models import config_from_hf
+
+    with pytest.raises(ValueError, match="this GPT-2 config lacks n_positions, n_head: the model's shape is unknown"):
+        config_from_hf({"vocab_size": 50, "n_embd": 32, "n_layer": 2})

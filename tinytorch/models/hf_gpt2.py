@@ -53,6 +53,9 @@ def config_from_hf(hf):
     """GPTConfig keyword arguments from a GPT-2 config.json dict (unsupported settings raise)."""
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ValueError(f"expected a GPT-2 checkpoint (model_type 'gpt2'), got model_type {hf['model_type']!r}")
+    missing = [key for key in _GPT2_SHAPE_KEYS if key not in hf]
+    if missing:
+        raise ValueError(f"this GPT-2 config lacks {', '.join(missing)}: the model's shape is unknown")
     unsupported = [f"{key}={hf[key]!r} (supported: {allowed})" for key, allowed in _ARCHITECTURE_KEYS.items()
                    if key in hf and hf[key] not in allowed]
     n_inner = hf.get("n_inner")
@@ -110,9 +113,10 @@ def _read_gpt2_config(config_path):
         raise ValueError(f"{config_path!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_path!r} holds a {type(config).__name__}, not a JSON object: it is not a GPT-2 config")
-    missing = [key for key in _GPT2_SHAPE_KEYS if key not in config]
-    if missing:
-        raise ValueError(f"{config_path!r} lacks {', '.join(missing)}: it is not a GPT-2 config.json")
+    try:
+        config_from_hf(config)  # its checks, in words that name the file
+    except ValueError as err:
+        raise ValueError(f"{config_path!r}: {err}") from None
     return config
 
 
