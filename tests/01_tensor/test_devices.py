@@ -59,8 +59,8 @@ def test_cuda_unavailable_raises_with_reason(make):
     assert "CuPy" in msg or "CUDA" in msg, msg
 
 
-def _fake_cuda_tensor():
-    b = tt.ones(2)
+def _fake_cuda_tensor(b=None):
+    b = tt.ones(2) if b is None else b
     b._device = tt.device("cuda:0")
     return b
 
@@ -69,8 +69,9 @@ def _fake_cuda_tensor():
     "op",
     [lambda a, b: a + b, lambda a, b: b + a, lambda a, b: a * b, lambda a, b: a - b,
      lambda a, b: a / b, lambda a, b: a @ b, lambda a, b: tt.cat([a, b]),
-     lambda a, b: tt.where(a > 0, a, b)],
-    ids=["add", "radd", "mul", "sub", "div", "matmul", "cat", "where"],
+     lambda a, b: tt.where(a > 0, a, b), lambda a, b: a.masked_fill(a > 0, _fake_cuda_tensor(tt.tensor(5.0))),
+     lambda a, b: a.masked_fill(_fake_cuda_tensor(tt.tensor([True, False])), 5.0)],
+    ids=["add", "radd", "mul", "sub", "div", "matmul", "cat", "where", "masked_fill-value", "masked_fill-mask"],
 )
 def test_mixing_devices_names_both(op):
     a, b = tt.ones(2), _fake_cuda_tensor()
