@@ -132,6 +132,8 @@ assert got is not None and len(got) == 4, f"_chunk_bounds(10, 3) needs n + 1 = 4
 assert list(got) == [0, 4, 7, 10], f"10 values in 3 chunks: sizes 4, 3, 3, so bounds [0, 4, 7, 10]; got {got}"
 assert list(_chunk_bounds(2, 4)) == [0, 1, 2, 2, 2], f"2 values in 4 chunks: two empty chunks at the end, got {_chunk_bounds(2, 4)}"
 assert list(_chunk_bounds(9, 3)) == [0, 3, 6, 9], f"an even split: got {_chunk_bounds(9, 3)}"
+assert list(_chunk_bounds(5, 3)) == [0, 2, 4, 5], \
+    f"5 values in 3 chunks: base size 1 (rounded down), sizes 2, 2, 1, so [0, 2, 4, 5]; got {_chunk_bounds(5, 3)}"
 ### BEGIN HIDDEN TESTS
 assert list(_chunk_bounds(0, 2)) == [0, 0, 0], "no values: every chunk empty"
 assert all(isinstance(b, int) for b in _chunk_bounds(1001, 4)), "bounds are plain Python ints"
@@ -386,6 +388,10 @@ for n_ranks in (2, 3, 4):
             assert got.shape == (length,), f"rank {rank}: the result must keep the shape ({length},), got {got.shape}"
             assert np.allclose(got, expected, atol=1e-12), (
                 f"{n_ranks} ranks, length {length}: rank {rank} got {got[:4]}..., expected the sum {expected[:4]}...")
+for rank, got in enumerate(ThreadGroup.run(2, lambda: ring_all_reduce(
+        tt.tensor(np.arange(6.0).reshape(2, 3) * (get_rank() + 1))).tolist())):
+    assert got == [[0.0, 3.0, 6.0], [9.0, 12.0, 15.0]], (f"a 2-D tensor: cut all of its values, not its first "
+                                                         f"axis; rank {rank} got {got}, expected [[0, 3, 6], [9, 12, 15]]")
 results = ThreadGroup.run(2, _ring_case, 7, np.float32)
 assert results[0].dtype == np.float32, "ring_all_reduce must keep float32"
 ### BEGIN HIDDEN TESTS
@@ -561,6 +567,9 @@ other = DistributedSampler(data, num_replicas=3, rank=0, seed=2)
 other.set_epoch(4)
 assert list(other) != shards[0], \
     f"set_epoch seeds the order with (seed, epoch): seeds 1 and 2 gave the same epoch-4 order {shards[0]}"
+ten = sorted(i for r in range(3) for i in DistributedSampler(range(10), num_replicas=3, rank=r, seed=0))
+assert ten[-1] < 10 and set(ten) == set(range(10)), \
+    f"10 items on 3 ranks: permute len(dataset) = 10 indices, then pad to 12 by repeating; got indices {ten}"
 plain = DistributedSampler(data, num_replicas=3, rank=1, shuffle=False)
 assert list(plain) == [1, 4, 7], f"shuffle=False: rank 1 of 3 takes 1, 4, 7; got {list(plain)}"
 cut = [list(DistributedSampler(range(10), num_replicas=3, rank=r, shuffle=False, drop_last=True)) for r in range(3)]
@@ -746,9 +755,12 @@ assert w.grad.shape == (2, 3) and np.shares_memory(w.grad.data, bucket.buffer), 
 bucket.buffer[...] /= 2  # what an average over 2 ranks would do
 assert b.grad.tolist() == [1.0, 1.5, 2.0], "a change to the buffer must show in .grad"
 b.grad = tt.tensor([9.0, 9.0, 9.0])  # a user replaced the gradient
+bucket.accumulate(b, np.ones(3, dtype=np.float32))
+assert b.grad.tolist() == [10.0] * 3, ("when .grad is no longer the bucket's view, g must be added to param.grad "
+                                       f"itself: [9, 9, 9] + 1 should give [10, 10, 10], got {b.grad.tolist()}")
 bucket.pack()
 assert np.shares_memory(b.grad.data, bucket.buffer), "pack() must make a replaced .grad a view of the buffer again"
-assert bucket.buffer[6:].tolist() == [9.0, 9.0, 9.0], f"pack() must copy the replaced values in: {bucket.buffer}"
+assert bucket.buffer[6:].tolist() == [10.0] * 3, f"pack() must copy the replaced values in: {bucket.buffer}"
 print("_Bucket: ok")
 
 # %% [markdown]
@@ -1164,13 +1176,13 @@ grads = [[np.random.default_rng(100 + 10 * k + i).standard_normal(s).astype(np.f
           for i, s in enumerate(shapes)] for k in range(3)]
 
 
-def _train(make_optimizer, lr_schedule=(0.1, 0.1, 0.1)):
-    params = [tt.tensor(v, requires_grad=True) for v in inits]
+def _train(make_optimizer, lr_schedule=(0.1, 0.1, 0.1), dtype=np.float32):
+    params = [tt.tensor(v, dtype=dtype, requires_grad=True) for v in inits]
     opt = make_optimizer(params)
     for lr, step_grads in zip(lr_schedule, grads):  # the same (averaged) gradients on every rank, as after DDP
         opt.param_groups[0]["lr"] = lr  # what a learning-rate schedule does
         for p, g in zip(params, step_grads):
-            p.grad = tt.tensor(g)
+            p.grad = tt.tensor(g, dtype=dtype)
         opt.step()
     return [p.numpy() for p in params], opt
 
@@ -1208,6 +1220,23 @@ except DistributedTimeoutError as err:
 for rank, params in enumerate(three):
     assert all(np.allclose(g, w, atol=1e-5) for g, w in zip(params, want)), \
         f"3 ranks, 2 parameters: rank {rank} differs from plain AdamW"
+def _split(make):  # two groups, decay / no-decay, as GPT's optimizer makes
+    return lambda ps: make([{"params": ps[:1], "weight_decay": 0.5},
+                            {"params": ps[1:], "weight_decay": 0.0, "lr": 0.01}], lr=0.1)
+
+
+want, _ = _train(_split(AdamW), dtype=np.float64)
+for rank, (params, opt) in enumerate(ThreadGroup.run(2, lambda: _train(_split(ZeroRedundancyOptimizer), dtype=np.float64))):
+    sizes = [len(g["params"]) for g in opt.param_groups]
+    assert sizes == [1, 4], (f"rank {rank}: opt.param_groups must keep every parameter on every rank (zero_grad "
+                             f"uses them): group sizes {sizes}, expected [1, 4]; give self.optim new group dicts")
+    for i, (got, w) in enumerate(zip(params, want)):
+        assert np.allclose(got, w, atol=1e-5), (
+            f"groups (lr 0.1, weight_decay 0.5) and (lr 0.01, weight_decay 0): rank {rank}, parameter {i} differs "
+            f"from AdamW. Rank 1 owns only group 1: its local group 0 must take group 1's settings")
+        assert got.dtype == np.float64 and np.allclose(got, w, rtol=0, atol=1e-12), (
+            f"float64 parameters: rank {rank}, parameter {i} is {got.dtype} and off by {np.abs(got - w).max():.1e}; "
+            f"gather in the parameters' dtype")
 ### BEGIN HIDDEN TESTS
 alone, _ = _train(lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1))
 assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(alone, expected)), "world size 1: ZeRO equals AdamW"

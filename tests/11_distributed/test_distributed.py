@@ -126,6 +126,13 @@ def test_ring_all_reduce_in_threads(n):
     for length in (1, n - 1, n + 1, 97):
         for got in dist.ThreadGroup.run(n, rank_main, length):
             np.testing.assert_allclose(got, np.arange(length) * n * (n + 1) / 2, err_msg=f"n={n}, length={length}")
+    two_d = dist.ThreadGroup.run(n, lambda: ring_all_reduce(tt.ones(2, 3) * (dist.get_rank() + 1)).tolist())
+    assert two_d == [[[n * (n + 1) / 2] * 3] * 2] * n, "a (2, 3) tensor: all 6 values are summed, not only a first-axis cut"
+
+
+def test_chunk_bounds_round_the_base_size_down():
+    from tinytorch.distributed.ring import _chunk_bounds
+    assert _chunk_bounds(5, 3) == [0, 2, 4, 5] and _chunk_bounds(8, 3) == [0, 3, 6, 8]
 
 
 def test_distributed_sampler_shards_and_reshuffles():
@@ -402,3 +409,27 @@ def test_ring_all_reduce_sends_two_n_minus_one_chunks_per_rank(monkeypatch):
                                                                              original(self, array, dst)))
     dist.ThreadGroup.run(3, lambda: ring_all_reduce(tt.ones(6)).tolist())
     assert sorted(sends) == [0] * 4 + [1] * 4 + [2] * 4, "2(n - 1) = 4 sends per rank"
+
+
+def test_zero_with_two_param_groups_in_float64_equals_adamw():
+    """A decay / no-decay split: rank 1 owns only group 1; every rank keeps all groups; float64 stays float64."""
+    inits = [np.random.default_rng(i).standard_normal(s) for i, s in enumerate([(6, 4), (4,), (3, 6), (3,), (5,)])]
+
+    def train(make):
+        params = [tt.tensor(v, dtype=tt.float64, requires_grad=True) for v in inits]
+        opt = make([{"params": params[:1], "weight_decay": 0.5}, {"params": params[1:], "weight_decay": 0.0,
+                                                                   "lr": 0.01}], lr=0.1)
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = tt.tensor(np.random.default_rng([step, i]).standard_normal(p.shape), dtype=tt.float64)
+            opt.step()
+        result = [p.numpy() for p in params]
+        opt.zero_grad()
+        return result, [len(g["params"]) for g in opt.param_groups], [p.grad is None for p in params]
+
+    expected, _, _ = train(AdamW)
+    for rank, (params, sizes, cleared) in enumerate(dist.ThreadGroup.run(2, train, dist.ZeroRedundancyOptimizer)):
+        assert sizes == [1, 4] and all(cleared), f"rank {rank}: param_groups keep every parameter; zero_grad clears all"
+        for got, want in zip(params, expected):
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"rank {rank}")
