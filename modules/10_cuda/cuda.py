@@ -169,7 +169,9 @@ def test_bias_gelu():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 16)).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32)
+    keep = x.copy()
     out = bias_gelu(x, b)
+    assert np.array_equal(x, keep), "bias_gelu changed its input x: a kernel writes only `out`"
     assert out.shape == (8, 16), f"one output per element: (8, 16), got {out.shape}"
     assert np.allclose(out, reference_bias_gelu(x, b), atol=1e-5), "bias_gelu differs from gelu(x + bias)"
     one = bias_gelu(np.ones((1, 1), np.float32), np.zeros(1, np.float32))
@@ -268,7 +270,15 @@ def test_softmax_kernel():
     assert np.allclose(out, [[0.090, 0.665, 0.245]], atol=1e-3), f"the worked example gives [0.090, 0.665, 0.245], got {out}"
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((8, 16)) * 5).astype(np.float32)
-    assert np.allclose(softmax_rows(x), reference_softmax(x), atol=1e-6), "8 x 16 rows differ from NumPy's softmax"
+    keep = x.copy()
+    assert np.allclose(softmax_rows(x), reference_softmax(keep), atol=1e-6), "8 x 16 rows differ from NumPy's softmax"
+    assert np.array_equal(x, keep), "softmax_rows changed its input x: a kernel writes only `out`"
+    low = "logits [-1000, -999, -1001]: expected [0.245, 0.665, 0.090] (the running max must start at -inf), got "
+    try:
+        got = softmax_rows(np.array([[-1000.0, -999.0, -1001.0]], np.float32))
+    except ZeroDivisionError as e:  # the simulator's 0 / 0 (a GPU writes NaN)
+        raise AssertionError(low + repr(e)) from None
+    assert np.allclose(got, [[0.245, 0.665, 0.090]], atol=1e-3), low + str(got)
     big = np.array([[1000.0, 1001.0, 999.0], [-5.0, -5.0, -5.0]], np.float32)
     got = softmax_rows(big)
     assert np.isfinite(got).all(), "large logits overflowed: subtract the running max before exponentiating"
@@ -353,8 +363,11 @@ def test_layer_norm_kernel():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((8, 16)).astype(np.float32)
     w, b = rng.standard_normal(16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
-    assert np.allclose(layer_norm_rows(x, w, b), reference_layer_norm(x, w, b, 1e-5), atol=1e-5), \
+    keep = x.copy()
+    assert np.allclose(layer_norm_rows(x, w, b), reference_layer_norm(keep, w, b, 1e-5), atol=1e-5), \
         "8 x 16 rows differ from LayerNorm (biased variance, weight and bias applied)"
+    assert np.array_equal(x, keep), f"layer_norm_rows changed its input: a kernel writes only `out` (keep x - mean " \
+        f"in a local); x[0, :3] was {keep[0, :3]}, became {x[0, :3]}"
     ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
     tiny = layer_norm_rows(np.array([[0.0, 0.001, 0.002, 0.003]], np.float32), ones, zeros)
     assert np.allclose(tiny, [[-0.4472, -0.1491, 0.1491, 0.4472]], atol=1e-4), \
@@ -432,7 +445,8 @@ def test_sum_kernel():
     out = sum_all(np.arange(1, 9, dtype=np.float32))
     assert out.shape == (1,), f"the sum lands in a 1-element array, got shape {out.shape}"
     assert out[0] == 36, f"1 + 2 + ... + 8 = 36, got {out[0]}: a thread read partial[] before the others wrote " \
-        "it? Each round of shared-memory writes needs a cuda.syncthreads() before any thread reads them"
+        "it? Each round of shared-memory writes needs a cuda.syncthreads() before any thread reads them; and threads " \
+        "with i >= n must still write 0 into their slot (else it keeps stale memory)"
     ones = sum_all(np.ones(70, np.float32))  # 5 blocks, the last one partly empty
     assert ones[0] == 70, f"70 ones over 5 blocks: 70, got {ones[0]} (every block must add its part, once)"
     with _simulated_atomic_adds() as adds:  # None on a GPU
@@ -538,6 +552,10 @@ def test_matmul_kernel():
     assert c.shape == (6, 7), f"(6, 10) @ (10, 7) is (6, 7), got {c.shape}"
     assert np.allclose(c, a @ b, atol=1e-4), \
         "6x10 @ 10x7: wrong where tiles stick out (load 0 outside A and B) or K spans several tiles"
+    a, b = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((8, 12)).astype(np.float32)
+    c, want = matmul_tiled(a, b), a @ b  # a grid of 3 x 1 blocks
+    assert np.allclose(c, want, atol=1e-4), "(4, 8) @ (8, 12) runs on 3 x 1 blocks: row comes from blockIdx.y, col " \
+        f"from blockIdx.x; row 0 expected {want[0].round(2)}, got {c[0].round(2)}"
     ### BEGIN HIDDEN TESTS
     v = rng.standard_normal((1, 5)).astype(np.float32)
     w = rng.standard_normal((5, 3)).astype(np.float32)
@@ -714,6 +732,11 @@ def test_autocast():
         assert layer(x).dtype == bfloat16, "leaving the inner block restores the outer policy"
         with autocast("cuda", enabled=False):
             assert layer(x).dtype == bfloat16, "a cuda block leaves the cpu policy on (pass the outer hook on)"
+        try:
+            tt.nn.functional.cross_entropy(y, tt.tensor(np.array([0, 2])))
+        except TypeError as e:
+            raise AssertionError("autocast casts only float16/32 tensors: an int target must stay int; "
+                                 f"cross_entropy(logits, int target) raised {e}") from None
     assert layer(x).dtype == float32, "after the block every op is float32 again"
     assert layer.weight.dtype == float32, "the weights stay float32 (the master copy)"
     assert np.allclose(y.data.astype(np.float32), layer(x).data, atol=0.05), "bfloat16 result far from float32's"
@@ -855,7 +878,7 @@ def test_grad_scaler():
     opt = tt.optim.SGD([w], lr=0.1)
     scaler = GradScaler(init_scale=4.0, growth_interval=2)
     scales, weights = [], [w.data.copy()]
-    for step, planted in enumerate([False, False, False, True, False], start=1):
+    for step, planted in enumerate([False, False, False, True, False, False, False, False], start=1):
         opt.zero_grad()
         loss = (w * tt.tensor([1.0, 2.0, 3.0])).sum()
         scaled = scaler.scale(loss)
@@ -874,9 +897,9 @@ def test_grad_scaler():
     sgd = 0.1 * np.array([1.0, 2.0, 3.0])  # one SGD step on the true gradient [1, 2, 3]
     assert np.allclose(weights[1], weights[0] - sgd), \
         f"step 1: step() unscales, so SGD sees the gradient [1, 2, 3]: expected [0.9, 0.8, 0.7], got {weights[1]}"
-    assert scales == [4.0, 8.0, 8.0, 4.0, 4.0], \
-        f"scales after each update: expected [4, 8, 8, 4, 4] (growth_interval=2: grow after 2 clean steps in a row; " \
-        f"an overflow halves the scale and restarts that count), got {scales}"
+    assert scales == [4.0, 8.0, 8.0, 4.0, 4.0, 8.0, 8.0, 16.0], "scales after each update: expected [4, 8, 8, 4, 4, " \
+        "8, 8, 16] (growth_interval=2: grow after 2 clean steps in a row, then count from 0 again; an overflow halves " \
+        f"the scale and restarts that count), got {scales}"
     assert np.allclose(weights[5], weights[4] - sgd), \
         f"step 5 called scaler.unscale_(opt) before scaler.step(opt), as for clipping: step() must not unscale " \
         f"again; expected one SGD step on [1, 2, 3], {weights[4] - sgd}, got {weights[5]}"
@@ -899,6 +922,14 @@ def test_grad_scaler():
         pass
     else:
         raise AssertionError("a second step(B) before update() must raise RuntimeError: step() records B in _stepped")
+    three, params = GradScaler(init_scale=4.0), [tt.nn.Parameter(np.ones(1, np.float32)) for _ in range(3)]
+    opts = [tt.optim.SGD([p], lr=0.1) for p in params]
+    for p, g, o in zip(params, [1.0, np.inf, 1.0], opts):  # `o`, not `opt`: the hidden test below uses opt
+        p.grad = tt.tensor([g])
+        three.step(o)
+    three.update()
+    assert three.get_scale() == 2.0, "three optimizers, an inf only in the middle one's gradients: update() halves " \
+        f"the scale when ANY optimizer found an inf: expected 2.0, got {three.get_scale()}"
     ### BEGIN HIDDEN TESTS
     s = GradScaler(init_scale=2.0 ** 127, growth_factor=4.0, growth_interval=1)
     opt.zero_grad()

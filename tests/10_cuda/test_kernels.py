@@ -63,6 +63,7 @@ def test_softmax_rows_equals_softmax_including_large_logits(rng, put):
     x[0] += 1000.0  # would overflow without the running max
     x[1, ::-1].sort()  # the max comes first: only the no-rescale branch
     x[2, 0] = x[3, 5] = -np.inf  # masked positions, one before any finite value
+    x[4] -= 1000.0  # every logit far below 0: a running max started at 0 gives 0 / 0
     out = host(kernels.softmax_rows(put(x)))
     np.testing.assert_allclose(out, tt.softmax(tt.tensor(x), dim=-1).data, atol=1e-6)
     np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-6)
@@ -90,7 +91,7 @@ def test_sum_all_adds_every_block_once(n, rng, put):
     assert adds is None or adds == [0] * grid_for(n, kernels.THREADS), "one atomic add per block, blocks race"
 
 
-@pytest.mark.parametrize("m,k,n", [(6, 10, 7), (1, 5, 3), (8, 8, 8)])
+@pytest.mark.parametrize("m,k,n", [(6, 10, 7), (1, 5, 3), (8, 8, 8), (4, 8, 12)])  # (4, 8, 12): 3 x 1 blocks
 def test_tiled_matmul_equals_numpy(m, k, n, rng, put):
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
@@ -102,3 +103,14 @@ def test_tiled_matmul_equals_numpy(m, k, n, rng, put):
 def test_tiled_matmul_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="cannot be multiplied"):
         kernels.matmul_tiled(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+
+
+def test_kernels_leave_their_inputs_alone(rng, put):
+    x = rng.standard_normal((3, 5)).astype(np.float32) + 2.0
+    w, xd = np.ones(5, np.float32), put(x.copy())
+    kernels.bias_gelu(xd, put(w))
+    kernels.softmax_rows(xd)
+    kernels.layer_norm_rows(xd, put(w), put(w))
+    kernels.sum_all(xd)
+    kernels.matmul_tiled(xd, put(np.ones((5, 2), np.float32)))
+    np.testing.assert_array_equal(host(xd), x, err_msg="a kernel writes only `out`")
