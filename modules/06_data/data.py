@@ -239,10 +239,14 @@ def test_random_sampler():
     assert list(sampler) != list(sampler), "a new permutation every epoch: keep drawing from the same generator"
     drawn = list(RandomSampler(range(3), replacement=True, num_samples=50, generator=0))
     assert len(drawn) == 50 and set(drawn) == {0, 1, 2}, f"50 draws from 0..2 with replacement, got {drawn}"
+    draws = list(RandomSampler(range(10), replacement=True, num_samples=10, generator=0))
+    assert len(set(draws)) < 10, f"replacement=True: 10 independent draws from 0..9 repeat an index, got {draws}"
     more = list(RandomSampler(range(4), num_samples=10, generator=0))
     assert len(more) == 10, f"num_samples=10 yields 10 indices, got {len(more)}"
     assert sorted(more[:4]) == sorted(more[4:8]) == [0, 1, 2, 3], f"whole permutations first, got {more}"
     assert len(set(more[8:])) == 2, f"then 2 distinct indices from one more permutation, got {more[8:]}"
+    few = list(RandomSampler(range(10), num_samples=4, generator=0))
+    assert len(few) == 4 == len(set(few)), f"num_samples=4 of 10: 4 distinct indices (part of a permutation), got {few}"
     tt.manual_seed(0)
     first = list(RandomSampler(range(20)))
     tt.manual_seed(0)
@@ -423,16 +427,22 @@ def test_default_collate():
     assert nested["x"].data.tolist() == [1.0, 2.0], "dict values are collated"
     names, pairs = nested["meta"]
     assert names == ["a", "b"], f"strings are kept as a list, got {names}"
+    try:
+        raw = default_collate([b"ab", b"cd"])
+    except TypeError as err:
+        raw = err
+    assert raw == [b"ab", b"cd"], f"bytes are kept as a list, like str: [b'ab', b'cd']; got {raw!r}"
     assert [p.data.tolist() for p in pairs] == [[1, 3], [2, 4]], "a list field collates position by position"
     Point = namedtuple("Point", "x y")
     point = default_collate([Point(1, 2.0), Point(3, 4.0)])
     assert isinstance(point, Point) and point.x.data.tolist() == [1, 3], f"a namedtuple keeps its type, got {point}"
     try:
-        default_collate([[1, 2], [3]])
+        default_collate([[1, 2], [3], [4, 5]])
     except RuntimeError:
         pass
     else:
-        raise AssertionError("samples [1, 2] and [3] have different lengths: raise RuntimeError")
+        raise AssertionError("samples [1, 2], [3], [4, 5]: the middle one is shorter, so raise RuntimeError "
+                             "(compare every sample's length with the first's)")
     ### BEGIN HIDDEN TESTS
     flags = default_collate([True, False])
     assert flags.dtype == np.bool_, f"bools -> bool tensor, got {flags.dtype}"
@@ -570,6 +580,9 @@ def test_dataloader():
         f"turns an array into a Tensor, as in torch); got {type(item).__name__}"
     assert list(DataLoader(Squares(), sampler=[4, 1], batch_size=2, collate_fn=list)) == [[(4, 16), (1, 1)]], \
         "a sampler you pass decides the order"
+    empty = DataLoader(Squares(), sampler=[], batch_size=2)
+    assert len(empty) == 0 and list(empty) == [], "a sampler you pass is used even when it is empty (falsy but " \
+        f"not None): 0 batches expected, got {len(empty)}"
     assert list(DataLoader(Squares(), batch_sampler=[[2], [0, 1]], collate_fn=len)) == [1, 2], "batch_sampler: its groups"
     CountingGather.calls.clear()
     list(DataLoader(CountingGather(*data.tensors), batch_size=4))
@@ -722,6 +735,13 @@ def test_char_tokenizer():
     assert safe.itos == ["a", "b", "c", "?"], f"unk '?' is appended to the vocabulary, got {safe.itos}"
     assert safe.encode("abz") == [0, 1, 3], f"with unk='?', unknown 'z' maps to the unk id 3, got {safe.encode('abz')}"
     assert safe.decode(safe.encode("abz")) == "ab?", "the unk id decodes to the unk string"
+    first = CharTokenizer("ab?", unk="?")  # '?' sorts before 'a'
+    try:
+        got = (first.unk_id, first.encode("az"))
+    except ValueError as err:
+        got = err
+    assert got == (0, [1, 0]), "'ab?' with unk='?': '?' sorts first, so unk_id is its id 0 (not always the last) " \
+        f"and 'az' -> [1, 0] (an unk_id of 0 is set); expected (unk_id, ids) = (0, [1, 0]), got {got!r}"
     ### BEGIN HIDDEN TESTS
     assert tok.encode("") == [] and tok.decode([]) == "", "empty text <-> empty ids"
     assert CharTokenizer("abc", unk="a").itos == ["a", "b", "c"], "an unk already in the text is not added twice"
@@ -954,7 +974,12 @@ def test_train_merges():
     assert len(everything) == 7, f"7 merges turn aaabdaaabac into one token, then no pair is left; got {everything}"
     assert everything[2:] == [(256, 257), (97, 99), (100, 258), (258, 260), (261, 259)], \
         f"later merges join merged tokens (ids 256 + k); got {everything}"
-    weighted = train_merges({(1, 2): 3, (2, 3): 5}, 2)
+    try:
+        weighted = train_merges({(1, 2): 3, (2, 3): 5}, 2)
+    except KeyError as err:
+        raise AssertionError(f"train_merges({{(1, 2): 3, (2, 3): 5}}, 2) raised KeyError {err}: a pair was picked "
+                             "again after its merge, as its count did not drop to 0; when a word changes, its pairs' "
+                             "counts change by the word's frequency (5 for (2, 3)), not by 1") from None
     assert weighted == [(2, 3), (1, 2)], f"(2, 3) occurs 5 times, (1, 2) 3: most frequent first; got {weighted}"
     ties = train_merges({(5, 6): 1, (1, 2): 1, (3, 4): 1}, 3)
     assert ties == [(1, 2), (3, 4), (5, 6)], f"ties go to the smallest pair, got {ties}"
@@ -1265,6 +1290,8 @@ def test_text_dataset():
         f"gather gives a list [x (B, T), y (B, T)], as default_collate does; got a {type(batch).__name__}: {batch!r}"
     assert batch[0].data.tolist() == [[0, 1, 2], [6, 7, 8]], f"x rows of windows 0 and 6, got {batch[0].data}"
     assert batch[1].data.tolist() == [[1, 2, 3], [7, 8, 9]], f"y = x shifted by one, got {batch[1].data}"
+    assert batch[1].data.flags.c_contiguous and not np.shares_memory(batch[0].data, batch[1].data), \
+        "gather: x and y must be separate contiguous copies, not overlapping views of one array of windows"
     text = "0123456789" * 3 + "0"  # 31 tokens
     train = TextDataset(text, DigitTokenizer(), block_size=2, val_fraction=0.1)
     val = TextDataset(text, DigitTokenizer(), block_size=2, split="val", val_fraction=0.1)

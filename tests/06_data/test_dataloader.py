@@ -75,6 +75,16 @@ def test_random_sampler_num_samples_and_replacement():
     assert len(RandomSampler(range(3), replacement=True, num_samples=7)) == 7
 
 
+def test_random_sampler_with_replacement_draws_independently():
+    draws = list(RandomSampler(range(10), replacement=True, num_samples=10, generator=0))
+    assert len(set(draws)) < 10, f"10 independent draws from 0..9 repeat an index (a permutation would not): {draws}"
+
+
+def test_random_sampler_fewer_samples_than_data():
+    few = list(RandomSampler(range(10), num_samples=4, generator=0))
+    assert len(few) == 4 == len(set(few)), f"num_samples=4 of 10: 4 distinct indices, got {few}"
+
+
 @pytest.mark.parametrize("kwargs, error", [
     ({"num_samples": 0}, ValueError), ({"num_samples": -1}, ValueError), ({"num_samples": 2.5}, ValueError),
     ({"replacement": 1}, TypeError),
@@ -152,6 +162,8 @@ def test_collate_nested_structures():
 def test_collate_errors():
     with pytest.raises(RuntimeError, match="equal size"):
         default_collate([[1, 2], [3]])
+    with pytest.raises(RuntimeError, match="equal size"):  # every sample is checked, not just the last
+        default_collate([[1, 2], [3], [4, 5]])
     with pytest.raises(RuntimeError, match="different shapes"):
         default_collate([tt.zeros(2), tt.zeros(3)])
     with pytest.raises(RuntimeError, match="different shapes"):
@@ -278,6 +290,11 @@ def test_custom_sampler_and_batch_sampler():
     loader = DataLoader(Squares(5), batch_sampler=[[3, 1], [0]])
     assert labels(loader) == [[3, 1], [0]] and len(loader) == 2
     assert loader.batch_size is None
+
+
+def test_an_empty_sampler_is_used_not_replaced():
+    loader = DataLoader(Squares(5), batch_size=2, sampler=[])  # falsy, but given: torch yields no batch
+    assert len(loader) == 0 and list(loader) == [], f"an empty sampler you pass gives 0 batches, got {len(loader)}"
 
 
 def test_batch_size_none_disables_batching():

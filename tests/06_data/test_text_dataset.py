@@ -63,6 +63,12 @@ def test_gather_matches_items(tok):
     assert all(type(fb) is type(sb) is list for fb, sb in zip(fast, slow)), "gather's batches are lists, as collated ones"
 
 
+def test_gather_returns_separate_contiguous_arrays(tok):
+    x, y = TextDataset(TEXT, tok, block_size=6).gather([3, 0, 50])
+    assert x.data.flags.c_contiguous and y.data.flags.c_contiguous, "contiguous, as torch's collated batches"
+    assert not np.shares_memory(x.data, y.data), "x and y are copies: writing into x must not change y"
+
+
 def test_reads_paths_and_gzip(tmp_path, tok):
     plain, packed = tmp_path / "t.txt", tmp_path / "t.txt.gz"
     plain.write_text(TEXT, encoding="utf-8")
