@@ -192,8 +192,8 @@ def _steps(make, grads, start=1.0):
 def test_sgd():
     for make, grads, want, why in [
         (lambda p: SGD(p, lr=0.1), [0.5], [0.95], "plain SGD: 1 - 0.1*0.5"),
-        (lambda p: SGD(p, lr=0.1, momentum=0.9), [0.5, 0.5], [0.95, 0.855],
-         "momentum: b is a copy of g on step 1, then 0.9*b + g"),
+        (lambda p: SGD(p, lr=0.1, momentum=0.9), [0.5, 0.5, 0.5], [0.95, 0.855, 0.7195],
+         "momentum: b is a copy of g on step 1, then 0.9*b + g, kept in the state (b = 0.5, 0.95, 1.355)"),
         (lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True), [0.5, 0.5], [0.905, 0.7695],
          "nesterov steps with g + 0.9*b"),
         (lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.5), [1.0, 1.0], [0.9, 0.76],
@@ -203,9 +203,12 @@ def test_sgd():
          "maximize negates g before weight decay adds 0.5*θ (decay still shrinks θ): g = -0.1 + 0.5 = 0.4"),
     ]:
         got = _steps(make, grads)
-        assert len(got) == len(want) and np.allclose(got, want), f"{why}: expected {want}, got {got}"
+        assert len(got) == len(want) and np.allclose(got, want), f"{why}: expected {want}, got {np.round(got, 6).tolist()}"
     got = _steps(lambda p: SGD(p, lr=0.1, weight_decay=0.5), [0.0], start=2.0)
     assert np.allclose(got, [1.9]), f"weight decay adds 0.5*θ = 1 to the gradient: 2 - 0.1 = 1.9; got {got}"
+    p = tt.tensor([2.0], requires_grad=True); p.grad = tt.tensor([0.5]); SGD([p], lr=0.1, weight_decay=0.5).step()
+    assert p.grad.data.tolist() == [0.5], (
+        f"weight decay must leave p.grad at [0.5] (grad = grad + wd*θ, not +=); got {p.grad.data.tolist()}")
     p = tt.tensor(np.ones((3, 2), np.float32), requires_grad=True)
     p.grad = tt.tensor(np.full((3, 2), 0.5, np.float32))
     opt = SGD([p], lr=0.1, momentum=0.9)
@@ -215,7 +218,7 @@ def test_sgd():
     assert (p.data.ctypes.data, opt.state[p]["momentum_buffer"].ctypes.data) == before, \
         "update p.data and the momentum buffer in place (-=, *=, +=), don't assign new arrays"
     assert p.data.dtype == np.float32 and opt.state[p]["momentum_buffer"].dtype == np.float32, "stay float32"
-    assert np.all(p.grad.data == 0.5), "do not modify the gradient array"
+    assert np.all(p.grad.data == 0.5), "do not modify the gradient array (the buffer starts as grad.copy())"
     ### BEGIN HIDDEN TESTS
     got = _steps(lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True), [0.4])
     assert np.allclose(got, [1.0 - 0.1 * 0.5 * 1.9]), f"wd before momentum, then nesterov; got {got}"
@@ -739,6 +742,9 @@ def test_logistic_l2():
     lam, n = 0.02, 0
     w = fit_logistic_regression(X, y, np.zeros(3), lam)
     assert isinstance(w, np.ndarray) and w.shape == (3,), f"return the weights as a (3,) array, got {w!r}"
+    w1, one_step = fit_logistic_regression(X, y, np.zeros(3), 0.0, steps=1), X.T @ (y - 0.5) / len(y)
+    assert np.allclose(w1, one_step, atol=1e-5), (
+        f"steps=1 from 0 is exactly one step of lr 1, X^T(y - 1/2)/n = {one_step}; got {w1}")
     assert 0.8 < w[0] < 2.0 and -2.5 < w[1] < -1.0, f"the fit should recover roughly [1.5, -2, 0.5], got {w}"
     X2 = duplicate_feature(X, n)
     warm = np.insert(w, n + 1, 0.0)  # the old solution, all weight on the original copy
@@ -826,10 +832,12 @@ assert max(frozen) - min(frozen) < 1e-3, (
     f"stays put; it went {frozen[0]:.4f} -> {frozen[-1]:.4f}: clip after backward() and before opt.step()")
 first = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
 start = first[0].weight.data.copy()
-train(first, tt.tensor(points), tt.tensor(labels), steps=1, warmup=10)
+_, opt = train(first, tt.tensor(points), tt.tensor(labels), steps=1, lr=0.02, warmup=10)
+assert opt.param_groups[0]["initial_lr"] == 0.02, (
+    f"train(lr=0.02) must build AdamW with that lr, not a fixed one: got {opt.param_groups[0]['initial_lr']}")
 moved = np.abs(first[0].weight.data - start).max()
-assert 0.0049 < moved < 0.0051, (
-    f"the first step must use the warmup's first lr, 0.1 * 0.05 = 0.005 (AdamW's first step moves a weight by "
+assert 0.00196 < moved < 0.00204, (
+    f"the first step must use the warmup's first lr, 0.1 * 0.02 = 0.002 (AdamW's first step moves a weight by "
     f"about lr), but a weight moved {moved:.5f}: step the schedule after opt.step(), not before")
 print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_accuracy:.1%}")
 
