@@ -119,6 +119,8 @@ def test_mse_loss():
     assert np.allclose(x.grad.data, [0, 4 / 3, 2]), f"d/dx = 2(x - y)/n = [0, 4/3, 2], got {x.grad.data}"
     assert mse_loss(x, y, reduction="sum").item() == 13, "reduction='sum' adds the squared errors"
     assert mse_loss(x, y, reduction="none").tolist() == [0, 4, 9], "reduction='none' keeps each one"
+    m2 = mse_loss(tensor([[1.0, 2.0, 4.0], [0.0, 1.0, 1.0]]), tt.zeros(2, 3)).item()
+    assert np.isclose(m2, 23 / 6), f"(2, 3) input: 'mean' averages all 6 squared errors, 23/6 = 3.8333; got {m2}"
     ### BEGIN HIDDEN TESTS
     t = tensor([0.0, 0.0, 0.0], requires_grad=True)
     mse_loss(tensor([1.0, 2.0, 3.0]), t).backward()
@@ -214,6 +216,9 @@ def test_cross_entropy_forward():
     assert np.allclose(losses, 2 * ref, atol=1e-5), f"losses are scaled by target_weight: {losses} vs {2 * ref}"
     assert np.allclose(m, zz.max(1)), "m is each row's max"
     assert np.allclose(m + log_sum, np.log(np.exp(zz).sum(1)), atol=1e-6), "m + log_sum is the LSE"
+    neg, m, _ = _cross_entropy_rows(np.array([[-1e4, -1e4 + 1]], np.float32), np.array([0]), np.ones(1, np.float32), np)
+    assert np.allclose(neg, [1.3133], atol=1e-3), f"all-negative logits (-1e4, -1e4 + 1), target 0: m is the row " \
+        f"max -9999 (not clamped at 0), loss log(1 + e) = 1.3133; got {neg} with m = {m}"
 
 
 test_cross_entropy_forward()
@@ -369,8 +374,13 @@ def test_reductions():
     assert np.shape(_row_scale(g, "none", 4.0)) == (4,), "'none': one g per target, flattened to (M,)"
     assert np.isclose(_row_scale(np.float32(2.0), "mean", 4.0), 0.5), "'mean': g / D"
     assert np.isclose(_row_scale(np.float32(2.0), "sum", 4.0), 2.0), "'sum': g itself"
+    s = _row_scale(np.float32(1.0), "mean", np.float32(0.25))
+    assert np.isclose(s, 4.0), f"'mean' with D = 0.25 (class weights below 1): g / D = 4, got {s}"
     with np.errstate(all="ignore"):
         share = _row_scale(np.float32(2.0), "mean", np.float32(0.0))
+        empty = _reduce_rows(np.zeros(2, np.float32), "mean", np.float32(0.0), (2,))
+    assert np.isnan(empty), f"'mean' with D = 0 (every target ignored) is 0/0 = nan, as in PyTorch; got {empty}: " \
+                            "only the backward's share guards D = 0"
     assert np.isfinite(share), "'mean' with D = 0 (every target ignored): the share must stay finite, or 0 · inf = nan " \
                                "reaches every weight"
 
@@ -492,6 +502,7 @@ def test_cross_entropy():
     x = tensor([[0.0, 0.0], [5.0, 0.0]], requires_grad=True)
     smoothed = cross_entropy(x, tensor([0, -100]), label_smoothing=0.2)
     assert np.isclose(smoothed.item(), np.log(2)), f"smoothing 0.2 on z = (0, 0): log 2, got {smoothed.item()}"
+    assert smoothed.dtype == np.float32, f"label smoothing keeps float32 logits float32, got {smoothed.dtype}"
     smoothed.backward()
     assert np.allclose(x.grad.data, [[-0.4, 0.4], [0.0, 0.0]]), \
         f"p - smoothed target = (-0.4, 0.4), and no gradient (smoothing included) for the ignored row; got {x.grad.tolist()}"
@@ -637,6 +648,9 @@ def test_softplus():
     tiny = _softplus(np.float32(-40.0), np)
     assert np.isclose(tiny, np.exp(-40.0), rtol=1e-4, atol=0), \
         f"softplus(-40) = log(1 + e^-40) ≈ e^-40 = 4.25e-18, got {tiny}: 1 + e^-40 rounds to 1, so use log1p"
+    near = _softplus(np.float32(10.5), np)
+    assert abs(near - 10.5000277) < 3e-6, \
+        f"softplus(10.5) = 10.5 + log1p(e^-10.5) = 10.5000277, got {near}: no cut-off, the formula is exact for every u"
 
 
 test_softplus()
@@ -759,13 +773,14 @@ print("binary_cross_entropy_with_logits: ok")
 # - Hint 1: each step: forward, forget the old gradients, backward, move.
 # - Hint 2: θ ← θ − lr · ∂L/∂θ for θ in (w, b), on the raw arrays (the update
 #   itself must not enter the graph).
-# - Hint 3: `tt.zeros(n, requires_grad=True)` for w (2,) and b (1,); the logits
+# - Hint 3: `tt.zeros(n, requires_grad=True)` for w (D,), one entry per
+#   column of X (2 here), and b (1,); the logits
 #   `X @ w + b` are (N,); set `.grad = None` before `backward()`; update
 #   `.data` in place; append `loss.item()`.
 
 # %% nbgrader={"grade": false, "grade_id": "logistic-regression", "locked": false, "schema_version": 3, "solution": true}
 def fit_logistic_regression(X, Y, steps=100, lr=0.5):
-    """Weights (2,) and bias (1,) of a logistic regression fitted by gradient descent; and the losses."""
+    """Weights (D,) and bias (1,) of a logistic regression on X (N, D), fitted by gradient descent; the losses."""
     ### BEGIN SOLUTION
     w = tt.zeros(X.shape[1], requires_grad=True)
     b = tt.zeros(1, requires_grad=True)
@@ -800,6 +815,14 @@ assert losses[-1] < 0.05, f"separable clouds: the loss should fall below 0.05, g
 assert np.isclose(b.item(), -0.0205, atol=2e-3), f"after 100 steps b is -0.0205 (as in torch), got {b.item():.4f}: " \
     "gradient descent moves b as well as w"
 assert (((X @ w + b).data > 0) == (Y.data > 0.5)).all(), "every point ends on the correct side"
+try:  # other data and arguments: nothing may come from the example above
+    (w3, _), losses3 = fit_logistic_regression(tensor(X.data[:, [0, 1, 0]]), Y, steps=3, lr=0.1)
+except Exception as err:
+    raise AssertionError(f"X with 3 features failed ({err}): w has one entry per column of X, (3,) here") from None
+want3 = [0.6931, 0.4496, 0.3264]
+assert w3.shape == (3,) and len(losses3) == 3 and np.allclose(losses3, want3, atol=2e-4), \
+    f"3 features, steps=3, lr=0.1: expected w (3,) and losses {want3}; got {w3.shape} and " \
+    f"{np.round(losses3[:5], 4).tolist()}{' ...' if len(losses3) > 5 else ''}: use X's width, steps and lr as given"
 print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 # %% [markdown]

@@ -165,3 +165,13 @@ def test_a_batch_with_every_target_ignored_has_zero_gradients(loss, device):
     assert np.isnan(out.item())
     grad = logits.grad.cpu().numpy()
     assert not np.isnan(grad).any() and not grad.any(), f"{loss}: gradient {grad} (should be all 0)"
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_mean_with_class_weights_summing_below_one(loss, rng, device):
+    """'mean' divides by D = Σ w_t also when D < 1 (here 0.1 + 0.2): the gradient is g / D, not g / max(D, 1)."""
+    x, _ = logits_and_targets((2, 3), rng, device)
+    t, w = const([0, 2], device), const([0.1, 1.0, 0.2], device, tt.float32)
+    fn = (lambda a: F.cross_entropy(a, t, weight=w)) if loss == "cross_entropy" else \
+        (lambda a: F.nll_loss(a.log_softmax(dim=1), t, weight=w))
+    assert gradcheck(fn, (x,))

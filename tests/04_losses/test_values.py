@@ -184,6 +184,12 @@ def test_bce_with_logits_keeps_tiny_losses(device):
     np.testing.assert_allclose(loss.item(), 4.248354e-18, rtol=1e-5)
 
 
+def test_bce_with_logits_is_exact_past_ten(device):
+    """softplus needs no cut-off: y = 1 at logit -10.5 costs 10.5 + log1p(e^-10.5) = 10.5000277, as in PyTorch."""
+    loss = F.binary_cross_entropy_with_logits(t32([-10.5], device), t32([1.0], device))
+    np.testing.assert_allclose(loss.item(), 10.5000277, rtol=0, atol=3e-6)
+
+
 def test_bce_clamps_log_at_minus_100(device):
     p = t32([0.0, 1.0, 1.0], device, requires_grad=True)
     y = t32([1.0, 0.0, 1.0], device)
