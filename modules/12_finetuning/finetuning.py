@@ -61,7 +61,9 @@
 # `_check_lora`, `_check_kl_div`), and `save_adapters` / `load_adapters` (the
 # adapters alone, as safetensors; `_adapter_report` measures such a file), and
 # for the distillation demo a small GRU student, `GRUClassifier`, and
-# `_fine_tune`, the plain supervised loop that trains its teacher.
+# `_fine_tune`, the plain supervised loop that trains its teacher. It also
+# holds `LoRALinear`'s Linear-like attributes (`_LinearView`) and a few set-ups
+# of the graded checks (`_by_hand`, `_two_batches`, `_raises`).
 # The cell below imports what the lesson uses, with the layers it builds on.
 
 # %%
@@ -71,11 +73,11 @@ import tinytorch as tt
 from tinytorch.core.autograd import gradcheck, no_grad
 from tinytorch.core.tensor import Tensor
 from tinytorch.finetune.classify import _check_mask
-from tinytorch.finetune.distill import GRUClassifier, _argument_tuples, _check_distillation, _fine_tune
-from tinytorch.finetune.lora import _adapter_report, _check_lora, _check_untied, _MergeFlag
+from tinytorch.finetune.distill import GRUClassifier, _argument_tuples, _check_distillation, _fine_tune, _two_batches
+from tinytorch.finetune.lora import _adapter_report, _check_lora, _check_untied, _LinearView, _MergeFlag, _raises
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn.functional import _check_kl_div, cross_entropy, linear, log_softmax, relu, softmax
-from tinytorch.nn.rnn import _RNNBase
+from tinytorch.nn.rnn import _by_hand, _RNNBase
 
 # %% [markdown]
 # ## 1. Recurrent networks
@@ -204,6 +206,14 @@ def test_lstm_cell():
     assert abs(c1.item() - 0.8690) < 1e-4 and abs(h1.item() - 0.5730) < 1e-4, (
         f"worked example: expected c' = 0.869, h' = 0.573, got {c1.item():.4f}, {h1.item():.4f}; the four chunks are, "
         f"in order, i, f, g, o: σ, σ, tanh, σ")
+    rng, sig = np.random.default_rng(1), lambda v: 1 / (1 + np.exp(-v))  # B = 2, H = 3, with W_hh and bias_hh
+    gi, h, c, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 12), (2, 3), (2, 3), (12, 3), (12,)))
+    i, f, g, o = np.split(gi + h @ w.T + b, 4, axis=1)  # four contiguous chunks of width H
+    c_want = sig(f) * c + sig(i) * np.tanh(g)
+    h2, c2 = lstm_cell(*map(tt.tensor, (gi, h, c, w, b)))
+    worst = max(np.abs(c2.numpy() - c_want).max(), np.abs(h2.numpy() - sig(o) * np.tanh(c_want)).max())
+    assert worst < 1e-5, (f"B = 2, H = 3: the gates are gi + h W_hhᵀ + b_hh cut into 4 contiguous width-H chunks "
+                          f"(columns 0…H−1 are i, H…2H−1 are f, ...); h', c' are off the expected by {worst:.3g}")
 
 
 test_lstm_cell()
@@ -261,6 +271,13 @@ def test_gru_cell():
     assert abs(half - 0.9526) < 1e-4, f"n = tanh(n_x + r·n_h) = tanh(1 + ½·1): r scales n_h alone; expected 0.9526, got {half:.4f}"
     kept = gru_cell(tt.tensor([[0.0, 1.0, 0.5]]), tt.ones(1, 1), tt.zeros(3, 1)).item()  # z = σ(1), n = tanh(0.5)
     assert abs(kept - 0.8553) < 1e-4, f"h' = (1 − z)·n + z·h: z = 0.731 keeps most of h = 1, so 0.8553; got {kept:.4f}"
+    rng, sig = np.random.default_rng(2), lambda v: 1 / (1 + np.exp(-v))  # B = 2, H = 3, with W_hh and bias_hh
+    gi, h, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 9), (2, 3), (9, 3), (9,)))
+    (rx, zx, nx), (rh, zh, nh) = np.split(gi, 3, axis=1), np.split(h @ w.T + b, 3, axis=1)
+    r, z = sig(rx + rh), sig(zx + zh)
+    worst = np.abs(gru_cell(*map(tt.tensor, (gi, h, w, b))).numpy() - ((1 - z) * np.tanh(nx + r * nh) + z * h)).max()
+    assert worst < 1e-5, (f"B = 2, H = 3: gi and h W_hhᵀ + b_hh are each cut into 3 contiguous width-H chunks "
+                          f"(columns 0…H−1 are r, H…2H−1 are z, 2H…3H−1 are n); h' is off the expected by {worst:.3g}")
 
 
 test_gru_cell()
@@ -335,18 +352,6 @@ class GRU(_RNNBase):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-rnn-layers", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-def _by_hand(layer, x, state):
-    """(output, final state) of a one-layer `layer`, stepping its graded cell with the layer's own weights."""
-    cell = {"RNN_TANH": rnn_cell, "RNN_RELU": lambda *a: rnn_cell(*a, "relu"), "LSTM": lstm_cell, "GRU": gru_cell}
-    outputs = []
-    for t in range(x.shape[0]):
-        gi = linear(x[t], layer.weight_ih_l0, layer.bias_ih_l0)
-        state = cell[layer.mode](gi, *state, layer.weight_hh_l0, layer.bias_hh_l0)
-        state = state if isinstance(state, tuple) else (state,)
-        outputs.append(state[0].numpy())
-    return [np.stack(outputs)] + [s.numpy() for s in state]
-
-
 def test_rnn_layers():
     tt.manual_seed(0)
     x, c0 = tt.randn(3, 2, 4), tt.randn(1, 2, 5)  # T = 3 steps, batch 2, from a nonzero state (h0, c0)
@@ -354,7 +359,8 @@ def test_rnn_layers():
         h0, lstm = tt.randn(1, 2, 5, requires_grad=True), isinstance(layer, LSTM)
         out, final = layer(x, (h0, c0) if lstm else h0)
         got = [out.numpy()] + [f.numpy()[0] for f in (final if lstm else (final,))]
-        worst = max(float(np.abs(g - w).max()) for g, w in zip(got, _by_hand(layer, x, (h0[0], c0[0])[:1 + lstm])))
+        want = _by_hand(layer, x, (h0[0], c0[0])[:1 + lstm], rnn_cell, lstm_cell, gru_cell)  # provided: your cells, step by step
+        worst = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
         assert worst < 1e-5, (f"{type(layer).__name__}._cell: expected your cell on the state's parts in order ((h,), "
                               f"or (h, c) for the LSTM), with bias_hh and the RNN's nonlinearity, returning the new "
                               f"state in the same form; the layer differs from stepping the cell by hand by {worst:.3g}")
@@ -428,6 +434,8 @@ def test_last_token_pool():
     assert isinstance(pooled, Tensor) and pooled.shape == (2, 3), f"pooled is (B, C) = (2, 3), got {pooled!r}"
     assert pooled.tolist() == [[6.0, 7.0, 8.0], [21.0, 22.0, 23.0]], \
         f"row 0 ends at position 2, row 1 at position 3; got {pooled.tolist()}"
+    floats = last_token_pool(hidden, tt.tensor([[1.0, 1.0, 1.0, 0.0], [1.0] * 4]))  # positions must be ints to index
+    assert floats.tolist() == pooled.tolist(), f"a float mask (1.0/0.0) picks the same rows, got {floats.tolist()}"
     pooled.sum().backward()
     assert hidden.grad is not None and hidden.grad.numpy()[0, 3].sum() == 0 and hidden.grad.numpy()[0, 2].sum() == 3, \
         "the gradient reaches only the pooled positions"
@@ -548,10 +556,15 @@ def test_classifier():
     alone = clf(tt.tensor([[1, 2, 3]]))
     assert np.allclose(alone.numpy()[0], logits.numpy()[0], atol=1e-5), \
         "right padding changes nothing: row 0 alone (no mask) gives the same logits"
+    clf.pooling = "mean"
+    gap = np.abs(clf(idx, [[1, 1, 1, 0], [1, 1, 1, 1]]).numpy()[0] - clf(tt.tensor([[1, 2, 3]])).numpy()[0]).max()
+    assert gap < 1e-5, f"pooling='mean' must pool with the mask: padded row 0 differs from the row alone by {gap:.3g}"
+    rope = GPT(GPTConfig(vocab_size=9, block_size=6, n_layer=1, n_head=2, n_embd=8, rope=True))  # no wpe table
+    gap = np.abs(rope.lm_head(GPTForSequenceClassification(rope, 3).hidden_states(idx)).numpy() - rope(idx)[0].numpy()).max()
+    assert gap < 1e-5, f"a RoPE GPT (config.rope) adds no position table: lm_head(hidden) off its logits by {gap:.3g}"
     ### BEGIN HIDDEN TESTS
     hidden = clf.hidden_states(idx)
     assert np.allclose(clf.score(hidden[:, -1]).numpy()[1], logits.numpy()[1], atol=1e-5), "score(pooled state)"
-    clf.pooling = "mean"
     assert np.allclose(clf(idx).numpy(), clf.score(hidden.mean(1)).numpy(), atol=1e-5), "pooling='mean'"
     ### END HIDDEN TESTS
 
@@ -592,7 +605,8 @@ print("GPTForSequenceClassification: ok")
 # ### Exercise: `LoRALinear.forward`, `merge`, `unmerge`
 # The constructor is written: it freezes the wrapped `base` Linear, makes
 # `lora_A` (Linear in → r, no bias) and `lora_B` (Linear r → out, no bias, zero
-# init), `lora_dropout`, `scaling` = α / r and `merged` = False.
+# init), `lora_dropout`, `scaling` = α / r and `merged` = False; the provided
+# `_LinearView` gives it the base layer's `in_features`, `weight`, and so on.
 #
 # - Hint 1: forward is the base layer's output plus the scaled adapter path;
 #   once merged, the adapter is already inside the base weight.
@@ -611,7 +625,7 @@ from tinytorch.nn.init import zeros_
 from tinytorch.nn.layers import Dropout, Linear, Module
 
 
-class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved in state_dict
+class LoRALinear(_LinearView, _MergeFlag, Module):  # provided: the base's in/out_features, weight, bias; `merged`
     """A frozen Linear `base` plus a trainable low-rank update: y = base(x) + (alpha/rank)·B(A(dropout(x)))."""
 
     def __init__(self, base, rank=8, alpha=16, dropout=0.0):
@@ -625,23 +639,6 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
         zeros_(self.lora_B.weight)  # B = 0: the adapted layer starts as the base layer
         self.lora_dropout = Dropout(dropout)
         self.merged = False
-
-    @property
-    def in_features(self):
-        return self.base.in_features
-
-    @property
-    def out_features(self):
-        return self.base.out_features
-
-    @property
-    def weight(self):
-        """The base weight (code that asks a layer for its dtype or device, e.g. a KV cache, still can)."""
-        return self.base.weight
-
-    @property
-    def bias(self):
-        return self.base.bias
 
     def forward(self, x):
         ### BEGIN SOLUTION
@@ -677,20 +674,8 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
         return (self.scaling * (b @ a)).astype(self.base.weight.dtype)
         ### END SOLUTION
 
-    def extra_repr(self):
-        return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
-
 
 # %% nbgrader={"grade": true, "grade_id": "test-lora-linear", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def _raises(error, call, why):
-    """The `error` that call() must raise; AssertionError(why) if it raises none."""
-    try:
-        call()
-    except error as err:
-        return err
-    raise AssertionError(why)
-
-
 def test_lora_linear():
     base = Linear(2, 2, bias=False)
     base.weight.data[...] = np.eye(2, dtype=np.float32)
@@ -705,8 +690,8 @@ def test_lora_linear():
     lora(x).sum().backward()
     assert lora.lora_B.weight.grad is not None and base.weight.grad is None, "only the adapter trains"
     lora.merge()
-    assert np.allclose(base.weight.numpy(), [[3.0, 2.0], [0.0, 1.0]]), \
-        f"merge adds (alpha/r)·B·A: W' = ((3, 2), (0, 1)), got {base.weight.tolist()}"
+    assert np.allclose(base.weight.numpy(), [[3.0, 2.0], [0.0, 1.0]]) and base.weight.numpy().dtype == np.float32, \
+        f"merge adds (alpha/r)·B·A: W' = ((3, 2), (0, 1)) in float32, got {base.weight.tolist()} in {base.weight.numpy().dtype}"
     assert np.allclose(lora(x).numpy(), [[7.0, 2.0]]), f"merged: (7, 2) from the base alone, got {lora(x).tolist()}"
     _raises(RuntimeError, lora.merge, "merge on a merged layer must raise RuntimeError: it would add B·A a second time")
     lora.unmerge()
@@ -804,10 +789,12 @@ def merge_lora(model):
 def test_inject_lora():
     tt.manual_seed(0)
     gpt = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16))
-    names = inject_lora(gpt, ["attn.c_attn"], rank=2, alpha=4)
+    names = inject_lora(gpt, ["attn.c_attn"], rank=2, alpha=4, dropout=0.1)
     assert names == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"], \
         f"expected the c_attn layer of both blocks, got {names}"
     assert all(isinstance(b.attn.c_attn, LoRALinear) for b in gpt.transformer.h), "the layers are replaced in place"
+    got = [(b.attn.c_attn.rank, b.attn.c_attn.scaling, b.attn.c_attn.lora_dropout.p) for b in gpt.transformer.h]
+    assert got == [(2, 2.0, 0.1)] * 2, f"rank, alpha, dropout reach each LoRALinear: expected (2, 2.0 = 4/2, 0.1), got {got}"
     trainable = {n for n, p in gpt.named_parameters() if p.requires_grad}
     assert trainable == {f"transformer.h.{i}.attn.c_attn.lora_{ab}.weight" for i in (0, 1) for ab in "AB"}, \
         f"only the adapters train, got {sorted(trainable)}"
@@ -914,8 +901,8 @@ def test_kl_div():
     assert isinstance(kl, Tensor) and kl.shape == (), f"batchmean gives a scalar Tensor, got {kl!r}"
     assert abs(kl.item() - 0.1438) < 1e-4, f"worked example: expected 0.1438, got {kl.item():.4f}"
     assert kl_div(log_q, p, reduction="none").shape == (1, 2), "reduction='none' keeps the input's shape"
-    mean = kl_div(log_q, p, reduction="mean").item()
-    assert abs(mean - 0.0719) < 1e-4, f"'mean' divides by the element count 2, not the batch size 1: 0.0719; got {mean:.4f}"
+    mean = kl_div(tt.tensor(np.log([[0.25, 0.75], [0.5, 0.5]])), tt.tensor([[0.5, 0.5]] * 2), reduction="mean").item()
+    assert abs(mean - 0.0360) < 1e-4, f"'mean' divides the sum 0.1438 by all 4 elements (not B or classes): 0.0360; got {mean:.4f}"
     assert abs(kl_div(log_q, p.log(), reduction="sum", log_target=True).item() - 0.1438) < 1e-4, \
         "log_target=True: the target holds log-probabilities"
     kl.backward()
@@ -1009,12 +996,12 @@ def test_distillation_loss():
     assert abs(same.item() - 0.75 * ce) < 1e-5, "identical logits: KL = 0, so the loss is (1 - alpha)·CE"
     ignored = distillation_loss(z, z, y, alpha=0.0, ignore_index=2).item()  # row 1's label is 2: left out
     assert abs(ignored - 0.2413) < 1e-4, f"ignore_index=2 goes to cross_entropy: row 0's CE alone, 0.2413; got {ignored:.4f}"
-    teacher = tt.tensor([[0.0, 0.0, 4.0], [1.0, 1.0, 1.0]], requires_grad=True)
-    soft = distillation_loss(z, teacher, temperature=2.0)
-    p = np.exp(teacher.numpy() / 2) / np.exp(teacher.numpy() / 2).sum(1, keepdims=True)
-    log_q = z.numpy() / 2 - np.log(np.exp(z.numpy() / 2).sum(1, keepdims=True))
-    want = 4.0 * (p * (np.log(p) - log_q)).sum() / 2
-    assert abs(soft.item() - want) < 1e-4, f"no target: T²·KL batchmean = {want:.4f}, got {soft.item():.4f}"
+    teacher, T = tt.tensor([[0.0, 0.0, 4.0], [1.0, 1.0, 1.0]], requires_grad=True), 1.5
+    soft = distillation_loss(z, teacher, temperature=T)
+    p = np.exp(teacher.numpy() / T) / np.exp(teacher.numpy() / T).sum(1, keepdims=True)
+    log_q = z.numpy() / T - np.log(np.exp(z.numpy() / T).sum(1, keepdims=True))
+    want = T * T * (p * (np.log(p) - log_q)).sum() / 2
+    assert abs(soft.item() - want) < 1e-4, f"no target, temperature=1.5: T²·KL batchmean = {want:.4f}, got {soft.item():.4f}"
     soft.backward()
     assert z.grad is not None and teacher.grad is None, "the gradient reaches the student, never the teacher"
     soft = soft_targets(dropout := Dropout(0.5), tt.ones(2, 3, requires_grad=True))  # a teacher in training mode
@@ -1022,8 +1009,11 @@ def test_distillation_loss():
         f"soft_targets: the teacher in eval mode (no dropout: x = 1s back, got {soft.tolist()}), no_grad, mode restored")
     soft_targets(dropout.eval(), tt.ones(1, 3))
     assert not dropout.training, "soft_targets restores the caller's mode: a teacher in eval mode stays in eval mode"
+    lin = Linear(3, 2)  # a teacher in training mode whose forward raises on a (1, 4) input
+    _raises(RuntimeError, lambda: soft_targets(lin, tt.ones(1, 4)), "Linear(3, 2) must refuse a (1, 4) input")
+    assert lin.training, "soft_targets restores the teacher's mode in a finally:, also when its forward raises; got eval"
     ### BEGIN HIDDEN TESTS
-    mixed = distillation_loss(z, teacher, y, temperature=2.0, alpha=0.3)
+    mixed = distillation_loss(z, teacher, y, temperature=T, alpha=0.3)
     assert abs(mixed.item() - (0.3 * want + 0.7 * ce)) < 1e-4, "alpha weighs the soft term, 1 - alpha the hard one"
     ### END HIDDEN TESTS
 
@@ -1093,6 +1083,10 @@ def test_distill():
     assert len(same) == 3 and max(same) - min(same) < 1e-6, (
         f"distill: expected one loss per batch, the teacher's targets from soft_targets (eval mode, no dropout), so "
         f"lr=0 on one batch gives one loss 3 times; got {same}")
+    got, want, grad, last = _two_batches(distill, distillation_loss, soft_targets)  # provided: lr = 0, T = 4, alpha = 0.9
+    assert [type(v) for v in got] == [float, float] and np.allclose(got, want, atol=1e-5), f"two batches, temperature=4, " \
+        f"alpha=0.9: expected one float loss per batch, each on its own teacher targets, with T and alpha: {want}; got {got}"
+    assert np.allclose(grad, last, atol=1e-6), "zero the gradients before each backward: expected the last batch's gradient alone"
 
 
 test_distill()

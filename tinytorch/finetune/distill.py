@@ -2,11 +2,13 @@
 __all__ = ["GRUClassifier", "distillation_loss", "soft_targets", "distill"]
 
 
+from tinytorch.core.backend import manual_seed
+from tinytorch.core.tensor import randn, tensor
 from tinytorch.finetune.classify import last_token_pool
 from tinytorch.nn.functional import cross_entropy, kl_div, log_softmax, softmax
 from tinytorch.nn.layers import Embedding, Linear, Module
 from tinytorch.nn.rnn import GRU
-from tinytorch.optim import AdamW
+from tinytorch.optim import SGD, AdamW
 from tinytorch.training.trainer import train_step
 from tinytorch.core.autograd import no_grad
 
@@ -23,6 +25,21 @@ def _check_distillation(student_logits, teacher_logits, temperature, alpha):
     if tuple(student_logits.shape) != tuple(teacher_logits.shape):
         raise ValueError(f"distillation_loss: student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ in shape")
+
+
+def _two_batches(distill, distillation_loss, soft_targets, temperature=4.0, alpha=0.9):
+    """The graded check of `distill`: a Linear student and teacher, two different batches, SGD with lr = 0 (so the
+    student does not change). Returns distill's losses, each batch's own distillation_loss (floats), the student's
+    weight gradient after distill, and the last batch's gradient alone."""
+    manual_seed(0)
+    student, teacher = Linear(4, 3), Linear(4, 3)
+    batches = [(randn(5, 4), tensor([0, 1, 2, 0, 1])), (randn(5, 4) * 3, tensor([2, 2, 1, 0, 1]))]
+    got = distill(student, teacher, batches, SGD(student.parameters(), lr=0.0), temperature, alpha)
+    grad = student.weight.grad.numpy().copy()
+    student.zero_grad()
+    want = [distillation_loss(student(x), soft_targets(teacher, x), y, temperature, alpha) for x, y in batches]
+    want[-1].backward()
+    return got, [w.item() for w in want], grad, student.weight.grad.numpy()
 
 
 def _argument_tuples(batches):

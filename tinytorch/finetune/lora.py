@@ -29,6 +29,39 @@ def _check_lora(base, rank):
         raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
 
 
+def _raises(error, call, why):
+    """For the graded checks: the `error` that call() must raise; AssertionError(why) if it raises none."""
+    try:
+        call()
+    except error as err:
+        return err
+    raise AssertionError(why)
+
+
+class _LinearView:
+    """LoRALinear's Linear-like attributes, read from its frozen `base`, and its repr."""
+
+    @property
+    def in_features(self):
+        return self.base.in_features
+
+    @property
+    def out_features(self):
+        return self.base.out_features
+
+    @property
+    def weight(self):
+        """The base weight (code that asks a layer for its dtype or device, e.g. a KV cache, still can)."""
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
+    def extra_repr(self):
+        return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
+
+
 class _MergeFlag:
     """LoRALinear's `merged`: whether the update is inside the base weight (forward then skips the adapter).
     Kept as a buffer, in state_dict only while merged: a merged model's checkpoint then cannot load into an
@@ -145,7 +178,7 @@ def load_adapter_state_dict(model, state, source="state"):
 """LoRA: a trainable low-rank update beside a frozen Linear; injection by name; merge for inference."""
 
 
-class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved in state_dict
+class LoRALinear(_LinearView, _MergeFlag, Module):  # provided: the base's in/out_features, weight, bias; `merged`
     """A frozen Linear `base` plus a trainable low-rank update: y = base(x) + (alpha/rank)·B(A(dropout(x)))."""
 
     def __init__(self, base, rank=8, alpha=16, dropout=0.0):
@@ -159,23 +192,6 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
         zeros_(self.lora_B.weight)  # B = 0: the adapted layer starts as the base layer
         self.lora_dropout = Dropout(dropout)
         self.merged = False
-
-    @property
-    def in_features(self):
-        return self.base.in_features
-
-    @property
-    def out_features(self):
-        return self.base.out_features
-
-    @property
-    def weight(self):
-        """The base weight (code that asks a layer for its dtype or device, e.g. a KV cache, still can)."""
-        return self.base.weight
-
-    @property
-    def bias(self):
-        return self.base.bias
 
     def forward(self, x):
         out = self.base(x)
@@ -202,9 +218,6 @@ class LoRALinear(_MergeFlag, Module):  # _MergeFlag (provided): `merged`, saved 
         xp = get_xp(self.base.weight.device)
         b, a = self.lora_B.weight.data.astype(xp.float64), self.lora_A.weight.data.astype(xp.float64)
         return (self.scaling * (b @ a)).astype(self.base.weight.dtype)
-
-    def extra_repr(self):
-        return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
 
 
 # %% modules/12_finetuning/finetuning.py, cell 30

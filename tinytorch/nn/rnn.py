@@ -3,6 +3,7 @@ __all__ = ["rnn_cell", "lstm_cell", "gru_cell", "RNN", "LSTM", "GRU"]
 
 
 import math
+import numpy as np
 from tinytorch.core.backend import get_xp
 from tinytorch.core.tensor import Tensor, from_op, stack, zeros
 from tinytorch.nn.functional import dropout, linear, relu
@@ -146,6 +147,20 @@ class _RNNBase(Module):
                                                    ("batch_first", self.batch_first), ("dropout", self.dropout))
                         if v != {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0}[k])
         return f"{self.input_size}, {self.hidden_size}{extra}"
+
+
+def _by_hand(layer, x, state, rnn_cell, lstm_cell, gru_cell):
+    """(output, final state) as arrays of a one-layer `layer` on x (T, B, I) from `state` ((h,) or (h, c)), stepping
+    the given cells (the lesson's) with the layer's own weights: what the graded check of `_cell` compares against."""
+    relu_cell = lambda *a: rnn_cell(*a, "relu")  # noqa: E731
+    cell = {"RNN_TANH": rnn_cell, "RNN_RELU": relu_cell, "LSTM": lstm_cell, "GRU": gru_cell}[layer.mode]
+    outputs = []
+    for t in range(x.shape[0]):
+        gi = linear(x[t], layer.weight_ih_l0, layer.bias_ih_l0)
+        state = cell(gi, *state, layer.weight_hh_l0, layer.bias_hh_l0)
+        state = state if isinstance(state, tuple) else (state,)
+        outputs.append(state[0].numpy())
+    return [np.stack(outputs)] + [s.numpy() for s in state]
 
 
 # %% modules/12_finetuning/finetuning.py, cell 6
