@@ -203,8 +203,10 @@ class _ShardedBase(_ModelWrapper):
 
     def _comm_buffers(self):
         """The gathered parameters and flat gradients alive right now (for measure_memory)."""
+        # any array bigger than a shard that a unit keeps is a gathered buffer too (e.g. one kept for reuse)
+        kept = [a for u in self.units for a in vars(u).values() if hasattr(a, "nbytes") and a.size > u.shard_size]
         return [s.data for u in self.units for s in u.signals] + \
-            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
+            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + kept + self._in_flight_buffers()
 
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""
@@ -517,6 +519,23 @@ def _measure_strategy(config, batch, strategy):
     activations = measure_memory(net, opt, loss)["activations"]
     loss.backward()
     return static["params"], static["grads"], static["optimizer"], activations
+
+
+def _memory_table(config, batch, sizes=(1, 2, 4), strategies=("ddp", "zero1", "zero2", "zero3")):
+    """Rows (n, strategy, predicted, measured): the lesson's predict_memory and gpt_activation_bytes against
+    _measure_strategy, each as [params, grads, optimizer, activations] bytes (measured: the mean over ranks)."""
+    from tinytorch.distributed import ThreadGroup
+    from tinytorch.models import GPT
+    n_params = sum(p.data.size for p in GPT(config).parameters())
+    act = gpt_activation_bytes(config, batch, config.block_size)
+    rows = []
+    for n in sizes:
+        for strategy in strategies:
+            measured = np.mean(ThreadGroup.run(n, _measure_strategy, config, batch, strategy), axis=0)
+            predicted = predict_memory(n_params, n, strategy, act)
+            rows.append((n, strategy, [predicted[k] for k in ("params", "grads", "optimizer", "activations")],
+                         list(measured)))
+    return rows
 
 
 def cuda_pool_bytes():

@@ -61,12 +61,14 @@
 #| default_exp distributed.fsdp
 
 # %%
+from contextlib import suppress
+
 import numpy as np
 
 import tinytorch as tt
 from tinytorch.distributed import ThreadGroup, get_rank, get_world_size
 from tinytorch.distributed.fsdp import _MPIRules, _ShardedBase
-from tinytorch.distributed.memory import _measure_strategy, measure_memory
+from tinytorch.distributed.memory import measure_memory, _memory_table
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
 
@@ -246,7 +248,7 @@ def _unit_rank(keep_full):
     flat_grad = unit.flatten([np.full((2, 3), pg.rank + 1.0, np.float32), np.full(4, 2.0 * (pg.rank + 1), np.float32)])
     unit.reduce_scatter_grad(pg, flat_grad)
     once = unit.shard.grad.numpy().copy()
-    unit.reduce_scatter_grad(pg, flat_grad)  # a second micro-batch before the step: gradient accumulation
+    unit.reduce_scatter_grad(pg, 3 * flat_grad)  # a second micro-batch (3x the first) before the step: accumulation
     return shard, whole, once, unit.shard.grad.numpy().copy()
 
 
@@ -264,7 +266,8 @@ for keep in (False, True):
         assert grad.shape == (4,) and grad.dtype == np.float32 and np.allclose(grad, expected), (
             f"rank {rank}: shard gradient {grad} ({grad.dtype}), expected the average over ranks {expected} in the "
             f"unit's float32 (averaged, not summed?)")
-        assert np.allclose(twice, 2 * expected), f"rank {rank}: a 2nd call adds to shard.grad: expected {2 * expected}, got {twice}"
+        assert np.allclose(twice, 4 * expected), (f"rank {rank}: a 2nd micro-batch of 3x the gradient adds to shard.grad: "
+                                                  f"expected 1x + 3x = {4 * expected}, got {twice} (a reused buffer?)")
 print("_FlatUnit: ok")
 
 # %% [markdown]
@@ -451,7 +454,9 @@ TOKENS = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (3, 8, CONFI
 
 
 def _loss(model, tokens):
-    return model(tt.tensor(tokens[:, :-1]), tt.tensor(tokens[:, 1:]))[1]  # GPT's cross-entropy on the next tokens
+    loss = model(tt.tensor(tokens[:, :-1]), targets=tt.tensor(tokens[:, 1:]))[1]  # cross-entropy on the next tokens
+    assert loss is not None, "model(idx, targets=...) gave no loss: _unit_forward must pass **kwargs on to forward"
+    return loss
 
 
 tt.manual_seed(0)
@@ -478,18 +483,22 @@ def _train(stage=None):
     held = measure_memory(net)["buffers"] if stage == 3 else 0  # gathered parameters and flat gradients still alive
     with tt.no_grad():  # an evaluation forward: no backward will come to free the units
         _loss(net, TOKENS[0])
+        gathered = [u.gathered for u in units]
+        with suppress(RuntimeError):  # a block's forward that raises (input of width 15, not 16)
+            model.transformer.h[0](tt.randn(1, 4, 15))
     restored = all(getattr(owner, name) is p for u in units for owner, name, p in u.slots)
     state = net.state_dict() if stage is not None else model.state_dict()
-    return {k: v.numpy().copy() for k, v in state.items()}, losses, [u.gathered for u in units], held, restored
+    return {k: v.numpy().copy() for k, v in state.items()}, losses, gathered, held, restored
 
 
 expected, expected_losses = _train()[:2]
 for stage in (3, 2):
     ranks = ThreadGroup.run(2, _train, stage)
     state, _, gathered, held, restored = ranks[0]
-    assert held == 0, f"ZeRO-3: after backward, _grad_ready frees each unit and drops its flat gradient; {held} B still held"
-    assert restored, (f"ZeRO-{stage}: after a unit's forward each module must hold its own Parameter again (put back "
-                      f"in a finally:); a signal was left in its place")
+    assert held == 0, (f"ZeRO-3: after backward, _grad_ready frees each unit and drops its flat gradient, and gather "
+                       f"keeps no full-size buffer for the next pass; expected 0 B gathered at rest, got {held} B")
+    assert restored, (f"ZeRO-{stage}: after a unit's forward, even one that raised, each module must hold its own "
+                      f"Parameter again (put back in a finally:); a signal was left in its place")
     assert stage == 2 or not any(gathered), ("ZeRO-3: a forward under no_grad frees each unit right after it, the "
                                              f"root too (no backward will); units still gathered: {gathered}")
     assert set(state) == set(expected), f"ZeRO-{stage}: state_dict() must have the model's keys, got {sorted(state)[:4]}..."
@@ -648,6 +657,14 @@ plain, ckpt = _grads(False), _grads(True)
 for name, g in plain.items():
     worst = float(np.abs(ckpt[name] - g).max())
     assert worst < 1e-6, f"checkpoint_blocks: {name}.grad differs by {worst:.3g} (dropout drew new masks in the recomputation?)"
+x, w = tt.randn(2, 3, requires_grad=True), tt.randn(3, 3)  # w: a tensor without grad; 2.0: not a tensor
+try:
+    _checkpoint(lambda t, m, s: ((t @ m) * s).sum(), x, w, 2.0).backward()
+except (AttributeError, TypeError) as err:
+    raise AssertionError(f"checkpoint(fn, x, w, 2.0), w without grad, 2.0 a float: expected x.grad, got {err!r} "
+                         "(the op's inputs are the tensors among args; a leaf without grad gives None)")
+want = 2 * np.ones((2, 3)) @ w.numpy().T
+assert np.allclose(x.grad.numpy(), want, atol=1e-5), f"checkpoint: d/dx sum((x @ w) * 2.0) = 2 · ones @ wᵀ = {want}, got {x.grad}"
 print("checkpoint: ok")
 
 # %% [markdown]
@@ -739,6 +756,12 @@ assert full == 4 * (2 * 6 * (26 * 16 * 32 + 2 * 16 * 16 + 2 * 16) + 2 * (4 * 16 
     f"gpt_activation_bytes: 6 blocks of 26·T·C + H·T·T + 2·T values per sequence, plus the rest: 687616 bytes, got {full}")
 assert kept == 4 * (2 * 6 * 16 * 32 + 2 * (4 * 16 * 32 + 16 * 32) + 16 * 32), (
     f"checkpoint=True: each of the 6 blocks keeps just its (B, T, C) input, plus the rest: expected 47104 bytes, got {kept}")
+odd = gpt_activation_bytes(GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_head=4, n_embd=8), 3, 16)
+assert odd == 68864, (f"B=3 sequences of seq=16 tokens (block_size 32), H=4, C=8, V=50: logits are (B, T, V), the "
+                      f"attention (B, H, T, T), with T = seq: expected 68864 bytes, got {odd}")
+with suppress(ValueError):
+    got = predict_memory(1000, 4, "zero-3")
+    raise AssertionError(f"predict_memory(1000, 4, 'zero-3'): an unknown strategy must raise ValueError, got {got}")
 print("predict_memory: ok")
 
 # %% [markdown]
@@ -748,28 +771,13 @@ print("predict_memory: ok")
 # arrays hold. `_measure_strategy(config, batch, strategy)` (provided) trains a
 # small GPT one step on one rank and takes the static parts after the step
 # (Adam's state exists, the gradients are still there) and the activations
-# between a forward and its backward. We run it for each strategy at world
-# sizes 1, 2 and 4 (ranks as threads). Sharded numbers are means over the ranks.
+# between a forward and its backward. `_memory_table` (provided) runs it for
+# each strategy at world sizes 1, 2 and 4 (ranks as threads), next to your
+# `predict_memory` and `gpt_activation_bytes`. Sharded numbers are means over the ranks.
 
 # %%
 TABLE_CONFIG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False)
-BATCH = 2
-
-
-def memory_table(sizes=(1, 2, 4), strategies=("ddp", "zero1", "zero2", "zero3")):
-    n_params = sum(p.data.size for p in GPT(TABLE_CONFIG).parameters())
-    rows = []
-    for n in sizes:
-        for strategy in strategies:
-            measured = np.mean(ThreadGroup.run(n, _measure_strategy, TABLE_CONFIG, BATCH, strategy), axis=0)
-            act = gpt_activation_bytes(TABLE_CONFIG, BATCH, 16)
-            predicted = predict_memory(n_params, n, strategy, act)
-            rows.append((n, strategy, [predicted[k] for k in ("params", "grads", "optimizer", "activations")],
-                         list(measured)))
-    return rows
-
-
-for n, strategy, predicted, measured in memory_table():
+for n, strategy, predicted, measured in _memory_table(TABLE_CONFIG, batch=2):
     print(f"n={n} {strategy:5s} " + "  ".join(f"{k} {p / 1024:6.1f}/{m / 1024:6.1f} KiB" for k, p, m in
                                              zip(("params", "grads", "optim", "act"), predicted, measured)))
 

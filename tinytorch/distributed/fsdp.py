@@ -164,8 +164,10 @@ class _ShardedBase(_ModelWrapper):
 
     def _comm_buffers(self):
         """The gathered parameters and flat gradients alive right now (for measure_memory)."""
+        # any array bigger than a shard that a unit keeps is a gathered buffer too (e.g. one kept for reuse)
+        kept = [a for u in self.units for a in vars(u).values() if hasattr(a, "nbytes") and a.size > u.shard_size]
         return [s.data for u in self.units for s in u.signals] + \
-            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + self._in_flight_buffers()
+            [u.grad_buffer for u in self.units if u.grad_buffer is not None] + kept + self._in_flight_buffers()
 
     def named_parameters(self, prefix="", recurse=True):
         """The flat shards this rank owns, one per unit: what the optimizer steps."""

@@ -114,6 +114,23 @@ def _measure_strategy(config, batch, strategy):
     return static["params"], static["grads"], static["optimizer"], activations
 
 
+def _memory_table(config, batch, sizes=(1, 2, 4), strategies=("ddp", "zero1", "zero2", "zero3")):
+    """Rows (n, strategy, predicted, measured): the lesson's predict_memory and gpt_activation_bytes against
+    _measure_strategy, each as [params, grads, optimizer, activations] bytes (measured: the mean over ranks)."""
+    from tinytorch.distributed import ThreadGroup
+    from tinytorch.models import GPT
+    n_params = sum(p.data.size for p in GPT(config).parameters())
+    act = gpt_activation_bytes(config, batch, config.block_size)
+    rows = []
+    for n in sizes:
+        for strategy in strategies:
+            measured = np.mean(ThreadGroup.run(n, _measure_strategy, config, batch, strategy), axis=0)
+            predicted = predict_memory(n_params, n, strategy, act)
+            rows.append((n, strategy, [predicted[k] for k in ("params", "grads", "optimizer", "activations")],
+                         list(measured)))
+    return rows
+
+
 def cuda_pool_bytes():
     """Bytes CuPy's memory pool has handed out (None without a usable GPU)."""
     try:
