@@ -189,6 +189,13 @@ def test_train_step():
     assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters())), \
         "clip_grad_norm=0.0 is a limit too: it clips the gradient to norm 0, so SGD leaves the weights as they " \
         "were (only None means no clipping)"
+    one, one_opt, x, y = _tiny_regression()
+    train_step(one, mse, one_opt, [(x, y)], clip_grad_norm=0.5)
+    two, two_opt, _, _ = _tiny_regression()
+    train_step(two, mse, two_opt, [(x[:8], y[:8]), (x[8:], y[8:])], clip_grad_norm=0.5)
+    gap = max(np.abs(p.data - q.data).max() for p, q in zip(one.parameters(), two.parameters()))
+    assert gap < 1e-6, (f"clip once, after all micro-batches have added up: with clip_grad_norm=0.5, 2 micro-batches "
+                        f"of 8 must step like 1 batch of 16, but the weights differ by {gap:.1e}")
     ### BEGIN HIDDEN TESTS
     model, opt, x, y = _tiny_regression()
     before = [p.data.copy() for p in model.parameters()]
@@ -289,6 +296,11 @@ def test_evaluate():
     model.eval()
     evaluate(model, batches, nn.functional.mse_loss)
     assert not model.training, "a model that was in eval mode stays in eval mode"
+    try:
+        got = evaluate(model, [], nn.functional.mse_loss)
+    except ValueError:
+        got = "ValueError"
+    assert got == "ValueError", f"an empty loader has no samples to average over: raise ValueError, got {got!r}"
     ### BEGIN HIDDEN TESTS
     model.train()
     try:
@@ -324,7 +336,8 @@ print("evaluate: ok")
 # Record one evaluation: update `self.best` and `self.bad_evals`, and return True
 # when the run should stop.
 #
-# - Hint 1: the first value is always the best so far.
+# - Hint 1: `best` starts at +inf (min) or −inf (max), as in PyTorch Lightning: any
+#   real first value improves on it, and a nan does not.
 # - Hint 2: one comparison serves both modes if you multiply by a sign (+1 for min,
 #   −1 for max): improved when sign·(value − best) < −min_delta. Any comparison with
 #   nan is False, so a nan falls into "not improved" by itself.
@@ -339,14 +352,14 @@ class EarlyStopping:
     def __init__(self, monitor="val_loss", patience=3, mode="min", min_delta=0.0):
         _validate_early_stopping(mode, patience)
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
-        self.best = None  # the best value seen so far
+        self.best = math.inf if mode == "min" else -math.inf  # the best so far: none yet, so any value beats it
         self.bad_evals = 0  # evaluations in a row without improvement
 
     def update(self, value):
         """Record one evaluation of the monitored metric; True means: stop now."""
         ### BEGIN SOLUTION
         sign = 1.0 if self.mode == "min" else -1.0
-        if self.best is None or sign * (value - self.best) < -self.min_delta:
+        if sign * (value - self.best) < -self.min_delta:
             self.best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
@@ -357,7 +370,9 @@ class EarlyStopping:
         return {"best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state):
-        self.best, self.bad_evals = state["best"], state["bad_evals"]
+        best = state["best"]  # None in checkpoints saved before best started at ±inf
+        self.best = (math.inf if self.mode == "min" else -math.inf) if best is None else best
+        self.bad_evals = state["bad_evals"]
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-early-stopping", "locked": true, "points": 2, "schema_version": 3, "solution": false}
@@ -370,6 +385,14 @@ def test_early_stopping():
     up = EarlyStopping(patience=1, mode="max", min_delta=0.05)
     assert [up.update(v) for v in [0.5, 0.6]] == [False, False], "mode max: 0.6 > 0.5 + 0.05 improves"
     assert up.update(0.62), "mode max, min_delta 0.05: 0.62 is not above 0.6 + 0.05, so patience 1 stops"
+    once = EarlyStopping(patience=1)
+    got = [once.update(v) for v in (1.0, 2.0, 3.0)]
+    assert got == [False, True, True], \
+        f"patience 1 on 1, 2, 3: once patience is used up, every later update says stop too; got {got}"
+    late = EarlyStopping(patience=2)
+    got = [late.update(v) for v in (float("nan"), 0.5, 0.4)]
+    assert got == [False, False, False] and late.best == 0.4, \
+        f"a nan is never a best: on nan, 0.5, 0.4 expected [False, False, False], best 0.4; got {got}, best {late.best}"
     ### BEGIN HIDDEN TESTS
     nan = EarlyStopping(patience=1)
     nan.update(1.0)
@@ -488,6 +511,11 @@ def test_run_epoch():
     assert spy.seen == expected[:4], f"max_steps=4 stops after the 4th step, saw {spy.seen}"
     trainer.fit(max_steps=6)
     assert spy.seen == expected, f"a second fit goes on mid-epoch where the first stopped, saw {spy.seen}"
+    trainer = _TrainerLoop(*_parts(n=32), accum_steps=2, quiet=True)
+    trainer.fit(max_steps=2)
+    got = (trainer.epoch, trainer.batch_in_epoch)
+    assert got == (1, 0), (f"32 samples, accum_steps=2: step 2 ends on the epoch's last micro-batch, so it closes the "
+                           f"epoch (_after_step(end_of_epoch=True)): expected (epoch, batch_in_epoch) (1, 0), got {got}")
     ### BEGIN HIDDEN TESTS
     model, opt, loss, loader = _parts()
 
@@ -667,6 +695,7 @@ class _SavingTrainer(_TrainerLoop):
 # %% nbgrader={"grade": true, "grade_id": "test-state-dict", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_state_dict():
     model, opt, loss, loader = _parts(shuffle=True, dropout=0.2)
+    model[0].register_buffer("marker", tt.zeros(1))  # a buffer is model state too
     sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     trainer = _SavingTrainer(model, opt, loss, loader, scheduler=sched, accum_steps=2, early_stopping=EarlyStopping(),
                              seed=3, config={"name": "test"}, quiet=True)
@@ -674,13 +703,14 @@ def test_state_dict():
     state = trainer.state_dict()
     keys = {"model", "optimizer", "scheduler", "trainer", "rng", "config"}
     assert isinstance(state, dict) and set(state) == keys, f"state_dict needs the keys {sorted(keys)}"
-    want = {"step": 4, "epoch": 1, "batch_in_epoch": 2, "early_stopping": {"best": None, "bad_evals": 0}}
+    want = {"step": 4, "epoch": 1, "batch_in_epoch": 2, "early_stopping": {"best": math.inf, "bad_evals": 0}}
     for key in want:  # step 4 is in epoch 1 after micro-batch 2; early stopping saves its own state_dict()
         assert state["trainer"].get(key) == want[key], \
             f"state['trainer'][{key!r}] at step 4 should be {want[key]}, got {state['trainer'].get(key, 'no such key')}"
     assert state["trainer"] == want, f"state['trainer'] holds exactly {sorted(want)}, got {sorted(state['trainer'])}"
     assert state["scheduler"] == sched.state_dict(), "save the scheduler's state_dict"
-    assert sorted(state["model"]) == sorted(model.state_dict()), "save the model's state_dict"
+    assert sorted(state["model"]) == sorted(model.state_dict()), \
+        f"save the model's state_dict() (buffers too): expected {sorted(model.state_dict())}, got {sorted(state['model'])}"
     assert state["optimizer"]["state"].keys() == opt.state_dict()["state"].keys(), "save the optimizer's state_dict"
     assert state["rng"] == {"now": _get_states(_generators(loader)), "epoch_start": trainer._epoch_start_rng}, \
         "rng holds the generators' states now and at the start of the epoch"
@@ -771,10 +801,12 @@ def _resumable(folder, **options):
 
 def test_load_checkpoint():
     with tempfile.TemporaryDirectory() as folder:
-        whole = _resumable(Path(folder) / "whole").fit(max_steps=12).losses
-        _resumable(Path(folder) / "stopped", checkpoint_every=5).fit(max_steps=7)
-        resumed = _resumable(Path(folder) / "stopped")
-        resumed.load_checkpoint(Path(folder) / "stopped/step_00000005.safetensors")
+        folder, stopper = Path(folder), EarlyStopping()
+        stopper.update(0.5), stopper.update(0.7)  # best 0.5 and 1 bad evaluation, in every checkpoint
+        whole = _resumable(folder / "whole", checkpoint_every=1, keep_last=None, early_stopping=stopper)
+        whole = whole.fit(max_steps=12).losses
+        resumed = _resumable(folder / "resumed", early_stopping=EarlyStopping())
+        resumed.load_checkpoint(folder / "whole/step_00000005.safetensors")
         position = (resumed.step, resumed.epoch, resumed.batch_in_epoch)
         assert position == (5, 1, 4), f"step 5 is epoch 1 after micro-batch 4, loaded {position}"
         adam_steps = [float(p["step"]) for p in resumed.optimizer.state_dict()["state"].values()]
@@ -783,7 +815,17 @@ def test_load_checkpoint():
             f"parameters), or the steps after resuming differ; got step counts {adam_steps}"
         assert resumed.scheduler.last_epoch == 5, \
             f"the scheduler must resume at step 5 (last_epoch 5), got {resumed.scheduler.last_epoch}"
+        got = resumed.early_stopping.state_dict()
+        assert got == {"best": 0.5, "bad_evals": 1}, f"restore early stopping: expected best 0.5, bad_evals 1, got {got}"
         rest = resumed.fit(max_steps=12).losses
+        for start, why in ((3, "step 3 ends epoch 0: replay the data only when batch_in_epoch > 0"),
+                           (4, "step 4 is mid-epoch: restore self._epoch_start_rng from the file")):
+            again = _resumable(folder / f"from{start}", checkpoint_every=1)
+            again.load_checkpoint(folder / f"whole/step_{start:08d}.safetensors")
+            again.fit(max_steps=5)
+            want, got = (load_checkpoint(folder / run / "step_00000005.safetensors")["rng"]
+                         for run in ("whole", f"from{start}"))
+            assert got == want, f"resumed from step {start}, the step-5 checkpoint saved other generator states: {why}"
     assert len(rest) == 7, f"resumed at step 5, fit(max_steps=12) takes 7 more steps, took {len(rest)}"
     first = next((i for i, (a, b) in enumerate(zip(rest, whole[5:])) if a != b), None)
     assert first is None, \

@@ -4,7 +4,6 @@ checkpoint with non-grad and non-tensor arguments, and the activation model off 
 
 import numpy as np
 import pytest
-import torch
 
 import tinytorch as tt
 from tinytorch.distributed import ThreadGroup
@@ -69,7 +68,9 @@ def test_keyword_arguments_reach_the_units_forward():
     assert all(loss is not None for loss in losses), "model(idx, targets=...) under FSDP gave no loss"
 
 
+@pytest.mark.parity
 def test_checkpoint_with_a_constant_tensor_and_a_float_matches_torch():
+    torch = pytest.importorskip("torch")
     x, w = tt.randn(2, 3, requires_grad=True), tt.randn(3, 3)
     checkpoint(lambda t, m, s: ((t @ m) * s).sum(), x, w, 2.0).backward()
     tx = torch.tensor(x.numpy(), requires_grad=True)

@@ -500,13 +500,13 @@ class EarlyStopping:
     def __init__(self, monitor="val_loss", patience=3, mode="min", min_delta=0.0):
         _validate_early_stopping(mode, patience)
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
-        self.best = None  # the best value seen so far
+        self.best = math.inf if mode == "min" else -math.inf  # the best so far: none yet, so any value beats it
         self.bad_evals = 0  # evaluations in a row without improvement
 
     def update(self, value):
         """Record one evaluation of the monitored metric; True means: stop now."""
         sign = 1.0 if self.mode == "min" else -1.0
-        if self.best is None or sign * (value - self.best) < -self.min_delta:
+        if sign * (value - self.best) < -self.min_delta:
             self.best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
@@ -516,7 +516,9 @@ class EarlyStopping:
         return {"best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state):
-        self.best, self.bad_evals = state["best"], state["bad_evals"]
+        best = state["best"]  # None in checkpoints saved before best started at ±inf
+        self.best = (math.inf if self.mode == "min" else -math.inf) if best is None else best
+        self.bad_evals = state["bad_evals"]
 
 
 # %% modules/07_training/training.py, cell 17
