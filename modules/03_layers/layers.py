@@ -205,6 +205,8 @@ def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
 # %% nbgrader={"grade": true, "grade_id": "test-init", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 fans = _calculate_fan_in_and_fan_out(Parameter(np.zeros((8, 4, 3, 3))))
 assert fans == (36, 72), f"(8, 4, 3, 3): fan_in = 4*3*3 = 36, fan_out = 8*3*3 = 72; got {fans}"
+fans = _calculate_fan_in_and_fan_out(Parameter(np.zeros((8, 4, 5))))
+assert fans == (20, 40), f"(8, 4, 5): the receptive field is every dim after the first two: (4*5, 8*5); got {fans}"
 assert _calculate_fan_in_and_fan_out(Parameter(np.zeros((30, 20)))) == (20, 30), "a Linear weight (out, in) has fans (in, out)"
 manual_seed(0)
 w = Parameter(np.zeros((256, 512), dtype=np.float32))
@@ -499,6 +501,14 @@ assert list(tree._modules) == ["first", "inner"], f"Modules go in _modules in or
 assert list(tree._parameters) == ["bias"], f"the tree's own parameter is 'bias', got {list(tree._parameters)}"
 pair.steps = Tensor([5.0])
 assert pair._buffers["steps"].item() == 5.0, "assigning a Tensor to a buffer's name updates the buffer"
+try: pair.steps = None  # as in PyTorch: the name stays a buffer, holding None
+except TypeError as err: raise AssertionError(f"a buffer may be set to None (as in PyTorch); it raised: {err}") from None
+assert "steps" in pair._buffers and pair._buffers["steps"] is None, \
+    f"pair.steps = None keeps 'steps' a buffer that holds None; _buffers is now {dict(pair._buffers)}"
+swapped = Pair()
+swapped.steps = Parameter([5.0])
+assert "steps" not in swapped._buffers and swapped.state_dict()["steps"].tolist() == [5.0], \
+    f"a Parameter assigned to buffer 'steps' replaces it (it leaves _buffers); _buffers still has {list(swapped._buffers)}"
 tree.bias = None
 assert "bias" not in tree._parameters, "self.bias = None must take 'bias' out of _parameters"
 tree.first = Pair()
@@ -556,8 +566,14 @@ assert weight.data.sum() == 14.0, f"load_state_dict copies the numbers in: weigh
 steps = tree.first.steps.item()
 assert steps == 7.0, f"load_state_dict loads buffers too (they are in the state dict): first.steps 7, got {steps}"
 assert tuple(result) == ([], []), f"a complete state dict: nothing missing or unexpected, got {result}"
-tree.load_state_dict({"bias": Tensor([3.0])}, strict=False)
+try: result = tree.load_state_dict({"bias": Tensor([3.0]), "extra": Tensor([1.0])}, strict=False)
+except KeyError as err: raise AssertionError(f"strict=False skips a key the model lacks ('extra'), got KeyError {err}") from None
 assert tree.bias.item() == 3.0 and weight.data.sum() == 14.0, "strict=False loads what is there, leaves the rest"
+assert result.unexpected_keys == ["extra"], f"strict=False reports 'extra' as unexpected, got {result}"
+pair = Pair()
+pair.register_buffer("empty", None)
+assert list(pair._state_tensors()) == ["weight", "steps"], \
+    f"a buffer holding None is left out (as in PyTorch): want ['weight', 'steps'], got {list(pair._state_tensors())}"
 shared = Pair()
 tree.first, tree.inner.second = shared, shared
 assert "inner.second.weight" in tree.state_dict(), "a shared module keeps every name in the state dict"
@@ -739,7 +755,11 @@ assert top > 0.1, f"weight fills U(-0.125, 0.125) (kaiming_uniform_ with a = √
 assert Linear(2, 3, bias=False).bias is None, "bias=False: no bias parameter"
 y = layer(Tensor(np.ones((5, 64), dtype=np.float32)))
 assert y.shape == (5, 3), f"Linear(64, 3) maps (5, 64) to (5, 3), got {y.shape}"
-assert Linear(2, 3, dtype="float64").weight.dtype == np.float64, "dtype= reaches the parameters"
+top = float(np.abs(Linear(4, 1000).bias.data).max())  # 1000 draws
+assert 0.45 < top <= 0.5, f"Linear(4, 1000)'s bias fills U(-1/√4, 1/√4) = U(-0.5, 0.5), yet max |bias| is {top:.3f}"
+wide = Linear(2, 3, dtype="float64")
+assert (wide.weight.dtype, wide.bias.dtype) == (np.float64, np.float64), \
+    f"dtype= reaches weight and bias, got {wide.weight.dtype} and {wide.bias.dtype}"
 
 # %% [markdown]
 # ## 4. Activations, and one op by the product rule
@@ -869,6 +889,13 @@ assert np.array_equal(grads[0][:, 0], [1, 3, 1, 0, 1]), \
     f"token 1 appears 3 times: its row gets 3 (repeats add up); unused row 3 gets 0; got {grads[0][:, 0]}"
 (padded,) = embedding(tokens, table, padding_idx=1)._backward(np.ones((2, 3, 3), dtype=np.float32))
 assert np.array_equal(padded[:, 0], [1, 0, 1, 0, 1]), f"the padding row gets no gradient, got {padded[:, 0]}"
+(padded,) = embedding(tokens, table, padding_idx=0)._backward(np.ones((2, 3, 3), dtype=np.float32))
+assert np.array_equal(padded[:, 0], [0, 3, 1, 0, 1]), \
+    f"padding_idx=0 is row 0 (0 is a row, not 'none'): want [0, 3, 1, 0, 1], got {padded[:, 0]}"
+short = embedding(Tensor(np.array([[1, 2], [4, 1]])), table)  # T = 2 positions, rows of width d = 3
+try: (g,) = short._backward(np.ones((2, 2, 3), dtype=np.float32))
+except ValueError as err: raise AssertionError(f"indices (2, 2): g (2, 2, 3) is 4 rows of width d = 3; got {err}") from None
+assert np.array_equal(g[:, 0], [0, 2, 1, 0, 1]), f"indices [[1, 2], [4, 1]]: want [0, 2, 1, 0, 1], got {g[:, 0]}"
 ### BEGIN HIDDEN TESTS
 (neg,) = embedding(tokens, table, padding_idx=-4)._backward(np.ones((2, 3, 3), dtype=np.float32))
 assert np.array_equal(neg[:, 0], [1, 0, 1, 0, 1]), "padding_idx=-4 is row 1"
@@ -926,8 +953,12 @@ emb = Embedding(1000, 8, padding_idx=3)
 assert [n for n, _ in emb.named_parameters()] == ["weight"], "Embedding registers one parameter, 'weight'"
 assert emb.weight.shape == (1000, 8), f"weight (num_embeddings, embedding_dim) = (1000, 8), got {emb.weight.shape}"
 assert np.all(emb.weight.data[3] == 0), "the padding row starts at zero"
+row = Embedding(10, 4, padding_idx=0).weight.data[0]
+assert np.all(row == 0), f"padding_idx=0 zeroes row 0 too (0 is a row, not 'none'), got {row}"
 assert abs(emb.weight.data.std() - 1) < 0.05, f"the weight is N(0, 1): std {emb.weight.data.std():.3f}"
 assert emb(Tensor(np.array([[3, 5]]))).shape == (1, 2, 8), "Embedding maps (B, T) indices to (B, T, d)"
+wide = Embedding(3, 2, dtype="float64").weight
+assert wide.dtype == np.float64, f"dtype= reaches the weight: want float64, got {wide.dtype}"
 
 # %% [markdown]
 # ## 6. `LayerNorm`: one op, with a backward derived by hand
@@ -1034,6 +1065,9 @@ assert np.allclose(y.data[1], [-1 / np.sqrt(3)] * 3 + [np.sqrt(3)], atol=1e-4), 
     f"[2, 2, 2, 6]: mean 3, σ √3 -> [-1/√3, -1/√3, -1/√3, √3], got {y.data[1]}"
 assert np.allclose(y.data.mean(axis=1), 0, atol=1e-6) and np.allclose(y.data.var(axis=1), 1, atol=1e-4), \
     "each row has mean 0 and (biased) variance 1"
+big_eps = layer_norm(Tensor([[3.0, 5.0]]), 2, eps=3.0).data
+assert np.allclose(big_eps, [[-0.5, 0.5]]), \
+    f"eps goes under the root: σ = √(1 + 3) = 2, so [3, 5] -> [-0.5, 0.5], got {big_eps.tolist()}"
 out = layer_norm(x, (4,), w, b)
 assert out._parents is not None and len(out._parents) == 3 and out._parents[0] is x, \
     "layer_norm must be ONE op whose inputs are (input, weight, bias), not a chain of primitives"
@@ -1043,6 +1077,10 @@ assert np.shape(gw) == (4,) and np.allclose(gw, y.data.sum(axis=0), atol=1e-5), 
 assert np.shape(gx) == (2, 4) and np.allclose(gx.sum(axis=1), 0, atol=1e-5), \
     f"dL/dx sums to 0 over each row (adding a constant to a row changes nothing), got row sums {np.sum(gx, axis=1)}"
 assert gradcheck(lambda a, c, d: layer_norm(a, 4, c, d), (x, w, b)), "layer_norm's gradients"
+G = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+gx, gx_plain = layer_norm(x, 4, None, b)._backward(G)[0], layer_norm(x, 4)._backward(G)[0]
+assert np.allclose(gx, gx_plain, atol=1e-5), f"a bias alone only shifts the output, so dL/dx is plain " \
+    f"layer_norm's {gx_plain.astype(float).round(3).tolist()}; got {gx.astype(float).round(3).tolist()} (x̂ changed?)"
 x3 = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)
 assert gradcheck(lambda a: layer_norm(a, (3, 4)), (x3,)), "gradients over two normalized dims"
 ### BEGIN HIDDEN TESTS
@@ -1095,6 +1133,9 @@ assert np.array_equal(ln.weight.data, np.ones(4)) and np.array_equal(ln.bias.dat
 x = Tensor([[2.0, 2.0, 2.0, 6.0]])
 assert np.allclose(ln(x).data, layer_norm(x, 4).data), "a fresh LayerNorm is the pure normalisation"
 assert LayerNorm(4, bias=False).bias is None, "bias=False: no β"
+wide = LayerNorm(4, dtype="float64")
+assert (wide.weight.dtype, wide.bias.dtype) == (np.float64, np.float64), \
+    f"dtype= reaches γ and β, got {wide.weight.dtype} and {wide.bias.dtype}"
 plain = LayerNorm((2, 3), elementwise_affine=False)
 assert plain.weight is None and plain.bias is None and not list(plain.parameters()), "no affine: no parameters"
 
@@ -1296,6 +1337,7 @@ assert np.all(dropout_mask((3,), 1.0, np.float32, device("cpu")) == 0), "p=1: al
 x = Tensor(np.ones((200, 500), dtype=np.float32), requires_grad=True)
 manual_seed(0)
 y = dropout(x, 0.2)
+assert np.all(x.data == 1), f"dropout must leave its input alone: x was all ones, now holds {np.unique(x.data)}"
 assert y.shape == (200, 500) and y.dtype == np.float32, f"same shape, float32; got {y.shape}, {y.dtype}"
 assert abs(y.data.mean() - 1.0) < 0.01, f"the expected value is unchanged: mean {y.data.mean():.3f}, want ~1"
 assert y._backward is not None, "dropout must record its backward: build the output with from_op(..., dropout_backward)"
