@@ -300,10 +300,15 @@ def test_arithmetic():
     ga, gb = p._backward(ones)
     assert np.allclose(ga, [[10, 20, 30]] * 2), f"d(a*b)/da = b (broadcast), got {ga}"
     assert np.allclose(gb, [5, 7, 9]), f"d(a*b)/db = a summed over rows = [5, 7, 9], got {gb}"
+    ga, _ = mul(tensor([0.0, 2.0], requires_grad=True), tensor([3.0, 4.0]))._backward(ones[0, :2])
+    assert np.allclose(ga, [3, 4]), f"d(a*b)/da = b = [3, 4], at a = 0 too; got {ga} (out / a there is 0 / 0)"
     q = div(tensor([3.0], requires_grad=True), tensor([4.0], requires_grad=True))
     assert q.shape == (1,) and np.allclose(q.data, 0.75), f"3 / 4 = 0.75, got {q.tolist()}"
     ga, gb = q._backward(np.ones(1, dtype=np.float32))
     assert np.allclose(ga, 0.25) and np.allclose(gb, -0.1875), f"d/da = 1/b = 0.25, d/db = -a/b² = -0.1875; got {ga}, {gb}"
+    ga, _ = div(tensor([1.0, 2.0, 4.0], requires_grad=True), tensor([[1.0, 2.0, 4.0], [2.0, 4.0, 8.0]]))._backward(ones)
+    assert np.shape(ga) == (3,) and np.allclose(ga, [1.5, 0.75, 0.375]), f"a (3,) / b (2, 3): d/da = g / b, " \
+        f"then summed over b's 2 rows = [1.5, 0.75, 0.375]; got {ga.tolist()}: divide by b before unbroadcast"
     w = pow(tensor([2.0, 3.0], requires_grad=True), 2)
     assert w.shape == (2,) and np.allclose(w.data, [4, 9]), f"[2, 3] ** 2 = [4, 9], got {w.tolist()}"
     ga, gb = w._backward(np.ones(2, dtype=np.float32))
@@ -317,6 +322,8 @@ def test_arithmetic():
     _, gb = pow(tensor([0.0, 0.0, 2.0]), tensor([0.0, 2.0, 3.0], requires_grad=True))._backward(ones[0])
     assert np.allclose(gb, [0, 0, 8 * np.log(2)]), f"0 ** b is flat in b for b >= 0, b = 0 included: " \
         f"d/db of [0, 0, 2] ** [0, 2, 3] is [0, 0, 8 ln 2], got {gb} (0 ** 0 · ln 0 = -inf, 0 · ln 0 = nan)"
+    _, gb = pow(tensor([0.0]), tensor([-1.0], requires_grad=True))._backward(ones[0, :1])
+    assert np.isneginf(gb).all(), f"0 ** -1 = inf; d/db = inf · ln 0 = -inf (as in PyTorch), got {gb}: only b >= 0 is flat"
     assert mul(a, 2).dtype == np.float32 and add(2, a).tolist()[0] == [3, 4, 5], "numbers work on either side"
     for op in (add, sub, mul, div, pow):
         dtype = op(a, np.float64(2)).dtype
@@ -438,6 +445,12 @@ def test_matmul():
     ga, gv = out._backward(np.ones(2, dtype=np.float32))
     assert out.shape == (2,) and ga.shape == (2, 3) and gv.shape == (3,), "1-D right operand: shapes wrong"
     assert np.allclose(gv, A.sum(axis=0), atol=1e-5), "1-D right operand: dL/dv = A.T @ g"
+    try:  # a batch of matrices times one vector
+        gx, gv = matmul(tensor(X, requires_grad=True), tensor(v, requires_grad=True))._backward(np.ones((5, 2), np.float32))
+    except ValueError as err:
+        raise AssertionError(f"(5, 2, 3) @ (3,): the backward raised {err}; g (5, 2) must become (5, 2, 1)") from None
+    assert gx.shape == (5, 2, 3) and np.allclose(gv, X.sum(axis=(0, 1)), atol=1e-4), f"(5, 2, 3) @ (3,) with " \
+        f"g = ones (5, 2): grads (5, 2, 3) and X summed over batch and rows, got {gx.shape}, {gv}"
     dot = matmul(tensor(v, requires_grad=True), tensor(v, requires_grad=True))
     assert dot.shape == (), f"(3,) @ (3,) is a 0-d dot product, got shape {dot.shape}"
     g1, g2 = dot._backward(np.array(2.0, dtype=np.float32))
@@ -538,6 +551,8 @@ def test_sum_mean():
     (g,) = m._parents[0]._backward(g_sum)
     assert g.shape == (2, 3) and np.allclose(g, 0.5), f"mean over 2 rows: gradient 1/2 everywhere, got {g}"
     assert mean(x).shape == () and np.isclose(mean(x).item(), 3.5), "mean of all elements is 3.5"
+    kept = mean(x, dim=1, keepdim=True)
+    assert kept.shape == (2, 1), f"mean(x, dim=1, keepdim=True) keeps dim 1 as size 1: (2, 1), got {kept.shape}"
     m = mean(x, dim=(0, 1)).item()
     assert np.isclose(m, 3.5), f"mean over dims (0, 1) divides the sum 21 by 2*3 = 6 elements: 3.5, got {m}"
     try:
@@ -642,6 +657,12 @@ def test_max_min():
     assert np.allclose(g, [[0, 0, 0], [0.5, 0, 0.5]]), f"two tied maxima share the gradient: got {g}"
     low = min(x, dim=1)
     assert low.values.tolist() == [1, 0] and low.indices.tolist() == [0, 1], "min over dim 1: [1, 0] at [0, 1]"
+    (g,) = min(x, dim=-1).values._backward(np.ones(2, dtype=np.float32))
+    assert np.array_equal(g, [[1, 0, 0], [0, 1, 0]]), f"min over dim -1 (dim 1 here) routes g to [[1, 0, 0], " \
+        f"[0, 1, 0]], got {np.shape(g)} {g.tolist()}; make a negative dim non-negative first (_dims)"
+    (g,) = max(tensor([[1.0, 5.0], [7.0, 0.0]], requires_grad=True), dim=0).values._backward(np.float32([1, 2]))
+    assert np.array_equal(g, [[0, 2], [1, 0]]), f"max over dim 0 of [[1, 5], [7, 0]] with g = [1, 2]: each column's " \
+        f"g goes to its winner, [[0, 2], [1, 0]]; got {g.tolist()}: put g's reduced axis back at `axis`, not last"
     ### BEGIN HIDDEN TESTS
     assert min(x).item() == 0, "min of all elements"
     ### END HIDDEN TESTS
@@ -729,6 +750,7 @@ def test_shape_ops():
     assert t.shape == (4, 3, 2), f"transpose(0, 2) of (2, 3, 4) is (4, 3, 2), got {t.shape}"
     assert t.data[3, 1, 0] == x.data[0, 1, 3], "transpose must swap the two indices"
     u = transpose(x, 0, 1)  # on 3 dims g.T would reverse all three
+    assert u.shape == (3, 2, 4), f"transpose(x, 0, 1) of (2, 3, 4) swaps dims 0 and 1 only: (3, 2, 4), got {u.shape}"
     (g,) = u._backward(u.data)
     assert g.shape == (2, 3, 4) and np.array_equal(g, x.data), \
         f"transpose(x, 0, 1)'s backward swaps dims 0 and 1 back (only those): shape (2, 3, 4), got {g.shape}"
@@ -905,6 +927,15 @@ def test_softmax():
     assert np.allclose(g[0], [0.25, -0.25]), f"softmax gradient at x=[0,0], g=[1,0] is [¼, -¼], got {g[0]}"
     p = softmax(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0)
     assert np.allclose(p.data.sum(axis=0), 1), "softmax along dim 0 normalises columns"
+    G, zeros = np.float32([[1, 0], [0, 0]]), tensor(np.zeros((2, 2), dtype=np.float32), requires_grad=True)
+    for f, want in ((log_softmax, [[0.5, 0], [-0.5, 0]]), (softmax, [[0.25, 0], [-0.25, 0]])):
+        (g,) = f(zeros, dim=0)._backward(G)
+        assert np.allclose(g, want), f"{f.__name__} over dim 0 at x = 0 with g = [[1, 0], [0, 0]]: gradient " \
+            f"{want}, got {g.tolist()}: the backward's sum runs along `axis`, the softmax dim"
+        z = tensor([[1.0, 2.0, 3.0]])
+        f(z, dim=1)
+        assert z.tolist() == [[1, 2, 3]], f"{f.__name__} changed its input [[1, 2, 3]] to {z.tolist()}: " \
+            f"shift into a new array (data - max), never the input's array in place"
     ### BEGIN HIDDEN TESTS
     z = log_softmax(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0)
     assert np.allclose(np.exp(z.data).sum(axis=0), 1), "dim=0 normalises columns"

@@ -138,6 +138,7 @@ def test_no_grad():
         with enable_grad():
             assert (x * 2).requires_grad, "enable_grad turns recording back on inside no_grad"
         assert not is_grad_enabled(), "leaving enable_grad restores the outer no_grad"
+    assert is_grad_enabled(), "after nested blocks grad mode must be on again: each switch restores its own saved mode"
     try:
         with no_grad():
             raise KeyError("boom")
@@ -161,7 +162,10 @@ def test_no_grad():
     ### END HIDDEN TESTS
 
 
-test_no_grad()
+try:
+    test_no_grad()
+finally:  # a failed check here must not leave grad mode off for the cells below
+    _grad_mode.enabled = True
 print("no_grad: ok")
 
 # %% [markdown]
@@ -246,7 +250,9 @@ def test_topological_order():
     assert len(order) == 4, f"a, b, c, d should each appear once, got {len(order)} nodes"
     position = {id(t): i for i, t in enumerate(order)}
     for child, parent in ((c, a), (c, b), (d, c), (d, a)):
-        assert position[id(parent)] < position[id(child)], "every tensor must come after its parents"
+        assert position[id(parent)] < position[id(child)], \
+            f"every tensor must come after its parents (a, b before c, c before d), got the order " \
+            f"{[{id(a): 'a', id(b): 'b', id(c): 'c', id(d): 'd'}[id(t)] for t in order]}"
     constant = Tensor([1.0])
     assert len(topological_order(d * constant)) == 5, "tensors without requires_grad are not visited"
     x = Tensor([1.0], requires_grad=True)
@@ -402,6 +408,15 @@ def test_backward():
     assert w.grad.dtype == np.float32, \
         f"a float32 leaf gets a float32 .grad even when g arrives as float64, got {w.grad.dtype}: " \
         f"_accumulate's first copy takes the leaf's dtype"
+    first = w.grad.data
+    backward((w * Tensor(np.array([3.0, 4.0]))).sum())
+    assert w.grad.data is first and w.grad.dtype == np.float32 and w.grad.tolist() == [6.0, 8.0], \
+        f"a second backward adds into the same float32 .grad array in place (+=): expected [6, 8] float32, got " \
+        f"{w.grad.tolist()} {w.grad.dtype}, same array: {w.grad.data is first}"
+    p, q = Tensor([1.0], requires_grad=True), Tensor([1.0], requires_grad=True)
+    backward(((p + q) + p).sum())  # add hands one g array to both parents
+    assert p.grad.tolist() == [2.0] and q.grad.tolist() == [1.0], f"L = (p + q) + p: expected p.grad [2], " \
+        f"q.grad [1], got {p.grad.tolist()}, {q.grad.tolist()}: add up paths into a new array (total + g), not +="
     ### BEGIN HIDDEN TESTS
     w = Tensor([1.0, 2.0, 3.0], requires_grad=True)
     backward((w[[0, 0, 2]] * 1.0).sum())
@@ -484,6 +499,12 @@ def test_numerical_gradient():
     assert abs(g[0] - 6.0) < 1e-9, \
         f"x^2 at 3 with eps=0.1: the central difference (3.1^2 - 2.9^2) / 0.2 gives exactly 6, got {g[0]} " \
         f"(6.1 or 5.9 come from a one-sided difference such as (f(x + eps) - f(x)) / eps)"
+    mt = np.array([[1.0, 2.0], [3.0, 4.0]]).T  # a transposed view: not contiguous
+    g = numerical_gradient(lambda: float((mt ** 2).sum()), mt)
+    assert np.allclose(g, 2 * mt, atol=1e-6), f"d/dx sum(x^2) on a transposed array is 2x = {(2 * mt).tolist()}, " \
+        f"got {g.tolist()}: perturb array[index] itself (array.reshape(-1) of a transposed array is a copy)"
+    g = numerical_gradient(lambda: 0.0, np.float32([3.0]))
+    assert g.dtype == np.float64, f"estimates are float64 even for a float32 array, got {g.dtype} (zeros_like keeps float32)"
     ### BEGIN HIDDEN TESTS
     assert np.allclose(numerical_gradient(lambda: float(np.sin(values).sum()), values), np.cos(values), atol=1e-6)
     ### END HIDDEN TESTS
@@ -592,6 +613,12 @@ def test_gradcheck():
     assert gradcheck(half, (Tensor([1.0, 2.0, 3.0], requires_grad=True),), raise_exception=False) is False, \
         "gradcheck passed a gradient half the true one (analytic below numeric): a difference fails " \
         "in either direction, so compare |analytic - numeric| with the tolerance"
+
+    def wrong_b(a, b):  # d(a*b)/db is a; this backward claims 2a
+        return from_op(a.data * b.data, a._device, (a, b), lambda g: (g * b.data, 2 * g * a.data))
+    y = Tensor([3.0, -1.0], requires_grad=True)
+    assert gradcheck(wrong_b, (Tensor([1.0, 2.0], requires_grad=True), y), raise_exception=False) is False, \
+        "gradcheck passed a wrong gradient for input 1: check every input, and return True only after the loop"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a: a.sum(dim=0), (x,)), "sum over a dim"
     ### END HIDDEN TESTS

@@ -81,6 +81,14 @@ def test_softmax_is_stable_for_large_logits(device):
     np.testing.assert_allclose(ls[1], [-2000.0, -1000.0, 0.0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_leaves_its_input_alone(name, device):
+    # shifting by the max must make a new array, not subtract from the input's own array
+    x = tt.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, -1.0]], device=device)
+    getattr(x, name)(dim=1)
+    assert x.tolist() == [[1.0, 2.0, 3.0], [0.0, 5.0, -1.0]]
+
+
 @pytest.mark.parametrize(
     "sa, sb",
     [((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)), ((2, 3), (3, 4)), ((5, 2, 3), (3, 4)),

@@ -56,6 +56,17 @@ def test_grads_accumulate_across_backward_calls(device):
     assert x.grad.tolist() == [3.0, 3.0]
 
 
+def test_accumulation_is_in_place_and_keeps_float32(device):
+    # a float64 operand sends float64 g to a float32 leaf; .grad stays the same float32 array
+    w = tt.tensor([1.0, 2.0], device=device, requires_grad=True)
+    c = tt.tensor([3.0, 4.0], dtype=tt.float64, device=device)
+    (w * c).sum().backward()
+    first = w.grad.data
+    (w * c).sum().backward()
+    assert w.grad.dtype == tt.float32 and w.grad.data is first
+    assert w.grad.tolist() == [6.0, 8.0]
+
+
 def test_tensor_used_twice_accumulates_within_graph(device):
     x = tt.tensor([2.0], device=device, requires_grad=True)
     a = x * 3

@@ -281,6 +281,13 @@ def test_numerical_gradient_is_central_difference():
     assert x.tolist() == [3.0]
 
 
+def test_numerical_gradient_is_float64_for_a_float32_array():
+    x = np.array([1.0, 2.0], dtype=np.float32)
+    g = numerical_gradient(lambda: float(x.astype(np.float64).sum()), x, eps=1e-3)
+    assert g.dtype == np.float64
+    np.testing.assert_allclose(g, [1.0, 1.0], rtol=1e-4)
+
+
 def test_gradcheck_error_names_worst_element(device):
     a = tt.tensor([0.5, 0.5], dtype=tt.float64, device=device, requires_grad=True)
     b = tt.tensor([1.0, 2.0, 7.25], dtype=tt.float64, device=device, requires_grad=True)

@@ -89,6 +89,23 @@ def test_max_min_with_nan_match_torch(data, name, dim, device):
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("dim", [-1, -2])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_max_min_with_a_negative_dim_match_torch(name, dim, keepdim, device):
+    torch = pytest.importorskip("torch")
+    data = [[1.0, 5.0, 2.0], [7.0, 0.0, 7.0]]
+    x = tt.tensor(data, requires_grad=True, device=device)
+    ref_x = torch.tensor(data, requires_grad=True)
+    out = getattr(x, name)(dim=dim, keepdim=keepdim).values
+    ref = getattr(ref_x, name)(dim=dim, keepdim=keepdim).values
+    (out * tt.tensor(np.arange(1, out.numel() + 1, dtype=np.float32).reshape(out.shape), device=device)).sum().backward()
+    (ref * torch.arange(1, ref.numel() + 1, dtype=torch.float32).reshape(ref.shape)).sum().backward()
+    np.testing.assert_array_equal(host(out), ref.detach().numpy())
+    np.testing.assert_array_equal(host(x.grad), ref_x.grad.numpy())
+
+
+@pytest.mark.parity
 @pytest.mark.parametrize("dim", [(), []])
 @pytest.mark.parametrize("keepdim", [False, True])
 @pytest.mark.parametrize("name", ["sum", "mean", "var"])
