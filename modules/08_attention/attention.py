@@ -233,6 +233,9 @@ def test_attention_weights():
     assert np.allclose(masked, [[1, 0]]), f"a -inf bias must remove key 1 entirely: {masked}"
     none = attention_weights(np.ones((2, 1), np.float32), k, np.array([[0, 0], [-np.inf, -np.inf]], np.float32))
     assert not np.isnan(none).any() and np.allclose(none[1], 0), f"a fully masked row gives zeros, not NaN: {none}"
+    far = attention_weights(*np.ones((2, 2, 1), np.float32), np.array([[0, 0], [-200, -199]], np.float32))[1]
+    assert np.allclose(far, [0.2689, 0.7311], atol=1e-4), f"subtract each ROW's own max (over the last axis only): " \
+        f"row 1 = softmax([-200, -199]) = [0.269, 0.731], got {far}"
     rng = np.random.default_rng(0)
     batch = attention_weights(rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 6, 5)))
     assert batch.shape == (2, 3, 4, 6), f"(B, H, Tq, D) with (B, H, Tk, D) gives (B, H, Tq, Tk), got {batch.shape}"
@@ -411,6 +414,9 @@ def test_scaled_dot_product_attention():
     assert np.allclose(out.data, softmax_v(s / np.sqrt(8))), "out = softmax(q kᵀ / √D) v"
     off = np.abs(scaled_dot_product_attention(q, k, v, scale=0.1).data - softmax_v(s * 0.1)).max()
     assert off < 1e-5, f"scale=0.1 replaces 1/√D: expected softmax(q kᵀ · 0.1) v, got an output off by up to {off:.3g}"
+    off = np.abs(scaled_dot_product_attention(q, k, v, scale=0.0).data - v.data.mean(-2, keepdims=True)).max()
+    assert off < 1e-5, "scale=0.0 is a scale too (only scale=None means 1/√D): all scores 0, so each query " \
+        f"averages the values; got an output off from that mean by up to {off:.3g}"
     first = scaled_dot_product_attention(q, k, v, is_causal=True).data[:, :, 0]
     assert np.allclose(first, v.data[:, :, 0]), "causal: the first query sees only the first key, so it outputs v[0]"
     k2, v2 = tensor(k.data[:, :2]), tensor(v.data[:, :2])
@@ -429,6 +435,15 @@ def test_scaled_dot_product_attention():
         return scaled_dot_product_attention(a, b, c, dropout_p=0.5, is_causal=True)
     assert gradcheck(dropped, small, raise_exception=False), \
         "dropout backward: out = (P ⊙ keep) V, so pass the same keep mask to attention_backward"
+    qk, v3 = tensor(rng.standard_normal((2, 3, 4))), tensor(rng.standard_normal((2, 3, 6)))  # no batch axis; Dv != D
+    try:
+        got = scaled_dot_product_attention(qk, qk, v3).data
+        ok = got.shape == (2, 3, 6) and np.allclose(got, scaled_dot_product_attention(
+            *(tensor(t.data[None]) for t in (qk, qk, v3))).data[0], atol=1e-6)
+    except ValueError as error:
+        got, ok = error, False
+    assert ok, "any number of leading axes, and Dv may differ from D: q, k (H, T, D) = (2, 3, 4) and v (2, 3, 6) " \
+        f"give (H, T, Dv) = (2, 3, 6), the same as with a batch axis; got {getattr(got, 'shape', repr(got))}"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, is_causal=True, window=2), small)
     tt.manual_seed(0)
@@ -523,6 +538,8 @@ def test_rope_tables():
     _, pairs = rope_tables(3, 4, interleaved=True)
     assert np.allclose(pairs.data, np.sin(np.repeat(angles, 2, axis=1)), atol=1e-6), \
         f"interleaved: each angle twice in a row, [θ₀, θ₀, θ₁, θ₁]; got\n{pairs}"
+    off = np.abs(rope_tables(4096, 64)[0].data[-1, :32] - np.cos(4095 * 10000.0 ** (-np.arange(0, 64, 2) / 64))).max()
+    assert off < 1e-6, f"position 4095: compute the angles t·θᵢ in float64, then cast the tables; cos is off by {off:.1e}"
 
 
 test_rope_tables()
@@ -821,6 +838,13 @@ def test_causal_self_attention():
     later = x.data.copy()
     later[:, -1] += 1
     assert np.allclose(attn(tensor(later)).data[:, :-1], y.data[:, :-1], atol=1e-6), "a token must not see later ones"
+    hidden = attn(x, attn_mask=tensor(np.arange(6) < 5)).data  # hide key 5 (padding): only query 5 saw it
+    assert not np.allclose(hidden[:, 5], y.data[:, 5]), "pass attn_mask on to the attention: " \
+        "hiding key 5 (attn_mask False there) must change query 5's output, but it stayed the same"
+    encoder = MultiHeadAttention(n_embd=16, n_head=4, block_size=8)
+    encoder.load_state_dict(attn.state_dict())
+    assert not np.allclose(encoder(tensor(later)).data[:, 0], encoder(x).data[:, 0]), "MultiHeadAttention sets " \
+        "is_causal = False (pass self.is_causal on, not True): token 0 must see the last token, but changing it did nothing"
     drop = CausalSelfAttention(n_embd=16, n_head=4, block_size=8, dropout=0.5).eval()
     drop.load_state_dict(attn.state_dict())
     assert np.allclose(drop(x).data, y.data, atol=1e-6), \

@@ -245,22 +245,27 @@ def test_block():
     assert np.allclose(block(x).numpy(), x.numpy()), "with zero sub-layer outputs a block is the identity (residuals)"
     assert block.ln_1 is not block.ln_2, "ln_1 and ln_2 must be two norm layers, each with its own weights"
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, rope=True, rope_base=5e5, window=3,
-                    bias=False)
+                    bias=False, dropout=0.3)
     odd = Block(cfg)
     assert odd.attn.window == 3, f"pass config.window on to attn: expected window 3, got {odd.attn.window}"
     assert np.allclose(odd.attn.rope_cos.numpy(), rope_tables(8, 4, base=5e5)[0].numpy()), \
         "pass config.rope_base on to attn: rope_base=5e5 must give rope_tables(8, 4, base=5e5), got other tables"
     biases = [name for name in odd.state_dict() if name.endswith("bias")]
     assert not biases, f"bias=False: pass config.bias on, so that no layer has a bias; got {biases}"
-    rope = Block(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=8, rope=True))
+    rope = Block(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=8, rope=True,
+                           rope_interleaved=True))
+    got = (odd.attn.dropout, rope.attn.rope_interleaved)
+    assert got == (0.3, True), f"pass config.dropout and config.rope_interleaved on to attn: expected (0.3, True), got {got}"
     assert rope.attn.c_attn.weight.shape == (16, 8), "pass n_kv_head on: 4 query heads + 2 (k, v) heads of size 2"
     x3 = tt.randn(1, 3, 8)
     moved = rope(x3, positions=np.array([[0, 1, 5]])).numpy() - rope(x3).numpy()
     assert np.abs(moved[0, -1]).max() > 1e-3, "pass positions on to attn: with RoPE, moving the last token " \
         "from position 2 to 5 must change its output, but the block gave the same"
     ### BEGIN HIDDEN TESTS
-    block = Block(config)
+    block, before = Block(config), x.numpy().copy()
     with tt.no_grad():
+        block(x)
+        assert np.array_equal(x.numpy(), before), "block(x) must not change x: write x = x + …, not x += … (x changed)"
         cache = block.attn.new_kv_cache(batch_size=2)
         steps = [block(x[:, :3], kv_cache=cache).numpy(), block(x[:, 3:], kv_cache=cache).numpy()]
         assert np.allclose(np.concatenate(steps, axis=1), block(x).numpy(), atol=1e-5), "pass kv_cache on to attn"
@@ -399,6 +404,8 @@ def test_gpt():
     assert model.transformer.wpe.weight.shape == (16, 32), \
         f"wpe has one row per position: (block_size, n_embd) = (16, 32), got {model.transformer.wpe.weight.shape}"
     assert model.lm_head.weight is model.transformer.wte.weight, "tie_weights: lm_head.weight IS wte.weight"
+    assert model.transformer.h[0] is not model.transformer.h[1], \
+        "n_layer blocks, each with its own weights: build a new Block per layer, not [Block(config)] * n_layer"
     idx = tt.tensor(np.random.default_rng(0).integers(0, 65, (3, 10)))
     logits, loss = model(idx)
     assert logits.shape == (3, 10, 65), f"logits have shape (B, T, vocab_size) = (3, 10, 65), got {logits.shape}"
@@ -427,6 +434,10 @@ def test_gpt():
         f"ln_f follows the config like the blocks' norms: expected RMSNorm with eps 1e-6, got {ln_f}"
     assert "transformer.wpe.weight" not in rope.state_dict() and rope(idx)[0].shape == (3, 10, 65), \
         "rope=True: no wpe table, and the forward pass works without it"
+    for kind, net in (("wpe(pos)", model), ("RoPE: pass positions on to every block", rope)):
+        moved = net(idx[:1, :3], positions=np.array([[0, 1, 5]]))[0].numpy() - net(idx[:1, :3])[0].numpy()
+        assert np.abs(moved[0, -1]).max() > 1e-5, f"explicit positions ({kind}): moving the last token from " \
+            "position 2 to 5 must change its logits, but they stayed the same"
     assert rope.lm_head.weight is not rope.transformer.wte.weight, "tie_weights=False: two separate matrices"
     ### BEGIN HIDDEN TESTS
     with tt.no_grad():
@@ -516,22 +527,24 @@ def test_weight_decay_groups():
     class Toy(Module):  # the parameter kinds of a GPT, in miniature
         def __init__(self):
             super().__init__()
-            self.wte, self.proj, self.ln = Embedding(10, 4), Linear(4, 4), LayerNorm(4)
+            self.embed_tokens, self.proj, self.norm = Embedding(10, 4), Linear(4, 4), LayerNorm(4)
             self.head = Linear(4, 10, bias=False)
-            self.head.weight = self.wte.weight  # tied
+            self.head.weight = self.embed_tokens.weight  # tied
     toy = Toy()
     groups = _weight_decay_groups(toy, 0.1)
     assert isinstance(groups, list) and len(groups) == 2, f"two groups (decay, no decay), got {groups!r:.80}"
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0], "the decayed group first, then weight_decay 0.0"
-    decayed = [id(p) for p in groups[0]["params"]]
-    assert decayed == [id(toy.proj.weight)], "only the matmul weight proj.weight is decayed"
+    names = {id(p): name for name, p in toy.named_parameters()}
+    decayed = [names.get(id(p)) for p in groups[0]["params"]]
+    assert decayed == ["proj.weight"], "only the matmul weight proj.weight is decayed (tell tables and norms by " \
+        f"their module's kind and the parameter's ndim, not by names), got {decayed}"
     others = sorted(id(p) for p in groups[1]["params"])
-    assert others == sorted(id(p) for p in (toy.wte.weight, toy.proj.bias, toy.ln.weight, toy.ln.bias)), \
+    assert others == sorted(id(p) for p in (toy.embed_tokens.weight, toy.proj.bias, toy.norm.weight, toy.norm.bias)), \
         "no decay for the bias, the LayerNorm, and the embedding table (tied to head: listed once)"
     ### BEGIN HIDDEN TESTS
-    toy.ln.weight.requires_grad = False
+    toy.norm.weight.requires_grad = False
     assert sum(len(g["params"]) for g in _weight_decay_groups(toy, 0.1)) == 4, "a frozen parameter goes in no group"
-    assert len(_weight_decay_groups(Toy().ln, 0.1)) == 1, "an empty group is left out"
+    assert len(_weight_decay_groups(Toy().norm, 0.1)) == 1, "an empty group is left out"
     ### END HIDDEN TESTS
 
 
@@ -628,7 +641,8 @@ def test_top_k_filter():
         kept_all = top_k_filter(z, 9)
     except (IndexError, ValueError) as error:
         raise AssertionError(f"k=9 > V=4 must keep every logit (like k = V), not fail: {error}") from None
-    assert np.array_equal(kept_all, z), f"k >= V keeps everything, got {kept_all}"
+    assert np.array_equal(kept_all, z) and not np.shares_memory(kept_all, z), \
+        f"k >= V keeps everything, in a new array (a copy, not z itself), got {kept_all}"
     ### BEGIN HIDDEN TESTS
     big = np.random.default_rng(0).standard_normal((3, 50))
     assert (np.isfinite(top_k_filter(big, 7)).sum(axis=-1) == 7).all(), "exactly k kept without ties"
@@ -654,6 +668,9 @@ def test_top_p_filter():
         "p=0.4 < 0.5: the most likely token alone suffices"
     assert np.isfinite(top_p_filter(z, 1e-9)).sum() == 2, "the most likely token is always kept"
     assert np.array_equal(top_p_filter(z, 1.0), z), "p = 1 keeps everything"
+    kept = np.isfinite(top_p_filter(np.log([0.15, 0.5, 0.3, 0.05]), 0.7))
+    assert np.array_equal(kept, [False, True, True, False]), "undo the sort (the j-th most likely is token order[j]): " \
+        f"probabilities [0.15, 0.5, 0.3, 0.05], p=0.7 keep tokens 1 and 2, got {kept}"
     ### BEGIN HIDDEN TESTS
     kept = np.isfinite(top_p_filter(np.log(np.array([0.6, 0.25, 0.1, 0.05])), 0.9))
     assert np.array_equal(kept, [True, True, True, False]), f"0.6+0.25 < 0.9 needs a third: {kept}"
@@ -716,6 +733,11 @@ def test_sample_next_token():
     greedy = sample_next_token(np.array([[0.1, 3.0, -1.0], [5.0, 0.0, 1.0]]), temperature=0)
     assert np.shape(greedy) == (2,), f"one id per row: shape (B,) = (2,), got {np.shape(greedy)}"
     assert list(greedy) == [1, 0], f"temperature 0 is greedy: the argmax of each row, got {list(greedy)}"
+    rng = np.random.default_rng(0)
+    sample_next_token(np.array([[1.0, 2.0]]), temperature=0, rng=rng)
+    after = rng.random()
+    assert after == np.random.default_rng(0).random(), "temperature 0 returns before drawing, so rng is untouched: " \
+        f"its next number must still be its first, 0.637, got {after:.3f}"
     z = np.repeat(np.array([[2.0, 1.0, 0.5, -1.0]]), 20000, axis=0)
     rng = np.random.default_rng(0)
 
@@ -866,6 +888,14 @@ def test_generate_tokens():
     assert model.training, "the mode is restored after generation"
     generate_tokens(model.eval(), prompt, 1)
     assert not model.training, "restore the caller's mode: a model in eval mode stays in eval mode"
+    a, b = (generate_tokens(model, prompt, 4, seed=0).numpy() for _ in range(2))
+    assert np.array_equal(a, b), f"seed=0 is a seed (test `seed is None`): two calls must agree, got\n{a}\nand\n{b}"
+    flat = GPT(model.config)
+    for p in flat.transformer.ln_f.parameters():
+        p.data[...] = 0  # all logits 0: greedy picks token 0
+    got = generate_tokens(flat, prompt, 4, temperature=0, stop=0).numpy()
+    assert got.shape == (2, 4), "stop=0 is a stop id (test `stop is None`): both rows produce 0 first, so " \
+        f"expected shape (2, 4), got\n{got}"
     ### BEGIN HIDDEN TESTS
     a = generate_tokens(model, prompt, 6, top_k=5, seed=3).numpy()
     b = generate_tokens(model, prompt, 6, top_k=5, seed=3, use_cache=False).numpy()

@@ -38,6 +38,17 @@ def test_scale_matches_torch(scale, device, rng):
         np.testing.assert_allclose(t.grad.numpy(), r.grad.numpy(), atol=1e-5)
 
 
+
+def test_scale_zero_averages_the_values(device, rng):
+    """scale=0.0 is a scale (every score 0: each query averages the values it sees), not "use 1/sqrt(D)".
+    (torch's CPU kernel gives NaN rows for scale=0.0 with is_causal, from 0 * -inf, so no torch oracle here.)"""
+    q, k, v = leaves(device, rng, *QKV)
+    np.testing.assert_allclose(sdpa(q, k, v, scale=0.0).numpy(), v.numpy().mean(-2, keepdims=True).repeat(4, -2),
+                               atol=1e-6)
+    running = v.numpy().cumsum(-2) / np.arange(1, 5)[:, None]
+    np.testing.assert_allclose(sdpa(q, k, v, scale=0.0, is_causal=True).numpy(), running, atol=1e-6)
+
+
 def test_gradcheck_bool_mask(device, rng):
     mask = rng.random((2, 1, 4, 4)) > 0.4
     mask[..., 1] = True

@@ -21,7 +21,7 @@ def prompt(device, batch=2, length=3):
 def test_top_k_on_hand_made_logits():
     z = np.array([[0.1, 2.0, -1.0, 0.5, 1.5]])
     assert np.array_equal(np.isfinite(top_k_filter(z, 3)), [[False, True, False, True, True]])
-    assert np.array_equal(top_k_filter(z, 10), z)
+    assert np.array_equal(top_k_filter(z, 10), z) and not np.shares_memory(top_k_filter(z, 10), z), "a copy, k >= V too"
     assert np.array_equal(np.isfinite(top_k_filter(np.array([3.0, 3.0, 1.0]), 1)), [True, True, False]), "ties kept"
 
 
@@ -44,7 +44,9 @@ def test_sample_next_token_distribution():
     np.testing.assert_allclose(freq, [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0], atol=0.015)
     sharp = np.bincount(sample_next_token(z, temperature=0.25, rng=rng), minlength=4) / 20000
     assert sharp[0] > 0.85, f"low temperature concentrates on the top token: {sharp}"
-    assert np.array_equal(sample_next_token(np.array([[1.0, 3.0, 2.0], [5.0, 0.0, 1.0]]), temperature=0), [1, 0])
+    rng = np.random.default_rng(0)
+    assert np.array_equal(sample_next_token(np.array([[1.0, 3.0, 2.0], [5.0, 0.0, 1.0]]), temperature=0, rng=rng), [1, 0])
+    assert rng.random() == np.random.default_rng(0).random(), "greedy returns before drawing: rng is untouched"
 
 
 def test_greedy_is_argmax_of_the_model(device):
@@ -81,6 +83,8 @@ def test_seed_determinism(device):
     c = model.generate(prompt(device), 12, seed=2).numpy()
     assert np.array_equal(a, b), "same seed, same tokens"
     assert not np.array_equal(a, c), "another seed, other tokens"
+    zero = [model.generate(prompt(device), 12, seed=0).numpy() for _ in range(2)]
+    assert np.array_equal(*zero), "seed=0 is a seed too"
     tt.manual_seed(7)
     d = model.generate(prompt(device), 12).numpy()
     tt.manual_seed(7)
@@ -96,6 +100,8 @@ def test_stop_tokens(device):
     assert np.array_equal(stopped, free[:4]), "generation ends right after the stop token, which is kept"
     stopped = model.generate(p, 8, temperature=0, stop=[999, int(free[5])]).numpy()[0]
     assert len(stopped) <= 6 and stopped[-1] == free[5]
+    model.transformer.ln_f.weight.data[...] = 0  # every logit 0: greedy picks token 0
+    assert model.generate(p, 5, temperature=0, stop=0).shape == (1, 4), "stop=0 is a stop id"
 
 
 def test_stop_tokens_in_a_batch(device):

@@ -212,6 +212,15 @@ def test_block_is_pre_ln_residual(device):
     x = tt.randn(2, 5, 16, device=device)
     h = x + block.attn(block.ln_1(x))
     np.testing.assert_allclose(block(x).numpy(), (h + block.mlp(block.ln_2(h))).numpy(), atol=1e-6)
+    before = x.numpy().copy()
+    with tt.no_grad():  # x += attn(...) would write into the caller's x here
+        block(x)
+    np.testing.assert_array_equal(x.numpy(), before)
+
+
+def test_block_passes_dropout_and_rope_layout_on():
+    block = Block(GPTConfig(**{**TINY, "dropout": 0.3, "rope": True, "rope_interleaved": True}))
+    assert (block.attn.dropout, block.attn.rope_interleaved) == (0.3, True)
 
 
 def test_gelu_new_matches_tanh_gelu(device):
