@@ -850,9 +850,9 @@ print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_a
 # a small batch it is not: on a 784→512→512→10 MLP at batch 128, your Adam takes
 # ~2.6 ms, the forward and backward ~3.6 ms together (2 cores, `bench/mlp.py`).
 # The cure is to fuse the passes, reading and writing each element once; NumPy
-# cannot, so `Adam(..., fused=True)` runs your recipe as one compiled loop
-# (provided code, section "Fused Adam"): the same numbers to the last bit, ~5x
-# faster. Memory is the real cost: the state. Measured on that MLP with your
+# cannot, so `Adam(..., fused=True)` runs the same recipe as one compiled loop
+# (provided code, section "Fused Adam"): the reference solution's numbers to the
+# last bit, ~5x faster. Memory is the real cost: the state. Measured on that MLP with your
 # optimizers:
 
 # %%

@@ -18,9 +18,11 @@
 # parameter MLP that is ~2.5 ms per step, more than its forward pass. With
 # `fused=True` (PyTorch's name) the same recipe runs as one loop per parameter,
 # compiled by numba on first use (`pip install 'tinytorch[fused]'`; ~0.5 s to
-# compile, ~60 MiB for numba itself): each element is read and written once,
-# in the lesson's order of float32 operations, so the result is the lesson's to
-# the last bit (tests/05_optimizers/test_fused.py), ~5x faster, and it releases
+# compile, ~115 MiB for numba and its compiled code): each element is read and
+# written once, in the reference solution's order of float32 operations, so with
+# Python numbers for lr, betas, eps and weight decay (as schedulers set them) the
+# result is the solution's to the last bit (tests/05_optimizers/test_fused.py);
+# ~5x faster, and it releases
 # Python's lock, so two threads update two parameters at once. CPU float32 and
 # float64 parameters only; anything else is refused when the optimizer is made.
 
@@ -57,11 +59,12 @@ def _check_fusable(p, name):
 
 
 def _fused_adam_update(p, grad, state, group):
-    """The lesson's Adam update of `p` in one compiled pass; False (nothing done) where `p.data` is not one
-    contiguous block, for the lesson's `_update` to do instead."""
+    """The lesson's Adam update of `p` in one compiled pass; False (nothing done) where `p.data`, its state or its
+    gradient is not one contiguous block of p's shape, for the lesson's `_update` to do instead."""
     _check_fusable(p, "a parameter")  # moved to another device or dtype after the optimizer was made
-    if not p.data.flags.c_contiguous:
-        return False
+    arrays = [p.data] + [v for v in state.values() if isinstance(v, np.ndarray) and v.ndim]
+    if grad.shape != p.data.shape or not all(a.flags.c_contiguous for a in arrays):
+        return False  # a broadcast gradient or state made on another layout: the kernel walks one flat block each
     dtype = p.data.dtype.type
     lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
     if not state:

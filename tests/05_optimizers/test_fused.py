@@ -21,6 +21,20 @@ OPTIONS = {
 }
 
 
+@pytest.fixture
+def kernel_runs(monkeypatch):
+    """What each call of the fused update returned (True: the kernel ran; False: the lesson's path did)."""
+    import tinytorch.optim.optimizer as optimizer_module
+
+    runs, update = [], optimizer_module._fused_adam_update
+
+    def recorded(*args):
+        runs.append(update(*args))
+        return runs[-1]
+    monkeypatch.setattr(optimizer_module, "_fused_adam_update", recorded)
+    return runs
+
+
 def _params(dtype, seed=0):
     rng = np.random.default_rng(seed)
     return [tt.tensor(rng.standard_normal(shape).astype(dtype), requires_grad=True)
@@ -42,12 +56,13 @@ def _run(make, fused, dtype, steps=4):
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_fused_equals_the_lesson_to_the_last_bit(name, dtype):
+def test_fused_equals_the_lesson_to_the_last_bit(name, dtype, kernel_runs):
     cls, options = OPTIONS[name]
     make = lambda params, fused: cls(params, lr=0.01, fused=fused, **options)  # noqa: E731
     lesson, lesson_opt = _run(make, False, dtype)
     fused, fused_opt = _run(make, True, dtype)
     assert fused_opt.fused and not lesson_opt.fused
+    assert kernel_runs == [True] * 16, "4 steps of 4 parameters, each through the kernel"
     for i, (a, b) in enumerate(zip(fused, lesson)):
         assert a.data.dtype == dtype and a.data.shape == b.data.shape
         np.testing.assert_array_equal(a.data, b.data, err_msg=f"{name}: parameter {i} after 4 steps")
@@ -88,6 +103,28 @@ def test_a_non_contiguous_parameter_takes_the_lesson_path():
         fused.step()
         lesson.step()
     np.testing.assert_array_equal(p.data, q.data)
+
+
+@needs_numba
+def test_a_broadcast_gradient_or_state_on_another_layout_takes_the_lesson_path(kernel_runs):
+    """The kernel walks p, its gradient and its state as flat blocks of p's size: anything else is the lesson's."""
+    p, q = (tt.tensor(np.ones(50, np.float32), requires_grad=True) for _ in range(2))
+    fused, lesson = AdamW([p], lr=0.1, fused=True), AdamW([q], lr=0.1)
+    p.grad, q.grad = tt.tensor(np.float32(0.5)), tt.tensor(np.float32(0.5))  # a 0-d gradient, broadcast
+    fused.step()
+    lesson.step()
+    np.testing.assert_array_equal(p.data, q.data)
+    r, s = (tt.tensor(np.ones((6, 4), np.float32).T, requires_grad=True) for _ in range(2))  # transposed at step 1
+    fused, lesson = Adam([r], lr=0.1, fused=True), Adam([s], lr=0.1)
+    for step in range(3):
+        if step == 1:
+            r.data, s.data = np.ascontiguousarray(r.data), np.ascontiguousarray(s.data)  # its state stays transposed
+        r.grad, s.grad = (tt.tensor(np.full((4, 6), 0.5 + step, np.float32)) for _ in range(2))
+        fused.step()
+        lesson.step()
+    np.testing.assert_array_equal(r.data, s.data)
+    np.testing.assert_array_equal(fused.state[r]["exp_avg"], lesson.state[s]["exp_avg"])
+    assert kernel_runs == [False] * 4
 
 
 @needs_numba

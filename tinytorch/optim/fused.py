@@ -36,11 +36,12 @@ def _check_fusable(p, name):
 
 
 def _fused_adam_update(p, grad, state, group):
-    """The lesson's Adam update of `p` in one compiled pass; False (nothing done) where `p.data` is not one
-    contiguous block, for the lesson's `_update` to do instead."""
+    """The lesson's Adam update of `p` in one compiled pass; False (nothing done) where `p.data`, its state or its
+    gradient is not one contiguous block of p's shape, for the lesson's `_update` to do instead."""
     _check_fusable(p, "a parameter")  # moved to another device or dtype after the optimizer was made
-    if not p.data.flags.c_contiguous:
-        return False
+    arrays = [p.data] + [v for v in state.values() if isinstance(v, np.ndarray) and v.ndim]
+    if grad.shape != p.data.shape or not all(a.flags.c_contiguous for a in arrays):
+        return False  # a broadcast gradient or state made on another layout: the kernel walks one flat block each
     dtype = p.data.dtype.type
     lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
     if not state:
