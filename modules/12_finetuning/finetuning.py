@@ -1083,10 +1083,10 @@ def test_distill():
     assert len(same) == 3 and max(same) - min(same) < 1e-6, (
         f"distill: expected one loss per batch, the teacher's targets from soft_targets (eval mode, no dropout), so "
         f"lr=0 on one batch gives one loss 3 times; got {same}")
-    got, want, grad, last = _two_batches(distill, distillation_loss, soft_targets)  # provided: lr = 0, T = 4, alpha = 0.9
+    got, want, weight, twin = _two_batches(distill, distillation_loss, soft_targets)  # provided: SGD, T = 4, alpha = 0.9
     assert [type(v) for v in got] == [float, float] and np.allclose(got, want, atol=1e-5), f"two batches, temperature=4, " \
         f"alpha=0.9: expected one float loss per batch, each on its own teacher targets, with T and alpha: {want}; got {got}"
-    assert np.allclose(grad, last, atol=1e-6), "zero the gradients before each backward: expected the last batch's gradient alone"
+    assert np.allclose(weight, twin, atol=1e-6), "zero the gradients before each backward: the second step used both batches'"
 
 
 test_distill()

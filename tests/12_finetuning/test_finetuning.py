@@ -479,7 +479,7 @@ def test_distill_two_batches_each_with_its_own_targets_temperature_and_alpha():
     """Twin of test-distill: floats, each batch's own teacher targets, temperature and alpha passed on, zero_grad."""
     from tinytorch.finetune import distill
     from tinytorch.finetune.distill import _two_batches
-    got, want, grad, last = _two_batches(distill, distillation_loss, soft_targets)
+    got, want, weight, twin = _two_batches(distill, distillation_loss, soft_targets)
     assert [type(v) for v in got] == [float, float]
     np.testing.assert_allclose(got, want, atol=1e-5)
-    np.testing.assert_allclose(grad, last, atol=1e-6)
+    np.testing.assert_allclose(weight, twin, atol=1e-6)

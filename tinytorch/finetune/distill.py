@@ -28,18 +28,22 @@ def _check_distillation(student_logits, teacher_logits, temperature, alpha):
 
 
 def _two_batches(distill, distillation_loss, soft_targets, temperature=4.0, alpha=0.9):
-    """The graded check of `distill`: a Linear student and teacher, two different batches, SGD with lr = 0 (so the
-    student does not change). Returns distill's losses, each batch's own distillation_loss (floats), the student's
-    weight gradient after distill, and the last batch's gradient alone."""
+    """The graded check of `distill`: a Linear student and teacher, two different batches, SGD (lr 0.1). Returns
+    distill's losses and final student weight, and those of a reference loop run on a twin of the student (each
+    batch's own targets and distillation_loss, gradients cleared before each backward)."""
     manual_seed(0)
-    student, teacher = Linear(4, 3), Linear(4, 3)
+    student, twin, teacher = Linear(4, 3), Linear(4, 3), Linear(4, 3)
+    twin.load_state_dict(student.state_dict())
     batches = [(randn(5, 4), tensor([0, 1, 2, 0, 1])), (randn(5, 4) * 3, tensor([2, 2, 1, 0, 1]))]
-    got = distill(student, teacher, batches, SGD(student.parameters(), lr=0.0), temperature, alpha)
-    grad = student.weight.grad.numpy().copy()
-    student.zero_grad()
-    want = [distillation_loss(student(x), soft_targets(teacher, x), y, temperature, alpha) for x, y in batches]
-    want[-1].backward()
-    return got, [w.item() for w in want], grad, student.weight.grad.numpy()
+    got = distill(student, teacher, batches, SGD(student.parameters(), lr=0.1), temperature, alpha)
+    optimizer, want = SGD(twin.parameters(), lr=0.1), []
+    for x, y in batches:
+        loss = distillation_loss(twin(x), soft_targets(teacher, x), y, temperature, alpha)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        want.append(loss.item())
+    return got, want, student.weight.numpy(), twin.weight.numpy()
 
 
 def _argument_tuples(batches):
