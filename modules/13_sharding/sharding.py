@@ -777,7 +777,7 @@ print("predict_memory: ok")
 
 # %%
 TABLE_CONFIG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False)
-for n, strategy, predicted, measured in _memory_table(TABLE_CONFIG, batch=2):
+for n, strategy, predicted, measured in _memory_table(TABLE_CONFIG, 2, predict_memory, gpt_activation_bytes):
     print(f"n={n} {strategy:5s} " + "  ".join(f"{k} {p / 1024:6.1f}/{m / 1024:6.1f} KiB" for k, p, m in
                                              zip(("params", "grads", "optim", "act"), predicted, measured)))
 

@@ -114,9 +114,11 @@ def _measure_strategy(config, batch, strategy):
     return static["params"], static["grads"], static["optimizer"], activations
 
 
-def _memory_table(config, batch, sizes=(1, 2, 4), strategies=("ddp", "zero1", "zero2", "zero3")):
-    """Rows (n, strategy, predicted, measured): the lesson's predict_memory and gpt_activation_bytes against
-    _measure_strategy, each as [params, grads, optimizer, activations] bytes (measured: the mean over ranks)."""
+def _memory_table(config, batch, predict_memory, gpt_activation_bytes, sizes=(1, 2, 4),
+                  strategies=("ddp", "zero1", "zero2", "zero3")):
+    """Rows (n, strategy, predicted, measured): the lesson's predict_memory and gpt_activation_bytes (passed in: the
+    notebook's own, not the last exported ones) against _measure_strategy, each as [params, grads, optimizer,
+    activations] bytes (measured: the mean over ranks)."""
     from tinytorch.distributed import ThreadGroup
     from tinytorch.models import GPT
     n_params = sum(p.data.size for p in GPT(config).parameters())
