@@ -29,20 +29,17 @@ def _check_distillation(student_logits, teacher_logits, temperature, alpha):
 
 def _two_batches(distill, distillation_loss, soft_targets, temperature=4.0, alpha=0.9):
     """The graded check of `distill`: a Linear student and teacher, two different batches, SGD (lr 0.1). Returns
-    distill's losses and final student weight, and those of a reference loop run on a twin of the student (each
-    batch's own targets and distillation_loss, gradients cleared before each backward)."""
+    distill's losses and final student weight, and those of module 07's train_step run on a twin of the student, one
+    batch each (its own teacher targets and distillation_loss)."""
     manual_seed(0)
     student, twin, teacher = Linear(4, 3), Linear(4, 3), Linear(4, 3)
     twin.load_state_dict(student.state_dict())
     batches = [(randn(5, 4), tensor([0, 1, 2, 0, 1])), (randn(5, 4) * 3, tensor([2, 2, 1, 0, 1]))]
     got = distill(student, teacher, batches, SGD(student.parameters(), lr=0.1), temperature, alpha)
-    optimizer, want = SGD(twin.parameters(), lr=0.1), []
-    for x, y in batches:
-        loss = distillation_loss(twin(x), soft_targets(teacher, x), y, temperature, alpha)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        want.append(loss.item())
+    def loss_on(x):  # the distillation loss of a batch, against its own teacher targets
+        return lambda logits, y: distillation_loss(logits, soft_targets(teacher, x), y, temperature, alpha)
+    optimizer = SGD(twin.parameters(), lr=0.1)
+    want = [train_step(twin, loss_on(x), optimizer, [(x, y)]) for x, y in batches]  # module 07's step, one batch each
     return got, want, student.weight.numpy(), twin.weight.numpy()
 
 
