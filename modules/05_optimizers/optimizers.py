@@ -847,8 +847,9 @@ print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_a
 # Time: an optimizer step is a handful of elementwise passes over every
 # parameter (SGD 1 to 4, Adam about 14), each reading and writing memory:
 # memory-bound. Next to a model with large activations that is small; next to
-# a small batch it is not: on a 784→512→512→10 MLP at batch 128, your Adam takes
-# ~2.6 ms, the forward and backward ~3.6 ms together (2 cores, `bench/mlp.py`).
+# a small batch it is not: on a 784→512→512→10 MLP at batch 128, your Adam's
+# update takes ~2.6 ms, more than half of PyTorch's whole training step of that
+# MLP (~4 ms; 2 cores, `bench/results/adamw-update-*.json` and `mlp-*.json`).
 # The cure is to fuse the passes, reading and writing each element once; NumPy
 # cannot, so `Adam(..., fused=True)` runs the same recipe as one compiled loop
 # (provided code, section "Fused Adam"): the reference solution's numbers to the
