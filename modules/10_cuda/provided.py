@@ -229,9 +229,11 @@ import numpy as np
 SOFTMAX_CROSS_ENTROPY = r"""
 // loss[r] = logsumexp(logits[r, :]) - logits[r, targets[r]], one block per row r.
 // blockDim.x is a power of two; shared memory holds one float per thread.
+// A target outside [0, n_classes) is never read through: its loss is NaN and *first_bad_row
+// (set to the row count by the caller) gets the lowest such row, for the host to report.
 extern "C" __global__
 void softmax_cross_entropy_forward(const float* logits, const long long* targets, float* loss,
-                                   int n_classes) {
+                                   int n_classes, int* first_bad_row) {
     extern __shared__ float scratch[];
     const float* row = logits + (long long)blockIdx.x * n_classes;
     const int tid = threadIdx.x;
@@ -255,7 +257,15 @@ void softmax_cross_entropy_forward(const float* logits, const long long* targets
         if (tid < stride) scratch[tid] += scratch[tid + stride];
         __syncthreads();
     }
-    if (tid == 0) loss[blockIdx.x] = __logf(scratch[0]) + m - row[targets[blockIdx.x]];
+    if (tid == 0) {
+        const long long target = targets[blockIdx.x];
+        if (target < 0 || target >= n_classes) {
+            atomicMin(first_bad_row, (int)blockIdx.x);
+            loss[blockIdx.x] = __int_as_float(0x7fc00000);  // NaN
+        } else {
+            loss[blockIdx.x] = __logf(scratch[0]) + m - row[target];
+        }
+    }
 }
 """
 
@@ -294,21 +304,35 @@ _raw_kernels = {}
 
 
 def softmax_cross_entropy_rows(logits, targets, threads=256):
-    """Per-row loss logsumexp(z) - z[target] of CuPy (rows, classes) float32 logits, by the CUDA C kernel."""
+    """Per-row loss logsumexp(z) - z[target] of CuPy (rows, classes) float32 logits, by the CUDA C kernel.
+
+    Targets are (rows,) integer class indices on the GPU. One out of [0, classes) raises IndexError
+    naming its row: the kernel flags it and this reads the flag back (one device-to-host copy)."""
+    if not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024 or threads & (threads - 1):
+        raise ValueError(f"softmax_cross_entropy_rows: threads={threads!r} must be a power of two "
+                         "from 1 to 1024 (a CUDA block's limit)")
     import cupy
     if not isinstance(logits, cupy.ndarray) or logits.ndim != 2:
         raise TypeError("softmax_cross_entropy_rows: logits must be a 2-D CuPy array (rows, classes) on the GPU")
-    if threads < 1 or threads & (threads - 1):
-        raise ValueError(f"softmax_cross_entropy_rows: threads={threads} must be a power of two")
+    rows, classes = logits.shape
+    if not isinstance(targets, cupy.ndarray) or targets.shape != (rows,) or targets.dtype.kind not in "iu":
+        got = (f"{type(targets).__name__} {getattr(targets, 'dtype', '')} of shape "
+               f"{tuple(getattr(targets, 'shape', ()))}")
+        raise TypeError(f"softmax_cross_entropy_rows: targets must be a CuPy integer array of shape ({rows},), "
+                        f"one class index per row of logits, got {got}")
     found = _raw_kernels.get("softmax_cross_entropy_forward")
     if found is None:
         found = _raw_kernels["softmax_cross_entropy_forward"] = cupy.RawKernel(
             SOFTMAX_CROSS_ENTROPY, "softmax_cross_entropy_forward")
     logits = cupy.ascontiguousarray(logits, dtype=np.float32)
     targets = cupy.ascontiguousarray(targets, dtype=np.int64)
-    rows, classes = logits.shape
     loss = cupy.empty(rows, dtype=np.float32)
-    found((rows,), (threads,), (logits, targets, loss, np.int32(classes)), shared_mem=threads * 4)
+    first_bad_row = cupy.full(1, rows, dtype=np.int32)
+    found((rows,), (threads,), (logits, targets, loss, np.int32(classes), first_bad_row), shared_mem=threads * 4)
+    bad = int(first_bad_row.get()[0])
+    if bad < rows:
+        raise IndexError(f"softmax_cross_entropy_rows: target {int(targets[bad].get())} of row {bad} is out "
+                         f"of range: logits have {classes} classes (0 to {classes - 1})")
     return loss
 
 
