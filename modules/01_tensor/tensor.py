@@ -44,7 +44,9 @@
 # small helpers that check operands. The next cell imports the ones your code
 # uses: `from_op` to build an op's output, `_operands`/`_binary`/`_keep_float32`
 # for binary ops, `_dims` to normalise a `dim` argument, and `get_xp` for the
-# array namespace (`numpy` on cpu, `cupy` on cuda).
+# array namespace (`numpy` on cpu, `cupy` on cuda). The graded cells use two more:
+# `_backward_of` (an op's gradients on fresh tensors) and `_expect` (a result
+# compared with the expected one, both shown when they differ).
 
 # %%
 import builtins
@@ -55,7 +57,7 @@ from tinytorch.core.backend import get_xp, scatter_add
 from tinytorch.core.tensor import (
     MinMax, _autocast_op, _binary, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
     _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float, _shape_arg, _xp_add,
-    _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor,
+    _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor, _backward_of, _expect,
 )
 
 # %% [markdown]
@@ -145,6 +147,9 @@ def test_unbroadcast():
     assert np.allclose(got, 15), f"(3,4,5) -> (4,1) sums 3*5 = 15 values per entry, got {got.ravel()}"
     assert unbroadcast(g, (2, 3)) is g, "when shapes already match, return grad itself (no copy)"
     assert unbroadcast(np.ones((2, 3)), ()).shape == (), "unbroadcast to a scalar shape () sums everything"
+    _expect(lambda: unbroadcast(np.ones((1, 3, 5)), (1, 5)), [[3.0] * 5], "(1, 3, 5) -> (1, 5): grad's axis 1 "
+            "(size 3) is shape's axis 0 (size 1), stretched; look up grad's size at i + extra")
+    _expect(lambda: unbroadcast(np.ones((0, 2)), (1, 2)), [[0.0, 0.0]], "(1, 2) stretched over 0 rows: an empty sum")
     ### BEGIN HIDDEN TESTS
     got = unbroadcast(np.arange(6.0).reshape(2, 3), (2, 1))
     assert np.allclose(got, [[3], [12]]), f"row sums expected, got {got.ravel()}"
@@ -325,6 +330,15 @@ def test_arithmetic():
     _, gb = pow(tensor([0.0]), tensor([-1.0], requires_grad=True))._backward(ones[0, :1])
     assert np.isneginf(gb).all(), f"0 ** -1 = inf; d/db = inf · ln 0 = -inf (as in PyTorch), got {gb}: only b >= 0 is flat"
     assert mul(a, 2).dtype == np.float32 and add(2, a).tolist()[0] == [3, 4, 5], "numbers work on either side"
+    b, b0 = [[1.0, 2.0, 4.0], [2.0, 4.0, 1.0]], [[0.0, 2.0, 3.0], [2.0, 1.0, 1.0]]
+    for op, rhs, want in ((add, b, ([2.0] * 3, [[1.0] * 3] * 2)), (sub, b, ([2.0] * 3, [[-1.0] * 3] * 2)),
+                          (mul, b, ([3.0, 6.0, 5.0], [[0.0, 1.0, 2.0]] * 2)),
+                          (div, b, ([1.5, 0.75, 1.25], [[0.0, -0.25, -0.125], [0.0, -0.0625, -2.0]])),
+                          (pow, b0, ([0.0, 3.0, 13.0], [[0.0, 0.0, 8 * np.log(2)], [0.0, 0.0, 2 * np.log(2)]]))):
+        _expect(lambda op=op, rhs=rhs: _backward_of(op, [0.0, 1.0, 2.0], rhs), want, f"{op.__name__}(a, b) with a = [0, 1, 2] "
+                f"broadcast against b = {rhs} and g = ones: a's gradient summed to (3,), b's of shape (2, 3), no nan")
+    _expect(lambda: div(tensor([5.0, 7.0]), 3), np.float32([5, 7]) / np.float32(3), "[5, 7] / 3 in float32, "
+            "rounded once as NumPy's a / b (a * (1 / b) rounds twice)", exact=True)
     for op in (add, sub, mul, div, pow):
         dtype = op(a, np.float64(2)).dtype
         assert dtype == np.float32, f"{op.__name__}: float32 with a NumPy float64 number stays float32, got {dtype}"
@@ -553,6 +567,10 @@ def test_sum_mean():
     assert mean(x).shape == () and np.isclose(mean(x).item(), 3.5), "mean of all elements is 3.5"
     kept = mean(x, dim=1, keepdim=True)
     assert kept.shape == (2, 1), f"mean(x, dim=1, keepdim=True) keeps dim 1 as size 1: (2, 1), got {kept.shape}"
+    _expect(lambda: _backward_of(sum, np.zeros((2, 2, 2)), g=[1.0, 2.0], dim=(1, 2)), ([[[1.0] * 2] * 2, [[2.0] * 2] * 2],),
+            "sum over dims (1, 2) of a (2, 2, 2) tensor with g = [1, 2]: each of g's entries fills its block")
+    _expect(lambda: mean(tensor([1.0, 2.0, 3.0, 4.0, 11.0])), np.float32(21) / np.float32(5), "mean of "
+            "[1, 2, 3, 4, 11] is the sum 21 divided by 5 in float32 (21 * (1 / 5) rounds twice)", exact=True)
     m = mean(x, dim=(0, 1)).item()
     assert np.isclose(m, 3.5), f"mean over dims (0, 1) divides the sum 21 by 2*3 = 6 elements: 3.5, got {m}"
     try:
@@ -649,12 +667,18 @@ def test_max_min():
     assert np.allclose(g, [[0, 1, 0], [1, 0, 0]]), f"the gradient goes to the winning index only, got {g}"
     kept = max(x, dim=0, keepdim=True)
     assert kept.values.shape == (1, 3) and kept.indices.shape == (1, 3), "keepdim keeps the reduced dim"
-    (g,) = kept.values._backward(np.ones((1, 3), dtype=np.float32))
-    assert np.allclose(g, [[0, 1, 0], [1, 0, 1]]), f"max over dim 0 with keepdim: got {g}"
+    _expect(lambda: kept.values._backward(np.ones((1, 3), dtype=np.float32)), ([[0, 1, 0], [1, 0, 1]],),
+            "max over dim 0 with keepdim=True: g (1, 3) already has the reduced axis; the gradient has x's shape")
     whole = max(x)
     assert whole.shape == () and whole.item() == 7, f"max of all elements is 7, got {whole}"
     (g,) = whole._backward(np.array(1.0, dtype=np.float32))
     assert np.allclose(g, [[0, 0, 0], [0.5, 0, 0.5]]), f"two tied maxima share the gradient: got {g}"
+    assert g.dtype == np.float32, f"float32 x, float32 g: the gradient stays float32, got {g.dtype} (count in x's dtype)"
+    one = max(tensor([[1.0, 5.0, 2.0]]), dim=1)
+    assert one.values.shape == one.indices.shape == (1,), f"max over dim 1 of a (1, 3) tensor: values and indices of " \
+        f"shape (1,), got {one.values.shape}, {one.indices.shape}: remove only the reduced axis"
+    _expect(lambda: _backward_of(max, [1.0, np.nan, 3.0]), ([0.0, 1.0, 0.0],), "max of [1, nan, 3] is nan; "
+            "the NaN won, so it gets the gradient (as in PyTorch)")
     low = min(x, dim=1)
     assert low.values.tolist() == [1, 0] and low.indices.tolist() == [0, 1], "min over dim 1: [1, 0] at [0, 1]"
     (g,) = min(x, dim=-1).values._backward(np.ones(2, dtype=np.float32))
@@ -927,6 +951,9 @@ def test_softmax():
     assert np.allclose(g[0], [0.25, -0.25]), f"softmax gradient at x=[0,0], g=[1,0] is [¼, -¼], got {g[0]}"
     p = softmax(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0)
     assert np.allclose(p.data.sum(axis=0), 1), "softmax along dim 0 normalises columns"
+    for f, want in ((softmax, [[0.1192, 0.0474], [0.8808, 0.9526]]), (log_softmax, [[-2.1269, -3.0486], [-0.1269, -0.0486]])):
+        assert np.allclose(f(tensor([[1.0, 2.0], [3.0, 5.0]]), dim=0).data, want, atol=1e-4), f"{f.__name__} of " \
+            f"[[1, 2], [3, 5]] over dim 0 is {want}: shift each column by its own max (along the softmax dim)"
     G, zeros = np.float32([[1, 0], [0, 0]]), tensor(np.zeros((2, 2), dtype=np.float32), requires_grad=True)
     for f, want in ((log_softmax, [[0.5, 0], [-0.5, 0]]), (softmax, [[0.25, 0], [-0.25, 0]])):
         (g,) = f(zeros, dim=0)._backward(G)

@@ -52,7 +52,7 @@ from tinytorch.core.backend import get_xp
 from tinytorch.core.autograd import (
     GradcheckError, _FREED, _check_shape, _float64_copy, _projection, _seed, is_grad_enabled,
 )
-from tinytorch.core.tensor import Tensor, _grad_mode, from_op
+from tinytorch.core.tensor import Tensor, _expect, _grad_mode, from_op
 
 # %% [markdown]
 # ## 1. Turning recording off: `no_grad`
@@ -413,6 +413,12 @@ def test_backward():
     assert w.grad.data is first and w.grad.dtype == np.float32 and w.grad.tolist() == [6.0, 8.0], \
         f"a second backward adds into the same float32 .grad array in place (+=): expected [6, 8] float32, got " \
         f"{w.grad.tolist()} {w.grad.dtype}, same array: {w.grad.data is first}"
+    h = x * 3.0
+    backward(h.sum())
+    assert h._parents == (), f"after backward (retain_graph=False) every node of the graph is freed, the " \
+        f"intermediate h = x * 3 too (its _parents set to ()), got {h._parents}"
+    c = from_op(x.data * 2.0, x._device, (x,), lambda g: (None,))  # a rule that gives x no gradient
+    _expect(lambda: (backward((c * 1.0).sum()), c.grad)[1], None, "a node that received no gradient is skipped")
     p, q = Tensor([1.0], requires_grad=True), Tensor([1.0], requires_grad=True)
     backward(((p + q) + p).sum())  # add hands one g array to both parents
     assert p.grad.tolist() == [2.0] and q.grad.tolist() == [1.0], f"L = (p + q) + p: expected p.grad [2], " \
@@ -619,6 +625,16 @@ def test_gradcheck():
     y = Tensor([3.0, -1.0], requires_grad=True)
     assert gradcheck(wrong_b, (Tensor([1.0, 2.0], requires_grad=True), y), raise_exception=False) is False, \
         "gradcheck passed a wrong gradient for input 1: check every input, and return True only after the loop"
+    lost_b = gradcheck(lambda a, b: from_op(a.data * b.data, a._device, (a, b), lambda g: (g * b.data, None)),
+                       (Tensor([1.0, 2.0], requires_grad=True), y), raise_exception=False)
+    assert lost_b is False, "gradcheck passed a backward that gives input 1 no gradient (None): its analytic " \
+        "gradient is then 0, and the numeric one, a (not 0), must show the difference"
+    one = Tensor([1.0], requires_grad=True)
+    assert gradcheck(lambda a: a ** 3, (one,), eps=0.5, atol=0.0, rtol=0.01, raise_exception=False) is False, \
+        "with eps=0.5 the central difference of a³ at 1 is 3.25, not 3: pass eps on to numerical_gradient"
+    _expect(lambda: gradcheck(wrong, (x,), atol=100.0), True, "atol=100 accepts this wrong gradient (its error is < 100)")
+    _expect(lambda: gradcheck(lambda a: a * 2.0, (Tensor(np.ones((0, 3)), requires_grad=True),)), True,
+            "an empty (0, 3) input has no element that could fail")
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a: a.sum(dim=0), (x,)), "sum over a dim"
     ### END HIDDEN TESTS

@@ -82,7 +82,7 @@ from tinytorch.core.autograd import gradcheck
 from tinytorch.core.backend import (
     device, generator_for, get_xp, manual_seed, scatter_add, to_device,
 )
-from tinytorch.core.tensor import Tensor, _autocast_op, from_op
+from tinytorch.core.tensor import Tensor, _autocast_op, _expect, from_op
 from tinytorch.nn.functional import (
     _check_linear, _embedding_indices, _float_array, _normalized_axes, _row_mean,
 )
@@ -547,6 +547,13 @@ tree.first, tree.inner.second = shared, shared
 names = [n for n, _ in tree.named_modules()]
 assert len(names) == 3, f"a module used twice is visited once: root, first, inner; got {names}"
 assert len(list(tree.parameters())) == 2, "a shared module's weight counts once"
+lone, bare = Pair(), Tree()
+lone.register_buffer("empty", None)
+lone.plain, bare.inner = Tensor([1.0]), None  # a plain Tensor attribute; a child set to None
+assert [n for n, _ in lone.named_buffers()] == ["steps"], f"named_buffers: 'steps' only (a buffer holding None " \
+    f"is skipped, a plain Tensor attribute is no buffer), got {[n for n, _ in lone.named_buffers()]}"
+assert [n for n, _ in bare.named_modules()] == ["", "first"], f"bare.inner = None takes 'inner' out of the walk, " \
+    f"got {[n for n, _ in bare.named_modules()]}"
 ### BEGIN HIDDEN TESTS
 assert len(list(tree.named_modules(remove_duplicate=False))) == 4, "remove_duplicate=False visits it twice"
 ### END HIDDEN TESTS
@@ -693,6 +700,8 @@ assert gw is not None and np.allclose(gw, [[1, 2]] * 3), \
 gx, gw, _ = linear(x, Tensor(w.data), b)._backward(np.ones((1, 3), dtype=np.float32))
 assert gw is None and gx is not None and np.allclose(gx, [[2, 2]]), \
     f"a frozen weight (requires_grad=False) gets None, x still gets dL/dx = [[2, 2]]: got gx {gx}, gw {gw}"
+_expect(lambda: (lambda v: (v.data,) + v._backward(np.ones(3, np.float32)))(linear(Tensor([1.0, 2.0], requires_grad=True),
+        w, b)), ([1, 2, 4], [2, 2], [[1, 2]] * 3, [1, 1, 1]), "a 1-D input (2,) gives a 1-D output (3,) and grad (2,)")
 ### BEGIN HIDDEN TESTS
 rng = np.random.default_rng(0)
 xs, ws, bs = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((3, 4), (2, 4), (2,)))
@@ -753,6 +762,7 @@ for name, p in layer.named_parameters():
 top = float(np.abs(layer.weight.data).max())  # 192 draws from U(-0.125, 0.125)
 assert top > 0.1, f"weight fills U(-0.125, 0.125) (kaiming_uniform_ with a = √5), yet max |weight| is {top:.3f}"
 assert Linear(2, 3, bias=False).bias is None, "bias=False: no bias parameter"
+_expect(lambda: Linear(0, 3).bias, [0, 0, 0], "Linear(0, 3) has no inputs, so there is no 1/√in: its bias is 0")
 y = layer(Tensor(np.ones((5, 64), dtype=np.float32)))
 assert y.shape == (5, 3), f"Linear(64, 3) maps (5, 64) to (5, 3), got {y.shape}"
 top = float(np.abs(Linear(4, 1000).bias.data).max())  # 1000 draws
@@ -896,6 +906,8 @@ short = embedding(Tensor(np.array([[1, 2], [4, 1]])), table)  # T = 2 positions,
 try: (g,) = short._backward(np.ones((2, 2, 3), dtype=np.float32))
 except ValueError as err: raise AssertionError(f"indices (2, 2): g (2, 2, 3) is 4 rows of width d = 3; got {err}") from None
 assert np.array_equal(g[:, 0], [0, 2, 1, 0, 1]), f"indices [[1, 2], [4, 1]]: want [0, 2, 1, 0, 1], got {g[:, 0]}"
+_expect(lambda: embedding(Tensor(np.zeros((0, 2), np.int64)), table)._backward(np.ones((0, 2, 3), np.float32)),
+        (np.zeros((5, 3)),), "an empty batch of indices (0, 2): g (0, 2, 3) holds no rows, the gradient is all 0")
 ### BEGIN HIDDEN TESTS
 (neg,) = embedding(tokens, table, padding_idx=-4)._backward(np.ones((2, 3, 3), dtype=np.float32))
 assert np.array_equal(neg[:, 0], [1, 0, 1, 0, 1]), "padding_idx=-4 is row 1"
@@ -1083,6 +1095,7 @@ assert np.allclose(gx, gx_plain, atol=1e-5), f"a bias alone only shifts the outp
     f"layer_norm's {gx_plain.astype(float).round(3).tolist()}; got {gx.astype(float).round(3).tolist()} (x̂ changed?)"
 x3 = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)
 assert gradcheck(lambda a: layer_norm(a, (3, 4)), (x3,)), "gradients over two normalized dims"
+assert gradcheck(lambda a, d: layer_norm(a, (3, 4), None, d), (x3, Parameter(np.ones((3, 4))))), "bias of shape (3, 4)"
 ### BEGIN HIDDEN TESTS
 w2 = Parameter(np.random.default_rng(1).standard_normal((3, 4)))
 assert gradcheck(lambda a, c: layer_norm(a, (3, 4), c), (x3, w2)), "weight without bias"
@@ -1220,6 +1233,7 @@ assert np.allclose((gx * y.data).sum(axis=1), 0, atol=1e-5), "Σ x̂·dL/dx = 0 
 assert gradcheck(lambda a, c: rms_norm(a, 2, c, eps=1e-6), (x, w)), "rms_norm's gradients"
 x3 = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)
 assert gradcheck(lambda a: rms_norm(a, (3, 4)), (x3,)), "gradients over two normalized dims"
+assert gradcheck(lambda a, c: rms_norm(a, (3, 4), c), (x3, Parameter(np.arange(12.0).reshape(3, 4)))), "weight (3, 4)"
 
 
 # %% [markdown]
@@ -1348,6 +1362,9 @@ assert np.array_equal(dropout(x, 0.2).data, y.data), "manual_seed(0) must reprod
 assert dropout(x, 0.2, training=False) is x and dropout(x, 0.0) is x, "eval or p=0: the input itself"
 layer = Dropout(0.5)
 assert layer.eval()(x) is x and layer.train()(x) is not x, "Dropout follows train() / eval()"
+(g,) = dropout(Tensor(np.zeros(1000, np.float32), requires_grad=True), 0.5)._backward(np.ones(1000, np.float32))
+assert 0.4 < (g == 2).mean() < 0.6, f"dropout of zeros (p=0.5), g = ones: about half the gradient is 2 (kept), got " \
+    f"{(g == 2).mean():.0%}: the mask decides, even where the input (and the output) is 0"
 
 # %% [markdown]
 # ## 8. Containers, and saving

@@ -1210,6 +1210,46 @@ def _move(x, dev):
     return from_op(to_device(x.data, dev), dev, (x,), move_backward)
 
 
+# %% modules/01_tensor/provided.py, cell 27
+def _backward_of(op, *args, g=None, **kwargs):
+    """op(*args, **kwargs) with each non-number argument made a tensor that requires grad, then the output's
+    backward for the upstream gradient g (ones when None): one gradient per input. max/min: of the values."""
+    out = op(*(a if isinstance(a, (int, float)) else tensor(a, requires_grad=True) for a in args), **kwargs)
+    out = out.values if isinstance(out, MinMax) else out
+    return out._backward(np.ones(out.shape, out.dtype) if g is None else np.asarray(g, out.dtype))
+
+
+def _expect(compute, want, message, exact=False):
+    """AssertionError(message, expected and got) unless compute() returns `want`: an array or a tuple of arrays and
+    Nones, the same shapes, values within 1e-5 (exact=True: bit for bit), nan where want has nan."""
+    try:
+        got = compute()
+    except Exception as err:  # a student's mistake often shows as a NumPy error: name the check instead
+        raise AssertionError(f"{message}: expected {_shown(want)}, but it raised {type(err).__name__}: {err}") from None
+    if not _same(got, want, exact):
+        raise AssertionError(f"{message}: expected {_shown(want)}, got {_shown(got)}")
+
+
+def _same(got, want, exact):
+    if isinstance(want, tuple):
+        return isinstance(got, tuple) and len(got) == len(want) and all(_same(a, b, exact) for a, b in zip(got, want))
+    if want is None or got is None:
+        return got is None and want is None
+    got, want = np.asarray(to_numpy(getattr(got, "data", got)), dtype=float), np.asarray(want, dtype=float)
+    if got.shape != want.shape:
+        return False
+    return np.array_equal(got, want, equal_nan=True) if exact else np.allclose(got, want, 1e-5, 1e-6, equal_nan=True)
+
+
+def _shown(value):
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_shown(v) for v in value) + ")"
+    if value is None:
+        return "None"
+    array = np.asarray(to_numpy(getattr(value, "data", value)))
+    return f"{array.tolist()} (shape {array.shape})"
+
+
 # %% modules/01_tensor/tensor.py, cell 8
 def unbroadcast(grad, shape):
     """Sum `grad` over the dimensions that broadcasting stretched, so it has `shape`."""
