@@ -121,6 +121,8 @@ def test_mse_loss():
     assert mse_loss(x, y, reduction="none").tolist() == [0, 4, 9], "reduction='none' keeps each one"
     m2 = mse_loss(tensor([[1.0, 2.0, 4.0], [0.0, 1.0, 1.0]]), tt.zeros(2, 3)).item()
     assert np.isclose(m2, 23 / 6), f"(2, 3) input: 'mean' averages all 6 squared errors, 23/6 = 3.8333; got {m2}"
+    near = mse_loss(tensor([10001.0]), tensor([10000.0])).item()
+    assert near == 1.0, f"x = 10001, y = 10000: (x - y)² = 1, got {near}: square the difference, not x² - 2xy + y²"
     ### BEGIN HIDDEN TESTS
     t = tensor([0.0, 0.0, 0.0], requires_grad=True)
     mse_loss(tensor([1.0, 2.0, 3.0]), t).backward()
@@ -217,8 +219,9 @@ def test_cross_entropy_forward():
     assert np.allclose(m, zz.max(1)), "m is each row's max"
     assert np.allclose(m + log_sum, np.log(np.exp(zz).sum(1)), atol=1e-6), "m + log_sum is the LSE"
     neg, m, _ = _cross_entropy_rows(np.array([[-1e4, -1e4 + 1]], np.float32), np.array([0]), np.ones(1, np.float32), np)
-    assert np.allclose(neg, [1.3133], atol=1e-3), f"all-negative logits (-1e4, -1e4 + 1), target 0: m is the row " \
-        f"max -9999 (not clamped at 0), loss log(1 + e) = 1.3133; got {neg} with m = {m}"
+    assert np.allclose(neg, [np.log1p(np.e)], atol=2e-5), f"all-negative logits (-1e4, -1e4 + 1), target 0: m is " \
+        f"the row max -9999 (not clamped at 0), loss log(1 + e) = 1.313262; got {neg} with m = {m}: subtract " \
+        "z_t - m from log_sum (adding m to log_sum first rounds away digits at 1e4)"
 
 
 test_cross_entropy_forward()
@@ -508,8 +511,17 @@ def test_cross_entropy():
         f"p - smoothed target = (-0.4, 0.4), and no gradient (smoothing included) for the ignored row; got {x.grad.tolist()}"
     weighted = cross_entropy(tensor([[0.0, 0.0], [0.0, 1000.0]]), tensor([0, 1]), weight=tensor([3.0, 1.0]))
     assert np.isclose(weighted.item(), 3 * np.log(2) / 4), f"weighted mean: (3 log 2 + 0) / 4, got {weighted.item()}"
+    both = cross_entropy(tensor([[0.0, 0.0]]), tensor([0]), weight=tensor([3.0, 1.0]), label_smoothing=0.2, reduction="sum")
+    assert np.isclose(both.item(), 2.8 * np.log(2)), f"weight (3, 1) with smoothing 0.2 on z = (0, 0): 0.8·3·log 2 + " \
+        f"0.1·(3 + 1)·log 2 = 2.8 log 2 = 1.9408 (smoothing weighs class c by w_c, kept rows by 1); got {both.item():.4f}"
+    with np.errstate(all="ignore"):
+        masked = cross_entropy(tensor([[0.0, 0.0], [-np.inf, 0.0]]), tensor([0, -100])).item()
+        nothing = cross_entropy(tensor([[0.0, 1.0]]), tensor([-100])).item()
+    assert np.isclose(masked, np.log(2)), f"an ignored row holding -inf must add nothing (0 · inf is nan): log 2, got {masked}"
+    assert np.isnan(nothing), f"every target ignored: the mean is 0/0 = nan, as in PyTorch (only the gradient is guarded); got {nothing}"
     r = tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True)
-    for kw in ({}, {"weight": tensor([1.0, 2.0, 0.5, 1.0]), "label_smoothing": 0.1}, {"reduction": "none"}):
+    for kw in ({}, {"weight": tensor([1.0, 2.0, 0.5, 1.0])}, {"weight": tensor([1.0, 2.0, 0.5, 1.0]), "label_smoothing": 0.1},
+               {"reduction": "none"}):
         assert tt.autograd.gradcheck(lambda a: cross_entropy(a, tensor([3, 0, 1]), **kw), (r,),
                                      raise_exception=False), \
             f"cross_entropy(..., {kw}): analytic and numeric gradients differ"
@@ -582,6 +594,8 @@ def test_nll_loss():
     assert logp.grad is not None and logp.grad.shape == (2, 2), "backward fills the log-probabilities' grad"
     assert np.allclose(logp.grad.data, [[0.0, -2.0], [-1.0, 0.0]]), \
         f"the scatter: -w[t] at each picked entry, 0 elsewhere; got {logp.grad.tolist()}"
+    wmean = nll_loss(logp, tensor([1, 0]), weight=tensor([1.0, 2.0])).item()
+    assert np.isclose(wmean, 7 / 3), f"weighted mean: (2·2 + 1·3) / (2 + 1) = 7/3 (divide by the weights' sum), got {wmean}"
     with np.errstate(invalid="ignore", divide="ignore"):  # every target ignored: the mean is 0/0 = nan, as in PyTorch
         assert nll_loss(tensor([[-np.inf, -1.0]]), tensor([-100])).shape == (), "an ignored -inf stays out"
         mixed = nll_loss(tensor([[-0.1, -2.3], [-np.inf, 0.0]]), tensor([0, -100])).item()
@@ -749,6 +763,10 @@ def test_bce_with_logits():
     assert tt.autograd.gradcheck(lambda u, v: binary_cross_entropy_with_logits(
         u, v, weight=tensor([1.0, 2.0]), pos_weight=tensor([0.5, 3.0])), (a, b), raise_exception=False), \
         "gradcheck with weight and pos_weight: analytic and numeric gradients differ (input or target)"
+    y1 = tensor([1.0], requires_grad=True)
+    binary_cross_entropy_with_logits(tensor([-100.0]), y1, pos_weight=tensor([3.0])).backward()
+    assert np.isclose(y1.grad.item(), 300.0), f"x = -100, pos_weight 3: dℓ/dy = -x + (p - 1)·softplus(-x) = 100 + 2·100 " \
+        f"= 300, got {y1.grad.item()}: the target's gradient needs the stable softplus too"
 
 
 test_bce_with_logits()
@@ -871,10 +889,12 @@ def test_accuracy():
     assert isinstance(got, float), f"accuracy returns a Python float, got {type(got).__name__}"
     assert got == 0.75, f"argmax per row is [0, 1, 2, 0]: 3 of 4 correct, got {got}"
     assert accuracy(tensor([0, 1, 2]), tensor([0, 1, 1])) == 2 / 3, "class predictions compare directly"
-    assert accuracy(tensor([-1.0, 2.0]), tensor([0.0, 1.0])) == 1.0, "binary logits: positive means 1"
+    assert accuracy(tensor([-1.0, 0.3]), tensor([0.0, 1.0])) == 1.0, "binary logits: positive means 1 (threshold 0 by default)"
     assert accuracy(logits, tensor([0, -100, -100, 1]), ignore_index=-100) == 0.5, \
         "ignored targets are not counted"
     assert np.isnan(accuracy(logits[:1], tensor([-100]), ignore_index=-100)), "nothing kept: nan"
+    zero = accuracy(tensor([1, 1, 2]), tensor([0, 1, 1]), ignore_index=0)
+    assert zero == 0.5, f"ignore_index=0 is a class to ignore like any other (0 is not None): 1 of 2 kept, got {zero}"
     ### BEGIN HIDDEN TESTS
     assert accuracy(tensor([0.2, 0.9]), tensor([0.0, 1.0]), threshold=0.5) == 1.0, "probabilities"
     ### END HIDDEN TESTS

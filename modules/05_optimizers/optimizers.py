@@ -206,9 +206,15 @@ def test_sgd():
         assert len(got) == len(want) and np.allclose(got, want), f"{why}: expected {want}, got {np.round(got, 6).tolist()}"
     got = _steps(lambda p: SGD(p, lr=0.1, weight_decay=0.5), [0.0], start=2.0)
     assert np.allclose(got, [1.9]), f"weight decay adds 0.5*θ = 1 to the gradient: 2 - 0.1 = 1.9; got {got}"
-    p = tt.tensor([2.0], requires_grad=True); p.grad = tt.tensor([0.5]); SGD([p], lr=0.1, weight_decay=0.5).step()
-    assert p.grad.data.tolist() == [0.5], (
-        f"weight decay must leave p.grad at [0.5] (grad = grad + wd*θ, not +=); got {p.grad.data.tolist()}")
+    for kw in ({"weight_decay": 0.5}, {"maximize": True}):
+        p = tt.tensor([2.0], requires_grad=True); p.grad = tt.tensor([0.5]); SGD([p], lr=0.1, **kw).step()
+        assert p.grad.data.tolist() == [0.5], (f"SGD(..., {kw}) must leave p.grad at [0.5] (grad = grad + wd*θ or "
+                                               f"grad = -grad make new arrays; not +=, *=); got {p.grad.data.tolist()}")
+    p, q = tt.tensor([1.0], requires_grad=True), tt.tensor([1.0], requires_grad=True)
+    p.grad, q.grad = tt.tensor([1.0]), tt.tensor([1.0])
+    SGD([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.1).step()
+    assert np.allclose([p.item(), q.item()], [0.9, 0.5]), \
+        f"each group steps with its own group['lr'] (0.1 and 0.5): expected [0.9, 0.5], got {[p.item(), q.item()]}"
     p = tt.tensor(np.ones((3, 2), np.float32), requires_grad=True)
     p.grad = tt.tensor(np.full((3, 2), 0.5, np.float32))
     opt = SGD([p], lr=0.1, momentum=0.9)
@@ -400,6 +406,10 @@ def test_adam():
         got = _steps(make, grads)
         assert len(got) == len(want) and np.allclose(got, want, atol=1e-6), \
             f"{why}: expected {np.round(want, 6).tolist()}, got {np.round(got, 6).tolist()}"
+    for kw in ({"weight_decay": 0.5}, {"maximize": True}):
+        p = tt.tensor([2.0], requires_grad=True); p.grad = tt.tensor([0.5]); Adam([p], lr=0.1, **kw).step()
+        assert p.grad.data.tolist() == [0.5], (f"Adam(..., {kw}) must leave p.grad at [0.5] (grad = grad + wd*θ or "
+                                               f"grad = -grad make new arrays; not +=, *=); got {p.grad.data.tolist()}")
     p = tt.tensor([1.0, 1.0], requires_grad=True)
     opt = Adam([p], lr=0.1, amsgrad=True)
     for g in ([1.0, 1.0], [0.01, 0.01]):
@@ -532,7 +542,10 @@ print("CosineAnnealingLR: ok")
 #
 # total = ‖(‖g₁‖ₚ, ‖g₂‖ₚ, ..., ‖gₙ‖ₚ)‖ₚ.
 #
-# For p = ∞ the norm is the largest |entry|. If total > max_norm every gradient
+# For p = ∞ the norm is the largest |entry|. (For p = 0, a count of nonzero entries
+# and not a true norm, the identity fails: PyTorch still takes the norm of the
+# per-tensor norms, the number of tensors with a nonzero gradient, and so do we.)
+# If total > max_norm every gradient
 # is multiplied by max_norm / total (PyTorch adds 1e-6 to the denominator, so a
 # zero norm divides safely); otherwise they are left alone. The function
 # returns the total as a 0-d tensor: log it, it is a useful health signal. If
@@ -588,6 +601,12 @@ assert _vector_norm(np, a, 0.0) == 2.0, "the 0-'norm' counts the nonzero entries
 half = np.full(1000, 10.0, np.float16)
 assert np.isclose(_vector_norm(np, half, 2.0), 316.2, rtol=1e-3) and _vector_norm(np, half, 2.0).dtype == np.float16, \
     f"float16: sum in float32 (the squares add up to 1e5 > 65504), return float16; got {_vector_norm(np, half, 2.0)!r}"
+assert np.isclose(_vector_norm(np, half, 3.0), 100.0, rtol=1e-3), f"float16 3-norm: widen for every p, not only p = 2 " \
+    f"(1000 cubes of 10 add up to 1e6 > 65504; the root, 100, fits); got {_vector_norm(np, half, 3.0)}"
+tiny = _vector_norm(np, np.full(4, 1e-30), 2.0)
+assert tiny.dtype == np.float64 and np.isclose(tiny, 2e-30, rtol=1e-9, atol=0), \
+    f"float64 entries 1e-30: the 2-norm is 2e-30 in float64 (widen only narrower types: 1e-60 underflows in float32); got {tiny!r}"
+assert _vector_norm(np, a, 0.0).dtype == np.float32, f"the 0-'norm' is a float32 count too, got {_vector_norm(np, a, 0.0)!r}"
 
 # %% [markdown]
 # ### Exercise: `clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False)`
@@ -654,12 +673,25 @@ def test_clip_grad_norm():
     total = clip_grad_norm_([a, b], max_norm=2.5, norm_type=float("inf"))
     assert np.isclose(total.item(), 5.0), f"the inf-norm is the largest |entry| (5), got {total.item()}"
     assert np.allclose(a.grad.data, [1.5, -2.5], atol=1e-5), f"scaled by 2.5/5; got {a.grad.data}"
+    zero = clip_grad_norm_([a, b], 10.0, norm_type=0).item()
+    assert zero == 2.0, f"norm_type=0 as PyTorch: each gradient's count of nonzeros (2, 1), then the count of those: 2; got {zero}"
     a.grad, raised = tt.tensor([np.inf, 1.0]), None
     try:
         clip_grad_norm_([a], 1.0, error_if_nonfinite=True)
     except RuntimeError as err:
         raised = str(err)
     assert raised and "non-finite" in raised, "an inf norm with error_if_nonfinite=True: RuntimeError, 'non-finite'"
+    a.grad, raised = tt.tensor([np.nan, 1.0]), None
+    try:
+        clip_grad_norm_([a], 1.0, error_if_nonfinite=True)
+    except RuntimeError as err:
+        raised = str(err)
+    assert raised, "a nan norm is non-finite too (nan is not inf): error_if_nonfinite=True must raise RuntimeError"
+    a.grad = tt.tensor([0.0, 0.0])
+    with np.errstate(all="ignore"):
+        clip_grad_norm_([a], 0.0)
+    assert a.grad.data.tolist() == [0.0, 0.0], f"zero gradients, max_norm 0: they stay 0 (0/0 is nan: the " \
+        f"denominator must not be 0, as PyTorch makes sure), got {a.grad.data.tolist()}"
     ### BEGIN HIDDEN TESTS
     c = tt.tensor([1.0], requires_grad=True)
     assert clip_grad_norm_([c], 1.0).item() == 0.0, "no gradients: norm 0"
@@ -741,10 +773,13 @@ def test_logistic_l2():
     X, y = _logistic_data()
     lam, n = 0.02, 0
     w = fit_logistic_regression(X, y, np.zeros(3), lam)
-    assert isinstance(w, np.ndarray) and w.shape == (3,), f"return the weights as a (3,) array, got {w!r}"
+    assert isinstance(w, np.ndarray) and w.shape == (3,) and w.dtype == np.float32, \
+        f"return the weights as a (3,) float32 array (whatever w_init's dtype), got {w!r}"
     w1, one_step = fit_logistic_regression(X, y, np.zeros(3), 0.0, steps=1), X.T @ (y - 0.5) / len(y)
     assert np.allclose(w1, one_step, atol=1e-5), (
         f"steps=1 from 0 is exactly one step of lr 1, X^T(y - 1/2)/n = {one_step}; got {w1}")
+    half = fit_logistic_regression(X, y, np.zeros(3), 0.0, lr=0.5, steps=1)
+    assert np.allclose(half, one_step / 2, atol=1e-5), f"lr=0.5: half that step, {one_step / 2}; got {half}: use lr as given"
     assert 0.8 < w[0] < 2.0 and -2.5 < w[1] < -1.0, f"the fit should recover roughly [1.5, -2, 0.5], got {w}"
     X2 = duplicate_feature(X, n)
     warm = np.insert(w, n + 1, 0.0)  # the old solution, all weight on the original copy
@@ -825,11 +860,18 @@ assert losses[-1] < 0.5 * losses[0], f"the loss should at least halve: {losses[0
 train_accuracy = (model(tt.tensor(points)).argmax(dim=1).numpy() == labels).mean()
 assert train_accuracy > 0.9, f"an MLP fits XOR: train accuracy should exceed 90%, got {train_accuracy:.1%}"
 # the gradients here stay below max_norm = 1, so the run above never clips: max_norm = 0 must zero them
-frozen, _ = train(nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2)), tt.tensor(points),
-                  tt.tensor(labels), steps=20, warmup=5, max_norm=0.0)
+still = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
+before = still[0].weight.data.copy()
+frozen, _ = train(still, tt.tensor(points), tt.tensor(labels), steps=20, warmup=5, max_norm=0.0)
 assert max(frozen) - min(frozen) < 1e-3, (
     f"with max_norm = 0 the clip zeroes every gradient, so AdamW only decays the weights and the loss "
     f"stays put; it went {frozen[0]:.4f} -> {frozen[-1]:.4f}: clip after backward() and before opt.step()")
+lrs = [0.05 * (0.1 + 0.9 * k / 5) for k in range(5)] + [0.025 * (1 + np.cos(np.pi * k / 15)) for k in range(15)]
+shrink = (still[0].weight.data / before).mean()
+assert np.isclose(shrink, np.prod([1 - 0.01 * lr for lr in lrs]), rtol=2e-5, atol=0), (
+    f"steps=20, warmup=5: with zero gradients only the decay moves the weights, by the product of (1 - 0.01 lr) over "
+    f"5 warmup rates then a cosine over 15 steps; weights shrank by {shrink:.6f}, expected "
+    f"{np.prod([1 - 0.01 * lr for lr in lrs]):.6f}: use warmup and steps as given")
 first = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
 start = first[0].weight.data.copy()
 _, opt = train(first, tt.tensor(points), tt.tensor(labels), steps=1, lr=0.02, warmup=10)
@@ -839,6 +881,15 @@ moved = np.abs(first[0].weight.data - start).max()
 assert 0.00196 < moved < 0.00204, (
     f"the first step must use the warmup's first lr, 0.1 * 0.02 = 0.002 (AdamW's first step moves a weight by "
     f"about lr), but a weight moved {moved:.5f}: step the schedule after opt.step(), not before")
+idle = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
+train(idle, tt.tensor(points), tt.tensor(labels), steps=3, lr=0.0, warmup=1, max_norm=1e9)  # lr 0: nothing moves
+last = idle[0].weight.grad.data.copy()
+idle.zero_grad()
+cross_entropy(idle(tt.tensor(points)), tt.tensor(labels)).backward()
+assert np.allclose(last, idle[0].weight.grad.data, atol=1e-6), (
+    "with lr = 0 each step's gradient is the same, and after train() a weight's .grad must be one step's gradient, "
+    f"not the sum of all 3 (max |difference| {np.abs(last - idle[0].weight.grad.data).max():.2e}): "
+    "zero the gradients before each backward()")
 print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, train accuracy on XOR {train_accuracy:.1%}")
 
 # %% [markdown]

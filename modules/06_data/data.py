@@ -61,7 +61,7 @@ from tinytorch.data.dataloader import (Sampler, SequentialSampler, _check_batch_
                                        _check_random_sampler, _numbers_to_batch, _stack_arrays, _stack_tensors,
                                        default_convert)
 from tinytorch.data.dataset import (Dataset, Subset, TensorDataset, _normalize_index, _split_lengths, as_generator,
-                                    _batch_gather)
+                                    _batch_gather, _normalize_indices)
 from tinytorch.data.datasets import _check_text_dataset, _read_text, digits, kjv_text
 from tinytorch.data.tokenizers import (SPLIT_PATTERN, _BPEBase, _check_merges, _check_vocab_size, _compile_pattern,
                                        _describe_chars, _id_list, _read_json, _save_json)
@@ -136,6 +136,9 @@ def test_random_split():
     assert list(parts[1].indices) == expected[7:], "part 1 = the next 3 positions of the same permutation"
     again = random_split(list(range(10)), [0.7, 0.3], generator=0)
     assert [list(p.indices) for p in again] == [expected[:7], expected[7:]], "fractions 0.7/0.3 of 10 = counts 7/3"
+    shared = sorted(sum([list(p.indices) for p in random_split(list(range(10)), [5, 5], np.random.default_rng(0))], []))
+    assert shared == list(range(10)), f"a Generator passed in: the parts must still partition 0..9, got {shared}: " \
+        "draw one permutation and cut it (a new permutation per part overlaps)"
     tt.manual_seed(3)
     first = [list(p.indices) for p in random_split(list(range(20)), [10, 10])]
     tt.manual_seed(3)
@@ -245,6 +248,10 @@ def test_random_sampler():
     assert len(more) == 10, f"num_samples=10 yields 10 indices, got {len(more)}"
     assert sorted(more[:4]) == sorted(more[4:8]) == [0, 1, 2, 3], f"whole permutations first, got {more}"
     assert len(set(more[8:])) == 2, f"then 2 distinct indices from one more permutation, got {more[8:]}"
+    assert more[:4] != more[4:8], f"each lap is a new permutation, not the same order again: got {more}"
+    tails = sorted({i for seed in range(5) for i in RandomSampler(range(10), num_samples=2, generator=seed)})
+    assert max(tails) >= 2, f"num_samples=2 of 10: any 2 of the 10 indices, cut from a permutation of all 10; " \
+        f"5 seeds only ever gave {tails}"
     few = list(RandomSampler(range(10), num_samples=4, generator=0))
     assert len(few) == 4 == len(set(few)), f"num_samples=4 of 10: 4 distinct indices (part of a permutation), got {few}"
     tt.manual_seed(0)
@@ -423,7 +430,8 @@ def test_default_collate():
     assert isinstance(arrays, tt.Tensor) and arrays.shape == (2, 2, 3) and arrays.dtype == np.float32, \
         f"float64 arrays -> (B, 2, 3) float32, got {arrays!r}"
     nested = default_collate([{"x": np.float32(1), "meta": ("a", [1, 2])}, {"x": np.float32(2), "meta": ("b", [3, 4])}])
-    assert isinstance(nested, dict) and set(nested) == {"x", "meta"}, f"a dict batch keeps the keys, got {nested!r}"
+    assert isinstance(nested, dict) and list(nested) == ["x", "meta"], \
+        f"a dict batch keeps the keys, in the samples' order (x, meta), got {nested!r}"
     assert nested["x"].data.tolist() == [1.0, 2.0], "dict values are collated"
     names, pairs = nested["meta"]
     assert names == ["a", "b"], f"strings are kept as a list, got {names}"
@@ -566,6 +574,12 @@ def test_dataloader():
     shuffled = sum([b[1].data.tolist() for b in DataLoader(data, batch_size=3, shuffle=True, generator=0)], [])
     assert sorted(shuffled) == list(range(7)) and shuffled != list(range(7)), f"shuffle: a permutation, got {shuffled}"
     want = list(RandomSampler(range(7), generator=0))
+    runs = []
+    for seed in (1, 2):
+        tt.manual_seed(seed)
+        runs.append([b[1].data.tolist() for b in DataLoader(data, batch_size=7, shuffle=True)])
+    assert runs[0] != runs[1], f"shuffle, generator=None: another tt.manual_seed gives another order (no fixed seed); " \
+        f"seeds 1 and 2 both gave {runs[0]}"
     assert shuffled == want, f"shuffle with generator=0: hand the loader's generator to RandomSampler, so the order is " \
         f"{want} as from RandomSampler(..., generator=0); got {shuffled}"
     assert len(list(DataLoader(data, batch_size=3, drop_last=True))) == 2, "drop_last drops the batch [6]"
@@ -584,6 +598,8 @@ def test_dataloader():
     assert len(empty) == 0 and list(empty) == [], "a sampler you pass is used even when it is empty (falsy but " \
         f"not None): 0 batches expected, got {len(empty)}"
     assert list(DataLoader(Squares(), batch_sampler=[[2], [0, 1]], collate_fn=len)) == [1, 2], "batch_sampler: its groups"
+    groups = len(DataLoader(Squares(), batch_sampler=[[2], [0, 1]]))
+    assert groups == 2, f"with a batch_sampler (and batch_size None), len(loader) is its number of groups, 2; got {groups}"
     CountingGather.calls.clear()
     list(DataLoader(CountingGather(*data.tensors), batch_size=4))
     assert CountingGather.calls == [[0, 1, 2, 3], [4, 5, 6]], \
@@ -1176,6 +1192,9 @@ def test_bpe_tokenizer():
     assert trained.vocab[256:] == [b"lo", b"low", b" low", b" lowe", b"st", b" lower"], \
         f"split into words, count, train_merges: expected lo, low, ' low', ... got {trained.vocab[256:]}"
     assert trained.decode(trained.encode(text)) == text, "decode(encode(text)) == text"
+    utf8 = BPETokenizer().train("ééé", vocab_size=257).merges
+    assert utf8 == [(0xC3, 0xA9)], f"train on UTF-8 bytes: 'é' is the bytes C3 A9, so the first merge is (195, 169); " \
+        f"got {utf8}"
     assert len(trained.encode(text)) < len(text.encode()), "trained BPE encodes its text in fewer tokens than bytes"
     ### BEGIN HIDDEN TESTS
     assert trained.encode("日本") == list("日本".encode()), "unseen text falls back to bytes"
@@ -1262,6 +1281,7 @@ class TextDataset(Dataset):
 
     def gather(self, indices):
         """A batch of windows by one fancy index: [x (B, T), y (B, T)]."""
+        indices = _normalize_indices(indices, len(self), "TextDataset")  # provided: -1 is the last window, as in ds[-1]
         ### BEGIN SOLUTION
         starts = np.asarray(indices, dtype=np.int64)
         windows = self.ids[starts[:, None] + np.arange(self.block_size + 1)]  # (B, T + 1)
@@ -1298,6 +1318,8 @@ def test_text_dataset():
     assert train.ids.tolist() == list(range(10)) * 2 + list(range(8)), \
         f"train: the first 31 - floor(31 * 0.1) = 28 tokens (int(31 * 0.9) = 27 rounds down), got {len(train.ids)}"
     assert val.ids.tolist() == [8, 9, 0], f"val: the last floor(31 * 0.1) = 3 tokens, got {val.ids}"
+    tail = TextDataset("0123456789" * 2 + "012345678", DigitTokenizer(), 1, split="val", val_fraction=0.1).ids.tolist()
+    assert tail == [7, 8], f"val of 29 tokens: the last floor(29 * 0.1) = floor(2.9) = 2 tokens [7, 8] (round down), got {tail}"
     ### BEGIN HIDDEN TESTS
     xb, yb = next(iter(DataLoader(ds, batch_size=7)))
     assert xb.shape == (7, 3) and yb.data[:, -1].tolist() == [3, 4, 5, 6, 7, 8, 9], "the loader's fast path"

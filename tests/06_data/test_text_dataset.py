@@ -117,3 +117,12 @@ def test_a_missing_file_is_not_taken_for_the_text(tok):
     with pytest.raises(FileNotFoundError, match="no file 'data/shakespeare/inptu.txt'"):
         TextDataset("data/shakespeare/inptu.txt", tok, block_size=2)
     assert TextDataset("abc.txt def", CharTokenizer("abc.txt def"), block_size=2).ids.size > 0  # text that ends so
+
+
+def test_gather_counts_negative_indices_from_the_end_as_indexing_does():
+    ds = TextDataset("0123456789", CharTokenizer("0123456789"), block_size=3, val_fraction=0.0)  # id = the digit
+    x, y = ds.gather([-1, 0, -7])
+    assert x.data.tolist() == [[6, 7, 8], [0, 1, 2], [0, 1, 2]] and y.data.tolist()[0] == [7, 8, 9]
+    for bad in ([7], [0, -8]):
+        with pytest.raises(IndexError, match=r"index -?\d+ is out of range for a TextDataset of length 7"):
+            ds.gather(bad)

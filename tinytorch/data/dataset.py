@@ -122,6 +122,15 @@ def _normalize_index(index, n, what):
     return index + n if index < 0 else index
 
 
+def _normalize_indices(indices, n, what):
+    """`indices` as an int64 array, each in -n..n-1 taken as 0..n-1, as `_normalize_index` takes one."""
+    index = np.asarray(indices, dtype=np.int64)
+    outside = (index < -n) | (index >= n)
+    if outside.any():
+        raise IndexError(f"index {int(index[outside][0])} is out of range for a {what} of length {n}")
+    return np.where(index < 0, index + n, index)
+
+
 def _split_lengths(n, lengths):
     """Counts that add up to n; fractions (adding up to 1) are turned into counts as PyTorch does."""
     lengths = list(lengths)

@@ -25,7 +25,7 @@ import zlib
 import numpy as np
 from pathlib import Path
 from tinytorch.core.tensor import from_numpy
-from tinytorch.data.dataset import Dataset, TensorDataset, _normalize_index
+from tinytorch.data.dataset import Dataset, TensorDataset, _normalize_index, _normalize_indices
 
 
 # %% modules/06_data/provided.py, cell 7
@@ -304,6 +304,7 @@ class TextDataset(Dataset):
 
     def gather(self, indices):
         """A batch of windows by one fancy index: [x (B, T), y (B, T)]."""
+        indices = _normalize_indices(indices, len(self), "TextDataset")  # provided: -1 is the last window, as in ds[-1]
         starts = np.asarray(indices, dtype=np.int64)
         windows = self.ids[starts[:, None] + np.arange(self.block_size + 1)]  # (B, T + 1)
         return [from_numpy(np.ascontiguousarray(windows[:, :-1])), from_numpy(np.ascontiguousarray(windows[:, 1:]))]
