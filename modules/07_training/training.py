@@ -69,10 +69,11 @@ import safetensors.numpy
 import tinytorch as tt
 from tinytorch import nn
 from tinytorch.core.serialization import atomic_write
-from tinytorch.data import DataLoader, TensorDataset
+from tinytorch.data import DataLoader
 from tinytorch.training.checkpoint import FORMAT, CheckpointError, _checksum, flatten_state, load_checkpoint
 from tinytorch.training.progress import read_log, sparkline
 from tinytorch.training.trainer import _generators, _get_states, _set_states, _TrainerBase, _validate_early_stopping
+from tinytorch.training.trainer import _parts, _Positions, _Recorder, _tiny_regression  # the tests' small models and spies
 
 # %% [markdown]
 # ## 1. One optimizer step, with gradient accumulation
@@ -143,15 +144,6 @@ def train_step(model, loss_fn, optimizer, micro_batches, clip_grad_norm=None):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-train-step", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def _tiny_regression(seed=0):  # A linear model, SGD, MSE and 16 samples, all from one seed.
-    tt.manual_seed(seed)
-    model = nn.Linear(4, 2)
-    rng = np.random.default_rng(seed)
-    x = tt.tensor(rng.standard_normal((16, 4)).astype(np.float32))
-    y = tt.tensor(rng.standard_normal((16, 2)).astype(np.float32))
-    return model, tt.optim.SGD(model.parameters(), lr=0.1), x, y
-
-
 def test_train_step():
     mse = nn.functional.mse_loss
     big, big_opt, x, y = _tiny_regression()
@@ -165,6 +157,10 @@ def test_train_step():
         assert np.allclose(p.data, q.data, atol=1e-6), (
             f"after 2 micro-batches of 8, {name} differs from one step on 16 samples: start with zero_grad(), "
             f"and divide each micro-batch loss by len(micro_batches) before backward()")
+    kept = all(q.grad is not None and np.allclose(p.grad.data, q.grad.data)
+               for p, q in zip(big.parameters(), small.parameters()))
+    assert kept, "after the step, .grad holds the step's gradients (the next step's zero_grad clears them, as in " \
+        "PyTorch): 2 micro-batches of 8 leave the gradient of the 16 samples, but .grad was cleared or differs"
 
     model, opt, x, y = _tiny_regression()
     before = [p.data.copy() for p in model.parameters()]
@@ -183,6 +179,10 @@ def test_train_step():
     kept = all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters()))
     assert worse == math.inf and kept, ("an inf loss must be handled like nan (test math.isfinite, not only isnan): "
                                         f"return inf, with no step; got {worse}, weights {'kept' if kept else 'changed'}")
+    calls = []
+    worse = train_step(model, lambda out, t: calls.append(1) or mse(out, t) * math.inf, opt, [(x[:8], y[:8])] * 2)
+    assert (worse, len(calls)) == (math.inf, 1), "return the first non-finite loss at once, before running the next " \
+        f"micro-batch: an inf in micro-batch 1 of 2 gives inf after 1 call of loss_fn, got {worse} after {len(calls)}"
     model, opt, x, y = _tiny_regression()
     before = [p.data.copy() for p in model.parameters()]
     train_step(model, mse, opt, [(x, y)], clip_grad_norm=0.0)
@@ -270,23 +270,16 @@ def evaluate(model, loader, loss_fn, metrics=None):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-evaluate", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-class _Recorder(nn.Module):  # returns its input; records (training mode?, grads on?) at each call
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def forward(self, x):
-        self.seen.append((self.training, tt.is_grad_enabled()))
-        return x
-
-
 def test_evaluate():
     model = _Recorder()
     batches = [(tt.tensor([[1.0], [1.0]]), tt.tensor([[0.0], [0.0]])),
                (tt.tensor([[3.0]]), tt.tensor([[0.0]]))]
-    result = evaluate(model, batches, nn.functional.mse_loss, {"first": lambda out, t: out.data[0, 0]})
+    try:  # a metric returns a Python float, like module 04's accuracy
+        result = evaluate(model, batches, nn.functional.mse_loss, {"first": lambda out, t: float(out.data[0, 0])})
+    except AttributeError as err:
+        raise AssertionError(f"metrics return Python floats: convert with float(...), not .item(); got {err}") from None
     assert set(result) == {"loss", "first"}, f"expected keys loss and first, got {sorted(result)}"
+    assert all(type(v) is float for v in result.values()), f"return Python floats (.item(), float()), got {result}"
     assert abs(result["loss"] - (1 + 1 + 9) / 3) < 1e-6, \
         f"weight each batch by its size: (1·2 + 9·1) / 3 = 3.667, got {result['loss']}"
     assert abs(result["first"] - (1 * 2 + 3 * 1) / 3) < 1e-6, f"metrics are weighted too, got {result['first']}"
@@ -393,6 +386,11 @@ def test_early_stopping():
     got = [late.update(v) for v in (float("nan"), 0.5, 0.4)]
     assert got == [False, False, False] and late.best == 0.4, \
         f"a nan is never a best: on nan, 0.5, 0.4 expected [False, False, False], best 0.4; got {got}, best {late.best}"
+    slow, flat = EarlyStopping(patience=5, mode="max", min_delta=0.05), EarlyStopping(patience=1)
+    got = [slow.update(v) for v in (0.6, 0.64, 0.66)] and (slow.best, slow.bad_evals, flat.update(1.0), flat.update(1.0))
+    assert got == (0.66, 0, False, True), "improved means beyond best by more than min_delta, best being the last value " \
+        "that improved: max, min_delta 0.05 on 0.6, 0.64, 0.66 gives best 0.66 and 0 bad evals; and a value equal " \
+        f"to best is no improvement: patience 1 on 1.0, 1.0 stops. Got (best, bad_evals, stop, stop) = {got}"
     ### BEGIN HIDDEN TESTS
     nan = EarlyStopping(patience=1)
     nan.update(1.0)
@@ -477,25 +475,6 @@ class _TrainerLoop(_TrainerBase):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test-run-epoch", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-def _parts(n=40, seed=0, dropout=0.0, shuffle=False, lr=0.1):
-    # Model, AdamW, loss and loader, built the same way every time.
-    tt.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    x, y = tt.tensor(rng.standard_normal((n, 5)).astype(np.float32)), tt.tensor(rng.integers(0, 3, n))
-    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
-    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=shuffle)
-    return model, tt.optim.AdamW(model.parameters(), lr=lr), nn.functional.cross_entropy, loader
-
-
-class _Positions:  # a callback that records (epoch, batch_in_epoch) after each step
-
-    def __init__(self):
-        self.seen = []
-
-    def on_step_end(self, trainer, step, logs):
-        self.seen.append((trainer.epoch, trainer.batch_in_epoch))
-
-
 def test_run_epoch():
     spy = _Positions()
     trainer = _TrainerLoop(*_parts(), accum_steps=2, callbacks=[spy], quiet=True)
@@ -511,6 +490,11 @@ def test_run_epoch():
     assert spy.seen == expected[:4], f"max_steps=4 stops after the 4th step, saw {spy.seen}"
     trainer.fit(max_steps=6)
     assert spy.seen == expected, f"a second fit goes on mid-epoch where the first stopped, saw {spy.seen}"
+    halt = type("Halt", (), {"on_step_end": lambda self, trainer, step, logs: setattr(trainer, "should_stop", True)})
+    trainer = _TrainerLoop(*_parts(), accum_steps=2, callbacks=[halt()], quiet=True)
+    trainer.fit(epochs=1)
+    assert trainer.step == 1, "a callback that sets trainer.should_stop stops the run after that step, even in mid-" \
+        f"epoch: ask self._finished(None, max_steps) after each step; 1 step expected, took {trainer.step}"
     trainer = _TrainerLoop(*_parts(n=32), accum_steps=2, quiet=True)
     trainer.fit(max_steps=2)
     got = (trainer.epoch, trainer.batch_in_epoch)
@@ -527,6 +511,11 @@ def test_run_epoch():
     trainer.fit(epochs=1)
     assert spy.seen == [(0, 2), (0, 4), (0, 5)] and trainer.epoch == 1, \
         f"a loader without len(): the leftover micro-batch still makes a step, saw {spy.seen}"
+    trainer = _TrainerLoop(model, opt, loss, NoLength(), accum_steps=5, quiet=True)
+    trainer.fit(max_steps=1)  # one full group of the 5 micro-batches; then the iterator runs out, with no leftover
+    trainer._run_epoch(None)
+    assert (trainer.step, trainer.epoch) == (1, 1), "a loader without len() whose micro-batches fill the last group: " \
+        f"the epoch still ends when the iterator runs out; expected step 1, epoch 1, got {trainer.step}, {trainer.epoch}"
     ### END HIDDEN TESTS
 
 
@@ -723,6 +712,13 @@ def test_state_dict():
                              f"calling their state_dict(); state_dict raised {err!r}") from None
     got = (bare["scheduler"], bare["trainer"]["early_stopping"])
     assert got == (None, None), f"no scheduler, no early stopping: save None for each, got {got}"
+    model, opt, loss, loose = _parts()
+    loose.generator = 3  # a plain int seed: a checkpoint could not save its state, nor resume the data order
+    try:
+        got = type(_SavingTrainer(model, opt, loss, loose, quiet=True).state_dict()).__name__
+    except ValueError:
+        got = "ValueError"
+    assert got == "ValueError", f"a loader seeded with a plain int must be refused (strict=True), state_dict gave a {got}"
 
 
 test_state_dict()

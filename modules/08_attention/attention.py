@@ -151,6 +151,7 @@ def test_causal_mask():
     w = causal_mask(4, 4, window=2)
     expected = [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
     assert np.array_equal(w, expected), f"window=2: each query sees itself and one key before it:\n{w}"
+    assert not causal_mask(3, 2)[0].any(), "3 queries over 2 keys: query 0 sits at position -1 and sees no key"
     ### BEGIN HIDDEN TESTS
     assert causal_mask(5, 5, window=1).sum() == 5, "window=1: each query sees only itself"
     assert np.array_equal(causal_mask(1, 6, window=3), [[0, 0, 0, 1, 1, 1]]), "one query with a window"
@@ -233,12 +234,15 @@ def test_attention_weights():
     assert np.allclose(masked, [[1, 0]]), f"a -inf bias must remove key 1 entirely: {masked}"
     none = attention_weights(np.ones((2, 1), np.float32), k, np.array([[0, 0], [-np.inf, -np.inf]], np.float32))
     assert not np.isnan(none).any() and np.allclose(none[1], 0), f"a fully masked row gives zeros, not NaN: {none}"
+    assert np.isnan(attention_weights(np.array([[np.nan]], np.float32), k)).all(), "a NaN score stays NaN: patch only " \
+        "the fully masked rows (row max -inf, row sum 0), or a bug upstream would hide behind zeros"
     far = attention_weights(*np.ones((2, 2, 1), np.float32), np.array([[0, 0], [-200, -199]], np.float32))[1]
     assert np.allclose(far, [0.2689, 0.7311], atol=1e-4), f"subtract each ROW's own max (over the last axis only): " \
         f"row 1 = softmax([-200, -199]) = [0.269, 0.731], got {far}"
     rng = np.random.default_rng(0)
     batch = attention_weights(rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 6, 5)))
     assert batch.shape == (2, 3, 4, 6), f"(B, H, Tq, D) with (B, H, Tk, D) gives (B, H, Tq, Tk), got {batch.shape}"
+    assert batch.dtype == np.float64, f"float64 in, float64 out (compute in the inputs' dtype), got {batch.dtype}"
     assert np.allclose(batch.sum(-1), 1), "every row of the weights sums to 1"
 
 
@@ -444,6 +448,14 @@ def test_scaled_dot_product_attention():
         got, ok = error, False
     assert ok, "any number of leading axes, and Dv may differ from D: q, k (H, T, D) = (2, 3, 4) and v (2, 3, 6) " \
         f"give (H, T, Dv) = (2, 3, 6), the same as with a batch axis; got {getattr(got, 'shape', repr(got))}"
+    s = qk.data @ qk.data.swapaxes(-1, -2) / 2  # scale 1/√D with D = 4, the size of q and k (not Dv = 6)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    assert np.allclose(got, p / p.sum(-1, keepdims=True) @ v3.data), "the default scale is 1/√D, D = q's last axis"
+    single = scaled_dot_product_attention(*(tensor(t.data, dtype=tt.float32) for t in (q, k, v)))
+    assert single.dtype == np.float32, f"float32 in, float32 out (a NumPy float64 scale promotes), got {single.dtype}"
+    mask = tensor(rng.standard_normal((3, 3)), requires_grad=True)  # a learned additive mask gets dS
+    assert gradcheck(lambda a, m: scaled_dot_product_attention(a, small[1], small[2], attn_mask=m), (small[0], mask)), \
+        "a float attn_mask that requires grad gets the gradient of the scores: return plan.mask_grad(d_scores)"
     ### BEGIN HIDDEN TESTS
     assert gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, is_causal=True, window=2), small)
     tt.manual_seed(0)
@@ -535,6 +547,10 @@ def test_rope_tables():
     angles = np.array([[0, 0], [1, 0.01], [2, 0.02]])  # θ = 10000^(-0/4), 10000^(-2/4)
     assert np.allclose(cos.data, np.cos(np.hstack([angles, angles])), atol=1e-6), f"cos(t·θᵢ), both halves:\n{cos}"
     assert np.allclose(sin.data, np.sin(np.hstack([angles, angles])), atol=1e-6), f"sin(t·θᵢ), both halves:\n{sin}"
+    got = rope_tables(3, 4, dtype=tt.float64)[1].dtype
+    assert got == np.float64, f"rope_tables(..., dtype=tt.float64) stores the tables as float64, got {got}"
+    wide = rope_tables(3, 4, base=100.0)[1].data[2]
+    assert np.allclose(wide, np.sin([2, 0.2, 2, 0.2]), atol=1e-6), f"base=100: θ = 100^(-2i/4) = [1, 0.1], got {wide}"
     _, pairs = rope_tables(3, 4, interleaved=True)
     assert np.allclose(pairs.data, np.sin(np.repeat(angles, 2, axis=1)), atol=1e-6), \
         f"interleaved: each angle twice in a row, [θ₀, θ₀, θ₁, θ₁]; got\n{pairs}"
@@ -849,6 +865,18 @@ def test_causal_self_attention():
     drop.load_state_dict(attn.state_dict())
     assert np.allclose(drop(x).data, y.data, atol=1e-6), \
         "in eval mode (model.eval()) attention has no dropout: pass dropout_p = 0 unless self.training"
+    share = (drop.train()(x).data == 0).mean()
+    assert 0.3 < share < 0.7, f"in training, resid_dropout(p=0.5) zeroes about half the outputs, got {share:.0%}"
+    win, first = CausalSelfAttention(n_embd=16, n_head=4, block_size=8, window=3), x.data.copy()
+    first[:, 0] += 1  # with window=3, queries 3-5 see only their last 3 tokens
+    assert np.allclose(win(tensor(first)).data[:, 3:], win(x).data[:, 3:], atol=1e-6), "pass window=self.window on: " \
+        "with window=3 token 0 must not change the outputs of tokens 3-5"
+    rot = CausalSelfAttention(n_embd=16, n_head=4, block_size=8, rope=True, rope_interleaved=True)
+    heads, (cos, sin) = rot.c_attn(x).data.reshape(2, 6, 12, 4).transpose(0, 2, 1, 3), rope_tables(6, 4, interleaved=True)
+    q, k = (apply_rotary_emb(tensor(heads[:, i:i + 4]), cos.data, sin.data, True) for i in (0, 4))
+    want = scaled_dot_product_attention(q, k, tensor(heads[:, 8:]), is_causal=True).data.transpose(0, 2, 1, 3)
+    assert np.allclose(rot(x).data, rot.c_proj(tensor(want.reshape(2, 6, 16))).data, atol=1e-5), \
+        "rope=True: rotate q and k (not v) by their positions, in the layer's layout (self.rope_interleaved)"
     for config in ({}, {"n_kv_head": 2}, {"n_kv_head": 1, "rope": True}, {"window": 3, "rope": True}):
         error = decode_matches_full(**config)
         layer = "CausalSelfAttention(n_embd=16, n_head=4, block_size=10" + "".join(f", {k}={v}" for k, v in config.items())

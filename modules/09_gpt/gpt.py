@@ -59,12 +59,12 @@ import tinytorch as tt
 from tinytorch.core.autograd import no_grad
 from tinytorch.core.backend import default_generator, to_numpy
 from tinytorch.core.tensor import Tensor
-from tinytorch.models.gpt import GPTConfig, _GPTBase, _feed_forward, _norm_layer, gelu_new
+from tinytorch.models.gpt import GPTConfig, _DecayToy, _GPTBase, _feed_forward, _norm_layer, _spy_forward, gelu_new
 from tinytorch.models.sampling import _check_sampling, _prompt_array, _softmax
 from tinytorch.nn import functional as F
 from tinytorch.nn.attention import CausalSelfAttention, rope_tables
 from tinytorch.nn.functional import cross_entropy
-from tinytorch.nn.layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList, RMSNorm
+from tinytorch.nn.layers import Dropout, Embedding, Linear, Module, ModuleDict, ModuleList, RMSNorm
 
 # %% [markdown]
 # ## 1. The shape of a GPT
@@ -257,6 +257,10 @@ def test_block():
     got = (odd.attn.dropout, rope.attn.rope_interleaved)
     assert got == (0.3, True), f"pass config.dropout and config.rope_interleaved on to attn: expected (0.3, True), got {got}"
     assert rope.attn.c_attn.weight.shape == (16, 8), "pass n_kv_head on: 4 query heads + 2 (k, v) heads of size 2"
+    llama = GPTConfig.llama_style(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    got = [type(m).__name__ for m in (Block(llama).ln_1, Block(llama).ln_2, Block(llama).mlp)]
+    assert got == ["RMSNorm", "RMSNorm", "SwiGLU"], f"a Llama-style config: norms from _norm_layer(config) and " \
+        f"the MLP from _feed_forward(config) give RMSNorm, RMSNorm, SwiGLU; got {got}"
     x3 = tt.randn(1, 3, 8)
     moved = rope(x3, positions=np.array([[0, 1, 5]])).numpy() - rope(x3).numpy()
     assert np.abs(moved[0, -1]).max() > 1e-3, "pass positions on to attn: with RoPE, moving the last token " \
@@ -524,16 +528,11 @@ def _weight_decay_groups(model, weight_decay):
 
 # %% nbgrader={"grade": true, "grade_id": "test-weight-decay-groups", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_weight_decay_groups():
-    class Toy(Module):  # the parameter kinds of a GPT, in miniature
-        def __init__(self):
-            super().__init__()
-            self.embed_tokens, self.proj, self.norm = Embedding(10, 4), Linear(4, 4), LayerNorm(4)
-            self.head = Linear(4, 10, bias=False)
-            self.head.weight = self.embed_tokens.weight  # tied
-    toy = Toy()
+    toy = _DecayToy()  # provided: an embedding table tied to a head, a Linear with its bias, a LayerNorm
     groups = _weight_decay_groups(toy, 0.1)
     assert isinstance(groups, list) and len(groups) == 2, f"two groups (decay, no decay), got {groups!r:.80}"
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0], "the decayed group first, then weight_decay 0.0"
+    assert _weight_decay_groups(toy, 0.02)[0]["weight_decay"] == 0.02, "the decayed group gets the weight_decay given"
     names = {id(p): name for name, p in toy.named_parameters()}
     decayed = [names.get(id(p)) for p in groups[0]["params"]]
     assert decayed == ["proj.weight"], "only the matmul weight proj.weight is decayed (tell tables and norms by " \
@@ -544,7 +543,7 @@ def test_weight_decay_groups():
     ### BEGIN HIDDEN TESTS
     toy.norm.weight.requires_grad = False
     assert sum(len(g["params"]) for g in _weight_decay_groups(toy, 0.1)) == 4, "a frozen parameter goes in no group"
-    assert len(_weight_decay_groups(Toy().norm, 0.1)) == 1, "an empty group is left out"
+    assert len(_weight_decay_groups(_DecayToy().norm, 0.1)) == 1, "an empty group is left out"
     ### END HIDDEN TESTS
 
 
@@ -668,6 +667,8 @@ def test_top_p_filter():
         "p=0.4 < 0.5: the most likely token alone suffices"
     assert np.isfinite(top_p_filter(z, 1e-9)).sum() == 2, "the most likely token is always kept"
     assert np.array_equal(top_p_filter(z, 1.0), z), "p = 1 keeps everything"
+    kept = np.isfinite(top_p_filter(np.array([1000.0, 999.0, 0.0]), 0.5))
+    assert list(kept) == [True, False, False], f"logits of 1000 must not overflow (softmax: _softmax), got {kept}"
     kept = np.isfinite(top_p_filter(np.log([0.15, 0.5, 0.3, 0.05]), 0.7))
     assert np.array_equal(kept, [False, True, True, False]), "undo the sort (the j-th most likely is token order[j]): " \
         f"probabilities [0.15, 0.5, 0.3, 0.05], p=0.7 keep tokens 1 and 2, got {kept}"
@@ -749,10 +750,16 @@ def test_sample_next_token():
     order = " (divide by the temperature first, then filter: softmax(z/2) needs 3 tokens to reach 0.8)"
     for kwargs, p in (({}, [0.609, 0.224, 0.136, 0.030]), ({"temperature": 0.5}, [0.842, 0.114, 0.042, 0.002]),
                       ({"top_k": 2}, [0.731, 0.269, 0, 0]), ({"top_p": 0.9}, [0.628, 0.231, 0.140, 0]),
-                      ({"temperature": 2.0, "top_p": 0.8}, [0.481, 0.292, 0.227, 0])):
+                      ({"temperature": 2.0, "top_p": 0.8}, [0.481, 0.292, 0.227, 0]),
+                      ({"top_k": 2, "top_p": 0.7}, [1, 0, 0, 0])):  # top-k first: 2 tokens, then 0.731 > p
         freq = frequencies(**kwargs)
         assert np.allclose(freq, p, atol=0.015), \
             f"{kwargs or 'temperature 1'}: expected about {p}, drew {freq}" + order * (len(kwargs) > 1)
+    tail = np.r_[0.0, np.full(99_999, -20.0)].astype(np.float32)[None]  # token 0 has p = 0.9998, the tail the rest
+    got = sample_next_token(tail, rng=type("U", (), {"random": lambda self, shape: np.full(shape, 1e-5)})())[0]
+    assert got > 0, f"u = 0.99999 lands in the tail, past token 0 (cdf 0.9998): cumsum in float64; got token {got}"
+    draws = [(tt.manual_seed(0), sample_next_token(z[:50]))[1] for _ in range(2)]
+    assert np.array_equal(*draws), "rng=None draws from tinytorch's default_generator(): tt.manual_seed repeats it"
     ### BEGIN HIDDEN TESTS
     one = sample_next_token(z[:1], top_k=1, rng=rng)
     assert list(one) == [0], "top_k=1 always picks the argmax"
@@ -849,13 +856,7 @@ def test_generate_tokens():
     model = GPT(GPTConfig(vocab_size=29, block_size=8, n_layer=2, n_head=2, n_embd=16))
     prompt = tt.tensor([[1, 2, 3], [4, 5, 6]])
     seen, modes = [], []
-    forward = model.forward
-
-    def spy(idx, targets=None, kv_caches=None):  # records the tokens the model is fed, and in which mode
-        seen.append(idx.numpy())
-        modes.append(model.training)
-        return forward(idx, targets, kv_caches)
-    model.forward = spy
+    spy = _spy_forward(model, seen, modes)  # provided: records the tokens the model is fed, and in which mode
     out = generate_tokens(model, prompt, 8, temperature=0)
     assert out.shape == (2, 11), f"prompt (2, 3) + 8 new tokens -> (2, 11), got {tuple(out.shape)}"
     lengths = [s.shape[1] for s in seen]
@@ -874,7 +875,7 @@ def test_generate_tokens():
     stopped = generate_tokens(model, prompt[:1], 8, temperature=0, stop=stop).numpy()
     assert stopped.shape == (1, end), \
         f"generation ends once the row produced the stop id {stop}: expected {out.numpy()[0, :end]}, got {stopped[0]}"
-    both, want = generate_tokens(model, prompt, 8, temperature=0, stop=stop).numpy(), out.numpy().copy()
+    both, want = generate_tokens(model, prompt, 8, temperature=0, stop=[99, stop]).numpy(), out.numpy().copy()
     want[0, end:] = stop  # row 0 stopped: it repeats its stop id while row 1 goes on
     assert np.array_equal(both, want[:, :both.shape[1]]), \
         f"a row that produced the stop id {stop} repeats it; expected\n{want[:, :both.shape[1]]}\ngot\n{both}"
@@ -890,12 +891,18 @@ def test_generate_tokens():
     assert not model.training, "restore the caller's mode: a model in eval mode stays in eval mode"
     a, b = (generate_tokens(model, prompt, 4, seed=0).numpy() for _ in range(2))
     assert np.array_equal(a, b), f"seed=0 is a seed (test `seed is None`): two calls must agree, got\n{a}\nand\n{b}"
+    a, b = ((tt.manual_seed(0), generate_tokens(model, prompt, 4).numpy())[1] for _ in range(2))
+    assert np.array_equal(a, b), "seed=None: sample with tinytorch's default_generator(), so tt.manual_seed repeats it"
+    got = generate_tokens(model, prompt, 3, top_k=1, seed=0).numpy()
+    assert np.array_equal(got, out.numpy()[:, :6]), "top_k=1 is greedy: pass top_k and top_p on in their places"
     flat = GPT(model.config)
     for p in flat.transformer.ln_f.parameters():
         p.data[...] = 0  # all logits 0: greedy picks token 0
     got = generate_tokens(flat, prompt, 4, temperature=0, stop=0).numpy()
     assert got.shape == (2, 4), "stop=0 is a stop id (test `stop is None`): both rows produce 0 first, so " \
         f"expected shape (2, 4), got\n{got}"
+    got = generate_tokens(flat, prompt, 2, temperature=0, stop=[3, 6]).numpy()
+    assert got.shape == (2, 5), f"prompts ending in stop ids 3 and 6 still generate (only a produced id stops):\n{got}"
     ### BEGIN HIDDEN TESTS
     a = generate_tokens(model, prompt, 6, top_k=5, seed=3).numpy()
     b = generate_tokens(model, prompt, 6, top_k=5, seed=3, use_cache=False).numpy()

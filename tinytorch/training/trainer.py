@@ -35,7 +35,8 @@ from tinytorch.training.efficiency import (
 )
 from tinytorch.training.progress import JsonlLog, TrainingProgress
 from tinytorch.training.threads import ThreadedStep, _check_threads
-from tinytorch.core.autograd import no_grad
+from tinytorch.core.autograd import is_grad_enabled, no_grad
+from tinytorch.nn.module import Module
 from tinytorch.nn.utils import clip_grad_norm_
 
 
@@ -446,6 +447,54 @@ class _TrainerBase:
             seed = self.seed if i == 0 else [self.seed, i]  # the first as tt.manual_seed(seed) would
             gen.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         seed_gpus(self.seed)  # the GPUs' generators too, as tt.manual_seed(seed) would
+
+
+# %% modules/07_training/provided.py, cell 15
+def _tiny_regression(seed=0):
+    """A linear model, SGD, and 16 samples (x, y), all from one seed."""
+    import tinytorch as tt
+    from tinytorch import nn
+    tt.manual_seed(seed)
+    model = nn.Linear(4, 2)
+    rng = np.random.default_rng(seed)
+    x = tt.tensor(rng.standard_normal((16, 4)).astype(np.float32))
+    y = tt.tensor(rng.standard_normal((16, 2)).astype(np.float32))
+    return model, tt.optim.SGD(model.parameters(), lr=0.1), x, y
+
+
+class _Recorder(Module):
+    """Returns its input; records (training mode?, grads on?) at each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((self.training, is_grad_enabled()))
+        return x
+
+
+def _parts(n=40, seed=0, dropout=0.0, shuffle=False, lr=0.1):
+    """Model, AdamW, loss and loader, built the same way every time."""
+    import tinytorch as tt
+    from tinytorch import nn
+    from tinytorch.data import DataLoader, TensorDataset
+    tt.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x, y = tt.tensor(rng.standard_normal((n, 5)).astype(np.float32)), tt.tensor(rng.integers(0, 3, n))
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=shuffle)
+    return model, tt.optim.AdamW(model.parameters(), lr=lr), nn.functional.cross_entropy, loader
+
+
+class _Positions:
+    """A callback that records (epoch, batch_in_epoch) after each step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_step_end(self, trainer, step, logs):
+        self.seen.append((trainer.epoch, trainer.batch_in_epoch))
 
 
 # %% modules/07_training/training.py, cell 8
