@@ -318,7 +318,9 @@ print("_ring_reduce_scatter: ok")
 #
 # **Putting it together.** `ring_all_reduce(tensor)` works on the tensor's
 # values as one flat array — `tensor.data.reshape(-1)` is a *view* of a
-# contiguous array, so writing into it writes into the tensor — cuts it with
+# contiguous array, so writing into it writes into the tensor (a transposed
+# tensor is not contiguous: there reshape returns a copy, and the sums must be
+# written back; `tensor.data.flags.c_contiguous` tells which) — cuts it with
 # `_chunk_bounds`, makes the n chunk tensors as views (`from_op(array,
 # device)` wraps an array in a tensor without copying it), and runs the two
 # phases on them.
@@ -357,6 +359,8 @@ def ring_all_reduce(tensor, group=None):
     chunks = [from_op(flat[a:b], tensor._device) for a, b in zip(bounds, bounds[1:])]
     _ring_reduce_scatter(chunks, rank, group)
     _ring_all_gather(chunks, rank, group)
+    if not tensor.data.flags.c_contiguous:  # reshape had to copy: bring the sums back
+        tensor.data[...] = flat.reshape(tensor.data.shape)
     ### END SOLUTION
     return tensor
 
@@ -370,7 +374,8 @@ def ring_all_reduce(tensor, group=None):
 # `_exchange(rank, <chunk to send>, <chunk to receive into>, right, left, group)`.
 # In `ring_all_reduce`: the flat view, its bounds, a list of n chunk tensors
 # `flat[a:b]` for consecutive bounds (a, b), then the two phases with `rank`
-# and `group`.</details>
+# and `group`; last, an `if` for data that is not C-contiguous, whose flat
+# copy must go back into the tensor.</details>
 
 # %% nbgrader={"grade": true, "grade_id": "test-ring-all-reduce", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def _ring_case(length, dtype):
@@ -392,6 +397,10 @@ for rank, got in enumerate(ThreadGroup.run(2, lambda: ring_all_reduce(
         tt.tensor(np.arange(6.0).reshape(2, 3) * (get_rank() + 1))).tolist())):
     assert got == [[0.0, 3.0, 6.0], [9.0, 12.0, 15.0]], (f"a 2-D tensor: cut all of its values, not its first "
                                                          f"axis; rank {rank} got {got}, expected [[0, 3, 6], [9, 12, 15]]")
+for rank, got in enumerate(ThreadGroup.run(2, lambda: ring_all_reduce(
+        tt.tensor(np.arange(6.0).reshape(2, 3) * (get_rank() + 1)).T).tolist())):
+    assert got == [[0.0, 9.0], [3.0, 12.0], [6.0, 15.0]], ("a transposed tensor is not contiguous, so reshape(-1) "
+                                                          f"copies it: write the sums back; rank {rank} got {got}")
 results = ThreadGroup.run(2, _ring_case, 7, np.float32)
 assert results[0].dtype == np.float32, "ring_all_reduce must keep float32"
 ### BEGIN HIDDEN TESTS
@@ -559,7 +568,11 @@ assert [len(s) for s in shards] == [3, 3, 3], f"9 items on 3 ranks: 3 each, got 
 assert sorted(sum(shards, [])) == data, f"the ranks together must cover every index once: {shards}"
 assert shards != [data[0:9:3], data[1:9:3], data[2:9:3]], "shuffle=True must permute the order"
 assert all(isinstance(i, int) for i in shards[0]), "yield plain Python ints"
+want = np.random.default_rng([1, 4]).permutation(9)[0::3].tolist()
+assert shards[0] == want, f"seed 1, epoch 4: a generator seeded with the pair [1, 4] gives rank 0 {want}, got {shards[0]}"
+kept = samplers[0].generator
 samplers[0].set_epoch(4)
+assert samplers[0].generator is kept, "set_epoch resets the state of self.generator, the object a Trainer saves"
 assert list(samplers[0]) == shards[0], "the order depends only on (seed, epoch): set_epoch(4) twice, same shard"
 samplers[0].set_epoch(5)
 assert list(samplers[0]) != shards[0], "a new epoch must give a new order"
@@ -656,6 +669,12 @@ got = [[names[id(p)] for p in b] for b in assign_buckets(ps, cap_bytes=100)]
 assert got == [[3], [2], [1], [0]], f"a parameter bigger than the cap gets its own bucket: got {got}"
 mixed = [tt.zeros(4), tt.zeros(4, dtype=tt.float64)]
 assert len(assign_buckets(mixed, 10 ** 6)) == 2, "float32 and float64 gradients cannot share a flat bucket"
+f64 = [tt.zeros(10, dtype=tt.float64) for _ in range(2)]  # 80 bytes each
+try:
+    got = assign_buckets((p for p in f64), cap_bytes=100)
+except TypeError as e:
+    raise AssertionError(f"params may be any iterable, as model.parameters() (a generator) is; got {e}") from None
+assert len(got) == 2, f"float64: 10 values take 80 bytes (p.data.nbytes), two do not fit 100; got {len(got)} bucket(s)"
 ### BEGIN HIDDEN TESTS
 assert [[names[id(p)] for p in b] for b in assign_buckets(ps, 10 ** 6)] == [[3, 2, 1, 0]], "one big bucket"
 ### END HIDDEN TESTS
@@ -936,6 +955,11 @@ assert len([e for e in group.log if e[0] == "launch"]) == len(sizes), "the next 
 assert all(np.allclose(p.grad.numpy(), 3 * e, atol=1e-5) for p, e in zip(net.parameters(), expected)), (
     "the syncing backward after no_sync must keep the accumulated gradients: expected 3x the one-pass gradient")
 ### END HIDDEN TESTS
+net.zero_grad()
+net[0].weight.grad = tt.zeros(8, 4)  # the user's own tensor, outside the buckets
+(ddp(inputs) ** 2).mean().backward()
+assert all(np.shares_memory(p.grad.data, ddp.buckets[ddp._bucket_of[id(p)]].buffer) for p in net.parameters()), \
+    "a .grad the user replaced is not in the bucket: pack() the bucket before its all-reduce, or it is never averaged"
 print("DistributedDataParallel._grad_ready: ok")
 
 # %% [markdown]
@@ -1051,6 +1075,9 @@ assert list(owners) == [0, 0, 1, 1], (
     f"largest first: 100 -> rank 0, 60 -> rank 1, 50 -> rank 1 (load 60 < 100), 5 -> rank 0 (100 < 110); "
     f"expected [0, 0, 1, 1], got {owners}")
 assert list(partition_parameters(ps, 1)) == [0, 0, 0, 0], "one rank owns everything"
+owners = partition_parameters([tt.zeros(1, 5), tt.zeros(2, 50), tt.zeros(60), tt.zeros(5, 10)], 2)
+assert list(owners) == [0, 0, 1, 1], f"shapes (1, 5), (2, 50), (60,), (5, 10) hold 5, 100, 60, 50 values (.size, " \
+    f"not len), so the owners of the worked example, [0, 0, 1, 1]; got {owners}"
 ### BEGIN HIDDEN TESTS
 assert sorted(partition_parameters([tt.zeros(3) for _ in range(4)], 4)) == [0, 1, 2, 3], "equal sizes spread out"
 ### END HIDDEN TESTS
@@ -1237,6 +1264,17 @@ for rank, (params, opt) in enumerate(ThreadGroup.run(2, lambda: _train(_split(Ze
         assert got.dtype == np.float64 and np.allclose(got, w, rtol=0, atol=1e-12), (
             f"float64 parameters: rank {rank}, parameter {i} is {got.dtype} and off by {np.abs(got - w).max():.1e}; "
             f"gather in the parameters' dtype")
+def _decay_later(ps):  # a schedule that changes weight_decay after construction
+    opt = ZeroRedundancyOptimizer(ps, lr=0.1, weight_decay=0.1)
+    opt.param_groups[0]["weight_decay"] = 0.5
+    return opt
+
+
+decayed, _ = _train(lambda ps: AdamW(ps, lr=0.1, weight_decay=0.5))
+for rank, params in enumerate(ThreadGroup.run(2, lambda: _train(_decay_later)[0])):
+    assert all(np.allclose(g, w, atol=1e-5) for g, w in zip(params, decayed)), (
+        f"rank {rank}: param_groups[0]['weight_decay'] = 0.5, set after construction, was not used: step() copies "
+        f"every setting of a group, not only lr")
 ### BEGIN HIDDEN TESTS
 alone, _ = _train(lambda ps: ZeroRedundancyOptimizer(ps, optimizer_class=AdamW, lr=0.1, weight_decay=0.1))
 assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(alone, expected)), "world size 1: ZeRO equals AdamW"

@@ -73,11 +73,11 @@ import tinytorch as tt
 from tinytorch.core.autograd import gradcheck, no_grad
 from tinytorch.core.tensor import Tensor
 from tinytorch.finetune.classify import _check_mask
-from tinytorch.finetune.distill import GRUClassifier, _argument_tuples, _check_distillation, _fine_tune, _two_batches
+from tinytorch.finetune.distill import GRUClassifier, _argument_tuples, _check_distillation, _fine_tune, _token_one_task, _two_batches
 from tinytorch.finetune.lora import _adapter_report, _check_lora, _check_untied, _LinearView, _MergeFlag, _raises
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.nn.functional import _check_kl_div, cross_entropy, linear, log_softmax, relu, softmax
-from tinytorch.nn.rnn import _by_hand, _RNNBase
+from tinytorch.nn.rnn import _by_hand, _cell_gradchecks, _RNNBase
 
 # %% [markdown]
 # ## 1. Recurrent networks
@@ -313,8 +313,8 @@ class RNN(_RNNBase):
                  dropout=0.0, bidirectional=False, device=None, dtype=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size, num_layers,
-                         bias, batch_first, dropout, bidirectional, device, dtype)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
+                         mode="RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU")
         self.nonlinearity = nonlinearity
 
     def _cell(self, gi, state, weight_hh, bias_hh):
@@ -326,10 +326,7 @@ class RNN(_RNNBase):
 class LSTM(_RNNBase):
     """PyTorch's `nn.LSTM`: forward(input, (h_0, c_0)=None) -> (output, (h_n, c_n))."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
-        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+    _MODE = "LSTM"  # its constructor is _RNNBase's (provided): the RNN's arguments, less nonlinearity
 
     def _cell(self, gi, state, weight_hh, bias_hh):
         ### BEGIN SOLUTION
@@ -340,10 +337,7 @@ class LSTM(_RNNBase):
 class GRU(_RNNBase):
     """PyTorch's `nn.GRU`: forward(input, h_0=None) -> (output, h_n)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
-        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+    _MODE = "GRU"  # its constructor is _RNNBase's (provided): the RNN's arguments, less nonlinearity
 
     def _cell(self, gi, state, weight_hh, bias_hh):
         ### BEGIN SOLUTION
@@ -366,6 +360,7 @@ def test_rnn_layers():
                               f"state in the same form; the layer differs from stepping the cell by hand by {worst:.3g}")
         out.sum().backward()
         assert h0.grad is not None, f"{type(layer).__name__}: the gradient flows back through time to h_0 (no detach)"
+    _cell_gradchecks(rnn_cell, lstm_cell, gru_cell)  # provided: each cell's gradient wrt every input, numerically
 
 
 test_rnn_layers()
@@ -475,6 +470,7 @@ hidden = tt.tensor(np.arange(16, dtype=np.float32).reshape(2, 4, 2))  # row 0's 
 pooled = mean_pool(hidden, [[1, 1, 0, 0], [1, 1, 1, 1]])
 assert pooled.shape == (2, 2) and np.allclose(pooled.numpy(), [[1, 2], [11, 12]]), (
     f"expected [[1, 2], [11, 12]]: each row's mean over its real tokens (÷ the mask's sum, not ÷ T), got {pooled.tolist()}")
+assert (half := mean_pool(hidden.to(tt.float16), [[1, 1, 0, 0]] * 2).dtype) == tt.float16, f"float16 hidden states pool to float16 (weights in the hidden states' dtype), got {half}"
 print("mean_pool: ok")
 
 
@@ -701,6 +697,7 @@ def test_lora_linear():
     update = (wide(tt.ones(1, 4)) - wide.base(tt.ones(1, 4))).numpy()
     assert np.ptp(update) < 1e-5, f"dropout acts on x, before A (not on B·A's output): with B all 1s, all 16 outputs " \
         f"get the same update, got the values {np.unique(update.round(3))}"
+    assert abs(update[0, 0] - wide.scaling * wide.lora_A.weight.numpy().sum()) > 1e-4, "training mode: A reads lora_dropout(x), not x"
     ### BEGIN HIDDEN TESTS
     tt.manual_seed(1)
     big = LoRALinear(Linear(16, 8), rank=4, alpha=8)
@@ -711,6 +708,8 @@ def test_lora_linear():
     assert np.abs(big(xs).numpy() - before).max() < 1e-5, "merged output = unmerged (both scale B·A by alpha/rank)"
     big.unmerge()
     assert np.abs(big.base.weight.numpy() - w0).max() < 1e-6, "merge then unmerge gives the weight back"
+    b64, a64 = (m.weight.numpy().astype(np.float64) for m in (big.lora_B, big.lora_A))  # _delta: float64, then cast
+    assert np.array_equal(big._delta(), (2.0 * (b64 @ a64)).astype(np.float32)), "_delta: B·A in float64, cast back"
     _raises(RuntimeError, big.unmerge, "unmerge of an unmerged layer must raise RuntimeError")
     ### END HIDDEN TESTS
 
@@ -809,6 +808,9 @@ def test_inject_lora():
     assert "c_proj" in str(err), "the error lists the Linear layers there are"
     assert not any(isinstance(m, LoRALinear) for m in fresh.modules()) and all(p.requires_grad for p in fresh.parameters()), \
         "a typo must leave the model as it was (nothing frozen, nothing replaced): check all targets first"
+    _raises(ValueError, lambda: inject_lora(fresh, ["proj"]), "'proj' is no whole-name suffix of c_proj: ValueError")
+    names = inject_lora(fresh, ["c_proj", "mlp.c_proj", "lm_head"])  # two targets name mlp.c_proj; lm_head: top level
+    assert names == [f"transformer.h.{i}.{m}.c_proj" for i in (0, 1) for m in ("attn", "mlp")] + ["lm_head"], names
     ### END HIDDEN TESTS
 
 
@@ -907,6 +909,8 @@ def test_kl_div():
         "log_target=True: the target holds log-probabilities"
     kl.backward()
     assert np.allclose(log_q.grad.numpy(), [[-0.5, -0.5]]), f"d KL / d input = -p / B, got {log_q.grad.tolist()}"
+    deep = kl_div(tt.tensor(np.log([[[0.25, 0.75]] * 3] * 2)), tt.tensor([[[0.5, 0.5]] * 3] * 2), reduction="batchmean")
+    assert abs(deep.item() - 0.4315) < 1e-4, f"(2, 3, 2) input: 'batchmean' is the sum 6·0.1438 ÷ size(0) = 2: 0.4315, got {deep.item():.4f}"
     ### BEGIN HIDDEN TESTS
     zero = kl_div(tt.tensor([[np.log(0.5), np.log(0.5)]]), tt.tensor([[0.0, 1.0]]), reduction="sum")
     assert abs(zero.item() - np.log(2)) < 1e-5, "0·log 0 counts as 0"
@@ -1063,11 +1067,7 @@ def distill(student, teacher, batches, optimizer, temperature=2.0, alpha=0.5):
 
 # %% nbgrader={"grade": true, "grade_id": "test-distill", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_distill():
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(2, 8, (64, 8))
-    tokens[::2, rng.integers(0, 8)] = 1
-    labels = tt.tensor((tokens == 1).any(axis=1).astype(np.int64))
-    inputs = (tt.tensor(tokens), np.ones_like(tokens))
+    inputs, labels = _token_one_task()  # provided: 64 rows of 8 tokens (idx, an all-ones mask); label: token 1 occurs
     tt.manual_seed(0)
     teacher = GPTForSequenceClassification(GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.2)), 2)
     inject_lora(teacher, ["attn.c_attn"], rank=2, alpha=4)

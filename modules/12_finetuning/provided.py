@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import Tensor, from_op, stack, zeros
+from tinytorch.core.tensor import Tensor, cat, from_op, stack, zeros
 from tinytorch.nn.functional import dropout, linear
 from tinytorch.nn.init import uniform_
 from tinytorch.nn.module import Module, _empty_parameter
@@ -90,10 +90,12 @@ def _unbind_time(x):
 class _RNNBase(Module):
     """Parameters, checks and the layer/time loop of RNN, GRU and LSTM; subclasses define `_cell`."""
 
-    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+    _MODE = None  # "LSTM" or "GRU" in a subclass; RNN passes mode="RNN_TANH" or "RNN_RELU"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None, mode=None):
         super().__init__()
-        name = type(self).__name__
+        name, mode = type(self).__name__, mode or self._MODE
         for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
@@ -206,6 +208,26 @@ def _by_hand(layer, x, state, rnn_cell, lstm_cell, gru_cell):
         state = state if isinstance(state, tuple) else (state,)
         outputs.append(state[0].numpy())
     return [np.stack(outputs)] + [s.numpy() for s in state]
+
+
+def _cell_gradchecks(rnn_cell, lstm_cell, gru_cell):
+    """The graded check of the cells' backward: each cell (B = 2, H = 3) against float64 central differences, with
+    respect to each of its inputs in turn; an AssertionError names the cell and the input."""
+    from tinytorch.core.autograd import GradcheckError, gradcheck
+    rng = np.random.default_rng(3)
+    for name, cell, gates in (("rnn_cell", rnn_cell, 1), ("lstm_cell", lstm_cell, 4), ("gru_cell", gru_cell, 3)):
+        names = ("gi", "h") + ("c",) * (gates == 4) + ("weight_hh", "bias_hh")
+        shapes = {"gi": (2, 3 * gates), "h": (2, 3), "c": (2, 3), "weight_hh": (3 * gates, 3), "bias_hh": (3 * gates,)}
+        arrays = [rng.standard_normal(shapes[n]) for n in names]
+        for k, wrt in enumerate(names):
+            def run(*args, cell=cell):
+                out = cell(*args)
+                return cat(list(out), dim=1) if isinstance(out, tuple) else out
+            try:
+                gradcheck(run, [Tensor(a, requires_grad=j == k) for j, a in enumerate(arrays)])
+            except GradcheckError as err:
+                raise AssertionError(f"{name}: its gradient with respect to {wrt} is wrong ({err}). Is part of the "
+                                     f"cell computed outside the graph (.detach(), .data, NumPy)?") from None
 
 # %% [markdown]
 # ## Checks of the attention mask
@@ -437,6 +459,8 @@ def load_adapter_state_dict(model, state, source="state"):
 
 # %%
 #| export finetune.distill
+import numpy as np
+
 from tinytorch.core.backend import manual_seed
 from tinytorch.core.tensor import randn, tensor
 from tinytorch.finetune.classify import last_token_pool
@@ -474,6 +498,15 @@ def _two_batches(distill, distillation_loss, soft_targets, temperature=4.0, alph
     optimizer = SGD(twin.parameters(), lr=0.1)
     want = [train_step(twin, loss_on(x), optimizer, [(x, y)]) for x, y in batches]  # module 07's step, one batch each
     return got, want, student.weight.numpy(), twin.weight.numpy()
+
+
+def _token_one_task():
+    """The made-up task of the graded check of `distill`: 64 rows of 8 tokens in 2 … 7, token 1 put into every other
+    row; the label says whether token 1 occurs. Returns ((idx, an all-ones attention mask), labels)."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, 8, (64, 8))
+    tokens[::2, rng.integers(0, 8)] = 1
+    return (tensor(tokens), np.ones_like(tokens)), tensor((tokens == 1).any(axis=1).astype(np.int64))
 
 
 def _argument_tuples(batches):

@@ -67,7 +67,7 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.distributed import ThreadGroup, get_rank, get_world_size
-from tinytorch.distributed.fsdp import _MPIRules, _ShardedBase
+from tinytorch.distributed.fsdp import _MPIRules, _next_token_loss as _loss, _Poisoned, _ShardedBase
 from tinytorch.distributed.memory import measure_memory, _memory_table
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
@@ -243,6 +243,7 @@ def _unit_rank(keep_full):
     params = [tt.nn.Parameter(tt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))),
               tt.nn.Parameter(tt.tensor([10.0, 11.0, 12.0, 13.0]))]
     unit = _FlatUnit(None, params, [], pg.rank, pg.size, keep_full)
+    unit.xp = _Poisoned(unit.xp)  # provided: its empty() is NaN-filled, as a reused buffer may hold anything
     shard = unit.shard.numpy().copy()
     whole = [v.copy() for v in unit.gather(pg)]
     flat_grad = unit.flatten([np.full((2, 3), pg.rank + 1.0, np.float32), np.full(4, 2.0 * (pg.rank + 1), np.float32)])
@@ -265,7 +266,7 @@ for keep in (False, True):
         expected = np.array([2.0] * 6 + [4.0] * 4 + [0.0, 0.0], np.float32)[rank * 4:(rank + 1) * 4]
         assert grad.shape == (4,) and grad.dtype == np.float32 and np.allclose(grad, expected), (
             f"rank {rank}: shard gradient {grad} ({grad.dtype}), expected the average over ranks {expected} in the "
-            f"unit's float32 (averaged, not summed?)")
+            f"unit's float32 (averaged, not summed? padding NaN: flatten must write zeros there, not leave empty())")
         assert np.allclose(twice, 4 * expected), (f"rank {rank}: a 2nd micro-batch of 3x the gradient adds to shard.grad: "
                                                   f"expected 1x + 3x = {4 * expected}, got {twice} (a reused buffer?)")
 print("_FlatUnit: ok")
@@ -452,11 +453,7 @@ class FullyShardedDataParallel(_ShardedBase):
 CONFIG = dict(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=False)
 TOKENS = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (3, 8, CONFIG["block_size"] + 1))  # 3 steps
 
-
-def _loss(model, tokens):
-    loss = model(tt.tensor(tokens[:, :-1]), targets=tt.tensor(tokens[:, 1:]))[1]  # cross-entropy on the next tokens
-    assert loss is not None, "model(idx, targets=...) gave no loss: _unit_forward must pass **kwargs on to forward"
-    return loss
+# _loss(model, tokens) (provided, imported above): cross-entropy on the next tokens
 
 
 tt.manual_seed(0)
@@ -665,6 +662,12 @@ except (AttributeError, TypeError) as err:
                          "(the op's inputs are the tensors among args; a leaf without grad gives None)")
 want = 2 * np.ones((2, 3)) @ w.numpy().T
 assert np.allclose(x.grad.numpy(), want, atol=1e-5), f"checkpoint: d/dx sum((x @ w) * 2.0) = 2 · ones @ wᵀ = {want}, got {x.grad}"
+try:  # an int tensor among the args (token ids), and two backward passes, each recomputing on fresh leaves of its own
+    y = _checkpoint(lambda t, i: (t * t * i).sum(), x := tt.randn(2, 3, requires_grad=True), tt.tensor([[1], [2]]))
+    y.backward(retain_graph=True), y.backward()
+except RuntimeError as err:
+    raise AssertionError(f"checkpoint(fn, x, int ids): int tensors cannot require grad (pass a.requires_grad on); got {err!r}") from None
+assert np.allclose(x.grad.numpy(), 4 * x.numpy() * [[1], [2]]), f"checkpoint, backward twice: 2 · (2x·ids) expected, got {x.grad}"
 print("checkpoint: ok")
 
 # %% [markdown]
@@ -762,6 +765,7 @@ assert odd == 68864, (f"B=3 sequences of seq=16 tokens (block_size 32), H=4, C=8
 with suppress(ValueError):
     got = predict_memory(1000, 4, "zero-3")
     raise AssertionError(f"predict_memory(1000, 4, 'zero-3'): an unknown strategy must raise ValueError, got {got}")
+assert (got := predict_memory(1000, 3, "zero3")["params"]) == 4000 / 3, f"zero3, 1000 on 3 ranks: 4000 / 3 B, got {got}"
 print("predict_memory: ok")
 
 # %% [markdown]

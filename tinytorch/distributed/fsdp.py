@@ -89,6 +89,28 @@ class _MPIRules:
         return getattr(self.pg, name)
 
 
+class _Poisoned:
+    """The array namespace `xp`, except that `empty` fills with NaN: what a reused buffer may hold, made visible
+    (the graded check of `flatten` uses it: the padding must be written as zeros, not left as found)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def empty(self, shape, dtype=float):
+        return self.xp.full(shape, self.xp.nan, dtype=dtype)
+
+    def __getattr__(self, name):
+        return getattr(self.xp, name)
+
+
+def _next_token_loss(model, tokens):
+    """The graded check's loss: cross-entropy of `model` on the next tokens of `tokens` (B, T + 1), an array."""
+    from tinytorch.core.tensor import tensor
+    loss = model(tensor(tokens[:, :-1]), targets=tensor(tokens[:, 1:]))[1]
+    assert loss is not None, "model(idx, targets=...) gave no loss: _unit_forward must pass **kwargs on to forward"
+    return loss
+
+
 class _ShardedBase(_ModelWrapper):
     """Checks, parameters() and checkpoints of FullyShardedDataParallel (see the lesson).
 

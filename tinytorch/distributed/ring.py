@@ -65,4 +65,6 @@ def ring_all_reduce(tensor, group=None):
     chunks = [from_op(flat[a:b], tensor._device) for a, b in zip(bounds, bounds[1:])]
     _ring_reduce_scatter(chunks, rank, group)
     _ring_all_gather(chunks, rank, group)
+    if not tensor.data.flags.c_contiguous:  # reshape had to copy: bring the sums back
+        tensor.data[...] = flat.reshape(tensor.data.shape)
     return tensor

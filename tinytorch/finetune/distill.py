@@ -2,6 +2,7 @@
 __all__ = ["GRUClassifier", "distillation_loss", "soft_targets", "distill"]
 
 
+import numpy as np
 from tinytorch.core.backend import manual_seed
 from tinytorch.core.tensor import randn, tensor
 from tinytorch.finetune.classify import last_token_pool
@@ -41,6 +42,15 @@ def _two_batches(distill, distillation_loss, soft_targets, temperature=4.0, alph
     optimizer = SGD(twin.parameters(), lr=0.1)
     want = [train_step(twin, loss_on(x), optimizer, [(x, y)]) for x, y in batches]  # module 07's step, one batch each
     return got, want, student.weight.numpy(), twin.weight.numpy()
+
+
+def _token_one_task():
+    """The made-up task of the graded check of `distill`: 64 rows of 8 tokens in 2 … 7, token 1 put into every other
+    row; the label says whether token 1 occurs. Returns ((idx, an all-ones attention mask), labels)."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, 8, (64, 8))
+    tokens[::2, rng.integers(0, 8)] = 1
+    return (tensor(tokens), np.ones_like(tokens)), tensor((tokens == 1).any(axis=1).astype(np.int64))
 
 
 def _argument_tuples(batches):

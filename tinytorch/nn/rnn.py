@@ -5,7 +5,7 @@ __all__ = ["rnn_cell", "lstm_cell", "gru_cell", "RNN", "LSTM", "GRU"]
 import math
 import numpy as np
 from tinytorch.core.backend import get_xp
-from tinytorch.core.tensor import Tensor, from_op, stack, zeros
+from tinytorch.core.tensor import Tensor, cat, from_op, stack, zeros
 from tinytorch.nn.functional import dropout, linear, relu
 from tinytorch.nn.init import uniform_
 from tinytorch.nn.module import Module, _empty_parameter
@@ -45,10 +45,12 @@ def _unbind_time(x):
 class _RNNBase(Module):
     """Parameters, checks and the layer/time loop of RNN, GRU and LSTM; subclasses define `_cell`."""
 
-    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+    _MODE = None  # "LSTM" or "GRU" in a subclass; RNN passes mode="RNN_TANH" or "RNN_RELU"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None, mode=None):
         super().__init__()
-        name = type(self).__name__
+        name, mode = type(self).__name__, mode or self._MODE
         for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
@@ -163,6 +165,26 @@ def _by_hand(layer, x, state, rnn_cell, lstm_cell, gru_cell):
     return [np.stack(outputs)] + [s.numpy() for s in state]
 
 
+def _cell_gradchecks(rnn_cell, lstm_cell, gru_cell):
+    """The graded check of the cells' backward: each cell (B = 2, H = 3) against float64 central differences, with
+    respect to each of its inputs in turn; an AssertionError names the cell and the input."""
+    from tinytorch.core.autograd import GradcheckError, gradcheck
+    rng = np.random.default_rng(3)
+    for name, cell, gates in (("rnn_cell", rnn_cell, 1), ("lstm_cell", lstm_cell, 4), ("gru_cell", gru_cell, 3)):
+        names = ("gi", "h") + ("c",) * (gates == 4) + ("weight_hh", "bias_hh")
+        shapes = {"gi": (2, 3 * gates), "h": (2, 3), "c": (2, 3), "weight_hh": (3 * gates, 3), "bias_hh": (3 * gates,)}
+        arrays = [rng.standard_normal(shapes[n]) for n in names]
+        for k, wrt in enumerate(names):
+            def run(*args, cell=cell):
+                out = cell(*args)
+                return cat(list(out), dim=1) if isinstance(out, tuple) else out
+            try:
+                gradcheck(run, [Tensor(a, requires_grad=j == k) for j, a in enumerate(arrays)])
+            except GradcheckError as err:
+                raise AssertionError(f"{name}: its gradient with respect to {wrt} is wrong ({err}). Is part of the "
+                                     f"cell computed outside the graph (.detach(), .data, NumPy)?") from None
+
+
 # %% modules/12_finetuning/finetuning.py, cell 6
 def rnn_cell(gi, h, weight_hh, bias_hh=None, nonlinearity="tanh"):
     """One Elman RNN step: act(gi + h W_hhᵀ + b_hh), with gi = x W_ihᵀ + b_ih precomputed; (B, H)."""
@@ -200,8 +222,8 @@ class RNN(_RNNBase):
                  dropout=0.0, bidirectional=False, device=None, dtype=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size, num_layers,
-                         bias, batch_first, dropout, bidirectional, device, dtype)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
+                         mode="RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU")
         self.nonlinearity = nonlinearity
 
     def _cell(self, gi, state, weight_hh, bias_hh):
@@ -211,10 +233,7 @@ class RNN(_RNNBase):
 class LSTM(_RNNBase):
     """PyTorch's `nn.LSTM`: forward(input, (h_0, c_0)=None) -> (output, (h_n, c_n))."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
-        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+    _MODE = "LSTM"  # its constructor is _RNNBase's (provided): the RNN's arguments, less nonlinearity
 
     def _cell(self, gi, state, weight_hh, bias_hh):
         return lstm_cell(gi, state[0], state[1], weight_hh, bias_hh)
@@ -223,10 +242,7 @@ class LSTM(_RNNBase):
 class GRU(_RNNBase):
     """PyTorch's `nn.GRU`: forward(input, h_0=None) -> (output, h_n)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
-        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+    _MODE = "GRU"  # its constructor is _RNNBase's (provided): the RNN's arguments, less nonlinearity
 
     def _cell(self, gi, state, weight_hh, bias_hh):
         return (gru_cell(gi, state[0], weight_hh, bias_hh),)
