@@ -336,6 +336,18 @@ def test_kl_div_mean_divides_by_the_element_count():
     assert F.kl_div(x, t, reduction="batchmean").item() == pytest.approx(0.2956, abs=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (0,)])
+def test_kl_div_of_an_empty_input_averages_to_nan_and_sums_to_zero(shape):
+    """PyTorch: 'mean' and 'batchmean' of nothing are 0/0 = NaN (not 0, not ZeroDivisionError); 'sum' is 0."""
+    x, t = tt.zeros(*shape, requires_grad=True), tt.zeros(*shape)
+    for reduction in ("mean", "batchmean"):
+        loss = F.kl_div(x, t, reduction=reduction)
+        assert np.isnan(loss.item()), f"{reduction} of an empty input: expected nan, got {loss.item()}"
+        loss.backward()
+        assert x.grad.shape == shape
+    assert F.kl_div(x, t, reduction="sum").item() == 0.0
+
+
 def test_distillation_loss_passes_ignore_index_to_the_hard_term():
     z = tt.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, 3.0]])
     loss = distillation_loss(z, z, tt.tensor([0, 2]), alpha=0.0, ignore_index=2)

@@ -932,7 +932,10 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
         p = t
         log_p = xp.log(xp.where(t > 0, t, 1))  # 0·log 0 = 0
     pointwise = p * log_p - p * x
-    scale = {"none": 1.0, "sum": 1.0, "mean": 1.0 / max(x.size, 1), "batchmean": 1.0 / (x.shape[0] if x.ndim else 1)}
+    rows = x.shape[0] if x.ndim else 1
+    mean = 1.0 / x.size if x.size else float("nan")  # an empty input averages nothing: 0/0, as in PyTorch
+    batchmean = 1.0 / rows if rows else float("nan")
+    scale = {"none": 1.0, "sum": 1.0, "mean": mean, "batchmean": batchmean}
     out = pointwise if reduction == "none" else pointwise.sum() * scale[reduction]
 
     def kl_div_backward(g):
