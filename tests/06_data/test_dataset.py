@@ -33,6 +33,22 @@ def test_tensor_dataset_gather_matches_items(device):
     assert tt.to_numpy(y.data).tolist() == [6 % 3, 0, 0, 0]
 
 
+def test_gather_takes_indices_as_items_do(device):
+    """A batch index means what ds[i] means: -1 is the last sample, and one out of range is an IndexError
+    naming the dataset and its length (not NumPy's message about some array's axis)."""
+    ds = make(5, device)
+    x, _ = ds.gather([-1, -5, 4])
+    assert tt.to_numpy(x.data).tolist() == [[8.0, 9.0], [0.0, 1.0], [8.0, 9.0]]
+    for bad in ([5], [0, -6]):
+        with pytest.raises(IndexError, match=f"index {bad[-1]} is out of range for a TensorDataset of length 5"):
+            ds.gather(bad)
+    part = Subset(ds, [4, 2, 0])
+    x, _ = part.gather([-1, 0])
+    assert tt.to_numpy(x.data).tolist() == [[0.0, 1.0], [8.0, 9.0]], "a Subset's -1 is its own last sample"
+    with pytest.raises(IndexError, match="index 3 is out of range for a Subset of length 3"):
+        part.gather([3])  # within the parent's length: it must not quietly give the parent's sample 3
+
+
 def test_tensor_dataset_rejects_bad_input():
     with pytest.raises(ValueError, match="first dimension.*\\(3,\\).*\\(4,\\)"):
         TensorDataset(tt.zeros(3), tt.zeros(4))

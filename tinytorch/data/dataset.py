@@ -69,7 +69,7 @@ class TensorDataset(Dataset):
 
     def gather(self, indices):
         """The samples `indices` as one batch: one fancy index per tensor, no stacking."""
-        index = np.asarray(indices, dtype=np.int64)
+        index = _normalize_indices(indices, len(self), "TensorDataset")
         return [t[index] for t in self.tensors]
 
 
@@ -84,7 +84,7 @@ class Subset(Dataset):
             positions = np.asarray(indices, dtype=np.int64)
 
             def gather(batch_indices):
-                return parent_gather(positions[np.asarray(batch_indices, dtype=np.int64)])
+                return parent_gather(positions[_normalize_indices(batch_indices, len(positions), "Subset")])
             self.gather = gather
 
     def __len__(self):
