@@ -472,7 +472,7 @@ from collections import namedtuple
 import numpy as np
 
 from tinytorch.core.backend import (
-    DEFAULT_FLOAT, Device, device, get_xp, is_floating, resolve_dtype, scatter_add,
+    DEFAULT_FLOAT, Device, device, get_xp, is_floating, namespace_of, resolve_dtype, scatter_add,
     to_device, to_host, to_numpy, generator_for,
 )
 
@@ -864,7 +864,7 @@ def _format_array(array):
     floating = is_floating(array.dtype)
     finite = array[np.isfinite(array)] if floating else array.reshape(-1)[:0]
     if finite.size and (finite != np.round(finite)).any():
-        magnitudes = np.abs(finite[finite != 0])
+        magnitudes = np.abs(finite[finite != 0]).astype(_F64)  # float16 would overflow at 1e8 (and warn)
         big, small = magnitudes.max(), magnitudes.min()
         spec = "{:.4e}" if big >= 1e8 or small < 1e-4 or big / small > 1e3 else "{:.4f}"
         width = builtins.max(len(spec.format(v)) for v in finite.ravel())
@@ -1140,8 +1140,19 @@ def _xp_mul(x, y): return x * y
 def _xp_div(x, y): return x / y
 
 
+def _integral(v):
+    return getattr(v, "dtype", np.dtype(type(v))).kind in "biu"
+
+
 def _xp_pow(x, y):
     with np.errstate(all="ignore"):  # 0 ** -1 = inf and (-2) ** 0.5 = nan are results, as in PyTorch
+        if _integral(x) and _integral(y):  # NumPy refuses integers to negative integer powers
+            if not hasattr(y, "dtype"):
+                if y < 0:  # a tensor to a negative number: PyTorch refuses too
+                    raise RuntimeError("pow: integers to negative integer powers are not allowed; "
+                                       "make the tensor a float first")
+            else:  # PyTorch truncates toward 0: 2 ** -1 = 0, while 1 and -1 to any power stay 1 or -1
+                return namespace_of(y).where((y < 0) & (builtins.abs(x) != 1), 0, x ** builtins.abs(y))
         return x ** y
 
 
@@ -1289,9 +1300,11 @@ def unsqueeze(x, dim):
 
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one."""
+    (start,), (end,) = _dims(start_dim, x.ndim), _dims(end_dim, x.ndim)  # out of range: IndexError
     if x.ndim == 0:
         return reshape(x, 1)
-    start, end = start_dim % x.ndim, end_dim % x.ndim
+    if start > end:
+        raise RuntimeError(f"flatten: start_dim ({start_dim}) cannot come after end_dim ({end_dim})")
     return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
@@ -1299,6 +1312,9 @@ def expand(x, *sizes):
     """Broadcast to `sizes` without copying (-1 keeps a dimension)."""
     sizes = _shape_arg(sizes)
     lead = len(sizes) - x.ndim
+    if lead < 0 or -1 in sizes[:lead]:
+        raise RuntimeError(f"expand: cannot expand shape {tuple(x.shape)} to {tuple(sizes)} (-1 keeps an "
+                           f"existing dimension; a new leading one needs its size)")
     target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     xp = get_xp(x._device)
     try:
@@ -1334,7 +1350,7 @@ def _index_arrays(index, dev):
             continue
         array = get_xp(dev).asarray(part)
         basic = False
-        out.extend(array.nonzero() if array.dtype.kind == "b" else (array,))
+        out.extend(array.nonzero() if array.dtype.kind == "b" and array.ndim else (array,))
     return tuple(out), basic
 
 
@@ -1544,15 +1560,18 @@ def cat(tensors, dim=0):
     dev = _same_device(tensors, "cat")
     xp = get_xp(dev)
     (axis,) = _dims(dim, tensors[0].ndim)
+    want = tensors[0].dtype  # PyTorch's result dtype: int64 with float32 is float32 (NumPy: float64)
+    for t in tensors[1:]:
+        want = _promoted(np.empty(1, want), t.data)
     try:
-        out = xp.concatenate([t.data for t in tensors], axis=axis)
+        out = xp.concatenate([t.data for t in tensors], axis=axis, dtype=want)
     except ValueError as err:
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
         raise RuntimeError(f"cat along dim {dim}: shapes {shapes} do not fit ({err})") from None
     ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
 
-    def cat_backward(g):
-        return tuple(xp.split(g, ends, axis=axis))
+    def cat_backward(g):  # each piece in its input's dtype
+        return tuple(piece.astype(t.dtype, copy=False) for piece, t in zip(xp.split(g, ends, axis=axis), tensors))
     return from_op(out, dev, tensors, cat_backward)
 
 
@@ -1572,7 +1591,9 @@ def split(x, split_size_or_sections, dim=0):
     n = x.shape[axis]
     if isinstance(split_size_or_sections, (builtins.int, np.integer)):
         step = builtins.int(split_size_or_sections)
-        sizes = [builtins.min(step, n - s) for s in range(0, n, step)]
+        if step < 0 or (step == 0 and n):
+            raise RuntimeError(f"split: split_size must be positive (0 only for an empty dim), got {step}")
+        sizes = [builtins.min(step, n - s) for s in range(0, n, step)] if n else [0]  # one empty piece
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n:

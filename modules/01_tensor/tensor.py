@@ -53,9 +53,9 @@ import builtins
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp, scatter_add
+from tinytorch.core.backend import get_xp, is_floating, scatter_add
 from tinytorch.core.tensor import (
-    MinMax, _autocast_op, _binary, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
+    MinMax, _F32, _autocast_op, _binary, _cast, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
     _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float, _shape_arg, _xp_add,
     _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor, _backward_of, _expect,
 )
@@ -522,6 +522,8 @@ def sum(x, dim=None, keepdim=False):
     """Sum over `dim` (all dimensions when None)."""
     xp = get_xp(x._device)
     axes = _reduce_axes(dim, x.ndim)
+    if x.dtype == np.uint8:  # PyTorch sums bytes into int64 (NumPy into uint64, where 1 - 2 wraps around)
+        x = _cast(x, np.dtype("int64"))
     ### BEGIN SOLUTION
     out = x.data.sum(axis=axes, keepdims=keepdim)
 
@@ -537,6 +539,8 @@ def sum(x, dim=None, keepdim=False):
 
 def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
+    if is_floating(x.dtype) and x.dtype.itemsize < 4:  # float16 sums in float32, as in PyTorch: the sum
+        return _cast(mean(_cast(x, _F32), dim, keepdim), x.dtype)  # of halves overflows past 65504
     ### BEGIN SOLUTION
     _require_float(x, "mean")
     n = _count(x.shape, _reduce_axes(dim, x.ndim))
@@ -645,12 +649,18 @@ def _extreme(x, dim, keepdim, pick, arg):
 def max(x, dim=None, keepdim=False):
     """Largest value; with `dim`, the named tuple (values, indices) along it."""
     xp = get_xp(x._device)
+    if x.ndim == 0 and dim is not None:  # one slice holding one value (dim 0 or -1), as in PyTorch
+        _dims(dim, 0)
+        return _extreme(reshape(x, 1), 0, False, xp.max, xp.argmax)
     return _extreme(x, dim, keepdim, xp.max, xp.argmax)
 
 
 def min(x, dim=None, keepdim=False):
     """Smallest value; with `dim`, the named tuple (values, indices) along it."""
     xp = get_xp(x._device)
+    if x.ndim == 0 and dim is not None:  # one slice holding one value (dim 0 or -1), as in PyTorch
+        _dims(dim, 0)
+        return _extreme(reshape(x, 1), 0, False, xp.min, xp.argmin)
     return _extreme(x, dim, keepdim, xp.min, xp.argmin)
 
 
@@ -743,6 +753,9 @@ def reshape(x, *shape):
 
 def transpose(x, dim0, dim1):
     """Swap two dimensions."""
+    if x.ndim == 0:  # a 0-d tensor's dims are 0 and -1 (as in PyTorch), and it is its own transpose
+        _dims((dim0, dim1), 0)
+        return reshape(x, ())
     ### BEGIN SOLUTION
     def transpose_backward(g):
         return (g.swapaxes(dim0, dim1),)
@@ -908,6 +921,8 @@ def softmax(x, dim):
     xp = get_xp(x._device)
     (axis,) = _dims(dim, x.ndim)
     data = _float_data(x)
+    if data.size == 0:  # nothing to normalise (NumPy's max over an empty axis raises)
+        return mul(x, 1.0)
     ### BEGIN SOLUTION
     e = xp.exp(data - data.max(axis=axis, keepdims=True))
     out = e / e.sum(axis=axis, keepdims=True)
@@ -923,6 +938,8 @@ def log_softmax(x, dim):
     xp = get_xp(x._device)
     (axis,) = _dims(dim, x.ndim)
     data = _float_data(x)
+    if data.size == 0:  # nothing to normalise (NumPy's max over an empty axis raises)
+        return mul(x, 1.0)
     ### BEGIN SOLUTION
     shifted = data - data.max(axis=axis, keepdims=True)
     out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))

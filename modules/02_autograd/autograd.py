@@ -542,12 +542,13 @@ print("numerical_gradient: ok")
 # - Hint 1: for each checked input, compare its `.grad` with `numerical_gradient` of
 #   `projected` over that input's array.
 # - Hint 2: an input the output does not depend on has `.grad` None: its analytic
-#   gradient is zeros. The excess is |analytic - numeric| - (atol + rtol·|numeric|); any
-#   positive entry fails.
-# - Hint 3: `np.argmax` of the excess, turned into an index tuple by `np.unravel_index`,
-#   is the worst element; the message starts "gradcheck failed for input <i>", and goes
-#   into a `GradcheckError` or, when `raise_exception` is False, becomes `return False`;
-#   after the loop, return True.
+#   gradient is zeros. The excess is |analytic - numeric| - (atol + rtol·|numeric|); an
+#   entry passes when it is <= 0, or when the two are equal (equal infinities); a NaN
+#   never passes.
+# - Hint 3: `np.argmax` of the failing entries' excess (-inf elsewhere), turned into an
+#   index tuple by `np.unravel_index`, is the worst element; the message starts
+#   "gradcheck failed for input <i>", and goes into a `GradcheckError` or, when
+#   `raise_exception` is False, becomes `return False`; after the loop, return True.
 
 # %% nbgrader={"grade": false, "grade_id": "gradcheck", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -577,8 +578,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
         analytic = np.zeros(x.shape) if x.grad is None else np.asarray(x.grad.numpy(), dtype=np.float64)
         numeric = numerical_gradient(projected, x.data, eps)
         excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-        if excess.size and excess.max() > 0:
-            worst = tuple(int(i) for i in np.unravel_index(np.argmax(excess), excess.shape))
+        failed = ~((excess <= 0) | (analytic == numeric))  # NaN fails; equal infinities agree
+        if failed.any():
+            score = np.where(failed, excess, -np.inf)  # np.argmax picks a NaN first, then the largest excess
+            worst = tuple(int(i) for i in np.unravel_index(np.argmax(score), excess.shape))
             message = (f"gradcheck failed for input {i} (shape {tuple(x.shape)}) at element {worst}: "
                        f"analytic {analytic[worst]:.6g} vs numeric {numeric[worst]:.6g} "
                        f"(|difference| {abs(analytic[worst] - numeric[worst]):.3g} > "

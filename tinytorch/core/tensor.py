@@ -67,6 +67,7 @@ from tinytorch.core.backend import (
     device,
     get_xp,
     is_floating,
+    namespace_of,
     resolve_dtype,
     scatter_add,
     to_device,
@@ -457,7 +458,7 @@ def _format_array(array):
     floating = is_floating(array.dtype)
     finite = array[np.isfinite(array)] if floating else array.reshape(-1)[:0]
     if finite.size and (finite != np.round(finite)).any():
-        magnitudes = np.abs(finite[finite != 0])
+        magnitudes = np.abs(finite[finite != 0]).astype(_F64)  # float16 would overflow at 1e8 (and warn)
         big, small = magnitudes.max(), magnitudes.min()
         spec = "{:.4e}" if big >= 1e8 or small < 1e-4 or big / small > 1e3 else "{:.4f}"
         width = builtins.max(len(spec.format(v)) for v in finite.ravel())
@@ -724,8 +725,19 @@ def _xp_mul(x, y): return x * y
 def _xp_div(x, y): return x / y
 
 
+def _integral(v):
+    return getattr(v, "dtype", np.dtype(type(v))).kind in "biu"
+
+
 def _xp_pow(x, y):
     with np.errstate(all="ignore"):  # 0 ** -1 = inf and (-2) ** 0.5 = nan are results, as in PyTorch
+        if _integral(x) and _integral(y):  # NumPy refuses integers to negative integer powers
+            if not hasattr(y, "dtype"):
+                if y < 0:  # a tensor to a negative number: PyTorch refuses too
+                    raise RuntimeError("pow: integers to negative integer powers are not allowed; "
+                                       "make the tensor a float first")
+            else:  # PyTorch truncates toward 0: 2 ** -1 = 0, while 1 and -1 to any power stay 1 or -1
+                return namespace_of(y).where((y < 0) & (builtins.abs(x) != 1), 0, x ** builtins.abs(y))
         return x ** y
 
 
@@ -865,9 +877,11 @@ def unsqueeze(x, dim):
 
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one."""
+    (start,), (end,) = _dims(start_dim, x.ndim), _dims(end_dim, x.ndim)  # out of range: IndexError
     if x.ndim == 0:
         return reshape(x, 1)
-    start, end = start_dim % x.ndim, end_dim % x.ndim
+    if start > end:
+        raise RuntimeError(f"flatten: start_dim ({start_dim}) cannot come after end_dim ({end_dim})")
     return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
@@ -875,6 +889,9 @@ def expand(x, *sizes):
     """Broadcast to `sizes` without copying (-1 keeps a dimension)."""
     sizes = _shape_arg(sizes)
     lead = len(sizes) - x.ndim
+    if lead < 0 or -1 in sizes[:lead]:
+        raise RuntimeError(f"expand: cannot expand shape {tuple(x.shape)} to {tuple(sizes)} (-1 keeps an "
+                           f"existing dimension; a new leading one needs its size)")
     target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     xp = get_xp(x._device)
     try:
@@ -910,7 +927,7 @@ def _index_arrays(index, dev):
             continue
         array = get_xp(dev).asarray(part)
         basic = False
-        out.extend(array.nonzero() if array.dtype.kind == "b" else (array,))
+        out.extend(array.nonzero() if array.dtype.kind == "b" and array.ndim else (array,))
     return tuple(out), basic
 
 
@@ -1104,15 +1121,18 @@ def cat(tensors, dim=0):
     dev = _same_device(tensors, "cat")
     xp = get_xp(dev)
     (axis,) = _dims(dim, tensors[0].ndim)
+    want = tensors[0].dtype  # PyTorch's result dtype: int64 with float32 is float32 (NumPy: float64)
+    for t in tensors[1:]:
+        want = _promoted(np.empty(1, want), t.data)
     try:
-        out = xp.concatenate([t.data for t in tensors], axis=axis)
+        out = xp.concatenate([t.data for t in tensors], axis=axis, dtype=want)
     except ValueError as err:
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
         raise RuntimeError(f"cat along dim {dim}: shapes {shapes} do not fit ({err})") from None
     ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
 
-    def cat_backward(g):
-        return tuple(xp.split(g, ends, axis=axis))
+    def cat_backward(g):  # each piece in its input's dtype
+        return tuple(piece.astype(t.dtype, copy=False) for piece, t in zip(xp.split(g, ends, axis=axis), tensors))
     return from_op(out, dev, tensors, cat_backward)
 
 
@@ -1132,7 +1152,9 @@ def split(x, split_size_or_sections, dim=0):
     n = x.shape[axis]
     if isinstance(split_size_or_sections, (builtins.int, np.integer)):
         step = builtins.int(split_size_or_sections)
-        sizes = [builtins.min(step, n - s) for s in range(0, n, step)]
+        if step < 0 or (step == 0 and n):
+            raise RuntimeError(f"split: split_size must be positive (0 only for an empty dim), got {step}")
+        sizes = [builtins.min(step, n - s) for s in range(0, n, step)] if n else [0]  # one empty piece
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n:
@@ -1353,6 +1375,8 @@ def sum(x, dim=None, keepdim=False):
     """Sum over `dim` (all dimensions when None)."""
     xp = get_xp(x._device)
     axes = _reduce_axes(dim, x.ndim)
+    if x.dtype == np.uint8:  # PyTorch sums bytes into int64 (NumPy into uint64, where 1 - 2 wraps around)
+        x = _cast(x, np.dtype("int64"))
     out = x.data.sum(axis=axes, keepdims=keepdim)
 
     def sum_backward(g):
@@ -1366,6 +1390,8 @@ def sum(x, dim=None, keepdim=False):
 
 def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
+    if is_floating(x.dtype) and x.dtype.itemsize < 4:  # float16 sums in float32, as in PyTorch: the sum
+        return _cast(mean(_cast(x, _F32), dim, keepdim), x.dtype)  # of halves overflows past 65504
     _require_float(x, "mean")
     n = _count(x.shape, _reduce_axes(dim, x.ndim))
     return div(sum(x, dim, keepdim), n)
@@ -1399,12 +1425,18 @@ def _extreme(x, dim, keepdim, pick, arg):
 def max(x, dim=None, keepdim=False):
     """Largest value; with `dim`, the named tuple (values, indices) along it."""
     xp = get_xp(x._device)
+    if x.ndim == 0 and dim is not None:  # one slice holding one value (dim 0 or -1), as in PyTorch
+        _dims(dim, 0)
+        return _extreme(reshape(x, 1), 0, False, xp.max, xp.argmax)
     return _extreme(x, dim, keepdim, xp.max, xp.argmax)
 
 
 def min(x, dim=None, keepdim=False):
     """Smallest value; with `dim`, the named tuple (values, indices) along it."""
     xp = get_xp(x._device)
+    if x.ndim == 0 and dim is not None:  # one slice holding one value (dim 0 or -1), as in PyTorch
+        _dims(dim, 0)
+        return _extreme(reshape(x, 1), 0, False, xp.min, xp.argmin)
     return _extreme(x, dim, keepdim, xp.min, xp.argmin)
 
 
@@ -1424,6 +1456,9 @@ def reshape(x, *shape):
 
 def transpose(x, dim0, dim1):
     """Swap two dimensions."""
+    if x.ndim == 0:  # a 0-d tensor's dims are 0 and -1 (as in PyTorch), and it is its own transpose
+        _dims((dim0, dim1), 0)
+        return reshape(x, ())
     def transpose_backward(g):
         return (g.swapaxes(dim0, dim1),)
     return from_op(x.data.swapaxes(dim0, dim1), x._device, (x,), transpose_backward)
@@ -1465,6 +1500,8 @@ def softmax(x, dim):
     xp = get_xp(x._device)
     (axis,) = _dims(dim, x.ndim)
     data = _float_data(x)
+    if data.size == 0:  # nothing to normalise (NumPy's max over an empty axis raises)
+        return mul(x, 1.0)
     e = xp.exp(data - data.max(axis=axis, keepdims=True))
     out = e / e.sum(axis=axis, keepdims=True)
 
@@ -1478,6 +1515,8 @@ def log_softmax(x, dim):
     xp = get_xp(x._device)
     (axis,) = _dims(dim, x.ndim)
     data = _float_data(x)
+    if data.size == 0:  # nothing to normalise (NumPy's max over an empty axis raises)
+        return mul(x, 1.0)
     shifted = data - data.max(axis=axis, keepdims=True)
     out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
