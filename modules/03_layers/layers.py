@@ -84,7 +84,7 @@ from tinytorch.core.backend import (
 )
 from tinytorch.core.tensor import Tensor, _autocast_op, _expect, from_op
 from tinytorch.nn.functional import (
-    _check_linear, _embedding_indices, _float_array, _normalized_axes, _row_mean,
+    _as_rows, _check_linear, _embedding_indices, _float_array, _in_float32_if_half, _normalized_axes, _row_mean,
 )
 from tinytorch.nn.init import _check_fan_mode, calculate_gain
 from tinytorch.nn.module import _IncompatibleKeys, _ModuleAPI
@@ -653,14 +653,14 @@ print("parameters:", tree.num_parameters(), "| training:", tree.first.training, 
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, as one op: (..., in_features) -> (..., out_features)."""
     _check_linear(input, weight, bias)
-    x2 = input.data.reshape(-1, input.shape[-1])  # (N, in): every leading dim is more rows
+    x2 = input.data.reshape(math.prod(input.shape[:-1]), input.shape[-1])  # (N, in): every leading dim is more rows
     ### BEGIN SOLUTION
     out = x2 @ weight.data.T  # (N, out)
     if bias is not None:
         out += bias.data
 
     def linear_backward(g):
-        g2 = g.reshape(-1, g.shape[-1])  # (N, out)
+        g2 = g.reshape(len(x2), weight.shape[0])  # (N, out)
         grad_input = (g2 @ weight.data).reshape(input.shape) if input.requires_grad else None
         grad_weight = g2.T @ x2 if weight.requires_grad else None
         grad_bias = g2.sum(axis=0) if bias is not None and bias.requires_grad else None
@@ -878,7 +878,7 @@ def embedding(input, weight, padding_idx=None):
     ### BEGIN SOLUTION
     def embedding_backward(g):
         grad = xp.zeros(weight.shape, dtype=g.dtype)
-        scatter_add(grad, idx.reshape(-1), g.reshape(-1, weight.shape[1]))  # repeats add up
+        scatter_add(grad, idx.reshape(-1), g.reshape(idx.size, weight.shape[1]))  # repeats add up
         if padding_idx is not None:
             grad[padding_idx] = 0
         return (grad,)
@@ -1034,12 +1034,13 @@ assert wide.dtype == np.float64, f"dtype= reaches the weight: want float64, got 
 
 # %% nbgrader={"grade": false, "grade_id": "layer-norm", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
+@_in_float32_if_half  # provided: float16 statistics overflow, so they are computed in float32 as in PyTorch
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise the last dims to mean 0 and variance 1, then scale by weight and shift by bias."""
     shape, _ = _normalized_axes(input, normalized_shape)
     xp = get_xp(input._device)
     x = _float_array(input)
-    rows = x.reshape(-1, math.prod(shape))  # (N, D): one vector to normalise per row
+    rows = _as_rows(x, shape)  # (N, D): one vector to normalise per row
     gamma = None if weight is None else weight.data.reshape(-1)
     beta = None if bias is None else bias.data.reshape(-1)
     ### BEGIN SOLUTION
@@ -1163,7 +1164,10 @@ assert plain.weight is None and plain.bias is None and not list(plain.parameters
 # rms = √((1/D) Σ xᵢ² + ε),  x̂ᵢ = xᵢ / rms,  yᵢ = γᵢ x̂ᵢ
 #
 # PyTorch's `eps=None` means the machine epsilon of the input's dtype
-# (`np.finfo(dtype).eps`, 1.19e-7 for float32), not LayerNorm's 1e-5.
+# (`np.finfo(dtype).eps`, 1.19e-7 for float32), not LayerNorm's 1e-5. Both
+# norms run float16 and bfloat16 inputs in float32 (the provided decorator
+# `_in_float32_if_half`): a float16 mean square overflows once the values reach
+# 256, and so a float16 input gets float32's epsilon too, as in PyTorch.
 #
 # Worked example: x = [3, 4] has mean square (9 + 16)/2 = 12.5, rms ≈ 3.536,
 # so x̂ ≈ [0.849, 1.131]: mean square 1, but mean 0.99, not 0.
@@ -1188,12 +1192,13 @@ assert plain.weight is None and plain.bias is None and not list(plain.parameters
 
 # %% nbgrader={"grade": false, "grade_id": "rms-norm", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
+@_in_float32_if_half  # provided: float16 statistics overflow, so they are computed in float32 as in PyTorch
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """Divide the last dims by their root mean square, then scale by weight (PyTorch's F.rms_norm)."""
     shape, _ = _normalized_axes(input, normalized_shape)
     xp = get_xp(input._device)
     x = _float_array(input)
-    rows = x.reshape(-1, math.prod(shape))  # (N, D): one vector to normalise per row
+    rows = _as_rows(x, shape)  # (N, D): one vector to normalise per row
     gamma = None if weight is None else weight.data.reshape(-1)
     eps = float(np.finfo(x.dtype).eps) if eps is None else eps
     ### BEGIN SOLUTION

@@ -310,12 +310,15 @@ class _ModuleAPI:
 # %%
 #| export nn.functional
 """`tinytorch.nn.functional`: layers as plain functions of tensors; the fused ones carry their own backward."""
+import functools
+import math
+
 import numpy as np
 
 from tinytorch.core.backend import (
     check_later, generator_for, get_xp, is_floating, namespace_of, scatter_add, to_device, to_host,
 )
-from tinytorch.core.tensor import Tensor, _autocast_op, from_op  # noqa: F401  (_autocast_op: the lesson's linear)
+from tinytorch.core.tensor import Tensor, _autocast_op, _cast, from_op  # noqa: F401  (_autocast_op: the lesson's linear)
 
 
 def _float_array(t):
@@ -364,10 +367,36 @@ def _embedding_indices(input, weight):
 def _normalized_axes(input, normalized_shape):
     """(normalized_shape as a tuple, the axes it covers: the last len(normalized_shape))."""
     shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    if not shape:  # () would normalise each number alone, to 0
+        raise RuntimeError("layer_norm: normalized_shape must name at least one dimension, got ()")
     if len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape):]) != shape:
         raise RuntimeError(f"layer_norm: normalized_shape {list(shape)} must match the last dimensions of "
                            f"the input, got input of shape {tuple(input.shape)}")
     return shape, tuple(range(input.ndim - len(shape), input.ndim))
+
+
+def _as_rows(x, shape):
+    """The array x as (N, D) rows, D the product of its last dims `shape` (N or D may be 0)."""
+    return x.reshape(math.prod(x.shape[:x.ndim - len(shape)]), math.prod(shape))
+
+
+def _is_half(dtype):
+    return is_floating(dtype) and dtype.itemsize < 4
+
+
+def _in_float32_if_half(norm):
+    """Run a fused norm on a float16/bfloat16 input in float32 and return the input's dtype, as PyTorch
+    does: in float16 a row's mean square passes 65504 once its values reach 256, and eps=None becomes
+    float32's machine epsilon, not float16's 9.8e-4."""
+    @functools.wraps(norm)
+    def run(input, *args, **kwargs):
+        if not _is_half(input.dtype):
+            return norm(input, *args, **kwargs)
+
+        def up(a):  # _cast, not .to(): .to() refuses bfloat16 by name, and autocast makes bfloat16 activations
+            return _cast(a, np.dtype(np.float32)) if isinstance(a, Tensor) and _is_half(a.dtype) else a
+        return _cast(norm(up(input), *map(up, args), **{k: up(v) for k, v in kwargs.items()}), input.dtype)
+    return run
 
 
 # Row sums for the fused ops (LayerNorm, RMSNorm, attention's softmax), each over the last

@@ -337,7 +337,8 @@ test_attention_backward()
 #
 # `scaled_dot_product_attention` has PyTorch's signature, plus `window`. The
 # provided `_plan_attention` checks its arguments and returns a plan: `bias` (the
-# causal mask, window and `attn_mask` as one additive array, or None),
+# causal mask, window and `attn_mask` as one additive array, or None), `group`
+# (g below: query heads per key/value head),
 # `learned_mask` (the mask Tensor if it needs a gradient, else None) and
 # `mask_grad(d_scores)`, its gradient. You write the rest: scale, weights,
 # dropout, output, and the backward closure recorded with `from_op`.
@@ -366,7 +367,8 @@ test_attention_backward()
 #   O = (P ⊙ M) V; dQ = dQₛ · scale. `from_op` expects one gradient per input:
 #   query, key, value and `plan.learned_mask`.
 # - **Hint 3.** The folded shape is key's shape without its last two axes,
-#   then (−1, D): it works for any number of leading axes and for H = Hkv. O
+#   then (g·Tq, D): it works for any number of leading axes, for H = Hkv, and
+#   for an empty batch (where a −1 axis could not be inferred). O
 #   comes out as (*batch, Hkv, g·Tq, Dv); reshape it to q's shape with Dv last.
 #   Name the closure `scaled_dot_product_attention_backward(g)`. For the
 #   weights, call your `attention_weights` or the provided
@@ -389,7 +391,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ### BEGIN SOLUTION
     q, k, v, dev = query.data, key.data, value.data, query._device
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    q_scaled = (q * scale).reshape(k.shape[:-2] + (-1, q.shape[-1]))  # (*batch, Hkv, g*Tq, D)
+    q_scaled = (q * scale).reshape(k.shape[:-2] + (plan.group * q.shape[-2], q.shape[-1]))  # (*batch, Hkv, g*Tq, D)
     weights = _fast_attention_weights(q_scaled, k, plan.bias)  # your attention_weights, cheaper on a CPU
     keep = dropout_mask(weights.shape, dropout_p, weights.dtype, dev) if dropout_p > 0 else None
     out = get_xp(dev).matmul(weights if keep is None else weights * keep, v)  # (*batch, Hkv, g*Tq, Dv)

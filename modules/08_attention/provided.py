@@ -68,6 +68,8 @@ _FAST_SOFTMAX_DTYPES = (np.float32, np.float64)  # half precision takes the less
 
 def _fast_attention_weights(q, k, bias=None):
     """`attention_weights(q, k, bias)`, on the CPU with one shift per (batch, head) block."""
+    if k.shape[-2] == 0:  # no keys: empty (..., Tq, 0) weights on every path (an empty row has no max)
+        return _array_namespace(q).matmul(q, k.swapaxes(-1, -2))
     if _array_namespace(q) is not np or q.ndim < 3 or q.dtype not in _FAST_SOFTMAX_DTYPES:
         return attention_weights(q, k, bias)  # noqa: F821  (the lesson's exercise, same file)
     scores = np.matmul(q, np.ascontiguousarray(k.swapaxes(-1, -2)))  # (..., Tq, Tk)
@@ -184,6 +186,7 @@ class _AttentionPlan(NamedTuple):
     bias: object  # additive mask in the grouped layout (*batch, Hkv, g*Tq, Tk), or None
     scores_shape: tuple  # (*batch, H, Tq, Tk)
     learned_mask: object  # attn_mask when it is a Tensor that requires grad, else None
+    group: int  # g: query heads per key/value head (1 without grouped-query attention)
 
     def mask_grad(self, d_scores):
         """The gradient of a learned float mask: dS, summed back to the mask's shape (None if none)."""
@@ -209,7 +212,7 @@ def _plan_attention(query, key, value, attn_mask, dropout_p, is_causal, window, 
     if group > 1 and bias is not None:
         bias = _fold_groups(bias, len(batch), kv_heads, group, q.shape[-2], get_xp(dev))
     learned = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.requires_grad else None
-    return _AttentionPlan(bias, scores_shape, learned)
+    return _AttentionPlan(bias, scores_shape, learned, group)
 
 
 # %% [markdown]

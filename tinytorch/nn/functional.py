@@ -28,10 +28,10 @@ __all__ = [
 ]
 
 
-import numpy as np
-import builtins
 import functools
 import math
+import numpy as np
+import builtins
 from tinytorch.core.backend import (
     check_later,
     generator_for,
@@ -43,12 +43,13 @@ from tinytorch.core.backend import (
     to_host,
     device as _as_device,
 )
-from tinytorch.core.tensor import Tensor, _autocast_op, from_op, unbroadcast
+from tinytorch.core.tensor import Tensor, _autocast_op, _cast, from_op, unbroadcast
 from typing import NamedTuple
 
 
 # %% modules/03_layers/provided.py, cell 6
 """`tinytorch.nn.functional`: layers as plain functions of tensors; the fused ones carry their own backward."""
+
 
 
 
@@ -98,10 +99,36 @@ def _embedding_indices(input, weight):
 def _normalized_axes(input, normalized_shape):
     """(normalized_shape as a tuple, the axes it covers: the last len(normalized_shape))."""
     shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    if not shape:  # () would normalise each number alone, to 0
+        raise RuntimeError("layer_norm: normalized_shape must name at least one dimension, got ()")
     if len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape):]) != shape:
         raise RuntimeError(f"layer_norm: normalized_shape {list(shape)} must match the last dimensions of "
                            f"the input, got input of shape {tuple(input.shape)}")
     return shape, tuple(range(input.ndim - len(shape), input.ndim))
+
+
+def _as_rows(x, shape):
+    """The array x as (N, D) rows, D the product of its last dims `shape` (N or D may be 0)."""
+    return x.reshape(math.prod(x.shape[:x.ndim - len(shape)]), math.prod(shape))
+
+
+def _is_half(dtype):
+    return is_floating(dtype) and dtype.itemsize < 4
+
+
+def _in_float32_if_half(norm):
+    """Run a fused norm on a float16/bfloat16 input in float32 and return the input's dtype, as PyTorch
+    does: in float16 a row's mean square passes 65504 once its values reach 256, and eps=None becomes
+    float32's machine epsilon, not float16's 9.8e-4."""
+    @functools.wraps(norm)
+    def run(input, *args, **kwargs):
+        if not _is_half(input.dtype):
+            return norm(input, *args, **kwargs)
+
+        def up(a):  # _cast, not .to(): .to() refuses bfloat16 by name, and autocast makes bfloat16 activations
+            return _cast(a, np.dtype(np.float32)) if isinstance(a, Tensor) and _is_half(a.dtype) else a
+        return _cast(norm(up(input), *map(up, args), **{k: up(v) for k, v in kwargs.items()}), input.dtype)
+    return run
 
 
 # Row sums for the fused ops (LayerNorm, RMSNorm, attention's softmax), each over the last
@@ -175,13 +202,13 @@ def log_softmax(input, dim):
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, as one op: (..., in_features) -> (..., out_features)."""
     _check_linear(input, weight, bias)
-    x2 = input.data.reshape(-1, input.shape[-1])  # (N, in): every leading dim is more rows
+    x2 = input.data.reshape(math.prod(input.shape[:-1]), input.shape[-1])  # (N, in): every leading dim is more rows
     out = x2 @ weight.data.T  # (N, out)
     if bias is not None:
         out += bias.data
 
     def linear_backward(g):
-        g2 = g.reshape(-1, g.shape[-1])  # (N, out)
+        g2 = g.reshape(len(x2), weight.shape[0])  # (N, out)
         grad_input = (g2 @ weight.data).reshape(input.shape) if input.requires_grad else None
         grad_weight = g2.T @ x2 if weight.requires_grad else None
         grad_bias = g2.sum(axis=0) if bias is not None and bias.requires_grad else None
@@ -211,7 +238,7 @@ def embedding(input, weight, padding_idx=None):
     xp = get_xp(weight._device)
     def embedding_backward(g):
         grad = xp.zeros(weight.shape, dtype=g.dtype)
-        scatter_add(grad, idx.reshape(-1), g.reshape(-1, weight.shape[1]))  # repeats add up
+        scatter_add(grad, idx.reshape(-1), g.reshape(idx.size, weight.shape[1]))  # repeats add up
         if padding_idx is not None:
             grad[padding_idx] = 0
         return (grad,)
@@ -219,12 +246,13 @@ def embedding(input, weight, padding_idx=None):
 
 
 # %% modules/03_layers/layers.py, cell 34
+@_in_float32_if_half  # provided: float16 statistics overflow, so they are computed in float32 as in PyTorch
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise the last dims to mean 0 and variance 1, then scale by weight and shift by bias."""
     shape, _ = _normalized_axes(input, normalized_shape)
     xp = get_xp(input._device)
     x = _float_array(input)
-    rows = x.reshape(-1, math.prod(shape))  # (N, D): one vector to normalise per row
+    rows = _as_rows(x, shape)  # (N, D): one vector to normalise per row
     gamma = None if weight is None else weight.data.reshape(-1)
     beta = None if bias is None else bias.data.reshape(-1)
     xhat = rows - _row_mean(rows)  # centred; becomes x̂ in place below
@@ -251,12 +279,13 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 # %% modules/03_layers/layers.py, cell 40
+@_in_float32_if_half  # provided: float16 statistics overflow, so they are computed in float32 as in PyTorch
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """Divide the last dims by their root mean square, then scale by weight (PyTorch's F.rms_norm)."""
     shape, _ = _normalized_axes(input, normalized_shape)
     xp = get_xp(input._device)
     x = _float_array(input)
-    rows = x.reshape(-1, math.prod(shape))  # (N, D): one vector to normalise per row
+    rows = _as_rows(x, shape)  # (N, D): one vector to normalise per row
     gamma = None if weight is None else weight.data.reshape(-1)
     eps = float(np.finfo(x.dtype).eps) if eps is None else eps
     rrms = 1.0 / xp.sqrt(_row_mean(rows, rows) + eps)  # 1/rms, (N, 1)
@@ -657,6 +686,8 @@ _FAST_SOFTMAX_DTYPES = (np.float32, np.float64)  # half precision takes the less
 
 def _fast_attention_weights(q, k, bias=None):
     """`attention_weights(q, k, bias)`, on the CPU with one shift per (batch, head) block."""
+    if k.shape[-2] == 0:  # no keys: empty (..., Tq, 0) weights on every path (an empty row has no max)
+        return _array_namespace(q).matmul(q, k.swapaxes(-1, -2))
     if _array_namespace(q) is not np or q.ndim < 3 or q.dtype not in _FAST_SOFTMAX_DTYPES:
         return attention_weights(q, k, bias)  # noqa: F821  (the lesson's exercise, same file)
     scores = np.matmul(q, np.ascontiguousarray(k.swapaxes(-1, -2)))  # (..., Tq, Tk)
@@ -759,6 +790,7 @@ class _AttentionPlan(NamedTuple):
     bias: object  # additive mask in the grouped layout (*batch, Hkv, g*Tq, Tk), or None
     scores_shape: tuple  # (*batch, H, Tq, Tk)
     learned_mask: object  # attn_mask when it is a Tensor that requires grad, else None
+    group: int  # g: query heads per key/value head (1 without grouped-query attention)
 
     def mask_grad(self, d_scores):
         """The gradient of a learned float mask: dS, summed back to the mask's shape (None if none)."""
@@ -784,7 +816,7 @@ def _plan_attention(query, key, value, attn_mask, dropout_p, is_causal, window, 
     if group > 1 and bias is not None:
         bias = _fold_groups(bias, len(batch), kv_heads, group, q.shape[-2], get_xp(dev))
     learned = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.requires_grad else None
-    return _AttentionPlan(bias, scores_shape, learned)
+    return _AttentionPlan(bias, scores_shape, learned, group)
 
 
 # %% modules/08_attention/provided.py, cell 11
@@ -873,7 +905,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     plan = _plan_attention(query, key, value, attn_mask, dropout_p, is_causal, window, enable_gqa)
     q, k, v, dev = query.data, key.data, value.data, query._device
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    q_scaled = (q * scale).reshape(k.shape[:-2] + (-1, q.shape[-1]))  # (*batch, Hkv, g*Tq, D)
+    q_scaled = (q * scale).reshape(k.shape[:-2] + (plan.group * q.shape[-2], q.shape[-1]))  # (*batch, Hkv, g*Tq, D)
     weights = _fast_attention_weights(q_scaled, k, plan.bias)  # your attention_weights, cheaper on a CPU
     keep = dropout_mask(weights.shape, dropout_p, weights.dtype, dev) if dropout_p > 0 else None
     out = get_xp(dev).matmul(weights if keep is None else weights * keep, v)  # (*batch, Hkv, g*Tq, Dv)
