@@ -144,8 +144,10 @@ print("w after one step:", w.tolist(), " b:", b.tolist(), " groups:", demo.state
 # - Hint 2: a new name for each changed gradient (g = −g, g + wd·θ make new
 #   arrays, leaving `p.grad` alone), but `p.data` and the buffer change in place.
 # - Hint 3: `state.get("momentum_buffer")` is None on the first step, then store
-#   `grad.copy()` under that key; afterwards `buf *= ...`, `buf += ...`;
-#   finally `p.data -= ...`. Python floats times float32 arrays stay float32.
+#   a copy of `grad` under that key, `xp.array(grad)` (an array even for a 0-d
+#   parameter, where `-grad` is a NumPy scalar that `*=` cannot change in
+#   place); afterwards `buf *= ...`, `buf += ...`; finally `p.data -= ...`.
+#   Python floats times float32 arrays stay float32.
 
 # %% nbgrader={"grade": false, "grade_id": "sgd", "locked": false, "schema_version": 3, "solution": true}
 #| export
@@ -159,6 +161,7 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
     def _update(self, p, grad, state, group):
+        xp = get_xp(p._device)
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         ### BEGIN SOLUTION
         if group["maximize"]:
@@ -168,7 +171,7 @@ class SGD(Optimizer):
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = grad.copy()
+                buf = state["momentum_buffer"] = xp.array(grad)  # a copy, and an array even when grad is 0-d
             else:
                 buf *= momentum
                 buf += (1 - group["dampening"]) * grad
@@ -224,7 +227,13 @@ def test_sgd():
     assert (p.data.ctypes.data, opt.state[p]["momentum_buffer"].ctypes.data) == before, \
         "update p.data and the momentum buffer in place (-=, *=, +=), don't assign new arrays"
     assert p.data.dtype == np.float32 and opt.state[p]["momentum_buffer"].dtype == np.float32, "stay float32"
-    assert np.all(p.grad.data == 0.5), "do not modify the gradient array (the buffer starts as grad.copy())"
+    assert np.all(p.grad.data == 0.5), "do not modify the gradient array (the buffer starts as a copy of it)"
+    scale = tt.tensor(np.float32(1.0), requires_grad=True)  # a 0-d parameter, such as a learnable temperature
+    opt = SGD([scale], lr=0.1, momentum=0.9, maximize=True)
+    for g in (-0.5, -0.5, -0.5):
+        scale.grad = tt.tensor(np.float32(g))
+        opt.step()  # -grad of a 0-d array is a NumPy scalar, and a scalar buffer is not updated in place
+    assert np.isclose(scale.data, 0.7195), f"a 0-d parameter must step as a one-entry one does (to 0.7195), got {scale.data}"
     ### BEGIN HIDDEN TESTS
     got = _steps(lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True), [0.4])
     assert np.allclose(got, [1.0 - 0.1 * 0.5 * 1.9]), f"wd before momentum, then nesterov; got {got}"
@@ -542,7 +551,7 @@ print("CosineAnnealingLR: ok")
 #
 # total = ‖(‖g₁‖ₚ, ‖g₂‖ₚ, ..., ‖gₙ‖ₚ)‖ₚ.
 #
-# For p = ∞ the norm is the largest |entry|. (For p = 0, a count of nonzero entries
+# For p = ∞ the norm is the largest |entry| (p = −∞: the smallest). (For p = 0, a count of nonzero entries
 # and not a true norm, the identity fails: PyTorch still takes the norm of the
 # per-tensor norms, the number of tensors with a nonzero gradient, and so do we.)
 # If total > max_norm every gradient
@@ -559,15 +568,16 @@ print("CosineAnnealingLR: ok")
 # ### Exercise: `_vector_norm(xp, array, norm_type)`
 #
 # The p-norm of all entries of an array, as a 0-d array of the array's dtype:
-# (Σ |aᵢ|ᵖ)^(1/p); for p = ∞ the largest |aᵢ|, and for p = 0 (where 1/p
-# breaks) the count of nonzero entries, as PyTorch.
+# (Σ |aᵢ|ᵖ)^(1/p); for p = ∞ the largest |aᵢ| (for p = −∞ the smallest), and
+# for p = 0 (where 1/p breaks) the count of nonzero entries, as PyTorch.
 #
-# - Hint 1: four cases: ∞, 0, the common p = 2 (worth a fast path), any other p.
+# - Hint 1: five cases: ∞, −∞, 0, the common p = 2 (worth a fast path), any
+#   other p.
 # - Hint 2: for p = 2, √(a·a) with a flattened: a dot product does the squares
 #   and the sum in one pass, without an (n,) temporary. Sums of powers
 #   overflow float16 early (its largest value is 65504, so 1000 entries of 10
 #   already do): sum 2-byte floats in float32, and cast the norm back.
-# - Hint 3: `math.inf`; `xp.abs(...).max()`; a comparison and `.sum()` for p = 0;
+# - Hint 3: `math.inf`; `xp.abs(...).max()` or `.min()`; a comparison and `.sum()` for p = 0;
 #   `array.dtype.itemsize`, `.astype(xp.float32)`; `array.ravel()`, `xp.dot`,
 #   `xp.sqrt`; `** norm_type`, `.sum()`, `** (1.0 / norm_type)`.
 
@@ -578,6 +588,8 @@ def _vector_norm(xp, array, norm_type):
     ### BEGIN SOLUTION
     if norm_type == math.inf:
         return xp.abs(array).max()
+    if norm_type == -math.inf:
+        return xp.abs(array).min()
     if norm_type == 0:
         return (array != 0).sum().astype(array.dtype)
     wide = array.astype(xp.float32) if array.dtype.itemsize < 4 else array  # float16 sums overflow at 65504
@@ -595,6 +607,7 @@ a = np.array([[3.0, -4.0], [0.0, 0.0]], np.float32)
 assert np.shape(_vector_norm(np, a, 2.0)) == (), "the norm of all entries is one number (a 0-d array)"
 assert np.isclose(_vector_norm(np, a, 2.0), 5.0), f"2-norm of [3, -4, 0, 0] is 5, got {_vector_norm(np, a, 2.0)}"
 assert np.isclose(_vector_norm(np, a, math.inf), 4.0), "the inf-norm is the largest |entry|, 4"
+assert _vector_norm(np, a[0], -math.inf) == 3.0, "the -inf 'norm' is the smallest |entry|: 3 for [3, -4]"
 assert np.isclose(_vector_norm(np, a, 1.0), 7.0), "the 1-norm adds the |entries|: 7"
 assert _vector_norm(np, a, 2.0).dtype == np.float32, "keep float32"
 assert _vector_norm(np, a, 0.0) == 2.0, "the 0-'norm' counts the nonzero entries: 2"

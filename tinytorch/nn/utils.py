@@ -32,6 +32,8 @@ def _vector_norm(xp, array, norm_type):
     """The p-norm of all entries of `array` (p = inf: the largest |entry|), as a 0-d array."""
     if norm_type == math.inf:
         return xp.abs(array).max()
+    if norm_type == -math.inf:
+        return xp.abs(array).min()
     if norm_type == 0:
         return (array != 0).sum().astype(array.dtype)
     wide = array.astype(xp.float32) if array.dtype.itemsize < 4 else array  # float16 sums overflow at 65504

@@ -275,6 +275,7 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
     def _update(self, p, grad, state, group):
+        xp = get_xp(p._device)
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         if group["maximize"]:
             grad = -grad
@@ -283,7 +284,7 @@ class SGD(Optimizer):
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = grad.copy()
+                buf = state["momentum_buffer"] = xp.array(grad)  # a copy, and an array even when grad is 0-d
             else:
                 buf *= momentum
                 buf += (1 - group["dampening"]) * grad
