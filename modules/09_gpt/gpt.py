@@ -46,8 +46,9 @@
 # `GPTConfig`, `gelu_new` (module 01's tanh GELU under GPT-2's name), the base
 # class `_GPTBase` of `GPT` (input checks, initialisation, counting,
 # `configure_optimizers`, `generate`, the GPT-2 checkpoint methods), and for
-# sampling the argument checks `_check_sampling`, `_prompt_array` and a NumPy
-# `_softmax`. The cell below imports them with the layers this lesson builds on.
+# sampling the argument checks `_check_sampling` and `_check_filters`,
+# `_prompt_array` and a NumPy `_softmax`. The cell below imports them with the
+# layers this lesson builds on.
 
 # %%
 import math
@@ -60,7 +61,7 @@ from tinytorch.core.autograd import no_grad
 from tinytorch.core.backend import default_generator, to_numpy
 from tinytorch.core.tensor import Tensor
 from tinytorch.models.gpt import GPTConfig, _DecayToy, _GPTBase, _feed_forward, _norm_layer, _spy_forward, gelu_new
-from tinytorch.models.sampling import _check_sampling, _prompt_array, _softmax
+from tinytorch.models.sampling import _check_filters, _check_sampling, _prompt_array, _softmax
 from tinytorch.nn import functional as F
 from tinytorch.nn.attention import CausalSelfAttention, rope_tables
 from tinytorch.nn.functional import cross_entropy
@@ -613,6 +614,7 @@ def top_k_filter(logits, k):
 #| export models.sampling
 def top_p_filter(logits, p):
     """Logits (..., V) keeping, per row, the fewest most likely tokens whose probability sums to >= p."""
+    _check_filters(top_p=p)  # provided: 0 < p <= 1
     ### BEGIN SOLUTION
     if p >= 1.0:
         return logits.copy()
@@ -713,6 +715,7 @@ print("top_p_filter: ok")
 #| export models.sampling
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     """One token id per row of logits (B, V): greedy when temperature is 0, else sampled after filtering."""
+    _check_filters(temperature, top_k, top_p)  # provided: temperature >= 0, top_k >= 1, 0 < top_p <= 1
     ### BEGIN SOLUTION
     logits = np.asarray(logits, dtype=np.float64)
     if temperature == 0:

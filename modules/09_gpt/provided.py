@@ -191,6 +191,11 @@ from tinytorch.core.tensor import Tensor
 def _check_sampling(max_new_tokens, temperature, top_k, top_p):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_filters(temperature, top_k, top_p)
+
+
+def _check_filters(temperature=1.0, top_k=None, top_p=None):
+    """ValueError unless temperature >= 0, top_k is a positive int and top_p in (0, 1] (None: that filter is off)."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
             or not temperature >= 0:
         raise ValueError(f"temperature must be a number >= 0 (0 means greedy, 1 samples the model's own "
@@ -213,8 +218,15 @@ def _prompt_array(idx):
 
 
 def _softmax(z):
-    """Row-wise softmax of a NumPy array (-inf entries get probability 0)."""
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    """Row-wise softmax of a NumPy array (-inf entries get probability 0).
+
+    A row whose maximum is not finite (a nan, a +inf, or only -inf) is no distribution: ValueError, as
+    torch.multinomial refuses it (sampling it would quietly give token 0)."""
+    top = z.max(axis=-1, keepdims=True)
+    if not np.isfinite(top).all():
+        raise ValueError("cannot sample: a row of logits has no finite maximum (it holds nan or +inf, or only -inf); "
+                         "check the model's output for nan")
+    e = np.exp(z - top)
     return e / e.sum(axis=-1, keepdims=True)
 
 
