@@ -860,7 +860,8 @@ print(_adapter_report(demo))  # provided: trainable parameters; save_adapters' f
 # give the backward for both inputs.
 #
 # - Hint 1: with `log_target`, p = exp(target) and log p = target; otherwise p =
-#   target and log p is taken only where p > 0 (0·log 0 counts as 0).
+#   target and log p is taken only where p ≠ 0 (0·log 0 counts as 0; a
+#   negative p gives nan, as in PyTorch).
 # - Hint 2: pointwise = p·log p − p·input; the scale of the gradient is 1 for
 #   "sum" and "none" (times g elementwise), 1/N for "mean", 1/B for "batchmean".
 # - Hint 3: the backward returns (−p·scale·g, (log p − input + 1)·p'·scale·g)
@@ -882,7 +883,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
         p, log_p = xp.exp(t), t
     else:
         p = t
-        log_p = xp.log(xp.where(t > 0, t, 1))  # 0·log 0 = 0
+        log_p = xp.log(xp.where(t != 0, t, 1))  # 0·log 0 = 0; a negative p has no log: nan
     pointwise = p * log_p - p * x
     rows = x.shape[0] if x.ndim else 1
     mean = 1.0 / x.size if x.size else float("nan")  # an empty input averages nothing: 0/0, as in PyTorch

@@ -962,7 +962,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
         p, log_p = xp.exp(t), t
     else:
         p = t
-        log_p = xp.log(xp.where(t > 0, t, 1))  # 0·log 0 = 0
+        log_p = xp.log(xp.where(t != 0, t, 1))  # 0·log 0 = 0; a negative p has no log: nan
     pointwise = p * log_p - p * x
     rows = x.shape[0] if x.ndim else 1
     mean = 1.0 / x.size if x.size else float("nan")  # an empty input averages nothing: 0/0, as in PyTorch

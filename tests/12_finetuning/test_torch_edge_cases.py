@@ -1,0 +1,39 @@
+"""Edge inputs where module 12's functions once disagreed with PyTorch."""
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+from tinytorch.nn import functional as F
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean", "batchmean"])
+def test_kl_div_negative_target_is_nan(reduction, device):
+    """A negative 'probability' has no logarithm: PyTorch's xlogy(p, p) gives nan; kl_div took log p as 0 there and
+    returned a finite loss."""
+    x = tt.tensor(np.log([[0.25, 0.75], [0.5, 0.5]]), device=device, requires_grad=True)
+    t = tt.tensor([[-0.5, 1.5], [0.5, 0.5]], device=device, requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        out = F.kl_div(x, t, reduction=reduction)
+        out.sum().backward()
+    values = out.numpy()
+    if reduction == "none":
+        assert np.isnan(values[0, 0]) and np.isfinite(values[0, 1]) and np.isfinite(values[1]).all()
+        assert np.isnan(t.grad.numpy()[0, 0]) and np.isfinite(t.grad.numpy()[1]).all()
+    else:
+        assert np.isnan(values) and np.isnan(t.grad.numpy()[0, 0])
+    assert np.allclose(x.grad.numpy() * {"none": 1, "sum": 1, "mean": 4, "batchmean": 2}[reduction],
+                       [[0.5, -1.5], [-0.5, -0.5]]), "d/d input = -p stays finite, as in PyTorch"
+
+
+@pytest.mark.parity
+def test_kl_div_matches_torch_on_zero_and_negative_targets():
+    torch = pytest.importorskip("torch")
+    x = np.log(np.array([[0.25, 0.75, 1e-30], [0.5, 0.5, 1.0]]))
+    t = np.array([[0.0, 1.0, -0.25], [0.5, 0.5, 0.0]])
+    for reduction in ("none", "sum", "mean", "batchmean"):
+        with pytest.warns(UserWarning) if reduction == "mean" else np.errstate():  # torch: 'mean' is not KL
+            want = torch.nn.functional.kl_div(torch.tensor(x), torch.tensor(t), reduction=reduction).numpy()
+        with np.errstate(invalid="ignore"):
+            got = F.kl_div(tt.tensor(x), tt.tensor(t), reduction=reduction).numpy()
+        assert np.allclose(got, want, equal_nan=True), (reduction, got, want)
