@@ -145,7 +145,8 @@ from tinytorch.nn.module import _IncompatibleKeys, _ModuleAPI
 # over √fan, and the mode picks which fan. Hint 3: fans: the product of
 # `tensor.shape[2:]` (`math.prod`), times `shape[1]` and times `shape[0]`;
 # each initialiser: fans, std or bound, one call to the fill. An empty
-# weight (fan 0) is returned as it is by the Kaiming ones.
+# weight (a dim of size 0, even a 1-D one) is returned as it is by the
+# Kaiming ones, before any fan is computed (PyTorch does the same).
 
 # %% nbgrader={"grade": false, "grade_id": "init", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.init
@@ -181,10 +182,10 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """U(-b, b) with b = √3 · gain / √fan (He et al., 2015)."""
     _check_fan_mode(mode)
     ### BEGIN SOLUTION
+    if 0 in tensor.shape:  # an empty tensor: nothing to fill
+        return tensor
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
-    if fan == 0:  # an empty tensor: nothing to fill
-        return tensor
     bound = math.sqrt(3.0) * calculate_gain(nonlinearity, a) / math.sqrt(fan)
     return uniform_(tensor, -bound, bound)
     ### END SOLUTION
@@ -194,10 +195,10 @@ def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan (He et al., 2015)."""
     _check_fan_mode(mode)
     ### BEGIN SOLUTION
+    if 0 in tensor.shape:
+        return tensor
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
-    if fan == 0:
-        return tensor
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))
     ### END SOLUTION
 

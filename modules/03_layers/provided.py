@@ -134,11 +134,12 @@ class _ModuleAPI:
         object.__delattr__(self, name)
 
     # --- registering by name (for names computed at run time) ----------------------
-    def _check_new_name(self, name, kind):
+    def _check_new_name(self, name, kind, registry):
+        """A name may be registered again in its own `registry` only: as PyTorch, register_buffer does
+        not turn a parameter into a buffer, nor add_module a buffer into a module (KeyError)."""
         if not isinstance(name, str) or not name or "." in name:
             raise KeyError(f"{kind} name must be a non-empty string without '.', got {name!r}")
-        known = name in self._parameters or name in self._buffers or name in self._modules
-        if hasattr(self, name) and not known:
+        if hasattr(self, name) and name not in registry:
             raise KeyError(f"cannot register {kind} {name!r}: {type(self).__name__} already has an "
                            f"attribute of that name")
 
@@ -147,16 +148,14 @@ class _ModuleAPI:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot register {type(param).__name__} as parameter {name!r}: "
                             f"wrap it in Parameter(...) or register it as a buffer")
-        self._check_new_name(name, "parameter")
+        self._check_new_name(name, "parameter", self._parameters)
         setattr(self, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """Register non-trainable state (running statistics, masks) that `state_dict` saves and `to` moves."""
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot register {type(tensor).__name__} as buffer {name!r}: a Tensor or None expected")
-        self._check_new_name(name, "buffer")
-        for registry in (self._parameters, self._modules):  # a name lives in one registry only
-            registry.pop(name, None)
+        self._check_new_name(name, "buffer", self._buffers)
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent.discard(name)
@@ -165,11 +164,18 @@ class _ModuleAPI:
         object.__setattr__(self, name, tensor)
 
     def add_module(self, name, module):
-        """Register `module` under `name` (what `self.name = module` does, for computed names)."""
+        """Register `module` under `name` (what `self.name = module` does, for computed names).
+
+        `None` registers the name holding None, as in PyTorch (a container's empty slot), where
+        `self.name = None` takes the name out of the registries."""
         if module is not None and not isinstance(module, _ModuleAPI):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self._check_new_name(name, "module")
-        setattr(self, name, module)
+        self._check_new_name(name, "module", self._modules)
+        if module is None:
+            self._modules[name] = None
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, module)
 
     register_module = add_module
 
@@ -218,6 +224,8 @@ class _ModuleAPI:
     # --- modes and gradients -----------------------------------------------------------
     def train(self, mode=True):
         """Training mode (Dropout drops) for this module and all inside it; returns self."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
         for module in self.modules():
             module.training = mode
         return self
@@ -481,7 +489,7 @@ import math
 import numpy as np
 
 from tinytorch.core.autograd import no_grad
-from tinytorch.core.backend import generator_for, to_device
+from tinytorch.core.backend import generator_for, is_floating, to_device
 
 
 def _fill(tensor, array):
@@ -491,12 +499,17 @@ def _fill(tensor, array):
 
 
 def _draw_dtype(tensor):
+    """The dtype to draw in; random fills are for floating-point tensors only (as in PyTorch)."""
+    if not is_floating(tensor.data.dtype):
+        raise TypeError(f"random fills need a floating-point tensor, got dtype {tensor.data.dtype.name}")
     return np.float64 if tensor.data.dtype == np.float64 else np.float32
 
 
 @no_grad()
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with numbers drawn from U(a, b)."""
+    if a > b:
+        raise ValueError(f"uniform_ expects a <= b, got a={a}, b={b}")
     u = generator_for(tensor._device).random(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, u * (b - a) + a)
 
@@ -504,6 +517,8 @@ def uniform_(tensor, a=0.0, b=1.0):
 @no_grad()
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with numbers drawn from N(mean, std²)."""
+    if std < 0:
+        raise ValueError(f"normal_ expects std >= 0, got std={std}")
     z = generator_for(tensor._device).standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, z * std + mean)
 
@@ -659,6 +674,40 @@ class _ModuleSequence(Module):
         self.add_module(str(len(self)), module)
         return self
 
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __setitem__(self, index, module):
+        self.add_module(list(self._modules)[_position(index, len(self), type(self).__name__)], module)
+
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index if isinstance(index, slice) else _position(index, len(self), type(self).__name__)]
+        self._renumber(modules)
+
+    def insert(self, index, module):
+        if not -len(self) <= index <= len(self):
+            raise IndexError(f"index {index} is out of range for inserting into a {type(self).__name__} "
+                             f"of length {len(self)}")
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+        return self
+
+    def pop(self, index=-1):
+        module = self[index]
+        del self[index]
+        return module
+
+    def _renumber(self, modules):
+        """Register `modules` again as "0", "1", ... (after one was removed or inserted), as PyTorch does."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
 
 class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(Linear(2, 8), ReLU(), Linear(8, 1))."""
@@ -696,36 +745,6 @@ class ModuleList(_ModuleSequence):
             return ModuleList(list(self._modules.values())[index])
         return self._modules[str(_position(index, len(self), "ModuleList"))]
 
-    def __setitem__(self, index, module):
-        setattr(self, str(_position(index, len(self), "ModuleList")), module)
-
-    def __delitem__(self, index):
-        modules = list(self._modules.values())
-        del modules[index if isinstance(index, slice) else _position(index, len(self), "ModuleList")]
-        self._renumber(modules)
-
-    def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, module)
-        self._renumber(modules)
-
-    def pop(self, index=-1):
-        module = self[index]
-        del self[index]
-        return module
-
-    def _renumber(self, modules):
-        """Register `modules` again as "0", "1", ... (after one was removed or inserted), as PyTorch does."""
-        for name in list(self._modules):
-            delattr(self, name)
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
-
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList is a container, not a layer: loop over it in your forward()")
 
@@ -745,6 +764,8 @@ class ModuleDict(Module):
         self.add_module(key, module)
 
     def __delitem__(self, key):
+        if key not in self._modules:
+            raise KeyError(key)
         delattr(self, key)
 
     def __len__(self):
@@ -764,6 +785,15 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module
+
+    def clear(self):
+        for key in list(self._modules):
+            del self[key]
 
     def update(self, modules):
         for key, module in (modules.items() if hasattr(modules, "items") else modules):

@@ -31,6 +31,40 @@ class _ModuleSequence(Module):
         self.add_module(str(len(self)), module)
         return self
 
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __setitem__(self, index, module):
+        self.add_module(list(self._modules)[_position(index, len(self), type(self).__name__)], module)
+
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index if isinstance(index, slice) else _position(index, len(self), type(self).__name__)]
+        self._renumber(modules)
+
+    def insert(self, index, module):
+        if not -len(self) <= index <= len(self):
+            raise IndexError(f"index {index} is out of range for inserting into a {type(self).__name__} "
+                             f"of length {len(self)}")
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+        return self
+
+    def pop(self, index=-1):
+        module = self[index]
+        del self[index]
+        return module
+
+    def _renumber(self, modules):
+        """Register `modules` again as "0", "1", ... (after one was removed or inserted), as PyTorch does."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
 
 class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(Linear(2, 8), ReLU(), Linear(8, 1))."""
@@ -68,36 +102,6 @@ class ModuleList(_ModuleSequence):
             return ModuleList(list(self._modules.values())[index])
         return self._modules[str(_position(index, len(self), "ModuleList"))]
 
-    def __setitem__(self, index, module):
-        setattr(self, str(_position(index, len(self), "ModuleList")), module)
-
-    def __delitem__(self, index):
-        modules = list(self._modules.values())
-        del modules[index if isinstance(index, slice) else _position(index, len(self), "ModuleList")]
-        self._renumber(modules)
-
-    def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, module)
-        self._renumber(modules)
-
-    def pop(self, index=-1):
-        module = self[index]
-        del self[index]
-        return module
-
-    def _renumber(self, modules):
-        """Register `modules` again as "0", "1", ... (after one was removed or inserted), as PyTorch does."""
-        for name in list(self._modules):
-            delattr(self, name)
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
-
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList is a container, not a layer: loop over it in your forward()")
 
@@ -117,6 +121,8 @@ class ModuleDict(Module):
         self.add_module(key, module)
 
     def __delitem__(self, key):
+        if key not in self._modules:
+            raise KeyError(key)
         delattr(self, key)
 
     def __len__(self):
@@ -136,6 +142,15 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module
+
+    def clear(self):
+        for key in list(self._modules):
+            del self[key]
 
     def update(self, modules):
         for key, module in (modules.items() if hasattr(modules, "items") else modules):

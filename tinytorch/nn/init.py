@@ -16,7 +16,7 @@ __all__ = [
 import math
 import numpy as np
 from tinytorch.core.autograd import no_grad
-from tinytorch.core.backend import generator_for, to_device
+from tinytorch.core.backend import generator_for, is_floating, to_device
 
 
 # %% modules/03_layers/provided.py, cell 8
@@ -32,12 +32,17 @@ def _fill(tensor, array):
 
 
 def _draw_dtype(tensor):
+    """The dtype to draw in; random fills are for floating-point tensors only (as in PyTorch)."""
+    if not is_floating(tensor.data.dtype):
+        raise TypeError(f"random fills need a floating-point tensor, got dtype {tensor.data.dtype.name}")
     return np.float64 if tensor.data.dtype == np.float64 else np.float32
 
 
 @no_grad()
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with numbers drawn from U(a, b)."""
+    if a > b:
+        raise ValueError(f"uniform_ expects a <= b, got a={a}, b={b}")
     u = generator_for(tensor._device).random(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, u * (b - a) + a)
 
@@ -45,6 +50,8 @@ def uniform_(tensor, a=0.0, b=1.0):
 @no_grad()
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with numbers drawn from N(mean, std²)."""
+    if std < 0:
+        raise ValueError(f"normal_ expects std >= 0, got std={std}")
     z = generator_for(tensor._device).standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
     return _fill(tensor, z * std + mean)
 
@@ -114,10 +121,10 @@ def xavier_normal_(tensor, gain=1.0):
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """U(-b, b) with b = √3 · gain / √fan (He et al., 2015)."""
     _check_fan_mode(mode)
+    if 0 in tensor.shape:  # an empty tensor: nothing to fill
+        return tensor
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
-    if fan == 0:  # an empty tensor: nothing to fill
-        return tensor
     bound = math.sqrt(3.0) * calculate_gain(nonlinearity, a) / math.sqrt(fan)
     return uniform_(tensor, -bound, bound)
 
@@ -125,8 +132,8 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan (He et al., 2015)."""
     _check_fan_mode(mode)
+    if 0 in tensor.shape:
+        return tensor
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
-    if fan == 0:
-        return tensor
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))

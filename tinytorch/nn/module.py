@@ -109,11 +109,12 @@ class _ModuleAPI:
         object.__delattr__(self, name)
 
     # --- registering by name (for names computed at run time) ----------------------
-    def _check_new_name(self, name, kind):
+    def _check_new_name(self, name, kind, registry):
+        """A name may be registered again in its own `registry` only: as PyTorch, register_buffer does
+        not turn a parameter into a buffer, nor add_module a buffer into a module (KeyError)."""
         if not isinstance(name, str) or not name or "." in name:
             raise KeyError(f"{kind} name must be a non-empty string without '.', got {name!r}")
-        known = name in self._parameters or name in self._buffers or name in self._modules
-        if hasattr(self, name) and not known:
+        if hasattr(self, name) and name not in registry:
             raise KeyError(f"cannot register {kind} {name!r}: {type(self).__name__} already has an "
                            f"attribute of that name")
 
@@ -122,16 +123,14 @@ class _ModuleAPI:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot register {type(param).__name__} as parameter {name!r}: "
                             f"wrap it in Parameter(...) or register it as a buffer")
-        self._check_new_name(name, "parameter")
+        self._check_new_name(name, "parameter", self._parameters)
         setattr(self, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """Register non-trainable state (running statistics, masks) that `state_dict` saves and `to` moves."""
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot register {type(tensor).__name__} as buffer {name!r}: a Tensor or None expected")
-        self._check_new_name(name, "buffer")
-        for registry in (self._parameters, self._modules):  # a name lives in one registry only
-            registry.pop(name, None)
+        self._check_new_name(name, "buffer", self._buffers)
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent.discard(name)
@@ -140,11 +139,18 @@ class _ModuleAPI:
         object.__setattr__(self, name, tensor)
 
     def add_module(self, name, module):
-        """Register `module` under `name` (what `self.name = module` does, for computed names)."""
+        """Register `module` under `name` (what `self.name = module` does, for computed names).
+
+        `None` registers the name holding None, as in PyTorch (a container's empty slot), where
+        `self.name = None` takes the name out of the registries."""
         if module is not None and not isinstance(module, _ModuleAPI):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self._check_new_name(name, "module")
-        setattr(self, name, module)
+        self._check_new_name(name, "module", self._modules)
+        if module is None:
+            self._modules[name] = None
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, module)
 
     register_module = add_module
 
@@ -193,6 +199,8 @@ class _ModuleAPI:
     # --- modes and gradients -----------------------------------------------------------
     def train(self, mode=True):
         """Training mode (Dropout drops) for this module and all inside it; returns self."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
         for module in self.modules():
             module.training = mode
         return self
