@@ -97,7 +97,7 @@ def _array_to_batch(array):
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     resolve_dtype(array.dtype)  # unsupported dtypes (strings, objects, complex) fail here, by name
-    return from_numpy(np.ascontiguousarray(array))
+    return from_numpy(np.ascontiguousarray(array).reshape(array.shape))  # (ascontiguousarray makes 0-d 1-d)
 
 
 def _stack_arrays(arrays):
@@ -116,9 +116,12 @@ def _numbers_to_batch(values):
 
 
 def default_convert(data):
-    """What `batch_size=None` applies to each sample: NumPy arrays become tensors, recursively."""
+    """What `batch_size=None` applies to each sample, recursively, as PyTorch's: NumPy arrays and NumPy
+    numbers become tensors (a number a 0-d one); arrays of strings or objects are passed on as they are."""
     if isinstance(data, np.ndarray):
-        return _array_to_batch(data)
+        return data if data.dtype.kind in "USO" else _array_to_batch(data)
+    if isinstance(data, np.generic) and data.dtype.kind in "biuf":
+        return _array_to_batch(np.asarray(data))
     if isinstance(data, Mapping):
         return {key: default_convert(value) for key, value in data.items()}
     if isinstance(data, tuple) and hasattr(data, "_fields"):
