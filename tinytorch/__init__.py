@@ -55,6 +55,9 @@ __all__ = [
     "var",
     "argmax",
     "argmin",
+    "isnan",
+    "isinf",
+    "isfinite",
     "squeeze",
     "unsqueeze",
     "flatten",
@@ -118,7 +121,7 @@ __all__ = [
 
 
 from tinytorch.core import *
-from tinytorch.core import bool, abs, pow, sum, max, min  # noqa: F401
+from tinytorch.core import bool, all, any, abs, pow, sum, max, min  # noqa: F401
 from tinytorch import autograd
 from tinytorch import nn
 from tinytorch import metrics

@@ -55,6 +55,9 @@ __all__ = [
     "var",
     "argmax",
     "argmin",
+    "isnan",
+    "isinf",
+    "isfinite",
     "squeeze",
     "unsqueeze",
     "flatten",
@@ -108,7 +111,7 @@ __all__ = [
 from .backend import *
 from .backend import bool  # noqa: F401
 from .tensor import *
-from .tensor import abs, pow, sum, max, min  # noqa: F401
+from .tensor import all, any, abs, pow, sum, max, min  # noqa: F401
 from .autograd import *
 from .serialization import *
 from .amp import *

@@ -21,6 +21,9 @@ __all__ = [
     "var",
     "argmax",
     "argmin",
+    "isnan",
+    "isinf",
+    "isfinite",
     "squeeze",
     "unsqueeze",
     "flatten",
@@ -299,6 +302,11 @@ class Tensor:
     def min(self, dim=None, keepdim=False): return min(self, dim, keepdim)
     def argmax(self, dim=None, keepdim=False): return argmax(self, dim, keepdim)
     def argmin(self, dim=None, keepdim=False): return argmin(self, dim, keepdim)
+    def all(self, dim=None, keepdim=False): return all(self, dim, keepdim)
+    def any(self, dim=None, keepdim=False): return any(self, dim, keepdim)
+    def isnan(self): return isnan(self)
+    def isinf(self): return isinf(self)
+    def isfinite(self): return isfinite(self)
 
     # --- shape -----------------------------------------------------------------
     def reshape(self, *shape): return reshape(self, *shape)
@@ -471,9 +479,9 @@ def _ragged_message(data):
     level, dim = [data], 0
     while True:
         is_seq = [isinstance(x, (list, tuple)) for x in level]
-        if not any(is_seq):
+        if not builtins.any(is_seq):
             return "cannot build a tensor from this data"
-        if not all(is_seq):
+        if not builtins.all(is_seq):
             return (f"ragged nested sequence: dimension {dim} mixes numbers and lists; "
                     f"every element at one depth must have the same shape")
         lengths = sorted({len(x) for x in level})
@@ -860,6 +868,43 @@ def argmin(x, dim=None, keepdim=False):
     return _arg(x, dim, keepdim, get_xp(x._device).argmin)
 
 
+def _truth(x, dim, keepdim, reduce):
+    return from_op(get_xp(x._device).asarray(reduce(x.data, axis=_reduce_axes(dim, x.ndim), keepdims=keepdim)),
+                   x._device)
+
+
+def all(x, dim=None, keepdim=False):
+    """Whether every value along `dim` (of the whole tensor when None) is nonzero: a bool tensor, no gradient."""
+    return _truth(x, dim, keepdim, get_xp(x._device).all)
+
+
+def any(x, dim=None, keepdim=False):
+    """Whether some value along `dim` (of the whole tensor when None) is nonzero: a bool tensor, no gradient."""
+    return _truth(x, dim, keepdim, get_xp(x._device).any)
+
+
+def _elementwise_test(x, test):
+    xp = get_xp(x._device)
+    if not is_floating(x.dtype):  # integers and bools are always finite (NumPy has no isnan for bools)
+        return from_op(xp.full(x.shape, test is xp.isfinite), x._device)
+    return from_op(test(x.data), x._device)
+
+
+def isnan(x):
+    """Where x is NaN: a bool tensor of x's shape (no gradient)."""
+    return _elementwise_test(x, get_xp(x._device).isnan)
+
+
+def isinf(x):
+    """Where x is +inf or -inf: a bool tensor of x's shape (no gradient)."""
+    return _elementwise_test(x, get_xp(x._device).isinf)
+
+
+def isfinite(x):
+    """Where x is neither NaN nor infinite: a bool tensor of x's shape (no gradient)."""
+    return _elementwise_test(x, get_xp(x._device).isfinite)
+
+
 def squeeze(x, dim=None):
     """Drop size-1 dimensions (only `dim`, if given and of size 1)."""
     axes = range(x.ndim) if dim is None else _dims(dim, x.ndim)
@@ -926,6 +971,8 @@ def _index_arrays(index, dev):
             out.append(part)
             continue
         array = get_xp(dev).asarray(part)
+        if array.size == 0 and array.dtype.kind == "f":  # x[[]]: an empty list reads as float64, means no rows
+            array = array.astype(np.int64)
         basic = False
         out.extend(array.nonzero() if array.dtype.kind == "b" and array.ndim else (array,))
     return tuple(out), basic
@@ -994,7 +1041,7 @@ def clamp(x, min=None, max=None):
     for bound in (min, max):
         if hasattr(bound, "dtype"):  # `_promoted` reads only ndim and dtype: an empty stand-in for x
             want = _promoted(np.empty((0,) * x.ndim, want), bound)
-    if want.kind in "biu" and any(isinstance(b, builtins.float) for b in (min, max)):
+    if want.kind in "biu" and builtins.any(isinstance(b, builtins.float) for b in (min, max)):
         want = _F32  # an integer tensor clamped to a Python float: float32, not NumPy's float64
     # clip in `want` itself: NumPy would clip in a wider type (float64 for an int64 tensor and a float bound)
     out = xp.clip(x.data.astype(want, copy=False),
@@ -1254,7 +1301,7 @@ def _expect(compute, want, message, exact=False):
 
 def _same(got, want, exact):
     if isinstance(want, tuple):
-        return isinstance(got, tuple) and len(got) == len(want) and all(_same(a, b, exact) for a, b in zip(got, want))
+        return isinstance(got, tuple) and len(got) == len(want) and builtins.all(_same(a, b, exact) for a, b in zip(got, want))
     if want is None or got is None:
         return got is None and want is None
     got, want = np.asarray(to_numpy(getattr(got, "data", got)), dtype=float), np.asarray(want, dtype=float)
