@@ -1,5 +1,7 @@
 """clip_grad_norm_ and clip_grad_value_ (tinytorch.nn.utils)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,31 @@ def test_max_norm_may_be_a_tensor(device):
     total = clip_grad_norm_(params, max_norm=tt.tensor(0.5, device=device))
     assert total.item() == 5.0
     np.testing.assert_allclose(params[0].grad.cpu().numpy(), [0.3, 0.4], rtol=1e-5)
+
+
+def test_clip_grad_norm_minus_inf_is_the_smallest_entry(device):
+    """PyTorch's norm of order -inf is the smallest |entry| (of all gradients); it was 1 whatever the gradients."""
+    params = with_grads(device, [3.0, -4.0], [12.0])
+    total = clip_grad_norm_(params, max_norm=1.0, norm_type=-math.inf)
+    assert total.item() == 3.0
+    np.testing.assert_allclose(params[0].grad.cpu().numpy(), np.float32([3.0, -4.0]) / (3.0 + 1e-6), rtol=1e-6)
+    np.testing.assert_allclose(params[1].grad.cpu().numpy(), np.float32([12.0]) / (3.0 + 1e-6), rtol=1e-6)
+    small = with_grads(device, [0.5, -0.25])
+    assert clip_grad_norm_(small, max_norm=1.0, norm_type=float("-inf")).item() == 0.25
+    np.testing.assert_array_equal(small[0].grad.cpu().numpy(), np.float32([0.5, -0.25]))  # below max_norm: untouched
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("grads", [[[3.0, -4.0], [12.0]], [[0.0, 1.0], [2.0]], [[np.nan, 1.0], [2.0]]],
+                         ids=["plain", "a zero", "nan"])
+def test_clip_grad_norm_minus_inf_matches_torch(grads):
+    torch = pytest.importorskip("torch")
+    params = with_grads("cpu", *grads)
+    tparams = [torch.zeros(len(g), requires_grad=True) for g in grads]
+    for tp, g in zip(tparams, grads):
+        tp.grad = torch.tensor(g, dtype=torch.float32)
+    total = clip_grad_norm_(params, 1.0, norm_type=-math.inf)
+    ttotal = torch.nn.utils.clip_grad_norm_(tparams, 1.0, norm_type=-math.inf)
+    np.testing.assert_allclose(total.item(), ttotal.item(), rtol=1e-6)
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
