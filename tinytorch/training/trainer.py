@@ -174,6 +174,8 @@ class _TrainerBase:
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         if (checkpoint_every or resume) and checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        if keep_last is not None and keep_last < 1:  # -1 would delete every checkpoint, the newest too
+            raise ValueError(f"keep_last must be at least 1 (None keeps every checkpoint), got {keep_last}")
         for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
@@ -211,6 +213,11 @@ class _TrainerBase:
         """Train until `epochs` epochs or `max_steps` steps in all (from the run's start); return a History."""
         if epochs is None and max_steps is None:
             raise ValueError("fit needs epochs=... or max_steps=... (or both)")
+        for name, value in (("epochs", epochs), ("max_steps", max_steps)):
+            if value is not None and value < 0:  # (Lightning reads max_steps=-1 as no limit: not a silent no-op)
+                raise ValueError(f"fit: {name} must be >= 0 (None for no limit), got {value}")
+        if self._batches_per_epoch() == 0:
+            raise ValueError(self._no_batches)
         self._start(resume_from)
         self.should_stop, self.history = False, History()
         self.peak_flops = self._peak_flops()  # again: an autocast around fit() changes the matmuls' dtype
@@ -221,7 +228,10 @@ class _TrainerBase:
         try:
             with self._progress(epochs, max_steps) as self._bar:
                 while not self._finished(epochs, max_steps):
+                    fresh, before = self.batch_in_epoch == 0, self.step
                     self._run_epoch(max_steps)
+                    if fresh and self.step == before:  # a whole epoch without a micro-batch: it would never end
+                        raise ValueError(self._no_batches)
         finally:
             if self._threaded is not None:  # its threads end with the fit; the next fit makes a new one
                 self._threaded.close()
@@ -231,6 +241,9 @@ class _TrainerBase:
             self.save_checkpoint()
         self._call("on_fit_end", self, self.history)
         return self.history
+
+    _no_batches = ("the train_loader yields no batches (a DataLoader with drop_last=True and fewer samples than "
+                   "batch_size?): there is nothing to train on")
 
     def _peak_flops(self):
         """The given peak, else (with flops_per_token) the device's peak in the dtype the matmuls run in:
@@ -298,10 +311,11 @@ class _TrainerBase:
             self._non_finite(loss, logs)
         elif self.scheduler is not None:
             self.scheduler.step()
-        count, unit = _count(group[0][1])
+        counts = [_count(target) for _, target in group]  # the last micro-batch of an epoch may be smaller
+        count, unit = sum(n for n, _ in counts), counts[0][1]
         now = time.perf_counter()  # since the last step: data loading, evaluation and checkpoints included
-        per_second = count * len(group) / max(now - self._tick, 1e-9)
-        self.history.seen, self.history.unit = self.history.seen + count * len(group), unit
+        per_second = count / max(now - self._tick, 1e-9)
+        self.history.seen, self.history.unit = self.history.seen + count, unit
         self.history.seconds += now - self._tick
         self._tick = now
         logs[f"{unit}_per_s"] = round(per_second, 1)
