@@ -377,7 +377,6 @@ def softmax_cross_entropy_rows(logits, targets, threads=256):
 #| export core.amp
 """Mixed precision: the bfloat16 dtype, a differentiable cast, and GradScaler's bookkeeping."""
 import functools  # noqa: F401  (the lesson's autocast as a decorator)
-import math
 
 import numpy as np
 
@@ -450,8 +449,8 @@ class _GradScalerBase:
             raise ValueError(f"GradScaler: backoff_factor={backoff_factor} must be in (0, 1)")
         if int(growth_interval) != growth_interval or growth_interval < 1:
             raise ValueError(f"GradScaler: growth_interval={growth_interval} must be a positive int")
-        if not (math.isfinite(init_scale) and init_scale > 0):
-            raise ValueError(f"GradScaler: init_scale={init_scale} must be a positive finite number")
+        if not 0 < init_scale <= float(np.finfo(np.float32).max):  # the scale is a float32 (NaN fails this too)
+            raise ValueError(f"GradScaler: init_scale={init_scale} must be a positive number a float32 holds")
         self.device = device
         self._scale = float32.type(init_scale)  # float32, like PyTorch's scale tensor
         self._growth_factor = float(growth_factor)
