@@ -569,3 +569,61 @@ def cuda_pool_bytes():
         return int(cupy.get_default_memory_pool().used_bytes()) if cupy.cuda.is_available() else None
     except Exception:  # no cupy or no driver: nothing to report
         return None
+
+
+# %% [markdown]
+# ## Checkpointing as PyTorch's
+#
+# `_recomputable(fn, args)` prepares the lesson's `checkpoint`: it returns `fn`
+# wrapped so that it runs under the autocast policy in force now (backward's
+# recomputation must cast as the forward did, also when backward runs outside
+# the `autocast` block) and refuses an output that is not one tensor, and
+# `params`: the parameters `fn` reads that are not among `args` — those of `fn`
+# itself (a module), of the module a bound method belongs to, or of the modules
+# a lambda captures, such as GPT's `lambda h: block(h, positions=positions)`.
+# As inputs of the checkpoint op they make its output require grad when only
+# the weights do (frozen embeddings, LoRA), as in PyTorch's non-reentrant
+# checkpoint. When nothing it can see requires grad it warns, as PyTorch's
+# reentrant one does.
+
+# %%
+#| export utils
+import warnings
+
+from tinytorch.core.autograd import is_grad_enabled
+from tinytorch.core.tensor import Tensor, _autocast_state  # noqa: F811  (this cell exports to its own file)
+from tinytorch.nn import Module
+
+
+def _captured_modules(fn):
+    """fn itself, the module of a bound method or a partial, and the modules in a closure."""
+    yield fn
+    yield getattr(fn, "__self__", None)
+    yield getattr(fn, "func", None)  # functools.partial
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            pass
+
+
+def _recomputable(fn, args):
+    """(fn run under the autocast policy of now and checked to return one tensor, the parameters fn reads)."""
+    found = (p for m in _captured_modules(fn) if isinstance(m, Module) for p in m.parameters())
+    params = tuple({id(p): p for p in found if p.requires_grad}.values())
+    if is_grad_enabled() and not any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *params)):
+        warnings.warn("checkpoint: no tensor argument requires grad, nor a parameter of a module fn is or captures, "
+                      "so what fn computes gets no gradients", UserWarning, stacklevel=3)
+    policy = _autocast_state.run
+
+    def as_in_forward(*fn_args):
+        outer, _autocast_state.run = _autocast_state.run, policy
+        try:
+            out = fn(*fn_args)
+        finally:
+            _autocast_state.run = outer
+        if not isinstance(out, Tensor):
+            raise TypeError(f"checkpoint: fn must return one tensor, got {type(out).__name__} (return a tuple's "
+                            "tensors from separate checkpoints)")
+        return out
+    return as_in_forward, params

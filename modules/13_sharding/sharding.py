@@ -55,7 +55,8 @@
 # consolidated checkpoint and back; `measure_memory`, which counts the bytes
 # that live arrays hold; and `_MPIRules(pg)`, a process group that refuses, as
 # MPI does, an all-gather that sends from the buffer it receives into (thread
-# ranks copy everything, so they would not notice).
+# ranks copy everything, so they would not notice); and `_recomputable`, the
+# first line of section 4's `checkpoint`.
 
 # %%
 #| default_exp distributed.fsdp
@@ -71,6 +72,7 @@ from tinytorch.distributed.fsdp import _MPIRules, _next_token_loss as _loss, _Po
 from tinytorch.distributed.memory import measure_memory, _memory_table
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
+from tinytorch.utils import _recomputable
 
 print("two thread ranks:", ThreadGroup.run(2, lambda: (get_rank(), get_world_size())))
 
@@ -561,20 +563,27 @@ print("FullyShardedDataParallel (ZeRO-2 and ZeRO-3): ok")
 # input instead of all its intermediates.
 #
 # `checkpoint(fn, *args)` returns a tensor equal to `fn(*args)` whose backward
-# does the recomputation:
+# does the recomputation. Its provided first line, `fn, params =
+# _recomputable(fn, args)`, wraps `fn` so that it always runs under the
+# autocast policy of the forward (and returns one tensor), and lists in
+# `params` the parameters `fn` reads that are not among `args` (those of a
+# module `fn` is or captures). Then:
 #
 # 1. remember the state of the default random generator's bit generator —
 #    dropout must draw the same mask again;
 # 2. call `fn` on the arguments with grad mode off;
 # 3. return one op (`from_op`) holding that output's array, whose inputs are
-#    the tensors among `args` and whose backward is `checkpoint_backward`;
+#    the tensors among `args` followed by `params` (so that the output
+#    requires grad when only the weights do: frozen embeddings, LoRA), and
+#    whose backward is `checkpoint_backward`;
 # 4. `checkpoint_backward(g)`: set the generator to the saved state (and back
 #    afterwards); make each tensor argument a fresh leaf (`detach()`, then
 #    `requires_grad_` as the original); under `enable_grad()` call `fn` again;
 #    run the engine's `backward` from that new output with `g` — on this small graph; that puts
 #    the parameters' gradients into their `.grad` and the inputs' into the
 #    fresh leaves; return those leaves' gradient arrays (None where there is
-#    none), one per input.
+#    none), then one None per parameter (their gradients are in `.grad`
+#    already): one entry per input.
 
 # %% nbgrader={"grade": false, "grade_id": "checkpoint", "locked": false, "schema_version": 3, "solution": true}
 #| export utils
@@ -586,6 +595,7 @@ from tinytorch.core.tensor import Tensor, from_op  # noqa: F811  (this cell expo
 
 def checkpoint(fn, *args):
     """fn(*args), keeping only the inputs: backward runs fn again (same random numbers) to get the rest."""
+    fn, params = _recomputable(fn, args)  # fn under this autocast policy; the parameters fn reads
     ### BEGIN SOLUTION
     saved = default_generator().bit_generator.state
     with no_grad():
@@ -603,8 +613,9 @@ def checkpoint(fn, *args):
             generator.bit_generator.state = now
         backward(again, g)
         leaves = [a for a in fresh if isinstance(a, Tensor)]
-        return tuple(a.grad.data if a.grad is not None else None for a in leaves)
-    return from_op(out.data, out._device, inputs, checkpoint_backward)
+        grads = tuple(a.grad.data if a.grad is not None else None for a in leaves)
+        return grads + (None,) * len(params)  # backward() put the parameters' gradients in their .grad already
+    return from_op(out.data, out._device, inputs + params, checkpoint_backward)
     ### END SOLUTION
 
 
@@ -613,16 +624,16 @@ def checkpoint(fn, *args):
 # without a graph, wrap the result in an op. Backward: restore the state,
 # run again with a graph, backpropagate through it, hand back the inputs'
 # gradients.</details>
-# <details><summary>Hint 2</summary>The op's inputs are only the tensors
-# among `args`, and the backward must return one entry per input in that
-# order. Put the generator back to where it was *after* the recomputation, so
+# <details><summary>Hint 2</summary>The op's inputs are the tensors among
+# `args`, then `params`, and the backward must return one entry per input in
+# that order. Put the generator back to where it was *after* the recomputation, so
 # that later draws do not repeat. Integer inputs (token ids) cannot require
 # grad: pass `a.requires_grad` to `requires_grad_`.</details>
 # <details><summary>Hint 3</summary>Two parts: `saved = ...state`, a `with
 # no_grad():` block, a tuple of tensor inputs, a nested `def
 # checkpoint_backward(g):` (swap state, fresh leaves, `with enable_grad():`,
 # restore in `finally`, `backward(...)`, return a tuple of `.grad.data` or
-# None), and the `from_op(...)` return.</details>
+# None, and a None per parameter), and the `from_op(...)` return.</details>
 
 # %% nbgrader={"grade": true, "grade_id": "test-checkpoint", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 from tinytorch.utils import checkpoint as _checkpoint  # noqa: E402
@@ -668,6 +679,7 @@ try:  # an int tensor among the args (token ids), and two backward passes, each 
 except RuntimeError as err:
     raise AssertionError(f"checkpoint(fn, x, int ids): int tensors cannot require grad (pass a.requires_grad on); got {err!r}") from None
 assert np.allclose(x.grad.numpy(), 4 * x.numpy() * [[1], [2]]), f"checkpoint, backward twice: 2 · (2x·ids) expected, got {x.grad}"
+assert _checkpoint(tt.nn.Linear(3, 2), tt.randn(1, 3)).requires_grad, "x without grad: params are op inputs too"
 print("checkpoint: ok")
 
 # %% [markdown]
