@@ -63,8 +63,8 @@ from tinytorch.data.dataloader import (Sampler, SequentialSampler, _check_batch_
 from tinytorch.data.dataset import (Dataset, Subset, TensorDataset, _normalize_index, _split_lengths, as_generator,
                                     _batch_gather, _normalize_indices)
 from tinytorch.data.datasets import _check_text_dataset, _read_text, digits, kjv_text
-from tinytorch.data.tokenizers import (SPLIT_PATTERN, _BPEBase, _check_merges, _check_vocab_size, _compile_pattern,
-                                       _describe_chars, _id_list, _read_json, _save_json)
+from tinytorch.data.tokenizers import (SPLIT_PATTERN, _BPEBase, _check_merges, _check_text, _check_vocab_size,
+                                       _compile_pattern, _describe_chars, _id_list, _read_json, _save_json)
 
 # %% [markdown]
 # ## 1. Datasets, and a random split
@@ -703,6 +703,7 @@ class CharTokenizer:
 
     def encode(self, text):
         """Text -> list of ids; unknown characters raise (or map to `unk` when configured)."""
+        _check_text(text, "CharTokenizer")
         ### BEGIN SOLUTION
         unknown = set(text) - self.stoi.keys()
         if unknown and self.unk_id is None:
@@ -1127,6 +1128,7 @@ class BPETokenizer(_BPEBase):
 
     def encode_ordinary(self, text):
         """Text -> list of ids, special tokens read as ordinary text (`encode` handles them)."""
+        _check_text(text, "BPETokenizer")
         if len(self._cache) > 100_000:  # bound the memory of long runs over varied text
             self._cache.clear()
         ### BEGIN SOLUTION
@@ -1261,7 +1263,7 @@ class TextDataset(Dataset):
         n_train = len(ids) - int(len(ids) * val_fraction)
         self.ids = ids[:n_train] if split == "train" else ids[n_train:]
         ### END SOLUTION
-        self.block_size = block_size
+        self.block_size = int(block_size)
         self.split = split
         if len(self.ids) < block_size + 1:
             raise ValueError(f"TextDataset: the {split} split has {len(self.ids)} tokens, fewer than block_size + 1 "

@@ -343,6 +343,7 @@ import importlib.resources
 import importlib.util
 import io
 import math
+import numbers
 import os
 import zlib
 from pathlib import Path
@@ -438,7 +439,7 @@ class TokenDataset(Dataset):
         _check_text_dataset("train", 0.0, block_size)
         if len(tokens) < block_size + 1:
             raise ValueError(f"TokenDataset: {len(tokens)} tokens are fewer than block_size + 1 = {block_size + 1}")
-        self.tokens, self.block_size = tokens, block_size
+        self.tokens, self.block_size = tokens, int(block_size)
         self.ids = _Int64Reads(tokens)
 
     def __len__(self):
@@ -458,7 +459,7 @@ def _check_text_dataset(split, val_fraction, block_size):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
 
 
@@ -605,8 +606,8 @@ def load_cifar10(root, train=True):
 # %% [markdown]
 # ## Tokenizer plumbing
 #
-# `_id_list` turns what `decode` receives (a list, a 1-D array, a 1-D tensor) into Python
-# ints and rejects ids outside the vocabulary by name: Python would silently wrap a
+# `_id_list` turns what `decode` receives (a list, a 1-D array, a 1-D tensor, or one id) into
+# Python ints and rejects ids outside the vocabulary by name: Python would silently wrap a
 # negative index. Tokenizers are saved as JSON through `atomic_write` (module 03), the one
 # durable write of the package: a crash leaves the old file or the new one, never half.
 #
@@ -625,6 +626,7 @@ def load_cifar10(root, train=True):
 import functools
 import heapq  # heapq, Counter, defaultdict: used by the lesson's tokenizers below
 import json
+import numbers
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -653,18 +655,30 @@ def _compile_pattern(pattern):
 
 
 def _id_list(ids, vocab_size, who):
-    """Ids from a list, a 1-D NumPy array or a 1-D tensor, as Python ints in 0..vocab_size-1."""
+    """Ids from a list, a 1-D NumPy array or a 1-D tensor (or one id, as Hugging Face's `decode` takes), as
+    Python ints in 0..vocab_size-1."""
     if isinstance(ids, Tensor):
         ids = to_numpy(ids.data)
     if isinstance(ids, np.ndarray):
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        if ids.ndim > 1 or (ids.dtype.kind not in "iu" and ids.size):
             raise ValueError(f"decode takes a 1-D sequence of integer ids, got {ids.dtype.name} of shape {ids.shape}")
-        ids = ids.tolist()
+        ids = ids.tolist()  # a 0-d array gives one int
+    ids = [ids] if isinstance(ids, numbers.Integral) else list(ids)
+    bad = [i for i in ids if not isinstance(i, numbers.Integral)]  # int("7") and int(7.9) would read them silently
+    if bad:
+        raise TypeError(f"{who}.decode takes integer ids, got {type(bad[0]).__name__} {bad[0]!r}")
     ids = [int(i) for i in ids]
     bad = [i for i in ids if not 0 <= i < vocab_size]
     if bad:
         raise ValueError(f"{who}: ids {bad[:10]} are outside 0..{vocab_size - 1}")
     return ids
+
+
+def _check_text(text, who):
+    """`encode` takes a str: bytes or a list would otherwise be read item by item (with `unk`, silently)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{who}.encode takes a str, got {type(text).__name__}"
+                        + ("; decode bytes first: data.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""))
 
 
 def _describe_chars(chars):
@@ -674,7 +688,7 @@ def _describe_chars(chars):
 
 
 def _check_vocab_size(vocab_size):
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 256:
         raise ValueError(f"vocab_size must be an int >= 256 (the byte tokens), got {vocab_size!r}")
 
 
@@ -779,6 +793,7 @@ class _BPEBase:
         """Text -> list of ids. Special tokens in the text, as in tiktoken: those in `allowed_special`
         ("all" or a set of names) become their own id; any other raises, unless `disallowed_special`
         (default "all": every special token not allowed) leaves it out, then it is ordinary text."""
+        _check_text(text, type(self).__name__)
         return self._encode_text(text, *self._special_sets(allowed_special, disallowed_special))
 
     def encode_iterable(self, iterable, allowed_special=(), disallowed_special="all"):

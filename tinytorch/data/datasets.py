@@ -20,6 +20,7 @@ import importlib.resources
 import importlib.util
 import io
 import math
+import numbers
 import os
 import zlib
 import numpy as np
@@ -115,7 +116,7 @@ class TokenDataset(Dataset):
         _check_text_dataset("train", 0.0, block_size)
         if len(tokens) < block_size + 1:
             raise ValueError(f"TokenDataset: {len(tokens)} tokens are fewer than block_size + 1 = {block_size + 1}")
-        self.tokens, self.block_size = tokens, block_size
+        self.tokens, self.block_size = tokens, int(block_size)
         self.ids = _Int64Reads(tokens)
 
     def __len__(self):
@@ -135,7 +136,7 @@ def _check_text_dataset(split, val_fraction, block_size):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
 
 
@@ -288,7 +289,7 @@ class TextDataset(Dataset):
         ids = np.asarray(tokenizer.encode(_read_text(text_or_path)), dtype=np.int64)  # encoded once
         n_train = len(ids) - int(len(ids) * val_fraction)
         self.ids = ids[:n_train] if split == "train" else ids[n_train:]
-        self.block_size = block_size
+        self.block_size = int(block_size)
         self.split = split
         if len(self.ids) < block_size + 1:
             raise ValueError(f"TextDataset: the {split} split has {len(self.ids)} tokens, fewer than block_size + 1 "

@@ -12,6 +12,7 @@ __all__ = [
 import functools
 import heapq
 import json
+import numbers
 import numpy as np
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -41,18 +42,30 @@ def _compile_pattern(pattern):
 
 
 def _id_list(ids, vocab_size, who):
-    """Ids from a list, a 1-D NumPy array or a 1-D tensor, as Python ints in 0..vocab_size-1."""
+    """Ids from a list, a 1-D NumPy array or a 1-D tensor (or one id, as Hugging Face's `decode` takes), as
+    Python ints in 0..vocab_size-1."""
     if isinstance(ids, Tensor):
         ids = to_numpy(ids.data)
     if isinstance(ids, np.ndarray):
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        if ids.ndim > 1 or (ids.dtype.kind not in "iu" and ids.size):
             raise ValueError(f"decode takes a 1-D sequence of integer ids, got {ids.dtype.name} of shape {ids.shape}")
-        ids = ids.tolist()
+        ids = ids.tolist()  # a 0-d array gives one int
+    ids = [ids] if isinstance(ids, numbers.Integral) else list(ids)
+    bad = [i for i in ids if not isinstance(i, numbers.Integral)]  # int("7") and int(7.9) would read them silently
+    if bad:
+        raise TypeError(f"{who}.decode takes integer ids, got {type(bad[0]).__name__} {bad[0]!r}")
     ids = [int(i) for i in ids]
     bad = [i for i in ids if not 0 <= i < vocab_size]
     if bad:
         raise ValueError(f"{who}: ids {bad[:10]} are outside 0..{vocab_size - 1}")
     return ids
+
+
+def _check_text(text, who):
+    """`encode` takes a str: bytes or a list would otherwise be read item by item (with `unk`, silently)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{who}.encode takes a str, got {type(text).__name__}"
+                        + ("; decode bytes first: data.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""))
 
 
 def _describe_chars(chars):
@@ -62,7 +75,7 @@ def _describe_chars(chars):
 
 
 def _check_vocab_size(vocab_size):
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 256:
         raise ValueError(f"vocab_size must be an int >= 256 (the byte tokens), got {vocab_size!r}")
 
 
@@ -167,6 +180,7 @@ class _BPEBase:
         """Text -> list of ids. Special tokens in the text, as in tiktoken: those in `allowed_special`
         ("all" or a set of names) become their own id; any other raises, unless `disallowed_special`
         (default "all": every special token not allowed) leaves it out, then it is ordinary text."""
+        _check_text(text, type(self).__name__)
         return self._encode_text(text, *self._special_sets(allowed_special, disallowed_special))
 
     def encode_iterable(self, iterable, allowed_special=(), disallowed_special="all"):
@@ -321,6 +335,7 @@ class CharTokenizer:
 
     def encode(self, text):
         """Text -> list of ids; unknown characters raise (or map to `unk` when configured)."""
+        _check_text(text, "CharTokenizer")
         unknown = set(text) - self.stoi.keys()
         if unknown and self.unk_id is None:
             raise ValueError(f"CharTokenizer: characters not in the vocabulary: {_describe_chars(unknown)}; "
@@ -465,6 +480,7 @@ class BPETokenizer(_BPEBase):
 
     def encode_ordinary(self, text):
         """Text -> list of ids, special tokens read as ordinary text (`encode` handles them)."""
+        _check_text(text, "BPETokenizer")
         if len(self._cache) > 100_000:  # bound the memory of long runs over varied text
             self._cache.clear()
         cache, out = self._cache, []
