@@ -809,8 +809,9 @@ print("_Bucket: ok")
 # `_grad_ready` is the heart of DDP. For the parameter's bucket:
 #
 # 1. **fill**: accumulate `g` into the bucket;
-# 2. inside `no_sync()` (`self.require_backward_grad_sync` is False) stop
-#    here: the gradients only accumulate locally;
+# 2. inside `no_sync()` (`self.require_backward_grad_sync` is False; the
+#    base sets it as it was at this pass's forward) stop here: the
+#    gradients only accumulate locally;
 # 3. **count down**: one gradient fewer is pending in that bucket;
 # 4. **launch**: while the next bucket to launch (`self._next_bucket`) has
 #    nothing pending, pack it, start its all-reduce *asynchronously*

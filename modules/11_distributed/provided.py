@@ -167,6 +167,13 @@ def _check_rank(rank, size):
         raise ValueError(f"rank {rank} is out of range for a world of size {size}")
 
 
+def _check_peer(peer, group, what):
+    """send/recv: `peer` is another rank of `group` (as in PyTorch, a rank never sends to itself)."""
+    _check_rank(peer, group.size)
+    if peer == group.rank:
+        raise ValueError(f"{what}: rank {peer} is this rank; send and recv pair two different ranks")
+
+
 def _ranks(ranks):
     """'rank 2' or 'ranks 0, 1', for messages."""
     return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
@@ -235,11 +242,11 @@ class MPIGroup:
         self._work(request, "reduce_scatter", finish)
 
     def send(self, array, dst):
-        _check_rank(dst, self.size)
+        _check_peer(dst, self, "send")
         self._work(self.comm.Isend(_host_contiguous(array), dest=dst), f"send to rank {dst}")
 
     def recv(self, array, src):
-        _check_rank(src, self.size)
+        _check_peer(src, self, "recv")
         host = _host_buffer(array)
         self._work(self.comm.Irecv(host, source=src), f"recv from rank {src}", lambda: _copy_back(host, array))
 
@@ -405,12 +412,12 @@ class NCCLGroup:
                                                                          kind, self._ops[op], s), finish)
 
     def send(self, array, dst):
-        _check_rank(dst, self.size)
+        _check_peer(dst, self, "send")
         kind = self._dtype(array)
         self._launch(f"send to rank {dst}", lambda s: self.comm.send(array.data.ptr, array.size, kind, dst, s))
 
     def recv(self, array, src):
-        _check_rank(src, self.size)
+        _check_peer(src, self, "recv")
         kind = self._dtype(array)
         self._launch(f"recv from rank {src}", lambda s: self.comm.recv(array.data.ptr, array.size, kind, src, s))
 
@@ -655,6 +662,11 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     array = _data(tensor, "all_gather")
     if len(tensor_list) != g.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for {g.size} ranks")
+    for k, t in enumerate(tensor_list):  # as PyTorch: no broadcasting or casting into the outputs
+        out_k = _data(t, "all_gather")
+        if out_k.shape != array.shape or out_k.dtype != array.dtype:
+            raise ValueError(f"all_gather: tensor_list[{k}] is {out_k.dtype} of shape {tuple(out_k.shape)}, "
+                             f"the tensor {array.dtype} of shape {tuple(array.shape)}")
     out = _xp_of(array).empty((g.size,) + array.shape, dtype=array.dtype)
     gathering = g.all_gather(out, array, async_op=True)
 
@@ -674,7 +686,11 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
     if len(input_list) != g.size:
         raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors for {g.size} ranks")
     out = _data(output, "reduce_scatter")
-    stacked = _xp_of(out).stack([_data(t, "reduce_scatter") for t in input_list])
+    inputs = [_data(t, "reduce_scatter") for t in input_list]
+    dtypes = {str(a.dtype) for a in inputs} | {str(out.dtype)}
+    if len(dtypes) > 1:  # as PyTorch: no casting
+        raise ValueError(f"reduce_scatter: the inputs and the output must have one dtype, got {sorted(dtypes)}")
+    stacked = _xp_of(out).stack(inputs)
     if stacked.shape[1:] != out.shape:
         raise ValueError(f"reduce_scatter: inputs of shape {tuple(stacked.shape[1:])} for an output "
                          f"of shape {tuple(out.shape)}")
@@ -753,11 +769,11 @@ class ThreadGroup:
         return results
 
     def send(self, array, dst):
-        _check_rank(dst, self.size)
+        _check_peer(dst, self, "send")
         self._shared["mailboxes"][(self.rank, dst)].put(array.copy())
 
     def recv(self, array, src):
-        _check_rank(src, self.size)
+        _check_peer(src, self, "recv")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -768,8 +784,9 @@ class ThreadGroup:
                     raise threading.BrokenBarrierError from None
                 if time.monotonic() > deadline:
                     raise DistributedTimeoutError(f"recv from rank {src} waited more than {self.timeout:g} s") from None
-        if received.shape != array.shape:
-            raise ValueError(f"recv: rank {src} sent shape {received.shape}, this buffer is {array.shape}")
+        if received.shape != array.shape or received.dtype != array.dtype:
+            raise ValueError(f"recv: rank {src} sent {received.dtype} of shape {received.shape}, this buffer is "
+                             f"{array.dtype} of shape {array.shape}")
         array[...] = received
 
     def barrier(self):
@@ -784,19 +801,29 @@ class ThreadGroup:
         self.barrier()  # nobody overwrites a slot before everyone has read it
         return values
 
+    def _everyones_array(self, array, what):
+        """Every rank's copy of `array`. The ranks must pass one shape and dtype: a clear error on every
+        rank otherwise, not a NumPy broadcast or cast (MPI and NCCL do not check it: they fail or hang)."""
+        values = self._everyone(array.copy())
+        if any(v.shape != values[0].shape or v.dtype != values[0].dtype for v in values):
+            ranks = ", ".join(f"rank {r}: {v.dtype} {v.shape}" for r, v in enumerate(values))
+            raise ValueError(f"{what}: the ranks passed different shapes or dtypes ({ranks}); "
+                             f"every rank must pass the same")
+        return values
+
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         _check_op(op, array)
-        values = self._everyone(array.copy())
+        values = self._everyones_array(array, "all_reduce")
         total = np.maximum.reduce(values) if op == ReduceOp.MAX else np.sum(values, axis=0)
         array[...] = total / self.size if op == ReduceOp.AVG else total
         return _DONE if async_op else True
 
     def broadcast(self, array, src=0):
         _check_rank(src, self.size)
-        array[...] = self._everyone(array.copy())[src]
+        array[...] = self._everyones_array(array, "broadcast")[src]
 
     def all_gather(self, out, array, async_op=False):
-        out[...] = np.stack(self._everyone(array.copy())).reshape(out.shape)
+        out[...] = np.stack(self._everyones_array(array, "all_gather")).reshape(out.shape)
         return _DONE
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
@@ -818,7 +845,11 @@ class ThreadGroup:
 # Around it sit checks and conveniences, here in a base class:
 #
 # - construction: every rank must have the same parameters (names, shapes,
-#   dtypes), and rank 0's values are broadcast so that all copies start equal;
+#   dtypes), and rank 0's values are broadcast so that all copies start equal
+#   (its buffers too, unless `broadcast_buffers=False`; at construction only,
+#   where PyTorch broadcasts them again before each forward: that matters for
+#   a buffer that forward changes, such as BatchNorm's statistics, and no
+#   TinyTorch layer has one);
 # - the "gradient ready" signal: during `forward`, each parameter is read
 #   through an identity op whose backward runs once that parameter's whole
 #   gradient is known, and calls `self._grad_ready(param, g)` (the lesson's);
@@ -827,8 +858,11 @@ class ThreadGroup:
 #   pass was averaged (a second backward through one graph) is a clear error;
 # - a clear error when the last backward left some parameter without a
 #   gradient (its bucket would never be reduced);
-# - `no_sync()`, `state_dict()` without a `module.` prefix, and attribute
-#   access that reaches the wrapped model (`ddp.config`).
+# - `no_sync()`: as in PyTorch, the forward decides whether its pass
+#   averages, so `_grad_ready` sees `self.require_backward_grad_sync` as it
+#   was at the pass's forward, even when the backward runs outside;
+# - `state_dict()` without a `module.` prefix, and attribute access that
+#   reaches the wrapped model (`ddp.config`).
 #
 # The first check and the attribute access live in `_ModelWrapper`, which
 # module 13's `FullyShardedDataParallel` wraps its model with too.
@@ -889,7 +923,11 @@ class _DataParallelBase(_ModelWrapper):
         super().__init__()
         self._wrap(module, process_group, broadcast_buffers)
         self._slots = _trainable_slots(module)  # forward shadows each of them
+        if not self._slots:
+            raise RuntimeError(f"{type(self).__name__}: the model has no parameter that requires grad, so there "
+                               f"is no gradient to average; use the model itself")
         self._signals, self._ready = None, set()  # this pass's signals; the parameters they have reported
+        self._syncs = [False]  # whether this pass averages: one cell per pass, shared by its signals
         self.require_backward_grad_sync = True
 
     def forward(self, *args, **kwargs):
@@ -913,18 +951,21 @@ class _DataParallelBase(_ModelWrapper):
         if not again:
             self._check_last_backward()
             self._start_backward()
-            self._signals, self._ready = {}, set()
+            self._signals, self._ready, self._syncs = {}, set(), [False]
             for _, _, p in self._slots:
                 if id(p) not in self._signals:  # a tied weight gets one signal, read from both places
                     self._signals[id(p)] = self._ready_signal(p)
+        # As in PyTorch, the forward decides: a pass averages when one of its forwards ran outside no_sync(),
+        # wherever its backward runs
+        self._syncs[0] = self._syncs[0] or self.require_backward_grad_sync
         return self._signals
 
     def _ready_signal(self, param):
         """Identity on `param`; the engine calls its backward once param's whole gradient of this pass is known."""
-        signals = self._signals
+        signals, syncs = self._signals, self._syncs
 
         def grad_ready_backward(g):
-            if self.require_backward_grad_sync and (signals is not self._signals or id(param) in self._ready):
+            if syncs[0] and (signals is not self._signals or id(param) in self._ready):
                 raise RuntimeError(
                     f"DistributedDataParallel: {self._names.get(id(param), '?')} got a gradient after this "
                     f"pass's gradients were averaged (a backward through a graph already used, retain_graph=True, "
@@ -932,13 +973,17 @@ class _DataParallelBase(_ModelWrapper):
                     f"once per backward: run the forwards of one loss, then one backward; to accumulate over "
                     f"several backwards, run all but the last inside no_sync()")
             self._ready.add(id(param))
-            self._grad_ready(param, g)
+            now, self.require_backward_grad_sync = self.require_backward_grad_sync, syncs[0]  # the forward's
+            try:
+                self._grad_ready(param, g)
+            finally:
+                self.require_backward_grad_sync = now
             return (None,)  # _grad_ready stored the gradient itself
         return from_op(param.data, param._device, (param,), grad_ready_backward)
 
     def _check_last_backward(self):
         started = any(b.pending < len(b.params) for b in self.buckets)
-        if self.require_backward_grad_sync and started and self._next_bucket < len(self.buckets):
+        if self._syncs[0] and started and self._next_bucket < len(self.buckets):  # the last pass averaged
             frozen = [self._names.get(id(p), "?") for b in self.buckets for p in b.params if not p.requires_grad]
             if frozen:  # a frozen parameter never gets a gradient, so its bucket never completes
                 raise RuntimeError(f"DistributedDataParallel: the buckets hold parameters that do not require grad "
@@ -952,7 +997,8 @@ class _DataParallelBase(_ModelWrapper):
 
     @contextlib.contextmanager
     def no_sync(self):
-        """Backward passes inside only accumulate gradients locally; the next one outside averages the sum."""
+        """Forwards inside, and their backwards wherever they run, only accumulate gradients locally; the next
+        pass whose forward runs outside averages the sum (PyTorch's rule: put the forward inside)."""
         previous, self.require_backward_grad_sync = self.require_backward_grad_sync, False
         try:
             yield

@@ -59,7 +59,11 @@ class _DataParallelBase(_ModelWrapper):
         super().__init__()
         self._wrap(module, process_group, broadcast_buffers)
         self._slots = _trainable_slots(module)  # forward shadows each of them
+        if not self._slots:
+            raise RuntimeError(f"{type(self).__name__}: the model has no parameter that requires grad, so there "
+                               f"is no gradient to average; use the model itself")
         self._signals, self._ready = None, set()  # this pass's signals; the parameters they have reported
+        self._syncs = [False]  # whether this pass averages: one cell per pass, shared by its signals
         self.require_backward_grad_sync = True
 
     def forward(self, *args, **kwargs):
@@ -83,18 +87,21 @@ class _DataParallelBase(_ModelWrapper):
         if not again:
             self._check_last_backward()
             self._start_backward()
-            self._signals, self._ready = {}, set()
+            self._signals, self._ready, self._syncs = {}, set(), [False]
             for _, _, p in self._slots:
                 if id(p) not in self._signals:  # a tied weight gets one signal, read from both places
                     self._signals[id(p)] = self._ready_signal(p)
+        # As in PyTorch, the forward decides: a pass averages when one of its forwards ran outside no_sync(),
+        # wherever its backward runs
+        self._syncs[0] = self._syncs[0] or self.require_backward_grad_sync
         return self._signals
 
     def _ready_signal(self, param):
         """Identity on `param`; the engine calls its backward once param's whole gradient of this pass is known."""
-        signals = self._signals
+        signals, syncs = self._signals, self._syncs
 
         def grad_ready_backward(g):
-            if self.require_backward_grad_sync and (signals is not self._signals or id(param) in self._ready):
+            if syncs[0] and (signals is not self._signals or id(param) in self._ready):
                 raise RuntimeError(
                     f"DistributedDataParallel: {self._names.get(id(param), '?')} got a gradient after this "
                     f"pass's gradients were averaged (a backward through a graph already used, retain_graph=True, "
@@ -102,13 +109,17 @@ class _DataParallelBase(_ModelWrapper):
                     f"once per backward: run the forwards of one loss, then one backward; to accumulate over "
                     f"several backwards, run all but the last inside no_sync()")
             self._ready.add(id(param))
-            self._grad_ready(param, g)
+            now, self.require_backward_grad_sync = self.require_backward_grad_sync, syncs[0]  # the forward's
+            try:
+                self._grad_ready(param, g)
+            finally:
+                self.require_backward_grad_sync = now
             return (None,)  # _grad_ready stored the gradient itself
         return from_op(param.data, param._device, (param,), grad_ready_backward)
 
     def _check_last_backward(self):
         started = any(b.pending < len(b.params) for b in self.buckets)
-        if self.require_backward_grad_sync and started and self._next_bucket < len(self.buckets):
+        if self._syncs[0] and started and self._next_bucket < len(self.buckets):  # the last pass averaged
             frozen = [self._names.get(id(p), "?") for b in self.buckets for p in b.params if not p.requires_grad]
             if frozen:  # a frozen parameter never gets a gradient, so its bucket never completes
                 raise RuntimeError(f"DistributedDataParallel: the buckets hold parameters that do not require grad "
@@ -122,7 +133,8 @@ class _DataParallelBase(_ModelWrapper):
 
     @contextlib.contextmanager
     def no_sync(self):
-        """Backward passes inside only accumulate gradients locally; the next one outside averages the sum."""
+        """Forwards inside, and their backwards wherever they run, only accumulate gradients locally; the next
+        pass whose forward runs outside averages the sum (PyTorch's rule: put the forward inside)."""
         previous, self.require_backward_grad_sync = self.require_backward_grad_sync, False
         try:
             yield

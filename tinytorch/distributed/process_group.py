@@ -152,6 +152,13 @@ def _check_rank(rank, size):
         raise ValueError(f"rank {rank} is out of range for a world of size {size}")
 
 
+def _check_peer(peer, group, what):
+    """send/recv: `peer` is another rank of `group` (as in PyTorch, a rank never sends to itself)."""
+    _check_rank(peer, group.size)
+    if peer == group.rank:
+        raise ValueError(f"{what}: rank {peer} is this rank; send and recv pair two different ranks")
+
+
 def _ranks(ranks):
     """'rank 2' or 'ranks 0, 1', for messages."""
     return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
@@ -219,11 +226,11 @@ class MPIGroup:
         self._work(request, "reduce_scatter", finish)
 
     def send(self, array, dst):
-        _check_rank(dst, self.size)
+        _check_peer(dst, self, "send")
         self._work(self.comm.Isend(_host_contiguous(array), dest=dst), f"send to rank {dst}")
 
     def recv(self, array, src):
-        _check_rank(src, self.size)
+        _check_peer(src, self, "recv")
         host = _host_buffer(array)
         self._work(self.comm.Irecv(host, source=src), f"recv from rank {src}", lambda: _copy_back(host, array))
 
@@ -381,12 +388,12 @@ class NCCLGroup:
                                                                          kind, self._ops[op], s), finish)
 
     def send(self, array, dst):
-        _check_rank(dst, self.size)
+        _check_peer(dst, self, "send")
         kind = self._dtype(array)
         self._launch(f"send to rank {dst}", lambda s: self.comm.send(array.data.ptr, array.size, kind, dst, s))
 
     def recv(self, array, src):
-        _check_rank(src, self.size)
+        _check_peer(src, self, "recv")
         kind = self._dtype(array)
         self._launch(f"recv from rank {src}", lambda s: self.comm.recv(array.data.ptr, array.size, kind, src, s))
 
@@ -611,6 +618,11 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     array = _data(tensor, "all_gather")
     if len(tensor_list) != g.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for {g.size} ranks")
+    for k, t in enumerate(tensor_list):  # as PyTorch: no broadcasting or casting into the outputs
+        out_k = _data(t, "all_gather")
+        if out_k.shape != array.shape or out_k.dtype != array.dtype:
+            raise ValueError(f"all_gather: tensor_list[{k}] is {out_k.dtype} of shape {tuple(out_k.shape)}, "
+                             f"the tensor {array.dtype} of shape {tuple(array.shape)}")
     out = _xp_of(array).empty((g.size,) + array.shape, dtype=array.dtype)
     gathering = g.all_gather(out, array, async_op=True)
 
@@ -630,7 +642,11 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None):
     if len(input_list) != g.size:
         raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors for {g.size} ranks")
     out = _data(output, "reduce_scatter")
-    stacked = _xp_of(out).stack([_data(t, "reduce_scatter") for t in input_list])
+    inputs = [_data(t, "reduce_scatter") for t in input_list]
+    dtypes = {str(a.dtype) for a in inputs} | {str(out.dtype)}
+    if len(dtypes) > 1:  # as PyTorch: no casting
+        raise ValueError(f"reduce_scatter: the inputs and the output must have one dtype, got {sorted(dtypes)}")
+    stacked = _xp_of(out).stack(inputs)
     if stacked.shape[1:] != out.shape:
         raise ValueError(f"reduce_scatter: inputs of shape {tuple(stacked.shape[1:])} for an output "
                          f"of shape {tuple(out.shape)}")
@@ -701,11 +717,11 @@ class ThreadGroup:
         return results
 
     def send(self, array, dst):
-        _check_rank(dst, self.size)
+        _check_peer(dst, self, "send")
         self._shared["mailboxes"][(self.rank, dst)].put(array.copy())
 
     def recv(self, array, src):
-        _check_rank(src, self.size)
+        _check_peer(src, self, "recv")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -716,8 +732,9 @@ class ThreadGroup:
                     raise threading.BrokenBarrierError from None
                 if time.monotonic() > deadline:
                     raise DistributedTimeoutError(f"recv from rank {src} waited more than {self.timeout:g} s") from None
-        if received.shape != array.shape:
-            raise ValueError(f"recv: rank {src} sent shape {received.shape}, this buffer is {array.shape}")
+        if received.shape != array.shape or received.dtype != array.dtype:
+            raise ValueError(f"recv: rank {src} sent {received.dtype} of shape {received.shape}, this buffer is "
+                             f"{array.dtype} of shape {array.shape}")
         array[...] = received
 
     def barrier(self):
@@ -732,19 +749,29 @@ class ThreadGroup:
         self.barrier()  # nobody overwrites a slot before everyone has read it
         return values
 
+    def _everyones_array(self, array, what):
+        """Every rank's copy of `array`. The ranks must pass one shape and dtype: a clear error on every
+        rank otherwise, not a NumPy broadcast or cast (MPI and NCCL do not check it: they fail or hang)."""
+        values = self._everyone(array.copy())
+        if any(v.shape != values[0].shape or v.dtype != values[0].dtype for v in values):
+            ranks = ", ".join(f"rank {r}: {v.dtype} {v.shape}" for r, v in enumerate(values))
+            raise ValueError(f"{what}: the ranks passed different shapes or dtypes ({ranks}); "
+                             f"every rank must pass the same")
+        return values
+
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         _check_op(op, array)
-        values = self._everyone(array.copy())
+        values = self._everyones_array(array, "all_reduce")
         total = np.maximum.reduce(values) if op == ReduceOp.MAX else np.sum(values, axis=0)
         array[...] = total / self.size if op == ReduceOp.AVG else total
         return _DONE if async_op else True
 
     def broadcast(self, array, src=0):
         _check_rank(src, self.size)
-        array[...] = self._everyone(array.copy())[src]
+        array[...] = self._everyones_array(array, "broadcast")[src]
 
     def all_gather(self, out, array, async_op=False):
-        out[...] = np.stack(self._everyone(array.copy())).reshape(out.shape)
+        out[...] = np.stack(self._everyones_array(array, "all_gather")).reshape(out.shape)
         return _DONE
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
