@@ -1,34 +1,17 @@
 """BPETokenizer from GPT-2's vocab.json + merges.txt encodes exactly as transformers' GPT2Tokenizer."""
 
-import json
 
 import pytest
 
 from tinytorch.data import BPETokenizer, kjv_text
-from tinytorch.data.tokenizers import _gpt2_bytes_to_unicode
 
 HARD = ["Hello world", "x² 2³ Ⅻ1", "don't  stop\n\n  now", "   leading", "trailing   ", "tab\tand\r\nCRLF\n",
         "émoji 🎉 日本語 ½", "'s 'S 'LL they'll", "a_b__c", "1234567 89", "e\u0301 \u0301x", "In the beginning God",
         "end<|endoftext|>start", "<|endoftext|><|endoftext|>", "  \n\n \t x  y"]
 
 
-def write_gpt2_files(folder, tokenizer):
-    """vocab.json + merges.txt as GPT-2 writes them: byte tokens in GPT-2's printable alphabet, ids in
-    GPT-2's order (the bytes in the alphabet's order, then the merges), <|endoftext|> last."""
-    spell = _gpt2_bytes_to_unicode()
-    as_text = {i: "".join(spell[b] for b in tokenizer.vocab[i]) for i in range(256 + len(tokenizer.merges))}
-    order = list(spell)  # GPT-2's byte order: the printable bytes first
-    vocab = {as_text[b]: n for n, b in enumerate(order)}
-    vocab.update({as_text[256 + k]: 256 + k for k in range(len(tokenizer.merges))})
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    lines = ["#version: 0.2"] + [f"{as_text[a]} {as_text[b]}" for a, b in tokenizer.merges]
-    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder / "vocab.json", folder / "merges.txt"
-
-
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, write_gpt2_files):
     trained = BPETokenizer().train(kjv_text()[:30_000] + " ".join(HARD), vocab_size=420)
     return write_gpt2_files(tmp_path_factory.mktemp("gpt2"), trained)
 

@@ -1,7 +1,6 @@
 """Tokenizers and text datasets on edge inputs, as Hugging Face's GPT-2 tokenizers take them: empty and
 whitespace-only text, non-ASCII text, special-token spellings, odd `decode` inputs, numpy sizes."""
 
-import json
 import random
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 
 import tinytorch as tt
 from tinytorch.data import BPETokenizer, CharTokenizer, TextDataset, TokenDataset, kjv_text
-from tinytorch.data.tokenizers import _gpt2_bytes_to_unicode
 
 EDGE_TEXTS = ["", " ", "   ", "\n", "\n\n\n", " \n \n", "\t\t", "   \n\n   x", "a    b", "\r\n\r\n", "\u3000\u00a0x",
               "café", "日本語", "🎉🎉 👨\u200d👩\u200d👧", "e\u0301", "\u0301", "a\u0301\u0301 x", "x" * 3000, " " * 500,
@@ -17,22 +15,8 @@ EDGE_TEXTS = ["", " ", "   ", "\n", "\n\n\n", " \n \n", "\t\t", "   \n\n   x", "
               " <|endoftext|> ", "<|endoftext|><|endoftext|>>"]
 
 
-def write_gpt2_files(folder, tokenizer):
-    """vocab.json + merges.txt in GPT-2's layout: ids in GPT-2's byte order, then the merges, then
-    <|endoftext|>."""
-    spell = _gpt2_bytes_to_unicode()
-    text = {i: "".join(spell[b] for b in tokenizer.vocab[i]) for i in range(256 + len(tokenizer.merges))}
-    vocab = {text[b]: n for n, b in enumerate(spell)}
-    vocab.update({text[256 + k]: 256 + k for k in range(len(tokenizer.merges))})
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    merges = ["#version: 0.2"] + [f"{text[a]} {text[b]}" for a, b in tokenizer.merges]
-    (folder / "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
-    return folder / "vocab.json", folder / "merges.txt"
-
-
 @pytest.fixture(scope="module")
-def gpt2(tmp_path_factory):
+def gpt2(tmp_path_factory, write_gpt2_files):
     trained = BPETokenizer().train(kjv_text()[:20_000] + " ".join(EDGE_TEXTS[:20]), vocab_size=380)
     return write_gpt2_files(tmp_path_factory.mktemp("gpt2"), trained)
 
