@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from machine import new_result_path  # bench/machine.py
 from tinytorch.data import BPETokenizer, CharTokenizer, kjv_text
 
 TARGET_TRAIN_SECONDS = 30.0
@@ -91,7 +92,7 @@ def main():
             "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }
         stem = Path(args.text_file).stem if args.text_file else "kjv"
-        path = Path(args.out) / f"bpe-{stem}-{host}-{dt.date.today().isoformat()}.json"
+        path = new_result_path(args.out, f"bpe-{stem}-{host}-{dt.date.today().isoformat()}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import new_result_path  # bench/machine.py
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MODEL = dict(vocab_size=65, n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)
 BATCH = 12
@@ -159,7 +161,7 @@ def main():
                   "cores": os.cpu_count(), "load_average_1min": round(load, 2), "threads_per_rank": args.threads,
                   "model": MODEL, "batch_per_rank": BATCH, "steps": args.steps,
                   "world_size_1": one, "multi_rank": multi}
-        path = Path(__file__).parent / "results" / f"ddp-{socket.gethostname()}-{record['date']}.json"
+        path = new_result_path(Path(__file__).parent / "results", f"ddp-{socket.gethostname()}-{record['date']}")
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {path}")
 

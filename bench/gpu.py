@@ -55,7 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ for gpt_pair, machine
 import gpt_pair  # noqa: E402  bench/gpt_pair.py
-from machine import cpu_name  # noqa: E402  bench/machine.py
+from machine import cpu_name, new_result_path  # noqa: E402  bench/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_MODEL = dict(n_layer=6, n_head=6, n_embd=384, block_size=256)  # nanoGPT's config/train_shakespeare_char.py
@@ -384,7 +384,7 @@ def main(argv=None):
     if args.dry_run:
         return dry_run(args)
     start = time.perf_counter()
-    path = Path(args.out) / f"gpu-{dt.date.today().isoformat()}.json"
+    path = new_result_path(args.out, f"gpu-{dt.date.today().isoformat()}")
     report = {"benchmark": "gpu", "machine": machine_info(), "targets": TARGETS, "phases": {},
               "config": {"model": GPU_MODEL, "batch": BATCH, "vocab": VOCAB, "steps": args.steps,
                          "warmup": args.warmup, "lr": LR, "betas": BETAS, "weight_decay": WEIGHT_DECAY,

@@ -20,7 +20,7 @@ import sys
 import timeit
 from pathlib import Path
 
-from machine import cpu_name  # bench/machine.py
+from machine import cpu_name, new_result_path  # bench/machine.py
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -198,7 +198,7 @@ def main():
           f"(BLAS {info['blas'].get('name')}), torch {info['torch']}; threads={ARGS.threads}")
     if not ARGS.no_json:
         host = "".join(c if c.isalnum() or c in "-_" else "-" for c in info["host"]) or "machine"
-        path = Path(ARGS.out) / f"ops-{host}-{dt.date.today().isoformat()}.json"
+        path = new_result_path(ARGS.out, f"ops-{host}-{dt.date.today().isoformat()}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")
