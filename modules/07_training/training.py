@@ -54,7 +54,8 @@ from tinytorch.nn.utils import clip_grad_norm_
 # the checkpoint format's `flatten_state`, `_checksum` and `FORMAT`, the reader
 # `load_checkpoint`, the generator helpers `_generators`, `_get_states`, `_set_states`,
 # `_TrainerBase`, which holds the Trainer's settings and bookkeeping, and
-# `_validate_early_stopping`, which checks `EarlyStopping`'s arguments.
+# `_validate_early_stopping` and `_metric_value`, which check `EarlyStopping`'s
+# arguments and turn a one-element Tensor it is given into a float.
 
 # %%
 import io
@@ -72,7 +73,8 @@ from tinytorch.core.serialization import atomic_write
 from tinytorch.data import DataLoader
 from tinytorch.training.checkpoint import FORMAT, CheckpointError, _checksum, flatten_state, load_checkpoint
 from tinytorch.training.progress import read_log, sparkline
-from tinytorch.training.trainer import _generators, _get_states, _set_states, _TrainerBase, _validate_early_stopping
+from tinytorch.training.trainer import _generators, _get_states, _metric_value, _set_states, _TrainerBase
+from tinytorch.training.trainer import _validate_early_stopping
 from tinytorch.training.trainer import _parts, _Positions, _Recorder, _tiny_regression  # the tests' small models and spies
 
 # %% [markdown]
@@ -350,6 +352,7 @@ class EarlyStopping:
 
     def update(self, value):
         """Record one evaluation of the monitored metric; True means: stop now."""
+        value = _metric_value(value)  # provided: a one-element Tensor becomes its float
         ### BEGIN SOLUTION
         sign = 1.0 if self.mode == "min" else -1.0
         if sign * (value - self.best) < -self.min_delta:

@@ -8,7 +8,7 @@ import pytest
 import tinytorch as tt
 from tinytorch import nn
 from tinytorch.data import DataLoader, TensorDataset
-from tinytorch.training import Trainer
+from tinytorch.training import EarlyStopping, Trainer
 from tinytorch.training.checkpoint import list_checkpoints
 
 
@@ -134,3 +134,39 @@ def test_trainer_matches_a_hand_written_torch_loop(accum_steps, clip):
     assert [r["lr"] for r in history.train] == pytest.approx(lrs, rel=1e-12)
     for p, q in zip(model.parameters(), ref.parameters()):
         np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("option", ["eval_every", "checkpoint_every"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_eval_and_checkpoint_every_below_one_are_refused(parts, tmp_path, option, value):
+    # 0 was read as "never" (eval_every=0 also turned off the end-of-epoch evaluation); None is how to say that
+    model, opt, loss, loader, _ = parts(n=16, batch_size=8)
+    with pytest.raises(ValueError, match=f"{option} must be .*None"):
+        Trainer(model, opt, loss, loader, val_loader=loader, checkpoint_dir=tmp_path, quiet=True, **{option: value})
+
+
+def test_eval_every_and_checkpoint_every_none_keep_their_meaning(parts, tmp_path):
+    # None: evaluate at the end of each epoch; no checkpoints during fit, one at its end
+    model, opt, loss, loader, _ = parts(n=16, batch_size=8)
+    trainer = Trainer(model, opt, loss, loader, val_loader=loader, checkpoint_dir=tmp_path, quiet=True)
+    history = trainer.fit(epochs=2)
+    assert [r["step"] for r in history.eval] == [2, 4]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000004.safetensors"]
+
+
+@pytest.mark.parametrize("patience", [1.5, 2.0, True, "3"])
+def test_early_stopping_patience_must_be_an_int(patience):
+    # 1.5 was taken (stop after 2 bad evaluations); True counted as 1
+    with pytest.raises((ValueError, TypeError), match="patience"):
+        EarlyStopping(patience=patience)
+    assert EarlyStopping(patience=np.int64(2)).patience == 2
+
+
+def test_early_stopping_takes_a_0d_tensor_as_its_float():
+    stopper = EarlyStopping(patience=1)
+    assert stopper.update(tt.tensor(0.5)) is False
+    assert type(stopper.best) is float and stopper.best == 0.5, f"best became {stopper.best!r}"
+    assert stopper.update(tt.tensor(np.float32(0.7))) is True and stopper.best == 0.5
+    assert type(stopper.state_dict()["best"]) is float
+    with pytest.raises(ValueError, match="one number"):
+        stopper.update(tt.tensor([0.1, 0.2]))

@@ -3,6 +3,7 @@ __all__ = ["History", "train_step", "evaluate", "EarlyStopping", "Trainer"]
 
 
 import math
+import numbers
 import time
 import warnings
 import numpy as np
@@ -137,8 +138,17 @@ def _to_device(batch, device):
 def _validate_early_stopping(mode, patience):
     if mode not in ("min", "max"):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
-    if patience < 1:
-        raise ValueError(f"EarlyStopping patience must be at least 1, got {patience}")
+    if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
+        raise ValueError(f"EarlyStopping patience must be a whole number >= 1 (evaluations), got {patience!r}")
+
+
+def _metric_value(value):
+    """The monitored value as a Python float: a one-element Tensor (a loss) gives its number."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"EarlyStopping monitors one number, got a Tensor of shape {tuple(value.shape)}")
+        return float(value.item())
+    return value
 
 
 def _device_of(model):
@@ -172,6 +182,11 @@ class _TrainerBase:
             raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
         if nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        for name, value, none in (("eval_every", eval_every, "evaluate at the end of each epoch"),
+                                  ("checkpoint_every", checkpoint_every, "save only at the end of fit")):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number of steps >= 1, got {value!r}; "
+                                 f"use None to {none} (0 is not 'never')")
         if (checkpoint_every or resume) and checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume need a checkpoint_dir")
         if keep_last is not None and keep_last < 1:  # -1 would delete every checkpoint, the newest too
@@ -568,6 +583,7 @@ class EarlyStopping:
 
     def update(self, value):
         """Record one evaluation of the monitored metric; True means: stop now."""
+        value = _metric_value(value)  # provided: a one-element Tensor becomes its float
         sign = 1.0 if self.mode == "min" else -1.0
         if sign * (value - self.best) < -self.min_delta:
             self.best, self.bad_evals = value, 0
