@@ -715,7 +715,7 @@ print("top_p_filter: ok")
 #| export models.sampling
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     """One token id per row of logits (B, V): greedy when temperature is 0, else sampled after filtering."""
-    _check_filters(temperature, top_k, top_p)  # provided: temperature >= 0, top_k >= 1, 0 < top_p <= 1
+    _check_filters(temperature, top_k, top_p, logits)  # provided: (B, V) logits, temp >= 0, top_k >= 1, 0 < top_p <= 1
     ### BEGIN SOLUTION
     logits = np.asarray(logits, dtype=np.float64)
     if temperature == 0:

@@ -194,8 +194,12 @@ def _check_sampling(max_new_tokens, temperature, top_k, top_p):
     _check_filters(temperature, top_k, top_p)
 
 
-def _check_filters(temperature=1.0, top_k=None, top_p=None):
-    """ValueError unless temperature >= 0, top_k is a positive int and top_p in (0, 1] (None: that filter is off)."""
+def _check_filters(temperature=1.0, top_k=None, top_p=None, logits=None):
+    """ValueError unless temperature >= 0, top_k is a positive int and top_p in (0, 1] (None: that filter is off),
+    and `logits`, when given, are (B, V): one row of scores per sequence."""
+    if logits is not None and np.ndim(logits) != 2:
+        raise ValueError(f"logits must be (B, V), one row per sequence, got {np.ndim(logits)} dims "
+                         f"{tuple(np.shape(logits))}; for a single row (V,) pass logits[None]")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
             or not temperature >= 0:
         raise ValueError(f"temperature must be a number >= 0 (0 means greedy, 1 samples the model's own "

@@ -47,3 +47,14 @@ def test_generate_from_a_model_that_outputs_nan_raises(device):
         model.generate([[1, 2, 3]], 2, seed=0)
     greedy = model.generate([[1, 2, 3]], 1, temperature=0)  # argmax of nan: the first nan, as torch.argmax
     assert greedy.numpy().tolist() == [[1, 2, 3, 0]]
+
+
+@pytest.mark.parametrize("temperature", [0, 1.0])
+@pytest.mark.parametrize("shape", [(4,), (1, 1, 4), ()])
+def test_sample_next_token_needs_logits_b_by_v(temperature, shape):
+    """One id per row of (B, V): 1-D logits returned a 0-d argmax when greedy but an IndexError when sampling."""
+    logits = np.zeros(shape) if shape == () else np.arange(4.0).reshape(shape)
+    with pytest.raises(ValueError, match=r"\(B, V\)"):
+        sample_next_token(logits, temperature=temperature, rng=np.random.default_rng(0))
+    if shape == (4,):  # one row is (1, V), in both modes
+        assert sample_next_token(logits[None], temperature=temperature, rng=np.random.default_rng(0)).shape == (1,)
