@@ -243,10 +243,12 @@ from tinytorch.core.tensor import Tensor
 
 
 def _check_mask(hidden, attention_mask):
-    """The mask as an array; ValueError unless it is (B, T) like `hidden` and right-padded."""
+    """The mask as an array; ValueError unless it is (B, T) like `hidden`, of 0s and 1s, and right-padded."""
     mask = np.asarray(attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask)
     if mask.shape != tuple(hidden.shape[:2]):
         raise ValueError(f"attention_mask of shape {mask.shape} must be (B, T) = {tuple(hidden.shape[:2])}")
+    if not ((mask == 0) | (mask == 1)).all():  # a 2 would count as two real tokens
+        raise ValueError(f"attention_mask values must be 0 or 1 (1: a real token, 0: padding), got {np.unique(mask)}")
     if (mask.sum(axis=1) < 1).any() or (np.diff(mask.astype(np.int64), axis=1) > 0).any():
         raise ValueError("attention_mask must be right-padded (1s, then 0s) with at least one real token per row; "
                          "pad on the right: a causal model lets real tokens see left padding")

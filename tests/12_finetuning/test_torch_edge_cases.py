@@ -37,3 +37,18 @@ def test_kl_div_matches_torch_on_zero_and_negative_targets():
         with np.errstate(invalid="ignore"):
             got = F.kl_div(tt.tensor(x), tt.tensor(t), reduction=reduction).numpy()
         assert np.allclose(got, want, equal_nan=True), (reduction, got, want)
+
+
+@pytest.mark.parametrize("pool", ["last_token_pool", "mean_pool"])
+@pytest.mark.parametrize("mask", [[[2, 0, 0], [1, 1, 0]], [[1, 0.5, 0], [1, 1, 1]], [[1, -1, 0], [1, 1, 0]],
+                                  [[1, np.nan, 0], [1, 0, 0]]], ids=["2", "0.5", "-1", "nan"])
+def test_pools_refuse_mask_values_other_than_0_and_1(pool, mask, device):
+    """A mask [[2, 0, 0]] read as 2 real tokens (last_token_pool picked the padding position 1; mean_pool
+    weighted position 0 by 2/2); HF's masks are 0/1."""
+    from tinytorch.finetune import classify
+    hidden = tt.tensor(np.arange(18, dtype=np.float32).reshape(2, 3, 3), device=device)
+    with pytest.raises(ValueError, match="0 or 1"):
+        getattr(classify, pool)(hidden, tt.tensor(np.array(mask, dtype=np.float32), device=device))
+    bools = getattr(classify, pool)(hidden, np.array([[True, False, False], [True, True, False]]))
+    ints = getattr(classify, pool)(hidden, [[1, 0, 0], [1, 1, 0]])
+    assert bools.tolist() == ints.tolist()
