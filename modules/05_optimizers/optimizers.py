@@ -144,8 +144,8 @@ print("w after one step:", w.tolist(), " b:", b.tolist(), " groups:", demo.state
 # - Hint 2: a new name for each changed gradient (g = −g, g + wd·θ make new
 #   arrays, leaving `p.grad` alone), but `p.data` and the buffer change in place.
 # - Hint 3: `state.get("momentum_buffer")` is None on the first step, then store
-#   a copy of `grad` under that key, `xp.array(grad)` (an array even for a 0-d
-#   parameter, where `-grad` is a NumPy scalar that `*=` cannot change in
+#   a copy of `grad` under that key, one that is an array even for a 0-d
+#   parameter (there `-grad` is a NumPy scalar, which `*=` cannot change in
 #   place); afterwards `buf *= ...`, `buf += ...`; finally `p.data -= ...`.
 #   Python floats times float32 arrays stay float32.
 
@@ -577,7 +577,7 @@ print("CosineAnnealingLR: ok")
 #   and the sum in one pass, without an (n,) temporary. Sums of powers
 #   overflow float16 early (its largest value is 65504, so 1000 entries of 10
 #   already do): sum 2-byte floats in float32, and cast the norm back.
-# - Hint 3: `math.inf`; `xp.abs(...).max()` or `.min()`; a comparison and `.sum()` for p = 0;
+# - Hint 3: `math.inf`; `xp.abs(...).max()`; a comparison and `.sum()` for p = 0;
 #   `array.dtype.itemsize`, `.astype(xp.float32)`; `array.ravel()`, `xp.dot`,
 #   `xp.sqrt`; `** norm_type`, `.sum()`, `** (1.0 / norm_type)`.
 

@@ -95,7 +95,10 @@ class _RNNBase(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, device=None, dtype=None, mode=None):
         super().__init__()
-        name, mode = type(self).__name__, mode or self._MODE
+        name = type(self).__name__
+        if mode is not None and self._MODE is not None:  # mode is RNN's to pass; LSTM and GRU have their own
+            raise TypeError(f"{name}() got an unexpected keyword argument 'mode'")
+        mode = mode or self._MODE
         for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")

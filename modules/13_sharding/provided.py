@@ -610,7 +610,8 @@ def _captured_modules(fn):
 def _recomputable(fn, args):
     """(fn run under the autocast policy of now and checked to return one tensor, the parameters fn reads)."""
     found = (p for m in _captured_modules(fn) if isinstance(m, Module) for p in m.parameters())
-    params = tuple({id(p): p for p in found if p.requires_grad}.values())
+    given = {id(a) for a in args}
+    params = tuple({id(p): p for p in found if p.requires_grad and id(p) not in given}.values())
     if is_grad_enabled() and not any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *params)):
         warnings.warn("checkpoint: no tensor argument requires grad, nor a parameter of a module fn is or captures, "
                       "so what fn computes gets no gradients", UserWarning, stacklevel=3)

@@ -23,8 +23,7 @@ def test_sgd_momentum_on_a_0d_parameter_matches_a_1_entry_one(options, device):
     p1, buf1 = run((1,))
     assert p0.shape == () and p0.dtype == np.float32
     np.testing.assert_allclose(p0.cpu().numpy(), p1.cpu().numpy()[0], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(buf0.get() if hasattr(buf0, "get") else buf0), np.asarray(
-        buf1.get() if hasattr(buf1, "get") else buf1)[0], rtol=1e-6)
+    np.testing.assert_allclose(tt.to_numpy(buf0), tt.to_numpy(buf1)[0], rtol=1e-6)
 
 
 @pytest.mark.parity

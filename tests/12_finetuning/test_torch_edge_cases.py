@@ -52,3 +52,11 @@ def test_pools_refuse_mask_values_other_than_0_and_1(pool, mask, device):
     bools = getattr(classify, pool)(hidden, np.array([[True, False, False], [True, True, False]]))
     ints = getattr(classify, pool)(hidden, [[1, 0, 0], [1, 1, 0]])
     assert bools.tolist() == ints.tolist()
+
+
+def test_lstm_and_gru_take_no_mode_argument():
+    """mode= is how RNN picks its cell; an LSTM given mode="GRU" was built with GRU-shaped weights."""
+    for cls in (tt.nn.LSTM, tt.nn.GRU):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'mode'"):
+            cls(3, 4, mode="GRU")
+    assert tt.nn.LSTM(3, 4).weight_ih_l0.shape == (16, 3) and tt.nn.RNN(3, 4, nonlinearity="relu").mode == "RNN_RELU"

@@ -734,7 +734,8 @@ def _xp_div(x, y): return x / y
 
 
 def _integral(v):
-    return getattr(v, "dtype", np.dtype(type(v))).kind in "biu"
+    dtype = getattr(v, "dtype", None)  # an array or NumPy scalar; else a Python number (bool is an int)
+    return dtype.kind in "biu" if dtype is not None else isinstance(v, builtins.int)
 
 
 def _xp_pow(x, y):
@@ -1170,7 +1171,8 @@ def cat(tensors, dim=0):
     (axis,) = _dims(dim, tensors[0].ndim)
     want = tensors[0].dtype  # PyTorch's result dtype: int64 with float32 is float32 (NumPy: float64)
     for t in tensors[1:]:
-        want = _promoted(np.empty(1, want), t.data)
+        if t.dtype != want:  # (the usual case, one dtype, needs no promotion)
+            want = _promoted(np.empty(1, want), t.data)
     try:
         out = xp.concatenate([t.data for t in tensors], axis=axis, dtype=want)
     except ValueError as err:
