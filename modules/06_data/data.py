@@ -1254,11 +1254,13 @@ print(f"{len(line)} characters -> {len(ids)} tokens:", [bpe.token_bytes(i).decod
 # %% nbgrader={"grade": false, "grade_id": "text-dataset", "locked": false, "schema_version": 3, "solution": true}
 #| export data.datasets
 class TextDataset(Dataset):
-    """(x, y) windows of `block_size` token ids from a text, y = x shifted by one."""
+    """(x, y) windows of `block_size` token ids from a text, y = x shifted by one. `allowed_special` goes to
+    `tokenizer.encode` as tiktoken takes it ("all" or a set of names, e.g. {"<|endoftext|>"}); None passes nothing."""
 
-    def __init__(self, text_or_path, tokenizer, block_size, split="train", val_fraction=0.1):
+    def __init__(self, text_or_path, tokenizer, block_size, split="train", val_fraction=0.1, allowed_special=None):
         _check_text_dataset(split, val_fraction, block_size)
-        ids = np.asarray(tokenizer.encode(_read_text(text_or_path)), dtype=np.int64)  # encoded once
+        special = {} if allowed_special is None else {"allowed_special": allowed_special}  # tiktoken's: "all", {names}
+        ids = np.asarray(tokenizer.encode(_read_text(text_or_path), **special), dtype=np.int64)  # encoded once
         ### BEGIN SOLUTION
         n_train = len(ids) - int(len(ids) * val_fraction)
         self.ids = ids[:n_train] if split == "train" else ids[n_train:]

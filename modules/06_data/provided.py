@@ -140,26 +140,39 @@ class ConcatDataset(Dataset):
         return self.cumulative_sizes[-1]
 
     def __getitem__(self, index):
-        index = _normalize_index(index, len(self), "ConcatDataset")
+        if not isinstance(index, (bool, np.bool_)):  # a bool goes on as it is, as in PyTorch (t[True] adds a dim)
+            index = _normalize_index(index, len(self), "ConcatDataset")
         which = bisect.bisect_right(self.cumulative_sizes, index)
-        start = self.cumulative_sizes[which - 1] if which else 0
-        return self.datasets[which][index - start]
+        return self.datasets[which][index - self.cumulative_sizes[which - 1] if which else index]
 
 
 def _normalize_index(index, n, what):
-    """`index` in -n..n-1 as 0..n-1 (negative counts from the end); IndexError names `what`."""
+    """`index` in -n..n-1 as 0..n-1 (negative counts from the end); IndexError names `what`. A bool is
+    refused: Python counts it as an int, so ds[True] would silently read sample 1."""
+    if isinstance(index, (bool, np.bool_)):
+        raise TypeError(f"{what} indices must be integers, got bool {index!r}")
     if not -n <= index < n:
         raise IndexError(f"index {index} is out of range for a {what} of length {n}")
     return index + n if index < 0 else index
 
 
 def _normalize_indices(indices, n, what):
-    """`indices` as an int64 array, each in -n..n-1 taken as 0..n-1, as `_normalize_index` takes one."""
-    index = np.asarray(indices, dtype=np.int64)
-    outside = (index < -n) | (index >= n)
-    if outside.any():
-        raise IndexError(f"index {int(index[outside][0])} is out of range for a {what} of length {n}")
-    return np.where(index < 0, index + n, index)
+    """`indices` as an int64 array, each in -n..n-1 taken as 0..n-1, as `_normalize_index` takes one.
+    It runs once a batch, so it makes at most one new array: none for an int64 array already in 0..n-1."""
+    index = np.asarray(indices)
+    owned = isinstance(indices, (list, tuple, range))  # asarray made a new array, ours to change
+    if index.dtype != np.int64:
+        if index.size and index.dtype.kind not in "iuO":  # bools (a mask) and floats would read other samples
+            raise TypeError(f"{what} indices must be integers, got an array of {index.dtype}")
+        index, owned = np.asarray(index, dtype=np.int64), True
+    if index.size:
+        low, high = index.min(), index.max()
+        if low < -n or high >= n:
+            outside = (index < -n) | (index >= n)
+            raise IndexError(f"index {int(index[outside][0])} is out of range for a {what} of length {n}")
+        if low < 0:  # -n..-1 -> 0..n-1; 0..n-1 stay
+            index = np.remainder(index, n, out=index if owned else None)
+    return index
 
 
 def _split_lengths(n, lengths):

@@ -146,3 +146,49 @@ def test_as_generator():
         as_generator("seed")
     with pytest.raises(TypeError):
         as_generator(True)
+
+
+def test_normalize_indices_keeps_an_int64_array_in_range():
+    """It runs once a batch: an int64 array in range comes back as it is; a list, or negatives, cost one array."""
+    from tinytorch.data.dataset import _normalize_indices
+    ready = np.array([4, 0, 2], dtype=np.int64)
+    assert _normalize_indices(ready, 5, "TensorDataset") is ready, "an int64 array in range needs no copy"
+    negative = np.array([-1, 0, -5], dtype=np.int64)
+    out = _normalize_indices(negative, 5, "TensorDataset")
+    assert out.tolist() == [4, 0, 0] and out.dtype == np.int64
+    assert negative.tolist() == [-1, 0, -5] and not np.shares_memory(out, negative), "the caller's array is left alone"
+    assert _normalize_indices(np.array([3, -1], dtype=np.int32), 5, "X").dtype == np.int64
+    assert _normalize_indices((1, -2), 5, "X").tolist() == [1, 3] and _normalize_indices([], 5, "X").dtype == np.int64
+
+
+def test_normalize_indices_makes_one_array_from_a_list_with_negatives():
+    import tracemalloc
+
+    from tinytorch.data.dataset import _normalize_indices
+    n = 200_000
+    indices = [-1] + list(range(n - 1))
+    tracemalloc.start()
+    try:
+        out = _normalize_indices(indices, n, "TensorDataset")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out[0] == n - 1 and out[1:].tolist() == list(range(n - 1))
+    assert peak < 1.5 * out.nbytes, f"a list with negatives: one int64 array at peak, not {peak / out.nbytes:.1f}"
+
+
+@pytest.mark.parametrize("bad", [[True, False], np.array([True, False]), np.array([1.0, 0.0]), np.array([1.5])])
+def test_gather_refuses_bool_and_float_index_arrays(bad):
+    """Cast to int64 they would silently read samples 1 and 0 (or 1 for 1.5); a bool mask is not a batch."""
+    ds = make(5, "cpu")
+    for dataset in (ds, Subset(ds, [4, 3, 2, 1, 0])):
+        with pytest.raises(TypeError, match="indices must be integers"):
+            dataset.gather(bad)
+
+
+def test_concat_hands_a_bool_on_as_pytorch_does():
+    """PyTorch's ConcatDataset hands index True on unchanged (TensorDataset's t[True] adds a dim); it read sample 1."""
+    ds = make(3, "cpu")
+    both = ConcatDataset([ds, make(2, "cpu")])
+    assert both[True][0].shape == ds[True][0].shape == (1, 3, 2)
+    assert both[np.int64(1)][0].data.tolist() == ds[1][0].data.tolist()

@@ -83,3 +83,16 @@ def test_the_same_options_are_rejected(kwargs):
         tud.DataLoader(Items(3), **kwargs)
     with pytest.raises(ValueError):
         DataLoader(Items(3), **kwargs)
+
+
+def test_a_bool_index_reads_as_in_pytorch():
+    """Python counts True as 1; PyTorch's TensorDataset, Subset and ConcatDataset hand it on as it is."""
+    from tinytorch.data import ConcatDataset, Subset, TensorDataset
+    data = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    ours, theirs = TensorDataset(tt.tensor(data)), tud.TensorDataset(torch.tensor(data))
+    pairs = [(ours, theirs), (Subset(ours, [2, 0, 1]), tud.Subset(theirs, [2, 0, 1])),
+             (ConcatDataset([ours, ours]), tud.ConcatDataset([theirs, theirs]))]
+    for mine, torchs in pairs:
+        for index in (True, False):
+            got, want = mine[index][0], torchs[index][0]
+            assert got.shape == tuple(want.shape) and tt.to_numpy(got.data).tolist() == want.numpy().tolist()

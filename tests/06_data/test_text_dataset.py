@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from tinytorch.data import BPETokenizer, CharTokenizer, DataLoader, TextDataset, default_collate
+from tinytorch.data import BPETokenizer, CharTokenizer, DataLoader, TextDataset, TokenDataset, default_collate
 
 TEXT = "abcdefghijklmnopqrstuvwxyz" * 4  # 104 characters
 
@@ -126,3 +126,33 @@ def test_gather_counts_negative_indices_from_the_end_as_indexing_does():
     for bad in ([7], [0, -8]):
         with pytest.raises(IndexError, match=r"index -?\d+ is out of range for a TextDataset of length 7"):
             ds.gather(bad)
+
+
+def test_allowed_special_goes_to_the_tokenizer(tmp_path, write_gpt2_files):
+    """A corpus with <|endoftext|> between documents and GPT-2's tokenizer: the default refuses the special
+    token's spelling as tiktoken does; allowed_special (tiktoken's argument) makes it its one id."""
+    gpt2 = BPETokenizer.from_gpt2_files(*write_gpt2_files(tmp_path, BPETokenizer().train(TEXT, vocab_size=270)))
+    eot = gpt2.special_tokens["<|endoftext|>"]
+    corpus = TEXT + "<|endoftext|>" + TEXT
+    with pytest.raises(ValueError, match="allowed_special"):
+        TextDataset(corpus, gpt2, block_size=4)
+    for allowed in ("all", {"<|endoftext|>"}):
+        ds = TextDataset(corpus, gpt2, block_size=4, val_fraction=0.0, allowed_special=allowed)
+        assert ds.ids.tolist() == gpt2.encode(corpus, allowed_special="all") and ds.ids.tolist().count(eot) == 1
+    seen = []
+
+    class Recording(CharTokenizer):
+        def encode(self, text, **kwargs):
+            seen.append(kwargs)
+            return super().encode(text)
+    TextDataset(TEXT, Recording(TEXT), block_size=4)
+    TextDataset(TEXT, Recording(TEXT), block_size=4, allowed_special="all")
+    assert seen == [{}, {"allowed_special": "all"}], "nothing is passed unless asked: any tokenizer keeps working"
+
+
+@pytest.mark.parametrize("index", [True, False, np.True_])
+def test_a_bool_is_not_a_window_index(tok, index):
+    """Python counts True as 1: ds[True] silently read window 1."""
+    for ds in (TextDataset(TEXT, tok, block_size=4), TokenDataset(np.arange(20, dtype=np.uint16), block_size=4)):
+        with pytest.raises(TypeError, match=f"{type(ds).__name__} indices must be integers, got bool"):
+            ds[index]
