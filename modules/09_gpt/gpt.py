@@ -47,8 +47,9 @@
 # class `_GPTBase` of `GPT` (input checks, initialisation, counting,
 # `configure_optimizers`, `generate`, the GPT-2 checkpoint methods), and for
 # sampling the argument checks `_check_sampling` and `_check_filters`,
-# `_prompt_array` and a NumPy `_softmax`. The cell below imports them with the
-# layers this lesson builds on.
+# `_prompt_array` and a NumPy `_softmax`; and two fixtures of
+# the graded tests (`tinytorch/models/fixtures.py`). The cell below imports
+# them with the layers this lesson builds on.
 
 # %%
 import math
@@ -60,7 +61,8 @@ import tinytorch as tt
 from tinytorch.core.autograd import no_grad
 from tinytorch.core.backend import default_generator, to_numpy
 from tinytorch.core.tensor import Tensor
-from tinytorch.models.gpt import GPTConfig, _DecayToy, _GPTBase, _feed_forward, _norm_layer, _spy_forward, gelu_new
+from tinytorch.models.fixtures import _DecayToy, _spy_forward
+from tinytorch.models.gpt import GPTConfig, _GPTBase, _feed_forward, _norm_layer, gelu_new
 from tinytorch.models.sampling import _check_filters, _check_sampling, _prompt_array, _softmax
 from tinytorch.nn import functional as F
 from tinytorch.nn.attention import CausalSelfAttention, rope_tables
@@ -601,6 +603,7 @@ print("_weight_decay_groups: ok")
 #| export models.sampling
 def top_k_filter(logits, k):
     """Logits (..., V) with all but the k largest of each row set to -inf (ties at the k-th kept)."""
+    _check_filters(top_k=k)  # provided: k is a positive int
     ### BEGIN SOLUTION
     V = logits.shape[-1]
     if k >= V:

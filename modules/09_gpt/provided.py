@@ -20,7 +20,7 @@
 # groups, the checks of `generate`, and reading and writing GPT-2 checkpoints
 # in Hugging Face's layout. Each cell exports before the lesson's code, into the
 # same files (`tinytorch/models/gpt.py`, `sampling.py`) or its own
-# (`tinytorch/models/hf_gpt2.py`).
+# (`tinytorch/models/hf_gpt2.py`; the lesson's test fixtures in `fixtures.py`).
 
 # %%
 #| default_exp models.gpt
@@ -351,6 +351,31 @@ class SwiGLU(Module):
         return self.dropout(self.c_proj(silu(self.c_gate(x)) * self.c_fc(x)))  # (B, T, C)
 
 
+def _norm_layer(config):
+    """The config's normalisation over n_embd: LayerNorm (GPT-2) or RMSNorm (Llama)."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, eps=config.layer_norm_eps)
+    return LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+
+
+def _feed_forward(config):
+    """The config's position-wise feed-forward: the lesson's GELU `MLP` or `SwiGLU`."""
+    return SwiGLU(config) if config.mlp == "swiglu" else MLP(config)  # noqa: F821  (MLP: the lesson)
+
+
+# %% [markdown]
+# ## The lesson's test fixtures (`tinytorch/models/fixtures.py`)
+#
+# Two helpers of the lesson's graded tests, in a file of their own: a toy with
+# the parameter kinds of a GPT, and a spy on `forward`. The library does not
+# use them.
+
+# %%
+#| export models.fixtures
+"""The test fixtures of module 09's lesson: helpers of its graded tests, not library code."""
+from tinytorch.nn.layers import Embedding, LayerNorm, Linear, Module
+
+
 class _DecayToy(Module):
     """The parameter kinds of a GPT in miniature, for the lesson's test of the weight-decay groups: an embedding
     table tied to a bias-free head, a Linear with its bias, and a LayerNorm."""
@@ -373,18 +398,6 @@ def _spy_forward(model, seen, modes):
         return forward(idx, targets, kv_caches)
     model.forward = spy
     return spy
-
-
-def _norm_layer(config):
-    """The config's normalisation over n_embd: LayerNorm (GPT-2) or RMSNorm (Llama)."""
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.n_embd, eps=config.layer_norm_eps)
-    return LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-
-
-def _feed_forward(config):
-    """The config's position-wise feed-forward: the lesson's GELU `MLP` or `SwiGLU`."""
-    return SwiGLU(config) if config.mlp == "swiglu" else MLP(config)  # noqa: F821  (MLP: the lesson)
 
 
 # %% [markdown]

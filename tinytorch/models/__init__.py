@@ -26,3 +26,4 @@ __all__ = [
 from .hf_gpt2 import *
 from .sampling import *
 from .gpt import *
+from .fixtures import *

@@ -119,30 +119,6 @@ class SwiGLU(Module):
         return self.dropout(self.c_proj(silu(self.c_gate(x)) * self.c_fc(x)))  # (B, T, C)
 
 
-class _DecayToy(Module):
-    """The parameter kinds of a GPT in miniature, for the lesson's test of the weight-decay groups: an embedding
-    table tied to a bias-free head, a Linear with its bias, and a LayerNorm."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed_tokens, self.proj, self.norm = Embedding(10, 4), Linear(4, 4), LayerNorm(4)
-        self.head = Linear(4, 10, bias=False)
-        self.head.weight = self.embed_tokens.weight  # tied
-
-
-def _spy_forward(model, seen, modes):
-    """For the lesson's test of generation: `model.forward` also records the ids it is fed (in `seen`) and
-    the model's training mode (in `modes`). Returns the spy; `del model.forward` removes it."""
-    forward = model.forward
-
-    def spy(idx, targets=None, kv_caches=None):
-        seen.append(idx.numpy())
-        modes.append(model.training)
-        return forward(idx, targets, kv_caches)
-    model.forward = spy
-    return spy
-
-
 def _norm_layer(config):
     """The config's normalisation over n_embd: LayerNorm (GPT-2) or RMSNorm (Llama)."""
     if config.norm == "rmsnorm":
@@ -155,7 +131,7 @@ def _feed_forward(config):
     return SwiGLU(config) if config.mlp == "swiglu" else MLP(config)  # noqa: F821  (MLP: the lesson)
 
 
-# %% modules/09_gpt/provided.py, cell 10
+# %% modules/09_gpt/provided.py, cell 12
 class _GPTBase(Module):
     """Everything of `GPT` but its layers and its forward pass; see the lesson."""
 

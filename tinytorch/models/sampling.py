@@ -62,6 +62,7 @@ def _softmax(z):
 # %% modules/09_gpt/gpt.py, cell 20
 def top_k_filter(logits, k):
     """Logits (..., V) with all but the k largest of each row set to -inf (ties at the k-th kept)."""
+    _check_filters(top_k=k)  # provided: k is a positive int
     V = logits.shape[-1]
     if k >= V:
         return logits.copy()
