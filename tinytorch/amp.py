@@ -5,5 +5,5 @@ __all__ = ["GradScaler", "autocast"]
 from tinytorch.core.amp import GradScaler, autocast
 
 
-# %% modules/10_cuda/provided.py, cell 11
+# %% modules/10_cuda/provided.py, cell 13
 """Automatic mixed precision: `autocast` and `GradScaler` (the lesson writes both in `tinytorch.core.amp`)."""

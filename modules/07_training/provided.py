@@ -15,7 +15,7 @@
 # # Module 07 — provided code
 #
 # Infrastructure for the training lesson, exported before it. You may read it; you do
-# not edit it. Five parts:
+# not edit it. Five parts, and the lesson's test fixtures:
 #
 # - `tinytorch.training.checkpoint`: the checkpoint *file format*. Nested state (dicts,
 #   lists, tuples, tensors, arrays, generator states) is flattened into arrays plus a
@@ -31,6 +31,7 @@
 #   validation, logging, callbacks, evaluation cadence, early-stopping checks, finding
 #   the newest readable checkpoint, and seeding. The lesson's `Trainer` subclasses it
 #   and adds the loop and the checkpoint state.
+# - `tinytorch.training.fixtures`: the small models, loaders and spies the lesson's tests use.
 
 # %%
 #| default_exp training.trainer
@@ -1069,11 +1070,22 @@ def _to_device(batch, device):
     return tuple(t.to(device) if isinstance(t, Tensor) else t for t in batch)
 
 
-def _validate_early_stopping(mode, patience):
+def _validate_early_stopping(mode, patience, min_delta):
+    """Check EarlyStopping's arguments; return min_delta as a float (a one-element Tensor gives its number)."""
     if mode not in ("min", "max"):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
     if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
         raise ValueError(f"EarlyStopping patience must be a whole number >= 1 (evaluations), got {patience!r}")
+    if isinstance(min_delta, Tensor):
+        if min_delta.numel() != 1:
+            raise ValueError(f"EarlyStopping min_delta is one number, got a Tensor of shape {tuple(min_delta.shape)}")
+        min_delta = min_delta.item()  # a bool Tensor gives a bool, refused below
+    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real):
+        raise TypeError(f"EarlyStopping min_delta must be a real number >= 0, got {min_delta!r}")
+    if not (math.isfinite(min_delta) and min_delta >= 0):  # nan would make every comparison False: no improvement
+        raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0 (the least change that counts "
+                         f"as an improvement, in either mode), got {min_delta!r}")
+    return float(min_delta)
 
 
 def _metric_value(value):
@@ -1091,11 +1103,19 @@ def _device_of(model):
     return first.device if first is not None else "cpu"
 
 
+def _num_samples(target):
+    """The samples in a batch's target: its length, or 1 for one unbatched sample (a 0-d target, as a
+    DataLoader with batch_size=None yields: PyTorch Lightning counts such a batch as 1 too)."""
+    if isinstance(target, numbers.Number) or (isinstance(target, (Tensor, np.ndarray)) and target.ndim == 0):
+        return 1
+    return len(target)
+
+
 def _count(target):
     """(number, unit): tokens for integer targets of 2+ dims (language models), else samples."""
     if isinstance(target, Tensor) and target.ndim >= 2 and target.dtype.kind in "iu":
         return target.numel(), "tokens"
-    return len(target), "samples"
+    return _num_samples(target), "samples"
 
 
 # %%
@@ -1106,6 +1126,12 @@ class _TrainerBase:
     Settings and their validation, the per-step bookkeeping (scheduler, log, progress,
     callbacks, evaluation and checkpoint cadence), early stopping, choosing the checkpoint
     to resume from, checking that a checkpoint fits before it is loaded, and seeding.
+
+    One rule counts steps: each group of `accum_steps` micro-batches is one step of `self.step`,
+    and the LR scheduler steps once per step, so the learning rate at step s is the schedule's
+    value at s. A step that `nan_policy="skip"` skips (non-finite loss, weights untouched) counts
+    too, logged with `"skipped": True`: as in a PyTorch loop whose GradScaler skips an update,
+    the scheduler still steps, and `max_steps`, `eval_every` and `checkpoint_every` see it.
     """
 
     def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
@@ -1146,7 +1172,7 @@ class _TrainerBase:
         self.log = JsonlLog(log_path) if log_path is not None else None
         if device is not None:
             model.to(device)
-        self.step, self.epoch = 0, 0  # optimizer steps taken; epochs finished
+        self.step, self.epoch = 0, 0  # optimizer steps taken (a step nan_policy="skip" skipped too); epochs finished
         self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
         self.should_stop, self.history = False, History()
         self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
@@ -1256,11 +1282,11 @@ class _TrainerBase:
                 self._threaded = ThreadedStep(self.model, self.threads)
             loss = self._threaded(self.loss_fn, self.optimizer, group, self.clip_grad_norm)
         self.step += 1
+        if self.scheduler is not None:  # once per step, a skipped one too: the schedule follows self.step
+            self.scheduler.step()
         logs = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr}
         if not math.isfinite(loss):
             self._non_finite(loss, logs)
-        elif self.scheduler is not None:
-            self.scheduler.step()
         counts = [_count(target) for _, target in group]  # the last micro-batch of an epoch may be smaller
         count, unit = sum(n for n, _ in counts), counts[0][1]
         now = time.perf_counter()  # since the last step: data loading, evaluation and checkpoints included
@@ -1419,9 +1445,13 @@ class _TrainerBase:
 # Small models, loaders and spies that the lesson's graded tests build again and again,
 # each the same way every time: a seeded linear regression, a module that records the mode
 # it ran in, a classifier with its loader, and a callback that records the data position.
+# They go to their own file, `tinytorch.training.fixtures`: they are no part of the `Trainer`.
 
 # %%
-#| export
+#| export training.fixtures
+"""The training lesson's test fixtures: small seeded models, loaders and spies; no part of the Trainer."""
+import numpy as np
+
 from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.nn.module import Module
 
@@ -1450,8 +1480,8 @@ class _Recorder(Module):
         return x
 
 
-def _parts(n=40, seed=0, dropout=0.0, shuffle=False, lr=0.1):
-    """Model, AdamW, loss and loader, built the same way every time."""
+def _tiny_classification(n=40, seed=0, dropout=0.0, shuffle=False, lr=0.1):
+    """A 3-class classifier, AdamW, cross-entropy and a loader of `n` samples (batches of 8), all from one seed."""
     import tinytorch as tt
     from tinytorch import nn
     from tinytorch.data import DataLoader, TensorDataset

@@ -55,7 +55,8 @@ from tinytorch.nn.utils import clip_grad_norm_
 # `load_checkpoint`, the generator helpers `_generators`, `_get_states`, `_set_states`,
 # `_TrainerBase`, which holds the Trainer's settings and bookkeeping, and
 # `_validate_early_stopping` and `_metric_value`, which check `EarlyStopping`'s
-# arguments and turn a one-element Tensor it is given into a float.
+# arguments and turn a one-element Tensor it is given into a float, and `_num_samples`,
+# which counts the samples in a batch's target.
 
 # %%
 import io
@@ -74,8 +75,8 @@ from tinytorch.data import DataLoader
 from tinytorch.training.checkpoint import FORMAT, CheckpointError, _checksum, flatten_state, load_checkpoint
 from tinytorch.training.progress import read_log, sparkline
 from tinytorch.training.trainer import _generators, _get_states, _metric_value, _set_states, _TrainerBase
-from tinytorch.training.trainer import _validate_early_stopping
-from tinytorch.training.trainer import _parts, _Positions, _Recorder, _tiny_regression  # the tests' small models and spies
+from tinytorch.training.trainer import _num_samples, _validate_early_stopping
+from tinytorch.training.fixtures import _Positions, _Recorder, _tiny_classification, _tiny_regression  # the tests' own
 
 # %% [markdown]
 # ## 1. One optimizer step, with gradient accumulation
@@ -238,7 +239,9 @@ print("train_step: ok")
 #
 # - Hint 1: switch the mode, compute without a graph, and restore the mode whatever happens.
 # - Hint 2: keep one running total per name and a sample count; each batch adds
-#   $n_b \cdot L_b$ to its total, with $n_b$ = `len(target)`; divide at the end.
+#   $n_b \cdot L_b$ to its total, with $n_b$ = `_num_samples(target)` (provided:
+#   `len(target)`, or 1 for the 0-d target of one unbatched sample, which a
+#   `DataLoader(batch_size=None)` yields); divide at the end.
 # - Hint 3: `model.eval()`; `try:` / `finally:` around a `with no_grad():` loop over
 #   `(inputs, target)`; one forward per batch, reused by the loss and every metric
 #   (`.item()` for the loss, `float(...)` for metrics); `model.train(was_training)`
@@ -258,7 +261,7 @@ def evaluate(model, loader, loss_fn, metrics=None):
         with no_grad():
             for inputs, target in loader:
                 output = model(inputs)
-                n = len(target)
+                n = _num_samples(target)
                 sums["loss"] += loss_fn(output, target).item() * n
                 for name, fn in metrics.items():
                     sums[name] += float(fn(output, target)) * n
@@ -296,6 +299,9 @@ def test_evaluate():
     except ValueError:
         got = "ValueError"
     assert got == "ValueError", f"an empty loader has no samples to average over: raise ValueError, got {got!r}"
+    unbatched = [(tt.tensor(2.0), tt.tensor(0.0)), (tt.tensor(4.0), tt.tensor(0.0))]  # as batch_size=None gives
+    got = evaluate(model, unbatched, nn.functional.mse_loss)["loss"]
+    assert abs(got - 10.0) < 1e-6, f"a 0-d target is one sample (_num_samples, not len): (4 + 16) / 2 = 10, got {got}"
     ### BEGIN HIDDEN TESTS
     model.train()
     try:
@@ -345,7 +351,7 @@ class EarlyStopping:
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` evaluations."""
 
     def __init__(self, monitor="val_loss", patience=3, mode="min", min_delta=0.0):
-        _validate_early_stopping(mode, patience)
+        min_delta = _validate_early_stopping(mode, patience, min_delta)  # provided: min_delta as a float
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
         self.best = math.inf if mode == "min" else -math.inf  # the best so far: none yet, so any value beats it
         self.bad_evals = 0  # evaluations in a row without improvement
@@ -421,7 +427,8 @@ print("EarlyStopping: ok")
 # limit is reached.
 # `self._optimizer_step(group)` calls your `train_step`, then steps the LR scheduler
 # (once per optimizer step, so warm-up and cosine schedules count steps, not
-# epochs), logs the step, updates the progress bar, runs the callbacks and evaluates
+# epochs; a step skipped for a nan loss counts too, so the schedule stays in step
+# with `trainer.step`), logs the step, updates the progress bar, runs the callbacks and evaluates
 # on cadence. `self._after_step(end_of_epoch)` closes a finished epoch and writes a
 # checkpoint on cadence.
 #
@@ -480,7 +487,7 @@ class _TrainerLoop(_TrainerBase):
 # %% nbgrader={"grade": true, "grade_id": "test-run-epoch", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def test_run_epoch():
     spy = _Positions()
-    trainer = _TrainerLoop(*_parts(), accum_steps=2, callbacks=[spy], quiet=True)
+    trainer = _TrainerLoop(*_tiny_classification(), accum_steps=2, callbacks=[spy], quiet=True)
     history = trainer.fit(epochs=2)
     expected = [(0, 2), (0, 4), (0, 5), (1, 2), (1, 4), (1, 5)]
     assert spy.seen == expected, (f"5 micro-batches per epoch, accum_steps=2: steps after micro-batches 2, 4, 5 "
@@ -488,23 +495,23 @@ def test_run_epoch():
     assert (trainer.step, trainer.epoch, len(history.train)) == (6, 2, 6), \
         f"2 epochs of 3 steps: step 6, epoch 2; got step {trainer.step}, epoch {trainer.epoch}"
     spy = _Positions()
-    trainer = _TrainerLoop(*_parts(), accum_steps=2, callbacks=[spy], quiet=True)
+    trainer = _TrainerLoop(*_tiny_classification(), accum_steps=2, callbacks=[spy], quiet=True)
     trainer.fit(max_steps=4)
     assert spy.seen == expected[:4], f"max_steps=4 stops after the 4th step, saw {spy.seen}"
     trainer.fit(max_steps=6)
     assert spy.seen == expected, f"a second fit goes on mid-epoch where the first stopped, saw {spy.seen}"
     halt = type("Halt", (), {"on_step_end": lambda self, trainer, step, logs: setattr(trainer, "should_stop", True)})
-    trainer = _TrainerLoop(*_parts(), accum_steps=2, callbacks=[halt()], quiet=True)
+    trainer = _TrainerLoop(*_tiny_classification(), accum_steps=2, callbacks=[halt()], quiet=True)
     trainer.fit(epochs=1)
     assert trainer.step == 1, "a callback that sets trainer.should_stop stops the run after that step, even in mid-" \
         f"epoch: ask self._finished(None, max_steps) after each step; 1 step expected, took {trainer.step}"
-    trainer = _TrainerLoop(*_parts(n=32), accum_steps=2, quiet=True)
+    trainer = _TrainerLoop(*_tiny_classification(n=32), accum_steps=2, quiet=True)
     trainer.fit(max_steps=2)
     got = (trainer.epoch, trainer.batch_in_epoch)
     assert got == (1, 0), (f"32 samples, accum_steps=2: step 2 ends on the epoch's last micro-batch, so it closes the "
                            f"epoch (_after_step(end_of_epoch=True)): expected (epoch, batch_in_epoch) (1, 0), got {got}")
     ### BEGIN HIDDEN TESTS
-    model, opt, loss, loader = _parts()
+    model, opt, loss, loader = _tiny_classification()
 
     class NoLength:
         def __iter__(self):
@@ -686,7 +693,7 @@ class _SavingTrainer(_TrainerLoop):
 
 # %% nbgrader={"grade": true, "grade_id": "test-state-dict", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 def test_state_dict():
-    model, opt, loss, loader = _parts(shuffle=True, dropout=0.2)
+    model, opt, loss, loader = _tiny_classification(shuffle=True, dropout=0.2)
     model[0].register_buffer("marker", tt.zeros(1))  # a buffer is model state too
     sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     trainer = _SavingTrainer(model, opt, loss, loader, scheduler=sched, accum_steps=2, early_stopping=EarlyStopping(),
@@ -709,13 +716,13 @@ def test_state_dict():
     assert state["config"] == {"accum_steps": 2, "clip_grad_norm": None, "seed": 3, "name": "test"}, \
         f"config: accum_steps, clip_grad_norm, seed and the user's config, got {state['config']}"
     try:
-        bare = _SavingTrainer(*_parts(), quiet=True).state_dict()
+        bare = _SavingTrainer(*_tiny_classification(), quiet=True).state_dict()
     except AttributeError as err:
         raise AssertionError(f"a Trainer without a scheduler or early stopping: save None for each instead of "
                              f"calling their state_dict(); state_dict raised {err!r}") from None
     got = (bare["scheduler"], bare["trainer"]["early_stopping"])
     assert got == (None, None), f"no scheduler, no early stopping: save None for each, got {got}"
-    model, opt, loss, loose = _parts()
+    model, opt, loss, loose = _tiny_classification()
     loose.generator = 3  # a plain int seed: a checkpoint could not save its state, nor resume the data order
     try:
         got = type(_SavingTrainer(model, opt, loss, loose, quiet=True).state_dict()).__name__
@@ -792,7 +799,7 @@ class Trainer(_SavingTrainer):
 # %% nbgrader={"grade": true, "grade_id": "test-load-checkpoint", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 def _resumable(folder, **options):
     # The same run every time: dropout, shuffled data, AdamW and a cosine schedule.
-    model, opt, loss, loader = _parts(shuffle=True, dropout=0.2, lr=0.01)
+    model, opt, loss, loader = _tiny_classification(shuffle=True, dropout=0.2, lr=0.01)
     sched = tt.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=20)
     return Trainer(model, opt, loss, loader, scheduler=sched, accum_steps=2, checkpoint_dir=folder, seed=3,
                    quiet=True, **options)

@@ -48,8 +48,9 @@
 # their arrays (`kernel_array`, `device_empty`, `device_zeros`). For mixed precision it adds the
 # `bfloat16` dtype, a differentiable `_cast`, and `GradScaler`'s constructor and checks.
 # `_autocast_state` is module 01's hook: linear, matmul and attention consult it. The tests
-# compare the kernels with NumPy references from there (`_reference_softmax`, ...), and
-# `_constants` lets them relaunch a kernel with other block sizes.
+# compare the kernels with NumPy references (`_reference_softmax`, ...; provided too, in the
+# fixtures file `tinytorch.cuda.fixtures`), and `_constants` lets them relaunch a kernel with
+# other block sizes.
 
 # %%
 import functools
@@ -64,8 +65,8 @@ from tinytorch.core.amp import (_autocast_dtype, _cast, _GradScalerBase, _is_flo
 from tinytorch.core.backend import float32, to_host
 from tinytorch.core.tensor import _autocast_state
 from tinytorch.cuda.launch import (cuda, device_empty, device_zeros, grid_for, kernel, kernel_array, check_row_vectors,
-                                   _constants, _reference_bias_gelu, _reference_layer_norm, _reference_softmax,
-                                   _simulated_atomic_adds, uses_simulator)
+                                   _constants, _simulated_atomic_adds, uses_simulator)
+from tinytorch.cuda.fixtures import _reference_bias_gelu, _reference_layer_norm, _reference_softmax  # the tests' own
 from tinytorch.cuda.raw import CUDA_SOURCES, compile_ptx, nvrtc_unavailable_reason
 
 print("kernels run in the", "CUDA simulator (CPU)" if uses_simulator() else "GPU")

@@ -27,6 +27,7 @@
 #   `cupy.RawKernel` on a GPU; `compile_ptx` compiles any CUDA C source without a GPU.
 # - For mixed precision: the `bfloat16` dtype (`ml_dtypes` on CPU), a differentiable cast,
 #   and `GradScaler`'s constructor, state and checks.
+# - `tinytorch.cuda.fixtures`: the NumPy references the lesson's tests check the kernels against.
 
 # %%
 #| default_exp cuda.launch
@@ -206,6 +207,18 @@ def _constants(namespace, **values):
         yield
     finally:
         namespace.update(old)
+
+
+# %% [markdown]
+# ## The lesson's test fixtures
+#
+# NumPy references the lesson's tests check the kernels against, in their own file
+# (`tinytorch.cuda.fixtures`): they are no part of launching kernels.
+
+# %%
+#| export cuda.fixtures
+"""The CUDA lesson's test fixtures: NumPy references that its kernels are checked against."""
+import numpy as np
 
 
 def _reference_bias_gelu(x, b):

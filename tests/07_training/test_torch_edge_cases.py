@@ -8,7 +8,7 @@ import pytest
 import tinytorch as tt
 from tinytorch import nn
 from tinytorch.data import DataLoader, TensorDataset
-from tinytorch.training import EarlyStopping, Trainer
+from tinytorch.training import EarlyStopping, Trainer, evaluate
 from tinytorch.training.checkpoint import list_checkpoints
 
 
@@ -170,3 +170,70 @@ def test_early_stopping_takes_a_0d_tensor_as_its_float():
     assert type(stopper.state_dict()["best"]) is float
     with pytest.raises(ValueError, match="one number"):
         stopper.update(tt.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("min_delta", [float("nan"), -0.1, float("inf"), -float("inf"), tt.tensor([0.1, 0.2])])
+def test_early_stopping_refuses_a_nan_negative_or_infinite_min_delta(min_delta):
+    # nan made every comparison False (nothing ever improved); a negative one counted getting worse as improving
+    with pytest.raises(ValueError, match="min_delta"):
+        EarlyStopping(min_delta=min_delta)
+
+
+@pytest.mark.parametrize("min_delta", [True, "0.1", None, 1 + 0j, tt.tensor(True)])
+def test_early_stopping_refuses_a_min_delta_that_is_not_a_real_number(min_delta):
+    with pytest.raises(TypeError, match="min_delta"):
+        EarlyStopping(min_delta=min_delta)
+
+
+def test_early_stopping_takes_min_delta_as_a_float():
+    for given, want in ((0, 0.0), (np.float32(0.25), 0.25), (tt.tensor(0.5), 0.5)):
+        stopper = EarlyStopping(patience=1, min_delta=given)
+        assert type(stopper.min_delta) is float and stopper.min_delta == want
+    stopper = EarlyStopping(patience=1, min_delta=tt.tensor(0.5))
+    assert [stopper.update(v) for v in (1.0, 0.6)] == [False, True]  # 0.4 better, not by more than 0.5
+
+
+def _unbatched(n=6):
+    """A DataLoader with batch_size=None: each item is one sample, its target a 0-d Tensor."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((n, 3)).astype(np.float32), rng.integers(0, 3, n)
+    return DataLoader(TensorDataset(tt.tensor(x), tt.tensor(y)), batch_size=None), x, y
+
+
+def test_evaluate_counts_an_unbatched_sample_as_one():
+    # len() of the 0-d target raised a TypeError
+    loader, x, y = _unbatched()
+    tt.manual_seed(0)
+    model = nn.Linear(3, 3)
+    got = evaluate(model, loader, nn.functional.cross_entropy, {"acc": lambda out, t: float(out.argmax() == t)})
+    losses = [nn.functional.cross_entropy(model(tt.tensor(a)), tt.tensor(b)).item() for a, b in zip(x, y)]
+    assert got["loss"] == pytest.approx(np.mean(losses), rel=1e-6)
+    assert got["acc"] == pytest.approx(np.mean(model(tt.tensor(x)).numpy().argmax(-1) == y))
+
+
+@pytest.mark.parametrize("accum_steps", [1, 4])
+def test_fit_counts_an_unbatched_sample_as_one(accum_steps):
+    loader, _, _ = _unbatched()
+    tt.manual_seed(0)
+    model = nn.Linear(3, 3)
+    trainer = Trainer(model, tt.optim.SGD(model.parameters(), lr=0.1), nn.functional.cross_entropy, loader,
+                      accum_steps=accum_steps, quiet=True)
+    history = trainer.fit(epochs=1)
+    assert (history.seen, history.unit) == (6, "samples")
+
+
+def test_a_skipped_step_steps_the_scheduler_too(parts):
+    # nan_policy="skip" advanced trainer.step but not the scheduler: the schedule fell one step behind per skip
+    model, opt, loss, loader, _ = parts(n=48, batch_size=8, lr=1.0)
+    sched = tt.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    calls = []
+
+    def poisoned(out, target):
+        calls.append(1)
+        return loss(out, target) * (float("nan") if len(calls) in (2, 3) else 1.0)
+    trainer = Trainer(model, opt, poisoned, loader, scheduler=sched, nan_policy="skip", quiet=True)
+    history = trainer.fit(max_steps=5)
+    assert [bool(r.get("skipped")) for r in history.train] == [False, True, True, False, False]
+    assert sched.last_epoch == trainer.step == 5
+    assert [r["lr"] for r in history.train] == [0.5 ** s for s in range(5)], "lr at step s is the schedule's at s"
+    assert opt.param_groups[0]["lr"] == 0.5 ** 5

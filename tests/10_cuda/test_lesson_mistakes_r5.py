@@ -8,8 +8,8 @@ import tinytorch as tt
 pytest.importorskip("numba", reason="module 10's kernels need numba-cuda: pip install 'tinytorch[kernels]'")
 
 from tinytorch.cuda import kernels  # noqa: E402
-from tinytorch.cuda.launch import (_constants, _reference_layer_norm, _reference_softmax,  # noqa: E402
-                                   uses_simulator)
+from tinytorch.cuda.fixtures import _reference_layer_norm, _reference_softmax  # noqa: E402
+from tinytorch.cuda.launch import _constants, uses_simulator  # noqa: E402
 
 
 def host(a):

@@ -8,7 +8,7 @@ from tinytorch.core.backend import float16, float32, is_floating, to_host
 from tinytorch.core.tensor import Tensor, _autocast_state, _cast
 
 
-# %% modules/10_cuda/provided.py, cell 9
+# %% modules/10_cuda/provided.py, cell 11
 """Mixed precision: the bfloat16 dtype, a differentiable cast, and GradScaler's bookkeeping."""
 
 

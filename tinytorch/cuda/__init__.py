@@ -32,5 +32,6 @@ __all__ = [
 
 
 from .launch import *
+from .fixtures import *
 from .kernels import *
 from .raw import *

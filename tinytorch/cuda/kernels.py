@@ -29,7 +29,7 @@ from tinytorch.cuda.launch import (
 )
 
 
-# %% modules/10_cuda/provided.py, cell 5
+# %% modules/10_cuda/provided.py, cell 7
 """GPU kernels written in Python with numba-cuda, and the functions that launch them."""
 
 

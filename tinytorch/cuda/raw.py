@@ -11,7 +11,7 @@ __all__ = [
 import numpy as np
 
 
-# %% modules/10_cuda/provided.py, cell 7
+# %% modules/10_cuda/provided.py, cell 9
 """CUDA C kernels: their sources, NVRTC compilation (no GPU needed) and launch through cupy.RawKernel."""
 
 SOFTMAX_CROSS_ENTROPY = r"""

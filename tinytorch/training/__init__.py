@@ -42,3 +42,4 @@ from .progress import *
 from .efficiency import *
 from .threads import *
 from .trainer import *
+from .fixtures import *

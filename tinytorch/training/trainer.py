@@ -36,8 +36,7 @@ from tinytorch.training.efficiency import (
 )
 from tinytorch.training.progress import JsonlLog, TrainingProgress
 from tinytorch.training.threads import ThreadedStep, _check_threads
-from tinytorch.core.autograd import is_grad_enabled, no_grad
-from tinytorch.nn.module import Module
+from tinytorch.core.autograd import no_grad
 from tinytorch.nn.utils import clip_grad_norm_
 
 
@@ -135,11 +134,22 @@ def _to_device(batch, device):
     return tuple(t.to(device) if isinstance(t, Tensor) else t for t in batch)
 
 
-def _validate_early_stopping(mode, patience):
+def _validate_early_stopping(mode, patience, min_delta):
+    """Check EarlyStopping's arguments; return min_delta as a float (a one-element Tensor gives its number)."""
     if mode not in ("min", "max"):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
     if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
         raise ValueError(f"EarlyStopping patience must be a whole number >= 1 (evaluations), got {patience!r}")
+    if isinstance(min_delta, Tensor):
+        if min_delta.numel() != 1:
+            raise ValueError(f"EarlyStopping min_delta is one number, got a Tensor of shape {tuple(min_delta.shape)}")
+        min_delta = min_delta.item()  # a bool Tensor gives a bool, refused below
+    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real):
+        raise TypeError(f"EarlyStopping min_delta must be a real number >= 0, got {min_delta!r}")
+    if not (math.isfinite(min_delta) and min_delta >= 0):  # nan would make every comparison False: no improvement
+        raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0 (the least change that counts "
+                         f"as an improvement, in either mode), got {min_delta!r}")
+    return float(min_delta)
 
 
 def _metric_value(value):
@@ -157,11 +167,19 @@ def _device_of(model):
     return first.device if first is not None else "cpu"
 
 
+def _num_samples(target):
+    """The samples in a batch's target: its length, or 1 for one unbatched sample (a 0-d target, as a
+    DataLoader with batch_size=None yields: PyTorch Lightning counts such a batch as 1 too)."""
+    if isinstance(target, numbers.Number) or (isinstance(target, (Tensor, np.ndarray)) and target.ndim == 0):
+        return 1
+    return len(target)
+
+
 def _count(target):
     """(number, unit): tokens for integer targets of 2+ dims (language models), else samples."""
     if isinstance(target, Tensor) and target.ndim >= 2 and target.dtype.kind in "iu":
         return target.numel(), "tokens"
-    return len(target), "samples"
+    return _num_samples(target), "samples"
 
 
 # %% modules/07_training/provided.py, cell 13
@@ -171,6 +189,12 @@ class _TrainerBase:
     Settings and their validation, the per-step bookkeeping (scheduler, log, progress,
     callbacks, evaluation and checkpoint cadence), early stopping, choosing the checkpoint
     to resume from, checking that a checkpoint fits before it is loaded, and seeding.
+
+    One rule counts steps: each group of `accum_steps` micro-batches is one step of `self.step`,
+    and the LR scheduler steps once per step, so the learning rate at step s is the schedule's
+    value at s. A step that `nan_policy="skip"` skips (non-finite loss, weights untouched) counts
+    too, logged with `"skipped": True`: as in a PyTorch loop whose GradScaler skips an update,
+    the scheduler still steps, and `max_steps`, `eval_every` and `checkpoint_every` see it.
     """
 
     def __init__(self, model, optimizer, loss_fn, train_loader, val_loader=None, scheduler=None,
@@ -211,7 +235,7 @@ class _TrainerBase:
         self.log = JsonlLog(log_path) if log_path is not None else None
         if device is not None:
             model.to(device)
-        self.step, self.epoch = 0, 0  # optimizer steps taken; epochs finished
+        self.step, self.epoch = 0, 0  # optimizer steps taken (a step nan_policy="skip" skipped too); epochs finished
         self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
         self.should_stop, self.history = False, History()
         self._batches, self._epoch_start_rng, self._started, self._saved_step = None, None, False, None
@@ -321,11 +345,11 @@ class _TrainerBase:
                 self._threaded = ThreadedStep(self.model, self.threads)
             loss = self._threaded(self.loss_fn, self.optimizer, group, self.clip_grad_norm)
         self.step += 1
+        if self.scheduler is not None:  # once per step, a skipped one too: the schedule follows self.step
+            self.scheduler.step()
         logs = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr}
         if not math.isfinite(loss):
             self._non_finite(loss, logs)
-        elif self.scheduler is not None:
-            self.scheduler.step()
         counts = [_count(target) for _, target in group]  # the last micro-batch of an epoch may be smaller
         count, unit = sum(n for n, _ in counts), counts[0][1]
         now = time.perf_counter()  # since the last step: data loading, evaluation and checkpoints included
@@ -478,54 +502,6 @@ class _TrainerBase:
         seed_gpus(self.seed)  # the GPUs' generators too, as tt.manual_seed(seed) would
 
 
-# %% modules/07_training/provided.py, cell 15
-def _tiny_regression(seed=0):
-    """A linear model, SGD, and 16 samples (x, y), all from one seed."""
-    import tinytorch as tt
-    from tinytorch import nn
-    tt.manual_seed(seed)
-    model = nn.Linear(4, 2)
-    rng = np.random.default_rng(seed)
-    x = tt.tensor(rng.standard_normal((16, 4)).astype(np.float32))
-    y = tt.tensor(rng.standard_normal((16, 2)).astype(np.float32))
-    return model, tt.optim.SGD(model.parameters(), lr=0.1), x, y
-
-
-class _Recorder(Module):
-    """Returns its input; records (training mode?, grads on?) at each call."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def forward(self, x):
-        self.seen.append((self.training, is_grad_enabled()))
-        return x
-
-
-def _parts(n=40, seed=0, dropout=0.0, shuffle=False, lr=0.1):
-    """Model, AdamW, loss and loader, built the same way every time."""
-    import tinytorch as tt
-    from tinytorch import nn
-    from tinytorch.data import DataLoader, TensorDataset
-    tt.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    x, y = tt.tensor(rng.standard_normal((n, 5)).astype(np.float32)), tt.tensor(rng.integers(0, 3, n))
-    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
-    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=shuffle)
-    return model, tt.optim.AdamW(model.parameters(), lr=lr), nn.functional.cross_entropy, loader
-
-
-class _Positions:
-    """A callback that records (epoch, batch_in_epoch) after each step."""
-
-    def __init__(self):
-        self.seen = []
-
-    def on_step_end(self, trainer, step, logs):
-        self.seen.append((trainer.epoch, trainer.batch_in_epoch))
-
-
 # %% modules/07_training/training.py, cell 8
 def train_step(model, loss_fn, optimizer, micro_batches, clip_grad_norm=None):
     """One optimizer step over `micro_batches` [(inputs, target), ...]; returns their mean loss.
@@ -559,7 +535,7 @@ def evaluate(model, loader, loss_fn, metrics=None):
         with no_grad():
             for inputs, target in loader:
                 output = model(inputs)
-                n = len(target)
+                n = _num_samples(target)
                 sums["loss"] += loss_fn(output, target).item() * n
                 for name, fn in metrics.items():
                     sums[name] += float(fn(output, target)) * n
@@ -576,7 +552,7 @@ class EarlyStopping:
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` evaluations."""
 
     def __init__(self, monitor="val_loss", patience=3, mode="min", min_delta=0.0):
-        _validate_early_stopping(mode, patience)
+        min_delta = _validate_early_stopping(mode, patience, min_delta)  # provided: min_delta as a float
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
         self.best = math.inf if mode == "min" else -math.inf  # the best so far: none yet, so any value beats it
         self.bad_evals = 0  # evaluations in a row without improvement
