@@ -34,7 +34,12 @@ class _ModelWrapper(Module):
             self._names.setdefault(id(p), name)
         self._check_same_shapes()
         for t in list(module.parameters()) + (list(module.buffers()) if broadcast_buffers else []):
-            self._pg.broadcast(t.data, 0)  # every copy starts from rank 0's values
+            # every copy starts from rank 0's values; a strided array (a weight made from a transpose) travels
+            # as a contiguous copy, since collectives take contiguous arrays only
+            values = t.data if t.data.flags.c_contiguous else t.data.copy()
+            self._pg.broadcast(values, 0)
+            if values is not t.data:
+                t.data[...] = values
 
     def _check_same_shapes(self):
         mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters()]

@@ -79,6 +79,25 @@ def _check_op(op, array):
         raise TypeError(f"ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
 
 
+def _check_contiguous(what, *arrays):
+    """Every group's collectives take contiguous arrays only, as PyTorch's ("Tensors must be contiguous"). A
+    strided view (x[::2], a transpose) would have to travel as a copy, and the result land in the copy, not in
+    the memory the view shares with x."""
+    for array in arrays:
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{what}: tensors must be contiguous, got one of shape {tuple(array.shape)} with "
+                             f"strides {array.strides} (a strided slice or a transpose): pass a contiguous copy "
+                             f"(t.clone()) and copy the result back")
+
+
+def _check_not_aliased(what, out, array):
+    """The array sent must not share memory with the output, in every group, as MPI's rule ("Buffers must not
+    be aliased"): thread ranks copy their input first and would not notice."""
+    if namespace_of(array).may_share_memory(out, array):
+        raise ValueError(f"{what}: the array sent shares memory with the output buffer (is it a view of it?); "
+                         f"the buffers must not be aliased: send a copy")
+
+
 class Work:
     """A collective in flight: `wait()` blocks until it is done (or the timeout passes)."""
 
@@ -119,17 +138,23 @@ class SingleProcessGroup:
 
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         _check_op(op, array)
+        _check_contiguous("all_reduce", array)
         return _DONE
 
     def broadcast(self, array, src=0):
         _check_rank(src, 1)
+        _check_contiguous("broadcast", array)
 
     def all_gather(self, out, array, async_op=False):
+        _check_contiguous("all_gather", out, array)
+        _check_not_aliased("all_gather", out, array)
         out[...] = array.reshape(out.shape)
         return _DONE
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
+        _check_contiguous("reduce_scatter", out, array)
+        _check_not_aliased("reduce_scatter", out, array)
         out[...] = array.reshape(out.shape)
 
     def send(self, array, dst):
@@ -195,6 +220,7 @@ class MPIGroup:
 
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         _check_op(op, array)
+        _check_contiguous("all_reduce", array)
         host = _host_contiguous(array)
         request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, self._ops[op])
 
@@ -206,16 +232,21 @@ class MPIGroup:
 
     def broadcast(self, array, src=0):
         _check_rank(src, self.size)
+        _check_contiguous("broadcast", array)
         host = _host_contiguous(array)
         self._work(self.comm.Ibcast(host, root=src), "broadcast", lambda: _copy_back(host, array))
 
     def all_gather(self, out, array, async_op=False):
+        _check_contiguous("all_gather", out, array)
+        _check_not_aliased("all_gather", out, array)
         host_out, host_in = _host_buffer(out), _host_contiguous(array)
         return self._work(self.comm.Iallgather(host_in, host_out), "all_gather",
                           lambda: _copy_back(host_out, out), async_op)
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
+        _check_contiguous("reduce_scatter", out, array)
+        _check_not_aliased("reduce_scatter", out, array)
         host_out, host_in = _host_buffer(out), _host_contiguous(array)
 
         def finish():
@@ -227,10 +258,12 @@ class MPIGroup:
 
     def send(self, array, dst):
         _check_peer(dst, self, "send")
+        _check_contiguous("send", array)
         self._work(self.comm.Isend(_host_contiguous(array), dest=dst), f"send to rank {dst}")
 
     def recv(self, array, src):
         _check_peer(src, self, "recv")
+        _check_contiguous("recv", array)
         host = _host_buffer(array)
         self._work(self.comm.Irecv(host, source=src), f"recv from rank {src}", lambda: _copy_back(host, array))
 
@@ -326,12 +359,11 @@ class NCCLGroup:
                        np.dtype(np.float64): nccl.NCCL_FLOAT64, np.dtype(np.int32): nccl.NCCL_INT32,
                        np.dtype(np.int64): nccl.NCCL_INT64, np.dtype(np.uint8): nccl.NCCL_UINT8}
 
-    def _dtype(self, array):
+    def _dtype(self, array, what):
         if not isinstance(array, self.cupy.ndarray):
-            raise TypeError(f"the nccl backend works on tensors on cuda, got a {type(array).__name__}: "
+            raise TypeError(f"{what}: the nccl backend works on tensors on cuda, got a {type(array).__name__}: "
                             f"move the tensor with .to('cuda:{self.device_index}')")
-        if not array.flags.c_contiguous:
-            raise ValueError("the nccl backend needs contiguous arrays")
+        _check_contiguous(what, array)
         if array.dtype not in self._types:
             raise TypeError(f"NCCL cannot reduce {array.dtype}")
         return self._types[array.dtype]
@@ -356,7 +388,7 @@ class NCCLGroup:
 
     def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
         _check_op(op, array)
-        kind, ptr = self._dtype(array), array.data.ptr
+        kind, ptr = self._dtype(array, "all_reduce"), array.data.ptr
 
         def finish():
             if op == ReduceOp.AVG:
@@ -366,20 +398,22 @@ class NCCLGroup:
 
     def broadcast(self, array, src=0):
         _check_rank(src, self.size)
-        kind, ptr = self._dtype(array), array.data.ptr
+        kind, ptr = self._dtype(array, "broadcast"), array.data.ptr
         self._launch("broadcast", lambda s: self.comm.broadcast(ptr, ptr, array.size, kind, src, s))
 
     def all_gather(self, out, array, async_op=False):
-        kind = self._dtype(array)
-        self._dtype(out)
+        kind = self._dtype(array, "all_gather")
+        self._dtype(out, "all_gather")
+        _check_not_aliased("all_gather", out, array)
         return self._launch("all_gather", lambda s: self.comm.allGather(array.data.ptr, out.data.ptr, array.size,
                                                                        kind, s),
                             lambda: (array, out), async_op)  # both stay referenced until the gather is waited on
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
         _check_op(op, array)
-        kind = self._dtype(array)
-        self._dtype(out)
+        kind = self._dtype(array, "reduce_scatter")
+        self._dtype(out, "reduce_scatter")
+        _check_not_aliased("reduce_scatter", out, array)
 
         def finish():
             if op == ReduceOp.AVG:
@@ -389,12 +423,12 @@ class NCCLGroup:
 
     def send(self, array, dst):
         _check_peer(dst, self, "send")
-        kind = self._dtype(array)
+        kind = self._dtype(array, "send")
         self._launch(f"send to rank {dst}", lambda s: self.comm.send(array.data.ptr, array.size, kind, dst, s))
 
     def recv(self, array, src):
         _check_peer(src, self, "recv")
-        kind = self._dtype(array)
+        kind = self._dtype(array, "recv")
         self._launch(f"recv from rank {src}", lambda s: self.comm.recv(array.data.ptr, array.size, kind, src, s))
 
     def barrier(self):
@@ -718,10 +752,12 @@ class ThreadGroup:
 
     def send(self, array, dst):
         _check_peer(dst, self, "send")
+        _check_contiguous("send", array)
         self._shared["mailboxes"][(self.rank, dst)].put(array.copy())
 
     def recv(self, array, src):
         _check_peer(src, self, "recv")
+        _check_contiguous("recv", array)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -759,25 +795,39 @@ class ThreadGroup:
                              f"every rank must pass the same")
         return values
 
-    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+    def _reduce(self, array, op, what):
+        """The ranks' `array`s combined by `op`, a new array (the same on every rank)."""
         _check_op(op, array)
-        values = self._everyones_array(array, "all_reduce")
+        values = self._everyones_array(array, what)
         total = np.maximum.reduce(values) if op == ReduceOp.MAX else np.sum(values, axis=0)
-        array[...] = total / self.size if op == ReduceOp.AVG else total
+        return total / self.size if op == ReduceOp.AVG else total
+
+    def all_reduce(self, array, op=ReduceOp.SUM, async_op=False):
+        _check_contiguous("all_reduce", array)
+        array[...] = self._reduce(array, op, "all_reduce")
         return _DONE if async_op else True
 
     def broadcast(self, array, src=0):
         _check_rank(src, self.size)
+        _check_contiguous("broadcast", array)
         array[...] = self._everyones_array(array, "broadcast")[src]
 
     def all_gather(self, out, array, async_op=False):
-        out[...] = np.stack(self._everyones_array(array, "all_gather")).reshape(out.shape)
+        _check_contiguous("all_gather", out, array)
+        _check_not_aliased("all_gather", out, array)
+        if out.size != self.size * array.size or out.dtype != array.dtype:
+            raise ValueError(f"all_gather: {self.size} ranks' {array.dtype} arrays of {array.size} values need an "
+                             f"output of {self.size * array.size} {array.dtype} values, got {out.size} {out.dtype}")
+        rows = out.reshape(self.size, array.size)  # a view: out is contiguous
+        for row, value in zip(rows, self._everyones_array(array, "all_gather")):
+            row[...] = value.reshape(-1)  # each rank's values, copied once, straight into the output
         return _DONE
 
     def reduce_scatter(self, out, array, op=ReduceOp.SUM):
-        full = array.reshape(self.size, -1).copy()
-        self.all_reduce(full, op)
-        out[...] = full[self.rank].reshape(out.shape)
+        _check_contiguous("reduce_scatter", out, array)
+        _check_not_aliased("reduce_scatter", out, array)
+        total = self._reduce(array, op, "reduce_scatter")
+        out[...] = total.reshape(self.size, -1)[self.rank].reshape(out.shape)
 
     def all_gather_object(self, obj):
         return self._everyone(obj)
