@@ -414,7 +414,18 @@ def resolve_dtype(dtype):
 
 def is_floating(dtype):
     """True for float16/32/64, and bfloat16 (ml_dtypes' NumPy type, module 10's mixed precision)."""
-    return dtype.kind == "f" or dtype.name == "bfloat16"
+    return dtype.kind == "f" or _is_bfloat16(dtype)
+
+
+def _is_bfloat16(dtype):
+    """True for ml_dtypes' bfloat16 (its kind is "V"; `.name` alone costs ~2 µs, so the kind is asked first)."""
+    return dtype.kind == "V" and dtype.name == "bfloat16"
+
+
+def _is_half(dtype):
+    """True for the 16-bit floats, float16 and bfloat16: too narrow to sum (or, in bfloat16, to multiply) in, so
+    PyTorch accumulates them in float32 and rounds the result back."""
+    return dtype.itemsize < 4 and is_floating(dtype)
 
 
 # %% [markdown]
@@ -472,8 +483,8 @@ from collections import namedtuple
 import numpy as np
 
 from tinytorch.core.backend import (
-    DEFAULT_FLOAT, Device, device, get_xp, is_floating, namespace_of, resolve_dtype, scatter_add,
-    to_device, to_host, to_numpy, generator_for,
+    DEFAULT_FLOAT, Device, _is_bfloat16, _is_half, device, get_xp, is_floating, namespace_of, resolve_dtype,
+    scatter_add, to_device, to_host, to_numpy, generator_for,
 )
 
 _F64 = np.dtype("float64")
@@ -573,6 +584,18 @@ def _autocast_op(name):
             return _autocast_call(name, fn, *args, **kwargs)
         return functools.wraps(fn)(op)
     return decorate
+
+
+def _bfloat16_in_float32(fn):
+    """Decorator for matmul: ml_dtypes' `@` returns float32 for two bfloat16 arrays, where PyTorch keeps bfloat16.
+    Two bfloat16 tensors are multiplied in float32 and the product rounded once, back to bfloat16; `_cast`'s
+    backward brings the gradients back to bfloat16 too. Every other call goes straight to `fn`."""
+    def op(a, b):
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and _is_bfloat16(a.data.dtype) \
+                and b.data.dtype == a.data.dtype:
+            return _cast(fn(_cast(a, _F32), _cast(b, _F32)), a.data.dtype)
+        return fn(a, b)
+    return functools.wraps(fn)(op)
 
 
 def from_op(data, device, inputs=None, backward=None):
@@ -834,6 +857,13 @@ class Tensor:
 
     def __float__(self): return builtins.float(self.item())
     def __int__(self): return builtins.int(self.item())
+
+    def __index__(self):
+        """A one-element integer (or bool) tensor as a Python int: `range(t)`, `[...][t]`, `operator.index(t)`."""
+        if self.data.size != 1 or self.data.dtype.kind not in "biu":
+            raise TypeError(f"only integer tensors of a single element can be converted to an index, got a "
+                            f"{self.data.dtype.name} tensor of shape {tuple(self.shape)}")
+        return builtins.int(self.item())
 
     def __repr__(self):
         array = to_numpy(self.data)
@@ -1547,7 +1577,7 @@ def _gelu_tanh(x, data, xp):
     def gelu_backward(g):
         g = g.reshape(-1)
         grad, one_minus_s = xp.empty_like(flat), xp.empty_like(flat[blocks[0]])
-        half = flat.dtype.itemsize < 4
+        half = _is_half(flat.dtype)
         for b in blocks:
             xb, sb, db, rest = flat[b], s[b], grad[b], one_minus_s[:s[b].size]
             # float16's x² overflows at |x| = 256, and inf·(1 - s) = inf·0 = nan. Past |x| = 30, s is

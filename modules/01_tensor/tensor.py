@@ -53,11 +53,11 @@ import builtins
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp, is_floating, scatter_add
+from tinytorch.core.backend import _is_half, get_xp, scatter_add
 from tinytorch.core.tensor import (
-    MinMax, _F32, _autocast_op, _binary, _cast, _check_matmul, _check_permutation, _count, _dev, _dims, _float_data,
-    _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float, _shape_arg, _xp_add,
-    _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor, _backward_of, _expect,
+    MinMax, _F32, _autocast_op, _bfloat16_in_float32, _binary, _cast, _check_matmul, _check_permutation, _count,
+    _dev, _dims, _float_data, _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float,
+    _shape_arg, _xp_add, _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor, _backward_of, _expect,
 )
 
 # %% [markdown]
@@ -402,6 +402,7 @@ print("add, sub, mul, div, pow: ok")
 # %% nbgrader={"grade": false, "grade_id": "matmul", "locked": false, "schema_version": 3, "solution": true}
 #| export
 @_autocast_op("matmul")  # mixed precision (module 10) may pick the dtype; a plain call until then
+@_bfloat16_in_float32  # (provided) two bfloat16 tensors multiply in float32 and stay bfloat16, as in PyTorch
 def matmul(a, b):
     """a @ b with NumPy's rules (1-D vectors, broadcast batch dimensions)."""
     ta, x, tb, y = _operands(a, b, "matmul")
@@ -539,8 +540,8 @@ def sum(x, dim=None, keepdim=False):
 
 def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
-    if is_floating(x.dtype) and x.dtype.itemsize < 4:  # float16 sums in float32, as in PyTorch: the sum
-        return _cast(mean(_cast(x, _F32), dim, keepdim), x.dtype)  # of halves overflows past 65504
+    if _is_half(x.dtype):  # float16 and bfloat16 sum in float32, as in PyTorch: a float16 sum
+        return _cast(mean(_cast(x, _F32), dim, keepdim), x.dtype)  # overflows past 65504
     ### BEGIN SOLUTION
     _require_float(x, "mean")
     n = _count(x.shape, _reduce_axes(dim, x.ndim))

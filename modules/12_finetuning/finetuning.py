@@ -583,7 +583,9 @@ print("GPTForSequenceClassification: ok")
 # Only A and B train: r·(in + out) numbers instead of in·out. A starts random
 # and **B starts at zero**, so at step 0 the model is exactly the pretrained
 # one. The scale α / r keeps the update's size comparable when you change r.
-# Dropout, if any, acts on the adapter's input only.
+# Dropout, if any, acts on the adapter's input only. The adapters are float32
+# even beside a float16 base (a small update would round away in 16 bits), but
+# the layer's output keeps the base's dtype, merged or not, as PEFT's does.
 #
 # **Merging.** After training, W' = W + (α / r)·B·A is an ordinary weight: the
 # adapted layer costs nothing extra at inference. `unmerge` subtracts it again
@@ -605,7 +607,9 @@ print("GPTForSequenceClassification: ok")
 # `_LinearView` gives it the base layer's `in_features`, `weight`, and so on.
 #
 # - Hint 1: forward is the base layer's output plus the scaled adapter path;
-#   once merged, the adapter is already inside the base weight.
+#   once merged, the adapter is already inside the base weight. Either way the
+#   result has the dtype of the base layer's output (`_cast`, the differentiable
+#   cast, brings it back when the adapters are wider).
 # - Hint 2: the adapter path is x → dropout → A → B, times `scaling`; the
 #   merged update is `scaling` times B's weight matrix times A's.
 # - Hint 3: `_delta` computes that product as an array, in float64 for
@@ -617,6 +621,7 @@ print("GPTForSequenceClassification: ok")
 #| export
 """LoRA: a trainable low-rank update beside a frozen Linear; injection by name; merge for inference."""
 from tinytorch.core.backend import get_xp
+from tinytorch.core.tensor import _cast
 from tinytorch.nn.init import zeros_
 from tinytorch.nn.layers import Dropout, Linear, Module
 
@@ -641,7 +646,8 @@ class LoRALinear(_LinearView, _MergeFlag, Module):  # provided: the base's in/ou
         out = self.base(x)
         if self.merged:
             return out
-        return out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        update = self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        return _cast(out + update, out.dtype)  # float32 adapters beside a float16 base: back to the base's dtype
         ### END SOLUTION
 
     def merge(self):

@@ -67,6 +67,8 @@ from collections import namedtuple
 from tinytorch.core.backend import (
     DEFAULT_FLOAT,
     Device,
+    _is_bfloat16,
+    _is_half,
     device,
     get_xp,
     is_floating,
@@ -178,6 +180,18 @@ def _autocast_op(name):
             return _autocast_call(name, fn, *args, **kwargs)
         return functools.wraps(fn)(op)
     return decorate
+
+
+def _bfloat16_in_float32(fn):
+    """Decorator for matmul: ml_dtypes' `@` returns float32 for two bfloat16 arrays, where PyTorch keeps bfloat16.
+    Two bfloat16 tensors are multiplied in float32 and the product rounded once, back to bfloat16; `_cast`'s
+    backward brings the gradients back to bfloat16 too. Every other call goes straight to `fn`."""
+    def op(a, b):
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and _is_bfloat16(a.data.dtype) \
+                and b.data.dtype == a.data.dtype:
+            return _cast(fn(_cast(a, _F32), _cast(b, _F32)), a.data.dtype)
+        return fn(a, b)
+    return functools.wraps(fn)(op)
 
 
 def from_op(data, device, inputs=None, backward=None):
@@ -438,6 +452,13 @@ class Tensor:
 
     def __float__(self): return builtins.float(self.item())
     def __int__(self): return builtins.int(self.item())
+
+    def __index__(self):
+        """A one-element integer (or bool) tensor as a Python int: `range(t)`, `[...][t]`, `operator.index(t)`."""
+        if self.data.size != 1 or self.data.dtype.kind not in "biu":
+            raise TypeError(f"only integer tensors of a single element can be converted to an index, got a "
+                            f"{self.data.dtype.name} tensor of shape {tuple(self.shape)}")
+        return builtins.int(self.item())
 
     def __repr__(self):
         array = to_numpy(self.data)
@@ -1118,7 +1139,7 @@ def _gelu_tanh(x, data, xp):
     def gelu_backward(g):
         g = g.reshape(-1)
         grad, one_minus_s = xp.empty_like(flat), xp.empty_like(flat[blocks[0]])
-        half = flat.dtype.itemsize < 4
+        half = _is_half(flat.dtype)
         for b in blocks:
             xb, sb, db, rest = flat[b], s[b], grad[b], one_minus_s[:s[b].size]
             # float16's x² overflows at |x| = 256, and inf·(1 - s) = inf·0 = nan. Past |x| = 30, s is
@@ -1400,6 +1421,7 @@ def pow(a, b):
 
 # %% modules/01_tensor/tensor.py, cell 14
 @_autocast_op("matmul")  # mixed precision (module 10) may pick the dtype; a plain call until then
+@_bfloat16_in_float32  # (provided) two bfloat16 tensors multiply in float32 and stay bfloat16, as in PyTorch
 def matmul(a, b):
     """a @ b with NumPy's rules (1-D vectors, broadcast batch dimensions)."""
     ta, x, tb, y = _operands(a, b, "matmul")
@@ -1439,8 +1461,8 @@ def sum(x, dim=None, keepdim=False):
 
 def mean(x, dim=None, keepdim=False):
     """Average over `dim` (all dimensions when None)."""
-    if is_floating(x.dtype) and x.dtype.itemsize < 4:  # float16 sums in float32, as in PyTorch: the sum
-        return _cast(mean(_cast(x, _F32), dim, keepdim), x.dtype)  # of halves overflows past 65504
+    if _is_half(x.dtype):  # float16 and bfloat16 sum in float32, as in PyTorch: a float16 sum
+        return _cast(mean(_cast(x, _F32), dim, keepdim), x.dtype)  # overflows past 65504
     _require_float(x, "mean")
     n = _count(x.shape, _reduce_axes(dim, x.ndim))
     return div(sum(x, dim, keepdim), n)

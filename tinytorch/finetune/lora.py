@@ -15,7 +15,7 @@ import os
 import tempfile
 from tinytorch.core.backend import to_device, get_xp
 from tinytorch.core.serialization import load, save
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.tensor import Tensor, _cast
 from tinytorch.nn.layers import Linear, Dropout, Module
 from tinytorch.nn.init import zeros_
 
@@ -197,7 +197,8 @@ class LoRALinear(_LinearView, _MergeFlag, Module):  # provided: the base's in/ou
         out = self.base(x)
         if self.merged:
             return out
-        return out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        update = self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        return _cast(out + update, out.dtype)  # float32 adapters beside a float16 base: back to the base's dtype
 
     def merge(self):
         """Fold the update into the base weight: W += (alpha/rank)·B·A; forward then skips the adapter."""
