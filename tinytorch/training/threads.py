@@ -5,6 +5,7 @@ __all__ = ["cpu_count", "ThreadedStep"]
 import contextlib
 import copy
 import hashlib
+import numbers
 import os
 import threading
 import warnings
@@ -137,6 +138,20 @@ def _describe_output(value):
     return f"{type(value).__name__} of length {len(value)}"
 
 
+def _one_sample(inputs, target):
+    """Whether a micro-batch (inputs, target) is one unbatched sample: its target is one sample's (a 0-d
+    tensor or array, a number, or a single row) while its inputs have more rows, which are then one
+    sample's features (DataLoader(batch_size=None) yields such pairs), not rows to cut."""
+    rows = _rows(target)
+    return _rows(inputs) > 1 and (rows == 1 or (rows == 0 and _has_scalar(target)))
+
+
+def _has_scalar(value):
+    if isinstance(value, (tuple, list, dict)):
+        return any(_has_scalar(v) for v in (value.values() if isinstance(value, dict) else value))
+    return isinstance(value, numbers.Number) or (isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0)
+
+
 def _rows(value):
     """The batch size of `value`: the length of its first tensor or array (0 when it has none)."""
     if isinstance(value, (tuple, list, dict)):
@@ -188,7 +203,9 @@ class ThreadedStep:
     Like PyTorch's DataParallel, the replicas share the model's other attributes (refreshed before
     each step), a module that keeps state across batches (running statistics) would see each block
     apart, and every input is cut along its first dimension (a sequence-first input, as a default
-    nn.LSTM's, would be cut along time).
+    nn.LSTM's, would be cut along time). A micro-batch that is one unbatched sample (its target a 0-d
+    tensor, a number or one row, its input longer: `DataLoader(batch_size=None)`) runs whole in the
+    calling thread, as a one-row batch does.
     """
 
     def __init__(self, model, threads):
@@ -204,6 +221,7 @@ class ThreadedStep:
         self.split_model = _SplitModel(self)
         self._token = Tensor(np.zeros(0, dtype=np.float32), requires_grad=True)  # the joined output's graph input
         self._in_use = threading.RLock()  # held by the thread running a step: the replicas are one step's
+        self._whole = set()  # ids of the running step's inputs that are one sample each: not cut
 
     @contextlib.contextmanager
     def _exclusive(self):
@@ -298,7 +316,7 @@ class ThreadedStep:
     def _forward(self, inputs):
         self.sync()
         rows = _rows(inputs)
-        n = max(1, min(self.threads, rows))
+        n = 1 if id(inputs) in self._whole else max(1, min(self.threads, rows))
         edges = [rows * i // n for i in range(n + 1)]
         bounds = list(zip(edges[:-1], edges[1:]))
         nets = [self.model, *self._replicas][:n]
@@ -310,9 +328,11 @@ class ThreadedStep:
     def _join(self, outputs, bounds, generators):
         """One output from the blocks' outputs: tensors are concatenated along rows; the one tensor with a
         graph gets a backward that runs the blocks' backward passes in their threads."""
+        if len(outputs) == 1:  # one block (one sample, a one-row batch): the model's own output, as one thread's
+            return outputs[0]
         first = outputs[0]
-        if len(outputs) > 1 and (isinstance(first, (tuple, list, dict, Tensor, np.ndarray))
-                                 and not all(_joinable(out, first) for out in outputs[1:])):
+        if isinstance(first, (tuple, list, dict, Tensor, np.ndarray)) and not all(
+                _joinable(out, first) for out in outputs[1:]):
             raise ValueError(f"ThreadedStep joins the blocks' outputs along their rows, but they differ in kind or "
                              f"length, or hold a scalar tensor ({_describe_output(first)}): a model whose output "
                              f"is not one row per input row cannot be split")
@@ -324,10 +344,10 @@ class ThreadedStep:
                                  "it can backpropagate through one")
             return type(first)(zip(keys, joined)) if isinstance(first, dict) else _same_kind(first, joined)
         if isinstance(first, np.ndarray):
-            return np.concatenate(outputs) if len(outputs) > 1 else first
+            return np.concatenate(outputs)
         if not isinstance(first, Tensor):
             return first  # None, a number...: the first block's
-        data = np.concatenate([out.data for out in outputs]) if len(outputs) > 1 else first.data
+        data = np.concatenate([out.data for out in outputs])
         if not first.requires_grad:
             return from_op(data, first._device)
 
@@ -390,8 +410,13 @@ class ThreadedStep:
         from tinytorch.training.trainer import train_step  # the lesson's, defined after this file
 
         with self._exclusive(), self._blas:  # (each split forward syncs the replicas)
-            return train_step(self.split_model, loss_fn, _SplitOptimizer(self, optimizer), micro_batches,
-                              clip_grad_norm)
+            self._whole = {id(batch[0]) for batch in micro_batches
+                           if isinstance(batch, (tuple, list)) and len(batch) == 2 and _one_sample(*batch)}
+            try:
+                return train_step(self.split_model, loss_fn, _SplitOptimizer(self, optimizer), micro_batches,
+                                  clip_grad_norm)
+            finally:
+                self._whole = set()
 
     def close(self):
         """End the pool's threads (the step cannot run afterwards)."""
