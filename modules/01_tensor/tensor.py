@@ -55,9 +55,10 @@ import numpy as np
 
 from tinytorch.core.backend import _is_half, get_xp, scatter_add
 from tinytorch.core.tensor import (
-    MinMax, _F32, _autocast_op, _bfloat16_in_float32, _binary, _cast, _check_matmul, _check_permutation, _count,
-    _dev, _dims, _float_data, _index_arrays, _keep_float32, _needs, _operands, _reduce_axes, _require_float,
-    _shape_arg, _xp_add, _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor, _backward_of, _expect,
+    MinMax, _F32, _autocast_op, _bfloat16_in_float32, _bfloat16_number_in_float32, _binary, _cast, _check_matmul,
+    _check_permutation, _count, _dev, _dims, _float_data, _index_arrays, _keep_float32, _needs, _operands,
+    _reduce_axes, _require_float, _shape_arg, _xp_add, _xp_div, _xp_mul, _xp_pow, _xp_sub, from_op, tensor,
+    _backward_of, _expect,
 )
 
 # %% [markdown]
@@ -172,7 +173,10 @@ print("unbroadcast: ok")
 # error that shows both shapes. `_keep_float32(out, ta, tb)` undoes NumPy's habit of
 # promoting `int / int` or `int * 0.5` to float64: only a float64 input may give a
 # float64 output. `_dev(ta, tb)` is the device of whichever operand is a tensor,
-# and `_needs(t)` says whether gradient must flow into `t`.
+# and `_needs(t)` says whether gradient must flow into `t`. The decorator
+# `_bfloat16_number_in_float32` runs a bfloat16 tensor with a plain number in float32
+# and rounds the result back to bfloat16, as PyTorch keeps it (NumPy's bfloat16 would
+# turn into float32); every other call reaches your function unchanged.
 #
 # *The math.* With g = dL/dout:
 #
@@ -209,6 +213,7 @@ print("unbroadcast: ok")
 
 # %% nbgrader={"grade": false, "grade_id": "arithmetic", "locked": false, "schema_version": 3, "solution": true}
 #| export
+@_bfloat16_number_in_float32  # (provided) a bfloat16 tensor with a number stays bfloat16
 def add(a, b):
     """a + b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "add")
@@ -222,6 +227,7 @@ def add(a, b):
     ### END SOLUTION
 
 
+@_bfloat16_number_in_float32
 def sub(a, b):
     """a - b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "sub")
@@ -235,6 +241,7 @@ def sub(a, b):
     ### END SOLUTION
 
 
+@_bfloat16_number_in_float32
 def mul(a, b):
     """a * b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "mul")
@@ -248,6 +255,7 @@ def mul(a, b):
     ### END SOLUTION
 
 
+@_bfloat16_number_in_float32
 def div(a, b):
     """a / b (true division: int / int gives float32)."""
     ta, x, tb, y = _operands(a, b, "div")
@@ -261,6 +269,7 @@ def div(a, b):
     ### END SOLUTION
 
 
+@_bfloat16_number_in_float32
 def pow(a, b):
     """a ** b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "pow")

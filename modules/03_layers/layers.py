@@ -82,7 +82,7 @@ from tinytorch.core.autograd import gradcheck
 from tinytorch.core.backend import (
     device, generator_for, get_xp, manual_seed, scatter_add, to_device,
 )
-from tinytorch.core.tensor import Tensor, _autocast_op, _expect, from_op
+from tinytorch.core.tensor import Tensor, _autocast_op, _bfloat16_in_float32, _expect, from_op
 from tinytorch.nn.functional import (
     _as_rows, _check_linear, _embedding_indices, _float_array, _in_float32_if_half, _normalized_axes, _row_mean,
 )
@@ -651,6 +651,7 @@ print("parameters:", tree.num_parameters(), "| training:", tree.first.training, 
 # %% nbgrader={"grade": false, "grade_id": "linear", "locked": false, "schema_version": 3, "solution": true}
 #| export nn.functional
 @_autocast_op("linear")  # mixed precision (module 10) may pick the dtype; a plain call until then
+@_bfloat16_in_float32  # (provided) bfloat16 input and weight multiply in float32 and stay bfloat16, as in PyTorch
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, as one op: (..., in_features) -> (..., out_features)."""
     _check_linear(input, weight, bias)

@@ -324,9 +324,11 @@ import math
 import numpy as np
 
 from tinytorch.core.backend import (
-    check_later, generator_for, get_xp, is_floating, namespace_of, scatter_add, to_device, to_host,
+    _is_half, check_later, generator_for, get_xp, is_floating, namespace_of, scatter_add, to_device, to_host,
 )
-from tinytorch.core.tensor import Tensor, _autocast_op, _cast, from_op  # noqa: F401  (_autocast_op: the lesson's linear)
+from tinytorch.core.tensor import (  # noqa: F401  (_autocast_op, _bfloat16_in_float32: the lesson's linear)
+    Tensor, _autocast_op, _bfloat16_in_float32, _cast, from_op,
+)
 
 
 def _float_array(t):
@@ -388,14 +390,13 @@ def _as_rows(x, shape):
     return x.reshape(math.prod(x.shape[:x.ndim - len(shape)]), math.prod(shape))
 
 
-def _is_half(dtype):
-    return is_floating(dtype) and dtype.itemsize < 4
-
-
 def _in_float32_if_half(norm):
     """Run a fused norm on a float16/bfloat16 input in float32 and return the input's dtype, as PyTorch
     does: in float16 a row's mean square passes 65504 once its values reach 256, and eps=None becomes
-    float32's machine epsilon, not float16's 9.8e-4."""
+    float32's machine epsilon, not float16's 9.8e-4. The whole norm runs in float32, not only its
+    statistics, for accuracy: with float32 statistics rounded to float16, rows of 300 + N(0, 1) came
+    out up to 0.24 away from PyTorch's float16 layer_norm (rows of 300 * N(0, 1): 7.5, the variance
+    overflows), this way 0.004 (one float16 step); it costs a float32 copy of the input and output."""
     @functools.wraps(norm)
     def run(input, *args, **kwargs):
         if not _is_half(input.dtype):

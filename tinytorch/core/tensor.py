@@ -183,15 +183,42 @@ def _autocast_op(name):
 
 
 def _bfloat16_in_float32(fn):
-    """Decorator for matmul: ml_dtypes' `@` returns float32 for two bfloat16 arrays, where PyTorch keeps bfloat16.
-    Two bfloat16 tensors are multiplied in float32 and the product rounded once, back to bfloat16; `_cast`'s
-    backward brings the gradients back to bfloat16 too. Every other call goes straight to `fn`."""
+    """Decorator for matmul and linear (module 03): ml_dtypes' `@` returns float32 for two bfloat16 arrays, where
+    PyTorch keeps bfloat16. When the first two arguments are bfloat16 tensors, they (and any other bfloat16 tensor
+    argument: linear's bias) go in as float32 and the output is rounded once, back to bfloat16; `_cast`'s backward
+    brings the gradients back to bfloat16 too. Every other call goes straight to `fn`."""
+    def op(*args, **kwargs):
+        a = args[0] if args else next(iter(kwargs.values()), None)  # linear(x, weight=w) names its weight
+        if isinstance(a, Tensor) and a.data.dtype.kind == "V" and _is_bfloat16(a.data.dtype):
+            dtype, operands = a.data.dtype, args + tuple(kwargs.values())
+            if len(operands) > 1 and isinstance(operands[1], Tensor) and operands[1].data.dtype == dtype:
+                def up(t):
+                    return _cast(t, _F32) if isinstance(t, Tensor) and t.data.dtype == dtype else t
+                return _cast(fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()}), dtype)
+        return fn(*args, **kwargs)
+    return functools.wraps(fn)(op)
+
+
+def _bfloat16_number_in_float32(fn):
+    """Decorator for the arithmetic ops: ml_dtypes computes a bfloat16 array with a Python float in float32 and
+    returns float32, and so would every gradient, where PyTorch keeps bfloat16 (a number never changes a tensor's
+    float dtype). A bfloat16 tensor with a number runs in float32 and is rounded once, back to bfloat16; `_cast`'s
+    backward rounds the gradient back to bfloat16 too. Every other call goes straight to `fn`, after a type check
+    (and, with a number, a dtype check): no cast, no copy."""
     def op(a, b):
-        if isinstance(a, Tensor) and isinstance(b, Tensor) and _is_bfloat16(a.data.dtype) \
-                and b.data.dtype == a.data.dtype:
-            return _cast(fn(_cast(a, _F32), _cast(b, _F32)), a.data.dtype)
+        if isinstance(a, Tensor):
+            if isinstance(b, Tensor) or a.data.dtype.kind != "V" or not _is_number(b) \
+                    or not _is_bfloat16(a.data.dtype):
+                return fn(a, b)
+            return _cast(fn(_cast(a, _F32), b), a.data.dtype)
+        if isinstance(b, Tensor) and b.data.dtype.kind == "V" and _is_number(a) and _is_bfloat16(b.data.dtype):
+            return _cast(fn(a, _cast(b, _F32)), b.data.dtype)
         return fn(a, b)
     return functools.wraps(fn)(op)
+
+
+def _is_number(value):
+    return isinstance(value, (builtins.int, builtins.float, np.generic))
 
 
 def from_op(data, device, inputs=None, backward=None):
@@ -657,12 +684,17 @@ def _operands(a, b, name):
         tb, (b.data if tb is not None else _constant(b, ta, name))
 
 
+_PYTHON_NUMBERS = frozenset((builtins.int, builtins.float))
+
+
 def _constant(value, ref, name):
     """A plain number (or NumPy array) used with a tensor: allowed, with no gradient."""
-    if isinstance(value, (builtins.int, builtins.float)):
+    if type(value) in _PYTHON_NUMBERS:
         return value
-    if isinstance(value, np.generic):  # NumPy scalars would force their dtype; Python's adapt
-        return value.item()
+    if isinstance(value, np.generic):  # NumPy scalars (np.float64 is a Python float too) would force their
+        return value.item()  # dtype (float16 * np.float64 was float32); Python's adapt
+    if isinstance(value, (builtins.int, builtins.float)):  # bool, and subclasses of int and float
+        return value
     if isinstance(value, np.ndarray):
         return to_device(value, ref._device)
     raise TypeError(f"{name}: unsupported operand type {type(value).__name__}; "
@@ -708,18 +740,19 @@ def _keep_float32(out, ta, tb):
     if ta is None or tb is None:  # with a Python number NumPy already agrees, but for int / int
         if out.dtype is _F64 and not ((ta is not None and ta.data.dtype is _F64) or
                                       (tb is not None and tb.data.dtype is _F64)):
-            return out.astype(_F32)
+            t = ta if ta is not None else tb  # (ml_dtypes' where of bfloat16 and a float is float64, too)
+            return out.astype(t.data.dtype if t is not None and _is_bfloat16(t.data.dtype) else _F32)
         return out
     a, b = ta.data, tb.data
     if a.dtype is b.dtype and out.dtype is a.dtype:  # the usual case
         return out
     want = _promoted(a, b)
-    if want.kind != "f" and out.dtype.kind == "f":  # int / int is a float: the default one
+    if want.kind in "biu" and out.dtype.kind == "f":  # int / int is a float: the default one
         want = _F32
     return out if out.dtype == want else out.astype(want)
 
 
-_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "V": 2}  # "V": bfloat16, the one supported dtype of that kind
 
 
 def _promoted(a, b):
@@ -861,13 +894,14 @@ def var(x, dim=None, correction=1, keepdim=False):
     axes = _reduce_axes(dim, x.ndim)
     n = _count(x.shape, axes)
     dof = builtins.max(n - correction, 0)  # no degrees of freedom left: inf or nan, as PyTorch
-    centered = x.data - x.data.mean(axis=axes, keepdims=True)
-    out = ((centered * centered).sum(axis=axes, keepdims=keepdim) / dof).astype(x.dtype)
+    data = x.data.astype(_F32) if _is_half(x.data.dtype) else x.data  # float16/bfloat16: sums in float32
+    centered = data - data.mean(axis=axes, keepdims=True)
+    out = _in_dtype((centered * centered).sum(axis=axes, keepdims=keepdim) / dof, x.data.dtype)
 
     def var_backward(g):
         if axes is not None and not keepdim:
             g = xp.expand_dims(g, axes)
-        return (g * centered * (2.0 / dof if dof else math.inf),)
+        return (_in_dtype(g * centered * (2.0 / dof if dof else math.inf), x.data.dtype),)
     return from_op(out, x._device, (x,), var_backward)
 
 
@@ -1001,6 +1035,12 @@ def _index_arrays(index, dev):
 
 
 # %% modules/01_tensor/provided.py, cell 22
+def _in_dtype(array, dtype):
+    """`array` as `dtype`, cast only if it is not: ml_dtypes gives float32 for bfloat16 with a Python float
+    (`1.0 / x`, `0.5 * x`), where PyTorch keeps bfloat16; one dtype check otherwise."""
+    return array if array.dtype is dtype else array.astype(dtype)
+
+
 def _float_data(x):
     """Transcendental functions of integer tensors give float32, as in PyTorch."""
     return x.data if is_floating(x.data.dtype) else x.data.astype(DEFAULT_FLOAT)
@@ -1009,7 +1049,7 @@ def _float_data(x):
 def _unary(x, out, local_grad, name):
     """Wrap a unary op whose backward is g * local_grad() (computed only when needed)."""
     def backward(g):
-        return (g * local_grad(),)
+        return (_in_dtype(g * local_grad(), x.data.dtype),)
     backward.__name__ = f"{name}_backward"
     return from_op(out, x._device, (x,), backward)
 
@@ -1045,7 +1085,8 @@ def tanh(x):
 
 def sigmoid(x):
     xp = get_xp(x._device)
-    out = 0.5 * xp.tanh(0.5 * _float_data(x)) + 0.5
+    data = _float_data(x)
+    out = _in_dtype(0.5 * xp.tanh(0.5 * data) + 0.5, data.dtype)
     return _unary(x, out, lambda: out * (1 - out), "sigmoid")
 
 
@@ -1066,8 +1107,8 @@ def clamp(x, min=None, max=None):
     if want.kind in "biu" and builtins.any(isinstance(b, builtins.float) for b in (min, max)):
         want = _F32  # an integer tensor clamped to a Python float: float32, not NumPy's float64
     # clip in `want` itself: NumPy would clip in a wider type (float64 for an int64 tensor and a float bound)
-    out = xp.clip(x.data.astype(want, copy=False),
-                  *(b.astype(want, copy=False) if hasattr(b, "dtype") else b for b in (min, max)))
+    out = _in_dtype(xp.clip(x.data.astype(want, copy=False),  # (bfloat16 with a float bound: float32)
+                            *(b.astype(want, copy=False) if hasattr(b, "dtype") else b for b in (min, max))), want)
     if out.shape != x.shape:
         raise ValueError(f"clamp: bounds of shapes {_shape_of(min)} and {_shape_of(max)} would enlarge the "
                          f"tensor's shape {tuple(x.shape)}")
@@ -1354,6 +1395,7 @@ def unbroadcast(grad, shape):
 
 
 # %% modules/01_tensor/tensor.py, cell 11
+@_bfloat16_number_in_float32  # (provided) a bfloat16 tensor with a number stays bfloat16
 def add(a, b):
     """a + b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "add")
@@ -1365,6 +1407,7 @@ def add(a, b):
     return from_op(out, _dev(ta, tb), (ta, tb), add_backward)
 
 
+@_bfloat16_number_in_float32
 def sub(a, b):
     """a - b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "sub")
@@ -1376,6 +1419,7 @@ def sub(a, b):
     return from_op(out, _dev(ta, tb), (ta, tb), sub_backward)
 
 
+@_bfloat16_number_in_float32
 def mul(a, b):
     """a * b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "mul")
@@ -1387,6 +1431,7 @@ def mul(a, b):
     return from_op(out, _dev(ta, tb), (ta, tb), mul_backward)
 
 
+@_bfloat16_number_in_float32
 def div(a, b):
     """a / b (true division: int / int gives float32)."""
     ta, x, tb, y = _operands(a, b, "div")
@@ -1398,6 +1443,7 @@ def div(a, b):
     return from_op(out, _dev(ta, tb), (ta, tb), div_backward)
 
 
+@_bfloat16_number_in_float32
 def pow(a, b):
     """a ** b, broadcasting."""
     ta, x, tb, y = _operands(a, b, "pow")
