@@ -19,6 +19,7 @@ without --resume or --overwrite, so a failed or mistaken run cannot spoil an ear
 
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -28,6 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -424,6 +426,30 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def file_identity(st):
+    """Which file, with which bytes, an os.stat result names: a file rewritten atomically (tt.save) is a new
+    inode, one written in place has a new size or modification time."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class WeightsRead(NamedTuple):
+    """A weights file read once (read_weights): its bytes, their SHA-256, and the file's identity while it was
+    read (None if it changed meanwhile), by which a later step checks a path still holds these bytes."""
+    path: Path
+    data: bytes
+    sha256: str
+    identity: tuple | None
+
+
+def read_weights(path):
+    """The file at `path` read once, through one open file, and hashed: what is loaded is what was hashed."""
+    with open(path, "rb") as f:
+        before = file_identity(os.fstat(f.fileno()))
+        data = f.read()
+        after = file_identity(os.fstat(f.fileno()))
+    return WeightsRead(Path(path), data, hashlib.sha256(data).hexdigest(), before if before == after else None)
+
+
 def base_run(init_from):
     """(folder, saved config) of the finished run --init-from names, or a RunError."""
     base = Path(init_from)
@@ -446,41 +472,60 @@ def unknown_characters(tok, text, data):
 
 
 def base_weights(lora, run_dir=None):
-    """The file with a LoRA run's base weights: the run's own link to them (BASE_COPY in `run_dir`, made when it
-    started), else the base run's model file; only one whose SHA-256 is the one the run recorded."""
+    """The base weights of a LoRA run, read (read_weights) from the run's own link to them (BASE_COPY in `run_dir`,
+    made when it started), else from the base run's model file; only a file whose SHA-256 is the one the run
+    recorded."""
     base_file = Path(lora["base"]) / FILES["model"]
     for path in ([Path(run_dir) / BASE_COPY] if run_dir is not None else []) + [base_file]:
-        if path.is_file() and file_sha256(path) == lora["base_sha256"]:
-            return path
+        if path.is_file() and (read := read_weights(path)).sha256 == lora["base_sha256"]:
+            return read
     raise RunError(f"the base model {base_file} changed or is gone since this LoRA run was trained: restore it "
                    f"(SHA-256 {lora['base_sha256'][:12]}...), or fine-tune again")
 
 
-def keep_base(lora, out):
+def keep_base(lora, out, read=None):
     """Give LoRA run `out` its own hard link to the base weights (a copy where the file system has no links), unless
     it has one. The base run may then be resumed or --overwrite-n: it writes a new model file (atomically: a new
-    inode) and the link keeps the weights this run was trained on, with no second copy on disk until then."""
+    inode) and the link keeps the weights this run was trained on, with no second copy on disk until then.
+
+    `read`: the base run's model file as this run read and hashed it (read_weights). The link (or the file copied)
+    is then checked to be that file, unchanged since (file_identity), instead of hashing it again; only when that
+    check fails, or without `read`, are the kept bytes hashed."""
     own = out / BASE_COPY
     if own.is_file():
         return
     source = Path(lora["base"]) / FILES["model"]
+    seen = read.identity if read is not None and read.path == source and read.sha256 == lora["base_sha256"] else None
     try:
         os.link(source, own)
-    except OSError:  # e.g. another file system
-        tt.atomic_write(own, lambda tmp: shutil.copyfile(source, tmp))
-    if file_sha256(own) != lora["base_sha256"]:  # the base run was rewritten since this run read it
+    except OSError:  # e.g. another file system: a copy, through one open file, checked before and after copying
+        with open(source, "rb") as f:
+            before = file_identity(os.fstat(f.fileno()))
+            tt.atomic_write(own, lambda tmp: _copy_into(f, tmp))
+            same = seen is not None and before == seen == file_identity(os.fstat(f.fileno()))
+    else:  # the link is the file read (same inode), unchanged since: the bytes hashed
+        same = seen is not None and file_identity(os.stat(own)) == seen
+    if not same and file_sha256(own) != lora["base_sha256"]:  # the base run was rewritten since this run read it
         own.unlink()
         raise RunError(f"the base model {source} changed while this LoRA run started: start it again")
 
 
-def lora_model(lora, config, run_dir=None):
+def _copy_into(f, path):
+    with open(path, "wb") as out:
+        shutil.copyfileobj(f, out)
+
+
+def lora_model(lora, config, run_dir=None, base=None):
     """The GPT of LoRA run `run_dir` (None: one not yet started) with LoRA injected, adapters at their init: training
-    moves them, `load_run` loads a run's saved ones. Its base weights are checked against their SHA-256 (see
-    base_weights) and loaded on the CPU."""
+    moves them, `load_run` loads a run's saved ones. Its base weights are `base` (read_weights of a file whose
+    SHA-256 is the recorded one), else read by base_weights, which checks that; they are loaded on the CPU."""
     from tinytorch.finetune import inject_lora  # module 12: needed only for LoRA runs
 
+    base = base_weights(lora, run_dir) if base is None else base
+    weights = io.BytesIO(base.data)
+    weights.name = str(base.path)  # tt.load's errors name the file
     model = GPT(config)
-    model.load_state_dict(tt.load(base_weights(lora, run_dir)))
+    model.load_state_dict(tt.load(weights))
     try:
         inject_lora(model, lora["targets"], rank=lora["rank"], alpha=lora["alpha"])
     except ValueError as err:  # a target that names no Linear: the message lists them
@@ -563,7 +608,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
     if peak_tflops is not None and not peak_tflops > 0:
         raise RunError(f"--peak-tflops must be positive, got {peak_tflops}: give the device's peak in TFLOPS")
     out, saved = plan_run(out, resume, overwrite)
-    lora, base_dir = None, None
+    lora, base_dir, base = None, None, None
     if resume:
         if init_from is not None:
             raise RunError("--resume continues a run with its own base and adapters: leave out --init-from and --lora-*")
@@ -577,7 +622,10 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
             if asked is not None and asked != had:
                 raise RunError(f"--init-from {base_dir} fixes {flag} {had}: leave {flag} out")
         tokenizer, preset = base_saved.get("tokenizer"), base_saved.get("preset")
-        lora = {"base": str(base_dir.resolve()), "base_sha256": file_sha256(base_dir / FILES["model"]),
+        base = read_weights(base_dir.resolve() / FILES["model"])  # read and hashed once: loaded, then linked
+        if base.identity is None:
+            raise RunError(f"the base model {base.path} changed while this LoRA run read it: start it again")
+        lora = {"base": str(base.path.parent), "base_sha256": base.sha256,
                 "rank": lora_rank, "alpha": lora_alpha, "targets": list(lora_targets or LORA_TARGETS)}
     seed = 0 if seed is None else seed
     amp_block, scaler = mixed_precision(amp, device, zero)
@@ -611,7 +659,9 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
                        checkpoint_blocks=checkpoint_blocks)
     if lora:  # the base run's shape and weights, with LoRA injected (A seeded above, B zero)
         config = GPTConfig.from_dict(dict((saved if resume else base_saved)["gpt"], checkpoint_blocks=checkpoint_blocks))
-        model = lora_model(lora, config, out if resume else None)
+        base = base_weights(lora, out) if resume else base  # resumed: the run's link (or its base run's file)
+        model = lora_model(lora, config, base=base)
+        base = base._replace(data=None)  # the weights are in the model; keep_base needs which file it was
     else:
         model = GPT(config)
     try:  # the device is checked here, before anything is written
@@ -655,7 +705,7 @@ def train(data=None, tokenizer=None, preset=None, steps=None, device="cpu", resu
                 "steps": p["steps"], "seed": seed, "amp": amp,  # what --resume continues with
                 **({"lora": lora} if lora else {})})
         if writer and lora:  # its own link to the base weights, made once (a LoRA run from before gets one here)
-            keep_base(lora, out)
+            keep_base(lora, out, base)  # checked against the file read above, not hashed again
         log = _EvalPrinter(quiet)
         peak, peak_source = peak_flops(device, amp or "fp32", peak_tflops)  # tensor cores' peak under --amp
         # Under ZeRO, saving is collective (the shards are gathered): every rank takes part, rank 0 writes.

@@ -66,5 +66,5 @@ def test_keep_base_gives_a_lora_run_its_own_base_weights(tmp_path, monkeypatch, 
         monkeypatch.setattr(gpt_text.os, "link", lambda *a: (_ for _ in ()).throw(OSError("no links here")))
     gpt_text.keep_base(lora, run)
     tt.atomic_write(base / gpt_text.FILES["model"], b"other")  # the base run rewritten, as tt.save does
-    assert gpt_text.base_weights(lora, run) == run / gpt_text.BASE_COPY
+    assert gpt_text.base_weights(lora, run).path == run / gpt_text.BASE_COPY
     assert (run / gpt_text.BASE_COPY).read_bytes() == b"weights"
