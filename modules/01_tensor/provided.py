@@ -429,6 +429,32 @@ def _is_half(dtype):
 
 
 # %% [markdown]
+# ## Argument checks: whole numbers
+#
+# Counts and sizes (a batch size, a number of heads, a patience, a LoRA rank) follow one
+# rule in every module: a Python int or a NumPy integer (`np.int64(4)` from an array is
+# fine), never a bool and never a float, not even `2.0` (PyTorch's DataLoader refuses
+# `batch_size=2.0` too). A bad value raises ValueError naming the argument.
+
+# %%
+#| export core.backend
+import builtins
+import numbers
+
+
+def _is_whole(value, minimum=1):
+    """True for a whole number >= `minimum`: a Python int or a NumPy integer, not a bool, not a float (2.0 neither)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, builtins.bool) and value >= minimum
+
+
+def _check_whole(value, name, minimum=1, hint=""):
+    """`value` as a Python int, or ValueError "<name> must be a whole number >= <minimum>, got <value!r><hint>"."""
+    if not _is_whole(value, minimum):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}{hint}")
+    return builtins.int(value)
+
+
+# %% [markdown]
 # ## Host memory: reuse what a training step frees
 #
 # Every training step allocates the same activations and gradients and frees them again.

@@ -38,7 +38,7 @@ import numbers
 
 import numpy as np
 
-from tinytorch.core.backend import default_generator
+from tinytorch.core.backend import _is_whole, default_generator
 from tinytorch.core.tensor import Tensor
 
 
@@ -186,8 +186,9 @@ def _split_lengths(n, lengths):
         for i in range(n - sum(counts)):  # hand out the remainder round-robin
             counts[i % len(counts)] += 1
         return counts
-    if any(not isinstance(k, numbers.Integral) or k < 0 for k in lengths):
-        raise ValueError(f"random_split: lengths must be counts >= 0 or fractions adding up to 1, got {lengths}")
+    if not all(_is_whole(k, 0) for k in lengths):
+        raise ValueError(f"random_split: lengths must be counts (whole numbers >= 0) or fractions adding up to 1, "
+                         f"got {lengths}")
     if sum(lengths) != n:
         raise ValueError(f"random_split: lengths {lengths} add up to {sum(lengths)}, but the dataset has {n} samples")
     return [int(k) for k in lengths]
@@ -209,7 +210,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp, resolve_dtype
+from tinytorch.core.backend import _is_whole, get_xp, resolve_dtype
 from tinytorch.core.tensor import Tensor, from_numpy, from_op
 from tinytorch.data.dataset import _batch_gather, as_generator  # noqa: F401  (_batch_gather: the lesson's DataLoader)
 
@@ -234,19 +235,15 @@ class SequentialSampler(Sampler):
         return len(self.data_source)
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_random_sampler(replacement, num_samples):
     if not isinstance(replacement, bool):
         raise TypeError(f"replacement should be a boolean value, but got replacement={replacement!r}")
-    if not _is_int(num_samples) or num_samples <= 0:
+    if not _is_whole(num_samples):  # PyTorch's message, the backend's rule (NumPy integers are fine)
         raise ValueError(f"num_samples should be a positive integer value, but got num_samples={num_samples!r}")
 
 
 def _check_batch_sampler(batch_size, drop_last):
-    if not _is_int(batch_size) or batch_size <= 0:
+    if not _is_whole(batch_size):
         raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size!r}")
     if not isinstance(drop_last, bool):
         raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last!r}")
@@ -356,13 +353,13 @@ import importlib.resources
 import importlib.util
 import io
 import math
-import numbers
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from tinytorch.core.backend import _check_whole
 from tinytorch.core.tensor import from_numpy
 from tinytorch.data.dataset import Dataset, TensorDataset, _normalize_index, _normalize_indices
 
@@ -472,8 +469,7 @@ def _check_text_dataset(split, val_fraction, block_size):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    _check_whole(block_size, "block_size")
 
 
 def _sklearn_digits():
@@ -650,7 +646,7 @@ try:
 except ImportError:  # the package imports without it; BPETokenizer then says what to install
     _regex = None
 
-from tinytorch.core.backend import to_numpy
+from tinytorch.core.backend import _check_whole, to_numpy
 from tinytorch.core.serialization import atomic_write
 from tinytorch.core.tensor import Tensor
 
@@ -701,8 +697,7 @@ def _describe_chars(chars):
 
 
 def _check_vocab_size(vocab_size):
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 256:
-        raise ValueError(f"vocab_size must be an int >= 256 (the byte tokens), got {vocab_size!r}")
+    _check_whole(vocab_size, "vocab_size", 256, " (256 byte tokens come first)")
 
 
 def _check_merges(merges):

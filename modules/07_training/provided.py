@@ -571,16 +571,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tinytorch.core.autograd import backward as run_backward, no_grad
-from tinytorch.core.backend import default_generator, thread_generator
+from tinytorch.core.backend import _check_whole, default_generator, thread_generator
 from tinytorch.core.tensor import Tensor, _autocast_state, _grad_mode, _wrote, from_op  # modes are per thread
 from tinytorch.nn.module import Module
 from tinytorch.optim.optimizer import Optimizer
 
 
 def _check_threads(threads):
-    """ValueError unless `threads` is a whole number >= 1 (the Trainer's setting and ThreadedStep's)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    """`threads` as an int; ValueError unless it is a whole number >= 1 (the Trainer's setting and ThreadedStep's)."""
+    return _check_whole(threads, "threads")
 
 
 def cpu_count():
@@ -762,7 +761,7 @@ class ThreadedStep:
     """
 
     def __init__(self, model, threads):
-        _check_threads(threads)
+        threads = _check_threads(threads)
         devices = {p._device.type for p in model.parameters()} - {"cpu"}
         if devices:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
@@ -1001,7 +1000,8 @@ from pathlib import Path
 import numpy as np
 
 from tinytorch.core.backend import (
-    cuda_device_count, default_generator, device as as_device, gpu_rng_states, seed_gpus, set_gpu_rng_state,
+    _check_whole, cuda_device_count, default_generator, device as as_device, gpu_rng_states, seed_gpus,
+    set_gpu_rng_state,
 )
 from tinytorch.core.tensor import Tensor
 from tinytorch.training.checkpoint import (
@@ -1103,8 +1103,7 @@ def _validate_early_stopping(mode, patience, min_delta):
     """Check EarlyStopping's arguments; return min_delta as a float (a one-element Tensor gives its number)."""
     if mode not in ("min", "max"):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
-    if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
-        raise ValueError(f"EarlyStopping patience must be a whole number >= 1 (evaluations), got {patience!r}")
+    _check_whole(patience, "EarlyStopping patience", hint=" (a count of evaluations)")
     if isinstance(min_delta, Tensor):
         if min_delta.numel() != 1:
             raise ValueError(f"EarlyStopping min_delta is one number, got a Tensor of shape {tuple(min_delta.shape)}")
@@ -1168,23 +1167,21 @@ class _TrainerBase:
                  callbacks=(), checkpoint_dir=None, keep_last=3, checkpoint_every=None, seed=None,
                  quiet=False, log_path=None, nan_policy="stop", device=None, resume=False, config=None,
                  flops_per_token=None, peak_flops=None, threads=1, compute_dtype=None):
-        if accum_steps < 1:
-            raise ValueError(f"accum_steps must be at least 1, got {accum_steps}")
+        accum_steps = _check_whole(accum_steps, "accum_steps")
         if nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         for name, value, none in (("eval_every", eval_every, "evaluate at the end of each epoch"),
                                   ("checkpoint_every", checkpoint_every, "save only at the end of fit")):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a whole number of steps >= 1, got {value!r}; "
-                                 f"use None to {none} (0 is not 'never')")
+            if value is not None:
+                _check_whole(value, name, hint=f" (a count of steps); use None to {none} (0 is not 'never')")
         if (checkpoint_every or resume) and checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume need a checkpoint_dir")
-        if keep_last is not None and keep_last < 1:  # -1 would delete every checkpoint, the newest too
-            raise ValueError(f"keep_last must be at least 1 (None keeps every checkpoint), got {keep_last}")
+        if keep_last is not None:  # -1 would delete every checkpoint, the newest too
+            keep_last = _check_whole(keep_last, "keep_last", hint=" (None keeps every checkpoint)")
         for name, value in (("flops_per_token", flops_per_token), ("peak_flops", peak_flops)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None), got {value}")
-        _check_threads(threads)
+        threads = _check_threads(threads)
         compute_dtype = peak_dtype(compute_dtype) if compute_dtype is not None else None
         if threads > 1 and (where := as_device(device or _device_of(model))).type != "cpu":
             raise ValueError(f"threads={threads} splits each batch over CPU threads; on {where} leave threads at 1")
@@ -1219,8 +1216,8 @@ class _TrainerBase:
         if epochs is None and max_steps is None:
             raise ValueError("fit needs epochs=... or max_steps=... (or both)")
         for name, value in (("epochs", epochs), ("max_steps", max_steps)):
-            if value is not None and value < 0:  # (Lightning reads max_steps=-1 as no limit: not a silent no-op)
-                raise ValueError(f"fit: {name} must be >= 0 (None for no limit), got {value}")
+            if value is not None:  # (Lightning reads max_steps=-1 as no limit: here it is not a silent no-op)
+                _check_whole(value, f"fit: {name}", 0, " (None for no limit)")
         if self._batches_per_epoch() == 0:
             raise ValueError(self._no_batches)
         self._start(resume_from)

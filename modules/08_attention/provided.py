@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tinytorch.core.backend import (  # noqa: F401  (_as_device: causal_mask)
-    device as _as_device, get_xp, is_floating, namespace_of, to_device,
+    _check_whole, device as _as_device, get_xp, is_floating, namespace_of, to_device,
 )
 from tinytorch.core.tensor import Tensor, _autocast_op, from_op, unbroadcast  # noqa: F401  (the lesson's ops)
 
@@ -148,9 +148,10 @@ def _attention_shapes(q, k, v, enable_gqa):
 def _attention_bias(attn_mask, is_causal, window, q, t_k, full_shape, dev):
     """The additive bias for the scores (causal/window + attn_mask), or None."""
     xp = get_xp(dev)
-    if window is not None and (not is_causal or int(window) != window or window < 1):
-        raise ValueError(f"attention: window={window!r} must be a positive int and needs is_causal=True "
-                         f"(it is a sliding causal window)")
+    if window is not None:
+        if not is_causal:
+            raise ValueError(f"attention: window={window!r} needs is_causal=True (it is a sliding causal window)")
+        window = _check_whole(window, "attention: window", hint=" (each query sees the last `window` tokens)")
     bias = _causal_bias(q.shape[-2], t_k, window, dev, q.dtype) if is_causal else None
     if attn_mask is None:
         return bias
@@ -265,7 +266,7 @@ import numpy as np  # noqa: F401, F811
 
 from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.core.backend import (  # noqa: F401, F811
-    DEFAULT_FLOAT, check_later, device as _as_device, get_xp, resolve_dtype, to_host,
+    DEFAULT_FLOAT, _check_whole, check_later, device as _as_device, get_xp, resolve_dtype, to_host,
 )
 from tinytorch.core.tensor import Tensor, from_op  # noqa: F401, F811
 from tinytorch.nn.functional import apply_rotary_emb, scaled_dot_product_attention  # noqa: F401
@@ -322,15 +323,18 @@ class _AttentionLayer(Module):
     def __init__(self, n_embd, n_head, n_kv_head=None, rope=False, window=None, dropout=0.0, bias=True,
                  block_size=None, rope_base=10000.0, rope_interleaved=False, device=None, dtype=None):
         super().__init__()
-        n_kv_head = n_head if n_kv_head is None else n_kv_head
-        if n_head < 1 or n_embd % n_head:
+        n_embd, n_head = _check_whole(n_embd, "n_embd"), _check_whole(n_head, "n_head")
+        n_kv_head = n_head if n_kv_head is None else _check_whole(n_kv_head, "n_kv_head")
+        if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head} "
                              f"(each head gets n_embd // n_head features)")
-        if n_kv_head < 1 or n_head % n_kv_head:
+        if n_head % n_kv_head:
             raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head} "
                              f"(each key/value head serves n_head // n_kv_head query heads)")
-        if window is not None and (not self.is_causal or window < 1):
-            raise ValueError(f"window={window} must be >= 1 and needs causal attention")
+        if window is not None:
+            if not self.is_causal:
+                raise ValueError(f"window={window!r} needs causal attention (it is a sliding causal window)")
+            window = _check_whole(window, "window", hint=" (each token sees the last `window` tokens)")
         self.n_embd, self.n_head, self.n_kv_head = n_embd, n_head, n_kv_head
         self.head_dim = n_embd // n_head
         self.window, self.dropout, self.block_size, self.rope = window, dropout, block_size, rope

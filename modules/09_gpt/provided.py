@@ -184,18 +184,17 @@ def write_gpt2_checkpoint(path, config, tensors):
 import numpy as np
 
 from tinytorch.core.autograd import no_grad
-from tinytorch.core.backend import default_generator, to_numpy
+from tinytorch.core.backend import _check_whole, default_generator, to_numpy
 from tinytorch.core.tensor import Tensor
 
 
 def _check_sampling(max_new_tokens, temperature, top_k, top_p):
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_whole(max_new_tokens, "max_new_tokens", 0)
     _check_filters(temperature, top_k, top_p)
 
 
 def _check_filters(temperature=1.0, top_k=None, top_p=None, logits=None):
-    """ValueError unless temperature >= 0, top_k is a positive int and top_p in (0, 1] (None: that filter is off),
+    """ValueError unless temperature >= 0, top_k is a whole number >= 1 and top_p in (0, 1] (None: that filter is off),
     and `logits`, when given, are (B, V): one row of scores per sequence."""
     if logits is not None and np.ndim(logits) != 2:
         raise ValueError(f"logits must be (B, V), one row per sequence, got {np.ndim(logits)} dims "
@@ -204,8 +203,8 @@ def _check_filters(temperature=1.0, top_k=None, top_p=None, logits=None):
             or not temperature >= 0:
         raise ValueError(f"temperature must be a number >= 0 (0 means greedy, 1 samples the model's own "
                          f"distribution), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_k is not None:
+        _check_whole(top_k, "top_k", hint="; pass None for no top-k filter")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
 
@@ -250,7 +249,7 @@ from typing import Optional
 import numpy as np
 
 from tinytorch.core.autograd import is_grad_enabled
-from tinytorch.core.backend import check_later, to_numpy
+from tinytorch.core.backend import _check_whole, check_later, to_numpy
 from tinytorch.core.tensor import Tensor, gelu
 from tinytorch.models.hf_gpt2 import (
     config_from_hf, config_to_hf, gpt2_incompatibilities, hf_to_tinytorch, read_gpt2_checkpoint,
@@ -292,10 +291,10 @@ class GPTConfig:
     checkpoint_blocks: bool = False  # training keeps only each block's input and recomputes it (module 13)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "window"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+            if value is not None or name not in ("n_kv_head", "window"):  # those two may be None
+                setattr(self, name, _check_whole(value, f"GPTConfig.{name}"))  # a NumPy integer becomes an int
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         for name, choices in (("norm", ("layernorm", "rmsnorm")), ("mlp", ("gelu", "swiglu"))):

@@ -39,12 +39,13 @@ import contextlib
 import functools
 import importlib.machinery
 import importlib.util
+import numbers
 import os
 import sys
 
 import numpy as np
 
-from tinytorch.core.backend import cuda_available, namespace_of
+from tinytorch.core.backend import _is_whole, cuda_available, namespace_of
 from tinytorch.core.tensor import Tensor
 
 _SIMULATOR = "NUMBA_ENABLE_CUDASIM"
@@ -132,12 +133,12 @@ def kernel(fn):
 
 def grid_for(shape, block):
     """Blocks per grid dimension so that `block` threads each cover `shape`: the ceiling of shape / block."""
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    block = (block,) if isinstance(block, int) else tuple(block)
-    if len(shape) != len(block) or min(block) < 1:
+    shape = (shape,) if isinstance(shape, numbers.Number) else tuple(shape)
+    block = (block,) if isinstance(block, numbers.Number) else tuple(block)
+    if len(shape) != len(block) or not all(_is_whole(b, 1) for b in block) or not all(_is_whole(n, 0) for n in shape):
         raise ValueError(f"grid_for: shape {shape} and block {block} need the same number of dimensions, "
-                         f"and every block size >= 1")
-    grid = tuple(-(-n // b) for n, b in zip(shape, block))
+                         f"whole-number sizes >= 0 and block sizes >= 1")
+    grid = tuple(-(-int(n) // int(b)) for n, b in zip(shape, block))
     return grid[0] if len(grid) == 1 else grid
 
 
@@ -268,6 +269,8 @@ from tinytorch.cuda.launch import (  # noqa: F401
 """CUDA C kernels: their sources, NVRTC compilation (no GPU needed) and launch through cupy.RawKernel."""
 import numpy as np
 
+from tinytorch.core.backend import _is_whole
+
 SOFTMAX_CROSS_ENTROPY = r"""
 // loss[r] = logsumexp(logits[r, :]) - logits[r, targets[r]], one block per row r.
 // blockDim.x is a power of two; shared memory holds one float per thread.
@@ -350,7 +353,7 @@ def softmax_cross_entropy_rows(logits, targets, threads=256):
 
     Targets are (rows,) integer class indices on the GPU. One out of [0, classes) raises IndexError
     naming its row: the kernel flags it and this reads the flag back (one device-to-host copy)."""
-    if not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024 or threads & (threads - 1):
+    if not _is_whole(threads, 1) or threads > 1024 or threads & (threads - 1):
         raise ValueError(f"softmax_cross_entropy_rows: threads={threads!r} must be a power of two "
                          "from 1 to 1024 (a CUDA block's limit)")
     import cupy
@@ -393,7 +396,9 @@ import functools  # noqa: F401  (the lesson's autocast as a decorator)
 
 import numpy as np
 
-from tinytorch.core.backend import float16, float32, is_floating, to_host  # noqa: F401  (to_host: GradScaler)
+from tinytorch.core.backend import (  # noqa: F401  (to_host: GradScaler)
+    _check_whole, float16, float32, is_floating, to_host,
+)
 from tinytorch.core.tensor import Tensor, _autocast_state, _cast  # noqa: F401  (the lesson's names)
 
 try:
@@ -460,8 +465,7 @@ class _GradScalerBase:
             raise ValueError(f"GradScaler: growth_factor={growth_factor} must be > 1")
         if not 0.0 < backoff_factor < 1.0:
             raise ValueError(f"GradScaler: backoff_factor={backoff_factor} must be in (0, 1)")
-        if int(growth_interval) != growth_interval or growth_interval < 1:
-            raise ValueError(f"GradScaler: growth_interval={growth_interval} must be a positive int")
+        growth_interval = _check_whole(growth_interval, "GradScaler: growth_interval", hint=" (steps)")
         if not 0 < init_scale <= float(np.finfo(np.float32).max):  # the scale is a float32 (NaN fails this too)
             raise ValueError(f"GradScaler: init_scale={init_scale} must be a positive number a float32 holds")
         self.device = device

@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from tinytorch.core.backend import get_xp
+from tinytorch.core.backend import _check_whole, get_xp
 from tinytorch.core.tensor import Tensor, cat, from_op, stack, zeros
 from tinytorch.nn.functional import dropout, linear
 from tinytorch.nn.init import uniform_
@@ -99,9 +99,8 @@ class _RNNBase(Module):
         if mode is not None and self._MODE is not None:  # mode is RNN's to pass; LSTM and GRU have their own
             raise TypeError(f"{name}() got an unexpected keyword argument 'mode'")
         mode = mode or self._MODE
-        for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
+        input_size, hidden_size, num_layers = (_check_whole(value, f"{name}: {what}") for what, value in (
+            ("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)))
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
         if bidirectional:
@@ -290,18 +289,17 @@ def _check_kl_div(input, target, reduction):
 import os
 import tempfile
 
-from tinytorch.core.backend import to_device
+from tinytorch.core.backend import _check_whole, to_device
 from tinytorch.core.serialization import load, save
 from tinytorch.core.tensor import Tensor
 from tinytorch.nn.layers import Linear
 
 
 def _check_lora(base, rank):
-    """LoRALinear's arguments: TypeError unless `base` is a Linear, ValueError unless `rank` is a positive int."""
+    """LoRALinear's arguments: TypeError unless `base` is a Linear, ValueError unless `rank` is a whole number >= 1."""
     if not isinstance(base, Linear):
         raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
+    _check_whole(rank, "LoRALinear: rank")
 
 
 def _raises(error, call, why):

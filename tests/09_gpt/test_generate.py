@@ -150,10 +150,10 @@ def test_generate_from_training_mode_uses_no_dropout(device):
     ({"temperature": -1.0}, "temperature must be a number >= 0"),
     ({"temperature": None}, "temperature must be a number >= 0"),
     ({"temperature": float("nan")}, "temperature must be a number >= 0"),
-    ({"top_k": 0}, "top_k must be a positive int"),
+    ({"top_k": 0}, "top_k must be a whole number >= 1"),
     ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
     ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
-    ({"max_new_tokens": -1}, "max_new_tokens must be an int >= 0"),
+    ({"max_new_tokens": -1}, "max_new_tokens must be a whole number >= 0"),
 ])
 def test_generate_errors(kwargs, message, device):
     model = make(device)

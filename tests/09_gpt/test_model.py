@@ -177,7 +177,7 @@ def test_config_dict_round_trip():
     assert GPTConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_embed'\]"):
         GPTConfig.from_dict({**config.to_dict(), "n_embed": 8})
-    with pytest.raises(ValueError, match="n_layer must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="n_layer must be a whole number >= 1, got 0"):
         GPTConfig(n_layer=0)
     with pytest.raises(ValueError, match="dropout must be in"):
         GPTConfig(dropout=1.0)

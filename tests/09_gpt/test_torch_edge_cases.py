@@ -15,7 +15,7 @@ LOGITS = np.array([[0.0, 1.0, 5.0, 2.0]])
     ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
     ({"temperature": -1.0}, "temperature must be a number >= 0"),  # sampled the least likely tokens
     ({"temperature": float("nan")}, "temperature must be a number >= 0"),  # every draw was token 0
-    ({"top_k": 0}, "top_k must be a positive int"),  # NumPy's "kth(=4) out of bounds"
+    ({"top_k": 0}, "top_k must be a whole number >= 1"),  # NumPy's "kth(=4) out of bounds"
 ])
 def test_sample_next_token_checks_its_arguments(kwargs, message):
     """generate refused these; sample_next_token, called directly, drew from a wrong distribution."""
@@ -64,13 +64,13 @@ def test_sample_next_token_needs_logits_b_by_v(temperature, shape):
 def test_top_k_filter_refuses_k_that_is_not_a_positive_int(k):
     """top_k_filter had no check (top_p_filter has one): k=0 failed in np.partition ("kth(=4) out of bounds"),
     k=True kept one token, k=2.5 raised a TypeError from NumPy."""
-    with pytest.raises(ValueError, match="top_k must be a positive int"):
+    with pytest.raises(ValueError, match="top_k must be a whole number >= 1"):
         top_k_filter(LOGITS, k)
     assert np.isfinite(top_k_filter(LOGITS, np.int64(2))).sum() == 2, "a NumPy integer is an int"
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"top_k": 0}, "top_k must be a positive int"), ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+    ({"top_k": 0}, "top_k must be a whole number >= 1"), ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
     ({"temperature": -1.0}, "temperature must be a number >= 0"),
 ])
 def test_generate_refuses_bad_options_before_any_token(device, kwargs, message):

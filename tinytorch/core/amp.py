@@ -4,7 +4,7 @@ __all__ = ["bfloat16", "LOWER_PRECISION_OPS", "FLOAT32_OPS", "autocast", "GradSc
 
 import functools
 import numpy as np
-from tinytorch.core.backend import float16, float32, is_floating, to_host
+from tinytorch.core.backend import _check_whole, float16, float32, is_floating, to_host
 from tinytorch.core.tensor import Tensor, _autocast_state, _cast
 
 
@@ -77,8 +77,7 @@ class _GradScalerBase:
             raise ValueError(f"GradScaler: growth_factor={growth_factor} must be > 1")
         if not 0.0 < backoff_factor < 1.0:
             raise ValueError(f"GradScaler: backoff_factor={backoff_factor} must be in (0, 1)")
-        if int(growth_interval) != growth_interval or growth_interval < 1:
-            raise ValueError(f"GradScaler: growth_interval={growth_interval} must be a positive int")
+        growth_interval = _check_whole(growth_interval, "GradScaler: growth_interval", hint=" (steps)")
         if not 0 < init_scale <= float(np.finfo(np.float32).max):  # the scale is a float32 (NaN fails this too)
             raise ValueError(f"GradScaler: init_scale={init_scale} must be a positive number a float32 holds")
         self.device = device

@@ -40,6 +40,8 @@ __all__ = [
 import sys
 import threading
 import numpy as np
+import builtins
+import numbers
 import ctypes
 import os
 
@@ -421,6 +423,19 @@ def _is_half(dtype):
 
 
 # %% modules/01_tensor/provided.py, cell 10
+def _is_whole(value, minimum=1):
+    """True for a whole number >= `minimum`: a Python int or a NumPy integer, not a bool, not a float (2.0 neither)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, builtins.bool) and value >= minimum
+
+
+def _check_whole(value, name, minimum=1, hint=""):
+    """`value` as a Python int, or ValueError "<name> must be a whole number >= <minimum>, got <value!r><hint>"."""
+    if not _is_whole(value, minimum):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}{hint}")
+    return builtins.int(value)
+
+
+# %% modules/01_tensor/provided.py, cell 12
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 

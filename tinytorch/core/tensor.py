@@ -82,7 +82,7 @@ from tinytorch.core.backend import (
 )
 
 
-# %% modules/01_tensor/provided.py, cell 12
+# %% modules/01_tensor/provided.py, cell 14
 _F64 = np.dtype("float64")
 _F32 = np.dtype("float32")
 
@@ -249,7 +249,7 @@ def from_op(data, device, inputs=None, backward=None):
     return out
 
 
-# %% modules/01_tensor/provided.py, cell 13
+# %% modules/01_tensor/provided.py, cell 15
 class Tensor:
     """An n-dimensional array on a device, that can record how it was computed."""
 
@@ -503,7 +503,7 @@ class Tensor:
         return "tensor(" + ", ".join([body] + extras) + ")"
 
 
-# %% modules/01_tensor/provided.py, cell 15
+# %% modules/01_tensor/provided.py, cell 17
 def _device_of(spec):
     return device(spec)
 
@@ -668,7 +668,7 @@ def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
                 requires_grad=requires_grad)
 
 
-# %% modules/01_tensor/provided.py, cell 17
+# %% modules/01_tensor/provided.py, cell 19
 def _device_mismatch(a, b, name):
     raise RuntimeError(f"{name}: expected all tensors on the same device, but found "
                        f"{a._device} and {b._device}; move one with .to()")
@@ -780,7 +780,7 @@ def _needs(t):
     return t is not None and t.requires_grad
 
 
-# %% modules/01_tensor/provided.py, cell 18
+# %% modules/01_tensor/provided.py, cell 20
 def _xp_add(x, y): return x + y
 def _xp_sub(x, y): return x - y
 def _xp_mul(x, y): return x * y
@@ -870,7 +870,7 @@ def _check_permutation(x, dims):
     return dims
 
 
-# %% modules/01_tensor/provided.py, cell 20
+# %% modules/01_tensor/provided.py, cell 22
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
 
@@ -1034,7 +1034,7 @@ def _index_arrays(index, dev):
     return tuple(out), basic
 
 
-# %% modules/01_tensor/provided.py, cell 22
+# %% modules/01_tensor/provided.py, cell 24
 def _in_dtype(array, dtype):
     """`array` as `dtype`, cast only if it is not: ml_dtypes gives float32 for bfloat16 with a Python float
     (`1.0 / x`, `0.5 * x`), where PyTorch keeps bfloat16; one dtype check otherwise."""
@@ -1216,7 +1216,7 @@ def gelu(x, approximate="none"):
     return _unary(x, out.astype(data.dtype, copy=False), local, "gelu")
 
 
-# %% modules/01_tensor/provided.py, cell 24
+# %% modules/01_tensor/provided.py, cell 26
 def _same_device(tensors, name):
     first = tensors[0]
     for t in tensors[1:]:
@@ -1323,7 +1323,7 @@ def masked_fill(x, mask, value):
     return from_op(out, x._device, (x,), masked_fill_backward)
 
 
-# %% modules/01_tensor/provided.py, cell 25
+# %% modules/01_tensor/provided.py, cell 27
 def _cast(x, dtype):
     if x.data.dtype == dtype:
         return x
@@ -1343,7 +1343,7 @@ def _move(x, dev):
     return from_op(to_device(x.data, dev), dev, (x,), move_backward)
 
 
-# %% modules/01_tensor/provided.py, cell 27
+# %% modules/01_tensor/provided.py, cell 29
 def _backward_of(op, *args, g=None, **kwargs):
     """op(*args, **kwargs) with each non-number argument made a tensor that requires grad, then the output's
     backward for the upstream gradient g (ones when None): one gradient per input. max/min: of the values."""

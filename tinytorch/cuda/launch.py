@@ -17,10 +17,11 @@ import contextlib
 import functools
 import importlib.machinery
 import importlib.util
+import numbers
 import os
 import sys
 import numpy as np
-from tinytorch.core.backend import cuda_available, namespace_of
+from tinytorch.core.backend import _is_whole, cuda_available, namespace_of
 from tinytorch.core.tensor import Tensor
 
 
@@ -114,12 +115,12 @@ def kernel(fn):
 
 def grid_for(shape, block):
     """Blocks per grid dimension so that `block` threads each cover `shape`: the ceiling of shape / block."""
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    block = (block,) if isinstance(block, int) else tuple(block)
-    if len(shape) != len(block) or min(block) < 1:
+    shape = (shape,) if isinstance(shape, numbers.Number) else tuple(shape)
+    block = (block,) if isinstance(block, numbers.Number) else tuple(block)
+    if len(shape) != len(block) or not all(_is_whole(b, 1) for b in block) or not all(_is_whole(n, 0) for n in shape):
         raise ValueError(f"grid_for: shape {shape} and block {block} need the same number of dimensions, "
-                         f"and every block size >= 1")
-    grid = tuple(-(-n // b) for n, b in zip(shape, block))
+                         f"whole-number sizes >= 0 and block sizes >= 1")
+    grid = tuple(-(-int(n) // int(b)) for n, b in zip(shape, block))
     return grid[0] if len(grid) == 1 else grid
 
 

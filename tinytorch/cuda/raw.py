@@ -9,10 +9,12 @@ __all__ = [
 
 
 import numpy as np
+from tinytorch.core.backend import _is_whole
 
 
 # %% modules/10_cuda/provided.py, cell 9
 """CUDA C kernels: their sources, NVRTC compilation (no GPU needed) and launch through cupy.RawKernel."""
+
 
 SOFTMAX_CROSS_ENTROPY = r"""
 // loss[r] = logsumexp(logits[r, :]) - logits[r, targets[r]], one block per row r.
@@ -96,7 +98,7 @@ def softmax_cross_entropy_rows(logits, targets, threads=256):
 
     Targets are (rows,) integer class indices on the GPU. One out of [0, classes) raises IndexError
     naming its row: the kernel flags it and this reads the flag back (one device-to-host copy)."""
-    if not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024 or threads & (threads - 1):
+    if not _is_whole(threads, 1) or threads > 1024 or threads & (threads - 1):
         raise ValueError(f"softmax_cross_entropy_rows: threads={threads!r} must be a power of two "
                          "from 1 to 1024 (a CUDA block's limit)")
     import cupy

@@ -14,7 +14,7 @@ import math
 import numbers
 import numpy as np
 from collections.abc import Mapping
-from tinytorch.core.backend import get_xp, resolve_dtype
+from tinytorch.core.backend import _is_whole, get_xp, resolve_dtype
 from tinytorch.core.tensor import Tensor, from_numpy, from_op
 from tinytorch.data.dataset import _batch_gather, as_generator
 
@@ -40,19 +40,15 @@ class SequentialSampler(Sampler):
         return len(self.data_source)
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_random_sampler(replacement, num_samples):
     if not isinstance(replacement, bool):
         raise TypeError(f"replacement should be a boolean value, but got replacement={replacement!r}")
-    if not _is_int(num_samples) or num_samples <= 0:
+    if not _is_whole(num_samples):  # PyTorch's message, the backend's rule (NumPy integers are fine)
         raise ValueError(f"num_samples should be a positive integer value, but got num_samples={num_samples!r}")
 
 
 def _check_batch_sampler(batch_size, drop_last):
-    if not _is_int(batch_size) or batch_size <= 0:
+    if not _is_whole(batch_size):
         raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size!r}")
     if not isinstance(drop_last, bool):
         raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last!r}")

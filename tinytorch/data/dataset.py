@@ -6,7 +6,7 @@ import bisect
 import math
 import numbers
 import numpy as np
-from tinytorch.core.backend import default_generator
+from tinytorch.core.backend import _is_whole, default_generator
 from tinytorch.core.tensor import Tensor
 
 
@@ -155,8 +155,9 @@ def _split_lengths(n, lengths):
         for i in range(n - sum(counts)):  # hand out the remainder round-robin
             counts[i % len(counts)] += 1
         return counts
-    if any(not isinstance(k, numbers.Integral) or k < 0 for k in lengths):
-        raise ValueError(f"random_split: lengths must be counts >= 0 or fractions adding up to 1, got {lengths}")
+    if not all(_is_whole(k, 0) for k in lengths):
+        raise ValueError(f"random_split: lengths must be counts (whole numbers >= 0) or fractions adding up to 1, "
+                         f"got {lengths}")
     if sum(lengths) != n:
         raise ValueError(f"random_split: lengths {lengths} add up to {sum(lengths)}, but the dataset has {n} samples")
     return [int(k) for k in lengths]

@@ -20,11 +20,11 @@ import importlib.resources
 import importlib.util
 import io
 import math
-import numbers
 import os
 import zlib
 import numpy as np
 from pathlib import Path
+from tinytorch.core.backend import _check_whole
 from tinytorch.core.tensor import from_numpy
 from tinytorch.data.dataset import Dataset, TensorDataset, _normalize_index, _normalize_indices
 
@@ -136,8 +136,7 @@ def _check_text_dataset(split, val_fraction, block_size):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    _check_whole(block_size, "block_size")
 
 
 def _sklearn_digits():

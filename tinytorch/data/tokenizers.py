@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 from collections import Counter, defaultdict
 from pathlib import Path
-from tinytorch.core.backend import to_numpy
+from tinytorch.core.backend import _check_whole, to_numpy
 from tinytorch.core.serialization import atomic_write
 from tinytorch.core.tensor import Tensor
 
@@ -75,8 +75,7 @@ def _describe_chars(chars):
 
 
 def _check_vocab_size(vocab_size):
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 256:
-        raise ValueError(f"vocab_size must be an int >= 256 (the byte tokens), got {vocab_size!r}")
+    _check_whole(vocab_size, "vocab_size", 256, " (256 byte tokens come first)")
 
 
 def _check_merges(merges):

@@ -13,7 +13,7 @@ __all__ = [
 
 import os
 import tempfile
-from tinytorch.core.backend import to_device, get_xp
+from tinytorch.core.backend import _check_whole, to_device, get_xp
 from tinytorch.core.serialization import load, save
 from tinytorch.core.tensor import Tensor, _cast
 from tinytorch.nn.layers import Linear, Dropout, Module
@@ -22,11 +22,10 @@ from tinytorch.nn.init import zeros_
 
 # %% modules/12_finetuning/provided.py, cell 11
 def _check_lora(base, rank):
-    """LoRALinear's arguments: TypeError unless `base` is a Linear, ValueError unless `rank` is a positive int."""
+    """LoRALinear's arguments: TypeError unless `base` is a Linear, ValueError unless `rank` is a whole number >= 1."""
     if not isinstance(base, Linear):
         raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"LoRALinear: rank must be a positive int, got {rank!r}")
+    _check_whole(rank, "LoRALinear: rank")
 
 
 def _raises(error, call, why):

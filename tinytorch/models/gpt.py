@@ -7,7 +7,7 @@ import math
 import numpy as np
 from typing import Optional
 from tinytorch.core.autograd import is_grad_enabled
-from tinytorch.core.backend import check_later, to_numpy
+from tinytorch.core.backend import _check_whole, check_later, to_numpy
 from tinytorch.core.tensor import Tensor, gelu
 from tinytorch.models.hf_gpt2 import (
     config_from_hf,
@@ -60,10 +60,10 @@ class GPTConfig:
     checkpoint_blocks: bool = False  # training keeps only each block's input and recomputes it (module 13)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "window"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+            if value is not None or name not in ("n_kv_head", "window"):  # those two may be None
+                setattr(self, name, _check_whole(value, f"GPTConfig.{name}"))  # a NumPy integer becomes an int
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         for name, choices in (("norm", ("layernorm", "rmsnorm")), ("mlp", ("gelu", "swiglu"))):

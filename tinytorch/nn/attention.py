@@ -6,6 +6,7 @@ import numpy as np
 from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.core.backend import (
     DEFAULT_FLOAT,
+    _check_whole,
     check_later,
     device as _as_device,
     get_xp,
@@ -72,15 +73,18 @@ class _AttentionLayer(Module):
     def __init__(self, n_embd, n_head, n_kv_head=None, rope=False, window=None, dropout=0.0, bias=True,
                  block_size=None, rope_base=10000.0, rope_interleaved=False, device=None, dtype=None):
         super().__init__()
-        n_kv_head = n_head if n_kv_head is None else n_kv_head
-        if n_head < 1 or n_embd % n_head:
+        n_embd, n_head = _check_whole(n_embd, "n_embd"), _check_whole(n_head, "n_head")
+        n_kv_head = n_head if n_kv_head is None else _check_whole(n_kv_head, "n_kv_head")
+        if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head} "
                              f"(each head gets n_embd // n_head features)")
-        if n_kv_head < 1 or n_head % n_kv_head:
+        if n_head % n_kv_head:
             raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head} "
                              f"(each key/value head serves n_head // n_kv_head query heads)")
-        if window is not None and (not self.is_causal or window < 1):
-            raise ValueError(f"window={window} must be >= 1 and needs causal attention")
+        if window is not None:
+            if not self.is_causal:
+                raise ValueError(f"window={window!r} needs causal attention (it is a sliding causal window)")
+            window = _check_whole(window, "window", hint=" (each token sees the last `window` tokens)")
         self.n_embd, self.n_head, self.n_kv_head = n_embd, n_head, n_kv_head
         self.head_dim = n_embd // n_head
         self.window, self.dropout, self.block_size, self.rope = window, dropout, block_size, rope

@@ -42,6 +42,7 @@ from tinytorch.core.backend import (
     scatter_add,
     to_device,
     to_host,
+    _check_whole,
     device as _as_device,
 )
 from tinytorch.core.tensor import Tensor, _autocast_op, _bfloat16_in_float32, _cast, from_op, unbroadcast
@@ -753,9 +754,10 @@ def _attention_shapes(q, k, v, enable_gqa):
 def _attention_bias(attn_mask, is_causal, window, q, t_k, full_shape, dev):
     """The additive bias for the scores (causal/window + attn_mask), or None."""
     xp = get_xp(dev)
-    if window is not None and (not is_causal or int(window) != window or window < 1):
-        raise ValueError(f"attention: window={window!r} must be a positive int and needs is_causal=True "
-                         f"(it is a sliding causal window)")
+    if window is not None:
+        if not is_causal:
+            raise ValueError(f"attention: window={window!r} needs is_causal=True (it is a sliding causal window)")
+        window = _check_whole(window, "attention: window", hint=" (each query sees the last `window` tokens)")
     bias = _causal_bias(q.shape[-2], t_k, window, dev, q.dtype) if is_causal else None
     if attn_mask is None:
         return bias

@@ -4,7 +4,7 @@ __all__ = ["rnn_cell", "lstm_cell", "gru_cell", "RNN", "LSTM", "GRU"]
 
 import math
 import numpy as np
-from tinytorch.core.backend import get_xp
+from tinytorch.core.backend import _check_whole, get_xp
 from tinytorch.core.tensor import Tensor, cat, from_op, stack, zeros
 from tinytorch.nn.functional import dropout, linear, relu
 from tinytorch.nn.init import uniform_
@@ -54,9 +54,8 @@ class _RNNBase(Module):
         if mode is not None and self._MODE is not None:  # mode is RNN's to pass; LSTM and GRU have their own
             raise TypeError(f"{name}() got an unexpected keyword argument 'mode'")
         mode = mode or self._MODE
-        for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
+        input_size, hidden_size, num_layers = (_check_whole(value, f"{name}: {what}") for what, value in (
+            ("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)))
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
         if bidirectional:

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from tinytorch.core.autograd import backward as run_backward, no_grad
-from tinytorch.core.backend import default_generator, thread_generator
+from tinytorch.core.backend import _check_whole, default_generator, thread_generator
 from tinytorch.core.tensor import Tensor, _autocast_state, _grad_mode, _wrote, from_op
 from tinytorch.nn.module import Module
 from tinytorch.optim.optimizer import Optimizer
@@ -25,9 +25,8 @@ from tinytorch.optim.optimizer import Optimizer
 
 
 def _check_threads(threads):
-    """ValueError unless `threads` is a whole number >= 1 (the Trainer's setting and ThreadedStep's)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    """`threads` as an int; ValueError unless it is a whole number >= 1 (the Trainer's setting and ThreadedStep's)."""
+    return _check_whole(threads, "threads")
 
 
 def cpu_count():
@@ -209,7 +208,7 @@ class ThreadedStep:
     """
 
     def __init__(self, model, threads):
-        _check_threads(threads)
+        threads = _check_threads(threads)
         devices = {p._device.type for p in model.parameters()} - {"cpu"}
         if devices:
             raise ValueError(f"threads={threads} splits a batch over CPU threads, but the model is on "
