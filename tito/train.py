@@ -28,9 +28,21 @@ console = Console(soft_wrap=True, highlight=False)
 app = typer.Typer(help="Train a model with your own tinytorch.", no_args_is_help=True)
 
 
+def _repo():
+    """The repo around the working folder, else the one this tito was installed from (`pip install -e .`), so
+    that `tito train gpt` and `tito sample` work from any folder; the error names the working folder."""
+    try:
+        return find_root()
+    except TitoError:
+        installed = Path(__file__).resolve().parents[1]
+        if (installed / "modules").is_dir() and (installed / "pyproject.toml").is_file():
+            return installed
+        raise
+
+
 def _recipe():
     """Load milestones/gpt_text.py, or say which module the student still has to finish."""
-    root = find_root()
+    root = _repo()
     milestone = MILESTONES["gpt"]
     problem = missing_module(milestone, module_names(root))
     if problem is not None:
