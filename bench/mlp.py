@@ -48,8 +48,8 @@ def parse_args():
     p.add_argument("--fused", choices=["off", "tinytorch", "both"], default="off",
                    help="AdamW(fused=True) for TinyTorch (its numba kernel, `pip install 'tinytorch[fused]'`), or for "
                         "both frameworks (PyTorch's own fused CPU kernel); off: both run their default update")
-    p.add_argument("--repeat", type=int, default=15, help="timing rounds per framework; the median is reported")
-    p.add_argument("--blocks", type=int, default=3, help="alternating worker processes per framework")
+    p.add_argument("--repeat", type=int, default=45, help="timing rounds per framework; the median is reported")
+    p.add_argument("--blocks", type=int, default=9, help="alternating worker processes per framework")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per round (autorange)")
     p.add_argument("--profile", action="store_true", help="also profile TinyTorch's step")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
