@@ -60,3 +60,18 @@ def run_folder(tmp_path, monkeypatch):
     (tmp_path / "fox.txt").write_text(FOX, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(params=["numpy int", "bool", "float", "below minimum"])
+def whole_number_rule(request):
+    """Checks one count argument against module 01's one rule (`_check_whole`): `call(value)` accepts a NumPy
+    integer, and refuses a bool, a float equal to a good value (2.0) and a value below the minimum, each with a
+    ValueError matching `error`."""
+    def check(call, good, minimum, error):
+        if request.param == "numpy int":
+            call(np.int64(good))  # accepted
+            return
+        value = {"bool": True, "float": float(good), "below minimum": minimum - 1}[request.param]
+        with pytest.raises(ValueError, match=error):
+            call(value)
+    return check
