@@ -495,7 +495,7 @@ def keep_base(lora, out, read=None):
     if own.is_file():
         return
     source = Path(lora["base"]) / FILES["model"]
-    seen = read.identity if read is not None and read.path == source and read.sha256 == lora["base_sha256"] else None
+    seen = read.identity if read is not None and read.path == source else None  # (read holds the recorded hash)
     try:
         os.link(source, own)
     except OSError:  # e.g. another file system: a copy, through one open file, checked before and after copying

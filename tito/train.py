@@ -33,11 +33,11 @@ def _repo():
     that `tito train gpt` and `tito sample` work from any folder; the error names the working folder."""
     try:
         return find_root()
-    except TitoError:
-        installed = Path(__file__).resolve().parents[1]
-        if (installed / "modules").is_dir() and (installed / "pyproject.toml").is_file():
-            return installed
-        raise
+    except TitoError as outside:
+        try:
+            return find_root(Path(__file__).resolve().parent)
+        except TitoError:
+            raise outside from None
 
 
 def _recipe():

@@ -50,13 +50,6 @@ def _all_gather_of_other_shapes():
     dist.all_gather([tt.zeros(t.shape) for _ in range(2)], t)
 
 
-@pytest.mark.parametrize("collective", [_broadcast_of_other_shapes, _all_reduce_of_other_dtypes,
-                                        _all_gather_of_other_shapes])
-def test_thread_group_collective_whose_ranks_disagree_is_a_clear_error(collective):
-    with pytest.raises(ValueError, match=r"ranks passed different shapes or dtypes \(rank 0: .*, rank 1: "):
-        dist.ThreadGroup.run(2, collective, timeout=5.0)
-
-
 @pytest.mark.parametrize("out", [dict(shape=(3,), dtype=tt.float32), dict(shape=(1,), dtype=tt.int64)])
 def test_all_gather_into_outputs_of_another_shape_or_dtype_is_an_error(device, out):
     """PyTorch: "invalid tensor size" / "Invalid usage of tensors with different dtypes"; here the tensor's
@@ -141,7 +134,7 @@ def _reduce_scatter_of_other_shapes():
                                               ("reduce_scatter", _reduce_scatter_of_other_shapes)])
 def test_thread_group_mismatch_error_names_its_own_collective(name, collective):
     """reduce_scatter's said "all_reduce: the ranks passed different shapes", the collective it is built on."""
-    with pytest.raises(ValueError, match=rf"^{name}: the ranks passed different shapes or dtypes"):
+    with pytest.raises(ValueError, match=rf"^{name}: the ranks passed different shapes or dtypes \(rank 0: .*, rank 1: "):
         dist.ThreadGroup.run(2, collective, timeout=5.0)
 
 
