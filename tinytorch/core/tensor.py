@@ -188,13 +188,13 @@ def _bfloat16_in_float32(fn):
     argument: linear's bias) go in as float32 and the output is rounded once, back to bfloat16; `_cast`'s backward
     brings the gradients back to bfloat16 too. Every other call goes straight to `fn`."""
     def op(*args, **kwargs):
-        a = args[0] if args else next(iter(kwargs.values()), None)  # linear(x, weight=w) names its weight
-        if isinstance(a, Tensor) and a.data.dtype.kind == "V" and _is_bfloat16(a.data.dtype):
-            dtype, operands = a.data.dtype, args + tuple(kwargs.values())
-            if len(operands) > 1 and isinstance(operands[1], Tensor) and operands[1].data.dtype == dtype:
-                def up(t):
-                    return _cast(t, _F32) if isinstance(t, Tensor) and t.data.dtype == dtype else t
-                return _cast(fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()}), dtype)
+        ts = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]  # linear(x, bias=None, weight=w)
+        if len(ts) > 1 and _is_bfloat16(ts[0].data.dtype) and _is_bfloat16(ts[1].data.dtype):
+            dtype = ts[0].data.dtype
+
+            def up(t):
+                return _cast(t, _F32) if isinstance(t, Tensor) and t.data.dtype == dtype else t
+            return _cast(fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()}), dtype)
         return fn(*args, **kwargs)
     return functools.wraps(fn)(op)
 
@@ -207,11 +207,10 @@ def _bfloat16_number_in_float32(fn):
     (and, with a number, a dtype check): no cast, no copy."""
     def op(a, b):
         if isinstance(a, Tensor):
-            if isinstance(b, Tensor) or a.data.dtype.kind != "V" or not _is_number(b) \
-                    or not _is_bfloat16(a.data.dtype):
+            if isinstance(b, Tensor) or not _is_number(b) or not _is_bfloat16(a.data.dtype):
                 return fn(a, b)
             return _cast(fn(_cast(a, _F32), b), a.data.dtype)
-        if isinstance(b, Tensor) and b.data.dtype.kind == "V" and _is_number(a) and _is_bfloat16(b.data.dtype):
+        if isinstance(b, Tensor) and _is_number(a) and _is_bfloat16(b.data.dtype):
             return _cast(fn(a, _cast(b, _F32)), b.data.dtype)
         return fn(a, b)
     return functools.wraps(fn)(op)
@@ -889,19 +888,20 @@ def _count(shape, axes):
 
 def var(x, dim=None, correction=1, keepdim=False):
     """Variance with Bessel's correction by default (divide by N - 1), as PyTorch."""
+    if _is_half(x.dtype):  # float16 and bfloat16 sum in float32, as in PyTorch
+        return _cast(var(_cast(x, _F32), dim, correction, keepdim), x.dtype)
     _require_float(x, "var")
     xp = get_xp(x._device)
     axes = _reduce_axes(dim, x.ndim)
     n = _count(x.shape, axes)
     dof = builtins.max(n - correction, 0)  # no degrees of freedom left: inf or nan, as PyTorch
-    data = x.data.astype(_F32) if _is_half(x.data.dtype) else x.data  # float16/bfloat16: sums in float32
-    centered = data - data.mean(axis=axes, keepdims=True)
-    out = _in_dtype((centered * centered).sum(axis=axes, keepdims=keepdim) / dof, x.data.dtype)
+    centered = x.data - x.data.mean(axis=axes, keepdims=True)
+    out = (centered * centered).sum(axis=axes, keepdims=keepdim) / dof
 
     def var_backward(g):
         if axes is not None and not keepdim:
             g = xp.expand_dims(g, axes)
-        return (_in_dtype(g * centered * (2.0 / dof if dof else math.inf), x.data.dtype),)
+        return (g * centered * (2.0 / dof if dof else math.inf),)
     return from_op(out, x._device, (x,), var_backward)
 
 
