@@ -2,6 +2,7 @@
 __all__ = ["checkpoint"]
 
 
+import functools
 import warnings
 from tinytorch.core.autograd import is_grad_enabled, backward, enable_grad, no_grad
 from tinytorch.core.tensor import Tensor, _autocast_state, from_op
@@ -11,10 +12,13 @@ from tinytorch.core.backend import default_generator
 
 # %% modules/13_sharding/provided.py, cell 11
 def _captured_modules(fn):
-    """fn itself, the module of a bound method or a partial, and the modules in a closure."""
+    """fn itself, the module of a bound method, a partial's function and arguments, and the modules in a closure."""
     yield fn
     yield getattr(fn, "__self__", None)
-    yield getattr(fn, "func", None)  # functools.partial
+    if isinstance(fn, functools.partial):  # partial(layer_fn, block) reads block's parameters too
+        yield fn.func
+        yield from fn.args
+        yield from fn.keywords.values()
     for cell in getattr(fn, "__closure__", None) or ():
         try:
             yield cell.cell_contents

@@ -58,7 +58,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
-from tinytorch.core.backend import device as as_device, to_device, to_numpy
+from tinytorch.core.backend import _check_whole, device as as_device, to_device, to_numpy
 from tinytorch.core.serialization import atomic_write
 from tinytorch.core.tensor import Tensor
 
@@ -194,10 +194,13 @@ def prune_checkpoints(directory, keep_last, upto=None):
     A checkpoint past `upto` is one a resumed run went back behind (it was damaged): it must not
     count among the kept ones, or pruning would delete the good checkpoints, even the one just written.
     """
+    if keep_last is None:
+        return
+    keep_last = _check_whole(keep_last, "keep_last", hint=" (None keeps every checkpoint)")
     found = list_checkpoints(directory)
     if upto is not None:
         found = [p for p in found if int(_NAME.match(p.name).group(1)) <= upto]
-    for old in found[:-keep_last] if keep_last else []:
+    for old in found[:-keep_last]:
         old.unlink(missing_ok=True)
 
 
@@ -1100,10 +1103,11 @@ def _to_device(batch, device):
 
 
 def _validate_early_stopping(mode, patience, min_delta):
-    """Check EarlyStopping's arguments; return min_delta as a float (a one-element Tensor gives its number)."""
+    """Check EarlyStopping's arguments; return patience as an int and min_delta as a float (a one-element
+    Tensor gives its number)."""
     if mode not in ("min", "max"):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
-    _check_whole(patience, "EarlyStopping patience", hint=" (a count of evaluations)")
+    patience = _check_whole(patience, "EarlyStopping patience", hint=" (a count of evaluations)")
     if isinstance(min_delta, Tensor):
         if min_delta.numel() != 1:
             raise ValueError(f"EarlyStopping min_delta is one number, got a Tensor of shape {tuple(min_delta.shape)}")
@@ -1113,7 +1117,7 @@ def _validate_early_stopping(mode, patience, min_delta):
     if not (math.isfinite(min_delta) and min_delta >= 0):  # nan would make every comparison False: no improvement
         raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0 (the least change that counts "
                          f"as an improvement, in either mode), got {min_delta!r}")
-    return float(min_delta)
+    return patience, float(min_delta)
 
 
 def _metric_value(value):

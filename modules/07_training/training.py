@@ -239,9 +239,10 @@ print("train_step: ok")
 #
 # - Hint 1: switch the mode, compute without a graph, and restore the mode whatever happens.
 # - Hint 2: keep one running total per name and a sample count; each batch adds
-#   $n_b \cdot L_b$ to its total, with $n_b$ = `_num_samples(target)` (provided:
-#   `len(target)`, or 1 for the 0-d target of one unbatched sample, which a
-#   `DataLoader(batch_size=None)` yields); divide at the end.
+#   $n_b \cdot L_b$ to its total, with $n_b$ the batch's sample count from the
+#   provided sample counter named in the introduction (it also counts the 0-d
+#   target of one unbatched sample, which a `DataLoader(batch_size=None)` yields);
+#   divide at the end.
 # - Hint 3: `model.eval()`; `try:` / `finally:` around a `with no_grad():` loop over
 #   `(inputs, target)`; one forward per batch, reused by the loss and every metric
 #   (`.item()` for the loss, `float(...)` for metrics); `model.train(was_training)`
@@ -351,7 +352,7 @@ class EarlyStopping:
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` evaluations."""
 
     def __init__(self, monitor="val_loss", patience=3, mode="min", min_delta=0.0):
-        min_delta = _validate_early_stopping(mode, patience, min_delta)  # provided: min_delta as a float
+        patience, min_delta = _validate_early_stopping(mode, patience, min_delta)  # provided: an int, a float
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
         self.best = math.inf if mode == "min" else -math.inf  # the best so far: none yet, so any value beats it
         self.bad_evals = 0  # evaluations in a row without improvement

@@ -585,7 +585,7 @@ print("GPTForSequenceClassification: ok")
 # one. The scale α / r keeps the update's size comparable when you change r.
 # Dropout, if any, acts on the adapter's input only. The adapters are float32
 # even beside a float16 base (a small update would round away in 16 bits), but
-# the layer's output keeps the base's dtype, merged or not, as PEFT's does.
+# the layer's output is not widened by them, merged or not, as PEFT's is not.
 #
 # **Merging.** After training, W' = W + (α / r)·B·A is an ordinary weight: the
 # adapted layer costs nothing extra at inference. `unmerge` subtracts it again
@@ -608,8 +608,7 @@ print("GPTForSequenceClassification: ok")
 #
 # - Hint 1: forward is the base layer's output plus the scaled adapter path;
 #   once merged, the adapter is already inside the base weight. Either way the
-#   result has the dtype of the base layer's output (`_cast`, the differentiable
-#   cast, brings it back when the adapters are wider).
+#   result keeps the dtype of the base layer's output.
 # - Hint 2: the adapter path is x → dropout → A → B, times `scaling`; the
 #   merged update is `scaling` times B's weight matrix times A's.
 # - Hint 3: `_delta` computes that product as an array, in float64 for

@@ -588,6 +588,7 @@ def cuda_pool_bytes():
 
 # %%
 #| export utils
+import functools
 import warnings
 
 from tinytorch.core.autograd import is_grad_enabled
@@ -596,10 +597,13 @@ from tinytorch.nn import Module
 
 
 def _captured_modules(fn):
-    """fn itself, the module of a bound method or a partial, and the modules in a closure."""
+    """fn itself, the module of a bound method, a partial's function and arguments, and the modules in a closure."""
     yield fn
     yield getattr(fn, "__self__", None)
-    yield getattr(fn, "func", None)  # functools.partial
+    if isinstance(fn, functools.partial):  # partial(layer_fn, block) reads block's parameters too
+        yield fn.func
+        yield from fn.args
+        yield from fn.keywords.values()
     for cell in getattr(fn, "__closure__", None) or ():
         try:
             yield cell.cell_contents

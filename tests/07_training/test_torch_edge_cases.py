@@ -9,7 +9,7 @@ import tinytorch as tt
 from tinytorch import nn
 from tinytorch.data import DataLoader, TensorDataset
 from tinytorch.training import EarlyStopping, Trainer, evaluate
-from tinytorch.training.checkpoint import list_checkpoints
+from tinytorch.training.checkpoint import list_checkpoints, prune_checkpoints
 
 
 class _EmptyWithoutLen:
@@ -64,6 +64,24 @@ def test_keep_last_below_one_is_refused(parts, tmp_path, keep_last):
     Trainer(model, opt, loss, loader, checkpoint_dir=tmp_path, checkpoint_every=1, keep_last=None,
             quiet=True).fit(max_steps=2)
     assert len(list_checkpoints(tmp_path)) == 2, "keep_last=None keeps every checkpoint"
+
+
+@pytest.mark.parametrize("keep_last", [0, -1])
+def test_prune_checkpoints_refuses_keep_last_below_one(tmp_path, keep_last):
+    # the public prune_checkpoints deleted all but the oldest for -1 (the newest went) and kept all for 0
+    for step in (1, 2, 3):
+        (tmp_path / f"step_{step}.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="keep_last must be a whole number >= 1"):
+        prune_checkpoints(tmp_path, keep_last)
+    assert len(list_checkpoints(tmp_path)) == 3, "a refused prune deletes nothing"
+    prune_checkpoints(tmp_path, None)
+    assert len(list_checkpoints(tmp_path)) == 3, "None keeps every checkpoint"
+    prune_checkpoints(tmp_path, 1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_3.safetensors"]
+
+
+def test_early_stopping_patience_becomes_a_python_int():
+    assert type(EarlyStopping(patience=np.int64(2)).patience) is int
 
 
 @pytest.mark.parametrize("accum_steps", [1, 2, 4])

@@ -3,6 +3,9 @@ a module whose input needs no grad (its weights do), a lambda that captures the 
 `checkpoint_blocks` with frozen embeddings), the recomputation under the forward's autocast policy, and
 a tuple output (refused clearly)."""
 
+import functools
+import warnings
+
 import numpy as np
 import pytest
 
@@ -51,15 +54,23 @@ def test_checkpoint_warns_when_nothing_it_can_see_requires_grad():
     x, w = tt.randn(2, 3), tt.randn(3, 3, requires_grad=True)
     with pytest.warns(UserWarning, match="requires grad"):
         checkpoint(lambda t: t @ w, x)  # w is read, but checkpoint cannot see it (as torch's reentrant default)
-    with tt.no_grad():
-        checkpoint(lambda t: t @ w, x)  # no graph wanted: no warning (pytest's -W error would raise)
+    with tt.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checkpoint(lambda t: t @ w, x)  # no graph wanted: no warning
 
 
-@pytest.mark.parity
-def test_checkpoint_recomputes_under_the_forward_autocast_policy():
-    # torch's checkpoint runs the recomputation under the autocast state of the forward; ours ran it under the
-    # state of backward (float32 here), so the gradients were not those of the bfloat16 forward
-    torch = pytest.importorskip("torch")
+def test_checkpoint_sees_the_modules_passed_to_a_partial():
+    """_captured_modules looked at a partial's function only: a module given as its argument went unseen."""
+    layer = tt.nn.Linear(3, 3)
+    x = tt.randn(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the layer's weight requires grad: no "nothing requires grad" warning
+        checkpoint(functools.partial(lambda t, m: m(t), m=layer), x).sum().backward()
+        checkpoint(functools.partial(lambda m, t: m(t), layer), x).sum().backward()
+    assert layer.weight.grad is not None
+
+
+def _checkpointed_under_autocast():
     tt.manual_seed(0)
     layer = tt.nn.Linear(5, 4)
     x = tt.randn(3, 5, requires_grad=True)
@@ -71,8 +82,21 @@ def test_checkpoint_recomputes_under_the_forward_autocast_policy():
     with autocast("cpu"):
         y = checkpoint(layer, x)
     y.float().sum().backward()  # backward outside the block: the recomputation must still run in bfloat16
+    return layer, x, y, want
+
+
+def test_checkpoint_recomputes_under_the_forward_autocast_policy():
+    # torch's checkpoint runs the recomputation under the autocast state of the forward; ours ran it under the
+    # state of backward (float32 here), so the gradients were not those of the bfloat16 forward
+    layer, x, y, want = _checkpointed_under_autocast()
+    assert str(y.dtype) == "bfloat16"
     assert np.array_equal(layer.weight.grad.numpy(), want[0]) and np.array_equal(x.grad.numpy(), want[1])
 
+
+@pytest.mark.parity
+def test_checkpoint_under_autocast_matches_torch():
+    torch = pytest.importorskip("torch")
+    layer, x, y, _ = _checkpointed_under_autocast()
     tl = torch.nn.Linear(5, 4)
     with torch.no_grad():
         tl.weight.copy_(torch.tensor(layer.weight.numpy()))

@@ -22,7 +22,7 @@ import numpy as np
 import safetensors.numpy
 from pathlib import Path
 from safetensors import SafetensorError
-from tinytorch.core.backend import device as as_device, to_device, to_numpy
+from tinytorch.core.backend import _check_whole, device as as_device, to_device, to_numpy
 from tinytorch.core.serialization import atomic_write
 from tinytorch.core.tensor import Tensor
 
@@ -164,10 +164,13 @@ def prune_checkpoints(directory, keep_last, upto=None):
     A checkpoint past `upto` is one a resumed run went back behind (it was damaged): it must not
     count among the kept ones, or pruning would delete the good checkpoints, even the one just written.
     """
+    if keep_last is None:
+        return
+    keep_last = _check_whole(keep_last, "keep_last", hint=" (None keeps every checkpoint)")
     found = list_checkpoints(directory)
     if upto is not None:
         found = [p for p in found if int(_NAME.match(p.name).group(1)) <= upto]
-    for old in found[:-keep_last] if keep_last else []:
+    for old in found[:-keep_last]:
         old.unlink(missing_ok=True)
 
 

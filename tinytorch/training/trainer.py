@@ -136,10 +136,11 @@ def _to_device(batch, device):
 
 
 def _validate_early_stopping(mode, patience, min_delta):
-    """Check EarlyStopping's arguments; return min_delta as a float (a one-element Tensor gives its number)."""
+    """Check EarlyStopping's arguments; return patience as an int and min_delta as a float (a one-element
+    Tensor gives its number)."""
     if mode not in ("min", "max"):
         raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
-    _check_whole(patience, "EarlyStopping patience", hint=" (a count of evaluations)")
+    patience = _check_whole(patience, "EarlyStopping patience", hint=" (a count of evaluations)")
     if isinstance(min_delta, Tensor):
         if min_delta.numel() != 1:
             raise ValueError(f"EarlyStopping min_delta is one number, got a Tensor of shape {tuple(min_delta.shape)}")
@@ -149,7 +150,7 @@ def _validate_early_stopping(mode, patience, min_delta):
     if not (math.isfinite(min_delta) and min_delta >= 0):  # nan would make every comparison False: no improvement
         raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0 (the least change that counts "
                          f"as an improvement, in either mode), got {min_delta!r}")
-    return float(min_delta)
+    return patience, float(min_delta)
 
 
 def _metric_value(value):
@@ -550,7 +551,7 @@ class EarlyStopping:
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` evaluations."""
 
     def __init__(self, monitor="val_loss", patience=3, mode="min", min_delta=0.0):
-        min_delta = _validate_early_stopping(mode, patience, min_delta)  # provided: min_delta as a float
+        patience, min_delta = _validate_early_stopping(mode, patience, min_delta)  # provided: an int, a float
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
         self.best = math.inf if mode == "min" else -math.inf  # the best so far: none yet, so any value beats it
         self.bad_evals = 0  # evaluations in a row without improvement
